@@ -1,0 +1,93 @@
+"""Settings: read once from ``RINGFENCE_*`` environment variables.
+
+Tests build a :class:`Settings` directly and hand it to ``create_app``; nothing else
+in the code base reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Ringfence can be told; the defaults are the embedded first run."""
+
+    instance_dir: Path = PROJECT_ROOT / "instance"
+    database_url: str = ""  # empty: SQLite file in instance_dir
+    secret_key: str = ""  # empty: generated once and kept in instance_dir/secret_key
+    policies_dir: Path = PROJECT_ROOT / "policies"
+    model_path: Path = PROJECT_ROOT / "model.conf"
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    access_token_ttl: int = 3600  # seconds
+    invitation_ttl_days: int = 7
+    max_body_bytes: int = 1024 * 1024
+    # Mail: Celery runs tasks eagerly when no broker is set; mail goes to the outbox
+    # folder when no SMTP host is set.
+    broker_url: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"  # none | starttls | tls
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_timeout: float = 10.0
+    mail_from: str = "Ringfence <no-reply@localhost>"
+    outbox_dir: Path | None = None  # None: instance_dir/outbox
+    admin_email: str = "admin@example.com"
+    admin_name: str = "Super Admin"
+    log_level: str = "INFO"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.instance_dir / 'ringfence.db'}"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.outbox_dir or self.instance_dir / "outbox"
+
+    def with_secret(self) -> Settings:
+        """This settings object with a secret key, generating and keeping one if unset."""
+        if self.secret_key:
+            return self
+        key_file = self.instance_dir / "secret_key"
+        if not key_file.exists():
+            self.instance_dir.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(secrets.token_urlsafe(48))
+            key_file.chmod(0o600)
+        return replace(self, secret_key=key_file.read_text().strip())
+
+
+def _convert(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, Path) or default is None:
+        return Path(raw)
+    return raw
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from ``RINGFENCE_<FIELD>`` variables; unset ones keep their default."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = environ.get(f"RINGFENCE_{f.name.upper()}")
+        if raw is None or raw == "":
+            continue
+        default = Settings.__dataclass_fields__[f.name].default
+        try:
+            values[f.name] = _convert(raw, default)
+        except ValueError as exc:
+            raise SystemExit(f"RINGFENCE_{f.name.upper()}: {exc}") from exc
+    return Settings(**values)

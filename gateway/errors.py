@@ -1,0 +1,98 @@
+"""The one error hierarchy; rendered once, as RFC 9457 ``application/problem+json``.
+
+Subclasses only declare ``status``, ``type`` and ``title`` (the Authlib style); the
+instance carries the ``detail`` and any extension members.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_TYPE_PREFIX = "urn:ringfence:problem:"
+
+
+class RingfenceError(Exception):
+    status: int = 500
+    type: str = "internal-error"
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str | None = None, **extensions: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.extensions = extensions
+
+    def to_problem(self) -> dict[str, Any]:
+        problem: dict[str, Any] = {
+            "type": PROBLEM_TYPE_PREFIX + self.type,
+            "title": self.title,
+            "status": self.status,
+        }
+        if self.detail:
+            problem["detail"] = self.detail
+        problem.update(self.extensions)
+        return problem
+
+
+class BadRequest(RingfenceError):
+    status = 400
+    type = "bad-request"
+    title = "Bad request"
+
+
+class InvalidInput(RingfenceError):
+    status = 422
+    type = "invalid-input"
+    title = "The request is not valid"
+
+
+class Unauthorized(RingfenceError):
+    status = 401
+    type = "unauthorized"
+    title = "Authentication required"
+
+
+class InvalidCredentials(Unauthorized):
+    type = "invalid-credentials"
+    title = "Invalid email or password"
+
+
+class Forbidden(RingfenceError):
+    status = 403
+    type = "forbidden"
+    title = "Permission denied"
+
+
+class NotFound(RingfenceError):
+    status = 404
+    type = "not-found"
+    title = "Not found"
+
+
+class Conflict(RingfenceError):
+    status = 409
+    type = "conflict"
+    title = "Conflict with the current state"
+
+
+class InvalidInvitationToken(RingfenceError):
+    status = 410
+    type = "invalid-invitation"
+    title = "This invitation link is not valid"
+
+
+class PayloadTooLarge(RingfenceError):
+    status = 413
+    type = "payload-too-large"
+    title = "Request body too large"
+
+
+class PolicyInvalid(RingfenceError):
+    status = 422
+    type = "policy-invalid"
+    title = "The policy files are not valid"
+
+
+class ServiceUnavailable(RingfenceError):
+    status = 503
+    type = "unavailable"
+    title = "Service temporarily unavailable"

@@ -1,0 +1,32 @@
+"""The permissions Ringfence itself checks on its admin API, in one sorted enum.
+
+Every member must also be in the policy catalogue (``policies/permissions.yaml``);
+a unit test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    AUDIT_READ = "audit:read"
+    ROLE_MANAGEMENT_READ = "role_management:read"
+    ROLE_MANAGEMENT_WRITE = "role_management:write"
+    SETTINGS_WRITE = "settings:write"
+    USERS_DEACTIVATE = "users:deactivate"
+    USERS_INVITE = "users:invite"
+    USERS_READ = "users:read"
+    USERS_REMOVE = "users:remove"
+    WORKSPACES_CREATE = "workspaces:create"
+    WORKSPACES_DELETE = "workspaces:delete"
+    WORKSPACES_READ = "workspaces:read"
+    WORKSPACES_UPDATE = "workspaces:update"
+
+    @property
+    def resource(self) -> str:
+        return self.value.partition(":")[0]
+
+    @property
+    def action(self) -> str:
+        return self.value.partition(":")[2]
