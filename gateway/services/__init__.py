@@ -1,0 +1,69 @@
+"""Domain services: everything the HTTP layers and the CLI may ask of Ringfence.
+
+:class:`Services` wires one set of services around a database session; it is cheap to
+build, one per request or command.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+from sqlalchemy_adapter import Adapter
+
+from gateway.config import Settings
+from gateway.engine import DecisionEngine, SubjectChanged
+from gateway.models import CasbinRule, PolicyState, User, UserStatus, Workspace
+from gateway.notifier import Notifier
+from gateway.services.audit import AuditService
+from gateway.services.auth import AuthService
+from gateway.services.base import Actor, Authorizer, UnitOfWork
+from gateway.services.decisions import DecisionService
+from gateway.services.grants import GrantService
+from gateway.services.invitations import InvitationService
+from gateway.services.policies import PolicyService
+from gateway.services.setup import SetupService
+from gateway.services.users import UserService
+from gateway.services.workspaces import WorkspaceService
+
+__all__ = ["Actor", "Services", "load_engine"]
+
+
+class Services:
+    def __init__(
+        self, session: Session, engine: DecisionEngine, notifier: Notifier, settings: Settings
+    ) -> None:
+        uow = UnitOfWork(session, engine)
+        authorizer = Authorizer(session, engine)
+        self.session = session
+        self.engine = engine
+        self.authorizer = authorizer
+        self.auth = AuthService(session, settings)
+        self.audit = AuditService(session, authorizer)
+        self.decisions = DecisionService(engine)
+        self.workspaces = WorkspaceService(session, uow, authorizer)
+        self.users = UserService(session, uow, authorizer)
+        self.grants = GrantService(session, uow, authorizer, engine, self.users, self.workspaces)
+        self.invitations = InvitationService(
+            session, uow, authorizer, self.grants, notifier, settings
+        )
+        self.policies = PolicyService(session, uow)
+        self.setup = SetupService(session, uow)
+
+
+def load_engine(db: Engine, session: Session, settings: Settings) -> DecisionEngine:
+    """A decision engine holding everything committed so far: the rules are read through
+    Casbin's sqlalchemy-adapter, statuses and workspaces from our tables."""
+    engine = DecisionEngine(settings.model_path)
+    # Read the revision first: a change committed while loading is then either seen or
+    # newer than the revision we report, never silently missed.
+    revision = session.scalar(select(PolicyState.revision).where(PolicyState.id == 1)) or 0
+    subjects = [
+        SubjectChanged(user_id, email, status == UserStatus.ACTIVE)
+        for user_id, email, status in session.execute(select(User.id, User.email, User.status))
+    ]
+    workspaces = session.scalars(select(Workspace.slug)).all()
+    engine.load(
+        Adapter(db, db_class=CasbinRule, create_table=False), subjects, workspaces, revision
+    )
+    session.rollback()
+    return engine

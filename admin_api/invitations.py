@@ -1,0 +1,78 @@
+"""Invitations: create, list, get, resend, revoke, and accept (with the emailed token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from admin_api.schemas import (
+    AcceptSchema,
+    InvitationCreateSchema,
+    InvitationQuerySchema,
+    InvitationSchema,
+    UserSchema,
+)
+from gateway.http import current_actor, services
+
+blp = Blueprint("invitations", __name__, url_prefix="/invitations", description="Inviting people")
+
+
+@blp.route("")
+class Invitations(MethodView):
+    @blp.arguments(InvitationQuerySchema, location="query")
+    @blp.response(200, InvitationSchema(many=True))
+    @blp.paginate()
+    def get(self, query: dict[str, Any], pagination_parameters: Any) -> Any:
+        """Invitations into workspaces where you may invite, newest first."""
+        page = services().invitations.list(
+            current_actor(),
+            query.get("status"),
+            pagination_parameters.first_item,
+            pagination_parameters.page_size,
+        )
+        pagination_parameters.item_count = page.total
+        return page.items
+
+    @blp.arguments(InvitationCreateSchema)
+    @blp.response(201, InvitationSchema)
+    def post(self, args: dict[str, Any]) -> Any:
+        """Invite a person with roles in one or more workspaces; the email is sent after commit."""
+        return services().invitations.create(
+            current_actor(), args["email"], args["name"], args["roles"]
+        )
+
+
+@blp.route("/<int:invitation_id>")
+class InvitationById(MethodView):
+    @blp.response(200, InvitationSchema)
+    def get(self, invitation_id: int) -> Any:
+        """One invitation."""
+        return services().invitations.get(current_actor(), invitation_id)
+
+
+@blp.route("/<int:invitation_id>/resend")
+class Resend(MethodView):
+    @blp.response(200, InvitationSchema)
+    def post(self, invitation_id: int) -> Any:
+        """Send a new link (the old one stops working) with a fresh expiry."""
+        return services().invitations.resend(current_actor(), invitation_id)
+
+
+@blp.route("/<int:invitation_id>/revoke")
+class Revoke(MethodView):
+    @blp.response(200, InvitationSchema)
+    def post(self, invitation_id: int) -> Any:
+        """Make the invitation link stop working."""
+        return services().invitations.revoke(current_actor(), invitation_id)
+
+
+@blp.route("/accept")
+class Accept(MethodView):
+    @blp.arguments(AcceptSchema)
+    @blp.response(200, UserSchema)
+    def post(self, args: dict[str, str]) -> Any:
+        """Accept an invitation with the emailed token and choose a password (no sign-in)."""
+        user = services().invitations.accept(args["token"], args["password"], args.get("name"))
+        return services().users.view(user)

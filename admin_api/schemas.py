@@ -1,0 +1,199 @@
+"""Marshmallow schemas of the admin API: request validation and response shapes."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, fields, post_load, validate
+
+from gateway.models import InvitationStatus, UserStatus
+from gateway.services.invitations import RoleInWorkspace, effective_status
+
+SLUG = validate.Regexp(
+    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    error="Use 1-63 lowercase letters, digits and hyphens, not starting or ending with a hyphen",
+)
+ROLE = validate.Regexp(r"^[a-z0-9_-]{1,63}$", error="Not a role name")
+NAME = validate.Length(min=1, max=200)
+
+
+class StrictSchema(Schema):
+    """Request bodies: unknown fields are refused, so typos never pass silently."""
+
+
+class LenientQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+# -- auth ---------------------------------------------------------------------------
+
+
+class LoginSchema(StrictSchema):
+    email = fields.String(required=True, validate=validate.Length(min=1, max=320))
+    password = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=1, max=1024)
+    )
+
+
+class TokenSchema(Schema):
+    access_token = fields.String()
+    token_type = fields.String()
+    expires_in = fields.Integer()
+
+
+# -- workspaces -----------------------------------------------------------------------
+
+
+class WorkspaceCreateSchema(StrictSchema):
+    slug = fields.String(required=True, validate=SLUG, metadata={"example": "acme"})
+    name = fields.String(required=True, validate=NAME, metadata={"example": "Acme Inc."})
+
+
+class WorkspaceRenameSchema(StrictSchema):
+    name = fields.String(required=True, validate=NAME)
+
+
+class WorkspaceSchema(Schema):
+    slug = fields.String()
+    name = fields.String()
+    created_at = fields.DateTime()
+
+
+class RevisionSchema(Schema):
+    revision = fields.Integer(
+        metadata={"description": "Policy revision at which the change is in effect"}
+    )
+
+
+# -- users --------------------------------------------------------------------------
+
+
+class UserQuerySchema(LenientQuery):
+    status = fields.Enum(UserStatus, by_value=True)
+    workspace = fields.String(validate=SLUG)
+    role = fields.String(validate=ROLE)
+    q = fields.String(
+        validate=validate.Length(min=1, max=200), metadata={"description": "Name or email contains"}
+    )
+
+
+class InvitationSummarySchema(Schema):
+    id = fields.Integer()
+    status = fields.Function(lambda inv: str(effective_status(inv)))
+    expires_at = fields.DateTime()
+    created_at = fields.DateTime()
+
+
+class UserSchema(Schema):
+    """Serialises a ``gateway.services.users.UserView``."""
+
+    id = fields.Function(lambda v: v.user.id)
+    email = fields.Function(lambda v: v.user.email)
+    name = fields.Function(lambda v: v.user.name)
+    status = fields.Function(lambda v: str(v.user.status))
+    roles = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Roles per workspace (the invited roles while pending)"},
+    )
+    invitation = fields.Nested(InvitationSummarySchema, allow_none=True)
+    last_login_at = fields.Function(lambda v: _iso(v.user.last_login_at))
+    created_at = fields.Function(lambda v: _iso(v.user.created_at))
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+class RolesSchema(StrictSchema):
+    roles = fields.List(
+        fields.String(validate=ROLE), required=True, validate=validate.Length(max=50)
+    )
+
+
+class GrantSchema(StrictSchema):
+    workspace = fields.String(required=True, validate=SLUG)
+    role = fields.String(required=True, validate=ROLE)
+
+
+class GrantChangeSchema(RevisionSchema):
+    user = fields.Nested(UserSchema)
+
+
+# -- invitations ----------------------------------------------------------------------
+
+
+class RoleInWorkspaceSchema(StrictSchema):
+    workspace = fields.String(required=True, validate=SLUG)
+    role = fields.String(required=True, validate=ROLE)
+
+    @post_load
+    def make(self, data: dict[str, str], **_: Any) -> RoleInWorkspace:
+        return RoleInWorkspace(data["workspace"], data["role"])
+
+
+class InvitationCreateSchema(StrictSchema):
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+    name = fields.String(required=True, validate=NAME, metadata={"example": "John Smith"})
+    roles = fields.List(
+        fields.Nested(RoleInWorkspaceSchema),
+        required=True,
+        validate=validate.Length(min=1, max=50),
+        metadata={"description": "Roles per workspace, e.g. editor in acme, viewer in globex"},
+    )
+
+
+class InvitationQuerySchema(LenientQuery):
+    status = fields.Enum(InvitationStatus, by_value=True)
+
+
+class InvitationSchema(Schema):
+    id = fields.Integer()
+    email = fields.String()
+    name = fields.String()
+    user_id = fields.Integer(allow_none=True)
+    status = fields.Function(lambda inv: str(effective_status(inv)))
+    roles = fields.Function(
+        lambda inv: [{"workspace": g.workspace_slug, "role": g.role} for g in inv.grants]
+    )
+    expires_at = fields.DateTime()
+    created_at = fields.DateTime()
+    accepted_at = fields.DateTime(allow_none=True)
+    invited_by_id = fields.Integer(allow_none=True)
+
+
+class AcceptSchema(StrictSchema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(max=1024))
+    name = fields.String(validate=NAME)
+
+
+# -- audit ----------------------------------------------------------------------------
+
+
+class AuditQuerySchema(LenientQuery):
+    actor_id = fields.Integer()
+    target_type = fields.String(validate=validate.Length(max=63))
+    target_id = fields.String(validate=validate.Length(max=63))
+    workspace = fields.String(validate=validate.Length(max=63))
+    action = fields.String(validate=validate.Length(max=63))
+    since = fields.AwareDateTime(default_timezone=UTC)
+    until = fields.AwareDateTime(default_timezone=UTC)
+
+
+class AuditEventSchema(Schema):
+    id = fields.Integer()
+    at = fields.DateTime()
+    actor_id = fields.Integer(allow_none=True)
+    actor_name = fields.String()
+    action = fields.String()
+    target_type = fields.String()
+    target_id = fields.String(allow_none=True)
+    target_name = fields.String(allow_none=True)
+    workspace = fields.String(allow_none=True)
+    before = fields.Dict(allow_none=True)
+    after = fields.Dict(allow_none=True)
+    revision = fields.Integer(allow_none=True)
+    request_id = fields.String(allow_none=True)

@@ -1,0 +1,200 @@
+"""The decision engine: answers from memory, with Casbin's semantics.
+
+Rules come from ``model.conf`` and the ``casbin_rule`` table; the engine keeps a
+``casbin.Enforcer`` in memory and applies every committed change to it incrementally
+(no reload). On top of Casbin it knows which subjects are active and which workspaces
+exist, so that a deactivated person or an unknown workspace is denied whatever the
+rules say.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import casbin
+from casbin import persist
+from casbin.util import key_match
+
+from gateway.rules import ALL_WORKSPACES, ROLE_PREFIX, Rule, user_subject
+
+
+@dataclass(frozen=True)
+class RuleAdded:
+    rule: Rule
+
+
+@dataclass(frozen=True)
+class RuleRemoved:
+    rule: Rule
+
+
+@dataclass(frozen=True)
+class SubjectChanged:
+    """A user was created or changed status; ``active`` False means every check denies."""
+
+    user_id: int
+    email: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class SubjectRemoved:
+    user_id: int
+    email: str
+
+
+@dataclass(frozen=True)
+class WorkspaceAdded:
+    slug: str
+
+
+@dataclass(frozen=True)
+class WorkspaceRemoved:
+    slug: str
+
+
+Change = (
+    RuleAdded | RuleRemoved | SubjectChanged | SubjectRemoved | WorkspaceAdded | WorkspaceRemoved
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    revision: int
+    reason: str
+
+
+def new_enforcer(model_path: Path) -> casbin.Enforcer:
+    """A Casbin enforcer on ``model.conf`` with ``*`` as a domain pattern for ``g``."""
+    enforcer = casbin.Enforcer(str(model_path))
+    enforcer.add_named_domain_matching_func("g", key_match)
+    enforcer.enable_auto_save(False)
+    return enforcer
+
+
+class DecisionEngine:
+    """Thread-safe, in-memory decisions; ``apply`` takes changes after they commit."""
+
+    def __init__(self, model_path: Path) -> None:
+        self._lock = threading.RLock()
+        self._model_path = model_path
+        self._enforcer = new_enforcer(model_path)
+        self._active: set[int] = set()
+        self._ids_by_email: dict[str, int] = {}
+        self._known: set[int] = set()
+        self._workspaces: set[str] = set()
+        self._revision = 0
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def load(
+        self,
+        adapter: persist.Adapter,
+        subjects: Iterable[SubjectChanged],
+        workspaces: Iterable[str],
+        revision: int,
+    ) -> None:
+        """Replace everything the engine knows: rules through the Casbin ``adapter``
+        (start-up and recovery only; changes arrive through :meth:`apply`)."""
+        enforcer = new_enforcer(self._model_path)
+        enforcer.set_adapter(adapter)
+        enforcer.load_policy()
+        subjects = list(subjects)
+        with self._lock:
+            self._enforcer = enforcer
+            self._active = {s.user_id for s in subjects if s.active}
+            self._ids_by_email = {s.email: s.user_id for s in subjects}
+            self._known = set(self._ids_by_email.values())
+            self._workspaces = set(workspaces)
+            self._revision = revision
+
+    def apply(self, changes: Sequence[Change], revision: int) -> None:
+        """Apply committed ``changes`` (all of them, atomically for readers)."""
+        with self._lock:
+            for change in changes:
+                self._apply_one(change)
+            self._revision = max(self._revision, revision)
+
+    def _apply_one(self, change: Change) -> None:
+        match change:
+            case RuleAdded(rule) if rule.ptype == "p":
+                self._enforcer.add_policy(*rule.values)
+            case RuleAdded(rule):
+                self._enforcer.add_named_grouping_policy(rule.ptype, *rule.values)
+            case RuleRemoved(rule) if rule.ptype == "p":
+                self._enforcer.remove_policy(*rule.values)
+            case RuleRemoved(rule):
+                self._enforcer.remove_named_grouping_policy(rule.ptype, *rule.values)
+            case SubjectChanged(user_id, email, active):
+                self._ids_by_email[email] = user_id
+                self._known.add(user_id)
+                if active:
+                    self._active.add(user_id)
+                else:
+                    self._active.discard(user_id)
+            case SubjectRemoved(user_id, email):
+                self._active.discard(user_id)
+                self._known.discard(user_id)
+                self._ids_by_email.pop(email, None)
+            case WorkspaceAdded(slug):
+                self._workspaces.add(slug)
+            case WorkspaceRemoved(slug):
+                self._workspaces.discard(slug)
+
+    def resolve_subject(self, subject: str) -> int | None:
+        """A user id from an email address, ``user:<id>`` or a plain id; None if unknown."""
+        with self._lock:
+            text = subject.strip()
+            if "@" in text:
+                return self._ids_by_email.get(text.lower())
+            digits = text.removeprefix("user:")
+            if digits.isdecimal():
+                user_id = int(digits)
+                return user_id if user_id in self._known else None
+            return None
+
+    def check(self, user_id: int | None, workspace: str, resource: str, action: str) -> Decision:
+        """May ``user_id`` do ``resource:action`` in ``workspace``? Fails closed."""
+        with self._lock:
+            revision = self._revision
+            if user_id is None:
+                return Decision(False, revision, "unknown subject")
+            if user_id not in self._active:
+                return Decision(False, revision, "subject is not active")
+            if workspace not in self._workspaces:
+                return Decision(False, revision, "unknown workspace")
+            allowed = self._enforce(user_id, workspace, resource, action)
+            return Decision(allowed, revision, "allowed by policy" if allowed else "no rule allows")
+
+    def permits(self, user_id: int, domain: str, resource: str, action: str) -> bool:
+        """Like :meth:`check` for the admin API: ``domain`` may be ``*`` (every workspace)
+        or a workspace about to be created."""
+        with self._lock:
+            return user_id in self._active and self._enforce(user_id, domain, resource, action)
+
+    def _enforce(self, user_id: int, domain: str, resource: str, action: str) -> bool:
+        try:
+            return bool(self._enforcer.enforce(user_subject(user_id), domain, resource, action))
+        except Exception:
+            return False
+
+    def roles_in(self, workspace: str) -> set[str]:
+        """Roles that may be granted in ``workspace``: shared ones and its own."""
+        with self._lock:
+            roles = {
+                rule[0]
+                for rule in self._enforcer.get_policy()
+                if rule[1] in (ALL_WORKSPACES, workspace)
+            }
+            roles |= {
+                rule[0]
+                for rule in self._enforcer.get_named_grouping_policy("g")
+                if rule[0].startswith(ROLE_PREFIX) and rule[2] in (ALL_WORKSPACES, workspace)
+            }
+        return {r.removeprefix(ROLE_PREFIX) for r in roles if r.startswith(ROLE_PREFIX)}

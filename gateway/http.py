@@ -1,0 +1,117 @@
+"""HTTP plumbing shared by every API: problem+json errors, request ids, the services of
+the current request, and the signed-in actor."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from gateway.errors import PROBLEM_TYPE_PREFIX, RingfenceError, Unauthorized
+from gateway.services import Actor, Services
+
+log = logging.getLogger("ringfence.http")
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(problem)
+    response.status_code = int(problem["status"])
+    response.mimetype = PROBLEM_JSON
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def http_exception_problem(error: HTTPException) -> dict[str, Any]:
+    """Werkzeug and flask-smorest errors, webargs validation messages included."""
+    status = error.code or 500
+    problem: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + (error.name or "error").lower().replace(" ", "-"),
+        "title": error.name,
+        "status": status,
+    }
+    data = getattr(error, "data", None) or {}
+    messages = data.get("messages")
+    if messages:
+        # webargs nests messages by location ("json", "query", ...); flatten them.
+        errors: dict[str, Any] = {}
+        for location_messages in messages.values():
+            if isinstance(location_messages, dict):
+                errors.update(location_messages)
+        problem["type"] = PROBLEM_TYPE_PREFIX + "invalid-input"
+        problem["title"] = "The request is not valid"
+        problem["detail"] = "; ".join(f"{field}: {_first(msg)}" for field, msg in errors.items())
+        problem["errors"] = errors
+    elif status == 400 and "JSON" in (error.description or ""):
+        problem["detail"] = "The request body is not valid JSON"
+    elif error.description:
+        problem["detail"] = error.description
+    return problem
+
+
+def _first(message: Any) -> str:
+    while isinstance(message, list | dict):
+        message = message[0] if isinstance(message, list) else next(iter(message.values()))
+    return str(message)
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api, with its errors rendered as RFC 9457 problem details."""
+
+    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+        headers = dict(getattr(error, "data", {}).get("headers", {}) or {})
+        return problem_response(http_exception_problem(error), headers)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(RingfenceError)
+    def ringfence_error(error: RingfenceError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+        return problem_response(error.to_problem(), headers)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> Response:
+        if isinstance(error, HTTPException):
+            return problem_response(http_exception_problem(error))
+        # Never leak internals: the trace goes to the log, the client gets an id for it.
+        log.exception("unhandled error (request %s)", request_id())
+        return problem_response(RingfenceError(request_id=request_id()).to_problem())
+
+
+def request_id() -> str:
+    if "request_id" not in g:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming[:100] if incoming.isprintable() and incoming else uuid.uuid4().hex
+    return str(g.request_id)
+
+
+def services() -> Services:
+    """The services of this request, around one database session closed at teardown."""
+    if "services" not in g:
+        state = current_app.extensions["ringfence"]
+        g.db_session = state.session_factory()
+        g.services = Services(g.db_session, state.engine, state.notifier, state.settings)
+    return g.services  # type: ignore[no-any-return]
+
+
+def close_services(_exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    g.pop("services", None)
+    if session is not None:
+        session.close()
+
+
+def current_actor() -> Actor:
+    """The signed-in user of this request, from ``Authorization: Bearer <token>``."""
+    if "actor" not in g:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Send an access token: Authorization: Bearer <token>")
+        user = services().auth.authenticate(token.strip())
+        g.actor = Actor(user.id, f"{user.name} <{user.email}>", request_id())
+    return g.actor  # type: ignore[no-any-return]

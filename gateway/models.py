@@ -1,0 +1,242 @@
+"""Database models: the source of truth. Alembic migrations own the schema."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from gateway.rules import Rule
+
+# Stable constraint names, so migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(DateTime):
+    """Timezone-aware datetimes everywhere; SQLite hands back naive values, read as UTC."""
+
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        parent = super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> Any:
+            if parent is not None:
+                value = parent(value)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            return value
+
+        return process
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UserStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    DEACTIVATED = "deactivated"
+
+
+class InvitationStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as plain strings (no native ENUM type): the same migration runs everywhere
+    # and adding a status later needs no ALTER TYPE.
+    return Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Stored lower-cased, so the unique constraint is case-insensitive on every database.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[UserStatus] = mapped_column(_enum(UserStatus), default=UserStatus.PENDING)
+    password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    # Bumped whenever every existing session must end (deactivation, password change).
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    grants: Mapped[list[Grant]] = relationship(
+        back_populates="user",
+        cascade="all, delete-orphan",
+        foreign_keys="Grant.user_id",
+        order_by="Grant.id",
+    )
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The slug is the Casbin domain; it never changes. Renaming changes ``name``.
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Grant(Base):
+    """A user holds ``role`` in a workspace; ``workspace_id`` None means every workspace."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        UniqueConstraint("user_id", "workspace_slug", "role", name="uq_grants_user_workspace_role"),
+        Index("ix_grants_workspace_role", "workspace_slug", "role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The domain as Casbin sees it: a workspace slug, or "*" for every workspace.
+    workspace_slug: Mapped[str] = mapped_column(String(63))
+    role: Mapped[str] = mapped_column(String(63))
+    granted_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="grants", foreign_keys=[user_id])
+
+
+class Invitation(Base):
+    __tablename__ = "invitations"
+    __table_args__ = (Index("ix_invitations_email_status", "email", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200))
+    # SHA-256 of the token; the token itself exists only in the email.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[InvitationStatus] = mapped_column(
+        _enum(InvitationStatus), default=InvitationStatus.PENDING
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    invited_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    # The roles the person gets on acceptance, per workspace.
+    grants: Mapped[list[InvitationGrant]] = relationship(
+        cascade="all, delete-orphan", order_by="InvitationGrant.id"
+    )
+
+
+class InvitationGrant(Base):
+    __tablename__ = "invitation_grants"
+    __table_args__ = (
+        UniqueConstraint(
+            "invitation_id", "workspace_slug", "role", name="uq_invitation_grants_entry"
+        ),
+        Index("ix_invitation_grants_workspace", "workspace_slug"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    invitation_id: Mapped[int] = mapped_column(ForeignKey("invitations.id", ondelete="CASCADE"))
+    workspace_slug: Mapped[str] = mapped_column(String(63))
+    role: Mapped[str] = mapped_column(String(63))
+
+
+class AuditEvent(Base):
+    """One change, kept forever: names people by id and a recorded display name, without
+    foreign keys, so that removing a user keeps their history."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_target", "target_type", "target_id"),
+        Index("ix_audit_events_workspace", "workspace"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    actor_name: Mapped[str] = mapped_column(String(400), default="system")
+    action: Mapped[str] = mapped_column(String(63))
+    target_type: Mapped[str] = mapped_column(String(63))
+    target_id: Mapped[str | None] = mapped_column(String(63), default=None)
+    target_name: Mapped[str | None] = mapped_column(String(400), default=None)
+    workspace: Mapped[str | None] = mapped_column(String(63), default=None)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    revision: Mapped[int | None] = mapped_column(Integer, default=None)
+    request_id: Mapped[str | None] = mapped_column(String(100), default=None)
+
+
+class PolicyState(Base):
+    """A single row holding the policy revision, bumped by every committed change."""
+
+    __tablename__ = "policy_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CasbinRule(Base):
+    """The table of ``sqlalchemy-adapter`` (same columns), owned by our migrations."""
+
+    __tablename__ = "casbin_rule"
+    __table_args__ = (Index("ix_casbin_rule_ptype_v0", "ptype", "v0"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ptype: Mapped[str] = mapped_column(String(255))
+    v0: Mapped[str | None] = mapped_column(String(255), default=None)
+    v1: Mapped[str | None] = mapped_column(String(255), default=None)
+    v2: Mapped[str | None] = mapped_column(String(255), default=None)
+    v3: Mapped[str | None] = mapped_column(String(255), default=None)
+    v4: Mapped[str | None] = mapped_column(String(255), default=None)
+    v5: Mapped[str | None] = mapped_column(String(255), default=None)
+
+    @classmethod
+    def from_rule(cls, rule: Rule) -> CasbinRule:
+        values = dict(zip(("v0", "v1", "v2", "v3", "v4", "v5"), rule.values, strict=False))
+        return cls(ptype=rule.ptype, **values)
+
+    def to_rule(self) -> Rule:
+        values = (self.v0, self.v1, self.v2, self.v3, self.v4, self.v5)
+        return Rule(self.ptype, tuple(v for v in values if v is not None))
+
+    # sqlalchemy-adapter's loader formats rules with str(); keep the same shape.
+    def __str__(self) -> str:
+        return str(self.to_rule())

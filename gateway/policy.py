@@ -1,0 +1,1019 @@
+"""Role and permission definitions from ``policies/``: loading, validation and tests.
+
+``policies/*.yaml`` hold the permission catalogue (``permissions:``) and the roles
+(``roles:``); ``policies/tests/*_test.yaml`` hold policy tests as data (Cerbos style).
+Loading collects *every* problem before failing, so a reviewer sees all of them at
+once, each naming the file and the entry it comes from. Policy tests run against a
+real ``casbin.Enforcer`` built from ``model.conf``, so they check what Casbin decides,
+not what this module thinks it should decide.
+
+Everything here is pure except reading the files and running Casbin in memory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import casbin
+import yaml
+from casbin.util import key_match
+
+from gateway.errors import PolicyInvalid
+from gateway.rules import (
+    ALL_WORKSPACES,
+    USER_PREFIX,
+    Rule,
+    inheritance_rule,
+    permission_rule,
+    role_subject,
+)
+
+WILDCARD = "*"
+TESTS_DIRNAME = "tests"
+TEST_FILE_SUFFIX = "_test.yaml"
+
+ALLOW = "allow"
+DENY = "deny"
+
+_POLICY_KEYS = ("permissions", "roles")
+_ROLE_KEYS = ("description", "permissions", "inherits", "workspace")
+_TEST_FILE_KEYS = ("name", "description", "principals", "tests")
+_PRINCIPAL_KEYS = ("roles",)
+_CASE_KEYS = ("name", "description", "principal", "workspace", "resource", "actions")
+
+_ROLE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+_PERMISSION_PART = re.compile(r"[a-z][a-z0-9_]*")
+# No `*` (a domain pattern in Casbin), no commas or spaces (they break the CSV form).
+_WORKSPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class RoleDefinition:
+    """One role as written in a policy file.
+
+    ``workspace`` is None for a role shared by every workspace, or the slug of the one
+    workspace the role exists in. ``source`` is the file it comes from, relative to
+    the policies directory.
+    """
+
+    name: str
+    description: str
+    permissions: tuple[str, ...]
+    inherits: tuple[str, ...]
+    workspace: str | None
+    source: str
+
+    @property
+    def domain(self) -> str:
+        """The Casbin domain of this role's rules: its workspace, or ``*``."""
+        return self.workspace if self.workspace is not None else ALL_WORKSPACES
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The permission catalogue (name → description) and the roles, by name."""
+
+    permissions: Mapping[str, str]
+    roles: Mapping[str, RoleDefinition]
+
+    def rules(self) -> list[Rule]:
+        """The Casbin ``p`` and ``g`` rules these definitions stand for, sorted."""
+        rules: set[Rule] = set()
+        for role in self.roles.values():
+            for permission in role.permissions:
+                rules.add(permission_rule(role.name, permission, role.domain))
+            for parent in role.inherits:
+                rules.add(inheritance_rule(role.name, parent, role.domain))
+        return sorted(rules)
+
+    def role_names(self, workspace: str) -> set[str]:
+        """Roles that may be granted in ``workspace``: shared ones and its own.
+
+        For ``*`` (every workspace) that is the shared roles only.
+        """
+        return {
+            role.name
+            for role in self.roles.values()
+            if role.workspace is None or role.workspace == workspace
+        }
+
+    def effective_permissions(self, role: str) -> frozenset[str]:
+        """Catalogue permissions ``role`` holds, directly or inherited, wildcards expanded."""
+        granted: set[str] = set()
+        seen: set[str] = set()
+        pending = [role]
+        while pending:
+            name = pending.pop()
+            if name in seen or name not in self.roles:
+                continue
+            seen.add(name)
+            definition = self.roles[name]
+            granted.update(definition.permissions)
+            pending.extend(definition.inherits)
+        return frozenset(p for p in self.permissions if _covers_any(granted, p))
+
+
+def _covers_any(granted: set[str], permission: str) -> bool:
+    resource = permission.partition(":")[0]
+    return bool({permission, f"{resource}:{WILDCARD}", WILDCARD} & granted)
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong in a policy file: where (file, entry) and what."""
+
+    file: str
+    entry: str
+    message: str
+
+    def __str__(self) -> str:
+        where = ": ".join(part for part in (self.file, self.entry) if part)
+        return f"{where}: {self.message}" if where else self.message
+
+
+def _invalid(problems: Sequence[PolicyProblem], what: str) -> PolicyInvalid:
+    count = len(problems)
+    noun = "problem" if count == 1 else "problems"
+    return PolicyInvalid(
+        f"{count} {noun} in the {what}: {problems[0]}",
+        problems=[str(p) for p in problems],
+    )
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # unhashable: construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _read_yaml(path: Path, source: str, problems: list[PolicyProblem]) -> tuple[bool, Any]:
+    """``(ok, data)`` of one YAML file; a problem (with its line) when it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(PolicyProblem(source, "", f"cannot read the file: {exc}"))
+        return False, None
+    try:
+        loader = _StrictLoader(text)
+        try:
+            return True, loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        entry = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        detail = ": ".join(str(part) for part in (exc.context, exc.problem) if part)
+        problems.append(PolicyProblem(source, entry, f"YAML syntax error: {detail}"))
+    except yaml.YAMLError as exc:
+        problems.append(PolicyProblem(source, "", f"YAML syntax error: {exc}"))
+    return False, None
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _unknown_keys(
+    body: Mapping[Any, Any], allowed: Sequence[str], source: str, entry: str
+) -> list[PolicyProblem]:
+    return [
+        PolicyProblem(source, entry, f"unknown key {key!r} (expected one of: {', '.join(allowed)})")
+        for key in body
+        if key not in allowed
+    ]
+
+
+def _string_list(
+    value: Any, field: str, source: str, entry: str, problems: list[PolicyProblem]
+) -> list[str]:
+    """The strings of a YAML list field; problems for a non-list or non-string items."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.append(
+            PolicyProblem(source, entry, f"'{field}' must be a list, got {_type_name(value)}")
+        )
+        return []
+    items: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            problems.append(
+                PolicyProblem(
+                    source,
+                    entry,
+                    f"'{field}'[{index}] must be a string, got {_type_name(item)}",
+                )
+            )
+        elif item in items:
+            problems.append(PolicyProblem(source, entry, f"'{field}' lists {item!r} twice"))
+        else:
+            items.append(item)
+    return items
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _permission_syntax_problem(name: str, *, allow_wildcard: bool) -> str | None:
+    if allow_wildcard and name == WILDCARD:
+        return None
+    resource, sep, action = name.partition(":")
+    action_ok = bool(_PERMISSION_PART.fullmatch(action)) or (allow_wildcard and action == WILDCARD)
+    if sep and _PERMISSION_PART.fullmatch(resource) and action_ok:
+        return None
+    return (
+        f"permission {name!r} is not of the form resource:action "
+        "(lowercase letters, digits and '_', starting with a letter)"
+    )
+
+
+def _permission_problem(name: str, catalogue: Mapping[str, str]) -> str | None:
+    """Why a role may not grant ``name``, or None when it may."""
+    syntax = _permission_syntax_problem(name, allow_wildcard=True)
+    if syntax:
+        return syntax
+    if name == WILDCARD or name in catalogue:
+        return None
+    resource, _, action = name.partition(":")
+    if action == WILDCARD:
+        resources = {p.partition(":")[0] for p in catalogue}
+        if resource in resources:
+            return None
+        return (
+            f"unknown resource in {name!r}: no permission in the catalogue starts with "
+            f"'{resource}:'{_did_you_mean(resource, resources)}"
+        )
+    return f"unknown permission {name!r}{_did_you_mean(name, catalogue)}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class _RawRole:
+    name: str
+    body: Any
+    source: str
+
+
+def _policy_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.yaml") if p.is_file())
+
+
+def _source(path: Path, directory: Path) -> str:
+    return path.relative_to(directory).as_posix()
+
+
+def load_policies(directory: Path) -> PolicySet:
+    """The permission catalogue and roles of ``directory/*.yaml``, fully validated.
+
+    Raises :class:`~gateway.errors.PolicyInvalid` listing every problem found (in
+    the ``problems`` extension, one ``"file: entry: message"`` string each).
+    """
+    policy, problems = _check_policies(directory)
+    if problems:
+        raise _invalid(problems, "policy files")
+    return policy
+
+
+def _check_policies(directory: Path) -> tuple[PolicySet, list[PolicyProblem]]:
+    problems: list[PolicyProblem] = []
+    if not directory.is_dir():
+        problem = PolicyProblem(str(directory), "", "the policy directory does not exist")
+        return PolicySet({}, {}), [problem]
+    files = _policy_files(directory)
+    if not files:
+        problem = PolicyProblem(str(directory), "", "no policy files (*.yaml) found")
+        return PolicySet({}, {}), [problem]
+
+    catalogue: dict[str, str] = {}
+    catalogue_source: dict[str, str] = {}
+    raw_roles: dict[str, _RawRole] = {}
+    for path in files:
+        source = _source(path, directory)
+        ok, data = _read_yaml(path, source, problems)
+        if not ok or data is None:
+            continue
+        if not isinstance(data, dict):
+            problems.append(
+                PolicyProblem(
+                    source,
+                    "",
+                    "the file must be a mapping with the keys 'permissions' and/or "
+                    f"'roles', got {_type_name(data)}",
+                )
+            )
+            continue
+        problems.extend(_unknown_keys(data, _POLICY_KEYS, source, ""))
+        if "permissions" in data:
+            _collect_permissions(data["permissions"], source, catalogue, catalogue_source, problems)
+        if "roles" in data:
+            _collect_roles(data["roles"], source, raw_roles, problems)
+
+    roles = _check_roles(raw_roles, catalogue, problems)
+    ordered = dict(sorted(roles.items()))
+    return PolicySet(dict(sorted(catalogue.items())), ordered), problems
+
+
+def _collect_permissions(
+    section: Any,
+    source: str,
+    catalogue: dict[str, str],
+    catalogue_source: dict[str, str],
+    problems: list[PolicyProblem],
+) -> None:
+    if not isinstance(section, dict):
+        problems.append(
+            PolicyProblem(
+                source,
+                "permissions",
+                f"must be a mapping of permission name to description, got {_type_name(section)}",
+            )
+        )
+        return
+    for name, description in section.items():
+        entry = f"permissions.{name}"
+        if not isinstance(name, str):
+            problems.append(
+                PolicyProblem(
+                    source, entry, f"permission name must be a string, got {_type_name(name)}"
+                )
+            )
+            continue
+        syntax = _permission_syntax_problem(name, allow_wildcard=False)
+        if syntax:
+            problems.append(PolicyProblem(source, entry, syntax))
+            continue
+        if not isinstance(description, str) or not description.strip():
+            problems.append(
+                PolicyProblem(
+                    source,
+                    entry,
+                    f"the description must be a non-empty string, got {_type_name(description)}",
+                )
+            )
+            continue
+        if name in catalogue:
+            problems.append(
+                PolicyProblem(
+                    source,
+                    entry,
+                    f"permission {name!r} is already defined in {catalogue_source[name]}",
+                )
+            )
+            continue
+        catalogue[name] = description.strip()
+        catalogue_source[name] = source
+
+
+def _collect_roles(
+    section: Any, source: str, raw_roles: dict[str, _RawRole], problems: list[PolicyProblem]
+) -> None:
+    if not isinstance(section, dict):
+        problems.append(
+            PolicyProblem(
+                source,
+                "roles",
+                f"must be a mapping of role name to definition, got {_type_name(section)}",
+            )
+        )
+        return
+    for name, body in section.items():
+        entry = f"roles.{name}"
+        if not isinstance(name, str):
+            problems.append(
+                PolicyProblem(source, entry, f"role name must be a string, got {_type_name(name)}")
+            )
+            continue
+        if not _ROLE_NAME.fullmatch(name):
+            problems.append(
+                PolicyProblem(
+                    source,
+                    entry,
+                    f"role name {name!r} must be lowercase letters, digits, '_' or '-', "
+                    "starting with a letter",
+                )
+            )
+            continue
+        if name in raw_roles:
+            problems.append(
+                PolicyProblem(
+                    source,
+                    entry,
+                    f"role {name!r} is already defined in {raw_roles[name].source}",
+                )
+            )
+            continue
+        raw_roles[name] = _RawRole(name, body, source)
+
+
+def _role_workspace(raw: _RawRole, problems: list[PolicyProblem] | None) -> str | None:
+    """The workspace of a role (None: shared); reports a bad value when asked to."""
+    if not isinstance(raw.body, dict) or raw.body.get("workspace") is None:
+        return None
+    value = raw.body["workspace"]
+    message: str | None = None
+    if value == WILDCARD:
+        message = "'workspace' cannot be '*': omit it for a role shared by every workspace"
+    elif not isinstance(value, str):
+        message = f"'workspace' must be a workspace slug, got {_type_name(value)}"
+    elif not _WORKSPACE.fullmatch(value):
+        message = (
+            f"'workspace' {value!r} is not a workspace slug (letters, digits, '.', '_' or '-')"
+        )
+    if message is None:
+        return str(value)
+    if problems is not None:
+        problems.append(PolicyProblem(raw.source, f"roles.{raw.name}", message))
+    return None
+
+
+def _check_roles(
+    raw_roles: Mapping[str, _RawRole],
+    catalogue: Mapping[str, str],
+    problems: list[PolicyProblem],
+) -> dict[str, RoleDefinition]:
+    workspaces = {name: _role_workspace(raw, None) for name, raw in raw_roles.items()}
+    roles: dict[str, RoleDefinition] = {}
+    edges: dict[str, list[str]] = {}
+    for name, raw in raw_roles.items():
+        entry = f"roles.{name}"
+        body = raw.body
+        if not isinstance(body, dict):
+            problems.append(
+                PolicyProblem(
+                    raw.source,
+                    entry,
+                    "must be a mapping with 'description' and 'permissions' and/or "
+                    f"'inherits', got {_type_name(body)}",
+                )
+            )
+            continue
+        problems.extend(_unknown_keys(body, _ROLE_KEYS, raw.source, entry))
+
+        description = body.get("description")
+        if not isinstance(description, str) or not description.strip():
+            problems.append(
+                PolicyProblem(
+                    raw.source,
+                    entry,
+                    f"'description' must be a non-empty string, got {_type_name(description)}",
+                )
+            )
+            description = ""
+
+        workspace = _role_workspace(raw, problems)
+
+        permissions: list[str] = []
+        for permission in _string_list(
+            body.get("permissions"), "permissions", raw.source, entry, problems
+        ):
+            problem = _permission_problem(permission, catalogue)
+            if problem:
+                problems.append(PolicyProblem(raw.source, entry, problem))
+            else:
+                permissions.append(permission)
+
+        inherits: list[str] = []
+        for parent in _string_list(body.get("inherits"), "inherits", raw.source, entry, problems):
+            if parent not in raw_roles:
+                problems.append(
+                    PolicyProblem(
+                        raw.source,
+                        entry,
+                        f"inherits unknown role {parent!r}{_did_you_mean(parent, raw_roles)}",
+                    )
+                )
+                continue
+            parent_workspace = workspaces[parent]
+            if parent_workspace is not None and parent_workspace != workspace:
+                holder = (
+                    "a shared role" if workspace is None else f"a role of workspace {workspace!r}"
+                )
+                problems.append(
+                    PolicyProblem(
+                        raw.source,
+                        entry,
+                        f"{holder} cannot inherit {parent!r}, which is specific to "
+                        f"workspace {parent_workspace!r}",
+                    )
+                )
+                continue
+            inherits.append(parent)
+        edges[name] = list(inherits)
+
+        if not body.get("permissions") and not body.get("inherits"):
+            problems.append(
+                PolicyProblem(
+                    raw.source,
+                    entry,
+                    "the role grants nothing: give it 'permissions' or 'inherits'",
+                )
+            )
+
+        roles[name] = RoleDefinition(
+            name=name,
+            description=description.strip(),
+            permissions=tuple(permissions),
+            inherits=tuple(inherits),
+            workspace=workspace,
+            source=raw.source,
+        )
+
+    for cycle in _cycles(edges):
+        first = raw_roles[cycle[0]]
+        problems.append(
+            PolicyProblem(
+                first.source,
+                f"roles.{cycle[0]}",
+                f"inheritance cycle: {' -> '.join(cycle)}",
+            )
+        )
+    return roles
+
+
+def _cycles(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Inheritance cycles (at least one per strongly connected knot), each as a path
+    that starts and ends with its alphabetically first role."""
+    found: dict[tuple[str, ...], list[str]] = {}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in edges.get(node, ()):
+            if state.get(nxt) == 1:
+                loop = path[path.index(nxt) :]
+                start = loop.index(min(loop))
+                loop = loop[start:] + loop[:start]
+                found.setdefault(tuple(loop), [*loop, loop[0]])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return [found[key] for key in sorted(found)]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def principal_subject(name: str) -> str:
+    """The Casbin subject of a policy-test principal: ``user:<name>``."""
+    return f"{USER_PREFIX}{name}"
+
+
+@dataclass(frozen=True)
+class PolicyTestCase:
+    """One expected decision: may ``principal`` do ``resource:action`` in ``workspace``?
+
+    ``grants`` are the principal's ``(workspace, role)`` pairs from its test file;
+    ``source`` and ``entry`` say where the case is written (``tests[3]``).
+    """
+
+    source: str
+    suite: str
+    name: str
+    entry: str
+    principal: str
+    grants: tuple[tuple[str, str], ...]
+    workspace: str
+    resource: str
+    action: str
+    expected: bool
+
+    @property
+    def permission(self) -> str:
+        return f"{self.resource}:{self.action}"
+
+    @property
+    def subject(self) -> str:
+        return principal_subject(self.principal)
+
+    def __str__(self) -> str:
+        effect = ALLOW if self.expected else DENY
+        return (
+            f"{self.suite} / {self.name}: {self.principal} in {self.workspace}: "
+            f"{self.permission} should be {effect}"
+        )
+
+
+@dataclass
+class PolicyTestResult:
+    """What Casbin decided for a case (``actual``: allowed) and whether it matched."""
+
+    case: PolicyTestCase
+    actual: bool
+    passed: bool
+
+
+def load_policy_tests(directory: Path, policy: PolicySet | None = None) -> list[PolicyTestCase]:
+    """The cases of ``directory/tests/*_test.yaml``, one per action, validated.
+
+    Principals' roles are checked against ``policy`` (loaded from ``directory`` when
+    not given). Raises :class:`~gateway.errors.PolicyInvalid` listing every problem.
+    """
+    if policy is None:
+        policy = load_policies(directory)
+    problems: list[PolicyProblem] = []
+    cases: list[PolicyTestCase] = []
+    tests_dir = directory / TESTS_DIRNAME
+    if tests_dir.is_dir():
+        for path in sorted(tests_dir.glob(f"*{TEST_FILE_SUFFIX}")):
+            if path.is_file():
+                source = _source(path, directory)
+                cases.extend(_load_test_file(path, source, policy, problems))
+    if problems:
+        raise _invalid(problems, "policy tests")
+    return cases
+
+
+def _load_test_file(
+    path: Path, source: str, policy: PolicySet, problems: list[PolicyProblem]
+) -> list[PolicyTestCase]:
+    ok, data = _read_yaml(path, source, problems)
+    if not ok:
+        return []
+    if not isinstance(data, dict):
+        problems.append(
+            PolicyProblem(
+                source,
+                "",
+                "a test file must be a mapping with 'name', 'principals' and 'tests', "
+                f"got {_type_name(data)}",
+            )
+        )
+        return []
+    problems.extend(_unknown_keys(data, _TEST_FILE_KEYS, source, ""))
+
+    suite = data.get("name")
+    if not isinstance(suite, str) or not suite.strip():
+        problems.append(
+            PolicyProblem(source, "name", f"must be a non-empty string, got {_type_name(suite)}")
+        )
+        suite = path.name.removesuffix(TEST_FILE_SUFFIX)
+    if "description" in data and not isinstance(data["description"], str):
+        problems.append(
+            PolicyProblem(
+                source,
+                "description",
+                f"must be a string, got {_type_name(data['description'])}",
+            )
+        )
+
+    principals = _load_principals(data.get("principals"), source, policy, problems)
+
+    tests = data.get("tests")
+    if not isinstance(tests, list) or not tests:
+        problems.append(
+            PolicyProblem(source, "tests", f"must be a non-empty list, got {_type_name(tests)}")
+        )
+        return []
+    cases: list[PolicyTestCase] = []
+    names: set[str] = set()
+    for index, body in enumerate(tests):
+        cases.extend(
+            _load_case(body, index, source, suite.strip(), principals, names, policy, problems)
+        )
+    return cases
+
+
+def _load_principals(
+    section: Any, source: str, policy: PolicySet, problems: list[PolicyProblem]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    if not isinstance(section, dict):
+        problems.append(
+            PolicyProblem(
+                source,
+                "principals",
+                "must be a mapping of principal name to {roles: {workspace: [role, ...]}}, "
+                f"got {_type_name(section)}",
+            )
+        )
+        return {}
+    principals: dict[str, tuple[tuple[str, str], ...]] = {}
+    for name, body in section.items():
+        entry = f"principals.{name}"
+        if not isinstance(name, str) or not _PRINCIPAL.fullmatch(name):
+            problems.append(
+                PolicyProblem(
+                    source,
+                    entry,
+                    f"principal name {name!r} must be letters, digits, '.', '_', '@', '+' or '-'",
+                )
+            )
+            continue
+        if not isinstance(body, dict):
+            problems.append(
+                PolicyProblem(
+                    source,
+                    entry,
+                    f"must be a mapping with 'roles', got {_type_name(body)}",
+                )
+            )
+            continue
+        problems.extend(_unknown_keys(body, _PRINCIPAL_KEYS, source, entry))
+        roles = body.get("roles")
+        if not isinstance(roles, dict):
+            problems.append(
+                PolicyProblem(
+                    source,
+                    entry,
+                    "'roles' must be a mapping of workspace (or '*') to a list of roles, "
+                    f"got {_type_name(roles)}",
+                )
+            )
+            continue
+        grants: set[tuple[str, str]] = set()
+        for workspace, role_list in roles.items():
+            if not isinstance(workspace, str) or not (
+                workspace == ALL_WORKSPACES or _WORKSPACE.fullmatch(workspace)
+            ):
+                problems.append(
+                    PolicyProblem(
+                        source,
+                        entry,
+                        f"{workspace!r} is not a workspace slug or '*'",
+                    )
+                )
+                continue
+            field = f"roles.{workspace}"
+            for role in _string_list(role_list, field, source, entry, problems):
+                problem = _grant_problem(policy, role, workspace)
+                if problem:
+                    problems.append(PolicyProblem(source, entry, problem))
+                else:
+                    grants.add((workspace, role))
+        principals[name] = tuple(sorted(grants))
+    return principals
+
+
+def _grant_problem(policy: PolicySet, role: str, workspace: str) -> str | None:
+    """Why ``role`` cannot be granted in ``workspace``, or None when it can."""
+    definition = policy.roles.get(role)
+    if definition is None:
+        return f"unknown role {role!r}{_did_you_mean(role, policy.roles)}"
+    if definition.workspace is not None and definition.workspace != workspace:
+        where = "every workspace ('*')" if workspace == ALL_WORKSPACES else repr(workspace)
+        return (
+            f"role {role!r} is specific to workspace {definition.workspace!r} "
+            f"and cannot be granted in {where}"
+        )
+    return None
+
+
+def _load_case(
+    body: Any,
+    index: int,
+    source: str,
+    suite: str,
+    principals: Mapping[str, tuple[tuple[str, str], ...]],
+    names: set[str],
+    policy: PolicySet,
+    problems: list[PolicyProblem],
+) -> list[PolicyTestCase]:
+    entry = f"tests[{index}]"
+    if not isinstance(body, dict):
+        problems.append(
+            PolicyProblem(
+                source,
+                entry,
+                "must be a mapping with name, principal, workspace, resource and actions, "
+                f"got {_type_name(body)}",
+            )
+        )
+        return []
+    name = body.get("name")
+    if isinstance(name, str) and name.strip():
+        name = name.strip()
+        entry = f"{entry} {name!r}"
+        if name in names:
+            problems.append(PolicyProblem(source, entry, "another test has the same name"))
+        names.add(name)
+    else:
+        problems.append(
+            PolicyProblem(
+                source, entry, f"'name' must be a non-empty string, got {_type_name(name)}"
+            )
+        )
+        name = entry
+    before = len(problems)
+    problems.extend(_unknown_keys(body, _CASE_KEYS, source, entry))
+
+    principal = body.get("principal")
+    if principal is None:
+        problems.append(PolicyProblem(source, entry, "'principal' is missing"))
+    elif not isinstance(principal, str) or principal not in principals:
+        known = ", ".join(sorted(principals)) or "none"
+        problems.append(
+            PolicyProblem(
+                source,
+                entry,
+                f"principal {principal!r} is not defined under 'principals' (defined: {known})",
+            )
+        )
+    workspace = body.get("workspace")
+    if not isinstance(workspace, str) or not _WORKSPACE.fullmatch(workspace):
+        problems.append(
+            PolicyProblem(
+                source,
+                entry,
+                f"'workspace' must be one workspace slug, got {workspace!r}",
+            )
+        )
+    resource = body.get("resource")
+    if not isinstance(resource, str) or not _PERMISSION_PART.fullmatch(resource):
+        problems.append(
+            PolicyProblem(
+                source,
+                entry,
+                f"'resource' must be a resource name such as 'documents', got {resource!r}",
+            )
+        )
+        resource = None
+
+    actions = body.get("actions")
+    expectations: list[tuple[str, bool]] = []
+    if not isinstance(actions, dict) or not actions:
+        problems.append(
+            PolicyProblem(
+                source,
+                entry,
+                "'actions' must be a non-empty mapping of action to allow or deny, "
+                f"got {_type_name(actions)}",
+            )
+        )
+    else:
+        for action, effect in actions.items():
+            if effect not in (ALLOW, DENY):
+                problems.append(
+                    PolicyProblem(
+                        source,
+                        entry,
+                        f"action {action!r}: expected 'allow' or 'deny', got {effect!r}",
+                    )
+                )
+                continue
+            if not isinstance(action, str) or not _PERMISSION_PART.fullmatch(action):
+                problems.append(PolicyProblem(source, entry, f"{action!r} is not an action name"))
+                continue
+            if resource is not None:
+                permission = f"{resource}:{action}"
+                if permission not in policy.permissions:
+                    problems.append(
+                        PolicyProblem(
+                            source,
+                            entry,
+                            f"unknown permission {permission!r}"
+                            f"{_did_you_mean(permission, policy.permissions)}",
+                        )
+                    )
+                    continue
+            expectations.append((action, effect == ALLOW))
+
+    if len(problems) > before or not (
+        isinstance(principal, str) and isinstance(workspace, str) and resource
+    ):
+        return []
+    return [
+        PolicyTestCase(
+            source=source,
+            suite=suite,
+            name=name,
+            entry=entry,
+            principal=principal,
+            grants=principals[principal],
+            workspace=workspace,
+            resource=resource,
+            action=action,
+            expected=expected,
+        )
+        for action, expected in expectations
+    ]
+
+
+def run_policy_tests(
+    policy: PolicySet, cases: Sequence[PolicyTestCase], model_path: Path
+) -> list[PolicyTestResult]:
+    """Decide every case with a real ``casbin.Enforcer`` on ``model_path``.
+
+    The enforcer holds ``policy.rules()`` and the principals' grants as ``g`` rules
+    (``user:<principal>``), with ``key_match`` as the domain matching function for
+    ``g``, exactly as the engine runs. Results come in the order of ``cases``.
+    Raises :class:`~gateway.errors.PolicyInvalid` if a case grants a role the policy
+    cannot grant there.
+    """
+    problems = [
+        PolicyProblem(case.source, case.entry, problem)
+        for case in cases
+        for workspace, role in case.grants
+        if (problem := _grant_problem(policy, role, workspace))
+    ]
+    if problems:
+        raise _invalid(list(dict.fromkeys(problems)), "policy tests")
+
+    # Cases share an enforcer unless one principal name has different grants in them
+    # (two test files may each define their own "john").
+    worlds: list[tuple[dict[str, tuple[tuple[str, str], ...]], list[int]]] = []
+    for index, case in enumerate(cases):
+        for grants, members in worlds:
+            if grants.get(case.principal, case.grants) == case.grants:
+                grants[case.principal] = case.grants
+                members.append(index)
+                break
+        else:
+            worlds.append(({case.principal: case.grants}, [index]))
+
+    rules = policy.rules()
+    actual: dict[int, bool] = {}
+    for grants, members in worlds:
+        enforcer = _enforcer(model_path, rules, grants)
+        for index in members:
+            case = cases[index]
+            actual[index] = bool(
+                enforcer.enforce(case.subject, case.workspace, case.resource, case.action)
+            )
+    return [
+        PolicyTestResult(case, actual[index], actual[index] == case.expected)
+        for index, case in enumerate(cases)
+    ]
+
+
+def _enforcer(
+    model_path: Path, rules: Sequence[Rule], grants: Mapping[str, Sequence[tuple[str, str]]]
+) -> casbin.Enforcer:
+    enforcer = casbin.Enforcer(str(model_path))
+    enforcer.add_named_domain_matching_func("g", key_match)
+    p_rules = [list(rule.values) for rule in rules if rule.ptype == "p"]
+    g_rules = [list(rule.values) for rule in rules if rule.ptype == "g"]
+    g_rules += [
+        [principal_subject(principal), role_subject(role), workspace]
+        for principal, pairs in sorted(grants.items())
+        for workspace, role in pairs
+    ]
+    if p_rules:
+        enforcer.add_policies(p_rules)
+    if g_rules:
+        enforcer.add_named_grouping_policies("g", g_rules)
+    return enforcer
+
+
+def format_results(results: Sequence[PolicyTestResult]) -> str:
+    """The failures, one per line with where they are written, and "N passed, M failed"."""
+    lines: list[str] = []
+    for result in results:
+        if result.passed:
+            continue
+        case = result.case
+        expected = ALLOW if case.expected else DENY
+        got = ALLOW if result.actual else DENY
+        lines.append(
+            f"FAIL {case.source}: {case.entry}: {case.principal} in {case.workspace}: "
+            f"{case.permission} expected {expected}, got {got}"
+        )
+    passed = sum(1 for result in results if result.passed)
+    lines.append(f"{passed} passed, {len(results) - passed} failed")
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""What every service shares: who is acting, the unit of work, authorization, paging.
+
+A change is made inside :meth:`UnitOfWork.change`: the database rows, their Casbin
+rules, the audit events and the revision bump commit in one transaction; only then is
+the in-memory engine updated and are notifications sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from gateway.engine import Change, DecisionEngine, RuleAdded, RuleRemoved
+from gateway.errors import Forbidden
+from gateway.models import AuditEvent, CasbinRule, PolicyState, Workspace
+from gateway.permissions import Permission
+from gateway.rules import ALL_WORKSPACES, Rule
+
+log = logging.getLogger("ringfence")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is making a change: a signed-in user, or the system (CLI, start-up)."""
+
+    user_id: int | None
+    name: str
+    request_id: str | None = None
+
+
+SYSTEM = Actor(None, "system")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    total: int
+
+
+@dataclass
+class ChangeSet:
+    """The parts of one change, collected while the transaction is open."""
+
+    session: Session
+    actor: Actor
+    engine_changes: list[Change] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    events: list[AuditEvent] = field(default_factory=list)
+    revision: int = 0
+
+    def add_rule(self, rule: Rule) -> None:
+        self.session.add(CasbinRule.from_rule(rule))
+        self.engine_changes.append(RuleAdded(rule))
+
+    def remove_rule(self, rule: Rule) -> None:
+        columns = (CasbinRule.v0, CasbinRule.v1, CasbinRule.v2, CasbinRule.v3, CasbinRule.v4)
+        conditions = [CasbinRule.ptype == rule.ptype]
+        conditions += [col == value for col, value in zip(columns, rule.values, strict=False)]
+        conditions += [col.is_(None) for col in columns[len(rule.values) :]]
+        self.session.execute(delete(CasbinRule).where(*conditions))
+        self.engine_changes.append(RuleRemoved(rule))
+
+    def engine(self, change: Change) -> None:
+        self.engine_changes.append(change)
+
+    def audit(
+        self,
+        action: str,
+        target_type: str,
+        target_id: Any = None,
+        target_name: str | None = None,
+        workspace: str | None = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        event = AuditEvent(
+            actor_id=self.actor.user_id,
+            actor_name=self.actor.name,
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            target_name=target_name,
+            workspace=workspace,
+            before=before,
+            after=after,
+            request_id=self.actor.request_id,
+        )
+        self.events.append(event)
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        self.after_commit.append(callback)
+
+
+class UnitOfWork:
+    def __init__(self, session: Session, engine: DecisionEngine) -> None:
+        self.session = session
+        self.engine = engine
+
+    @contextmanager
+    def change(self, actor: Actor) -> Iterator[ChangeSet]:
+        """One atomic change: commit everything or nothing, then update the engine."""
+        changes = ChangeSet(self.session, actor)
+        try:
+            yield changes
+            changes.revision = self._bump_revision()
+            for event in changes.events:
+                event.revision = changes.revision
+                self.session.add(event)
+            self.session.commit()
+        except BaseException:
+            self.session.rollback()
+            raise
+        self.engine.apply(changes.engine_changes, changes.revision)
+        for callback in changes.after_commit:
+            try:
+                callback()
+            except Exception:
+                # The change is committed; a failed notification must not undo it or
+                # reach the caller as an error. It is logged for the operator.
+                log.exception("after-commit action failed")
+
+    def _bump_revision(self) -> int:
+        # UPDATE ... RETURNING takes the row lock, so concurrent writers get distinct,
+        # increasing revisions in commit order.
+        revision = self.session.execute(
+            update(PolicyState)
+            .where(PolicyState.id == 1)
+            .values(revision=PolicyState.revision + 1)
+            .returning(PolicyState.revision)
+        ).scalar_one()
+        return int(revision)
+
+
+class Authorizer:
+    """Answers the admin API's permission questions with the decision engine."""
+
+    def __init__(self, session: Session, engine: DecisionEngine) -> None:
+        self.session = session
+        self.engine = engine
+
+    def can(self, actor: Actor, permission: Permission, workspace: str) -> bool:
+        if actor.user_id is None:  # the system (CLI) may do anything
+            return True
+        return self.engine.permits(actor.user_id, workspace, permission.resource, permission.action)
+
+    def require(self, actor: Actor, permission: Permission, workspace: str) -> None:
+        if not self.can(actor, permission, workspace):
+            where = "in every workspace" if workspace == ALL_WORKSPACES else f"in '{workspace}'"
+            raise Forbidden(
+                f"You need the permission '{permission}' {where}",
+                permission=str(permission),
+                workspace=workspace,
+            )
+
+    def require_all(self, actor: Actor, permission: Permission, workspaces: Iterable[str]) -> None:
+        """Every workspace in ``workspaces``; the global scope when there are none."""
+        for workspace in sorted(set(workspaces)) or [ALL_WORKSPACES]:
+            self.require(actor, permission, workspace)
+
+    def workspaces_where(self, actor: Actor, permission: Permission) -> set[str] | None:
+        """Workspaces where ``actor`` holds ``permission``; None means all of them."""
+        if self.can(actor, permission, ALL_WORKSPACES):
+            return None
+        slugs = self.session.scalars(select(Workspace.slug)).all()
+        return {slug for slug in slugs if self.can(actor, permission, slug)}

@@ -1,0 +1,15 @@
+"""The decision question other services ask: may subject X do Y on R in workspace W?"""
+
+from __future__ import annotations
+
+from gateway.engine import Decision, DecisionEngine
+
+
+class DecisionService:
+    def __init__(self, engine: DecisionEngine) -> None:
+        self.engine = engine
+
+    def check(self, subject: str, workspace: str, resource: str, action: str) -> Decision:
+        """The engine's answer from memory; unknown or inactive subjects and unknown
+        workspaces are denied."""
+        return self.engine.check(self.engine.resolve_subject(subject), workspace, resource, action)

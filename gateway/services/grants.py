@@ -1,0 +1,149 @@
+"""Grants: a user holds a role in a workspace; each grant is one Casbin ``g`` rule,
+written in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.engine import DecisionEngine
+from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gateway.models import Grant, User, UserStatus
+from gateway.permissions import Permission
+from gateway.rules import ALL_WORKSPACES, GrantKey, grant_rule
+from gateway.services.base import Actor, Authorizer, ChangeSet, UnitOfWork
+from gateway.services.users import UserService
+from gateway.services.workspaces import WorkspaceService
+
+
+def add_grant(
+    changes: ChangeSet, user: User, workspace: str, role: str, granted_by: int | None
+) -> None:
+    """Add the grant row and its rule to an open change (shared with invitations)."""
+    grant = Grant(user_id=user.id, workspace_slug=workspace, role=role, granted_by_id=granted_by)
+    changes.session.add(grant)
+    user.grants.append(grant)
+    changes.add_rule(grant_rule(GrantKey(user.id, role, workspace)))
+
+
+def remove_grant(changes: ChangeSet, user: User, grant: Grant) -> None:
+    changes.remove_rule(grant_rule(GrantKey(user.id, grant.role, grant.workspace_slug)))
+    user.grants.remove(grant)
+    changes.session.delete(grant)
+
+
+class GrantService:
+    def __init__(
+        self,
+        session: Session,
+        uow: UnitOfWork,
+        authorizer: Authorizer,
+        engine: DecisionEngine,
+        users: UserService,
+        workspaces: WorkspaceService,
+    ) -> None:
+        self.session = session
+        self.uow = uow
+        self.authorizer = authorizer
+        self.engine = engine
+        self.users = users
+        self.workspaces = workspaces
+
+    def require_roles_exist(self, workspace: str, roles: Iterable[str]) -> None:
+        """Roles must be defined in ``policies/`` (shared, or of this workspace)."""
+        known = self.engine.roles_in(workspace)
+        unknown = sorted(set(roles) - known)
+        if unknown:
+            raise InvalidInput(
+                f"Unknown role {', '.join(map(repr, unknown))} in workspace '{workspace}'",
+                errors={"role": [f"unknown role '{r}'" for r in unknown]},
+                known_roles=sorted(known),
+            )
+
+    def replace(self, actor: Actor, user_id: int, workspace: str, roles: list[str]) -> int:
+        """Make ``roles`` exactly the user's roles in ``workspace``; the new revision."""
+        user = self._target(actor, user_id, workspace)
+        self.require_roles_exist(workspace, roles)
+        current = {g.role: g for g in user.grants if g.workspace_slug == workspace}
+        wanted = set(roles)
+        if wanted == set(current):
+            return self.engine.revision
+        with self.uow.change(actor) as changes:
+            before = sorted(current)
+            for role in sorted(set(current) - wanted):
+                remove_grant(changes, user, current[role])
+            for role in sorted(wanted - set(current)):
+                add_grant(changes, user, workspace, role, actor.user_id)
+            changes.audit(
+                "grant.replaced",
+                "user",
+                user.id,
+                user.name,
+                workspace,
+                {"roles": before},
+                {"roles": sorted(wanted)},
+            )
+        return changes.revision
+
+    def add(self, actor: Actor, user_id: int, workspace: str, role: str) -> int:
+        """Give the user ``role`` in ``workspace``; the new revision."""
+        user = self._target(actor, user_id, workspace)
+        self.require_roles_exist(workspace, [role])
+        roles = sorted(g.role for g in user.grants if g.workspace_slug == workspace)
+        if role in roles:
+            raise Conflict(f"User {user_id} already has role '{role}' in '{workspace}'")
+        with self.uow.change(actor) as changes:
+            add_grant(changes, user, workspace, role, actor.user_id)
+            changes.audit(
+                "grant.added",
+                "user",
+                user.id,
+                user.name,
+                workspace,
+                {"roles": roles},
+                {"roles": sorted([*roles, role])},
+            )
+        return changes.revision
+
+    def remove(self, actor: Actor, user_id: int, workspace: str, role: str) -> int:
+        """Take ``role`` in ``workspace`` away from the user; the new revision."""
+        user = self._target(actor, user_id, workspace)
+        grant = next(
+            (g for g in user.grants if g.workspace_slug == workspace and g.role == role), None
+        )
+        if grant is None:
+            raise NotFound(f"User {user_id} has no role '{role}' in '{workspace}'")
+        roles = sorted(g.role for g in user.grants if g.workspace_slug == workspace)
+        with self.uow.change(actor) as changes:
+            remove_grant(changes, user, grant)
+            changes.audit(
+                "grant.removed",
+                "user",
+                user.id,
+                user.name,
+                workspace,
+                {"roles": roles},
+                {"roles": [r for r in roles if r != role]},
+            )
+        return changes.revision
+
+    def _target(self, actor: Actor, user_id: int, workspace: str) -> User:
+        if workspace != ALL_WORKSPACES:
+            self.workspaces.require_exists(workspace)
+        self.authorizer.require(actor, Permission.ROLE_MANAGEMENT_WRITE, workspace)
+        user = self.session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"No user {user_id}")
+        if actor.user_id == user.id:
+            raise Forbidden("You cannot change your own roles")
+        if user.status == UserStatus.PENDING:
+            raise Conflict(
+                f"User {user_id} has not accepted their invitation yet; "
+                "change the invitation instead"
+            )
+        return user
+
+    def grants_of(self, user_id: int) -> list[Grant]:
+        return list(self.session.scalars(select(Grant).where(Grant.user_id == user_id)))

@@ -1,0 +1,226 @@
+"""People: listing, status changes (deactivate, reactivate) and removal."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from gateway.engine import SubjectChanged, SubjectRemoved
+from gateway.errors import Conflict, Forbidden, NotFound
+from gateway.models import (
+    Grant,
+    Invitation,
+    InvitationGrant,
+    InvitationStatus,
+    User,
+    UserStatus,
+    utcnow,
+)
+from gateway.permissions import Permission
+from gateway.rules import ALL_WORKSPACES, GrantKey, grant_rule
+from gateway.services.base import Actor, Authorizer, Page, UnitOfWork
+
+SUPERADMIN_ROLE = "superadmin"
+
+
+@dataclass(frozen=True)
+class UserFilter:
+    status: UserStatus | None = None
+    workspace: str | None = None
+    role: str | None = None
+    search: str | None = None
+
+
+@dataclass(frozen=True)
+class UserView:
+    user: User
+    roles: dict[str, list[str]]  # workspace → roles (active grants, or the invited ones)
+    invitation: Invitation | None  # the latest invitation, if any
+
+
+def roles_by_workspace(grants: list[Grant]) -> dict[str, list[str]]:
+    roles: dict[str, list[str]] = defaultdict(list)
+    for grant in grants:
+        roles[grant.workspace_slug].append(grant.role)
+    return {workspace: sorted(r) for workspace, r in sorted(roles.items())}
+
+
+def user_snapshot(user: User) -> dict[str, Any]:
+    """What the audit trail records about a user before and after a change."""
+    return {
+        "email": user.email,
+        "name": user.name,
+        "status": str(user.status),
+        "roles": roles_by_workspace(user.grants),
+    }
+
+
+class UserService:
+    def __init__(self, session: Session, uow: UnitOfWork, authorizer: Authorizer) -> None:
+        self.session = session
+        self.uow = uow
+        self.authorizer = authorizer
+
+    # -- reading -------------------------------------------------------------------
+
+    def list(self, actor: Actor, where: UserFilter, offset: int, limit: int) -> Page[UserView]:
+        """People ``actor`` may read (``users:read``) matching ``where``, by email."""
+        query = select(User)
+        readable = self.authorizer.workspaces_where(actor, Permission.USERS_READ)
+        if readable is not None:
+            query = query.where(self._in_workspaces(readable))
+        if where.workspace:
+            query = query.where(self._in_workspaces({where.workspace}, where.role))
+        elif where.role:
+            query = query.where(User.grants.any(Grant.role == where.role))
+        if where.status:
+            query = query.where(User.status == where.status)
+        if where.search:
+            pattern = where.search.strip().lower()
+            query = query.where(
+                or_(
+                    User.email.contains(pattern, autoescape=True),
+                    func.lower(User.name).contains(pattern, autoescape=True),
+                )
+            )
+        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        users = self.session.scalars(
+            query.options(selectinload(User.grants))
+            .order_by(User.email)
+            .offset(offset)
+            .limit(limit)
+        ).all()
+        return Page([self.view(user) for user in users], total)
+
+    def get(self, actor: Actor, user_id: int) -> UserView:
+        """One person with roles and invitation status; NotFound if not visible to ``actor``."""
+        return self.view(self._visible_user(actor, user_id))
+
+    def _in_workspaces(self, workspaces: set[str], role: str | None = None) -> Any:
+        """Users with a grant, or a pending invitation, in one of ``workspaces``."""
+        grant = Grant.workspace_slug.in_(workspaces)
+        invited = InvitationGrant.workspace_slug.in_(workspaces)
+        if role:
+            grant = grant & (Grant.role == role)
+            invited = invited & (InvitationGrant.role == role)
+        pending_invitation = exists().where(
+            Invitation.user_id == User.id,
+            Invitation.status == InvitationStatus.PENDING,
+            Invitation.grants.any(invited),
+        )
+        return or_(User.grants.any(grant), pending_invitation)
+
+    def _visible_user(self, actor: Actor, user_id: int) -> User:
+        user = self.session.get(User, user_id)
+        readable = self.authorizer.workspaces_where(actor, Permission.USERS_READ)
+        if user is None or (
+            readable is not None
+            and not self.session.scalar(
+                select(User.id).where(User.id == user_id, self._in_workspaces(readable))
+            )
+        ):
+            raise NotFound(f"No user {user_id}")
+        return user
+
+    def view(self, user: User) -> UserView:
+        """A person with their roles per workspace and latest invitation."""
+        invitation = self.session.scalar(
+            select(Invitation)
+            .where(Invitation.user_id == user.id)
+            .options(selectinload(Invitation.grants))
+            .order_by(Invitation.id.desc())
+            .limit(1)
+        )
+        roles = roles_by_workspace(user.grants)
+        if user.status == UserStatus.PENDING and invitation is not None:
+            invited: dict[str, list[str]] = defaultdict(list)
+            for entry in invitation.grants:
+                invited[entry.workspace_slug].append(entry.role)
+            roles = {ws: sorted(r) for ws, r in sorted(invited.items())}
+        return UserView(user, roles, invitation)
+
+    # -- changing ------------------------------------------------------------------
+
+    def deactivate(self, actor: Actor, user_id: int) -> UserView:
+        """Every check for the user denies and their sessions end; grants are kept."""
+        user = self._target(actor, user_id, Permission.USERS_DEACTIVATE)
+        if user.status != UserStatus.ACTIVE:
+            raise Conflict(f"User {user_id} is {user.status}, not active")
+        self._protect_last_superadmin(user, "deactivate")
+        with self.uow.change(actor) as changes:
+            before = user_snapshot(user)
+            user.status = UserStatus.DEACTIVATED
+            user.session_version += 1  # ends every existing token at once
+            changes.engine(SubjectChanged(user.id, user.email, active=False))
+            changes.audit(
+                "user.deactivated", "user", user.id, user.name, None, before, user_snapshot(user)
+            )
+        return self.view(user)
+
+    def reactivate(self, actor: Actor, user_id: int) -> UserView:
+        """A deactivated user becomes active again, with the grants they had."""
+        user = self._target(actor, user_id, Permission.USERS_DEACTIVATE)
+        if user.status != UserStatus.DEACTIVATED:
+            raise Conflict(f"User {user_id} is {user.status}, not deactivated")
+        with self.uow.change(actor) as changes:
+            before = user_snapshot(user)
+            user.status = UserStatus.ACTIVE
+            changes.engine(SubjectChanged(user.id, user.email, active=True))
+            changes.audit(
+                "user.reactivated", "user", user.id, user.name, None, before, user_snapshot(user)
+            )
+        return self.view(user)
+
+    def remove(self, actor: Actor, user_id: int) -> int:
+        """Delete the account and its grants (and their rules); audit history stays."""
+        user = self._target(actor, user_id, Permission.USERS_REMOVE)
+        self._protect_last_superadmin(user, "remove")
+        with self.uow.change(actor) as changes:
+            before = user_snapshot(user)
+            for grant in user.grants:
+                changes.remove_rule(grant_rule(GrantKey(user.id, grant.role, grant.workspace_slug)))
+            for invitation in self.session.scalars(
+                select(Invitation).where(
+                    Invitation.user_id == user.id, Invitation.status == InvitationStatus.PENDING
+                )
+            ):
+                invitation.status = InvitationStatus.REVOKED
+                invitation.revoked_at = utcnow()
+            self.session.delete(user)
+            changes.engine(SubjectRemoved(user.id, user.email))
+            changes.audit("user.removed", "user", user.id, user.name, None, before, None)
+        return changes.revision
+
+    def _target(self, actor: Actor, user_id: int, permission: Permission) -> User:
+        """The user ``actor`` wants to change, if they may: the permission is needed in
+        every workspace where the user holds a role (or is invited)."""
+        user = self._visible_user(actor, user_id)
+        if actor.user_id == user.id:
+            raise Forbidden("You cannot change your own account status")
+        workspaces = {grant.workspace_slug for grant in user.grants}
+        view = self.view(user)
+        workspaces |= set(view.roles)
+        self.authorizer.require_all(actor, permission, workspaces)
+        return user
+
+    def _protect_last_superadmin(self, user: User, verb: str) -> None:
+        if not any(
+            g.role == SUPERADMIN_ROLE and g.workspace_slug == ALL_WORKSPACES for g in user.grants
+        ):
+            return
+        others = self.session.scalar(
+            select(func.count(Grant.id))
+            .join(User, User.id == Grant.user_id)
+            .where(
+                Grant.role == SUPERADMIN_ROLE,
+                Grant.workspace_slug == ALL_WORKSPACES,
+                User.status == UserStatus.ACTIVE,
+                User.id != user.id,
+            )
+        )
+        if not others:
+            raise Conflict(f"Cannot {verb} the last super admin")

@@ -1,0 +1,312 @@
+"""SMTP delivery against a real SMTP server (aiosmtpd on loopback); no mocks."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.config import Settings
+from gateway.notifier import InvitationNotice
+from mailer.celery_app import celery_app, configure_celery
+from mailer.messages import render_invitation
+from mailer.notifier import CeleryNotifier
+from mailer.tasks import invitation_payload, send_invitation_email
+from mailer.transport import PermanentDeliveryError, SmtpTransport, TransientDeliveryError
+
+MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
+ACCEPT_URL = "https://ringfence.test/invitations/accept?token=tok-123"
+_CELERY_KEYS = ("broker_url", "task_always_eager", "task_eager_propagates", "ringfence_mail")
+
+
+class Collector:
+    """Answers DATA with ``reply``, counting attempts and keeping accepted envelopes."""
+
+    reply = "250 2.0.0 Queued as TEST1"
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+        self.data_attempts = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_attempts += 1
+        if self.reply.startswith("2"):
+            self.envelopes.append(envelope)
+        return self.reply
+
+
+class RejectRecipient(Collector):
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        return "550 5.1.1 mailbox unavailable"
+
+
+class RejectData(Collector):
+    """Answers DATA with a given 4xx or 5xx ``reply``."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, handler: Collector) -> None:
+        self.handler = handler
+        self.controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+
+    @property
+    def port(self) -> int:
+        return int(self.controller.port)
+
+    def transport(self, **overrides: Any) -> SmtpTransport:
+        options: dict[str, Any] = {"security": "none", "timeout": 5.0, **overrides}
+        return SmtpTransport("127.0.0.1", self.port, **options)
+
+    def settings(self, tmp_path: Path) -> Settings:
+        return Settings(
+            instance_dir=tmp_path,
+            smtp_host="127.0.0.1",
+            smtp_port=self.port,
+            smtp_security="none",
+            smtp_timeout=5.0,
+            mail_from=MAIL_FROM,
+        )
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Collector], Server]]:
+    """Start an aiosmtpd server with a given handler; stopped after the test."""
+    started: list[Server] = []
+
+    def start(handler: Collector) -> Server:
+        server = Server(handler)
+        server.controller.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.controller.stop()
+
+
+@pytest.fixture
+def celery_conf() -> Iterator[None]:
+    """Put celery_app's configuration back as it was: it is process-wide state."""
+    saved = {key: celery_app.conf.get(key) for key in _CELERY_KEYS}
+    yield
+    celery_app.conf.update(saved)
+
+
+def make_notice(**overrides: Any) -> InvitationNotice:
+    values: dict[str, Any] = {
+        "invitation_id": 42,
+        "to_address": "sam@example.org",
+        "to_name": "Sam Rivera",
+        "inviter_name": "Alex Chen",
+        "grants": (("Acme", "editor"),),
+        "accept_url": ACCEPT_URL,
+        "expires_at": "2026-12-04T20:57:00Z",
+    }
+    values.update(overrides)
+    return InvitationNotice(**values)
+
+
+def received(envelope: Envelope) -> EmailMessage:
+    assert isinstance(envelope.content, bytes)
+    message = message_from_bytes(envelope.content, policy=default_policy)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def body(message: EmailMessage, kind: str) -> str:
+    part = message.get_body((kind,))
+    assert isinstance(part, EmailMessage)
+    return str(part.get_content())
+
+
+# -- SmtpTransport ---------------------------------------------------------------------
+
+
+def test_smtp_transport_delivers(serve: Callable[[Collector], Server]) -> None:
+    server = serve(Collector())
+
+    outcome = server.transport().send(render_invitation(make_notice(), MAIL_FROM))
+
+    assert (
+        outcome == f"SMTP 127.0.0.1:{server.port} accepted the message: 250 2.0.0 Queued as TEST1"
+    )
+    (envelope,) = server.handler.envelopes
+    assert envelope.mail_from == "no-reply@ringfence.test"
+    assert envelope.rcpt_tos == ["sam@example.org"]
+    message = received(envelope)
+    assert message["Subject"] == "Alex Chen invited you to Ringfence"
+    assert message["X-Ringfence-Invitation"] == "42"
+    assert ACCEPT_URL in body(message, "plain")
+    assert ACCEPT_URL in body(message, "html")
+    assert "4 December 2026 at 20:57 UTC" in body(message, "plain")
+
+
+def test_rejected_recipient_is_permanent_with_reply_text(
+    serve: Callable[[Collector], Server],
+) -> None:
+    server = serve(RejectRecipient())
+
+    with pytest.raises(PermanentDeliveryError) as caught:
+        server.transport().send(render_invitation(make_notice(), MAIL_FROM))
+
+    assert caught.value.code == 550
+    assert "550 5.1.1 mailbox unavailable" in caught.value.reply
+    assert "550 5.1.1 mailbox unavailable" in str(caught.value)
+    assert server.handler.envelopes == []
+
+
+def test_rejected_data_5xx_is_permanent(serve: Callable[[Collector], Server]) -> None:
+    server = serve(RejectData("550 5.1.1 mailbox unavailable"))
+
+    with pytest.raises(PermanentDeliveryError) as caught:
+        server.transport().send(render_invitation(make_notice(), MAIL_FROM))
+
+    assert caught.value.code == 550
+    assert caught.value.reply == "550 5.1.1 mailbox unavailable"
+
+
+def test_rejected_data_4xx_is_transient(serve: Callable[[Collector], Server]) -> None:
+    server = serve(RejectData("451 4.3.0 try again later"))
+
+    with pytest.raises(TransientDeliveryError) as caught:
+        server.transport().send(render_invitation(make_notice(), MAIL_FROM))
+
+    assert caught.value.code == 451
+    assert caught.value.reply == "451 4.3.0 try again later"
+
+
+def test_closed_port_is_transient() -> None:
+    # Bound but not listening: connections are refused, and nobody else can take the
+    # port while the test runs.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        transport = SmtpTransport("127.0.0.1", port, security="none", timeout=2.0)
+
+        with pytest.raises(TransientDeliveryError, match="unreachable"):
+            transport.send(render_invitation(make_notice(), MAIL_FROM))
+
+
+def test_silent_server_times_out_as_transient() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()  # accepts the connection, never sends a greeting
+        port = sock.getsockname()[1]
+        transport = SmtpTransport("127.0.0.1", port, security="none", timeout=0.5)
+
+        with pytest.raises(TransientDeliveryError):
+            transport.send(render_invitation(make_notice(), MAIL_FROM))
+
+
+def test_starttls_not_offered_is_permanent(serve: Callable[[Collector], Server]) -> None:
+    server = serve(Collector())  # no TLS context, so no STARTTLS in EHLO
+
+    with pytest.raises(PermanentDeliveryError, match="STARTTLS"):
+        server.transport(security="starttls").send(render_invitation(make_notice(), MAIL_FROM))
+
+
+# -- through Celery (eager) ------------------------------------------------------------
+
+
+def test_eager_task_delivers_over_smtp(
+    serve: Callable[[Collector], Server],
+    tmp_path: Path,
+    celery_conf: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = serve(Collector())
+    configure_celery(server.settings(tmp_path))
+    caplog.set_level(logging.INFO, logger="ringfence.mailer")
+
+    result = send_invitation_email.delay(invitation_payload(make_notice())).get()
+
+    assert result == {
+        "status": "sent",
+        "detail": f"SMTP 127.0.0.1:{server.port} accepted the message: 250 2.0.0 Queued as TEST1",
+    }
+    (envelope,) = server.handler.envelopes
+    assert ACCEPT_URL in body(received(envelope), "plain")
+    assert not (tmp_path / "outbox").exists()
+    # Over SMTP the accept link is a credential in someone's inbox, not in our logs.
+    assert ACCEPT_URL not in caplog.text
+
+
+def test_notifier_delivers_over_smtp(
+    serve: Callable[[Collector], Server], tmp_path: Path, celery_conf: None
+) -> None:
+    server = serve(Collector())
+    configure_celery(server.settings(tmp_path))
+
+    CeleryNotifier().invitation_created(make_notice(invitation_id=9, to_address="kim@example.org"))
+
+    (envelope,) = server.handler.envelopes
+    assert envelope.rcpt_tos == ["kim@example.org"]
+    assert received(envelope)["X-Ringfence-Invitation"] == "9"
+
+
+def test_eager_task_reports_permanent_failure(
+    serve: Callable[[Collector], Server],
+    tmp_path: Path,
+    celery_conf: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = serve(RejectRecipient())
+    configure_celery(server.settings(tmp_path))
+
+    result = send_invitation_email.delay(invitation_payload(make_notice())).get()
+
+    assert result["status"] == "failed"
+    assert "550 5.1.1 mailbox unavailable" in result["reason"]
+    errors = [r for r in caplog.records if r.name == "ringfence.mailer"]
+    assert [r.levelno for r in errors] == [logging.ERROR]
+    assert "550 5.1.1 mailbox unavailable" in errors[0].getMessage()
+
+
+def test_eager_task_does_not_retry_transient_failure_in_place(
+    serve: Callable[[Collector], Server], tmp_path: Path, celery_conf: None
+) -> None:
+    server = serve(RejectData("451 4.3.0 try again later"))
+    configure_celery(server.settings(tmp_path))
+    result = send_invitation_email.delay(invitation_payload(make_notice())).get()
+
+    assert result["status"] == "failed"
+    assert "451 4.3.0" in result["reason"]
+    assert server.handler.data_attempts == 1  # eager "retries" would have no back-off
+
+
+def test_transient_failure_is_raised_for_autoretry_outside_eager(
+    serve: Callable[[Collector], Server],
+    tmp_path: Path,
+    celery_conf: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = serve(RejectData("451 4.3.0 try again later"))
+    configure_celery(server.settings(tmp_path))
+
+    # Calling the task directly runs it as a worker would (not eager); Celery's retry()
+    # re-raises the original error when there is no worker to schedule the retry on.
+    with pytest.raises(TransientDeliveryError):
+        send_invitation_email(invitation_payload(make_notice()))
+
+    assert any("delivery deferred (attempt 1 of 6)" in m for m in caplog.messages)
