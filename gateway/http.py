@@ -40,9 +40,11 @@ def http_exception_problem(error: HTTPException) -> dict[str, Any]:
     if messages:
         # webargs nests messages by location ("json", "query", ...); flatten them.
         errors: dict[str, Any] = {}
-        for location_messages in messages.values():
+        for location, location_messages in messages.items():
             if isinstance(location_messages, dict):
                 errors.update(location_messages)
+            else:  # e.g. {"json": ["Invalid JSON body."]}
+                errors[location] = location_messages
         problem["type"] = PROBLEM_TYPE_PREFIX + "invalid-input"
         problem["title"] = "The request is not valid"
         problem["detail"] = "; ".join(f"{field}: {_first(msg)}" for field, msg in errors.items())

@@ -276,7 +276,7 @@ class InvitationService:
                 select(Workspace.slug, Workspace.name).where(
                     Workspace.slug.in_({g.workspace_slug for g in invitation.grants})
                 )
-            ).tuples()
+            ).all()
         )
         inviter = actor.name.split(" <")[0]
         return InvitationNotice(

@@ -1,0 +1,85 @@
+"""Shared fixtures: a real database (SQLite, and PostgreSQL when
+``RINGFENCE_TEST_DATABASE_URL`` is set), a gateway set up by the real ``ringfence init``,
+and a live HTTP server on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, make_url, text
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from gateway.app import create_app
+from gateway.config import Settings
+from tests.helpers import ADMIN_EMAIL, LiveServer, run_cli
+
+PG_URL = os.environ.get("RINGFENCE_TEST_DATABASE_URL", "")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database per test: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ringfence.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("RINGFENCE_TEST_DATABASE_URL is not set")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        instance_dir=tmp_path / "instance",
+        database_url=database_url,
+        secret_key="test-secret-" + uuid.uuid4().hex,
+        public_url="http://ringfence.test",
+        admin_email=ADMIN_EMAIL,
+        admin_name="Ada Admin",
+    )
+
+
+@pytest.fixture
+def admin_password(settings: Settings) -> str:
+    """Set the database up exactly as a newcomer does (``ringfence init``); the printed
+    one-time super admin password."""
+    result = run_cli(settings, "init")
+    assert result.exit_code == 0, result.output
+    match = re.search(r"password: (\S+)", result.output)
+    assert match, result.output
+    return match.group(1)
+
+
+@pytest.fixture
+def app(settings: Settings, admin_password: str) -> Flask:
+    return create_app(settings)
+
+
+@pytest.fixture
+def server(app: Flask, settings: Settings, admin_password: str) -> Iterator[LiveServer]:
+    """The gateway on a real HTTP socket on loopback."""
+    httpd: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LiveServer(f"http://127.0.0.1:{httpd.server_port}", app, settings, admin_password)
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=5)
