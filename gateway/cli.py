@@ -230,7 +230,7 @@ def serve(
 
     bind = f"{host or settings.host}:{port or settings.port}"
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", bind)
             self.cfg.set("workers", workers)

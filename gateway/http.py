@@ -65,7 +65,7 @@ def _first(message: Any) -> str:
 class ProblemApi(Api):
     """flask-smorest's Api, with its errors rendered as RFC 9457 problem details."""
 
-    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+    def handle_http_exception(self, error: HTTPException) -> Response:
         headers = dict(getattr(error, "data", {}).get("headers", {}) or {})
         return problem_response(http_exception_problem(error), headers)
 
@@ -98,7 +98,7 @@ def services() -> Services:
         state = current_app.extensions["ringfence"]
         g.db_session = state.session_factory()
         g.services = Services(g.db_session, state.engine, state.notifier, state.settings)
-    return g.services  # type: ignore[no-any-return]
+    return g.services
 
 
 def close_services(_exc: BaseException | None) -> None:
@@ -116,4 +116,4 @@ def current_actor() -> Actor:
             raise Unauthorized("Send an access token: Authorization: Bearer <token>")
         user = services().auth.authenticate(token.strip())
         g.actor = Actor(user.id, f"{user.name} <{user.email}>", request_id())
-    return g.actor  # type: ignore[no-any-return]
+    return g.actor

@@ -83,3 +83,19 @@ def server(app: Flask, settings: Settings, admin_password: str) -> Iterator[Live
     finally:
         httpd.shutdown()
         thread.join(timeout=5)
+
+
+# -- CI guard: PostgreSQL tests must run, not skip ------------------------------------
+
+_skipped_postgres: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "postgres" in report.keywords:
+        _skipped_postgres.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("RINGFENCE_REQUIRE_POSTGRES") == "1" and _skipped_postgres:
+        print(f"\n{len(_skipped_postgres)} PostgreSQL test(s) were skipped; failing the run.")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

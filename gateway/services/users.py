@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.engine import SubjectChanged, SubjectRemoved
@@ -102,8 +102,8 @@ class UserService:
 
     def _in_workspaces(self, workspaces: set[str], role: str | None = None) -> Any:
         """Users with a grant, or a pending invitation, in one of ``workspaces``."""
-        grant = Grant.workspace_slug.in_(workspaces)
-        invited = InvitationGrant.workspace_slug.in_(workspaces)
+        grant: ColumnElement[bool] = Grant.workspace_slug.in_(workspaces)
+        invited: ColumnElement[bool] = InvitationGrant.workspace_slug.in_(workspaces)
         if role:
             grant = grant & (Grant.role == role)
             invited = invited & (InvitationGrant.role == role)

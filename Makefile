@@ -1,0 +1,34 @@
+# Ringfence: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+## Set up and run the gateway on its embedded default (SQLite, eager Celery, mail to
+## instance/outbox): migrate, apply policies/, create the first super admin, serve.
+run: $(VENV)/.installed
+	$(BIN)/ringfence init
+	$(BIN)/ringfence serve
+
+## Set up and run every check: lint, types, and the whole test suite.
+test: $(VENV)/.installed lint typecheck
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
