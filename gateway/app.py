@@ -13,7 +13,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 import admin_api
-from gateway import decision_api
+from gateway import accept_page, decision_api
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     api = ProblemApi(app)
     api.register_blueprint(decision_api.blp)
     admin_api.register(api)
+    app.register_blueprint(accept_page.bp)
     register_error_handlers(app)
     app.teardown_appcontext(close_services)
 

@@ -53,7 +53,7 @@ def configure_celery(settings: Settings) -> Celery:
     else:
         # Embedded default: no broker to run, tasks run in the caller's thread.
         celery_app.conf.update(
-            broker_url=None,
+            broker_url="memory://",  # never used while eager; avoids a "no hostname" warning
             task_always_eager=True,
             task_eager_propagates=True,
         )
