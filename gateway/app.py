@@ -21,6 +21,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
 from gateway.services import load_engine
+from gateway.sync import RevisionPoller
 
 
 @dataclass
@@ -84,6 +85,10 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     app.extensions["ringfence"] = GatewayState(
         settings, db, session_factory, engine, notifier or default_notifier(settings)
     )
+    if settings.revision_poll_seconds > 0:
+        app.extensions["ringfence_poller"] = RevisionPoller(
+            engine, db, session_factory, settings
+        ).start()
     api = ProblemApi(app)
     api.register_blueprint(decision_api.blp)
     admin_api.register(api)

@@ -30,6 +30,9 @@ class Settings:
     access_token_ttl: int = 3600  # seconds
     invitation_ttl_days: int = 7
     max_body_bytes: int = 1024 * 1024
+    # How often each process checks for changes committed by other processes (the CLI,
+    # other workers); 0 turns the check off.
+    revision_poll_seconds: float = 2.0
     # Mail: Celery runs tasks eagerly when no broker is set; mail goes to the outbox
     # folder when no SMTP host is set.
     broker_url: str = ""

@@ -88,6 +88,9 @@ class DecisionEngine:
         self._known: set[int] = set()
         self._workspaces: set[str] = set()
         self._revision = 0
+        # Set when a revision was skipped (another process committed it): the periodic
+        # revision check then reloads, since this process never saw that change.
+        self._missed = False
 
     @property
     def revision(self) -> int:
@@ -112,6 +115,9 @@ class DecisionEngine:
             self._ids_by_email = {s.email: s.user_id for s in subjects}
             self._known = set(self._ids_by_email.values())
             self._workspaces = set(workspaces)
+            # A change applied here after the snapshot was read would be lost by the
+            # swap; asking for another reload makes the next check pick it up.
+            self._missed = revision < self._revision
             self._revision = revision
 
     def apply(self, changes: Sequence[Change], revision: int) -> None:
@@ -119,6 +125,8 @@ class DecisionEngine:
         with self._lock:
             for change in changes:
                 self._apply_one(change)
+            if revision > self._revision + 1:
+                self._missed = True
             self._revision = max(self._revision, revision)
 
     def _apply_one(self, change: Change) -> None:
@@ -146,6 +154,11 @@ class DecisionEngine:
                 self._workspaces.add(slug)
             case WorkspaceRemoved(slug):
                 self._workspaces.discard(slug)
+
+    def is_behind(self, committed_revision: int) -> bool:
+        """True if changes up to ``committed_revision`` may be missing from memory."""
+        with self._lock:
+            return self._missed or committed_revision > self._revision
 
     def resolve_subject(self, subject: str) -> int | None:
         """A user id from an email address, ``user:<id>`` or a plain id; None if unknown."""

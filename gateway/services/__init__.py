@@ -25,7 +25,7 @@ from gateway.services.setup import SetupService
 from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
 
-__all__ = ["Actor", "Services", "load_engine"]
+__all__ = ["Actor", "Services", "load_engine", "reload_engine"]
 
 
 class Services:
@@ -51,9 +51,15 @@ class Services:
 
 
 def load_engine(db: Engine, session: Session, settings: Settings) -> DecisionEngine:
-    """A decision engine holding everything committed so far: the rules are read through
-    Casbin's sqlalchemy-adapter, statuses and workspaces from our tables."""
+    """A decision engine holding everything committed so far."""
     engine = DecisionEngine(settings.model_path)
+    reload_engine(engine, db, session)
+    return engine
+
+
+def reload_engine(engine: DecisionEngine, db: Engine, session: Session) -> None:
+    """Load ``engine`` from the database: the rules through Casbin's sqlalchemy-adapter,
+    statuses and workspaces from our tables."""
     # Read the revision first: a change committed while loading is then either seen or
     # newer than the revision we report, never silently missed.
     revision = session.scalar(select(PolicyState.revision).where(PolicyState.id == 1)) or 0
@@ -66,4 +72,3 @@ def load_engine(db: Engine, session: Session, settings: Settings) -> DecisionEng
         Adapter(db, db_class=CasbinRule, create_table=False), subjects, workspaces, revision
     )
     session.rollback()
-    return engine
