@@ -174,7 +174,8 @@ class AcceptSchema(StrictSchema):
 
 
 class AuditQuerySchema(LenientQuery):
-    actor_id = fields.Integer()
+    # Ids are 32-bit in the database; a larger one would overflow in the driver (a 500).
+    actor_id = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))
     target_type = fields.String(validate=validate.Length(max=63))
     target_id = fields.String(validate=validate.Length(max=63))
     workspace = fields.String(validate=validate.Length(max=63))

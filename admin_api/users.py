@@ -19,6 +19,9 @@ from gateway.http import current_actor, services
 from gateway.services.users import UserFilter
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="People and their roles")
+# Ids are 32-bit in the database: a larger id is a 404 from routing, not an overflow
+# inside the database driver (a 500).
+USER_ID = "<int(max=2147483647):user_id>"
 
 
 @blp.route("")
@@ -44,7 +47,7 @@ class Users(MethodView):
         return page.items
 
 
-@blp.route("/<int:user_id>")
+@blp.route(f"/{USER_ID}")
 class UserById(MethodView):
     @blp.response(200, UserSchema)
     def get(self, user_id: int) -> Any:
@@ -57,7 +60,7 @@ class UserById(MethodView):
         return {"revision": services().users.remove(current_actor(), user_id)}
 
 
-@blp.route("/<int:user_id>/deactivate")
+@blp.route(f"/{USER_ID}/deactivate")
 class Deactivate(MethodView):
     @blp.response(200, UserSchema)
     def post(self, user_id: int) -> Any:
@@ -65,7 +68,7 @@ class Deactivate(MethodView):
         return services().users.deactivate(current_actor(), user_id)
 
 
-@blp.route("/<int:user_id>/reactivate")
+@blp.route(f"/{USER_ID}/reactivate")
 class Reactivate(MethodView):
     @blp.response(200, UserSchema)
     def post(self, user_id: int) -> Any:
@@ -73,7 +76,7 @@ class Reactivate(MethodView):
         return services().users.reactivate(current_actor(), user_id)
 
 
-@blp.route("/<int:user_id>/workspaces/<workspace>/roles")
+@blp.route(f"/{USER_ID}/workspaces/<workspace>/roles")
 class WorkspaceRoles(MethodView):
     @blp.arguments(RolesSchema)
     @blp.response(200, GrantChangeSchema)
@@ -83,7 +86,7 @@ class WorkspaceRoles(MethodView):
         return {"revision": revision, "user": services().users.get(current_actor(), user_id)}
 
 
-@blp.route("/<int:user_id>/grants")
+@blp.route(f"/{USER_ID}/grants")
 class Grants(MethodView):
     @blp.arguments(GrantSchema)
     @blp.response(201, GrantChangeSchema)
@@ -93,7 +96,7 @@ class Grants(MethodView):
         return {"revision": revision, "user": services().users.get(current_actor(), user_id)}
 
 
-@blp.route("/<int:user_id>/grants/<workspace>/<role>")
+@blp.route(f"/{USER_ID}/grants/<workspace>/<role>")
 class GrantByKey(MethodView):
     @blp.response(200, GrantChangeSchema)
     def delete(self, user_id: int, workspace: str, role: str) -> Any:

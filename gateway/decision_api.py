@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import werkzeug.exceptions
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -100,7 +101,12 @@ class Evaluation(MethodView):
     def post(self) -> Any:
         """AuthZEN access evaluation; the workspace is ``resource.properties.workspace``."""
         try:
-            body = EvaluationRequestSchema().load(request.get_json(silent=False) or {})
+            payload = request.get_json(silent=False)
+        except werkzeug.exceptions.BadRequest as exc:
+            # Flask hides the parser's message outside debug mode; say what is wrong.
+            raise BadRequest("The request body is not valid JSON") from exc
+        try:
+            body = EvaluationRequestSchema().load(payload or {})
         except ValidationError as exc:
             # AuthZEN asks for 400 (not 422) on a request missing required fields.
             raise BadRequest("The evaluation request is not valid", errors=exc.messages) from exc

@@ -9,6 +9,7 @@ rules say.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from casbin import persist
 from casbin.util import key_match
 
 from gateway.rules import ALL_WORKSPACES, ROLE_PREFIX, Rule, user_subject
+
+log = logging.getLogger("ringfence.engine")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class DecisionEngine:
         # Set when a revision was skipped (another process committed it): the periodic
         # revision check then reloads, since this process never saw that change.
         self._missed = False
+        # Set when a committed change could not be applied: decisions deny until reload.
+        self._untrusted = False
 
     @property
     def revision(self) -> int:
@@ -118,16 +123,33 @@ class DecisionEngine:
             # A change applied here after the snapshot was read would be lost by the
             # swap; asking for another reload makes the next check pick it up.
             self._missed = revision < self._revision
+            self._untrusted = False
             self._revision = revision
 
-    def apply(self, changes: Sequence[Change], revision: int) -> None:
-        """Apply committed ``changes`` (all of them, atomically for readers)."""
+    def apply(self, changes: Sequence[Change], revision: int) -> bool:
+        """Apply committed ``changes`` (all of them, atomically for readers). False if
+        one could not be applied: memory is then untrusted and every decision denies
+        until :meth:`load` runs again (the caller reloads at once)."""
         with self._lock:
-            for change in changes:
-                self._apply_one(change)
+            try:
+                rules_removed = False
+                for change in changes:
+                    self._apply_one(change)
+                    rules_removed |= isinstance(change, RuleRemoved) and change.rule.ptype == "g"
+                if rules_removed:
+                    # pycasbin's incremental link removal is wrong with domain patterns:
+                    # removing (u, r, *) also drops an identical (u, r, acme) link from
+                    # its cache. Rebuilding the links from the rules is exact.
+                    self._enforcer.build_role_links()
+            except Exception:
+                log.exception("could not apply revision %s; denying until reloaded", revision)
+                self._untrusted = True
+                self._missed = True
+                return False
             if revision > self._revision + 1:
                 self._missed = True
             self._revision = max(self._revision, revision)
+            return True
 
     def _apply_one(self, change: Change) -> None:
         match change:
@@ -176,6 +198,8 @@ class DecisionEngine:
         """May ``user_id`` do ``resource:action`` in ``workspace``? Fails closed."""
         with self._lock:
             revision = self._revision
+            if self._untrusted:
+                return Decision(False, revision, "the engine is reloading")
             if user_id is None:
                 return Decision(False, revision, "unknown subject")
             if user_id not in self._active:
@@ -189,7 +213,11 @@ class DecisionEngine:
         """Like :meth:`check` for the admin API: ``domain`` may be ``*`` (every workspace)
         or a workspace about to be created."""
         with self._lock:
-            return user_id in self._active and self._enforce(user_id, domain, resource, action)
+            return (
+                not self._untrusted
+                and user_id in self._active
+                and self._enforce(user_id, domain, resource, action)
+            )
 
     def _enforce(self, user_id: int, domain: str, resource: str, action: str) -> bool:
         try:

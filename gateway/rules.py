@@ -63,11 +63,11 @@ def rule_to_grant(rule: Rule) -> GrantKey | None:
     subject, role, workspace = rule.values
     if not subject.startswith(USER_PREFIX) or not role.startswith(ROLE_PREFIX):
         return None
-    try:
-        user_id = int(subject[len(USER_PREFIX) :])
-    except ValueError:
+    digits = subject[len(USER_PREFIX) :]
+    # Only the canonical spelling: Casbin compares strings, so "user:01" is not user 1.
+    if not (digits.isascii() and digits.isdecimal()) or str(int(digits)) != digits:
         return None
-    return GrantKey(user_id, role[len(ROLE_PREFIX) :], workspace)
+    return GrantKey(int(digits), role[len(ROLE_PREFIX) :], workspace)
 
 
 def permission_rule(role: str, permission: str, workspace: str = ALL_WORKSPACES) -> Rule:

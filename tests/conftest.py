@@ -68,8 +68,12 @@ def admin_password(settings: Settings) -> str:
 
 
 @pytest.fixture
-def app(settings: Settings, admin_password: str) -> Flask:
-    return create_app(settings)
+def app(settings: Settings, admin_password: str) -> Iterator[Flask]:
+    app = create_app(settings)
+    yield app
+    # The revision poller would outlive the test (and its database) otherwise.
+    if poller := app.extensions.get("ringfence_poller"):
+        poller.stop()
 
 
 @pytest.fixture

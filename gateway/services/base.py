@@ -117,7 +117,10 @@ class UnitOfWork:
         except BaseException:
             self.session.rollback()
             raise
-        self.engine.apply(changes.engine_changes, changes.revision)
+        if not self.engine.apply(changes.engine_changes, changes.revision):
+            from gateway.services import reload_engine
+
+            reload_engine(self.engine, self.session.get_bind(), self.session)  # type: ignore[arg-type]
         for callback in changes.after_commit:
             try:
                 callback()

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select, true
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.engine import SubjectChanged, SubjectRemoved
@@ -49,6 +49,15 @@ def roles_by_workspace(grants: list[Grant]) -> dict[str, list[str]]:
     return {workspace: sorted(r) for workspace, r in sorted(roles.items())}
 
 
+def scoped(view: UserView, readable: set[str] | None) -> UserView:
+    """The view with roles only in ``readable`` workspaces (None: all), so that a workspace
+    admin does not learn about other workspaces through a shared person."""
+    if readable is None:
+        return view
+    roles = {ws: r for ws, r in view.roles.items() if ws in readable}
+    return UserView(view.user, roles, view.invitation)
+
+
 def user_snapshot(user: User) -> dict[str, Any]:
     """What the audit trail records about a user before and after a change."""
     return {
@@ -73,10 +82,13 @@ class UserService:
         readable = self.authorizer.workspaces_where(actor, Permission.USERS_READ)
         if readable is not None:
             query = query.where(self._in_workspaces(readable))
-        if where.workspace:
-            query = query.where(self._in_workspaces({where.workspace}, where.role))
-        elif where.role:
-            query = query.where(User.grants.any(Grant.role == where.role))
+        if where.workspace or where.role:
+            # Roles count as the listing shows them (invited ones too), and only in
+            # workspaces the actor may read: a filter must not reveal other workspaces.
+            scope = {where.workspace} if where.workspace else readable
+            if scope is not None and readable is not None:
+                scope = scope & readable
+            query = query.where(self._in_workspaces(scope, where.role))
         if where.status:
             query = query.where(User.status == where.status)
         if where.search:
@@ -94,16 +106,23 @@ class UserService:
             .offset(offset)
             .limit(limit)
         ).all()
-        return Page([self.view(user) for user in users], total)
+        return Page([scoped(self.view(user), readable) for user in users], total)
 
     def get(self, actor: Actor, user_id: int) -> UserView:
         """One person with roles and invitation status; NotFound if not visible to ``actor``."""
-        return self.view(self._visible_user(actor, user_id))
+        user = self._visible_user(actor, user_id)
+        return scoped(
+            self.view(user), self.authorizer.workspaces_where(actor, Permission.USERS_READ)
+        )
 
-    def _in_workspaces(self, workspaces: set[str], role: str | None = None) -> Any:
-        """Users with a grant, or a pending invitation, in one of ``workspaces``."""
-        grant: ColumnElement[bool] = Grant.workspace_slug.in_(workspaces)
-        invited: ColumnElement[bool] = InvitationGrant.workspace_slug.in_(workspaces)
+    def _in_workspaces(self, workspaces: set[str] | None, role: str | None = None) -> Any:
+        """Users with a grant, or a pending invitation, in one of ``workspaces`` (None: any)."""
+        grant: ColumnElement[bool] = (
+            true() if workspaces is None else Grant.workspace_slug.in_(workspaces)
+        )
+        invited: ColumnElement[bool] = (
+            true() if workspaces is None else InvitationGrant.workspace_slug.in_(workspaces)
+        )
         if role:
             grant = grant & (Grant.role == role)
             invited = invited & (InvitationGrant.role == role)

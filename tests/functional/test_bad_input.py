@@ -1,0 +1,497 @@
+"""Bad input gets a clear 4xx and leaves nothing half-written.
+
+Every refusal is an RFC 9457 ``application/problem+json`` document with a type, a title,
+the status and (where it helps) a detail that says what is wrong; and after it, the
+people, invitations, workspaces, audit trail, outbox and policy revision are as they were.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from gateway.db import make_engine
+from gateway.models import Invitation, utcnow
+from gateway.security import issue_access_token
+from tests.helpers import ADMIN_EMAIL, LiveServer, accept_token, outbox_messages
+
+PROBLEM = "urn:ringfence:problem:"
+PASSWORD = "a long enough password"
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def assert_problem(
+    response: httpx.Response, status: int, type_: str, detail: str | None = None
+) -> dict[str, Any]:
+    """The response is a problem document of ``status`` and ``type_``; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == PROBLEM + type_, problem
+    assert problem["status"] == status
+    assert isinstance(problem["title"], str) and problem["title"]
+    if detail is not None:
+        assert detail.lower() in problem["detail"].lower(), problem
+    return problem
+
+
+def invite(
+    admin: httpx.Client, email: str, roles: list[tuple[str, str]], name: str = "Some One"
+) -> httpx.Response:
+    return admin.post(
+        "/invitations",
+        json={
+            "email": email,
+            "name": name,
+            "roles": [{"workspace": w, "role": r} for w, r in roles],
+        },
+    )
+
+
+def onboard(
+    server: LiveServer,
+    admin: httpx.Client,
+    email: str,
+    name: str,
+    roles: list[tuple[str, str]],
+) -> int:
+    """Invite ``email`` with ``roles`` and accept with the emailed link; the user id."""
+    sent_before = len(outbox_messages(server.settings))
+    response = invite(admin, email, roles, name)
+    assert response.status_code == 201, response.text
+    [message] = outbox_messages(server.settings)[sent_before:]
+    with server.client() as anonymous:
+        accepted = anonymous.post(
+            "/invitations/accept", json={"token": accept_token(message), "password": PASSWORD}
+        )
+    assert accepted.status_code == 200, accepted.text
+    return accepted.json()["id"]
+
+
+def invite_and_accept(
+    server: LiveServer,
+    admin: httpx.Client,
+    email: str,
+    name: str,
+    roles: list[tuple[str, str]],
+) -> tuple[int, httpx.Client]:
+    """:func:`onboard`, then sign in: the user id and a client signed in as them."""
+    return onboard(server, admin, email, name, roles), server.login(email, PASSWORD)
+
+
+def create_workspaces(admin: httpx.Client, *slugs: str) -> None:
+    for slug in slugs:
+        response = admin.post("/workspaces", json={"slug": slug, "name": slug.title()})
+        assert response.status_code == 201, response.text
+
+
+def state(server: LiveServer, admin: httpx.Client) -> dict[str, Any]:
+    """Everything a refused request must leave alone, as the super admin sees it."""
+    everything = {"page_size": 100}
+    users = admin.get("/users", params=everything).json()
+    for user in users:
+        user.pop("last_login_at")  # signing in is not a change
+    audit = admin.get("/audit", params={"page_size": 1})
+    with server.client() as anonymous:
+        revision = anonymous.get("/healthz").json()["revision"]
+    return {
+        "users": users,
+        "invitations": admin.get("/invitations", params=everything).json(),
+        "workspaces": admin.get("/workspaces", params=everything).json(),
+        "audit_events": json.loads(audit.headers["X-Pagination"])["total"],
+        "outbox": len(outbox_messages(server.settings)),
+        "revision": revision,
+    }
+
+
+def set_invitation_expiry(server: LiveServer, invitation_id: int, delta: timedelta) -> None:
+    """Move an invitation's expiry (setup only: waiting a week is not a test)."""
+    db = make_engine(server.settings.sqlalchemy_url)
+    try:
+        with Session(db) as session, session.begin():
+            invitation = session.get(Invitation, invitation_id)
+            assert invitation is not None
+            invitation.expires_at = utcnow() + delta
+    finally:
+        db.dispose()
+
+
+def b64(value: dict[str, Any]) -> str:
+    """base64url without padding, as in a JWT."""
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+# -- invitations ------------------------------------------------------------------------
+
+
+def test_invalid_invitations_are_refused_and_write_nothing(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme", "globex")
+    assert invite(admin, "John@Example.com", [("acme", "editor")]).status_code == 201
+    before = state(server, admin)
+
+    problem = assert_problem(
+        invite(admin, "not-an-address", [("acme", "editor")]), 422, "invalid-input", "email"
+    )
+    assert "email" in problem["errors"]
+
+    problem = assert_problem(
+        invite(admin, "mary@example.com", [("acme", "editor"), ("globex", "emperor")]),
+        422,
+        "invalid-input",
+        "emperor",
+    )
+    assert "viewer" in problem["known_roles"] and "emperor" not in problem["known_roles"]
+
+    problem = assert_problem(
+        invite(admin, "mary@example.com", [("acme", "editor"), ("initech", "viewer")]),
+        404,
+        "not-found",
+        "initech",
+    )
+    assert problem["workspace"] == "initech"
+
+    problem = assert_problem(invite(admin, "mary@example.com", []), 422, "invalid-input", "roles")
+    assert "roles" in problem["errors"]
+
+    # A second pending invitation for the same address, however it is spelled.
+    problem = assert_problem(
+        invite(admin, "JOHN@example.COM", [("globex", "viewer")]), 409, "conflict", "pending"
+    )
+    assert isinstance(problem["user_id"], int)
+
+    response = admin.post(
+        "/invitations",
+        json={
+            "email": "mary@example.com",
+            "name": "Mary",
+            "roles": [{"workspace": "acme", "role": "editor", "expires": "never"}],
+            "is_admin": True,
+        },
+    )
+    problem = assert_problem(response, 422, "invalid-input")
+    assert problem["errors"]["is_admin"] == ["Unknown field."]
+    assert "expires" in json.dumps(problem["errors"]["roles"])
+
+    # An address that already has an account gets the grants API, not an invitation.
+    assert_problem(
+        invite(admin, ADMIN_EMAIL.upper(), [("acme", "viewer")]), 409, "conflict", "account"
+    )
+
+    assert state(server, admin) == before
+    assert not any(u["email"] == "mary@example.com" for u in before["users"])
+
+
+def test_invitation_links_that_do_not_work(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    tokens: dict[str, str] = {}
+    ids: dict[str, int] = {}
+    for who in ("used", "expired", "revoked", "short"):
+        response = invite(admin, f"{who}@example.com", [("acme", "viewer")])
+        assert response.status_code == 201, response.text
+        ids[who] = response.json()["id"]
+        tokens[who] = accept_token(outbox_messages(server.settings)[-1])
+
+    with server.client() as anonymous:
+
+        def accept(token: str, password: str = PASSWORD) -> httpx.Response:
+            return anonymous.post(
+                "/invitations/accept", json={"token": token, "password": password}
+            )
+
+        assert accept(tokens["used"]).status_code == 200
+        assert admin.post(f"/invitations/{ids['revoked']}/revoke").status_code == 200
+        set_invitation_expiry(server, ids["expired"], timedelta(minutes=-1))
+        before = state(server, admin)
+
+        assert_problem(accept(tokens["used"]), 410, "invalid-invitation", "not valid")
+        assert_problem(accept(tokens["expired"]), 410, "invalid-invitation", "expired")
+        assert_problem(accept(tokens["revoked"]), 410, "invalid-invitation", "revoked")
+        assert_problem(accept("x" * 43), 410, "invalid-invitation", "not valid")
+        problem = assert_problem(
+            accept(tokens["short"], "short"), 422, "invalid-input", "at least 12 characters"
+        )
+        assert "password" in problem["errors"]
+        assert_problem(
+            anonymous.post("/invitations/accept", json={"token": tokens["short"]}),
+            422,
+            "invalid-input",
+            "password",
+        )
+        assert state(server, admin) == before
+
+        # The refused password did not use the token up.
+        assert accept(tokens["short"]).status_code == 200
+
+
+# -- request bodies ---------------------------------------------------------------------
+
+
+def test_malformed_oversized_and_unexpected_bodies(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    before = state(server, admin)
+    as_json = {"Content-Type": "application/json"}
+    malformed = b'{"slug": "initech", "name": '
+    too_big = json.dumps({"slug": "initech", "name": "x" * (1024 * 1024)}).encode()
+
+    for path in ("/workspaces", "/invitations", "/auth/login", "/v1/check"):
+        assert_problem(
+            admin.post(path, content=malformed, headers=as_json), 400, "invalid-input", "JSON"
+        )
+    assert_problem(
+        admin.post("/access/v1/evaluation", content=malformed, headers=as_json),
+        400,
+        "bad-request",
+        "not valid JSON",
+    )
+    for path in ("/workspaces", "/access/v1/evaluation"):
+        problem = assert_problem(
+            admin.post(path, content=too_big, headers=as_json), 413, "request-entity-too-large"
+        )
+        assert problem["detail"]
+
+    # Unknown fields are refused (a typo must never pass silently) ...
+    response = admin.post("/workspaces", json={"slug": "initech", "name": "Initech", "owner": 1})
+    problem = assert_problem(response, 422, "invalid-input", "owner")
+    assert problem["errors"] == {"owner": ["Unknown field."]}
+    response = admin.patch("/workspaces/acme", json={"name": "Acme", "slug": "acme2"})
+    assert assert_problem(response, 422, "invalid-input")["errors"] == {"slug": ["Unknown field."]}
+    # ... and so are bodies of the wrong shape.
+    response = admin.post("/workspaces", json=["initech", "Initech"])
+    assert_problem(response, 422, "invalid-input")
+    response = admin.post("/workspaces", json={"slug": "initech", "name": ""})
+    assert "name" in assert_problem(response, 422, "invalid-input", "name")["errors"]
+
+    assert state(server, admin) == before
+
+
+# -- who is calling ---------------------------------------------------------------------
+
+
+def test_bad_access_tokens_get_401_with_www_authenticate(server: LiveServer) -> None:
+    admin = server.admin()
+    [me] = [u for u in admin.get("/users").json() if u["email"] == ADMIN_EMAIL]
+    secret = server.settings.secret_key
+    expired = issue_access_token(secret, me["id"], 1, ttl=-60)
+    other_key = issue_access_token("another-installation-" + secret, me["id"], 1, ttl=600)
+    # The same claims with the right key do work: each failure below is the token's fault.
+    assert (
+        server.client(issue_access_token(secret, me["id"], 1, ttl=600))
+        .get("/workspaces")
+        .is_success
+    )
+    unsigned = ".".join(
+        (
+            b64({"alg": "none", "typ": "JWT"}),
+            b64({"iss": "ringfence", "sub": str(me["id"]), "sv": 1, "exp": 9999999999}),
+            "",
+        )
+    )
+    before = state(server, admin)
+
+    cases = {
+        "missing": {},
+        "not bearer": {"Authorization": f"Basic {b64({'a': 1})}"},
+        "empty": {"Authorization": "Bearer"},
+        "garbage": {"Authorization": "Bearer not.a.token"},
+        "other key": {"Authorization": f"Bearer {other_key}"},
+        "expired": {"Authorization": f"Bearer {expired}"},
+        "unsigned": {"Authorization": f"Bearer {unsigned}"},
+    }
+    with httpx.Client(base_url=server.url) as client:
+        for case, headers in cases.items():
+            for method, path, body in (
+                ("GET", "/users", None),
+                ("POST", "/workspaces", {"slug": "initech", "name": "Initech"}),
+                ("DELETE", f"/users/{me['id']}", None),
+            ):
+                response = client.request(method, path, headers=headers, json=body)
+                assert_problem(response, 401, "unauthorized")
+                assert response.headers["WWW-Authenticate"].startswith("Bearer"), case
+                assert "Traceback" not in response.text
+    assert state(server, admin) == before
+
+
+def test_callers_without_the_permission_get_403(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme", "globex")
+    _, viewer = invite_and_accept(server, admin, "vera@example.com", "Vera", [("acme", "viewer")])
+    _, acme_admin = invite_and_accept(
+        server, admin, "adam@example.com", "Adam", [("acme", "admin")]
+    )
+    gina_id = onboard(server, admin, "gina@example.com", "Gina", [("globex", "editor")])
+    before = state(server, admin)
+
+    problem = assert_problem(
+        invite(viewer, "new@example.com", [("acme", "viewer")]), 403, "forbidden", "users:invite"
+    )
+    assert problem["permission"] == "users:invite" and problem["workspace"] == "acme"
+    problem = assert_problem(
+        invite(acme_admin, "new@example.com", [("acme", "viewer"), ("globex", "viewer")]),
+        403,
+        "forbidden",
+        "users:invite",
+    )
+    assert problem["workspace"] == "globex"
+    response = acme_admin.put(f"/users/{gina_id}/workspaces/globex/roles", json={"roles": []})
+    problem = assert_problem(response, 403, "forbidden", "role_management:write")
+    assert problem["workspace"] == "globex"
+    response = acme_admin.post(
+        f"/users/{gina_id}/grants", json={"workspace": "globex", "role": "admin"}
+    )
+    assert_problem(response, 403, "forbidden")
+    response = acme_admin.post("/workspaces", json={"slug": "initech", "name": "Initech"})
+    assert_problem(response, 403, "forbidden", "workspaces:create")
+    assert_problem(acme_admin.delete("/workspaces/acme"), 403, "forbidden", "workspaces:delete")
+    response = viewer.put(f"/users/{gina_id}/workspaces/acme/roles", json={"roles": ["viewer"]})
+    assert_problem(response, 403, "forbidden", "role_management:write")
+
+    assert state(server, admin) == before
+
+
+# -- rules about roles, workspaces and people -------------------------------------------
+
+
+def test_roles_workspaces_and_users_that_do_not_exist(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    john_id = onboard(server, admin, "john@example.com", "John", [("acme", "viewer")])
+    before = state(server, admin)
+
+    # Roles come from policies/, not from the caller.
+    response = admin.put(f"/users/{john_id}/workspaces/acme/roles", json={"roles": ["emperor"]})
+    problem = assert_problem(response, 422, "invalid-input", "emperor")
+    assert "editor" in problem["known_roles"]
+    response = admin.post(f"/users/{john_id}/grants", json={"workspace": "acme", "role": "emperor"})
+    assert_problem(response, 422, "invalid-input", "emperor")
+    response = admin.post(
+        f"/users/{john_id}/grants", json={"workspace": "acme", "role": "Not A Role"}
+    )
+    assert "role" in assert_problem(response, 422, "invalid-input")["errors"]
+
+    for slug in ("Acme", "-acme", "acme-", "ac me", "a" * 64, ""):
+        response = admin.post("/workspaces", json={"slug": slug, "name": "Bad"})
+        assert "slug" in assert_problem(response, 422, "invalid-input", "slug")["errors"], slug
+    assert_problem(
+        admin.post("/workspaces", json={"slug": "acme", "name": "Acme again"}),
+        409,
+        "conflict",
+        "already exists",
+    )
+    assert admin.get("/workspaces/acme").json()["name"] == "Acme"
+
+    for method, path in (
+        ("GET", "/users/424242"),
+        ("POST", "/users/424242/deactivate"),
+        ("POST", "/users/424242/reactivate"),
+        ("DELETE", "/users/424242"),
+        ("GET", "/invitations/424242"),
+        ("POST", "/invitations/424242/resend"),
+        ("POST", "/invitations/424242/revoke"),
+        ("GET", "/workspaces/initech"),
+        ("DELETE", "/workspaces/initech"),
+    ):
+        assert_problem(admin.request(method, path), 404, "not-found")
+    response = admin.put("/users/424242/workspaces/acme/roles", json={"roles": ["viewer"]})
+    assert_problem(response, 404, "not-found", "424242")
+    response = admin.put(f"/users/{john_id}/workspaces/initech/roles", json={"roles": ["viewer"]})
+    assert_problem(response, 404, "not-found", "initech")
+    response = admin.delete(f"/users/{john_id}/grants/acme/editor")
+    assert_problem(response, 404, "not-found", "editor")
+    # Ids beyond what the database stores are simply not found (they once were a 500).
+    for path in ("/users/99999999999999999999", "/invitations/9999999999"):
+        assert_problem(admin.get(path), 404, "not-found")
+    assert_problem(admin.get("/audit", params={"actor_id": 10**20}), 422, "invalid-input")
+
+    assert state(server, admin) == before
+
+
+def test_nobody_locks_themselves_or_everyone_out(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    [me] = [u for u in admin.get("/users").json() if u["email"] == ADMIN_EMAIL]
+    olga_id, olga = invite_and_accept(
+        server, admin, "olga@example.com", "Olga", [("acme", "owner")]
+    )
+    # Olga becomes owner everywhere: she may deactivate and remove anyone, super admins too.
+    response = admin.put(f"/users/{olga_id}/workspaces/*/roles", json={"roles": ["owner"]})
+    assert response.status_code == 200, response.text
+    before = state(server, admin)
+
+    for client, user_id in ((admin, me["id"]), (olga, olga_id)):
+        assert_problem(client.post(f"/users/{user_id}/deactivate"), 403, "forbidden", "own")
+        assert_problem(client.delete(f"/users/{user_id}"), 403, "forbidden", "own")
+    response = olga.put(f"/users/{olga_id}/workspaces/acme/roles", json={"roles": ["viewer"]})
+    assert_problem(response, 403, "forbidden", "own roles")
+
+    assert_problem(olga.post(f"/users/{me['id']}/deactivate"), 409, "conflict", "last super admin")
+    assert_problem(olga.delete(f"/users/{me['id']}"), 409, "conflict", "last super admin")
+
+    assert state(server, admin) == before
+    assert admin.get("/users").status_code == 200  # still signed in, still a super admin
+
+
+# -- failures of our own ----------------------------------------------------------------
+
+
+def test_internal_errors_leak_nothing_and_write_nothing(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken database (the audit table gone) is a 500 with only a request id; a change
+    whose audit event cannot be written is not made at all."""
+    caplog.set_level(logging.ERROR, logger="ringfence")
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    before = state(server, admin)
+    db = make_engine(server.settings.sqlalchemy_url)
+    try:
+        with db.begin() as connection:
+            connection.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+        reading = admin.get("/audit", headers={"X-Request-ID": "req-broken-audit"})
+        writing = admin.post("/workspaces", json={"slug": "initech", "name": "Initech"})
+    finally:
+        with db.begin() as connection:
+            connection.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+        db.dispose()
+
+    for response in (reading, writing):
+        problem = assert_problem(response, 500, "internal-error")
+        assert set(problem) == {"type", "title", "status", "request_id"}
+        assert problem["request_id"] == response.headers["X-Request-ID"]
+        for secret in ("Traceback", "audit_events", "sqlalchemy", "SELECT", "INSERT", ".py"):
+            assert secret not in response.text
+    assert reading.json()["request_id"] == "req-broken-audit"
+    # The trace is in the log, findable by the request id the client was given.
+    logged = [r for r in caplog.records if r.exc_info and "req-broken-audit" in r.getMessage()]
+    assert logged and "audit_events" in caplog.text
+
+    assert state(server, admin) == before
+    assert_problem(admin.get("/workspaces/initech"), 404, "not-found")
+    with server.client() as anonymous:
+        assert (
+            anonymous.post(
+                "/access/v1/evaluation",
+                json={
+                    "subject": {"type": "user", "id": ADMIN_EMAIL},
+                    "action": {"name": "read"},
+                    "resource": {
+                        "type": "documents",
+                        "id": "1",
+                        "properties": {"workspace": "initech"},
+                    },
+                },
+            ).json()["decision"]
+            is False
+        )

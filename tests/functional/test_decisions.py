@@ -1,0 +1,341 @@
+"""The decision API through HTTP: ``POST /v1/check`` and the AuthZEN single evaluation.
+
+Decisions follow the grants made through the admin API, fail closed on anything unknown,
+and carry the policy revision they were made at.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import ADMIN_EMAIL, LiveServer, accept_token, outbox_messages
+
+PROBLEM = "urn:ringfence:problem:"
+PASSWORD = "a long enough password"
+JOHN = "john@example.com"
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def onboard(
+    server: LiveServer,
+    admin: httpx.Client,
+    email: str,
+    name: str,
+    roles: list[tuple[str, str]],
+) -> int:
+    """Invite ``email`` with ``roles`` and accept with the emailed link; the user id."""
+    sent_before = len(outbox_messages(server.settings))
+    response = admin.post(
+        "/invitations",
+        json={
+            "email": email,
+            "name": name,
+            "roles": [{"workspace": w, "role": r} for w, r in roles],
+        },
+    )
+    assert response.status_code == 201, response.text
+    [message] = outbox_messages(server.settings)[sent_before:]
+    with server.client() as anonymous:
+        accepted = anonymous.post(
+            "/invitations/accept", json={"token": accept_token(message), "password": PASSWORD}
+        )
+    assert accepted.status_code == 200, accepted.text
+    return accepted.json()["id"]
+
+
+@pytest.fixture
+def acme(server: LiveServer) -> tuple[httpx.Client, int]:
+    """Workspaces acme and globex; John is an editor in acme. The super admin client and
+    John's id."""
+    admin = server.admin()
+    for slug in ("acme", "globex"):
+        response = admin.post("/workspaces", json={"slug": slug, "name": slug.title()})
+        assert response.status_code == 201, response.text
+    john_id = onboard(server, admin, JOHN, "John Smith", [("acme", "editor")])
+    return admin, john_id
+
+
+def check(
+    client: httpx.Client,
+    subject: str,
+    workspace: str = "acme",
+    resource: str = "documents",
+    action: str = "write",
+) -> dict[str, Any]:
+    response = client.post(
+        "/v1/check",
+        json={"subject": subject, "workspace": workspace, "resource": resource, "action": action},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    return response.json()  # type: ignore[no-any-return]
+
+
+def evaluation(
+    subject: str = JOHN, action: str = "write", workspace: Any = "acme", **extra: Any
+) -> dict[str, Any]:
+    """An AuthZEN evaluation request for documents in ``workspace``."""
+    return {
+        "subject": {"type": "user", "id": subject},
+        "action": {"name": action},
+        "resource": {"type": "documents", "id": "doc-1", "properties": {"workspace": workspace}},
+        **extra,
+    }
+
+
+def assert_problem(response: httpx.Response, status: int, type_: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == PROBLEM + type_ and problem["status"] == status, problem
+    assert problem["title"] and problem["detail"]
+    return problem  # type: ignore[no-any-return]
+
+
+# -- /v1/check --------------------------------------------------------------------------
+
+
+def test_check_names_the_subject_and_fails_closed(
+    server: LiveServer, acme: tuple[httpx.Client, int]
+) -> None:
+    admin, john_id = acme
+    with server.client() as client:
+        for subject in (JOHN, "John@Example.COM", f"user:{john_id}", str(john_id)):
+            decision = check(client, subject)
+            assert decision["allowed"] is True, subject
+            assert decision["reason"] == "allowed by policy"
+            assert isinstance(decision["revision"], int) and decision["revision"] > 0
+
+        # What the editor role does not give, or gives elsewhere, is denied.
+        assert check(client, JOHN, action="delete") == {
+            **decision,
+            "allowed": False,
+            "reason": "no rule allows",
+        }
+        assert check(client, JOHN, workspace="globex")["allowed"] is False
+        assert check(client, JOHN, action="read", resource="reports")["allowed"] is True
+        # Wildcards are patterns of the policy, never of the question.
+        for resource, action in (("*", "*"), ("documents", "*"), ("*", "write"), ("doc*", "write")):
+            assert check(client, JOHN, resource=resource, action=action)["allowed"] is False
+        assert check(client, ADMIN_EMAIL, action="delete")["allowed"] is True
+        assert check(client, ADMIN_EMAIL, resource="anything", action="at-all")["allowed"] is True
+
+    # Anything unknown or inactive is denied, with the reason.
+    with server.client() as client:
+        for subject in (
+            "nobody@example.com",
+            "user:424242",
+            "424242",
+            "role:editor",
+            "role:superadmin",
+            "user:",
+            f"user:{john_id}x",
+            "*",
+            "john",
+        ):
+            decision = check(client, subject, action="read")
+            assert decision == {**decision, "allowed": False, "reason": "unknown subject"}, subject
+        for workspace in ("initech", "*", "ACME", "acme ", "acme*"):
+            decision = check(client, ADMIN_EMAIL, workspace=workspace, action="read")
+            assert decision["allowed"] is False, workspace
+            assert decision["reason"] == "unknown workspace"
+
+        # Invited but not yet accepted: known, not active.
+        response = admin.post(
+            "/invitations",
+            json={
+                "email": "paula@example.com",
+                "name": "Paula",
+                "roles": [{"workspace": "acme", "role": "owner"}],
+            },
+        )
+        assert response.status_code == 201, response.text
+        pending = check(client, "paula@example.com", action="read")
+        assert pending["allowed"] is False and pending["reason"] == "subject is not active"
+
+        assert admin.post(f"/users/{john_id}/deactivate").status_code == 200
+        for subject in (JOHN, f"user:{john_id}", str(john_id)):
+            decision = check(client, subject, action="read")
+            assert decision["allowed"] is False and decision["reason"] == "subject is not active"
+        assert admin.post(f"/users/{john_id}/reactivate").status_code == 200
+        assert check(client, JOHN)["allowed"] is True
+
+        assert admin.delete(f"/users/{john_id}").status_code == 200
+        for subject in (JOHN, f"user:{john_id}"):
+            assert check(client, subject)["reason"] == "unknown subject"
+
+        assert admin.delete("/workspaces/globex").status_code == 200
+        assert check(client, ADMIN_EMAIL, workspace="globex")["reason"] == "unknown workspace"
+
+
+def test_check_refuses_incomplete_questions(server: LiveServer) -> None:
+    complete = {
+        "subject": ADMIN_EMAIL,
+        "workspace": "acme",
+        "resource": "documents",
+        "action": "read",
+    }
+    with server.client() as client:
+        problem = assert_problem(client.post("/v1/check", json={}), 422, "invalid-input")
+        assert set(problem["errors"]) == set(complete)
+        for field in complete:
+            body = {k: v for k, v in complete.items() if k != field}
+            problem = assert_problem(client.post("/v1/check", json=body), 422, "invalid-input")
+            assert list(problem["errors"]) == [field]
+            assert field in problem["detail"]
+            for bad in ("", None, 5, ["acme"], "x" * 256):
+                response = client.post("/v1/check", json={**complete, field: bad})
+                assert list(assert_problem(response, 422, "invalid-input")["errors"]) == [field]
+        malformed = client.post(
+            "/v1/check", content=b'{"subject":', headers={"Content-Type": "application/json"}
+        )
+        assert_problem(malformed, 400, "invalid-input")
+        assert_problem(client.get("/v1/check"), 405, "method-not-allowed")
+
+        # Fields it does not know are ignored: other services send context along.
+        response = client.post("/v1/check", json={**complete, "context": {"ip": "10.0.0.1"}})
+        assert response.status_code == 200, response.text
+        assert response.json()["allowed"] is False  # acme does not exist
+
+
+def test_the_revision_increases_with_every_admin_change(
+    server: LiveServer, acme: tuple[httpx.Client, int]
+) -> None:
+    admin, john_id = acme
+    client = server.client()
+    seen = [check(client, JOHN)["revision"]]
+
+    def changed(response: httpx.Response) -> None:
+        assert response.is_success, response.text
+        decision = check(client, JOHN, action="read")
+        assert decision["revision"] > seen[-1], response.request.url
+        if "revision" in response.json():  # the change says when it is in effect
+            assert decision["revision"] >= response.json()["revision"]
+        seen.append(decision["revision"])
+
+    changed(admin.post("/workspaces", json={"slug": "initech", "name": "Initech"}))
+    changed(admin.patch("/workspaces/initech", json={"name": "Initech LLC"}))
+    changed(admin.put(f"/users/{john_id}/workspaces/acme/roles", json={"roles": ["viewer"]}))
+    changed(admin.post(f"/users/{john_id}/grants", json={"workspace": "globex", "role": "editor"}))
+    changed(admin.delete(f"/users/{john_id}/grants/globex/editor"))
+    invitation = admin.post(
+        "/invitations",
+        json={
+            "email": "mary@example.com",
+            "name": "Mary",
+            "roles": [{"workspace": "acme", "role": "viewer"}],
+        },
+    )
+    changed(invitation)
+    changed(admin.post(f"/invitations/{invitation.json()['id']}/resend"))
+    changed(admin.post(f"/invitations/{invitation.json()['id']}/revoke"))
+    changed(admin.post(f"/users/{john_id}/deactivate"))
+    changed(admin.post(f"/users/{john_id}/reactivate"))
+    changed(admin.delete(f"/users/{john_id}"))
+    changed(admin.delete("/workspaces/initech"))
+
+    # Reads, refusals and changes that change nothing leave the revision alone.
+    admin.get("/users")
+    server.login(ADMIN_EMAIL, server.admin_password)
+    assert admin.post("/workspaces", json={"slug": "acme", "name": "Again"}).status_code == 409
+    assert admin.post(f"/users/{john_id}/deactivate").status_code == 404
+    with server.client() as anonymous:
+        assert anonymous.get("/healthz").json()["revision"] == seen[-1]
+    assert check(client, JOHN)["revision"] == seen[-1]
+    client.close()
+
+
+# -- AuthZEN Authorization API 1.0: access evaluation -----------------------------------
+
+
+def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) -> None:
+    """Decides by ``resource.properties.workspace``; refuses incomplete requests with
+    400 (as AuthZEN asks, where /v1/check says 422); echoes X-Request-ID."""
+    _, john_id = acme
+    with server.client() as client:
+
+        def evaluate(body: Any) -> dict[str, Any]:
+            response = client.post("/access/v1/evaluation", json=body)
+            assert response.status_code == 200, response.text
+            assert response.headers["Content-Type"] == "application/json"
+            return response.json()  # type: ignore[no-any-return]
+
+        allowed = evaluate(evaluation())
+        assert allowed["decision"] is True
+        revision = allowed["context"]["revision"]
+        assert revision == check(client, JOHN)["revision"]
+        assert evaluate(evaluation(f"user:{john_id}"))["decision"] is True
+        assert evaluate(evaluation(str(john_id), action="read"))["decision"] is True
+
+        denied = evaluate(evaluation(workspace="globex"))
+        assert denied["decision"] is False
+        assert denied["context"]["revision"] == revision
+        assert denied["context"]["reason_admin"]["en"]
+        assert evaluate(evaluation(action="delete"))["decision"] is False
+        assert evaluate(evaluation("nobody@example.com"))["decision"] is False
+        assert evaluate(evaluation(workspace="initech"))["decision"] is False
+
+        # Fields Ringfence does not use are ignored, wherever they are.
+        body = evaluation(context={"time": "2025-01-01T00:00:00Z"}, extension={"a": 1})
+        body["subject"]["properties"] = {"department": "Sales"}
+        body["subject"]["tenant"] = "x"
+        body["action"]["properties"] = {"method": "PUT"}
+        body["resource"]["properties"]["owner"] = "someone-else"
+        body["resource"]["version"] = 3
+        assert evaluate(body)["decision"] is True
+
+        def refused(body: Any) -> dict[str, Any]:
+            return assert_problem(
+                client.post("/access/v1/evaluation", json=body), 400, "bad-request"
+            )
+
+        for part in ("subject", "action", "resource"):
+            body = evaluation(ADMIN_EMAIL)
+            del body[part]
+            assert part in refused(body)["errors"], part
+        for part, field in (
+            ("subject", "id"),
+            ("subject", "type"),
+            ("action", "name"),
+            ("resource", "type"),
+        ):
+            body = evaluation(ADMIN_EMAIL)
+            del body[part][field]
+            assert field in refused(body)["errors"][part], (part, field)
+        for workspace in (None, "", 7, ["acme"], {"slug": "acme"}):
+            problem = refused(evaluation(ADMIN_EMAIL, workspace=workspace))
+            assert "resource.properties.workspace" in problem["detail"]
+        body = evaluation(ADMIN_EMAIL)
+        del body["resource"]["properties"]
+        assert "workspace" in refused(body)["detail"]
+        refused({})
+        refused([evaluation(ADMIN_EMAIL)])
+        refused("subject")
+        response = client.post(
+            "/access/v1/evaluation", content=b"{", headers={"Content-Type": "application/json"}
+        )
+        assert "not valid JSON" in assert_problem(response, 400, "bad-request")["detail"]
+
+        # Request ids: the caller's is echoed (errors included), else one is made up.
+        for path, body in (
+            ("/access/v1/evaluation", evaluation(ADMIN_EMAIL)),
+            ("/access/v1/evaluation", {}),
+            ("/v1/check", {"subject": ADMIN_EMAIL}),
+        ):
+            response = client.post(path, json=body, headers={"X-Request-ID": "req-42.abc"})
+            assert response.headers["X-Request-ID"] == "req-42.abc", path
+        generated = client.post("/access/v1/evaluation", json=evaluation(ADMIN_EMAIL))
+        other = client.post("/access/v1/evaluation", json=evaluation(ADMIN_EMAIL))
+        assert len(generated.headers["X-Request-ID"]) >= 16
+        assert generated.headers["X-Request-ID"] != other.headers["X-Request-ID"]
+        long = client.post(
+            "/access/v1/evaluation",
+            json=evaluation(ADMIN_EMAIL),
+            headers={"X-Request-ID": "r" * 500},
+        )
+        assert long.headers["X-Request-ID"] == "r" * 100  # kept bounded

@@ -1,0 +1,337 @@
+"""Differential, property-based: the decision engine answers exactly as a plain
+``casbin.Enforcer`` on ``model.conf`` and the same rules (DESIGN.md, "Decisions").
+
+Role definitions, grants and requests are generated; the reference is built fresh from
+the rules, with nothing but what any Casbin library offers (key_match as the domain
+matching function of ``g``). The engine gets the same rules through ``apply``, in any
+order, or reaches them through a random sequence of incremental changes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import casbin
+from casbin.util import key_match
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.engine import (
+    Change,
+    DecisionEngine,
+    RuleAdded,
+    RuleRemoved,
+    SubjectChanged,
+    WorkspaceAdded,
+    WorkspaceRemoved,
+)
+from gateway.policy import PolicySet, RoleDefinition
+from gateway.rules import (
+    ALL_WORKSPACES,
+    GrantKey,
+    Rule,
+    grant_rule,
+    is_policy_rule,
+    rule_to_grant,
+    user_subject,
+)
+
+MODEL = Path(__file__).resolve().parents[2] / "model.conf"
+
+WORKSPACES = ("acme", "globex", "initech")
+UNKNOWN_WORKSPACES = ("umbrella", "*", "ACME", "acme ", "")
+ROLE_NAMES = ("viewer", "editor", "admin", "owner", "auditor")
+# A small catalogue with both kinds of wildcard.
+PERMISSIONS = ("documents:read", "documents:write", "reports:read", "documents:*", "*")
+# Requests also name a resource and an action no role mentions, and the wildcard itself.
+RESOURCES = ("documents", "reports", "billing", "*")
+ACTIONS = ("read", "write", "delete", "*")
+# Few users keep the full grid of requests affordable (Casbin takes ~0.1 ms a decision).
+USERS = (1, 2, 3)
+UNGRANTED_USER = 5  # active, but never granted anything
+ALL_USERS = (*USERS, UNGRANTED_USER)
+
+PROPERTY = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# Properties whose failure would be plain to see after a few examples.
+SMALL_PROPERTY = settings(PROPERTY, max_examples=50)
+
+
+# -- strategies ---------------------------------------------------------------------------
+
+
+@st.composite
+def policy_sets(draw: st.DrawFn) -> PolicySet:
+    """A few roles; inheritance only from roles drawn earlier (a DAG); some roles exist
+    in one workspace only."""
+    names = draw(st.lists(st.sampled_from(ROLE_NAMES), min_size=1, max_size=5, unique=True))
+    roles: dict[str, RoleDefinition] = {}
+    for index, name in enumerate(names):
+        permissions = draw(st.lists(st.sampled_from(PERMISSIONS), max_size=3, unique=True))
+        earlier = names[:index]
+        inherits = (
+            draw(st.lists(st.sampled_from(earlier), max_size=2, unique=True)) if earlier else []
+        )
+        workspace = draw(st.one_of(st.none(), st.none(), st.sampled_from(WORKSPACES)))
+        roles[name] = RoleDefinition(
+            name=name,
+            description=f"The {name}",
+            permissions=tuple(permissions),
+            inherits=tuple(inherits),
+            workspace=workspace,
+            source="generated.yaml",
+        )
+    catalogue = {p: p for p in PERMISSIONS if "*" not in p}
+    return PolicySet(permissions=catalogue, roles=roles)
+
+
+def grants_for(
+    policy: PolicySet, min_size: int = 0, max_size: int = 10
+) -> st.SearchStrategy[list[GrantKey]]:
+    """Grants of the defined roles (and one undefined role) in workspaces or ``*``."""
+    return st.lists(
+        st.builds(
+            GrantKey,
+            st.sampled_from(USERS),
+            st.sampled_from([*sorted(policy.roles), "ghost"]),
+            st.sampled_from([*WORKSPACES, ALL_WORKSPACES]),
+        ),
+        min_size=min_size,
+        max_size=max_size,
+    )
+
+
+# -- the two sides ----------------------------------------------------------------------
+
+
+def reference(rules: Iterable[Rule]) -> casbin.Enforcer:
+    """Plain Casbin: the model, key_match for domains, the rules. Nothing of ours."""
+    enforcer = casbin.Enforcer(str(MODEL))
+    enforcer.add_named_domain_matching_func("g", key_match)
+    for rule in rules:
+        if rule.ptype == "p":
+            enforcer.add_policy(*rule.values)
+        else:
+            enforcer.add_named_grouping_policy(rule.ptype, *rule.values)
+    return enforcer
+
+
+def fresh_engine() -> DecisionEngine:
+    engine = DecisionEngine(MODEL)
+    engine.apply(
+        [
+            *(WorkspaceAdded(slug) for slug in WORKSPACES),
+            *(SubjectChanged(u, f"user{u}@example.com", active=True) for u in ALL_USERS),
+        ],
+        revision=1,
+    )
+    return engine
+
+
+def warm(engine: DecisionEngine) -> None:
+    """Ask once in every workspace and in ``*``, so that Casbin's per-domain caches exist
+    before the next changes (they are where incremental updates can go wrong)."""
+    for workspace in WORKSPACES:
+        engine.check(USERS[0], workspace, "documents", "read")
+    engine.permits(USERS[0], ALL_WORKSPACES, "documents", "read")
+
+
+def grid() -> Iterable[tuple[int, str, str, str]]:
+    return itertools.product(USERS, WORKSPACES, RESOURCES, ACTIONS)
+
+
+def assert_same_decisions(engine: DecisionEngine, rules: Iterable[Rule]) -> None:
+    rules = sorted(set(rules))
+    expected = reference(rules)
+    mismatches = []
+    for user, workspace, resource, action in grid():
+        want = expected.enforce(user_subject(user), workspace, resource, action)
+        got = engine.check(user, workspace, resource, action).allowed
+        if got != want:
+            mismatches.append((user, workspace, resource, action, want, got))
+    for user, resource, action in itertools.product(USERS, RESOURCES, ACTIONS):
+        # The admin API asks about the whole installation with the "*" domain.
+        want = expected.enforce(user_subject(user), ALL_WORKSPACES, resource, action)
+        if engine.permits(user, ALL_WORKSPACES, resource, action) != want:
+            mismatches.append((user, ALL_WORKSPACES, resource, action, want, not want))
+    for workspace in WORKSPACES:
+        # An active user without grants: nothing, not even through the wildcards.
+        assert not engine.check(UNGRANTED_USER, workspace, "*", "*").allowed
+        assert not expected.enforce(user_subject(UNGRANTED_USER), workspace, "*", "*")
+    assert not mismatches, (
+        "engine differs from Casbin (user, workspace, resource, action, casbin, engine):\n"
+        + "\n".join(map(str, mismatches[:10]))
+        + "\nrules:\n"
+        + "\n".join(map(str, rules))
+    )
+
+
+def additions(rules: Sequence[Rule]) -> list[Change]:
+    return [RuleAdded(rule) for rule in rules]
+
+
+# -- properties ---------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(data=st.data())
+def test_engine_decides_as_casbin(data: st.DataObject) -> None:
+    policy = data.draw(policy_sets(), label="policy")
+    grants = data.draw(grants_for(policy), label="grants")
+    rules = policy.rules() + [grant_rule(g) for g in grants]
+    ordered = data.draw(st.permutations(rules), label="order")
+    # Optionally ask questions while the rules arrive, in several changes.
+    cut = data.draw(st.integers(0, len(ordered)), label="cut")
+    warm_between = data.draw(st.booleans(), label="warm")
+
+    engine = fresh_engine()
+    engine.apply(additions(ordered[:cut]), revision=2)
+    if warm_between:
+        warm(engine)
+    engine.apply(additions(ordered[cut:]), revision=3)
+
+    assert engine.revision == 3
+    assert_same_decisions(engine, rules)
+
+
+@st.composite
+def rule_pools(draw: st.DrawFn) -> tuple[PolicySet, list[Rule]]:
+    """A policy and every rule a change sequence may add or remove: its rules and grants."""
+    policy = draw(policy_sets())
+    grants = draw(grants_for(policy, min_size=1, max_size=12))
+    pool = sorted(set(policy.rules()) | {grant_rule(g) for g in grants})
+    return policy, pool
+
+
+@PROPERTY
+@given(data=st.data())
+def test_incremental_changes_end_where_a_fresh_enforcer_starts(data: st.DataObject) -> None:
+    _, pool = data.draw(rule_pools(), label="pool")
+    initial = data.draw(st.sets(st.sampled_from(pool)), label="initial")
+    batches = data.draw(
+        st.lists(
+            st.lists(st.tuples(st.booleans(), st.sampled_from(pool)), min_size=1, max_size=4),
+            max_size=8,
+        ),
+        label="batches",
+    )
+    probes = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(ALL_USERS),
+                st.sampled_from(WORKSPACES),
+                st.sampled_from(RESOURCES),
+                st.sampled_from(ACTIONS),
+            ),
+            min_size=len(batches),
+            max_size=len(batches),
+        ),
+        label="probes",
+    )
+
+    engine = fresh_engine()
+    engine.apply(additions(sorted(initial)), revision=2)
+    warm(engine)
+    current = set(initial)
+    revision = 2
+    for batch, probe in zip(batches, probes, strict=True):
+        changes: list[Change] = []
+        for add, rule in batch:
+            if add:
+                changes.append(RuleAdded(rule))
+                current.add(rule)
+            else:
+                changes.append(RuleRemoved(rule))
+                current.discard(rule)
+        revision += 1
+        engine.apply(changes, revision)
+        engine.check(*probe)  # readers in between changes, as in production
+
+    assert engine.revision == revision
+    assert_same_decisions(engine, current)
+
+
+@SMALL_PROPERTY
+@given(data=st.data())
+def test_deactivated_users_always_deny(data: st.DataObject) -> None:
+    policy = data.draw(policy_sets(), label="policy")
+    grants = data.draw(grants_for(policy), label="grants")
+    # Make sure somebody would be allowed a lot: user 1 is a super admin.
+    superadmin = RoleDefinition("root", "Everything", ("*",), (), None, "generated.yaml")
+    rules = [*policy.rules(), *PolicySet({}, {"root": superadmin}).rules()]
+    rules += [grant_rule(g) for g in grants] + [grant_rule(GrantKey(1, "root", "*"))]
+    inactive = data.draw(st.sets(st.sampled_from(USERS), min_size=1), label="inactive")
+
+    engine = fresh_engine()
+    engine.apply(additions(rules), revision=2)
+    warm(engine)
+    engine.apply(
+        [SubjectChanged(u, f"user{u}@example.com", active=False) for u in sorted(inactive)],
+        revision=3,
+    )
+
+    expected = reference(rules)
+    for user, workspace, resource, action in grid():
+        decision = engine.check(user, workspace, resource, action)
+        if user in inactive:
+            assert decision.allowed is False
+            assert decision.reason == "subject is not active"
+        else:
+            want = expected.enforce(user_subject(user), workspace, resource, action)
+            assert decision.allowed == want
+    for user in inactive:
+        assert not engine.permits(user, ALL_WORKSPACES, "*", "*")
+        assert not engine.permits(user, WORKSPACES[0], "documents", "read")
+
+
+@SMALL_PROPERTY
+@given(data=st.data())
+def test_unknown_workspaces_always_deny(data: st.DataObject) -> None:
+    policy = data.draw(policy_sets(), label="policy")
+    grants = data.draw(grants_for(policy), label="grants")
+    # Everybody holds every role everywhere: Casbin alone would allow in any domain.
+    everywhere = [GrantKey(u, role, ALL_WORKSPACES) for u in USERS for role in policy.roles]
+    rules = policy.rules() + [grant_rule(g) for g in [*grants, *everywhere]]
+    removed = data.draw(st.sets(st.sampled_from(WORKSPACES)), label="removed")
+
+    engine = fresh_engine()
+    engine.apply(additions(rules), revision=2)
+    warm(engine)
+    engine.apply([WorkspaceRemoved(slug) for slug in sorted(removed)], revision=3)
+
+    expected = reference(rules)
+    for user, workspace, resource, action in itertools.product(
+        ALL_USERS, (*UNKNOWN_WORKSPACES, *sorted(removed)), RESOURCES, ACTIONS
+    ):
+        decision = engine.check(user, workspace, resource, action)
+        assert decision.allowed is False, (user, workspace, resource, action)
+        assert decision.reason == "unknown workspace"
+    # Workspaces that remain known still follow Casbin.
+    for user, workspace, resource, action in itertools.product(
+        ALL_USERS, sorted(set(WORKSPACES) - removed), RESOURCES, ACTIONS
+    ):
+        want = expected.enforce(user_subject(user), workspace, resource, action)
+        assert engine.check(user, workspace, resource, action).allowed == want
+
+
+# -- the generated rules themselves -------------------------------------------------------
+
+
+@SMALL_PROPERTY
+@given(data=st.data())
+def test_generated_rules_split_into_policy_and_grants(data: st.DataObject) -> None:
+    """The pool the properties draw from is what production has: policy rules from
+    PolicySet and grants that translate back to themselves."""
+    policy = data.draw(policy_sets(), label="policy")
+    grants = data.draw(grants_for(policy), label="grants")
+    for rule in policy.rules():
+        assert is_policy_rule(rule)
+        assert rule_to_grant(rule) is None
+    for grant in grants:
+        assert not is_policy_rule(grant_rule(grant))
+        assert rule_to_grant(grant_rule(grant)) == grant

@@ -1,0 +1,391 @@
+"""DecisionEngine on its own: who is known and active, which workspaces exist, how
+changes apply (atomically for readers), and that errors on the decision path deny."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import casbin
+import pytest
+from casbin.util import key_match
+
+from gateway.engine import (
+    Decision,
+    DecisionEngine,
+    RuleAdded,
+    RuleRemoved,
+    SubjectChanged,
+    SubjectRemoved,
+    WorkspaceAdded,
+    WorkspaceRemoved,
+)
+from gateway.rules import GrantKey, Rule, grant_rule, inheritance_rule, permission_rule
+
+MODEL = Path(__file__).resolve().parents[2] / "model.conf"
+
+JOHN = 1
+MARY = 2
+
+BASE_RULES = [
+    permission_rule("viewer", "documents:read"),
+    permission_rule("editor", "documents:write"),
+    inheritance_rule("editor", "viewer"),
+    permission_rule("superadmin", "*"),
+    permission_rule("auditor", "audit:read", "acme"),
+]
+
+
+@pytest.fixture
+def engine() -> DecisionEngine:
+    engine = DecisionEngine(MODEL)
+    engine.apply(
+        [
+            WorkspaceAdded("acme"),
+            WorkspaceAdded("globex"),
+            SubjectChanged(JOHN, "john@example.com", active=True),
+            SubjectChanged(MARY, "mary@example.com", active=True),
+            *(RuleAdded(rule) for rule in BASE_RULES),
+            RuleAdded(grant_rule(GrantKey(JOHN, "editor", "acme"))),
+        ],
+        revision=1,
+    )
+    return engine
+
+
+def reference(rules: list[Rule]) -> casbin.Enforcer:
+    enforcer = casbin.Enforcer(str(MODEL))
+    enforcer.add_named_domain_matching_func("g", key_match)
+    for rule in rules:
+        if rule.ptype == "p":
+            enforcer.add_policy(*rule.values)
+        else:
+            enforcer.add_named_grouping_policy(rule.ptype, *rule.values)
+    return enforcer
+
+
+# -- who and where ----------------------------------------------------------------------
+
+
+def test_granted_active_user_is_allowed(engine: DecisionEngine) -> None:
+    decision = engine.check(JOHN, "acme", "documents", "write")
+    assert decision == Decision(True, 1, "allowed by policy")
+    assert engine.check(JOHN, "acme", "documents", "read").allowed  # inherited from viewer
+    assert engine.check(JOHN, "acme", "documents", "delete") == Decision(False, 1, "no rule allows")
+    assert not engine.check(JOHN, "globex", "documents", "read").allowed  # other workspace
+
+
+def test_unknown_subject_is_denied(engine: DecisionEngine) -> None:
+    assert engine.check(None, "acme", "documents", "read") == Decision(False, 1, "unknown subject")
+    # An id the engine never heard of, even with a rule for it, is not active.
+    engine.apply([RuleAdded(grant_rule(GrantKey(99, "editor", "acme")))], revision=2)
+    assert engine.check(99, "acme", "documents", "read") == Decision(
+        False, 2, "subject is not active"
+    )
+    assert not engine.permits(99, "acme", "documents", "read")
+
+
+def test_inactive_subject_is_denied_whatever_the_rules(engine: DecisionEngine) -> None:
+    engine.apply([SubjectChanged(JOHN, "john@example.com", active=False)], revision=2)
+    assert engine.check(JOHN, "acme", "documents", "write") == Decision(
+        False, 2, "subject is not active"
+    )
+    assert not engine.permits(JOHN, "acme", "documents", "write")
+    # Deactivation keeps the identity (the id still resolves) and the grants.
+    assert engine.resolve_subject("john@example.com") == JOHN
+    engine.apply([SubjectChanged(JOHN, "john@example.com", active=True)], revision=3)
+    assert engine.check(JOHN, "acme", "documents", "write").allowed
+
+
+def test_unknown_workspace_is_denied_even_for_a_super_admin(engine: DecisionEngine) -> None:
+    engine.apply([RuleAdded(grant_rule(GrantKey(MARY, "superadmin", "*")))], revision=2)
+    assert engine.check(MARY, "acme", "anything", "at-all").allowed
+    assert engine.check(MARY, "umbrella", "documents", "read") == Decision(
+        False, 2, "unknown workspace"
+    )
+    # The domain pattern itself is not a workspace a caller may ask about.
+    assert engine.check(MARY, "*", "documents", "read") == Decision(False, 2, "unknown workspace")
+
+
+def test_permits_takes_the_every_workspace_domain(engine: DecisionEngine) -> None:
+    assert engine.permits(JOHN, "acme", "documents", "write")
+    assert not engine.permits(JOHN, "*", "documents", "write")  # only granted in acme
+    engine.apply([RuleAdded(grant_rule(GrantKey(MARY, "superadmin", "*")))], revision=2)
+    assert engine.permits(MARY, "*", "workspaces", "create")
+    assert engine.permits(MARY, "not-yet-created", "workspaces", "update")
+
+
+# -- resolving subjects -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["john@example.com", "John@Example.COM", "JOHN@EXAMPLE.COM", "  john@example.com\t"],
+)
+def test_resolve_subject_by_email_ignores_case_and_spaces(
+    engine: DecisionEngine, subject: str
+) -> None:
+    # Services store addresses lower-case (invitations, setup); the engine lower-cases
+    # the address it is asked about.
+    assert engine.resolve_subject(subject) == JOHN
+
+
+@pytest.mark.parametrize("subject", ["user:1", "1", " user:1 "])
+def test_resolve_subject_by_id(engine: DecisionEngine, subject: str) -> None:
+    assert engine.resolve_subject(subject) == JOHN
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "nobody@example.com",
+        "john@example.org",
+        "user:99",
+        "99",
+        "user:",
+        "",
+        "john",
+        "role:viewer",
+        "user:user:1",
+        "user:-1",
+        "user:1.0",
+        "User:1",
+    ],
+)
+def test_resolve_unknown_subject_is_none(engine: DecisionEngine, subject: str) -> None:
+    assert engine.resolve_subject(subject) is None
+
+
+def test_removed_subject_no_longer_resolves_or_passes(engine: DecisionEngine) -> None:
+    engine.apply([SubjectRemoved(JOHN, "john@example.com")], revision=2)
+    assert engine.resolve_subject("john@example.com") is None
+    assert engine.resolve_subject("user:1") is None
+    assert engine.resolve_subject("1") is None
+    assert engine.check(JOHN, "acme", "documents", "write") == Decision(
+        False, 2, "subject is not active"
+    )
+    assert engine.resolve_subject("mary@example.com") == MARY  # others untouched
+
+
+# -- applying changes -------------------------------------------------------------------
+
+
+def test_rule_added_and_removed_permission(engine: DecisionEngine) -> None:
+    rule = permission_rule("viewer", "reports:read")
+    assert not engine.check(JOHN, "acme", "reports", "read").allowed
+    engine.apply([RuleAdded(rule)], revision=2)
+    assert engine.check(JOHN, "acme", "reports", "read").allowed  # through editor → viewer
+    engine.apply([RuleRemoved(rule)], revision=3)
+    assert not engine.check(JOHN, "acme", "reports", "read").allowed
+
+
+def test_rule_added_and_removed_grant(engine: DecisionEngine) -> None:
+    grant = grant_rule(GrantKey(MARY, "viewer", "globex"))
+    assert not engine.check(MARY, "globex", "documents", "read").allowed
+    engine.apply([RuleAdded(grant)], revision=2)
+    assert engine.check(MARY, "globex", "documents", "read").allowed
+    assert not engine.check(MARY, "acme", "documents", "read").allowed
+    engine.apply([RuleRemoved(grant)], revision=3)
+    assert not engine.check(MARY, "globex", "documents", "read").allowed
+
+
+def test_rule_added_and_removed_inheritance(engine: DecisionEngine) -> None:
+    engine.apply([RuleRemoved(inheritance_rule("editor", "viewer"))], revision=2)
+    assert not engine.check(JOHN, "acme", "documents", "read").allowed
+    assert engine.check(JOHN, "acme", "documents", "write").allowed
+    engine.apply([RuleAdded(inheritance_rule("editor", "viewer"))], revision=3)
+    assert engine.check(JOHN, "acme", "documents", "read").allowed
+
+
+def test_star_grant_holds_in_every_known_workspace(engine: DecisionEngine) -> None:
+    grant = grant_rule(GrantKey(MARY, "viewer", "*"))
+    engine.apply([RuleAdded(grant)], revision=2)
+    assert engine.check(MARY, "acme", "documents", "read").allowed
+    assert engine.check(MARY, "globex", "documents", "read").allowed
+    engine.apply([RuleRemoved(grant)], revision=3)
+    assert not engine.check(MARY, "acme", "documents", "read").allowed
+    assert not engine.check(MARY, "globex", "documents", "read").allowed
+
+
+def test_workspace_added_and_removed(engine: DecisionEngine) -> None:
+    engine.apply([RuleAdded(grant_rule(GrantKey(MARY, "viewer", "*")))], revision=2)
+    assert engine.check(MARY, "initech", "documents", "read").reason == "unknown workspace"
+    engine.apply([WorkspaceAdded("initech")], revision=3)
+    assert engine.check(MARY, "initech", "documents", "read").allowed
+    engine.apply([WorkspaceRemoved("initech")], revision=4)
+    assert engine.check(MARY, "initech", "documents", "read") == Decision(
+        False, 4, "unknown workspace"
+    )
+    assert engine.check(MARY, "acme", "documents", "read").allowed
+
+
+def test_subject_changed_adds_a_new_user(engine: DecisionEngine) -> None:
+    engine.apply(
+        [
+            SubjectChanged(3, "new@example.com", active=True),
+            RuleAdded(grant_rule(GrantKey(3, "viewer", "acme"))),
+        ],
+        revision=2,
+    )
+    assert engine.resolve_subject("new@example.com") == 3
+    assert engine.check(3, "acme", "documents", "read").allowed
+    # A pending user (created inactive) resolves but is denied.
+    engine.apply([SubjectChanged(4, "pending@example.com", active=False)], revision=3)
+    assert engine.resolve_subject("user:4") == 4
+    assert engine.check(4, "acme", "documents", "read").reason == "subject is not active"
+
+
+def test_adding_an_existing_or_removing_a_missing_rule_is_harmless(engine: DecisionEngine) -> None:
+    existing = grant_rule(GrantKey(JOHN, "editor", "acme"))
+    missing = grant_rule(GrantKey(MARY, "editor", "acme"))
+    engine.apply([RuleAdded(existing), RuleRemoved(missing)], revision=2)
+    assert engine.check(JOHN, "acme", "documents", "write").allowed
+    assert not engine.check(MARY, "acme", "documents", "write").allowed
+    assert engine.revision == 2
+
+
+def test_revision_only_grows(engine: DecisionEngine) -> None:
+    assert engine.revision == 1
+    engine.apply([], revision=5)
+    assert engine.revision == 5
+    engine.apply([WorkspaceAdded("late")], revision=3)
+    assert engine.revision == 5
+    assert engine.check(JOHN, "acme", "documents", "read").revision == 5
+    engine.apply([], revision=6)
+    assert engine.check(JOHN, "acme", "documents", "read").revision == 6
+
+
+def test_load_replaces_everything(engine: DecisionEngine, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.csv"
+    policy.write_text(
+        "p, role:viewer, *, documents, read\ng, user:7, role:viewer, globex\n",
+        encoding="utf-8",
+    )
+    adapter = casbin.persist.adapters.FileAdapter(str(policy))
+    engine.load(adapter, [SubjectChanged(7, "seven@example.com", True)], ["globex"], revision=3)
+    assert engine.revision == 3
+    assert engine.check(7, "globex", "documents", "read").allowed
+    assert engine.resolve_subject("john@example.com") is None
+    assert engine.check(JOHN, "acme", "documents", "write").reason == "subject is not active"
+    assert engine.check(7, "acme", "documents", "read").reason == "unknown workspace"
+
+
+# -- roles_in ---------------------------------------------------------------------------
+
+
+def test_roles_in_lists_shared_and_own_roles_only(engine: DecisionEngine) -> None:
+    engine.apply(
+        [
+            RuleAdded(permission_rule("globex-lead", "reports:read", "globex")),
+            RuleAdded(inheritance_rule("reader", "viewer")),  # no permission of its own
+            RuleAdded(inheritance_rule("acme-helper", "viewer", "acme")),
+            # A grant of a role nobody defined must not make it grantable.
+            RuleAdded(grant_rule(GrantKey(MARY, "ghost", "acme"))),
+        ],
+        revision=2,
+    )
+    shared = {"viewer", "editor", "superadmin", "reader"}
+    assert engine.roles_in("acme") == shared | {"auditor", "acme-helper"}
+    assert engine.roles_in("globex") == shared | {"globex-lead"}
+    assert engine.roles_in("*") == shared
+    assert engine.roles_in("initech") == shared
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+def test_readers_never_see_half_a_change(engine: DecisionEngine) -> None:
+    # Both roles read documents; the change swaps one for the other, removing first.
+    # Between the two halves John would hold neither, so a single check exposes it.
+    engine.apply(
+        [
+            RuleAdded(permission_rule("reader-a", "reports:read")),
+            RuleAdded(permission_rule("reader-b", "reports:read")),
+            RuleAdded(grant_rule(GrantKey(JOHN, "reader-a", "acme"))),
+        ],
+        revision=2,
+    )
+    a = grant_rule(GrantKey(JOHN, "reader-a", "acme"))
+    b = grant_rule(GrantKey(JOHN, "reader-b", "acme"))
+    done = threading.Event()
+    seen: list[Decision] = []
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append(engine.check(JOHN, "acme", "reports", "read"))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    revision = 2
+    try:
+        for _ in range(1500):
+            revision += 1
+            engine.apply([RuleRemoved(a), RuleAdded(b)], revision)
+            revision += 1
+            engine.apply([RuleRemoved(b), RuleAdded(a)], revision)
+    finally:
+        done.set()
+        reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert seen, "the reader never ran"
+    denied = [d for d in seen if not d.allowed]
+    assert not denied, f"{len(denied)} of {len(seen)} checks saw half a change: {denied[0]}"
+    revisions = [d.revision for d in seen]
+    assert revisions == sorted(revisions)  # a reader never goes back in time
+    assert engine.check(JOHN, "acme", "reports", "read").allowed
+
+
+# -- failing closed -----------------------------------------------------------------------
+
+
+def test_an_error_inside_enforce_denies(engine: DecisionEngine) -> None:
+    # A malformed rule (three values for a four-field `p`), e.g. written to the table by
+    # hand, makes Casbin raise while matching; the engine must deny, not allow or crash.
+    malformed = Rule("p", ("role:editor", "*", "documents"))
+    engine.apply([RuleRemoved(rule) for rule in BASE_RULES], revision=2)
+    engine.apply([RuleAdded(malformed), *(RuleAdded(rule) for rule in BASE_RULES)], revision=3)
+    raw = reference([malformed, *BASE_RULES, grant_rule(GrantKey(JOHN, "editor", "acme"))])
+    with pytest.raises(RuntimeError, match="invalid policy size"):
+        raw.enforce("user:1", "acme", "documents", "write")
+    assert engine.check(JOHN, "acme", "documents", "write").allowed is False
+    assert engine.permits(JOHN, "acme", "documents", "write") is False
+    engine.apply([RuleRemoved(malformed)], revision=4)
+    assert engine.check(JOHN, "acme", "documents", "write").allowed
+
+
+# -- regressions: pycasbin's incremental domain role manager ---------------------------
+
+
+def test_removing_the_star_grant_keeps_the_workspace_grant(engine: DecisionEngine) -> None:
+    engine.apply([RuleAdded(grant_rule(GrantKey(MARY, "viewer", "*")))], revision=2)
+    engine.apply([RuleAdded(grant_rule(GrantKey(MARY, "viewer", "acme")))], revision=3)
+    assert engine.check(MARY, "acme", "documents", "read").allowed  # caches acme's links
+    engine.apply([RuleRemoved(grant_rule(GrantKey(MARY, "viewer", "*")))], revision=4)
+    expected = reference([*BASE_RULES, grant_rule(GrantKey(MARY, "viewer", "acme"))])
+    assert expected.enforce("user:2", "acme", "documents", "read") is True
+    assert engine.check(MARY, "acme", "documents", "read").allowed
+
+
+def test_a_failing_change_never_leaves_a_removed_grant_allowed(engine: DecisionEngine) -> None:
+    engine.apply(
+        [
+            RuleAdded(grant_rule(GrantKey(MARY, "editor", "*"))),
+            RuleAdded(grant_rule(GrantKey(MARY, "editor", "acme"))),
+            RuleAdded(grant_rule(GrantKey(MARY, "viewer", "acme"))),
+        ],
+        revision=2,
+    )
+    assert engine.check(MARY, "acme", "documents", "read").allowed  # caches acme's links
+    engine.apply([RuleRemoved(grant_rule(GrantKey(MARY, "editor", "*")))], revision=3)
+    # The admin now takes every role in acme away (as PUT .../roles [] or removal does):
+    # a committed change must apply without error, and Mary, holding no role anywhere,
+    # must be denied.
+    engine.apply(
+        [
+            RuleRemoved(grant_rule(GrantKey(MARY, "editor", "acme"))),
+            RuleRemoved(grant_rule(GrantKey(MARY, "viewer", "acme"))),
+        ],
+        revision=4,
+    )
+    assert engine.revision == 4
+    assert not engine.check(MARY, "acme", "documents", "read").allowed
