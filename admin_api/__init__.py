@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from flask import request
 from flask_smorest import Api
 
 from admin_api import audit, auth, invitations, users, workspaces
+from gateway.http import current_actor
+
+# Everything else needs a signed-in caller.
+PUBLIC_ENDPOINTS = frozenset({"auth.Login", "invitations.Accept"})
+
+
+def _require_sign_in() -> None:
+    # Before argument parsing, so an anonymous caller learns nothing from validation errors.
+    if request.endpoint not in PUBLIC_ENDPOINTS:
+        current_actor()
+
+
+BLUEPRINTS = (auth.blp, workspaces.blp, users.blp, invitations.blp, audit.blp)
+for _blp in BLUEPRINTS:  # once, at import: blueprints are shared by every app
+    _blp.before_request(_require_sign_in)
 
 
 def register(api: Api) -> None:
-    for module in (auth, workspaces, users, invitations, audit):
-        api.register_blueprint(module.blp)
+    for blp in BLUEPRINTS:
+        api.register_blueprint(blp)

@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from admin_api.pagination import items, window
 from admin_api.schemas import AuditEventSchema, AuditQuerySchema
 from gateway.http import current_actor, services
 from gateway.services.audit import AuditFilter
@@ -24,8 +25,6 @@ class Audit(MethodView):
         page = services().audit.list(
             current_actor(),
             AuditFilter(**query),
-            pagination_parameters.first_item,
-            pagination_parameters.page_size,
+            *window(pagination_parameters),
         )
-        pagination_parameters.item_count = page.total
-        return page.items
+        return items(pagination_parameters, page)

@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from admin_api.pagination import items, window
 from admin_api.schemas import (
     AcceptSchema,
     InvitationCreateSchema,
@@ -32,11 +33,9 @@ class Invitations(MethodView):
         page = services().invitations.list(
             current_actor(),
             query.get("status"),
-            pagination_parameters.first_item,
-            pagination_parameters.page_size,
+            *window(pagination_parameters),
         )
-        pagination_parameters.item_count = page.total
-        return page.items
+        return items(pagination_parameters, page)
 
     @blp.arguments(InvitationCreateSchema)
     @blp.response(201, InvitationSchema)

@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from admin_api.pagination import items, window
 from admin_api.schemas import (
     GrantChangeSchema,
     GrantSchema,
@@ -40,11 +41,9 @@ class Users(MethodView):
         page = services().users.list(
             current_actor(),
             where,
-            pagination_parameters.first_item,
-            pagination_parameters.page_size,
+            *window(pagination_parameters),
         )
-        pagination_parameters.item_count = page.total
-        return page.items
+        return items(pagination_parameters, page)
 
 
 @blp.route(f"/{USER_ID}")

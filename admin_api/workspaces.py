@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from admin_api.pagination import items, window
 from admin_api.schemas import (
     RevisionSchema,
     WorkspaceCreateSchema,
@@ -24,11 +25,8 @@ class Workspaces(MethodView):
     @blp.paginate()
     def get(self, pagination_parameters: Any) -> Any:
         """Workspaces you may read."""
-        page = services().workspaces.list(
-            current_actor(), pagination_parameters.first_item, pagination_parameters.page_size
-        )
-        pagination_parameters.item_count = page.total
-        return page.items
+        page = services().workspaces.list(current_actor(), *window(pagination_parameters))
+        return items(pagination_parameters, page)
 
     @blp.arguments(WorkspaceCreateSchema)
     @blp.response(201, WorkspaceSchema)

@@ -11,7 +11,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from gateway.errors import PROBLEM_TYPE_PREFIX, RingfenceError, Unauthorized
+from gateway.errors import PROBLEM_TYPE_PREFIX, PayloadTooLarge, RingfenceError, Unauthorized
 from gateway.services import Actor, Services
 
 log = logging.getLogger("ringfence.http")
@@ -30,6 +30,9 @@ def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = N
 def http_exception_problem(error: HTTPException) -> dict[str, Any]:
     """Werkzeug and flask-smorest errors, webargs validation messages included."""
     status = error.code or 500
+    if status == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        return PayloadTooLarge(f"The request body is larger than {limit} bytes").to_problem()
     problem: dict[str, Any] = {
         "type": PROBLEM_TYPE_PREFIX + (error.name or "error").lower().replace(" ", "-"),
         "title": error.name,

@@ -94,8 +94,39 @@ class ChangeSet:
         )
         self.events.append(event)
 
+    def audit_each(
+        self,
+        workspaces: Iterable[str],
+        action: str,
+        target_type: str,
+        target_id: Any = None,
+        target_name: str | None = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """One event per workspace (none: one global event), so that each workspace's
+        auditors see the change; snapshots keep only the ``roles`` of that workspace."""
+        targets: list[str | None] = [*sorted(set(workspaces))] or [None]
+        for workspace in targets:
+            self.audit(
+                action,
+                target_type,
+                target_id,
+                target_name,
+                workspace,
+                _roles_in(before, workspace),
+                _roles_in(after, workspace),
+            )
+
     def on_commit(self, callback: Callable[[], None]) -> None:
         self.after_commit.append(callback)
+
+
+def _roles_in(snapshot: dict[str, Any] | None, workspace: str | None) -> dict[str, Any] | None:
+    if snapshot is None or workspace is None or not isinstance(snapshot.get("roles"), dict):
+        return snapshot
+    roles = snapshot["roles"]
+    return {**snapshot, "roles": {workspace: roles[workspace]} if workspace in roles else {}}
 
 
 class UnitOfWork:

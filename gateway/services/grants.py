@@ -130,9 +130,10 @@ class GrantService:
         return changes.revision
 
     def _target(self, actor: Actor, user_id: int, workspace: str) -> User:
+        # Permission first: a 404 must not tell outsiders which workspaces exist.
+        self.authorizer.require(actor, Permission.ROLE_MANAGEMENT_WRITE, workspace)
         if workspace != ALL_WORKSPACES:
             self.workspaces.require_exists(workspace)
-        self.authorizer.require(actor, Permission.ROLE_MANAGEMENT_WRITE, workspace)
         user = self.session.get(User, user_id)
         if user is None:
             raise NotFound(f"No user {user_id}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import func, select
@@ -39,12 +40,15 @@ class RoleInWorkspace:
     role: str
 
 
-def invitation_snapshot(invitation: Invitation) -> dict[str, object]:
+def invitation_snapshot(invitation: Invitation) -> dict[str, Any]:
+    roles: dict[str, list[str]] = {}
+    for grant in invitation.grants:
+        roles.setdefault(grant.workspace_slug, []).append(grant.role)
     return {
         "email": invitation.email,
         "name": invitation.name,
         "status": str(effective_status(invitation)),
-        "roles": [{"workspace": g.workspace_slug, "role": g.role} for g in invitation.grants],
+        "roles": {workspace: sorted(r) for workspace, r in sorted(roles.items())},
         "expires_at": invitation.expires_at.isoformat(),
     }
 
@@ -60,14 +64,19 @@ def audit_each_workspace(
     changes: ChangeSet,
     invitation: Invitation,
     action: str,
-    before: dict[str, object] | None = None,
-    after: dict[str, object] | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
 ) -> None:
     """One event per workspace of the invitation, so each workspace's auditors see it."""
-    for workspace in sorted({g.workspace_slug for g in invitation.grants}):
-        changes.audit(
-            action, "invitation", invitation.id, invitation.email, workspace, before, after
-        )
+    changes.audit_each(
+        {g.workspace_slug for g in invitation.grants},
+        action,
+        "invitation",
+        invitation.id,
+        invitation.email,
+        before,
+        after,
+    )
 
 
 class InvitationService:
@@ -97,8 +106,9 @@ class InvitationService:
         if not entries:
             raise InvalidInput("An invitation needs at least one role in a workspace")
         for workspace in sorted({r.workspace for r in entries}):
-            self.grants.workspaces.require_exists(workspace)
+            # Permission first: a 404 must not tell outsiders which workspaces exist.
             self.authorizer.require(actor, Permission.USERS_INVITE, workspace)
+            self.grants.workspaces.require_exists(workspace)
             self.grants.require_roles_exist(
                 workspace, [r.role for r in entries if r.workspace == workspace]
             )

@@ -175,8 +175,14 @@ class UserService:
             user.status = UserStatus.DEACTIVATED
             user.session_version += 1  # ends every existing token at once
             changes.engine(SubjectChanged(user.id, user.email, active=False))
-            changes.audit(
-                "user.deactivated", "user", user.id, user.name, None, before, user_snapshot(user)
+            changes.audit_each(
+                before["roles"],
+                "user.deactivated",
+                "user",
+                user.id,
+                user.name,
+                before,
+                user_snapshot(user),
             )
         return self.view(user)
 
@@ -189,8 +195,14 @@ class UserService:
             before = user_snapshot(user)
             user.status = UserStatus.ACTIVE
             changes.engine(SubjectChanged(user.id, user.email, active=True))
-            changes.audit(
-                "user.reactivated", "user", user.id, user.name, None, before, user_snapshot(user)
+            changes.audit_each(
+                before["roles"],
+                "user.reactivated",
+                "user",
+                user.id,
+                user.name,
+                before,
+                user_snapshot(user),
             )
         return self.view(user)
 
@@ -211,7 +223,7 @@ class UserService:
                 invitation.revoked_at = utcnow()
             self.session.delete(user)
             changes.engine(SubjectRemoved(user.id, user.email))
-            changes.audit("user.removed", "user", user.id, user.name, None, before, None)
+            changes.audit_each(before["roles"], "user.removed", "user", user.id, user.name, before)
         return changes.revision
 
     def _target(self, actor: Actor, user_id: int, permission: Permission) -> User:
