@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import request
 from flask_smorest import Api
 
-from admin_api import audit, auth, invitations, users, workspaces
+from admin_api import audit, auth, invitations, settings, users, workspaces
 from gateway.http import current_actor
 
 # Everything else needs a signed-in caller.
@@ -18,7 +18,7 @@ def _require_sign_in() -> None:
         current_actor()
 
 
-BLUEPRINTS = (auth.blp, workspaces.blp, users.blp, invitations.blp, audit.blp)
+BLUEPRINTS = (auth.blp, workspaces.blp, users.blp, invitations.blp, audit.blp, settings.blp)
 for _blp in BLUEPRINTS:  # once, at import: blueprints are shared by every app
     _blp.before_request(_require_sign_in)
 

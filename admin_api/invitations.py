@@ -34,6 +34,7 @@ class Invitations(MethodView):
             current_actor(),
             query.get("status"),
             *window(pagination_parameters),
+            older_than_days=query.get("older_than_days"),
         )
         return items(pagination_parameters, page)
 

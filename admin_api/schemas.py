@@ -82,6 +82,7 @@ class UserQuerySchema(LenientQuery):
 class InvitationSummarySchema(Schema):
     id = fields.Integer()
     status = fields.Function(lambda inv: str(effective_status(inv)))
+    delivery_detail = fields.String(allow_none=True)
     expires_at = fields.DateTime()
     created_at = fields.DateTime()
 
@@ -147,6 +148,19 @@ class InvitationCreateSchema(StrictSchema):
 
 class InvitationQuerySchema(LenientQuery):
     status = fields.Enum(InvitationStatus, by_value=True)
+    older_than_days = fields.Integer(
+        validate=validate.Range(min=0, max=3650),
+        metadata={
+            "description": "Only invitations at least this old; without status: still waiting"
+        },
+    )
+
+
+class DeliverySchema(Schema):
+    status = fields.Function(lambda inv: str(inv.delivery_status))
+    detail = fields.String(attribute="delivery_detail", allow_none=True)
+    attempts = fields.Integer(attribute="delivery_attempts")
+    sent_at = fields.DateTime(allow_none=True)
 
 
 class InvitationSchema(Schema):
@@ -162,6 +176,10 @@ class InvitationSchema(Schema):
     created_at = fields.DateTime()
     accepted_at = fields.DateTime(allow_none=True)
     invited_by_id = fields.Integer(allow_none=True)
+    delivery = fields.Function(lambda inv: DeliverySchema().dump(inv))
+    resend_count = fields.Integer()
+    resent_at = fields.DateTime(allow_none=True)
+    reminded_at = fields.DateTime(allow_none=True)
 
 
 class AcceptSchema(StrictSchema):
@@ -198,3 +216,46 @@ class AuditEventSchema(Schema):
     after = fields.Dict(allow_none=True)
     revision = fields.Integer(allow_none=True)
     request_id = fields.String(allow_none=True)
+
+
+# -- settings -------------------------------------------------------------------------
+
+
+class EmailSettingsSchema(Schema):
+    transport = fields.String(metadata={"description": "smtp, or outbox when no SMTP host is set"})
+    smtp_host = fields.String()
+    smtp_port = fields.Integer()
+    smtp_security = fields.String()
+    smtp_username = fields.String()
+    smtp_timeout = fields.Float()
+    mail_from = fields.String()
+    allowed_domains = fields.List(fields.String())
+    password_set = fields.Boolean(metadata={"description": "The password itself is never returned"})
+
+
+class EmailSettingsUpdateSchema(StrictSchema):
+    smtp_host = fields.String(validate=validate.Length(max=253))
+    smtp_port = fields.Integer(validate=validate.Range(min=1, max=65535))
+    smtp_security = fields.String(validate=validate.OneOf(["none", "starttls", "tls"]))
+    smtp_username = fields.String(validate=validate.Length(max=320))
+    smtp_password = fields.String(load_only=True, validate=validate.Length(max=1024))
+    smtp_timeout = fields.Float(validate=validate.Range(min=1, max=120))
+    mail_from = fields.String(validate=validate.Length(min=3, max=320))
+    allowed_domains = fields.List(
+        fields.String(
+            validate=validate.Regexp(
+                r"^@?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$",
+                error="Not a domain name",
+            )
+        ),
+        validate=validate.Length(max=100),
+    )
+
+
+class EmailTestSchema(StrictSchema):
+    to = fields.Email(required=True)
+
+
+class EmailTestResultSchema(Schema):
+    ok = fields.Boolean()
+    detail = fields.String()

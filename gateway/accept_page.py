@@ -1,9 +1,14 @@
-"""The page behind the emailed accept link: choose a password, become active.
+"""The page behind the emailed link, ``/invite/<token>``: who invited you to which
+workspaces with which roles; confirm your name, choose a password, become active.
 
 Server-rendered, no script; it calls the same service as ``POST /invitations/accept``.
+The token is in the path, so request logs redact it (:class:`RedactInviteTokens`).
 """
 
 from __future__ import annotations
+
+import logging
+import re
 
 from flask import Blueprint, render_template, request
 
@@ -15,40 +20,78 @@ bp = Blueprint("accept_page", __name__, template_folder="templates")
 
 # Styles are inline in the template; nothing else may load or run on this page.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Referrer-Policy": "no-referrer",  # the URL carries the token
+    "X-Frame-Options": "DENY",
+}
+_TOKEN_IN_PATH = re.compile(r"/invite/[^\s?\"']+")
+
+
+class RedactInviteTokens(logging.Filter):
+    """Replaces ``/invite/<token>`` in log records (werkzeug's and gunicorn's access logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(
+                _TOKEN_IN_PATH.sub("/invite/[redacted]", a) if isinstance(a, str) else a
+                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
+        if isinstance(record.msg, str):
+            record.msg = _TOKEN_IN_PATH.sub("/invite/[redacted]", record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    for name in ("werkzeug", "gunicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactInviteTokens) for f in logger.filters):
+            logger.addFilter(RedactInviteTokens())
 
 
 def _page(status: int = 200, **context: object) -> tuple[str, int, dict[str, str]]:
     context.setdefault("title", "Accept your invitation")
     context.setdefault("min_length", MIN_PASSWORD_LENGTH)
-    html = render_template("accept.html", **context)
-    headers = {
-        "Content-Security-Policy": CSP,
-        "Referrer-Policy": "no-referrer",  # the URL carries the token
-        "X-Frame-Options": "DENY",
-    }
-    return html, status, headers
+    context.setdefault("field_errors", [])
+    return render_template("accept.html", **context), status, HEADERS
 
 
-@bp.get("/accept")
-def form() -> tuple[str, int, dict[str, str]]:
-    token = request.args.get("token", "")
-    if not token:
-        return _page(400, error="This link has no invitation token.", show_form=False)
-    return _page(token=token, name="", show_form=True, field_errors=[])
+def _invitation_page(
+    token: str, status: int = 200, **extra: object
+) -> tuple[str, int, dict[str, str]]:
+    state = services().invitations.token_state(token)
+    if not state.usable or state.invitation is None:
+        return _page(410, title="This invitation link does not work", error=state.reason)
+    invitation = state.invitation
+    return _page(
+        status,
+        token=token,
+        name=extra.pop("name", None) or invitation.name,
+        email=invitation.email,
+        inviter=state.inviter or "Your administrator",
+        roles=[(g.workspace_slug, g.role) for g in invitation.grants],
+        expires_at=invitation.expires_at.strftime("%d %B %Y at %H:%M UTC"),
+        show_form=True,
+        **extra,
+    )
 
 
-@bp.post("/accept")
-def accept() -> tuple[str, int, dict[str, str]]:
-    token = request.form.get("token", "")[:200]
+@bp.get("/invite/<token>")
+def form(token: str) -> tuple[str, int, dict[str, str]]:
+    return _invitation_page(token[:200])
+
+
+@bp.post("/invite/<token>")
+def accept(token: str) -> tuple[str, int, dict[str, str]]:
+    token = token[:200]
     name = request.form.get("name", "").strip()[:200] or None
     try:
         user = services().invitations.accept(token, request.form.get("password", "")[:1024], name)
     except InvalidInput as exc:
-        return _page(422, token=token, name=name or "", show_form=True, field_errors=[exc.detail])
+        return _invitation_page(token, 422, name=name, field_errors=[exc.detail])
     except RingfenceError as exc:
-        return _page(exc.status, error=exc.detail or exc.title, show_form=False)
+        return _page(exc.status, title="This invitation link does not work", error=exc.detail)
     return _page(
         title="Welcome to Ringfence",
         message=f"Your account {user.email} is active. You can sign in now.",
-        show_form=False,
     )

@@ -43,6 +43,16 @@ def default_notifier(settings: Settings) -> Notifier:
     return CeleryNotifier()
 
 
+def install_delivery_ledger(
+    session_factory: sessionmaker[Session], engine: DecisionEngine, settings: Settings
+) -> None:
+    """Let the mail tasks of this process record deliveries in this database."""
+    from gateway.services.delivery import DatabaseLedger
+    from mailer.delivery import install_ledger
+
+    install_ledger(DatabaseLedger(session_factory, engine, settings))
+
+
 def create_app(settings: Settings | None = None, notifier: Notifier | None = None) -> Flask:
     """A ready gateway on a migrated database (``ringfence init`` migrates it)."""
     settings = (settings or load_settings()).with_secret()
@@ -82,6 +92,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
             "security": [{"bearerAuth": []}],
         },
     )
+    install_delivery_ledger(session_factory, engine, settings)
     app.extensions["ringfence"] = GatewayState(
         settings, db, session_factory, engine, notifier or default_notifier(settings)
     )
@@ -93,6 +104,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     api.register_blueprint(decision_api.blp)
     admin_api.register(api)
     app.register_blueprint(accept_page.bp)
+    accept_page.install_log_redaction()
     register_error_handlers(app)
     app.teardown_appcontext(close_services)
 

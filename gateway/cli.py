@@ -25,8 +25,11 @@ from gateway.services import Services, load_engine
 class _NoNotifier:
     """The CLI sends no email (it creates no invitations)."""
 
-    def invitation_created(self, notice: Any) -> None:  # pragma: no cover - never called
-        raise RuntimeError("the CLI does not send invitations")
+    def message_queued(self, message_id: int) -> None:  # pragma: no cover - never called
+        raise RuntimeError("the CLI does not send email")
+
+    def send_test(self, to_address: str, transport: dict[str, Any]) -> Any:  # pragma: no cover
+        raise RuntimeError("the CLI does not send email")
 
 
 @contextmanager
@@ -247,15 +250,21 @@ def serve(
 
 @main.command()
 @click.option("--concurrency", type=int, default=2, show_default=True)
+@click.option(
+    "--beat/--no-beat",
+    default=True,
+    show_default=True,
+    help="Also run the periodic scheduler (outbox sweep, reminders); in one worker only.",
+)
 @click.pass_obj
-def worker(settings: Settings, concurrency: int) -> None:
-    """Run a Celery worker for email (needs RINGFENCE_BROKER_URL)."""
-    from mailer.celery_app import configure_celery
+def worker(settings: Settings, concurrency: int, beat: bool) -> None:
+    """Run a Celery worker that sends email (needs RINGFENCE_BROKER_URL)."""
+    from gateway.services.delivery import WorkerLedger
+    from mailer.worker import run_worker
 
     if not settings.broker_url:
         _fail("Set RINGFENCE_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker.")
-    app = configure_celery(settings)
-    app.worker_main(["worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency)])
+    run_worker(settings, WorkerLedger(settings), concurrency=concurrency, beat=beat)
 
 
 if __name__ == "__main__":

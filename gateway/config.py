@@ -29,6 +29,11 @@ class Settings:
     port: int = 8000
     access_token_ttl: int = 3600  # seconds
     invitation_ttl_days: int = 7
+    # Company email domains that may be invited, comma-separated; empty allows any.
+    # The admin API's email settings override it.
+    allowed_email_domains: str = ""
+    resend_interval_seconds: int = 60  # at most one resend per invitation this often
+    reminder_after_days: int = 3  # remind people pending this long once; 0: never
     max_body_bytes: int = 1024 * 1024
     # How often each process checks for changes committed by other processes (the CLI,
     # other workers); 0 turns the check off.

@@ -86,6 +86,12 @@ class PayloadTooLarge(RingfenceError):
     title = "Request body too large"
 
 
+class TooManyRequests(RingfenceError):
+    status = 429
+    type = "too-many-requests"
+    title = "Too many requests"
+
+
 class PolicyInvalid(RingfenceError):
     status = 422
     type = "policy-invalid"

@@ -76,7 +76,9 @@ class ProblemApi(Api):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RingfenceError)
     def ringfence_error(error: RingfenceError) -> Response:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {}
+        if "retry_after" in error.extensions:
+            headers["Retry-After"] = str(error.extensions["retry_after"])
         return problem_response(error.to_problem(), headers)
 
     @app.errorhandler(Exception)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -63,8 +64,21 @@ class UserStatus(enum.StrEnum):
     DEACTIVATED = "deactivated"
 
 
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"  # committed, not yet handed to SMTP
+    SENDING = "sending"  # claimed by a worker
+    RETRY = "retry"  # a transient failure; another attempt is scheduled
+    SENT = "sent"  # the SMTP server accepted it
+    FAILED = "failed"  # permanently refused, or out of attempts
+
+
 class InvitationStatus(enum.StrEnum):
+    """What an admin sees. Stored: pending, accepted, revoked, expired; ``sent`` and
+    ``failed`` are a pending invitation's delivery status, shown in its place."""
+
     PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
     ACCEPTED = "accepted"
     REVOKED = "revoked"
     EXPIRED = "expired"
@@ -141,8 +155,6 @@ class Invitation(Base):
     )
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200))
-    # SHA-256 of the token; the token itself exists only in the email.
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[InvitationStatus] = mapped_column(
         _enum(InvitationStatus), default=InvitationStatus.PENDING
     )
@@ -153,11 +165,70 @@ class Invitation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Delivery of the latest email (see OutboxMessage): queued, sending, retry, sent, failed.
+    delivery_status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus), default=DeliveryStatus.QUEUED
+    )
+    delivery_detail: Mapped[str | None] = mapped_column(Text, default=None)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    resent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    resend_count: Mapped[int] = mapped_column(Integer, default=0)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     # The roles the person gets on acceptance, per workspace.
     grants: Mapped[list[InvitationGrant]] = relationship(
         cascade="all, delete-orphan", order_by="InvitationGrant.id"
     )
+
+
+class InvitationToken(Base):
+    """SHA-256 of each token ever sent for an invitation; the token itself exists only in
+    the email. Superseded tokens are kept so that an old link can say why it stopped."""
+
+    __tablename__ = "invitation_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invitation_id: Mapped[int] = mapped_column(ForeignKey("invitations.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class OutboxMessage(Base):
+    """An email to send, committed in the same transaction as the change that asked for
+    it (transactional outbox). The payload is sealed (encrypted): it holds the accept
+    link until the message is sent, then it is wiped."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index("ix_outbox_messages_status", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # invitation | reminder
+    invitation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("invitations.id", ondelete="SET NULL"), default=None
+    )
+    to_address: Mapped[str] = mapped_column(String(320))
+    sealed_payload: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus), default=DeliveryStatus.QUEUED
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AppSetting(Base):
+    """Settings changed at run time through the admin API (they override the environment)."""
+
+    __tablename__ = "app_settings"
+
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class InvitationGrant(Base):

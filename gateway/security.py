@@ -6,13 +6,17 @@ Access tokens are JWTs made with joserfc, the JOSE implementation of the Authlib
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.fernet import Fernet, InvalidToken
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
@@ -88,3 +92,25 @@ def read_access_token(secret: str, token: str) -> AccessClaims:
         return AccessClaims(int(claims["sub"]), int(claims.get("sv", 0)), int(claims["exp"]))
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise Unauthorized("The access token is not valid or has expired") from exc
+
+
+def _fernet(secret: str) -> Fernet:
+    # A key of its own for sealing, derived from the secret key (not the JWT key itself).
+    digest = hashlib.sha256(b"ringfence/seal/v1:" + secret.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def seal(secret: str, value: dict[str, Any]) -> str:
+    """``value`` encrypted and authenticated (Fernet): for secrets that must be read back,
+    such as an accept link waiting in the outbox or the SMTP password."""
+    return _fernet(secret).encrypt(json.dumps(value).encode()).decode()
+
+
+def unseal(secret: str, sealed: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_fernet(secret).decrypt(sealed.encode()))
+    except InvalidToken as exc:
+        raise ValueError("sealed value cannot be opened with this secret key") from exc
+    if not isinstance(value, dict):
+        raise ValueError("sealed value is not an object")
+    return value

@@ -59,13 +59,29 @@ def _check_link(url: str) -> None:
         raise ValueError(f"accept link must be an http(s) URL, got {url!r}")
 
 
-def render_invitation(notice: InvitationNotice, mail_from: str) -> EmailMessage:
-    """The invitation email for ``notice``: multipart/alternative, text and HTML."""
+KINDS = ("invitation", "reminder")
+TEST_SUBJECT = f"{PRODUCT_NAME} test email"
+
+
+def render_invitation(
+    notice: InvitationNotice, mail_from: str, *, reminder: bool = False
+) -> EmailMessage:
+    """The invitation email for ``notice``: multipart/alternative, text and HTML.
+    With ``reminder``, the same invitation as a reminder ("Reminder: ..." subject)."""
     _check_link(notice.accept_url)
     inviter = _one_line(notice.inviter_name)
     to_name = _one_line(notice.to_name)
+    subject = (
+        f"{inviter} invited you to {PRODUCT_NAME}"
+        if inviter
+        else f"You are invited to {PRODUCT_NAME}"
+    )
+    if reminder:
+        subject = f"Reminder: {subject}"
     context = {
         "product": PRODUCT_NAME,
+        "subject": subject,
+        "reminder": reminder,
         "inviter_name": inviter,
         "to_name": to_name,
         "to_address": notice.to_address,
@@ -79,24 +95,55 @@ def render_invitation(notice: InvitationNotice, mail_from: str) -> EmailMessage:
     html = env.get_template("invitation.html").render(context)
 
     message = EmailMessage()
-    message["Subject"] = (
-        f"{inviter} invited you to {PRODUCT_NAME}"
-        if inviter
-        else f"You are invited to {PRODUCT_NAME}"
-    )
-    message["From"] = mail_from
+    message["Subject"] = subject
     message["To"] = Address(display_name=to_name, addr_spec=notice.to_address)
-    message["Date"] = format_datetime(datetime.now(UTC))
-    # Using the sender's domain avoids make_msgid's default DNS lookup of our hostname
-    # (slow on some hosts) and keeps Message-IDs recognisably ours.
-    domain = message["From"].addresses[0].domain or "ringfence.invalid"
-    message["Message-ID"] = make_msgid(idstring=f"invitation-{notice.invitation_id}", domain=domain)
+    kind = "reminder" if reminder else "invitation"
+    _set_common_headers(message, mail_from, idstring=f"{kind}-{notice.invitation_id}")
     message[INVITATION_HEADER] = str(notice.invitation_id)
-    # RFC 3834: tells vacation responders and ticket systems not to reply.
-    message["Auto-Submitted"] = "auto-generated"
     message.set_content(text, cte=_transfer_encoding(text))
     message.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
     return message
+
+
+def render_reminder(notice: InvitationNotice, mail_from: str) -> EmailMessage:
+    """The reminder email for the still pending invitation ``notice``."""
+    return render_invitation(notice, mail_from, reminder=True)
+
+
+def render_notice(kind: str, notice: InvitationNotice, mail_from: str) -> EmailMessage:
+    """The email of ``kind`` (one of :data:`KINDS`) for ``notice``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown message kind {kind!r}; expected one of {KINDS}")
+    return render_invitation(notice, mail_from, reminder=kind == "reminder")
+
+
+def render_test_message(to_address: str, mail_from: str) -> EmailMessage:
+    """A short plain-text message that proves the mail settings work."""
+    message = EmailMessage()
+    message["Subject"] = TEST_SUBJECT
+    # Assigning a header refuses CR/LF, so an address cannot smuggle in another header.
+    message["To"] = to_address
+    _set_common_headers(message, mail_from, idstring="test")
+    text = (
+        f"This is a test email from {PRODUCT_NAME}.\n"
+        "\n"
+        f"It was sent because an administrator tested the email settings of {PRODUCT_NAME}.\n"
+        "If you can read it, those settings work; there is nothing else to do.\n"
+    )
+    message.set_content(text, cte=_transfer_encoding(text))
+    return message
+
+
+def _set_common_headers(message: EmailMessage, mail_from: str, *, idstring: str) -> None:
+    message["From"] = mail_from
+    message["Date"] = format_datetime(datetime.now(UTC))
+    # Using the sender's domain avoids make_msgid's default DNS lookup of our hostname
+    # (slow on some hosts) and keeps Message-IDs recognisably ours.
+    addresses = message["From"].addresses
+    domain = (addresses[0].domain if addresses else "") or "ringfence.invalid"
+    message["Message-ID"] = make_msgid(idstring=idstring, domain=domain)
+    # RFC 3834: tells vacation responders and ticket systems not to reply.
+    message["Auto-Submitted"] = "auto-generated"
 
 
 def _transfer_encoding(body: str) -> str:

@@ -1,32 +1,47 @@
-"""The :class:`gateway.notifier.Notifier` that queues email through Celery.
+"""The :class:`gateway.notifier.Notifier` that delivers outbox messages through Celery.
 
 Owns the boundary rule that notifying never fails the caller: by the time a service
-calls it, the invitation is committed, and an email problem must not turn that into
-an error response.
+calls it, the message is committed in the outbox, and an email or broker problem must
+not turn that into an error response (the sweep requeues what could not be queued).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from gateway.notifier import InvitationNotice
-from mailer.tasks import invitation_payload, send_invitation_email
+from gateway.notifier import TestOutcome
+from mailer.messages import render_test_message
+from mailer.tasks import deliver_message
+from mailer.transport import DeliveryError, transport_from_config
 
 logger = logging.getLogger("ringfence.mailer")
 
 
 class CeleryNotifier:
-    """Queues one Celery task per notice (runs it in place when Celery is eager)."""
+    """Queues one ``deliver_message`` task per message (runs it in place when eager)."""
 
-    def invitation_created(self, notice: InvitationNotice) -> None:
-        """Queue the invitation email for ``notice``; failures are logged, never raised."""
+    def message_queued(self, message_id: int) -> None:
+        """Queue delivery of outbox message ``message_id``; failures are logged, never raised."""
         try:
-            send_invitation_email.delay(invitation_payload(notice))
+            deliver_message.delay(message_id)
         except Exception:
-            # Eager mode propagates task errors here; with a broker, publishing can
-            # fail when it is down. Either way the invitation itself stands.
-            logger.exception(
-                "Invitation %s for %s: could not send or queue the email",
-                notice.invitation_id,
-                notice.to_address,
-            )
+            # With a broker: publishing failed (it is down), and the sweep requeues the
+            # message once it is back. Eager: the task itself failed unexpectedly (it
+            # records delivery failures rather than raising them). Either way the
+            # change that queued the message stands.
+            logger.exception("Message %s: could not deliver or queue it", message_id)
+
+    def send_test(self, to_address: str, transport: dict[str, Any]) -> TestOutcome:
+        """Send a short test email to ``to_address`` now, through ``transport`` (the keys
+        of :func:`mailer.celery_app.mail_config`); what the server (or outbox) said."""
+        try:
+            message = render_test_message(to_address, str(transport["mail_from"]))
+            detail = transport_from_config(transport).send(message)
+        except (DeliveryError, ValueError) as exc:
+            # ValueError: settings no transport can use (an unknown smtp_security), or an
+            # address no header can hold. The admin testing them wants to know, not a 500.
+            logger.warning("Test email to %s failed: %s", to_address, exc)
+            return TestOutcome(ok=False, detail=str(exc))
+        logger.info("Test email to %s: %s", to_address, detail)
+        return TestOutcome(ok=True, detail=detail)

@@ -1,17 +1,22 @@
-"""Celery tasks that send email, and the plain-dict form of their arguments.
+"""Celery tasks that deliver outbox messages, and the plain-dict form of a notice.
 
-Owns the task names (stable: queued messages outlive deployments) and the retry policy.
+Owns the task names (stable: queued tasks and beat schedules outlive deployments) and
+the retry policy. Tasks know messages only by id; the delivery ledger
+(:mod:`mailer.delivery`) says what to send and records what happened.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
 from gateway.notifier import InvitationNotice
 from mailer.celery_app import celery_app
-from mailer.messages import render_invitation
+from mailer.delivery import Outgoing, current_ledger
+from mailer.messages import render_notice
 from mailer.transport import (
     OutboxTransport,
     PermanentDeliveryError,
@@ -21,26 +26,30 @@ from mailer.transport import (
 
 logger = logging.getLogger("ringfence.mailer")
 
-# Exponential back-off factor in seconds. Celery's retry_backoff=True means a factor of
-# 1 s, so five retries would all be spent within ~30 s, shorter than a typical SMTP
-# outage or greylisting delay; with 30 s they spread over up to ~15 min (full jitter,
-# each delay capped at RETRY_BACKOFF_MAX).
+# Exponential back-off in seconds: RETRY_BACKOFF, twice that, four times... each capped
+# at RETRY_BACKOFF_MAX. A factor of 1 s would spend all retries within ~30 s, shorter
+# than a typical SMTP outage or greylisting delay; with 30 s they spread over 8-15 min.
+# (The largest countdown must stay below the broker's visibility timeout, 1 h on Redis.)
 RETRY_BACKOFF = 30
 RETRY_BACKOFF_MAX = 600
 MAX_RETRIES = 5
+MAX_ATTEMPTS = MAX_RETRIES + 1
+# A queued message still unsent after this long lost its task (the broker was away when
+# its transaction committed, or the task vanished with its worker); the sweep requeues it.
+SWEEP_AGE = 60
 
 _NOTICE_FIELDS = tuple(f.name for f in fields(InvitationNotice))
 
 
 def invitation_payload(notice: InvitationNotice) -> dict[str, Any]:
-    """``notice`` as the JSON-safe dict the task takes (grants as ``[workspace, role]`` lists)."""
+    """``notice`` as a JSON-safe dict (grants as ``[workspace, role]`` lists)."""
     payload = asdict(notice)
     payload["grants"] = [[workspace, role] for workspace, role in notice.grants]
     return payload
 
 
 def notice_from_payload(payload: dict[str, Any]) -> InvitationNotice:
-    """The :class:`InvitationNotice` a task payload describes."""
+    """The :class:`InvitationNotice` a payload describes."""
     # Unknown keys are ignored so that a newer web process can add a field without
     # breaking older workers during a rolling deployment.
     values = {name: payload[name] for name in _NOTICE_FIELDS}
@@ -49,69 +58,120 @@ def notice_from_payload(payload: dict[str, Any]) -> InvitationNotice:
     return InvitationNotice(**values)
 
 
-def _mail_config() -> dict[str, Any]:
-    cfg = celery_app.conf.get("ringfence_mail")
-    if not cfg:
-        raise RuntimeError(
-            "mailer is not configured: call mailer.celery_app.configure_celery(settings)"
-        )
-    return dict(cfg)
+def backoff(retries: int) -> float:
+    """Seconds to wait before retry ``retries + 1``: exponential, capped, jittered."""
+    ceiling = min(RETRY_BACKOFF_MAX, RETRY_BACKOFF * 2**retries)
+    # "Equal jitter": random within the upper half. Full jitter could draw ~0 s and
+    # knock again at once on a server that is greylisting us; some jitter still keeps
+    # the retries of a burst of invitations from arriving together.
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - not for security
 
 
-@celery_app.task(
-    bind=True,
-    name="ringfence.send_invitation_email",
-    autoretry_for=(TransientDeliveryError,),
-    retry_backoff=RETRY_BACKOFF,
-    retry_backoff_max=RETRY_BACKOFF_MAX,
-    max_retries=MAX_RETRIES,
-)
-def send_invitation_email(self: Any, payload: dict[str, Any]) -> dict[str, Any]:
-    """Render and deliver one invitation email; ``{"status": "sent"|"failed", ...}``."""
-    notice = notice_from_payload(payload)
-    cfg = _mail_config()
-    transport = transport_from_config(cfg)
-    message = render_invitation(notice, cfg["mail_from"])
+def _describe(outgoing: Outgoing, notice: InvitationNotice | None) -> str:
+    if notice is None:
+        return f"Message {outgoing.message_id} ({outgoing.kind})"
+    what = "Reminder for invitation" if outgoing.kind == "reminder" else "Invitation"
+    return f"{what} {notice.invitation_id} for {notice.to_address} (message {outgoing.message_id})"
+
+
+@celery_app.task(bind=True, name="ringfence.deliver_message", max_retries=MAX_RETRIES)
+def deliver_message(self: Any, message_id: int) -> dict[str, Any]:
+    """Claim, render and send outbox message ``message_id``, and record the outcome;
+    ``{"status": "sent"|"failed"|"skipped", ...}`` (a retry is scheduled by raising)."""
+    ledger = current_ledger()
+    outgoing = ledger.claim(message_id)
+    if outgoing is None:
+        # Sent, failed for good, or being sent by another task: a redelivered or swept
+        # task must not send the same attempt twice.
+        logger.info("Message %s: already sent or being sent; skipped", message_id)
+        return {"status": "skipped"}
+    # Retries scheduled by this task and attempts started by the sweep both count, so
+    # that a message failing over and over stops after MAX_ATTEMPTS either way.
+    attempt = max(self.request.retries + 1, outgoing.attempt)
+    out_of_attempts = attempt >= MAX_ATTEMPTS
+    notice: InvitationNotice | None = None
     try:
-        outcome = transport.send(message)
+        notice = notice_from_payload(outgoing.payload)
+        message = render_notice(outgoing.kind, notice, str(outgoing.transport["mail_from"]))
+        transport = transport_from_config(outgoing.transport)
+        detail = transport.send(message)
     except PermanentDeliveryError as exc:
-        # Retrying cannot help and raising would only add a traceback (and, when eager,
+        # Retrying cannot help, and raising would only add a traceback (and, when eager,
         # an exception in the request that created the invitation).
-        logger.error(
-            "Invitation %s for %s: delivery failed: %s",
-            notice.invitation_id,
-            notice.to_address,
-            exc,
-        )
+        ledger.record_failure(message_id, str(exc), final=True)
+        logger.error("%s: delivery failed: %s", _describe(outgoing, notice), exc)
         return {"status": "failed", "reason": str(exc)}
     except TransientDeliveryError as exc:
-        if self.request.is_eager:
-            # Eager retries run at once, back-off ignored, in the caller's thread:
-            # six attempts of up to smtp_timeout each, for the same outcome.
+        if self.request.is_eager or out_of_attempts:
+            # Eager retries would run at once, back-off ignored, in the caller's thread:
+            # several attempts of up to smtp_timeout each, for the same outcome.
+            ledger.record_failure(message_id, str(exc), final=True)
             logger.error(
-                "Invitation %s for %s: delivery failed, not retried (no worker): %s",
-                notice.invitation_id,
-                notice.to_address,
+                "%s: delivery failed, not retried (%s): %s",
+                _describe(outgoing, notice),
+                "no worker" if self.request.is_eager else f"attempt {attempt} of {MAX_ATTEMPTS}",
                 exc,
             )
             return {"status": "failed", "reason": str(exc)}
+        ledger.record_failure(message_id, str(exc), final=False)
+        countdown = backoff(attempt - 1)
         logger.warning(
-            "Invitation %s for %s: delivery deferred (attempt %d of %d): %s",
-            notice.invitation_id,
-            notice.to_address,
-            self.request.retries + 1,
-            MAX_RETRIES + 1,
+            "%s: delivery deferred (attempt %d of %d, next in %.0f s): %s",
+            _describe(outgoing, notice),
+            attempt,
+            MAX_ATTEMPTS,
+            countdown,
             exc,
         )
-        raise  # autoretry_for schedules the retry with back-off
+        # retry() raises; called directly (no worker) it re-raises exc instead.
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    except Exception as exc:
+        # A bug or a broken payload, not a delivery outcome: recorded, and raised so that
+        # it shows (in the worker log, or the caller's when eager). The sweep tries again
+        # later, up to MAX_ATTEMPTS.
+        ledger.record_failure(
+            message_id, f"unexpected error: {type(exc).__name__}: {exc}", final=out_of_attempts
+        )
+        raise
     if isinstance(transport, OutboxTransport):
         # Without SMTP nobody receives the email, so the log is how the admin gets the
         # link. Over SMTP the link stays out of the logs: it is a bearer credential.
-        logger.info(
-            "Invitation %s for %s: accept link %s",
-            notice.invitation_id,
-            notice.to_address,
-            notice.accept_url,
-        )
-    logger.info("Invitation %s for %s: %s", notice.invitation_id, notice.to_address, outcome)
-    return {"status": "sent", "detail": outcome}
+        logger.info("%s: accept link %s", _describe(outgoing, notice), notice.accept_url)
+    ledger.record_sent(message_id, detail)
+    logger.info("%s: %s", _describe(outgoing, notice), detail)
+    return {"status": "sent", "detail": detail}
+
+
+def _deliver_each(message_ids: Iterable[int], why: str) -> int:
+    """Start ``deliver_message`` for each id; how many were started."""
+    started = 0
+    for message_id in message_ids:
+        try:
+            deliver_message.delay(message_id)
+        except Exception:
+            logger.exception("Message %s (%s): could not deliver or queue it", message_id, why)
+            if not celery_app.conf.task_always_eager:
+                # Publishing failed, so the broker is away: the next sweep tries again.
+                break
+            continue  # eager: that one message failed, the others may not
+        started += 1
+    return started
+
+
+@celery_app.task(name="ringfence.sweep_unsent")
+def sweep_unsent() -> int:
+    """Requeue messages whose task was lost (e.g. the broker was down at commit time);
+    how many were requeued."""
+    count = _deliver_each(current_ledger().unsent(older_than_seconds=SWEEP_AGE), "sweep")
+    if count:
+        logger.warning("Sweep: requeued %d message(s) whose delivery was lost", count)
+    return count
+
+
+@celery_app.task(name="ringfence.send_reminders")
+def send_reminders() -> int:
+    """Queue and deliver reminders for invitations pending too long; how many."""
+    count = _deliver_each(current_ledger().queue_reminders(), "reminder")
+    if count:
+        logger.info("Reminders: queued %d reminder email(s)", count)
+    return count

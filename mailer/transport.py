@@ -59,6 +59,16 @@ class OutboxTransport:
 
     def send(self, message: EmailMessage) -> str:
         """Write ``message`` to ``<UTC timestamp>-invitation-<id>.eml``; return its path."""
+        try:
+            return self._write(message)
+        except OSError as exc:
+            # Disk full, a folder not yet mounted or made writable: like an SMTP server
+            # that is away, it may work later, and the tasks handle it the same way.
+            raise TransientDeliveryError(
+                f"outbox {self.directory}: cannot write the message: {exc}"
+            ) from exc
+
+    def _write(self, message: EmailMessage) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
         now = datetime.now(UTC)
         # Microseconds keep names unique and the folder sorted by time of sending.

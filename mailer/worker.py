@@ -1,18 +1,88 @@
-"""Entry point for a Celery worker: ``celery -A mailer.worker worker``.
+"""Running the Celery worker (and beat) that delivers email.
 
-Owns nothing but the wiring of ``RINGFENCE_*`` settings into ``celery_app`` for a worker
-process, which is not started through the app factory.
+Two ways in, same wiring: ``ringfence worker [--beat]`` calls :func:`run_worker` with the
+gateway's delivery ledger; ``celery -A mailer.worker worker -B`` builds ``app`` from the
+``RINGFENCE_*`` settings and takes the ledger from the ``ringfence.delivery_ledger``
+entry point, since ``mailer`` does not import the gateway's services itself.
 """
 
 from __future__ import annotations
 
-from gateway.config import load_settings
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from celery import Celery
+
+from gateway.config import Settings, load_settings
 from mailer.celery_app import configure_celery
+from mailer.delivery import DeliveryLedger, install_ledger
 
-_settings = load_settings()
-if not _settings.broker_url:
-    # Without a broker every task runs eagerly in the web process; a worker would
-    # silently fall back to Celery's default AMQP URL and wait for nothing.
-    raise SystemExit("RINGFENCE_BROKER_URL must be set to run a Celery worker")
+# A factory ``(settings: Settings) -> DeliveryLedger``, registered by the package that
+# owns the outbox table, e.g. in its pyproject.toml:
+#   [project.entry-points."ringfence.delivery_ledger"]
+#   default = "gateway.services.delivery:ledger_for_worker"
+LEDGER_ENTRY_POINT_GROUP = "ringfence.delivery_ledger"
+BEAT_SCHEDULE_FILE = "celerybeat-schedule"
 
-celery_app = configure_celery(_settings)
+
+def prepare_worker(settings: Settings, ledger: DeliveryLedger) -> Celery:
+    """``celery_app`` configured for ``settings``, with ``ledger`` installed for its tasks."""
+    if not settings.broker_url:
+        # Without a broker every task runs eagerly in the web process; a worker would
+        # silently fall back to Celery's default AMQP URL and wait for nothing.
+        raise SystemExit("RINGFENCE_BROKER_URL must be set to run a Celery worker")
+    app = configure_celery(settings)
+    install_ledger(ledger)
+    return app
+
+
+def worker_argv(settings: Settings, concurrency: int = 2, beat: bool = False) -> list[str]:
+    """The ``celery worker`` arguments :func:`run_worker` starts with."""
+    argv = ["worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency)]
+    if beat:
+        # Beat remembers when each periodic task last ran; in the instance folder rather
+        # than wherever the worker happened to be started.
+        schedule = settings.instance_dir / BEAT_SCHEDULE_FILE
+        argv += ["-B", "--schedule", str(schedule)]
+    return argv
+
+
+def run_worker(
+    settings: Settings, ledger: DeliveryLedger, concurrency: int = 2, beat: bool = False
+) -> None:
+    """Run a worker delivering email with ``ledger`` until it is stopped; with ``beat``,
+    also the periodic sweep and reminders (run beat in exactly one worker)."""
+    app = prepare_worker(settings, ledger)
+    if beat:
+        settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    app.worker_main(worker_argv(settings, concurrency, beat))
+
+
+def _ledger_from_entry_point(settings: Settings) -> DeliveryLedger:
+    found = list(entry_points(group=LEDGER_ENTRY_POINT_GROUP))
+    if len(found) != 1:
+        names = ", ".join(sorted(ep.value for ep in found)) or "none"
+        raise SystemExit(
+            f"celery -A mailer.worker needs exactly one {LEDGER_ENTRY_POINT_GROUP!r} entry "
+            f"point (found: {names}); or run `ringfence worker`"
+        )
+    factory = found[0].load()
+    ledger: DeliveryLedger = factory(settings)
+    return ledger
+
+
+@cache
+def _app_from_environment() -> Celery:
+    settings = load_settings()
+    if not settings.broker_url:
+        raise SystemExit("RINGFENCE_BROKER_URL must be set to run a Celery worker")
+    return prepare_worker(settings, _ledger_from_entry_point(settings))
+
+
+def __getattr__(name: str) -> Any:
+    # ``celery -A mailer.worker`` looks up ``app``; building it lazily keeps importing
+    # this module (for run_worker) free of reading the environment.
+    if name == "app":
+        return _app_from_environment()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,19 +1,26 @@
-"""Helpers for tests: the live server client, the CLI, the outbox."""
+"""Helpers for tests: the live server client, the CLI, the outbox, and the admin and
+decision API calls the functional tests share."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from email import message_from_bytes, policy
 from typing import Any
 
 import httpx
 from click.testing import CliRunner
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from gateway.config import Settings
+from gateway.db import make_engine
+from gateway.models import Invitation, utcnow
 
 ADMIN_EMAIL = "admin@example.com"
+PASSWORD = "a long enough password"
+PROBLEM = "urn:ringfence:problem:"
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
@@ -66,6 +73,114 @@ def outbox_messages(settings: Settings) -> list[Any]:
 def accept_token(message: Any) -> str:
     """The invitation token from the accept link in an email's text part."""
     body = message.get_body(preferencelist=("plain",)).get_content()
-    match = re.search(r"/accept\?token=([A-Za-z0-9_\-%]+)", body)
+    match = re.search(r"/invite/([A-Za-z0-9_\-%]+)", body)
     assert match, body
     return match.group(1)
+
+
+# -- the admin API ----------------------------------------------------------------------
+
+
+def create_workspaces(admin: httpx.Client, *slugs: str) -> None:
+    """Create each workspace, named after its slug; each must be created (201)."""
+    for slug in slugs:
+        response = admin.post("/workspaces", json={"slug": slug, "name": slug.title()})
+        assert response.status_code == 201, response.text
+
+
+def post_invitation(
+    client: httpx.Client, email: str, roles: list[tuple[str, str]], name: str = "Some One"
+) -> httpx.Response:
+    """``POST /invitations`` for ``email`` with ``roles`` as (workspace, role) pairs."""
+    return client.post(
+        "/invitations",
+        json={
+            "email": email,
+            "name": name,
+            "roles": [{"workspace": w, "role": r} for w, r in roles],
+        },
+    )
+
+
+def invite(
+    admin: httpx.Client, email: str, roles: list[tuple[str, str]], name: str = "Some One"
+) -> dict[str, Any]:
+    """:func:`post_invitation`, which must succeed (201); the invitation."""
+    response = post_invitation(admin, email, roles, name)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def accept_invitation(server: LiveServer, token: str, password: str = PASSWORD) -> httpx.Response:
+    """``POST /invitations/accept`` with ``token`` and ``password``, signed in as nobody."""
+    with server.client() as anonymous:
+        return anonymous.post("/invitations/accept", json={"token": token, "password": password})
+
+
+def onboard(
+    server: LiveServer,
+    admin: httpx.Client,
+    email: str,
+    name: str,
+    roles: list[tuple[str, str]],
+) -> int:
+    """Invite ``email`` with ``roles`` and accept with the emailed link; the user id."""
+    sent_before = len(outbox_messages(server.settings))
+    invite(admin, email, roles, name)
+    [message] = outbox_messages(server.settings)[sent_before:]
+    response = accept_invitation(server, accept_token(message))
+    assert response.status_code == 200, response.text
+    return response.json()["id"]  # type: ignore[no-any-return]
+
+
+def invite_and_accept(
+    server: LiveServer,
+    admin: httpx.Client,
+    email: str,
+    name: str,
+    roles: list[tuple[str, str]],
+) -> tuple[int, httpx.Client]:
+    """:func:`onboard`, then sign in: the user id and a client signed in as them."""
+    return onboard(server, admin, email, name, roles), server.login(email, PASSWORD)
+
+
+def set_invitation_expiry(server: LiveServer, invitation_id: int, delta: timedelta) -> None:
+    """Move an invitation's expiry (setup only: waiting a week is not a test)."""
+    db = make_engine(server.settings.sqlalchemy_url)
+    try:
+        with Session(db) as session, session.begin():
+            invitation = session.get(Invitation, invitation_id)
+            assert invitation is not None
+            invitation.expires_at = utcnow() + delta
+    finally:
+        db.dispose()
+
+
+# -- decisions and refusals -------------------------------------------------------------
+
+
+def post_check(
+    client: httpx.Client, subject: str, workspace: str, resource: str, action: str
+) -> httpx.Response:
+    """``POST /v1/check`` with the four fields, which must answer (200); the response."""
+    response = client.post(
+        "/v1/check",
+        json={"subject": subject, "workspace": workspace, "resource": resource, "action": action},
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def assert_problem(
+    response: httpx.Response, status: int, type_: str, detail: str | None = None
+) -> dict[str, Any]:
+    """The response is a problem document of ``status`` and ``type_``; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == PROBLEM + type_, problem
+    assert problem["status"] == status
+    assert isinstance(problem["title"], str) and problem["title"]
+    if detail is not None:
+        assert detail.lower() in problem["detail"].lower(), problem
+    return problem  # type: ignore[no-any-return]

@@ -21,6 +21,7 @@ from gateway.services.decisions import DecisionService
 from gateway.services.grants import GrantService
 from gateway.services.invitations import InvitationService
 from gateway.services.policies import PolicyService
+from gateway.services.settings import SettingsService
 from gateway.services.setup import SetupService
 from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
@@ -43,8 +44,9 @@ class Services:
         self.workspaces = WorkspaceService(session, uow, authorizer)
         self.users = UserService(session, uow, authorizer)
         self.grants = GrantService(session, uow, authorizer, engine, self.users, self.workspaces)
+        self.settings = SettingsService(session, uow, authorizer, notifier, settings)
         self.invitations = InvitationService(
-            session, uow, authorizer, self.grants, notifier, settings
+            session, uow, authorizer, self.grants, notifier, settings, self.settings
         )
         self.policies = PolicyService(session, uow)
         self.setup = SetupService(session, uow)

@@ -4,21 +4,31 @@ a one-time token (stored hashed), and becomes an active user with those grants."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.config import Settings
 from gateway.engine import SubjectChanged
-from gateway.errors import Conflict, InvalidInput, InvalidInvitationToken, NotFound
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidInvitationToken,
+    NotFound,
+    TooManyRequests,
+)
 from gateway.models import (
+    DeliveryStatus,
     Invitation,
     InvitationGrant,
     InvitationStatus,
+    InvitationToken,
+    OutboxMessage,
     User,
     UserStatus,
     Workspace,
@@ -26,9 +36,10 @@ from gateway.models import (
 )
 from gateway.notifier import InvitationNotice, Notifier
 from gateway.permissions import Permission
-from gateway.security import hash_password, new_token, token_digest
-from gateway.services.base import Actor, Authorizer, ChangeSet, Page, UnitOfWork
+from gateway.security import hash_password, new_token, seal, token_digest
+from gateway.services.base import SYSTEM, Actor, Authorizer, ChangeSet, Page, UnitOfWork
 from gateway.services.grants import GrantService, add_grant
+from gateway.services.settings import SettingsService
 from gateway.services.users import user_snapshot
 
 MIN_PASSWORD_LENGTH = 12
@@ -54,10 +65,49 @@ def invitation_snapshot(invitation: Invitation) -> dict[str, Any]:
 
 
 def effective_status(invitation: Invitation) -> InvitationStatus:
-    """Pending invitations past their expiry are expired, whether or not stored so yet."""
-    if invitation.status == InvitationStatus.PENDING and invitation.expires_at <= utcnow():
+    """What an admin sees: a pending invitation past its expiry is expired (whether or
+    not stored so yet), and one whose email went out or failed says so."""
+    if invitation.status != InvitationStatus.PENDING:
+        return invitation.status
+    if invitation.expires_at <= utcnow():
         return InvitationStatus.EXPIRED
-    return invitation.status
+    if invitation.delivery_status == DeliveryStatus.SENT:
+        return InvitationStatus.SENT
+    if invitation.delivery_status == DeliveryStatus.FAILED:
+        return InvitationStatus.FAILED
+    return InvitationStatus.PENDING
+
+
+def status_condition(status: InvitationStatus, now: datetime) -> ColumnElement[bool]:
+    """The SQL condition for invitations whose :func:`effective_status` is ``status``."""
+    live = (Invitation.status == InvitationStatus.PENDING) & (Invitation.expires_at > now)
+    if status == InvitationStatus.PENDING:
+        return live & Invitation.delivery_status.not_in(
+            [DeliveryStatus.SENT, DeliveryStatus.FAILED]
+        )
+    if status == InvitationStatus.SENT:
+        return live & (Invitation.delivery_status == DeliveryStatus.SENT)
+    if status == InvitationStatus.FAILED:
+        return live & (Invitation.delivery_status == DeliveryStatus.FAILED)
+    if status == InvitationStatus.EXPIRED:
+        return (Invitation.status == InvitationStatus.EXPIRED) | (
+            (Invitation.status == InvitationStatus.PENDING) & (Invitation.expires_at <= now)
+        )
+    return Invitation.status == status
+
+
+def email_domain_allowed(email: str, allowed: Sequence[str]) -> bool:
+    return not allowed or email.rpartition("@")[2].lower() in allowed
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """What an accept link leads to, for the acceptance page."""
+
+    invitation: Invitation | None
+    usable: bool
+    reason: str  # why not, naming whom to ask
+    inviter: str
 
 
 def audit_each_workspace(
@@ -88,6 +138,7 @@ class InvitationService:
         grants: GrantService,
         notifier: Notifier,
         settings: Settings,
+        settings_service: SettingsService,
     ) -> None:
         self.session = session
         self.uow = uow
@@ -95,12 +146,17 @@ class InvitationService:
         self.grants = grants
         self.notifier = notifier
         self.settings = settings
+        self.settings_service = settings_service
+
+    # -- inviting ------------------------------------------------------------------
 
     def create(
         self, actor: Actor, email: str, name: str, roles: Sequence[RoleInWorkspace]
     ) -> Invitation:
         """Invite ``email`` with ``roles``; needs ``users:invite`` in each workspace.
-        The email is queued after commit."""
+        The email is written to the outbox in the same transaction and sent after commit.
+        An address that already has an active account gets the roles at once (the
+        invitation is recorded as accepted; no second account)."""
         email = email.strip().lower()
         entries = sorted(set(roles), key=lambda r: (r.workspace, r.role))
         if not entries:
@@ -112,18 +168,28 @@ class InvitationService:
             self.grants.require_roles_exist(
                 workspace, [r.role for r in entries if r.workspace == workspace]
             )
-        user = self.session.scalar(select(User).where(User.email == email))
-        if user is not None and user.status != UserStatus.PENDING:
-            raise Conflict(
-                f"{email} already has an account; give them roles with the grants API instead",
-                user_id=user.id,
+        allowed = self.settings_service.email().allowed_domains
+        if not email_domain_allowed(email, allowed):
+            raise InvalidInput(
+                f"{email} is not a company address: invitations may go only to "
+                f"{', '.join('@' + d for d in allowed)}",
+                errors={"email": ["not in the allowed email domains"]},
+                allowed_domains=allowed,
             )
+        user = self.session.scalar(select(User).where(User.email == email))
+        if user is not None and user.status == UserStatus.DEACTIVATED:
+            raise Conflict(
+                f"{email} has a deactivated account; reactivate it first", user_id=user.id
+            )
+        if user is not None and user.status == UserStatus.ACTIVE:
+            if user.id == actor.user_id:
+                raise Forbidden("You cannot change your own roles")
+            return self._add_roles_to_account(actor, user, entries)
         if user is not None and self._live_invitation(user.id) is not None:
             raise Conflict(
                 f"{email} already has a pending invitation; resend or revoke it",
                 user_id=user.id,
             )
-        token = new_token()
         with self.uow.change(actor) as changes:
             if user is None:
                 user = User(email=email, name=name, status=UserStatus.PENDING)
@@ -134,7 +200,6 @@ class InvitationService:
                 user_id=user.id,
                 email=email,
                 name=name,
-                token_hash=token_digest(token),
                 expires_at=utcnow() + timedelta(days=self.settings.invitation_ttl_days),
                 invited_by_id=actor.user_id,
                 grants=[InvitationGrant(workspace_slug=r.workspace, role=r.role) for r in entries],
@@ -142,33 +207,67 @@ class InvitationService:
             self.session.add(invitation)
             self.session.flush()
             changes.engine(SubjectChanged(user.id, user.email, active=False))
+            self._queue_email(changes, invitation, "invitation")
             audit_each_workspace(
                 changes, invitation, "invitation.created", after=invitation_snapshot(invitation)
             )
-            notice = self._notice(invitation, token, actor)
-            changes.on_commit(lambda: self.notifier.invitation_created(notice))
         return invitation
 
+    def _add_roles_to_account(
+        self, actor: Actor, user: User, entries: Sequence[RoleInWorkspace]
+    ) -> Invitation:
+        held = {(g.workspace_slug, g.role) for g in user.grants}
+        with self.uow.change(actor) as changes:
+            before = user_snapshot(user)
+            for entry in entries:
+                if (entry.workspace, entry.role) not in held:
+                    add_grant(changes, user, entry.workspace, entry.role, actor.user_id)
+            now = utcnow()
+            invitation = Invitation(
+                user_id=user.id,
+                email=user.email,
+                name=user.name,
+                status=InvitationStatus.ACCEPTED,
+                expires_at=now,
+                accepted_at=now,
+                invited_by_id=actor.user_id,
+                delivery_status=DeliveryStatus.SENT,
+                delivery_detail="existing account: roles added without an email",
+                grants=[InvitationGrant(workspace_slug=r.workspace, role=r.role) for r in entries],
+            )
+            self.session.add(invitation)
+            self.session.flush()
+            audit_each_workspace(
+                changes, invitation, "invitation.roles_added", before, user_snapshot(user)
+            )
+        return invitation
+
+    # -- reading -------------------------------------------------------------------
+
     def list(
-        self, actor: Actor, status: InvitationStatus | None, offset: int, limit: int
+        self,
+        actor: Actor,
+        status: InvitationStatus | None,
+        offset: int,
+        limit: int,
+        older_than_days: int | None = None,
     ) -> Page[Invitation]:
-        """Invitations into workspaces where ``actor`` may invite, newest first."""
+        """Invitations into workspaces where ``actor`` may invite, newest first.
+        ``older_than_days`` keeps those created at least that long ago and (without a
+        ``status``) still waiting for an answer: the pending-invitations report."""
         query = select(Invitation)
         visible = self.authorizer.workspaces_where(actor, Permission.USERS_INVITE)
         if visible is not None:
             query = query.where(Invitation.grants.any(InvitationGrant.workspace_slug.in_(visible)))
         now = utcnow()
-        if status == InvitationStatus.PENDING:
+        if status is not None:
+            query = query.where(status_condition(status, now))
+        elif older_than_days is not None:  # the report: everyone still waiting
             query = query.where(
                 Invitation.status == InvitationStatus.PENDING, Invitation.expires_at > now
             )
-        elif status == InvitationStatus.EXPIRED:
-            query = query.where(
-                (Invitation.status == InvitationStatus.EXPIRED)
-                | ((Invitation.status == InvitationStatus.PENDING) & (Invitation.expires_at <= now))
-            )
-        elif status is not None:
-            query = query.where(Invitation.status == status)
+        if older_than_days is not None:
+            query = query.where(Invitation.created_at <= now - timedelta(days=older_than_days))
         total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
         items = self.session.scalars(
             query.options(selectinload(Invitation.grants))
@@ -187,61 +286,132 @@ class InvitationService:
             raise NotFound(f"No invitation {invitation_id}")
         return invitation
 
+    # -- changing ------------------------------------------------------------------
+
     def resend(self, actor: Actor, invitation_id: int) -> Invitation:
-        """A new token and expiry; the old link stops working. Pending or expired only."""
+        """A new token and expiry, and a new email; the old link stops working.
+        Pending (or sent, failed, expired) invitations only, at most once per interval."""
         invitation = self._manageable(actor, invitation_id)
-        if effective_status(invitation) not in (InvitationStatus.PENDING, InvitationStatus.EXPIRED):
-            raise Conflict(
-                f"Invitation {invitation_id} is {invitation.status}; it cannot be resent"
+        status = effective_status(invitation)
+        if invitation.status not in (InvitationStatus.PENDING, InvitationStatus.EXPIRED):
+            raise Conflict(f"Invitation {invitation_id} is {status}; it cannot be resent")
+        interval = timedelta(seconds=self.settings.resend_interval_seconds)
+        if invitation.resent_at is not None and utcnow() < invitation.resent_at + interval:
+            wait = int((invitation.resent_at + interval - utcnow()).total_seconds()) + 1
+            raise TooManyRequests(
+                f"Invitation {invitation_id} was resent moments ago; try again in {wait} s",
+                retry_after=wait,
             )
-        token = new_token()
         with self.uow.change(actor) as changes:
             before = invitation_snapshot(invitation)
-            invitation.token_hash = token_digest(token)
             invitation.status = InvitationStatus.PENDING
             invitation.expires_at = utcnow() + timedelta(days=self.settings.invitation_ttl_days)
+            invitation.resent_at = utcnow()
+            invitation.resend_count += 1
+            self._queue_email(changes, invitation, "invitation")
             audit_each_workspace(
                 changes, invitation, "invitation.resent", before, invitation_snapshot(invitation)
             )
-            notice = self._notice(invitation, token, actor)
-            changes.on_commit(lambda: self.notifier.invitation_created(notice))
         return invitation
 
     def revoke(self, actor: Actor, invitation_id: int) -> Invitation:
         """The link stops working; the person stays pending with no live invitation."""
         invitation = self._manageable(actor, invitation_id)
-        if effective_status(invitation) != InvitationStatus.PENDING:
+        if invitation.status != InvitationStatus.PENDING or invitation.expires_at <= utcnow():
             raise Conflict(f"Invitation {invitation_id} is {effective_status(invitation)}")
         with self.uow.change(actor) as changes:
             before = invitation_snapshot(invitation)
             invitation.status = InvitationStatus.REVOKED
             invitation.revoked_at = utcnow()
+            self._supersede_tokens(invitation)
             audit_each_workspace(
                 changes, invitation, "invitation.revoked", before, invitation_snapshot(invitation)
             )
         return invitation
 
+    def queue_reminders(self, older_than_days: int) -> Sequence[int]:
+        """Remind, once, everyone whose invitation has been pending ``older_than_days``:
+        a new link (the old one stops) in a reminder email. The outbox message ids."""
+        if older_than_days <= 0:
+            return []
+        now = utcnow()
+        due = self.session.scalars(
+            select(Invitation).where(
+                Invitation.status == InvitationStatus.PENDING,
+                Invitation.expires_at > now,
+                Invitation.reminded_at.is_(None),
+                Invitation.created_at <= now - timedelta(days=older_than_days),
+            )
+        ).all()
+        return [self._remind(invitation, now) for invitation in due]
+
+    def _remind(self, invitation: Invitation, now: datetime) -> int:
+        with self.uow.change(SYSTEM) as changes:
+            invitation.reminded_at = now
+            message = self._queue_email(changes, invitation, "reminder", notify=False)
+            audit_each_workspace(changes, invitation, "invitation.reminded")
+        return message.id
+
+    # -- accepting -----------------------------------------------------------------
+
+    def token_state(self, token: str) -> TokenState:
+        """Where an accept link stands, with a reason that names whom to ask."""
+        row = self.session.scalar(
+            select(InvitationToken).where(InvitationToken.token_hash == token_digest(token))
+        )
+        invitation = self.session.get(Invitation, row.invitation_id) if row else None
+        if row is None or invitation is None:
+            return TokenState(None, False, "This invitation link is not valid.", "")
+        inviter = self._inviter(invitation)
+        ask = f"Ask {inviter} for a new invitation." if inviter else "Ask your administrator."
+        status = effective_status(invitation)
+        if status == InvitationStatus.ACCEPTED:
+            return TokenState(
+                invitation, False, "This invitation was accepted already; sign in.", inviter
+            )
+        if status == InvitationStatus.REVOKED:
+            return TokenState(invitation, False, f"This invitation was revoked. {ask}", inviter)
+        if status == InvitationStatus.EXPIRED:
+            return TokenState(invitation, False, f"This invitation has expired. {ask}", inviter)
+        if row.superseded_at is not None:
+            return TokenState(
+                invitation,
+                False,
+                "This link was replaced by a newer invitation email; use the latest one. " + ask,
+                inviter,
+            )
+        return TokenState(invitation, True, "", inviter)
+
     def accept(self, token: str, password: str, name: str | None = None) -> User:
-        """Redeem a one-time token: the person becomes active with the invited roles."""
+        """Redeem a one-time token: the person becomes active with the invited roles.
+        Of two concurrent accepts of one token exactly one succeeds."""
         if len(password) < MIN_PASSWORD_LENGTH:
             raise InvalidInput(
                 f"The password must have at least {MIN_PASSWORD_LENGTH} characters",
                 errors={"password": [f"at least {MIN_PASSWORD_LENGTH} characters"]},
             )
-        invitation = self.session.scalar(
-            select(Invitation).where(Invitation.token_hash == token_digest(token))
-        )
-        if invitation is None or invitation.user_id is None:
-            raise InvalidInvitationToken("The invitation link is not valid")
-        status = effective_status(invitation)
-        if status != InvitationStatus.PENDING:
-            raise InvalidInvitationToken(f"This invitation is {status}; ask for a new one")
+        state = self.token_state(token)
+        invitation = state.invitation
+        if not state.usable or invitation is None or invitation.user_id is None:
+            raise InvalidInvitationToken(state.reason)
         user = self.session.get(User, invitation.user_id)
         if user is None or user.status != UserStatus.PENDING:
-            raise InvalidInvitationToken("The invitation link is not valid")
+            raise InvalidInvitationToken("This invitation link is not valid.")
         actor = Actor(user.id, f"{name or user.name} <{user.email}>")
-        existing = self.session.scalars(select(Workspace.slug)).all()
+        existing = set(self.session.scalars(select(Workspace.slug)).all())
         with self.uow.change(actor) as changes:
+            # The conditional update is the single-use guarantee: a concurrent accept
+            # of the same token finds the invitation no longer pending and changes nothing.
+            claimed = self.session.execute(
+                update(Invitation)
+                .where(
+                    Invitation.id == invitation.id, Invitation.status == InvitationStatus.PENDING
+                )
+                .values(status=InvitationStatus.ACCEPTED, accepted_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                raise InvalidInvitationToken("This invitation was accepted already; sign in.")
             before = user_snapshot(user)
             user.name = name or user.name
             user.password_hash = hash_password(password)
@@ -255,14 +425,14 @@ class InvitationService:
                     add_grant(
                         changes, user, entry.workspace_slug, entry.role, invitation.invited_by_id
                     )
-            invitation.status = InvitationStatus.ACCEPTED
-            invitation.accepted_at = utcnow()
-            invitation.token_hash = token_digest(new_token())  # single use, even in a race
             changes.engine(SubjectChanged(user.id, user.email, active=True))
             audit_each_workspace(
                 changes, invitation, "invitation.accepted", before, user_snapshot(user)
             )
+        self.session.refresh(invitation)
         return user
+
+    # -- helpers -------------------------------------------------------------------
 
     def _live_invitation(self, user_id: int) -> Invitation | None:
         return self.session.scalar(
@@ -280,7 +450,50 @@ class InvitationService:
         )
         return invitation
 
-    def _notice(self, invitation: Invitation, token: str, actor: Actor) -> InvitationNotice:
+    def _supersede_tokens(self, invitation: Invitation) -> None:
+        self.session.execute(
+            update(InvitationToken)
+            .where(
+                InvitationToken.invitation_id == invitation.id,
+                InvitationToken.superseded_at.is_(None),
+            )
+            .values(superseded_at=utcnow())
+        )
+
+    def _queue_email(
+        self, changes: ChangeSet, invitation: Invitation, kind: str, *, notify: bool = True
+    ) -> OutboxMessage:
+        """A new token (older ones stop working) and the email carrying it, written to
+        the outbox in this transaction and handed to the notifier after commit."""
+        self._supersede_tokens(invitation)
+        token = new_token()
+        self.session.add(
+            InvitationToken(token_hash=token_digest(token), invitation_id=invitation.id)
+        )
+        notice = self._notice(invitation, token)
+        message = OutboxMessage(
+            kind=kind,
+            invitation_id=invitation.id,
+            to_address=invitation.email,
+            sealed_payload=seal(self.settings.secret_key, invitation_payload(notice)),
+        )
+        self.session.add(message)
+        invitation.delivery_status = DeliveryStatus.QUEUED
+        invitation.delivery_detail = None
+        invitation.delivery_attempts = 0
+        self.session.flush()
+        if notify:
+            message_id = message.id
+            changes.on_commit(lambda: self.notifier.message_queued(message_id))
+        return message
+
+    def _inviter(self, invitation: Invitation) -> str:
+        inviter = (
+            self.session.get(User, invitation.invited_by_id) if invitation.invited_by_id else None
+        )
+        return f"{inviter.name} <{inviter.email}>" if inviter else ""
+
+    def _notice(self, invitation: Invitation, token: str) -> InvitationNotice:
         names = dict(
             self.session.execute(
                 select(Workspace.slug, Workspace.name).where(
@@ -288,7 +501,7 @@ class InvitationService:
                 )
             ).all()
         )
-        inviter = actor.name.split(" <")[0]
+        inviter = self._inviter(invitation).split(" <")[0] or "Your administrator"
         return InvitationNotice(
             invitation_id=invitation.id,
             to_address=invitation.email,
@@ -297,6 +510,13 @@ class InvitationService:
             grants=tuple(
                 (names.get(g.workspace_slug, g.workspace_slug), g.role) for g in invitation.grants
             ),
-            accept_url=f"{self.settings.public_url.rstrip('/')}/accept?token={quote(token)}",
+            accept_url=f"{self.settings.public_url.rstrip('/')}/invite/{quote(token)}",
             expires_at=invitation.expires_at.isoformat(),
         )
+
+
+def invitation_payload(notice: InvitationNotice) -> dict[str, Any]:
+    """``notice`` as plain JSON (what the outbox keeps, sealed, until it is sent)."""
+    payload = asdict(notice)
+    payload["grants"] = [list(pair) for pair in notice.grants]
+    return payload

@@ -11,41 +11,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import ADMIN_EMAIL, LiveServer, accept_token, outbox_messages
+from tests.helpers import (
+    ADMIN_EMAIL,
+    LiveServer,
+    assert_problem,
+    create_workspaces,
+    invite,
+    onboard,
+    post_check,
+    post_invitation,
+)
 
-PROBLEM = "urn:ringfence:problem:"
-PASSWORD = "a long enough password"
 JOHN = "john@example.com"
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def onboard(
-    server: LiveServer,
-    admin: httpx.Client,
-    email: str,
-    name: str,
-    roles: list[tuple[str, str]],
-) -> int:
-    """Invite ``email`` with ``roles`` and accept with the emailed link; the user id."""
-    sent_before = len(outbox_messages(server.settings))
-    response = admin.post(
-        "/invitations",
-        json={
-            "email": email,
-            "name": name,
-            "roles": [{"workspace": w, "role": r} for w, r in roles],
-        },
-    )
-    assert response.status_code == 201, response.text
-    [message] = outbox_messages(server.settings)[sent_before:]
-    with server.client() as anonymous:
-        accepted = anonymous.post(
-            "/invitations/accept", json={"token": accept_token(message), "password": PASSWORD}
-        )
-    assert accepted.status_code == 200, accepted.text
-    return accepted.json()["id"]
 
 
 @pytest.fixture
@@ -53,9 +33,7 @@ def acme(server: LiveServer) -> tuple[httpx.Client, int]:
     """Workspaces acme and globex; John is an editor in acme. The super admin client and
     John's id."""
     admin = server.admin()
-    for slug in ("acme", "globex"):
-        response = admin.post("/workspaces", json={"slug": slug, "name": slug.title()})
-        assert response.status_code == 201, response.text
+    create_workspaces(admin, "acme", "globex")
     john_id = onboard(server, admin, JOHN, "John Smith", [("acme", "editor")])
     return admin, john_id
 
@@ -67,11 +45,8 @@ def check(
     resource: str = "documents",
     action: str = "write",
 ) -> dict[str, Any]:
-    response = client.post(
-        "/v1/check",
-        json={"subject": subject, "workspace": workspace, "resource": resource, "action": action},
-    )
-    assert response.status_code == 200, response.text
+    """``POST /v1/check`` for documents in acme by default; the decision, as JSON."""
+    response = post_check(client, subject, workspace, resource, action)
     assert response.headers["Content-Type"] == "application/json"
     return response.json()  # type: ignore[no-any-return]
 
@@ -88,13 +63,11 @@ def evaluation(
     }
 
 
-def assert_problem(response: httpx.Response, status: int, type_: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == "application/problem+json"
-    problem = response.json()
-    assert problem["type"] == PROBLEM + type_ and problem["status"] == status, problem
-    assert problem["title"] and problem["detail"]
-    return problem  # type: ignore[no-any-return]
+def assert_refusal(response: httpx.Response, status: int, type_: str) -> dict[str, Any]:
+    """A problem document (:func:`assert_problem`) whose detail says what is wrong."""
+    problem = assert_problem(response, status, type_)
+    assert problem["detail"], problem
+    return problem
 
 
 # -- /v1/check --------------------------------------------------------------------------
@@ -146,15 +119,7 @@ def test_check_names_the_subject_and_fails_closed(
             assert decision["reason"] == "unknown workspace"
 
         # Invited but not yet accepted: known, not active.
-        response = admin.post(
-            "/invitations",
-            json={
-                "email": "paula@example.com",
-                "name": "Paula",
-                "roles": [{"workspace": "acme", "role": "owner"}],
-            },
-        )
-        assert response.status_code == 201, response.text
+        invite(admin, "paula@example.com", [("acme", "owner")], "Paula")
         pending = check(client, "paula@example.com", action="read")
         assert pending["allowed"] is False and pending["reason"] == "subject is not active"
 
@@ -181,21 +146,21 @@ def test_check_refuses_incomplete_questions(server: LiveServer) -> None:
         "action": "read",
     }
     with server.client() as client:
-        problem = assert_problem(client.post("/v1/check", json={}), 422, "invalid-input")
+        problem = assert_refusal(client.post("/v1/check", json={}), 422, "invalid-input")
         assert set(problem["errors"]) == set(complete)
         for field in complete:
             body = {k: v for k, v in complete.items() if k != field}
-            problem = assert_problem(client.post("/v1/check", json=body), 422, "invalid-input")
+            problem = assert_refusal(client.post("/v1/check", json=body), 422, "invalid-input")
             assert list(problem["errors"]) == [field]
             assert field in problem["detail"]
             for bad in ("", None, 5, ["acme"], "x" * 256):
                 response = client.post("/v1/check", json={**complete, field: bad})
-                assert list(assert_problem(response, 422, "invalid-input")["errors"]) == [field]
+                assert list(assert_refusal(response, 422, "invalid-input")["errors"]) == [field]
         malformed = client.post(
             "/v1/check", content=b'{"subject":', headers={"Content-Type": "application/json"}
         )
-        assert_problem(malformed, 400, "invalid-input")
-        assert_problem(client.get("/v1/check"), 405, "method-not-allowed")
+        assert_refusal(malformed, 400, "invalid-input")
+        assert_refusal(client.get("/v1/check"), 405, "method-not-allowed")
 
         # Fields it does not know are ignored: other services send context along.
         response = client.post("/v1/check", json={**complete, "context": {"ip": "10.0.0.1"}})
@@ -223,14 +188,7 @@ def test_the_revision_increases_with_every_admin_change(
     changed(admin.put(f"/users/{john_id}/workspaces/acme/roles", json={"roles": ["viewer"]}))
     changed(admin.post(f"/users/{john_id}/grants", json={"workspace": "globex", "role": "editor"}))
     changed(admin.delete(f"/users/{john_id}/grants/globex/editor"))
-    invitation = admin.post(
-        "/invitations",
-        json={
-            "email": "mary@example.com",
-            "name": "Mary",
-            "roles": [{"workspace": "acme", "role": "viewer"}],
-        },
-    )
+    invitation = post_invitation(admin, "mary@example.com", [("acme", "viewer")], "Mary")
     changed(invitation)
     changed(admin.post(f"/invitations/{invitation.json()['id']}/resend"))
     changed(admin.post(f"/invitations/{invitation.json()['id']}/revoke"))
@@ -290,7 +248,7 @@ def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) 
         assert evaluate(body)["decision"] is True
 
         def refused(body: Any) -> dict[str, Any]:
-            return assert_problem(
+            return assert_refusal(
                 client.post("/access/v1/evaluation", json=body), 400, "bad-request"
             )
 
@@ -319,7 +277,7 @@ def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) 
         response = client.post(
             "/access/v1/evaluation", content=b"{", headers={"Content-Type": "application/json"}
         )
-        assert "not valid JSON" in assert_problem(response, 400, "bad-request")["detail"]
+        assert "not valid JSON" in assert_refusal(response, 400, "bad-request")["detail"]
 
         # Request ids: the caller's is echoed (errors included), else one is made up.
         for path, body in (

@@ -5,28 +5,21 @@ deactivate, reactivate, remove, and read it all back from the audit trail."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
-from tests.helpers import ADMIN_EMAIL, LiveServer, accept_token, outbox_messages
+from tests.helpers import ADMIN_EMAIL, LiveServer, accept_token, outbox_messages, post_check
 
 JOHN = "john@example.com"
 JOHN_PASSWORD = "correct horse battery staple"
 
 
-def check(server: LiveServer, workspace: str, action: str = "write") -> dict:
+def check(server: LiveServer, workspace: str, action: str = "write") -> dict[str, Any]:
+    """``POST /v1/check`` whether John may ``action`` documents in ``workspace``."""
     with server.client() as client:
-        response = client.post(
-            "/v1/check",
-            json={
-                "subject": JOHN,
-                "workspace": workspace,
-                "resource": "documents",
-                "action": action,
-            },
-        )
-    assert response.status_code == 200, response.text
-    return response.json()
+        response = post_check(client, JOHN, workspace, "documents", action)
+    return response.json()  # type: ignore[no-any-return]
 
 
 def test_newcomer_walkthrough(server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
@@ -54,8 +47,14 @@ def test_newcomer_walkthrough(server: LiveServer, caplog: pytest.LogCaptureFixtu
     assert invitation["status"] == "pending"
     assert "token" not in invitation and "token_hash" not in invitation
 
-    pending = admin.get("/invitations", params={"status": "pending"}).json()
-    assert [i["id"] for i in pending] == [invitation["id"]]
+    # The embedded default delivers at once to the outbox folder, so the invitation
+    # that was pending when created is listed as sent, with where it went.
+    sent = admin.get("/invitations", params={"status": "sent"}).json()
+    assert [i["id"] for i in sent] == [invitation["id"]]
+    assert sent[0]["delivery"]["status"] == "sent"
+    assert ".eml" in sent[0]["delivery"]["detail"]
+    waiting = admin.get("/invitations", params={"older_than_days": 0}).json()
+    assert [i["id"] for i in waiting] == [invitation["id"]]
 
     [email] = outbox_messages(server.settings)
     assert email["To"].addresses[0].addr_spec == JOHN
@@ -63,16 +62,16 @@ def test_newcomer_walkthrough(server: LiveServer, caplog: pytest.LogCaptureFixtu
     html = email.get_body(preferencelist=("html",)).get_content()
     token = accept_token(email)
     for body in (text, html):
-        assert f"/accept?token={token}" in body
+        assert f"/invite/{token}" in body
         assert "Acme Inc." in body and "editor" in body
         assert "Globex Corporation" in body and "viewer" in body
-    assert f"/accept?token={token}" in caplog.text  # the link is logged, too
+    assert f"/invite/{token}" in caplog.text  # the link is logged, too
 
     users = admin.get("/users").json()
     john = next(u for u in users if u["email"] == JOHN)
     assert john["status"] == "pending"
     assert john["roles"] == {"acme": ["editor"], "globex": ["viewer"]}
-    assert john["invitation"]["status"] == "pending"
+    assert john["invitation"]["status"] == "sent"
     assert check(server, "acme")["allowed"] is False  # not before accepting
 
     # 3. John accepts and can log in.

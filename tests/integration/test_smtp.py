@@ -15,17 +15,63 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+import mailer.delivery
 from gateway.config import Settings
 from gateway.notifier import InvitationNotice
-from mailer.celery_app import celery_app, configure_celery
+from mailer.celery_app import celery_app, configure_celery, mail_config, reset_connections
+from mailer.delivery import Outgoing
 from mailer.messages import render_invitation
 from mailer.notifier import CeleryNotifier
-from mailer.tasks import invitation_payload, send_invitation_email
+from mailer.tasks import MAX_ATTEMPTS, deliver_message, invitation_payload
 from mailer.transport import PermanentDeliveryError, SmtpTransport, TransientDeliveryError
 
 MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
 ACCEPT_URL = "https://ringfence.test/invitations/accept?token=tok-123"
-_CELERY_KEYS = ("broker_url", "task_always_eager", "task_eager_propagates", "ringfence_mail")
+_CELERY_KEYS = ("broker_url", "task_always_eager", "task_eager_propagates")
+
+
+class MemoryLedger:
+    """A :class:`mailer.delivery.DeliveryLedger` in memory that, like the real one,
+    hands each attempt out once (only while queued or waiting for a retry)."""
+
+    def __init__(self, transport: dict[str, Any]) -> None:
+        self.transport = transport
+        self.messages: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.status: dict[int, str] = {}  # queued, sending, retry, sent, failed
+        self.attempts: dict[int, int] = {}
+        self.sent: dict[int, str] = {}
+        self.failures: list[tuple[int, str, bool]] = []
+
+    def add(self, notice: InvitationNotice, kind: str = "invitation") -> int:
+        message_id = len(self.messages) + 1
+        self.messages[message_id] = (kind, invitation_payload(notice))
+        self.status[message_id] = "queued"
+        self.attempts[message_id] = 0
+        return message_id
+
+    def claim(self, message_id: int) -> Outgoing | None:
+        if self.status.get(message_id) not in {"queued", "retry"}:
+            return None
+        self.status[message_id] = "sending"
+        self.attempts[message_id] += 1
+        kind, payload = self.messages[message_id]
+        return Outgoing(message_id, kind, payload, dict(self.transport), self.attempts[message_id])
+
+    def record_sent(self, message_id: int, detail: str) -> None:
+        assert self.status[message_id] == "sending", "recorded without a claim"
+        self.status[message_id] = "sent"
+        self.sent[message_id] = detail
+
+    def record_failure(self, message_id: int, reason: str, *, final: bool) -> None:
+        assert self.status[message_id] == "sending", "recorded without a claim"
+        self.status[message_id] = "failed" if final else "retry"
+        self.failures.append((message_id, reason, final))
+
+    def unsent(self, older_than_seconds: float) -> list[int]:
+        return [i for i, status in self.status.items() if status == "queued"]
+
+    def queue_reminders(self) -> list[int]:
+        return []
 
 
 class Collector:
@@ -111,6 +157,28 @@ def celery_conf() -> Iterator[None]:
     saved = {key: celery_app.conf.get(key) for key in _CELERY_KEYS}
     yield
     celery_app.conf.update(saved)
+    reset_connections()
+
+
+@pytest.fixture
+def eager(tmp_path: Path, celery_conf: None) -> None:
+    """Celery without a broker: tasks run in the caller's thread."""
+    configure_celery(Settings(instance_dir=tmp_path))
+
+
+def install(monkeypatch: pytest.MonkeyPatch, transport: dict[str, Any]) -> MemoryLedger:
+    """A fresh in-memory ledger for the tasks, sending through ``transport``."""
+    ledger = MemoryLedger(transport)
+    monkeypatch.setattr(mailer.delivery, "_ledger", ledger)
+    return ledger
+
+
+def closed_port() -> socket.socket:
+    """A socket bound but not listening: connections to its port are refused, and nobody
+    else can take the port while it is open."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def make_notice(**overrides: Any) -> InvitationNotice:
@@ -226,87 +294,228 @@ def test_starttls_not_offered_is_permanent(serve: Callable[[Collector], Server])
         server.transport(security="starttls").send(render_invitation(make_notice(), MAIL_FROM))
 
 
-# -- through Celery (eager) ------------------------------------------------------------
+# -- deliver_message through Celery --------------------------------------------------
 
 
-def test_eager_task_delivers_over_smtp(
+def test_eager_delivery_over_smtp(
     serve: Callable[[Collector], Server],
     tmp_path: Path,
-    celery_conf: None,
+    eager: None,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = serve(Collector())
-    configure_celery(server.settings(tmp_path))
+    ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
+    message_id = ledger.add(make_notice())
     caplog.set_level(logging.INFO, logger="ringfence.mailer")
 
-    result = send_invitation_email.delay(invitation_payload(make_notice())).get()
+    result = deliver_message.delay(message_id).get()
 
-    assert result == {
-        "status": "sent",
-        "detail": f"SMTP 127.0.0.1:{server.port} accepted the message: 250 2.0.0 Queued as TEST1",
-    }
+    detail = f"SMTP 127.0.0.1:{server.port} accepted the message: 250 2.0.0 Queued as TEST1"
+    assert result == {"status": "sent", "detail": detail}
+    assert ledger.sent == {message_id: detail}
     (envelope,) = server.handler.envelopes
+    assert envelope.rcpt_tos == ["sam@example.org"]
     assert ACCEPT_URL in body(received(envelope), "plain")
     assert not (tmp_path / "outbox").exists()
     # Over SMTP the accept link is a credential in someone's inbox, not in our logs.
     assert ACCEPT_URL not in caplog.text
+    # A redelivered task does not send it again.
+    assert deliver_message.delay(message_id).get() == {"status": "skipped"}
+    assert len(server.handler.envelopes) == 1
+
+
+def test_reminder_over_smtp(
+    serve: Callable[[Collector], Server],
+    tmp_path: Path,
+    eager: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = serve(Collector())
+    ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
+
+    deliver_message.delay(ledger.add(make_notice(), kind="reminder")).get()
+
+    (envelope,) = server.handler.envelopes
+    message = received(envelope)
+    assert message["Subject"] == "Reminder: Alex Chen invited you to Ringfence"
+    assert ACCEPT_URL in body(message, "plain")
 
 
 def test_notifier_delivers_over_smtp(
-    serve: Callable[[Collector], Server], tmp_path: Path, celery_conf: None
+    serve: Callable[[Collector], Server],
+    tmp_path: Path,
+    eager: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = serve(Collector())
-    configure_celery(server.settings(tmp_path))
+    ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
+    message_id = ledger.add(make_notice(invitation_id=9, to_address="kim@example.org"))
 
-    CeleryNotifier().invitation_created(make_notice(invitation_id=9, to_address="kim@example.org"))
+    CeleryNotifier().message_queued(message_id)
 
     (envelope,) = server.handler.envelopes
     assert envelope.rcpt_tos == ["kim@example.org"]
     assert received(envelope)["X-Ringfence-Invitation"] == "9"
+    assert message_id in ledger.sent
 
 
-def test_eager_task_reports_permanent_failure(
+def test_rejected_recipient_is_a_final_failure_at_once(
     serve: Callable[[Collector], Server],
     tmp_path: Path,
-    celery_conf: None,
+    eager: None,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = serve(RejectRecipient())
-    configure_celery(server.settings(tmp_path))
+    ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
+    message_id = ledger.add(make_notice())
 
-    result = send_invitation_email.delay(invitation_payload(make_notice())).get()
+    result = deliver_message.delay(message_id).get()
 
     assert result["status"] == "failed"
-    assert "550 5.1.1 mailbox unavailable" in result["reason"]
+    ((failed_id, reason, final),) = ledger.failures
+    assert (failed_id, final) == (message_id, True)
+    assert "550 5.1.1 mailbox unavailable" in reason
     errors = [r for r in caplog.records if r.name == "ringfence.mailer"]
     assert [r.levelno for r in errors] == [logging.ERROR]
     assert "550 5.1.1 mailbox unavailable" in errors[0].getMessage()
 
 
-def test_eager_task_does_not_retry_transient_failure_in_place(
-    serve: Callable[[Collector], Server], tmp_path: Path, celery_conf: None
-) -> None:
-    server = serve(RejectData("451 4.3.0 try again later"))
-    configure_celery(server.settings(tmp_path))
-    result = send_invitation_email.delay(invitation_payload(make_notice())).get()
-
-    assert result["status"] == "failed"
-    assert "451 4.3.0" in result["reason"]
-    assert server.handler.data_attempts == 1  # eager "retries" would have no back-off
-
-
-def test_transient_failure_is_raised_for_autoretry_outside_eager(
+def test_rejected_recipient_is_final_outside_eager_too(
     serve: Callable[[Collector], Server],
     tmp_path: Path,
     celery_conf: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = serve(RejectRecipient())
+    ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
+    message_id = ledger.add(make_notice())
+
+    result = deliver_message(message_id)  # as in a worker: no retry for a 5xx
+
+    assert result["status"] == "failed"
+    assert [(i, final) for i, _, final in ledger.failures] == [(message_id, True)]
+
+
+def test_closed_port_when_eager_is_a_final_failure_with_the_reason(
+    tmp_path: Path, eager: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with closed_port() as sock:
+        port = sock.getsockname()[1]
+        transport = {
+            **mail_config(Settings(instance_dir=tmp_path)),
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "smtp_security": "none",
+            "smtp_timeout": 2.0,
+        }
+        ledger = install(monkeypatch, transport)
+        message_id = ledger.add(make_notice())
+
+        result = deliver_message.delay(message_id).get()  # must not raise
+
+    assert result["status"] == "failed"
+    ((failed_id, reason, final),) = ledger.failures
+    assert (failed_id, final) == (message_id, True)
+    assert reason.startswith(f"SMTP 127.0.0.1:{port} unreachable")
+    assert result["reason"] == reason
+    assert ledger.sent == {}
+
+
+def test_eager_does_not_retry_a_transient_failure_in_place(
+    serve: Callable[[Collector], Server],
+    tmp_path: Path,
+    eager: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = serve(RejectData("451 4.3.0 try again later"))
+    ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
+    message_id = ledger.add(make_notice())
+
+    result = deliver_message.delay(message_id).get()
+
+    assert result["status"] == "failed"
+    assert "451 4.3.0" in result["reason"]
+    assert [(i, final) for i, _, final in ledger.failures] == [(message_id, True)]
+    assert server.handler.data_attempts == 1  # eager "retries" would have no back-off
+
+
+def test_transient_failure_outside_eager_is_recorded_and_retried(
+    serve: Callable[[Collector], Server],
+    tmp_path: Path,
+    celery_conf: None,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = serve(RejectData("451 4.3.0 try again later"))
-    configure_celery(server.settings(tmp_path))
+    ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
+    message_id = ledger.add(make_notice())
 
-    # Calling the task directly runs it as a worker would (not eager); Celery's retry()
+    # Called directly, the task runs as in a worker (not eager); Celery's retry()
     # re-raises the original error when there is no worker to schedule the retry on.
     with pytest.raises(TransientDeliveryError):
-        send_invitation_email(invitation_payload(make_notice()))
+        deliver_message(message_id)
 
-    assert any("delivery deferred (attempt 1 of 6)" in m for m in caplog.messages)
+    ((failed_id, reason, final),) = ledger.failures
+    assert (failed_id, final) == (message_id, False)
+    assert "451 4.3.0 try again later" in reason
+    assert ledger.status[message_id] == "retry"
+    assert any(f"delivery deferred (attempt 1 of {MAX_ATTEMPTS}" in m for m in caplog.messages)
+
+    # The retry claims it again and, the server having recovered, sends it.
+    server.handler.reply = Collector.reply
+    assert deliver_message(message_id)["status"] == "sent"
+    assert len(server.handler.envelopes) == 1
+
+
+# -- send_test -------------------------------------------------------------------------
+
+
+def test_send_test_over_smtp(serve: Callable[[Collector], Server], tmp_path: Path) -> None:
+    server = serve(Collector())
+
+    outcome = CeleryNotifier().send_test("ops@example.org", mail_config(server.settings(tmp_path)))
+
+    assert outcome.ok is True
+    assert outcome.detail == (
+        f"SMTP 127.0.0.1:{server.port} accepted the message: 250 2.0.0 Queued as TEST1"
+    )
+    (envelope,) = server.handler.envelopes
+    assert envelope.mail_from == "no-reply@ringfence.test"
+    assert envelope.rcpt_tos == ["ops@example.org"]
+    message = received(envelope)
+    assert message["Subject"] == "Ringfence test email"
+    assert message["From"] == MAIL_FROM
+    assert "test email from Ringfence" in message.get_content()
+
+
+def test_send_test_reports_a_rejection(
+    serve: Callable[[Collector], Server], tmp_path: Path
+) -> None:
+    server = serve(RejectRecipient())
+
+    outcome = CeleryNotifier().send_test(
+        "nobody@example.org", mail_config(server.settings(tmp_path))
+    )
+
+    assert outcome.ok is False
+    assert "550 5.1.1 mailbox unavailable" in outcome.detail
+
+
+def test_send_test_to_a_closed_port_reports_why(tmp_path: Path) -> None:
+    with closed_port() as sock:
+        port = sock.getsockname()[1]
+        transport = {
+            **mail_config(Settings(instance_dir=tmp_path)),
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "smtp_security": "none",
+            "smtp_timeout": 2.0,
+        }
+
+        outcome = CeleryNotifier().send_test("ops@example.org", transport)  # must not raise
+
+    assert outcome.ok is False
+    assert outcome.detail.startswith(f"SMTP 127.0.0.1:{port} unreachable")
+    assert "refused" in outcome.detail.lower()

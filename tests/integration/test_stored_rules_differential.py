@@ -20,7 +20,16 @@ from sqlalchemy_adapter import Adapter
 
 from gateway.app import create_app
 from gateway.models import CasbinRule
-from tests.helpers import LiveServer, accept_token, outbox_messages, run_cli
+from tests.helpers import (
+    LiveServer,
+    accept_invitation,
+    accept_token,
+    create_workspaces,
+    invite,
+    outbox_messages,
+    post_check,
+    run_cli,
+)
 
 MODEL = Path(__file__).resolve().parents[2] / "model.conf"
 PASSWORD = "correct horse battery staple"
@@ -57,46 +66,22 @@ def ok(response: httpx.Response, status: int = 200) -> Any:
     return response.json()
 
 
-def invite_and_accept(
+def onboard_active(
     server: LiveServer, admin: httpx.Client, email: str, roles: list[tuple[str, str]]
 ) -> int:
     """Invite ``email`` with ``roles`` (workspace, role) and accept with the emailed link."""
-    ok(
-        admin.post(
-            "/invitations",
-            json={
-                "email": email,
-                "name": email.split("@")[0].title(),
-                "roles": [{"workspace": w, "role": r} for w, r in roles],
-            },
-        ),
-        201,
-    )
+    invite(admin, email, roles, email.split("@")[0].title())
     [message] = [
         m for m in outbox_messages(server.settings) if m["To"].addresses[0].addr_spec == email
     ]
-    with server.client() as anonymous:
-        user = ok(
-            anonymous.post(
-                "/invitations/accept", json={"token": accept_token(message), "password": PASSWORD}
-            )
-        )
+    user = ok(accept_invitation(server, accept_token(message), PASSWORD))
     assert user["status"] == "active"
     return int(user["id"])
 
 
 def check(client: httpx.Client, subject: str, workspace: str, resource: str, action: str) -> bool:
-    body = ok(
-        client.post(
-            "/v1/check",
-            json={
-                "subject": subject,
-                "workspace": workspace,
-                "resource": resource,
-                "action": action,
-            },
-        )
-    )
+    """Whether ``POST /v1/check`` allows it; the answer must carry a revision."""
+    body = post_check(client, subject, workspace, resource, action).json()
     assert isinstance(body["revision"], int)
     return bool(body["allowed"])
 
@@ -105,28 +90,17 @@ def test_decisions_match_casbin_on_the_stored_rules(
     server: LiveServer, stored_rules: Loader
 ) -> None:
     admin = server.admin()
-    for slug in WORKSPACES:
-        ok(admin.post("/workspaces", json={"slug": slug, "name": slug.title()}), 201)
+    create_workspaces(admin, *WORKSPACES)
 
-    ann = invite_and_accept(
+    ann = onboard_active(
         server, admin, "ann@example.com", [("acme", "editor"), ("globex", "viewer")]
     )
-    bob = invite_and_accept(server, admin, "bob@example.com", [("acme", "admin")])
-    cid = invite_and_accept(server, admin, "cid@example.com", [("globex", "viewer")])
-    dee = invite_and_accept(server, admin, "dee@example.com", [("initech", "owner")])
-    eve = invite_and_accept(server, admin, "eve@example.com", [("acme", "owner")])
+    bob = onboard_active(server, admin, "bob@example.com", [("acme", "admin")])
+    cid = onboard_active(server, admin, "cid@example.com", [("globex", "viewer")])
+    dee = onboard_active(server, admin, "dee@example.com", [("initech", "owner")])
+    eve = onboard_active(server, admin, "eve@example.com", [("acme", "owner")])
     # Pending: invited, never accepted.
-    ok(
-        admin.post(
-            "/invitations",
-            json={
-                "email": "pat@example.com",
-                "name": "Pat",
-                "roles": [{"workspace": "acme", "role": "owner"}],
-            },
-        ),
-        201,
-    )
+    invite(admin, "pat@example.com", [("acme", "owner")], "Pat")
 
     # Role changes of every kind.
     ok(admin.put(f"/users/{ann}/workspaces/acme/roles", json={"roles": ["viewer"]}))
@@ -208,10 +182,8 @@ def test_removed_person_is_denied_after_star_and_workspace_grants(
     server: LiveServer, stored_rules: Loader
 ) -> None:
     admin = server.admin()
-    ok(admin.post("/workspaces", json={"slug": "acme", "name": "Acme"}), 201)
-    mia = invite_and_accept(
-        server, admin, "mia@example.com", [("acme", "editor"), ("acme", "viewer")]
-    )
+    create_workspaces(admin, "acme")
+    mia = onboard_active(server, admin, "mia@example.com", [("acme", "editor"), ("acme", "viewer")])
     ok(admin.put(f"/users/{mia}/workspaces/*/roles", json={"roles": ["editor"]}))
     with server.client() as client:
         assert check(client, "mia@example.com", "acme", "documents", "write")

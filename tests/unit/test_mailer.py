@@ -1,4 +1,5 @@
-"""Unit tests for mailer: rendering, the outbox transport, payloads, eager tasks."""
+"""Unit tests for mailer: rendering, the outbox transport, payloads, the eager tasks
+against an in-memory delivery ledger, the notifier and the worker wiring."""
 
 from __future__ import annotations
 
@@ -14,17 +15,103 @@ from typing import Any
 
 import pytest
 
+import mailer.delivery
+import mailer.worker
 from gateway.config import Settings
 from gateway.notifier import InvitationNotice
-from mailer.celery_app import celery_app, configure_celery
-from mailer.messages import render_invitation
+from gateway.notifier import TestOutcome as SendTestOutcome
+from mailer.celery_app import (
+    REMINDER_SCHEDULE,
+    SWEEP_SCHEDULE,
+    celery_app,
+    configure_celery,
+    mail_config,
+    reset_connections,
+)
+from mailer.delivery import DeliveryLedger, Outgoing, current_ledger
+from mailer.messages import render_invitation, render_notice, render_reminder
 from mailer.notifier import CeleryNotifier
-from mailer.tasks import invitation_payload, notice_from_payload, send_invitation_email
-from mailer.transport import OutboxTransport, SmtpTransport, transport_from_config
+from mailer.tasks import (
+    MAX_ATTEMPTS,
+    RETRY_BACKOFF,
+    RETRY_BACKOFF_MAX,
+    SWEEP_AGE,
+    backoff,
+    deliver_message,
+    invitation_payload,
+    notice_from_payload,
+    send_reminders,
+    sweep_unsent,
+)
+from mailer.transport import (
+    OutboxTransport,
+    SmtpTransport,
+    TransientDeliveryError,
+    transport_from_config,
+)
+from mailer.worker import prepare_worker, worker_argv
 
 MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
 ACCEPT_URL = "https://ringfence.test/invitations/accept?token=tok-123&x=1"
-_CELERY_KEYS = ("broker_url", "task_always_eager", "task_eager_propagates", "ringfence_mail")
+_CELERY_KEYS = (
+    "broker_url",
+    "task_always_eager",
+    "task_eager_propagates",
+    "broker_connection_timeout",
+    "task_publish_retry_policy",
+)
+
+
+class MemoryLedger:
+    """A :class:`DeliveryLedger` in memory (the real one, on the outbox table, is tested
+    with the gateway). Like it, it hands each attempt out once: a message can be claimed
+    only while queued or waiting for a retry."""
+
+    def __init__(self, transport: dict[str, Any]) -> None:
+        self.transport = transport
+        self.messages: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.status: dict[int, str] = {}  # queued, sending, retry, sent, failed
+        self.attempts: dict[int, int] = {}
+        self.claims: list[int] = []
+        self.sent: dict[int, str] = {}
+        self.failures: list[tuple[int, str, bool]] = []
+        self.sweeps: list[float] = []
+        self.to_remind: list[InvitationNotice] = []
+
+    def add(self, notice: InvitationNotice, kind: str = "invitation") -> int:
+        message_id = len(self.messages) + 1
+        self.messages[message_id] = (kind, json.loads(json.dumps(invitation_payload(notice))))
+        self.status[message_id] = "queued"
+        self.attempts[message_id] = 0
+        return message_id
+
+    def claim(self, message_id: int) -> Outgoing | None:
+        self.claims.append(message_id)
+        if self.status.get(message_id) not in {"queued", "retry"}:
+            return None
+        self.status[message_id] = "sending"
+        self.attempts[message_id] += 1
+        kind, payload = self.messages[message_id]
+        return Outgoing(message_id, kind, payload, dict(self.transport), self.attempts[message_id])
+
+    def record_sent(self, message_id: int, detail: str) -> None:
+        assert self.status[message_id] == "sending", "recorded without a claim"
+        self.status[message_id] = "sent"
+        self.sent[message_id] = detail
+
+    def record_failure(self, message_id: int, reason: str, *, final: bool) -> None:
+        assert self.status[message_id] == "sending", "recorded without a claim"
+        self.status[message_id] = "failed" if final else "retry"
+        self.failures.append((message_id, reason, final))
+
+    def unsent(self, older_than_seconds: float) -> list[int]:
+        self.sweeps.append(older_than_seconds)
+        return [i for i, status in self.status.items() if status == "queued"]
+
+    def queue_reminders(self) -> list[int]:
+        ids = [self.add(notice, kind="reminder") for notice in self.to_remind]
+        self.to_remind = []
+        return ids
 
 
 @pytest.fixture
@@ -33,6 +120,21 @@ def celery_conf() -> Iterator[None]:
     saved = {key: celery_app.conf.get(key) for key in _CELERY_KEYS}
     yield
     celery_app.conf.update(saved)
+    reset_connections()
+
+
+@pytest.fixture
+def eager(tmp_path: Path, celery_conf: None) -> None:
+    """Celery as in the embedded default: no broker, tasks run in the caller's thread."""
+    configure_celery(Settings(instance_dir=tmp_path, mail_from=MAIL_FROM))
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryLedger:
+    """A fresh in-memory ledger for the tasks, delivering to the outbox tmp_path/outbox."""
+    fake = MemoryLedger(mail_config(Settings(instance_dir=tmp_path, mail_from=MAIL_FROM)))
+    monkeypatch.setattr(mailer.delivery, "_ledger", fake)
+    return fake
 
 
 def make_notice(**overrides: Any) -> InvitationNotice:
@@ -54,6 +156,12 @@ def parts(message: EmailMessage) -> tuple[str, str]:
     html = message.get_body(("html",))
     assert isinstance(text, EmailMessage) and isinstance(html, EmailMessage)
     return text.get_content(), html.get_content()
+
+
+def read_eml(path: Path | str) -> EmailMessage:
+    message = message_from_bytes(Path(path).read_bytes(), policy=default_policy)
+    assert isinstance(message, EmailMessage)
+    return message
 
 
 # -- rendering -------------------------------------------------------------------------
@@ -191,6 +299,30 @@ def test_smtp_transport_rejects_unknown_security() -> None:
         SmtpTransport("mail.example.org", 25, security="ssl")
 
 
+def test_reminder_says_so_in_subject_and_body() -> None:
+    message = render_reminder(make_notice(), MAIL_FROM)
+    text, html = parts(message)
+
+    assert message["Subject"] == "Reminder: Alex Chen invited you to Ringfence"
+    assert message["X-Ringfence-Invitation"] == "42"
+    assert "A reminder: your invitation to Ringfence is still waiting for you." in text
+    assert ACCEPT_URL in text
+    assert "<title>Reminder: Alex Chen invited you to Ringfence</title>" in html
+    assert "A reminder" in html
+    # The invitation itself does not say it.
+    assert "reminder" not in parts(render_invitation(make_notice(), MAIL_FROM))[0].lower()
+
+
+def test_render_notice_picks_the_kind() -> None:
+    invitation = render_notice("invitation", make_notice(), MAIL_FROM)
+    reminder = render_notice("reminder", make_notice(inviter_name=""), MAIL_FROM)
+
+    assert invitation["Subject"] == "Alex Chen invited you to Ringfence"
+    assert reminder["Subject"] == "Reminder: You are invited to Ringfence"
+    with pytest.raises(ValueError, match="newsletter"):
+        render_notice("newsletter", make_notice(), MAIL_FROM)
+
+
 # -- payloads and Celery ---------------------------------------------------------------
 
 
@@ -213,8 +345,25 @@ def test_configure_celery_is_eager_without_broker(tmp_path: Path, celery_conf: N
     assert app.conf.task_eager_propagates is True
     assert app.conf.task_serializer == "json"
     assert app.conf.accept_content == ["json"]
-    assert "ringfence.send_invitation_email" in app.tasks
-    assert app.conf.ringfence_mail == {
+    assert {
+        "ringfence.deliver_message",
+        "ringfence.sweep_unsent",
+        "ringfence.send_reminders",
+    } <= set(app.tasks)
+    assert "ringfence.send_invitation_email" not in app.tasks
+
+
+def test_configure_celery_uses_broker_when_set(tmp_path: Path, celery_conf: None) -> None:
+    app = configure_celery(Settings(instance_dir=tmp_path, broker_url="redis://localhost:6379/0"))
+
+    assert app.conf.broker_url == "redis://localhost:6379/0"
+    assert app.conf.task_always_eager is False
+
+
+def test_mail_config_is_the_transport_shape(tmp_path: Path) -> None:
+    settings = Settings(instance_dir=tmp_path, smtp_password="pw", mail_from=MAIL_FROM)
+
+    assert mail_config(settings) == {
         "smtp_host": "",
         "smtp_port": 587,
         "smtp_security": "starttls",
@@ -226,62 +375,302 @@ def test_configure_celery_is_eager_without_broker(tmp_path: Path, celery_conf: N
     }
 
 
-def test_configure_celery_uses_broker_when_set(tmp_path: Path, celery_conf: None) -> None:
-    app = configure_celery(Settings(instance_dir=tmp_path, broker_url="redis://localhost:6379/0"))
+def test_redelivery_and_beat_configuration() -> None:
+    conf = celery_app.conf
 
-    assert app.conf.broker_url == "redis://localhost:6379/0"
-    assert app.conf.task_always_eager is False
-
-
-def test_retry_policy() -> None:
-    task = celery_app.tasks["ringfence.send_invitation_email"]
-
-    assert task.max_retries == 5
-    assert task.retry_backoff_max == 600
-    assert task.retry_backoff
-    assert [e.__name__ for e in task.autoretry_for] == ["TransientDeliveryError"]
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.broker_connection_retry_on_startup is True
+    schedule = conf.beat_schedule
+    assert schedule[SWEEP_SCHEDULE]["task"] == "ringfence.sweep_unsent"
+    assert schedule[SWEEP_SCHEDULE]["schedule"] == 60
+    assert schedule[REMINDER_SCHEDULE]["task"] == "ringfence.send_reminders"
+    assert schedule[REMINDER_SCHEDULE]["schedule"] == 3600
+    assert SWEEP_AGE == 60
 
 
-def test_eager_task_writes_outbox_and_logs_link(
-    tmp_path: Path, celery_conf: None, caplog: pytest.LogCaptureFixture
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    assert (RETRY_BACKOFF, RETRY_BACKOFF_MAX, MAX_ATTEMPTS) == (30, 600, 6)
+    for retries, ceiling in enumerate([30, 60, 120, 240, 480, 600, 600]):
+        delays = {backoff(retries) for _ in range(50)}
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays), (retries, delays)
+        assert len(delays) > 1  # jittered
+
+
+# -- deliver_message (eager, outbox transport) -----------------------------------------
+
+
+def test_deliver_writes_outbox_records_sent_and_logs_link(
+    tmp_path: Path, eager: None, ledger: MemoryLedger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    configure_celery(Settings(instance_dir=tmp_path, mail_from=MAIL_FROM))
     caplog.set_level(logging.INFO, logger="ringfence.mailer")
+    message_id = ledger.add(make_notice())
 
-    result = send_invitation_email.delay(invitation_payload(make_notice())).get()
+    result = deliver_message.delay(message_id).get()
 
     assert result["status"] == "sent"
-    files = list((tmp_path / "outbox").glob("*-invitation-42.eml"))
-    assert [str(f) for f in files] == [result["detail"]]
-    assert f"Invitation 42 for sam@example.org: accept link {ACCEPT_URL}" in caplog.messages
+    (path,) = (tmp_path / "outbox").glob("*-invitation-42.eml")
+    assert result["detail"] == str(path)
+    assert ledger.sent == {message_id: str(path)}
+    assert ledger.failures == []
+    assert read_eml(path)["Subject"] == "Alex Chen invited you to Ringfence"
+    assert (
+        f"Invitation 42 for sam@example.org (message {message_id}): accept link {ACCEPT_URL}"
+        in caplog.messages
+    )
 
 
-def test_notifier_sends_through_eager_task(tmp_path: Path, celery_conf: None) -> None:
-    configure_celery(Settings(instance_dir=tmp_path, mail_from=MAIL_FROM))
+def test_second_delivery_of_the_same_message_is_skipped(
+    tmp_path: Path, eager: None, ledger: MemoryLedger
+) -> None:
+    message_id = ledger.add(make_notice())
 
-    CeleryNotifier().invitation_created(make_notice(invitation_id=7))
+    first = deliver_message.delay(message_id).get()
+    again = deliver_message.delay(message_id).get()
+
+    assert first["status"] == "sent"
+    assert again == {"status": "skipped"}
+    assert ledger.claims == [message_id, message_id]
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+def test_reminder_kind_is_sent_as_a_reminder(
+    tmp_path: Path, eager: None, ledger: MemoryLedger
+) -> None:
+    message_id = ledger.add(make_notice(), kind="reminder")
+
+    assert deliver_message.delay(message_id).get()["status"] == "sent"
 
     (path,) = (tmp_path / "outbox").glob("*.eml")
-    received = message_from_bytes(path.read_bytes(), policy=default_policy)
-    assert received["X-Ringfence-Invitation"] == "7"
+    reminder = read_eml(path)
+    assert reminder["Subject"] == "Reminder: Alex Chen invited you to Ringfence"
+    assert "A reminder" in parts(reminder)[0]
 
 
-def test_notifier_logs_instead_of_raising(
-    tmp_path: Path, celery_conf: None, caplog: pytest.LogCaptureFixture
+def test_outbox_write_failure_is_final_when_eager(
+    tmp_path: Path, eager: None, ledger: MemoryLedger
 ) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    configure_celery(Settings(instance_dir=tmp_path, outbox_dir=blocker / "outbox"))
+    ledger.transport["outbox_dir"] = str(blocker / "outbox")
+    message_id = ledger.add(make_notice())
 
-    CeleryNotifier().invitation_created(make_notice())  # must not raise
+    result = deliver_message.delay(message_id).get()  # must not raise
 
-    (record,) = [r for r in caplog.records if r.name == "ringfence.mailer"]
-    assert record.levelno == logging.ERROR
-    assert (
-        record.getMessage()
-        == "Invitation 42 for sam@example.org: could not send or queue the email"
+    assert result["status"] == "failed"
+    ((failed_id, reason, final),) = ledger.failures
+    assert (failed_id, final) == (message_id, True)
+    assert "cannot write the message" in reason
+    assert result["reason"] == reason
+
+
+def test_transient_failure_outside_eager_records_a_retry(
+    tmp_path: Path, eager: None, ledger: MemoryLedger
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    ledger.transport["outbox_dir"] = str(blocker / "outbox")
+    message_id = ledger.add(make_notice())
+
+    # Called directly, the task runs as in a worker (not eager); Celery's retry()
+    # re-raises the error when there is no worker to schedule the retry on.
+    with pytest.raises(TransientDeliveryError):
+        deliver_message(message_id)
+
+    assert [(i, final) for i, _, final in ledger.failures] == [(message_id, False)]
+    assert ledger.status[message_id] == "retry"
+
+
+def test_transient_failure_on_the_last_attempt_is_final(
+    tmp_path: Path, eager: None, ledger: MemoryLedger
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    ledger.transport["outbox_dir"] = str(blocker / "outbox")
+    message_id = ledger.add(make_notice())
+    ledger.attempts[message_id] = MAX_ATTEMPTS - 1  # earlier attempts, e.g. via the sweep
+
+    result = deliver_message(message_id)  # not eager, yet no retry
+
+    assert result["status"] == "failed"
+    assert [(i, final) for i, _, final in ledger.failures] == [(message_id, True)]
+
+
+def test_unexpected_error_is_recorded_and_raised(eager: None, ledger: MemoryLedger) -> None:
+    message_id = ledger.add(make_notice())
+    ledger.messages[message_id] = ("newsletter", ledger.messages[message_id][1])
+
+    with pytest.raises(ValueError, match="newsletter"):
+        deliver_message.delay(message_id)
+
+    ((failed_id, reason, final),) = ledger.failures
+    assert (failed_id, final) == (message_id, False)
+    assert reason.startswith("unexpected error: ValueError")
+
+
+def test_sweep_redelivers_exactly_the_unsent_messages(
+    tmp_path: Path, eager: None, ledger: MemoryLedger
+) -> None:
+    lost = ledger.add(make_notice(invitation_id=1))
+    sent = ledger.add(make_notice(invitation_id=2))
+    in_flight = ledger.add(make_notice(invitation_id=3))
+    also_lost = ledger.add(make_notice(invitation_id=4))
+    deliver_message.delay(sent).get()
+    assert ledger.claim(in_flight) is not None  # another worker is sending it
+    ledger.claims.clear()
+
+    assert sweep_unsent.delay().get() == 2
+
+    assert ledger.sweeps == [SWEEP_AGE]
+    assert ledger.claims == [lost, also_lost]
+    assert set(ledger.sent) == {lost, sent, also_lost}
+    names = sorted(p.name.rsplit("-", 1)[-1] for p in (tmp_path / "outbox").glob("*.eml"))
+    assert names == ["1.eml", "2.eml", "4.eml"]
+    assert sweep_unsent.delay().get() == 0  # nothing left to sweep
+
+
+def test_send_reminders_delivers_the_queued_reminders(
+    tmp_path: Path, eager: None, ledger: MemoryLedger
+) -> None:
+    ledger.to_remind = [make_notice(invitation_id=5), make_notice(invitation_id=6)]
+
+    assert send_reminders.delay().get() == 2
+
+    assert sorted(kind for kind, _ in ledger.messages.values()) == ["reminder", "reminder"]
+    assert len(ledger.sent) == 2
+    subjects = {read_eml(p)["Subject"] for p in (tmp_path / "outbox").glob("*.eml")}
+    assert subjects == {"Reminder: Alex Chen invited you to Ringfence"}
+    assert send_reminders.delay().get() == 0
+
+
+# -- CeleryNotifier --------------------------------------------------------------------
+
+
+def test_notifier_delivers_through_eager_task(
+    tmp_path: Path, eager: None, ledger: MemoryLedger
+) -> None:
+    message_id = ledger.add(make_notice(invitation_id=7))
+
+    CeleryNotifier().message_queued(message_id)
+
+    (path,) = (tmp_path / "outbox").glob("*.eml")
+    assert read_eml(path)["X-Ringfence-Invitation"] == "7"
+    assert message_id in ledger.sent
+
+
+def test_notifier_logs_instead_of_raising(
+    eager: None, ledger: MemoryLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    message_id = ledger.add(make_notice())
+    ledger.messages[message_id] = ("newsletter", ledger.messages[message_id][1])
+
+    CeleryNotifier().message_queued(message_id)  # must not raise
+
+    errors = [r for r in caplog.records if r.name == "ringfence.mailer"]
+    assert [r.levelno for r in errors] == [logging.ERROR]
+    assert errors[0].getMessage() == f"Message {message_id}: could not deliver or queue it"
+    assert errors[0].exc_info is not None
+
+
+def test_notifier_survives_an_unreachable_broker(
+    tmp_path: Path,
+    celery_conf: None,
+    ledger: MemoryLedger,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Port 1 on loopback: nothing listens, so the connection is refused at once.
+    configure_celery(Settings(instance_dir=tmp_path, broker_url="redis://127.0.0.1:1/0"))
+    celery_app.conf.update(
+        broker_connection_timeout=1, task_publish_retry_policy={"max_retries": 0}
     )
+    message_id = ledger.add(make_notice())
+
+    CeleryNotifier().message_queued(message_id)  # must not raise
+
+    assert ledger.claims == []  # nothing ran: the sweep will requeue it
+    (record,) = [r for r in caplog.records if r.name == "ringfence.mailer"]
+    assert record.getMessage() == f"Message {message_id}: could not deliver or queue it"
     assert record.exc_info is not None
+    assert "Connection refused" in str(record.exc_info[1])
+
+
+def test_send_test_to_the_outbox(tmp_path: Path) -> None:
+    transport = mail_config(Settings(instance_dir=tmp_path, mail_from=MAIL_FROM))
+
+    outcome = CeleryNotifier().send_test("ops@example.org", transport)
+
+    (path,) = (tmp_path / "outbox").glob("*-message.eml")
+    assert outcome == SendTestOutcome(ok=True, detail=str(path))
+    message = read_eml(path)
+    assert message["Subject"] == "Ringfence test email"
+    assert message["From"] == MAIL_FROM
+    assert message["To"] == "ops@example.org"
+    assert message.get_content_type() == "text/plain"
+    assert "test email from Ringfence" in message.get_content()
+
+
+@pytest.mark.parametrize(
+    ("to_address", "overrides", "why"),
+    [
+        ("ops@example.org", {"smtp_host": "mail.test", "smtp_security": "ssl"}, "smtp_security"),
+        ("ops@example.org\r\nBcc: victim@example.org", {}, "linefeed"),
+    ],
+)
+def test_send_test_reports_unusable_settings(
+    tmp_path: Path, to_address: str, overrides: dict[str, Any], why: str
+) -> None:
+    transport = {**mail_config(Settings(instance_dir=tmp_path)), **overrides}
+
+    outcome = CeleryNotifier().send_test(to_address, transport)
+
+    assert outcome.ok is False
+    assert why in outcome.detail
+    assert not (tmp_path / "outbox").exists()
+
+
+# -- worker wiring ---------------------------------------------------------------------
+
+
+def test_worker_argv(tmp_path: Path) -> None:
+    settings = Settings(instance_dir=tmp_path, log_level="WARNING")
+
+    assert worker_argv(settings, 3) == ["worker", "--loglevel", "WARNING", "--concurrency", "3"]
+    assert worker_argv(settings, 1, beat=True) == [
+        "worker",
+        "--loglevel",
+        "WARNING",
+        "--concurrency",
+        "1",
+        "-B",
+        "--schedule",
+        str(tmp_path / "celerybeat-schedule"),
+    ]
+
+
+def test_prepare_worker_configures_celery_and_installs_the_ledger(
+    tmp_path: Path, celery_conf: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mailer.delivery, "_ledger", None)
+    fake: DeliveryLedger = MemoryLedger({})
+    settings = Settings(instance_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")
+
+    app = prepare_worker(settings, fake)
+
+    assert app is celery_app
+    assert app.conf.task_always_eager is False
+    assert current_ledger() is fake
+
+
+def test_a_worker_needs_a_broker(
+    tmp_path: Path, celery_conf: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mailer.delivery, "_ledger", None)
+    with pytest.raises(SystemExit, match="RINGFENCE_BROKER_URL"):
+        prepare_worker(Settings(instance_dir=tmp_path), MemoryLedger({}))
+    monkeypatch.delenv("RINGFENCE_BROKER_URL", raising=False)
+    with pytest.raises(SystemExit, match="RINGFENCE_BROKER_URL"):
+        mailer.worker.app  # what ``celery -A mailer.worker`` looks up  # noqa: B018
+    assert mailer.delivery._ledger is None
 
 
 def test_outbox_file_shows_the_link_verbatim(tmp_path: Path) -> None:

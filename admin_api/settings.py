@@ -1,0 +1,41 @@
+"""Run-time settings: email delivery (SMTP) and the company-domain allow-list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from admin_api.schemas import (
+    EmailSettingsSchema,
+    EmailSettingsUpdateSchema,
+    EmailTestResultSchema,
+    EmailTestSchema,
+)
+from gateway.http import current_actor, services
+
+blp = Blueprint("settings", __name__, url_prefix="/settings", description="Email settings")
+
+
+@blp.route("/email")
+class EmailSettings(MethodView):
+    @blp.response(200, EmailSettingsSchema)
+    def get(self) -> Any:
+        """The email settings in effect (the password is never returned)."""
+        return services().settings.read_email(current_actor())
+
+    @blp.arguments(EmailSettingsUpdateSchema)
+    @blp.response(200, EmailSettingsSchema)
+    def patch(self, changes: dict[str, Any]) -> Any:
+        """Change some email settings; an empty ``smtp_host`` goes back to the outbox folder."""
+        return services().settings.update_email(current_actor(), changes)
+
+
+@blp.route("/email/test")
+class EmailTest(MethodView):
+    @blp.arguments(EmailTestSchema)
+    @blp.response(200, EmailTestResultSchema)
+    def post(self, args: dict[str, str]) -> Any:
+        """Send a test email now and report what the SMTP server answered."""
+        return services().settings.send_test_email(current_actor(), args["to"])

@@ -1,0 +1,212 @@
+"""The delivery ledger: the outbox table as the mail tasks see it (``mailer.delivery``).
+
+Each claim is a conditional update, so a message is sent at most once per attempt
+however often its task is delivered; each outcome is recorded on the message and on its
+invitation, and audited.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.config import Settings
+from gateway.db import make_engine, make_session_factory
+from gateway.engine import DecisionEngine
+from gateway.models import DeliveryStatus, Invitation, OutboxMessage, utcnow
+from gateway.notifier import Notifier, TestOutcome
+from gateway.security import unseal
+from gateway.services.base import SYSTEM, UnitOfWork
+from gateway.services.invitations import audit_each_workspace
+from mailer.delivery import Outgoing
+
+# A claim older than this is taken to belong to a worker that died mid-send.
+CLAIM_LEASE = timedelta(minutes=5)
+# Longer than the largest retry back-off: a retry still waiting this long was lost.
+RETRY_LOST_AFTER = timedelta(minutes=15)
+
+
+class _Silent:
+    """The ledger's own services publish nothing: the task that asked delivers."""
+
+    def message_queued(self, message_id: int) -> None:
+        return None
+
+    def send_test(self, to_address: str, transport: dict[str, Any]) -> TestOutcome:
+        raise NotImplementedError
+
+
+class DatabaseLedger:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        engine: DecisionEngine,
+        settings: Settings,
+    ) -> None:
+        self.session_factory = session_factory
+        self.engine = engine
+        self.settings = settings
+
+    def _services(self, session: Session) -> Any:
+        from gateway.services import Services
+
+        notifier: Notifier = _Silent()
+        return Services(session, self.engine, notifier, self.settings)
+
+    def claim(self, message_id: int) -> Outgoing | None:
+        """The message to send now, or None if sent, failed or being sent already."""
+        now = utcnow()
+        with self.session_factory() as session:
+            claimed = session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == message_id,
+                    or_(
+                        OutboxMessage.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+                        (OutboxMessage.status == DeliveryStatus.SENDING)
+                        & (OutboxMessage.claimed_at < now - CLAIM_LEASE),
+                    ),
+                )
+                .values(
+                    status=DeliveryStatus.SENDING,
+                    attempts=OutboxMessage.attempts + 1,
+                    claimed_at=now,
+                )
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            message = session.get(OutboxMessage, message_id)
+            assert message is not None and message.sealed_payload is not None
+            payload = unseal(self.settings.secret_key, message.sealed_payload)
+            transport = self._services(session).settings.transport_config()
+            session.commit()
+            return Outgoing(message.id, message.kind, payload, transport, message.attempts)
+
+    def record_sent(self, message_id: int, detail: str) -> None:
+        self._record(message_id, DeliveryStatus.SENT, detail)
+
+    def record_failure(self, message_id: int, reason: str, *, final: bool) -> None:
+        self._record(message_id, DeliveryStatus.FAILED if final else DeliveryStatus.RETRY, reason)
+
+    def _record(self, message_id: int, status: DeliveryStatus, detail: str) -> None:
+        with self.session_factory() as session:
+            message = session.get(OutboxMessage, message_id)
+            if message is None:
+                return
+            uow = UnitOfWork(session, self.engine)
+            with uow.change(SYSTEM) as changes:
+                message.status = status
+                message.detail = detail[:2000]
+                if status == DeliveryStatus.SENT:
+                    message.sent_at = utcnow()
+                if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED):
+                    message.sealed_payload = None  # the link is not kept once it is out
+                invitation = (
+                    session.get(Invitation, message.invitation_id)
+                    if message.invitation_id
+                    else None
+                )
+                if invitation is None:
+                    return
+                # Only the latest message speaks for the invitation (a resend replaces it).
+                latest = session.scalar(
+                    select(OutboxMessage.id)
+                    .where(OutboxMessage.invitation_id == invitation.id)
+                    .order_by(OutboxMessage.id.desc())
+                    .limit(1)
+                )
+                if latest != message.id:
+                    return
+                invitation.delivery_status = status
+                invitation.delivery_detail = message.detail
+                invitation.delivery_attempts = message.attempts
+                if status == DeliveryStatus.SENT:
+                    invitation.sent_at = message.sent_at
+                if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED):
+                    audit_each_workspace(
+                        changes,
+                        invitation,
+                        f"invitation.{status}",
+                        after={
+                            "kind": message.kind,
+                            "detail": message.detail,
+                            "attempts": message.attempts,
+                        },
+                    )
+
+    def unsent(self, older_than_seconds: float) -> list[int]:
+        """Messages whose task was lost: queued too long, or claimed or retrying by a
+        worker that is gone."""
+        now = utcnow()
+        with self.session_factory() as session:
+            return list(
+                session.scalars(
+                    select(OutboxMessage.id)
+                    .where(
+                        or_(
+                            (OutboxMessage.status == DeliveryStatus.QUEUED)
+                            & (
+                                OutboxMessage.created_at
+                                < now - timedelta(seconds=older_than_seconds)
+                            ),
+                            (OutboxMessage.status == DeliveryStatus.SENDING)
+                            & (OutboxMessage.claimed_at < now - CLAIM_LEASE),
+                            (OutboxMessage.status == DeliveryStatus.RETRY)
+                            & (OutboxMessage.claimed_at < now - RETRY_LOST_AFTER),
+                        )
+                    )
+                    .order_by(OutboxMessage.id)
+                    .limit(1000)
+                )
+            )
+
+    def queue_reminders(self) -> list[int]:
+        with self.session_factory() as session:
+            return list(
+                self._services(session).invitations.queue_reminders(
+                    self.settings.reminder_after_days
+                )
+            )
+
+
+class WorkerLedger:
+    """The ledger for a Celery worker: connects lazily, once per process, because prefork
+    workers must not share the parent's database connections."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid = 0
+        self._ledger: DatabaseLedger | None = None
+
+    def _current(self) -> DatabaseLedger:
+        if self._ledger is None or self._pid != os.getpid():
+            db = make_engine(self.settings.sqlalchemy_url)
+            # Deliveries change no rules; an empty engine is enough for the unit of work.
+            engine = DecisionEngine(self.settings.model_path)
+            self._ledger = DatabaseLedger(make_session_factory(db), engine, self.settings)
+            self._pid = os.getpid()
+        return self._ledger
+
+    def claim(self, message_id: int) -> Outgoing | None:
+        return self._current().claim(message_id)
+
+    def record_sent(self, message_id: int, detail: str) -> None:
+        self._current().record_sent(message_id, detail)
+
+    def record_failure(self, message_id: int, reason: str, *, final: bool) -> None:
+        self._current().record_failure(message_id, reason, final=final)
+
+    def unsent(self, older_than_seconds: float) -> list[int]:
+        return self._current().unsent(older_than_seconds)
+
+    def queue_reminders(self) -> list[int]:
+        return self._current().queue_reminders()
+
+
+def ledger_for_settings(settings: Settings) -> WorkerLedger:
+    """Entry point ``ringfence.delivery_ledger`` (for ``celery -A mailer.worker``)."""
+    return WorkerLedger(settings)

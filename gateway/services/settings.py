@@ -1,0 +1,179 @@
+"""Run-time settings an admin changes through the API: email (SMTP) delivery and the
+company-domain allow-list. Stored in ``app_settings``; unset fields fall back to the
+environment's :class:`Settings`. The SMTP password is sealed at rest and never returned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from gateway.config import Settings
+from gateway.errors import InvalidInput
+from gateway.models import AppSetting
+from gateway.notifier import Notifier, TestOutcome
+from gateway.permissions import Permission
+from gateway.rules import ALL_WORKSPACES
+from gateway.security import seal, unseal
+from gateway.services.base import Actor, Authorizer, UnitOfWork
+
+EMAIL = "email"
+EMAIL_FIELDS = (
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+    "smtp_username",
+    "smtp_timeout",
+    "mail_from",
+    "allowed_domains",
+)
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str
+    smtp_username: str
+    smtp_timeout: float
+    mail_from: str
+    allowed_domains: list[str]
+    password_set: bool
+
+    @property
+    def transport(self) -> str:
+        return "smtp" if self.smtp_host else "outbox"
+
+
+def parse_domains(text: str) -> list[str]:
+    return sorted({d.strip().lower().lstrip("@") for d in text.split(",") if d.strip()})
+
+
+class SettingsService:
+    def __init__(
+        self,
+        session: Session,
+        uow: UnitOfWork,
+        authorizer: Authorizer,
+        notifier: Notifier,
+        settings: Settings,
+    ) -> None:
+        self.session = session
+        self.uow = uow
+        self.authorizer = authorizer
+        self.notifier = notifier
+        self.settings = settings
+
+    def _stored(self) -> dict[str, Any]:
+        row = self.session.get(AppSetting, EMAIL)
+        return dict(row.value) if row else {}
+
+    def email(self) -> EmailSettings:
+        """The effective email settings: stored values over the environment's."""
+        stored = self._stored()
+        env = self.settings
+        return EmailSettings(
+            smtp_host=stored.get("smtp_host", env.smtp_host),
+            smtp_port=int(stored.get("smtp_port", env.smtp_port)),
+            smtp_security=stored.get("smtp_security", env.smtp_security),
+            smtp_username=stored.get("smtp_username", env.smtp_username),
+            smtp_timeout=float(stored.get("smtp_timeout", env.smtp_timeout)),
+            mail_from=stored.get("mail_from", env.mail_from),
+            allowed_domains=stored.get("allowed_domains", parse_domains(env.allowed_email_domains)),
+            password_set=bool(stored.get("smtp_password_sealed") or env.smtp_password),
+        )
+
+    def read_email(self, actor: Actor) -> EmailSettings:
+        """The email settings, for admins with ``settings:write`` everywhere."""
+        self.authorizer.require(actor, Permission.SETTINGS_WRITE, ALL_WORKSPACES)
+        return self.email()
+
+    def update_email(self, actor: Actor, changes: dict[str, Any]) -> EmailSettings:
+        """Change some email settings; ``smtp_password`` is write-only (empty clears it)."""
+        self.authorizer.require(actor, Permission.SETTINGS_WRITE, ALL_WORKSPACES)
+        unknown = set(changes) - {*EMAIL_FIELDS, "smtp_password"}
+        if unknown:
+            raise InvalidInput(f"Unknown email settings: {', '.join(sorted(unknown))}")
+        before = self.email()
+        stored = self._stored()
+        for field in EMAIL_FIELDS:
+            if field in changes:
+                stored[field] = changes[field]
+        if "allowed_domains" in changes:
+            stored["allowed_domains"] = sorted(
+                {d.lower().lstrip("@") for d in changes["allowed_domains"]}
+            )
+        if "smtp_password" in changes:
+            password = changes["smtp_password"]
+            stored["smtp_password_sealed"] = (
+                seal(self.settings.secret_key, {"password": password}) if password else ""
+            )
+        with self.uow.change(actor) as change:
+            row = self.session.get(AppSetting, EMAIL)
+            if row is None:
+                row = AppSetting(key=EMAIL, value=stored, updated_by_id=actor.user_id)
+                self.session.add(row)
+            else:
+                row.value = stored
+                row.updated_by_id = actor.user_id
+            after = self.email()
+            change.audit(
+                "settings.email.updated",
+                "settings",
+                EMAIL,
+                "email",
+                None,
+                _public(before),
+                {**_public(after), "password_changed": "smtp_password" in changes},
+            )
+        return after
+
+    def transport_config(self) -> dict[str, Any]:
+        """The plain mail transport configuration the mailer sends with (password included)."""
+        email = self.email()
+        sealed = self._stored().get("smtp_password_sealed")
+        if sealed:
+            password = str(unseal(self.settings.secret_key, sealed)["password"])
+        elif sealed == "":
+            password = ""
+        else:
+            password = self.settings.smtp_password
+        return {
+            "smtp_host": email.smtp_host,
+            "smtp_port": email.smtp_port,
+            "smtp_security": email.smtp_security,
+            "smtp_username": email.smtp_username,
+            "smtp_password": password,
+            "smtp_timeout": email.smtp_timeout,
+            "mail_from": email.mail_from,
+            "outbox_dir": str(self.settings.outbox_path),
+        }
+
+    def send_test_email(self, actor: Actor, to_address: str) -> TestOutcome:
+        """Send a test message now with the current settings; the SMTP outcome."""
+        self.authorizer.require(actor, Permission.SETTINGS_WRITE, ALL_WORKSPACES)
+        outcome = self.notifier.send_test(to_address, self.transport_config())
+        with self.uow.change(actor) as change:
+            change.audit(
+                "settings.email.tested",
+                "settings",
+                EMAIL,
+                "email",
+                None,
+                after={"to": to_address, "ok": outcome.ok, "detail": outcome.detail},
+            )
+        return outcome
+
+
+def _public(email: EmailSettings) -> dict[str, Any]:
+    return {
+        "smtp_host": email.smtp_host,
+        "smtp_port": email.smtp_port,
+        "smtp_security": email.smtp_security,
+        "smtp_username": email.smtp_username,
+        "smtp_timeout": email.smtp_timeout,
+        "mail_from": email.mail_from,
+        "allowed_domains": email.allowed_domains,
+        "password_set": email.password_set,
+    }
