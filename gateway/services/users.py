@@ -170,39 +170,24 @@ class UserService:
         if user.status != UserStatus.ACTIVE:
             raise Conflict(f"User {user_id} is {user.status}, not active")
         self._protect_last_superadmin(user, "deactivate")
-        with self.uow.change(actor) as changes:
-            before = user_snapshot(user)
-            user.status = UserStatus.DEACTIVATED
-            user.session_version += 1  # ends every existing token at once
-            changes.engine(SubjectChanged(user.id, user.email, active=False))
-            changes.audit_each(
-                before["roles"],
-                "user.deactivated",
-                "user",
-                user.id,
-                user.name,
-                before,
-                user_snapshot(user),
-            )
-        return self.view(user)
+        return self._set_status(actor, user, UserStatus.DEACTIVATED, "user.deactivated")
 
     def reactivate(self, actor: Actor, user_id: int) -> UserView:
         """A deactivated user becomes active again, with the grants they had."""
         user = self._target(actor, user_id, Permission.USERS_DEACTIVATE)
         if user.status != UserStatus.DEACTIVATED:
             raise Conflict(f"User {user_id} is {user.status}, not deactivated")
+        return self._set_status(actor, user, UserStatus.ACTIVE, "user.reactivated")
+
+    def _set_status(self, actor: Actor, user: User, status: UserStatus, action: str) -> UserView:
         with self.uow.change(actor) as changes:
             before = user_snapshot(user)
-            user.status = UserStatus.ACTIVE
-            changes.engine(SubjectChanged(user.id, user.email, active=True))
+            user.status = status
+            if status != UserStatus.ACTIVE:
+                user.session_version += 1  # ends every existing token at once
+            changes.engine(SubjectChanged(user.id, user.email, active=status == UserStatus.ACTIVE))
             changes.audit_each(
-                before["roles"],
-                "user.reactivated",
-                "user",
-                user.id,
-                user.name,
-                before,
-                user_snapshot(user),
+                before["roles"], action, "user", user.id, user.name, before, user_snapshot(user)
             )
         return self.view(user)
 
