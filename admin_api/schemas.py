@@ -14,6 +14,10 @@ SLUG = validate.Regexp(
     r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
     error="Use 1-63 lowercase letters, digits and hyphens, not starting or ending with a hyphen",
 )
+SLUG_OR_ALL = validate.Regexp(
+    r"^(\*|[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)$",
+    error="Use a workspace slug, or * for every workspace",
+)
 ROLE = validate.Regexp(r"^[a-z0-9_-]{1,63}$", error="Not a role name")
 NAME = validate.Length(min=1, max=200)
 
@@ -115,7 +119,11 @@ class RolesSchema(StrictSchema):
 
 
 class GrantSchema(StrictSchema):
-    workspace = fields.String(required=True, validate=SLUG)
+    workspace = fields.String(
+        required=True,
+        validate=SLUG_OR_ALL,
+        metadata={"description": "A workspace slug, or * for every workspace"},
+    )
     role = fields.String(required=True, validate=ROLE)
 
 

@@ -19,7 +19,7 @@ import casbin
 from casbin import persist
 from casbin.util import key_match
 
-from gateway.rules import ALL_WORKSPACES, ROLE_PREFIX, Rule, user_subject
+from gateway.rules import ALL_WORKSPACES, ROLE_PREFIX, Rule, role_subject, user_subject
 
 log = logging.getLogger("ringfence.engine")
 
@@ -224,6 +224,18 @@ class DecisionEngine:
             return bool(self._enforcer.enforce(user_subject(user_id), domain, resource, action))
         except Exception:
             return False
+
+    def role_permissions(self, role: str, workspace: str) -> set[tuple[str, str]]:
+        """(resource, action) pairs that holding ``role`` in ``workspace`` gives, inherited
+        ones included (wildcards as written: ``*`` stays ``*``)."""
+        subject = role_subject(role)
+        with self._lock:
+            subjects = {subject, *self._enforcer.get_implicit_roles_for_user(subject, workspace)}
+            return {
+                (rule[2], rule[3])
+                for rule in self._enforcer.get_policy()
+                if rule[0] in subjects and key_match(workspace, rule[1])
+            }
 
     def roles_in(self, workspace: str) -> set[str]:
         """Roles that may be granted in ``workspace``: shared ones and its own."""

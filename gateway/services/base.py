@@ -198,6 +198,25 @@ class Authorizer:
         for workspace in sorted(set(workspaces)) or [ALL_WORKSPACES]:
             self.require(actor, permission, workspace)
 
+    def require_can_grant(self, actor: Actor, role: str, workspace: str) -> None:
+        """No escalation: ``actor`` may grant ``role`` in ``workspace`` only if they hold
+        every permission it gives there themselves."""
+        if actor.user_id is None:
+            return
+        missing = sorted(
+            f"{resource}:{action}"
+            for resource, action in self.engine.role_permissions(role, workspace)
+            if not self.engine.permits(actor.user_id, workspace, resource, action)
+        )
+        if missing:
+            raise Forbidden(
+                f"You cannot grant '{role}' in '{workspace}': it gives permissions you do "
+                f"not hold there ({', '.join(missing)})",
+                role=role,
+                workspace=workspace,
+                missing_permissions=missing,
+            )
+
     def workspaces_where(self, actor: Actor, permission: Permission) -> set[str] | None:
         """Workspaces where ``actor`` holds ``permission``; None means all of them."""
         if self.can(actor, permission, ALL_WORKSPACES):

@@ -14,7 +14,7 @@ from gateway.models import Grant, User, UserStatus
 from gateway.permissions import Permission
 from gateway.rules import ALL_WORKSPACES, GrantKey, grant_rule
 from gateway.services.base import Actor, Authorizer, ChangeSet, UnitOfWork
-from gateway.services.users import UserService
+from gateway.services.users import SUPERADMIN_ROLE, UserService
 from gateway.services.workspaces import WorkspaceService
 
 
@@ -70,6 +70,10 @@ class GrantService:
         wanted = set(roles)
         if wanted == set(current):
             return self.engine.revision
+        for role in sorted(wanted - set(current)):
+            self.authorizer.require_can_grant(actor, role, workspace)
+        if SUPERADMIN_ROLE in set(current) - wanted and workspace == ALL_WORKSPACES:
+            self.users.protect_last_superadmin(user, "demote")
         with self.uow.change(actor) as changes:
             before = sorted(current)
             for role in sorted(set(current) - wanted):
@@ -91,6 +95,7 @@ class GrantService:
         """Give the user ``role`` in ``workspace``; the new revision."""
         user = self._target(actor, user_id, workspace)
         self.require_roles_exist(workspace, [role])
+        self.authorizer.require_can_grant(actor, role, workspace)
         roles = sorted(g.role for g in user.grants if g.workspace_slug == workspace)
         if role in roles:
             raise Conflict(f"User {user_id} already has role '{role}' in '{workspace}'")
@@ -115,6 +120,8 @@ class GrantService:
         )
         if grant is None:
             raise NotFound(f"User {user_id} has no role '{role}' in '{workspace}'")
+        if role == SUPERADMIN_ROLE and workspace == ALL_WORKSPACES:
+            self.users.protect_last_superadmin(user, "demote")
         roles = sorted(g.role for g in user.grants if g.workspace_slug == workspace)
         with self.uow.change(actor) as changes:
             remove_grant(changes, user, grant)

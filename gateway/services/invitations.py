@@ -168,6 +168,9 @@ class InvitationService:
             self.grants.require_roles_exist(
                 workspace, [r.role for r in entries if r.workspace == workspace]
             )
+            for entry in entries:
+                if entry.workspace == workspace:
+                    self.authorizer.require_can_grant(actor, entry.role, workspace)
         allowed = self.settings_service.email().allowed_domains
         if not email_domain_allowed(email, allowed):
             raise InvalidInput(

@@ -169,7 +169,7 @@ class UserService:
         user = self._target(actor, user_id, Permission.USERS_DEACTIVATE)
         if user.status != UserStatus.ACTIVE:
             raise Conflict(f"User {user_id} is {user.status}, not active")
-        self._protect_last_superadmin(user, "deactivate")
+        self.protect_last_superadmin(user, "deactivate")
         return self._set_status(actor, user, UserStatus.DEACTIVATED, "user.deactivated")
 
     def reactivate(self, actor: Actor, user_id: int) -> UserView:
@@ -194,7 +194,7 @@ class UserService:
     def remove(self, actor: Actor, user_id: int) -> int:
         """Delete the account and its grants (and their rules); audit history stays."""
         user = self._target(actor, user_id, Permission.USERS_REMOVE)
-        self._protect_last_superadmin(user, "remove")
+        self.protect_last_superadmin(user, "remove")
         with self.uow.change(actor) as changes:
             before = user_snapshot(user)
             for grant in user.grants:
@@ -223,7 +223,8 @@ class UserService:
         self.authorizer.require_all(actor, permission, workspaces)
         return user
 
-    def _protect_last_superadmin(self, user: User, verb: str) -> None:
+    def protect_last_superadmin(self, user: User, verb: str) -> None:
+        """Conflict if ``user`` is the last active super admin (nobody could administer)."""
         if not any(
             g.role == SUPERADMIN_ROLE and g.workspace_slug == ALL_WORKSPACES for g in user.grants
         ):
