@@ -56,6 +56,7 @@ def install_delivery_ledger(
 def create_app(settings: Settings | None = None, notifier: Notifier | None = None) -> Flask:
     """A ready gateway on a migrated database (``ringfence init`` migrates it)."""
     settings = (settings or load_settings()).with_secret()
+    logging.getLogger("casbin").setLevel(logging.WARNING)  # it logs the model at INFO
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
