@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -19,4 +20,4 @@ class Login(MethodView):
     @blp.response(200, TokenSchema)
     def post(self, args: dict[str, str]) -> Any:
         """Exchange email and password for a signed access token (JWT)."""
-        return services().auth.login(args["email"], args["password"])
+        return services().auth.login(args["email"], args["password"], request.remote_addr or "")

@@ -14,7 +14,7 @@ from flask import Blueprint, render_template, request
 
 from gateway.errors import InvalidInput, RingfenceError
 from gateway.http import services
-from gateway.services.invitations import MIN_PASSWORD_LENGTH
+from gateway.passwords import MIN_PASSWORD_LENGTH
 
 bp = Blueprint("accept_page", __name__, template_folder="templates")
 

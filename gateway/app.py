@@ -20,8 +20,9 @@ from gateway.engine import DecisionEngine
 from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
-from gateway.services import load_engine
+from gateway.services import load_engine, login_throttle
 from gateway.sync import RevisionPoller
+from gateway.throttle import LoginThrottle
 
 
 @dataclass
@@ -33,6 +34,7 @@ class GatewayState:
     session_factory: sessionmaker[Session]
     engine: DecisionEngine
     notifier: Notifier
+    throttle: LoginThrottle
 
 
 def default_notifier(settings: Settings) -> Notifier:
@@ -95,7 +97,12 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     )
     install_delivery_ledger(session_factory, engine, settings)
     app.extensions["ringfence"] = GatewayState(
-        settings, db, session_factory, engine, notifier or default_notifier(settings)
+        settings,
+        db,
+        session_factory,
+        engine,
+        notifier or default_notifier(settings),
+        login_throttle(settings),
     )
     if settings.revision_poll_seconds > 0:
         app.extensions["ringfence_poller"] = RevisionPoller(

@@ -102,7 +102,9 @@ def services() -> Services:
     if "services" not in g:
         state = current_app.extensions["ringfence"]
         g.db_session = state.session_factory()
-        g.services = Services(g.db_session, state.engine, state.notifier, state.settings)
+        g.services = Services(
+            g.db_session, state.engine, state.notifier, state.settings, state.throttle
+        )
     return g.services
 
 

@@ -25,20 +25,26 @@ from gateway.services.settings import SettingsService
 from gateway.services.setup import SetupService
 from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
+from gateway.throttle import LoginThrottle
 
 __all__ = ["Actor", "Services", "load_engine", "reload_engine"]
 
 
 class Services:
     def __init__(
-        self, session: Session, engine: DecisionEngine, notifier: Notifier, settings: Settings
+        self,
+        session: Session,
+        engine: DecisionEngine,
+        notifier: Notifier,
+        settings: Settings,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         uow = UnitOfWork(session, engine)
         authorizer = Authorizer(session, engine)
         self.session = session
         self.engine = engine
         self.authorizer = authorizer
-        self.auth = AuthService(session, settings)
+        self.auth = AuthService(session, settings, throttle or login_throttle(settings))
         self.audit = AuditService(session, authorizer)
         self.decisions = DecisionService(engine)
         self.workspaces = WorkspaceService(session, uow, authorizer)
@@ -50,6 +56,14 @@ class Services:
         )
         self.policies = PolicyService(session, uow)
         self.setup = SetupService(session, uow)
+
+
+def login_throttle(settings: Settings) -> LoginThrottle:
+    return LoginThrottle(
+        settings.rate_limit_storage_url,
+        settings.login_failures_per_account,
+        settings.login_failures_per_client,
+    )
 
 
 def load_engine(db: Engine, session: Session, settings: Settings) -> DecisionEngine:

@@ -11,6 +11,7 @@ from gateway.config import Settings
 from gateway.errors import InvalidCredentials, Unauthorized
 from gateway.models import User, UserStatus, utcnow
 from gateway.security import issue_access_token, read_access_token, verify_password
+from gateway.throttle import LoginThrottle
 
 
 @dataclass(frozen=True)
@@ -21,18 +22,23 @@ class IssuedToken:
 
 
 class AuthService:
-    def __init__(self, session: Session, settings: Settings) -> None:
+    def __init__(self, session: Session, settings: Settings, throttle: LoginThrottle) -> None:
         self.session = session
         self.settings = settings
+        self.throttle = throttle
 
-    def login(self, email: str, password: str) -> IssuedToken:
+    def login(self, email: str, password: str, client: str = "") -> IssuedToken:
         """A signed access token for an active user with the right password. The error
         is the same whether the address is unknown, the password wrong or the account
-        inactive, so that login reveals nothing about who has an account."""
+        inactive, and failures are throttled per address and per ``client`` alike, so
+        that login reveals nothing about who has an account."""
+        self.throttle.check(email, client)
         user = self.session.scalar(select(User).where(User.email == email.strip().lower()))
         password_ok = verify_password(user.password_hash if user else None, password)
         if user is None or not password_ok or user.status != UserStatus.ACTIVE:
+            self.throttle.failed(email, client)
             raise InvalidCredentials()
+        self.throttle.succeeded(email)
         user.last_login_at = utcnow()
         self.session.commit()
         token = issue_access_token(

@@ -35,14 +35,13 @@ from gateway.models import (
     utcnow,
 )
 from gateway.notifier import InvitationNotice, Notifier
+from gateway.passwords import require_acceptable_password
 from gateway.permissions import Permission
 from gateway.security import hash_password, new_token, seal, token_digest
 from gateway.services.base import SYSTEM, Actor, Authorizer, ChangeSet, Page, UnitOfWork
 from gateway.services.grants import GrantService, add_grant
 from gateway.services.settings import SettingsService
 from gateway.services.users import user_snapshot
-
-MIN_PASSWORD_LENGTH = 12
 
 
 @dataclass(frozen=True)
@@ -388,11 +387,7 @@ class InvitationService:
     def accept(self, token: str, password: str, name: str | None = None) -> User:
         """Redeem a one-time token: the person becomes active with the invited roles.
         Of two concurrent accepts of one token exactly one succeeds."""
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise InvalidInput(
-                f"The password must have at least {MIN_PASSWORD_LENGTH} characters",
-                errors={"password": [f"at least {MIN_PASSWORD_LENGTH} characters"]},
-            )
+        require_acceptable_password(password)
         state = self.token_state(token)
         invitation = state.invitation
         if not state.usable or invitation is None or invitation.user_id is None:

@@ -1,0 +1,45 @@
+"""Sign-in throttling: after too many failures for one address or from one client, sign-in
+is refused for a while. Keyed by the address as typed (normalised), whether or not an
+account exists, so the answers reveal nothing about who has an account.
+
+Counters live in memory by default; ``RINGFENCE_RATE_LIMIT_STORAGE_URL`` (e.g. a Redis
+URL) shares them between replicas.
+"""
+
+from __future__ import annotations
+
+import time
+
+from limits import RateLimitItem, parse, storage, strategies
+
+from gateway.errors import TooManyRequests
+
+
+class LoginThrottle:
+    def __init__(self, storage_url: str, per_account: str, per_client: str) -> None:
+        self._limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_url))
+        self._per_account: RateLimitItem = parse(per_account)
+        self._per_client: RateLimitItem = parse(per_client)
+
+    def _keys(self, email: str, client: str) -> list[tuple[RateLimitItem, str]]:
+        return [
+            (self._per_account, f"login-account:{email.strip().lower()}"),
+            (self._per_client, f"login-client:{client}"),
+        ]
+
+    def check(self, email: str, client: str) -> None:
+        """TooManyRequests if either the address or the client is locked out."""
+        for item, key in self._keys(email, client):
+            if not self._limiter.test(item, key):
+                reset = self._limiter.get_window_stats(item, key).reset_time
+                wait = max(1, int(reset - time.time()) + 1)
+                raise TooManyRequests(
+                    f"Too many failed sign-ins; try again in {wait} s", retry_after=wait
+                )
+
+    def failed(self, email: str, client: str) -> None:
+        for item, key in self._keys(email, client):
+            self._limiter.hit(item, key)
+
+    def succeeded(self, email: str) -> None:
+        self._limiter.clear(self._per_account, f"login-account:{email.strip().lower()}")
