@@ -32,6 +32,10 @@ class Settings:
     # Company email domains that may be invited, comma-separated; empty allows any.
     # The admin API's email settings override it.
     allowed_email_domains: str = ""
+    # Sign-in throttling (limits' notation): failures per address, and per client address.
+    login_failures_per_account: str = "5 per 15 minutes"
+    login_failures_per_client: str = "30 per 15 minutes"
+    rate_limit_storage_url: str = "memory://"  # e.g. redis://127.0.0.1:6379/1 for replicas
     resend_interval_seconds: int = 60  # at most one resend per invitation this often
     reminder_after_days: int = 3  # remind people pending this long once; 0: never
     max_body_bytes: int = 1024 * 1024
@@ -49,6 +53,17 @@ class Settings:
     smtp_timeout: float = 10.0
     mail_from: str = "Ringfence <no-reply@localhost>"
     outbox_dir: Path | None = None  # None: instance_dir/outbox
+    # Mail delivery timing, used by the Celery worker. A failed attempt that may succeed
+    # later (server away, 4xx) is retried after a back-off that starts at
+    # mail_retry_backoff_seconds and doubles up to mail_retry_backoff_max_seconds
+    # (jittered), until mail_max_attempts attempts were made (the first included).
+    mail_retry_backoff_seconds: float = 30.0
+    mail_retry_backoff_max_seconds: float = 600.0
+    mail_max_attempts: int = 6
+    # Beat runs the outbox sweep this often; it requeues messages still queued after
+    # outbox_sweep_after_seconds (their task was lost, e.g. the broker was down).
+    outbox_sweep_interval_seconds: float = 60.0
+    outbox_sweep_after_seconds: float = 60.0
     admin_email: str = "admin@example.com"
     admin_name: str = "Super Admin"
     log_level: str = "INFO"
