@@ -1,0 +1,383 @@
+"""An invitation's life through HTTP: racing accepts of one link, inviting someone who
+already has an account, the company-domain allow-list, the resend limit, the report of
+invitations still waiting, reminders, and what dead links say."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from datetime import timedelta
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+from sqlalchemy.orm import Session
+
+from gateway.db import make_engine
+from gateway.models import Invitation, utcnow
+from gateway.services.delivery import DatabaseLedger
+from mailer.tasks import deliver_message
+from tests.helpers import (
+    PASSWORD,
+    LiveServer,
+    accept_invitation,
+    accept_token,
+    assert_problem,
+    create_workspaces,
+    invite,
+    onboard,
+    outbox_messages,
+    post_check,
+    post_invitation,
+    run_cli,
+    set_invitation_expiry,
+)
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def newest_token(server: LiveServer, email: str) -> str:
+    """The accept token of the newest email to ``email`` in the outbox folder."""
+    mine = [m for m in outbox_messages(server.settings) if m["To"].addresses[0].addr_spec == email]
+    assert mine, f"no email to {email}"
+    return unquote(accept_token(mine[-1]))
+
+
+def age_invitation(server: LiveServer, invitation_id: int, days: float) -> None:
+    """Make an invitation ``days`` old (setup only: waiting days is not a test)."""
+    db = make_engine(server.settings.sqlalchemy_url)
+    try:
+        with Session(db) as session, session.begin():
+            invitation = session.get(Invitation, invitation_id)
+            assert invitation is not None
+            invitation.created_at = utcnow() - timedelta(days=days)
+    finally:
+        db.dispose()
+
+
+def allowed(server: LiveServer, subject: str, workspace: str, action: str = "read") -> bool:
+    with server.client() as anonymous:
+        response = post_check(anonymous, subject, workspace, "documents", action)
+    return response.json()["allowed"]  # type: ignore[no-any-return]
+
+
+def audit(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
+    response = client.get("/audit", params={"page_size": 100, **params})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def listed(client: httpx.Client, **params: Any) -> list[int]:
+    response = client.get("/invitations", params={"page_size": 100, **params})
+    assert response.status_code == 200, response.text
+    return [i["id"] for i in response.json()]
+
+
+def doctor_agrees(server: LiveServer) -> None:
+    result = run_cli(server.settings, "doctor")
+    assert result.exit_code == 0, result.output
+
+
+# -- accepting ----------------------------------------------------------------------------
+
+
+def test_concurrent_accepts_of_one_link_activate_once(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme", "globex")
+    invitation = invite(admin, "john@example.com", [("acme", "editor"), ("globex", "viewer")])
+    token = newest_token(server, "john@example.com")
+    racers = 8
+    start = threading.Barrier(racers)
+    statuses: list[int] = []
+    bodies: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def accept(i: int) -> None:
+        with server.client() as anonymous:
+            start.wait(timeout=10)
+            response = anonymous.post(
+                "/invitations/accept",
+                json={"token": token, "password": PASSWORD, "name": f"John {i}"},
+            )
+        with lock:
+            statuses.append(response.status_code)
+            bodies.append(response.json())
+
+    threads = [threading.Thread(target=accept, args=(i,)) for i in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(statuses) == racers, statuses
+    assert statuses.count(200) == 1, statuses
+    # The others learn the link is used; SQLite may instead say it is busy, never a 500.
+    lost = {410} if server.settings.sqlalchemy_url.startswith("postgresql") else {410, 409, 503}
+    assert set(statuses) - {200} <= lost, statuses
+    for status, body in zip(statuses, bodies, strict=True):
+        if status == 410:
+            assert body["type"] == "urn:ringfence:problem:invalid-invitation", body
+    [winner] = [b for s, b in zip(statuses, bodies, strict=True) if s == 200]
+    assert winner["id"] == invitation["user_id"] and winner["status"] == "active"
+
+    # One account, one set of grants, one acceptance on record, rules in agreement.
+    john = admin.get(f"/users/{invitation['user_id']}").json()
+    assert john["status"] == "active" and john["name"] == winner["name"]
+    assert john["roles"] == {"acme": ["editor"], "globex": ["viewer"]}
+    accepted = audit(admin, action="invitation.accepted")
+    assert sorted(e["workspace"] for e in accepted) == ["acme", "globex"]
+    assert {e["actor_name"] for e in accepted} == {f"{winner['name']} <john@example.com>"}
+    doctor_agrees(server)
+    assert allowed(server, "john@example.com", "acme", "write")
+    assert not allowed(server, "john@example.com", "globex", "write")
+    assert server.login("john@example.com", PASSWORD)
+    assert accept_invitation(server, token).status_code == 410
+
+
+# -- inviting someone who already has an account -------------------------------------------
+
+
+def test_inviting_an_existing_account_adds_the_roles_at_once(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme", "globex")
+    john_id = onboard(server, admin, "john@example.com", "John", [("acme", "viewer")])
+    emails_before = len(outbox_messages(server.settings))
+    assert not allowed(server, "john@example.com", "globex")
+
+    response = post_invitation(
+        admin, "JOHN@Example.COM", [("acme", "editor"), ("globex", "viewer")], "Johnny"
+    )
+
+    assert response.status_code == 201, response.text
+    invitation = response.json()
+    assert invitation["status"] == "accepted" and invitation["accepted_at"]
+    assert invitation["user_id"] == john_id and invitation["email"] == "john@example.com"
+    assert len(outbox_messages(server.settings)) == emails_before  # no email
+    same = admin.get("/users", params={"q": "john"}).json()
+    assert [u["id"] for u in same] == [john_id]  # no second account
+    john = admin.get(f"/users/{john_id}").json()
+    assert john["status"] == "active"
+    assert john["roles"] == {"acme": ["editor", "viewer"], "globex": ["viewer"]}
+    assert allowed(server, "john@example.com", "acme", "write")
+    assert allowed(server, "john@example.com", "globex")
+    assert admin.get(f"/invitations/{invitation['id']}").json()["status"] == "accepted"
+    assert invitation["id"] in listed(admin, status="accepted")
+    added = audit(admin, action="invitation.roles_added")
+    assert sorted(e["workspace"] for e in added) == ["acme", "globex"]
+    doctor_agrees(server)
+
+    # A deactivated account is not silently brought back by an invitation.
+    mary_id = onboard(server, admin, "mary@example.com", "Mary", [("acme", "viewer")])
+    assert admin.post(f"/users/{mary_id}/deactivate").status_code == 200
+    emails_before = len(outbox_messages(server.settings))
+    refused = post_invitation(admin, "Mary@example.com", [("acme", "editor")])
+    assert_problem(refused, 409, "conflict", "deactivated")
+    assert len(outbox_messages(server.settings)) == emails_before
+    mary = admin.get(f"/users/{mary_id}").json()
+    assert mary["status"] == "deactivated" and mary["roles"] == {"acme": ["viewer"]}
+
+
+# -- the company-domain allow-list ------------------------------------------------------
+
+
+def test_only_company_addresses_may_be_invited_when_domains_are_set(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    response = admin.patch("/settings/email", json={"allowed_domains": ["example.com"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["allowed_domains"] == ["example.com"]
+
+    refused = post_invitation(admin, "eve@other.org", [("acme", "viewer")])
+
+    problem = assert_problem(refused, 422, "invalid-input", "@example.com")
+    assert "eve@other.org" in problem["detail"]
+    assert problem["allowed_domains"] == ["example.com"]
+    assert "email" in problem["errors"]
+    # Nothing was written: no invitation, no person, no email, no audit event.
+    assert listed(admin) == []
+    assert admin.get("/users", params={"q": "other.org"}).json() == []
+    assert outbox_messages(server.settings) == []
+    assert audit(admin, action="invitation.created") == []
+
+    ok = invite(admin, "Ann@Example.COM", [("acme", "viewer")])
+    assert ok["email"] == "ann@example.com"
+    assert admin.get(f"/invitations/{ok['id']}").json()["status"] == "sent"
+    assert newest_token(server, "ann@example.com")
+    # A look-alike domain is not the company's.
+    for look_alike in ("bob@example.com.evil.org", "bob@sub.example.com", "bob@ex-ample.com"):
+        refused = post_invitation(admin, look_alike, [("acme", "viewer")])
+        assert refused.status_code == 422, look_alike
+
+    cleared = admin.patch("/settings/email", json={"allowed_domains": []})
+    assert cleared.status_code == 200 and cleared.json()["allowed_domains"] == []
+    invite(admin, "eve@other.org", [("acme", "viewer")])
+    assert len(listed(admin)) == 2
+
+
+# -- resending --------------------------------------------------------------------------
+
+
+def test_a_second_resend_within_the_interval_is_refused_and_changes_nothing(
+    server: LiveServer,
+) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    invitation = invite(admin, "john@example.com", [("acme", "viewer")])
+    first_token = newest_token(server, "john@example.com")
+
+    assert admin.post(f"/invitations/{invitation['id']}/resend").status_code == 200
+    resent_token = newest_token(server, "john@example.com")
+    emails_before = len(outbox_messages(server.settings))
+
+    refused = admin.post(f"/invitations/{invitation['id']}/resend")
+
+    assert_problem(refused, 429, "too-many-requests", "try again in")
+    wait = int(refused.headers["Retry-After"])
+    assert 0 < wait <= server.settings.resend_interval_seconds + 1
+    assert refused.json()["retry_after"] == wait
+    assert len(outbox_messages(server.settings)) == emails_before  # no email
+    shown = admin.get(f"/invitations/{invitation['id']}").json()
+    assert shown["resend_count"] == 1 and shown["status"] == "sent"
+    resent = audit(admin, action="invitation.resent")
+    assert [e["target_id"] for e in resent] == [str(invitation["id"])]
+    # The refused call rotated nothing: the link of the first resend still works.
+    assert accept_invitation(server, first_token).status_code == 410
+    assert accept_invitation(server, resent_token).status_code == 200
+
+
+# -- the report of invitations still waiting ------------------------------------------------
+
+
+def closed_port() -> socket.socket:
+    """A bound socket that does not listen: connections to its port are refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def test_report_lists_live_invitations_older_than_n_days(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    ids = {
+        who: invite(admin, f"{who}@example.com", [("acme", "viewer")])["id"]
+        for who in ("sent", "accepted", "revoked", "expired", "recent", "borderline")
+    }
+    # One whose email could not be delivered: SMTP pointed at a port nobody listens on.
+    with closed_port() as sock:
+        settings = {"smtp_host": "127.0.0.1", "smtp_port": sock.getsockname()[1]}
+        response = admin.patch("/settings/email", json={**settings, "smtp_security": "none"})
+        assert response.status_code == 200, response.text
+        ids["failed"] = invite(admin, "failed@example.com", [("acme", "viewer")])["id"]
+    assert admin.patch("/settings/email", json={"smtp_host": ""}).status_code == 200
+    assert admin.get(f"/invitations/{ids['failed']}").json()["status"] == "failed"
+
+    accepted = accept_invitation(server, newest_token(server, "accepted@example.com"))
+    assert accepted.status_code == 200, accepted.text
+    assert admin.post(f"/invitations/{ids['revoked']}/revoke").status_code == 200
+    set_invitation_expiry(server, ids["expired"], timedelta(seconds=-1))
+    for who in ("sent", "failed", "accepted", "revoked", "expired"):
+        age_invitation(server, ids[who], days=10)
+    age_invitation(server, ids["borderline"], days=4.9)
+
+    def report(days: int) -> dict[int, str]:
+        response = admin.get("/invitations", params={"older_than_days": days, "page_size": 100})
+        assert response.status_code == 200, response.text
+        return {i["id"]: i["status"] for i in response.json()}
+
+    assert report(5) == {ids["failed"]: "failed", ids["sent"]: "sent"}
+    assert report(4) == {ids["failed"]: "failed", ids["sent"]: "sent", ids["borderline"]: "sent"}
+    assert report(11) == {}
+    every_live = {ids[who] for who in ("sent", "failed", "recent", "borderline")}
+    assert set(report(0)) == every_live
+    # With a status, the age applies to that status alone.
+    aged_accepted = admin.get("/invitations", params={"older_than_days": 5, "status": "accepted"})
+    assert [i["id"] for i in aged_accepted.json()] == [ids["accepted"]]
+    assert admin.get("/invitations", params={"older_than_days": -1}).status_code == 422
+
+
+# -- reminders --------------------------------------------------------------------------
+
+
+def test_reminders_go_once_with_a_new_link(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    waiting = invite(admin, "john@example.com", [("acme", "viewer")], "John Smith")
+    recent = invite(admin, "mary@example.com", [("acme", "viewer")])
+    done = invite(admin, "paul@example.com", [("acme", "viewer")])
+    assert accept_invitation(server, newest_token(server, "paul@example.com")).status_code == 200
+    old_token = newest_token(server, "john@example.com")
+    after_days = server.settings.reminder_after_days
+    for invitation in (waiting, done):
+        age_invitation(server, invitation["id"], days=after_days + 1)
+    emails_before = len(outbox_messages(server.settings))
+    state = server.app.extensions["ringfence"]
+    ledger = DatabaseLedger(state.session_factory, state.engine, state.settings)
+
+    message_ids = ledger.queue_reminders()
+
+    assert len(message_ids) == 1
+    for message_id in message_ids:
+        assert deliver_message.delay(message_id).get()["status"] == "sent"
+    [reminder] = outbox_messages(server.settings)[emails_before:]
+    assert reminder["To"].addresses[0].addr_spec == "john@example.com"
+    assert reminder["Subject"].startswith("Reminder:")
+    assert "Ada Admin" in reminder["Subject"]
+    new_token = unquote(accept_token(reminder))
+    assert new_token != old_token
+    shown = admin.get(f"/invitations/{waiting['id']}").json()
+    assert shown["reminded_at"] and shown["status"] == "sent"
+    assert admin.get(f"/invitations/{recent['id']}").json()["reminded_at"] is None
+    reminded = audit(admin, action="invitation.reminded")
+    assert [e["target_id"] for e in reminded] == [str(waiting["id"])]
+
+    # Once only: a second run finds nobody to remind.
+    assert ledger.queue_reminders() == []
+    assert len(outbox_messages(server.settings)) == emails_before + 1
+
+    with server.client() as browser:
+        old = browser.get(f"/invite/{old_token}")
+        assert old.status_code == 410
+        assert "replaced by a newer invitation email" in old.text
+        page = browser.get(f"/invite/{new_token}")
+        assert page.status_code == 200 and "john@example.com" in page.text
+        accepted = browser.post(f"/invite/{new_token}", data={"password": PASSWORD})
+        assert accepted.status_code == 200, accepted.text
+    assert server.login("john@example.com", PASSWORD)
+
+
+# -- dead links say why ---------------------------------------------------------------------
+
+
+def test_expired_and_revoked_links_say_which_and_whom_to_ask(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    expired = invite(admin, "old@example.com", [("acme", "viewer")])
+    expired_token = newest_token(server, "old@example.com")
+    revoked = invite(admin, "gone@example.com", [("acme", "viewer")])
+    revoked_token = newest_token(server, "gone@example.com")
+    set_invitation_expiry(server, expired["id"], timedelta(seconds=-1))
+    assert admin.post(f"/invitations/{revoked['id']}/revoke").status_code == 200
+
+    with server.client() as browser:
+        page = browser.get(f"/invite/{expired_token}")
+        assert page.status_code == 410
+        assert "This invitation has expired. Ask Ada Admin" in page.text
+        assert "for a new invitation." in page.text
+        assert 'name="password"' not in page.text
+        refused = browser.post(f"/invite/{expired_token}", data={"password": PASSWORD})
+        assert refused.status_code == 410 and "has expired" in refused.text
+
+        page = browser.get(f"/invite/{revoked_token}")
+        assert page.status_code == 410
+        assert "This invitation was revoked. Ask Ada Admin" in page.text
+        assert "for a new invitation." in page.text
+        assert "expired" not in page.text
+
+    problem = assert_problem(
+        accept_invitation(server, expired_token), 410, "invalid-invitation", "expired"
+    )
+    assert "Ada Admin" in problem["detail"]
+    assert_problem(accept_invitation(server, revoked_token), 410, "invalid-invitation", "revoked")
+    for invitation in (expired, revoked):
+        user = admin.get(f"/users/{invitation['user_id']}").json()
+        assert user["status"] == "pending"
