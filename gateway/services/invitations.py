@@ -213,6 +213,8 @@ class InvitationService:
             audit_each_workspace(
                 changes, invitation, "invitation.created", after=invitation_snapshot(invitation)
             )
+        # Delivery may have happened already (eager mode), recorded by another session.
+        self.session.refresh(invitation)
         return invitation
 
     def _add_roles_to_account(
@@ -314,6 +316,7 @@ class InvitationService:
             audit_each_workspace(
                 changes, invitation, "invitation.resent", before, invitation_snapshot(invitation)
             )
+        self.session.refresh(invitation)
         return invitation
 
     def revoke(self, actor: Actor, invitation_id: int) -> Invitation:
