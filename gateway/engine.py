@@ -137,9 +137,10 @@ class DecisionEngine:
                     self._apply_one(change)
                     rules_removed |= isinstance(change, RuleRemoved) and change.rule.ptype == "g"
                 if rules_removed:
-                    # pycasbin's incremental link removal is wrong with domain patterns:
-                    # removing (u, r, *) also drops an identical (u, r, acme) link from
-                    # its cache. Rebuilding the links from the rules is exact.
+                    # pycasbin's incremental link removal is wrong with domain patterns
+                    # (removing (u, r, *) also drops an identical (u, r, acme) link from
+                    # its cache, and may then raise KeyError), so removed g rules only
+                    # leave the model, and the links are rebuilt from the rules: exact.
                     self._enforcer.build_role_links()
             except Exception:
                 log.exception("could not apply revision %s; denying until reloaded", revision)
@@ -160,7 +161,7 @@ class DecisionEngine:
             case RuleRemoved(rule) if rule.ptype == "p":
                 self._enforcer.remove_policy(*rule.values)
             case RuleRemoved(rule):
-                self._enforcer.remove_named_grouping_policy(rule.ptype, *rule.values)
+                self._enforcer.get_model().remove_policy("g", rule.ptype, list(rule.values))
             case SubjectChanged(user_id, email, active):
                 self._ids_by_email[email] = user_id
                 self._known.add(user_id)
