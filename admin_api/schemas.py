@@ -45,6 +45,13 @@ class TokenSchema(Schema):
     access_token = fields.String()
     token_type = fields.String()
     expires_in = fields.Integer()
+    refresh_token = fields.String(
+        metadata={"description": "Single use: POST it to /auth/refresh for the next pair"}
+    )
+
+
+class RefreshSchema(StrictSchema):
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=200))
 
 
 # -- workspaces -----------------------------------------------------------------------

@@ -27,7 +27,8 @@ class Settings:
     public_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = 8000
-    access_token_ttl: int = 3600  # seconds
+    access_token_ttl: int = 900  # seconds: short-lived; refresh tokens renew it
+    refresh_token_ttl_days: int = 30
     invitation_ttl_days: int = 7
     # Company email domains that may be invited, comma-separated; empty allows any.
     # The admin API's email settings override it.

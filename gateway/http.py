@@ -115,12 +115,18 @@ def close_services(_exc: BaseException | None) -> None:
         session.close()
 
 
+def current_session_id() -> str | None:
+    """The sign-in session of this request's access token (after :func:`current_actor`)."""
+    current_actor()
+    return g.get("session_id")
+
+
 def current_actor() -> Actor:
     """The signed-in user of this request, from ``Authorization: Bearer <token>``."""
     if "actor" not in g:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Send an access token: Authorization: Bearer <token>")
-        user = services().auth.authenticate(token.strip())
+        user, g.session_id = services().auth.authenticate(token.strip())
         g.actor = Actor(user.id, f"{user.name} <{user.email}>", request_id())
     return g.actor

@@ -113,6 +113,37 @@ class User(Base):
     )
 
 
+class AuthSession(Base):
+    """One sign-in: the family of refresh tokens it rotates through. Access tokens name
+    their session, so logging out (or a replayed refresh token) ends it at once."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The user's session_version at sign-in: deactivation or a password change bumps it,
+    # which ends this session for good (reactivation does not revive it).
+    session_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(String(100), default=None)
+
+
+class RefreshToken(Base):
+    """SHA-256 of a refresh token; each is used once and replaced by the next."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("auth_sessions.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
 class Workspace(Base):
     __tablename__ = "workspaces"
 

@@ -60,11 +60,14 @@ class AccessClaims:
     user_id: int
     session_version: int
     expires_at: int
+    session_id: str | None = None
 
 
-def issue_access_token(secret: str, user_id: int, session_version: int, ttl: int) -> str:
+def issue_access_token(
+    secret: str, user_id: int, session_version: int, ttl: int, session_id: str | None = None
+) -> str:
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "iss": TOKEN_ISSUER,
         "sub": str(user_id),
         "sv": session_version,
@@ -72,6 +75,8 @@ def issue_access_token(secret: str, user_id: int, session_version: int, ttl: int
         "exp": now + ttl,
         "jti": secrets.token_urlsafe(12),
     }
+    if session_id:
+        claims["sid"] = session_id
     return jwt.encode({"alg": JWT_ALGORITHM}, claims, OctKey.import_key(secret))
 
 
@@ -89,7 +94,13 @@ def read_access_token(secret: str, token: str) -> AccessClaims:
         decoded = jwt.decode(token, OctKey.import_key(secret), algorithms=[JWT_ALGORITHM])
         _CLAIMS.validate(decoded.claims)
         claims = decoded.claims
-        return AccessClaims(int(claims["sub"]), int(claims.get("sv", 0)), int(claims["exp"]))
+        sid = claims.get("sid")
+        return AccessClaims(
+            int(claims["sub"]),
+            int(claims.get("sv", 0)),
+            int(claims["exp"]),
+            str(sid) if sid is not None else None,
+        )
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise Unauthorized("The access token is not valid or has expired") from exc
 

@@ -1,16 +1,29 @@
-"""Signing in and recognising callers by their access token."""
+"""Signing in, refreshing and signing out; recognising callers by their access token.
+
+A sign-in opens a session: a short-lived access token (JWT) naming the session, and a
+refresh token (random, stored hashed) used once to get the next pair. Presenting a used
+refresh token again means it was stolen or replayed: the whole session ends.
+"""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
 from gateway.errors import InvalidCredentials, Unauthorized
-from gateway.models import User, UserStatus, utcnow
-from gateway.security import issue_access_token, read_access_token, verify_password
+from gateway.models import AuthSession, RefreshToken, User, UserStatus, utcnow
+from gateway.security import (
+    issue_access_token,
+    new_token,
+    read_access_token,
+    token_digest,
+    verify_password,
+)
 from gateway.throttle import LoginThrottle
 
 
@@ -18,6 +31,7 @@ from gateway.throttle import LoginThrottle
 class IssuedToken:
     access_token: str
     expires_in: int
+    refresh_token: str
     token_type: str = "Bearer"  # noqa: S105 - a name, not a secret
 
 
@@ -40,21 +54,94 @@ class AuthService:
             raise InvalidCredentials()
         self.throttle.succeeded(email)
         user.last_login_at = utcnow()
-        self.session.commit()
-        token = issue_access_token(
-            self.settings.secret_key, user.id, user.session_version, self.settings.access_token_ttl
+        auth_session = AuthSession(
+            id=secrets.token_hex(16), user_id=user.id, session_version=user.session_version
         )
-        return IssuedToken(token, self.settings.access_token_ttl)
+        self.session.add(auth_session)
+        issued = self._issue(user, auth_session)
+        self.session.commit()
+        return issued
 
-    def authenticate(self, token: str) -> User:
-        """The active user a token belongs to. Checked on every request, so deactivation
-        (which bumps the session version) ends every token at once."""
+    def refresh(self, refresh_token: str) -> IssuedToken:
+        """The next token pair for a valid, unused refresh token. A used one ends its
+        whole session (reuse means someone else has it)."""
+        row = self.session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == token_digest(refresh_token))
+        )
+        auth_session = self.session.get(AuthSession, row.session_id) if row else None
+        if row is None or auth_session is None or auth_session.revoked_at is not None:
+            raise Unauthorized("The refresh token is not valid; sign in again")
+        user = self.session.get(User, auth_session.user_id)
+        if row.used_at is not None:
+            self._end(auth_session, "refresh token reused")
+            self.session.commit()
+            raise Unauthorized("The refresh token was used already; the session has ended")
+        if row.expires_at <= utcnow() or user is None or not self._live(user, auth_session):
+            raise Unauthorized("The refresh token has expired or the account is not active")
+        # Conditional, so that of two concurrent refreshes with one token only one wins.
+        used = self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+            .values(used_at=utcnow())
+        )
+        if used.rowcount != 1:  # type: ignore[attr-defined]
+            self.session.rollback()
+            raise Unauthorized("The refresh token was used already; sign in again")
+        issued = self._issue(user, auth_session)
+        self.session.commit()
+        return issued
+
+    def logout(self, session_id: str | None) -> None:
+        """End the session the caller's access token belongs to (and its refresh tokens)."""
+        auth_session = self.session.get(AuthSession, session_id) if session_id else None
+        if auth_session is not None and auth_session.revoked_at is None:
+            self._end(auth_session, "signed out")
+            self.session.commit()
+
+    def authenticate(self, token: str) -> tuple[User, str | None]:
+        """The active user a token belongs to, and its session. Checked on every request,
+        so deactivation (which bumps the session version) and sign-out end it at once."""
         claims = read_access_token(self.settings.secret_key, token)
         user = self.session.get(User, claims.user_id)
+        auth_session = (
+            self.session.get(AuthSession, claims.session_id) if claims.session_id else None
+        )
         if (
             user is None
             or user.status != UserStatus.ACTIVE
             or user.session_version != claims.session_version
+            or (claims.session_id is not None and (auth_session is None or auth_session.revoked_at))
         ):
             raise Unauthorized("The access token is no longer valid")
-        return user
+        return user, claims.session_id
+
+    def _issue(self, user: User, auth_session: AuthSession) -> IssuedToken:
+        refresh_token = new_token()
+        self.session.add(
+            RefreshToken(
+                token_hash=token_digest(refresh_token),
+                session_id=auth_session.id,
+                expires_at=utcnow() + timedelta(days=self.settings.refresh_token_ttl_days),
+            )
+        )
+        access = issue_access_token(
+            self.settings.secret_key,
+            user.id,
+            user.session_version,
+            self.settings.access_token_ttl,
+            session_id=auth_session.id,
+        )
+        return IssuedToken(access, self.settings.access_token_ttl, refresh_token)
+
+    @staticmethod
+    def _live(user: User, auth_session: AuthSession) -> bool:
+        return (
+            user.status == UserStatus.ACTIVE
+            and auth_session.revoked_at is None
+            and auth_session.session_version == user.session_version
+        )
+
+    @staticmethod
+    def _end(auth_session: AuthSession, reason: str) -> None:
+        auth_session.revoked_at = utcnow()
+        auth_session.revoked_reason = reason

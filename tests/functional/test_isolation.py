@@ -14,7 +14,13 @@ from gateway.db import make_engine
 from gateway.models import AuditEvent, CasbinRule, Grant, Invitation, PolicyState, User, Workspace
 from tests.helpers import LiveServer, create_workspaces, invite, invite_and_accept, onboard
 
-PUBLIC = {("POST", "/auth/login"), ("POST", "/invitations/accept")}
+# Public, or acting only on the caller's own session: nothing of another workspace.
+PUBLIC = {
+    ("POST", "/auth/login"),
+    ("POST", "/auth/refresh"),
+    ("POST", "/auth/logout"),
+    ("POST", "/invitations/accept"),
+}
 NOT_ADMIN = ("/v1/", "/access/", "/invite/", "/docs", "/openapi", "/healthz", "/static")
 
 
