@@ -2,12 +2,14 @@
 
 Owns the single ``celery_app`` instance, its delivery guarantees (late acks: a task lost
 with its worker is delivered again) and the periodic tasks run by beat. What to send, and
-through which transport, comes from the delivery ledger (:mod:`mailer.delivery`), so the
-tasks never read ``Settings`` or the environment.
+through which transport, comes from the delivery ledger (:mod:`mailer.delivery`), and
+the retry and sweep timing from the :class:`DeliveryPolicy` that :func:`configure_celery`
+puts in the app's configuration, so the tasks never read ``Settings`` or the environment.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
@@ -19,6 +21,61 @@ SWEEP_SCHEDULE = "ringfence-sweep-unsent"
 REMINDER_SCHEDULE = "ringfence-send-reminders"
 SWEEP_INTERVAL = 60.0  # seconds
 REMINDER_INTERVAL = 3600.0
+# Seconds a broker connection may take to open, and, when publishing from the web
+# process, a command to be answered. Redis' default for both is to wait forever, so a
+# broker that accepts connections but answers nothing (frozen, failing over, a half-open
+# connection) would hold the request that committed an invitation for ever, although
+# the sweep covers a publish that failed. A worker keeps waiting for answers: a timed-out
+# ack there leaves its consumer stalled long after the broker is back.
+BROKER_SOCKET_TIMEOUT = 5.0
+PUBLISHER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": BROKER_SOCKET_TIMEOUT,
+    "socket_timeout": BROKER_SOCKET_TIMEOUT,
+}
+WORKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": BROKER_SOCKET_TIMEOUT}
+# Where configure_celery keeps the DeliveryPolicy: the tasks read it from the app's
+# configuration, which a prefork worker's children inherit, not from Settings.
+DELIVERY_POLICY_KEY = "ringfence_delivery_policy"
+
+# Exponential back-off in seconds: RETRY_BACKOFF, twice that, four times... each capped
+# at RETRY_BACKOFF_MAX. A factor of 1 s would spend all retries within ~30 s, shorter
+# than a typical SMTP outage or greylisting delay; with 30 s they spread over 8-15 min.
+# (The largest countdown must stay below the broker's visibility timeout, 1 h on Redis.)
+RETRY_BACKOFF = 30.0
+RETRY_BACKOFF_MAX = 600.0
+MAX_ATTEMPTS = 6
+# A queued message still unsent after this long lost its task (the broker was away when
+# its transaction committed, or the task vanished with its worker); the sweep requeues it.
+SWEEP_AGE = 60.0
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How the tasks retry and sweep; the defaults are the documented settings'."""
+
+    retry_backoff: float = RETRY_BACKOFF  # seconds before the first retry (at most)
+    retry_backoff_max: float = RETRY_BACKOFF_MAX  # cap of each back-off
+    max_attempts: int = MAX_ATTEMPTS  # first attempt included
+    sweep_after: float = SWEEP_AGE  # age at which the sweep requeues a queued message
+
+
+def beat_schedule(sweep_interval: float = SWEEP_INTERVAL) -> dict[str, Any]:
+    """The periodic tasks run by beat, the sweep every ``sweep_interval`` seconds."""
+    return {
+        SWEEP_SCHEDULE: {
+            "task": "ringfence.sweep_unsent",
+            "schedule": sweep_interval,
+            # A sweep nobody ran in time is superseded by the next one; without expiry
+            # a worker back from an outage would run every missed sweep in a row.
+            "options": {"expires": sweep_interval},
+        },
+        REMINDER_SCHEDULE: {
+            "task": "ringfence.send_reminders",
+            "schedule": REMINDER_INTERVAL,
+            "options": {"expires": REMINDER_INTERVAL},
+        },
+    }
+
 
 celery_app = Celery("ringfence")
 celery_app.conf.update(
@@ -36,20 +93,8 @@ celery_app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    beat_schedule={
-        SWEEP_SCHEDULE: {
-            "task": "ringfence.sweep_unsent",
-            "schedule": SWEEP_INTERVAL,
-            # A sweep nobody ran in time is superseded by the next one; without expiry
-            # a worker back from an outage would run every missed sweep in a row.
-            "options": {"expires": SWEEP_INTERVAL},
-        },
-        REMINDER_SCHEDULE: {
-            "task": "ringfence.send_reminders",
-            "schedule": REMINDER_INTERVAL,
-            "options": {"expires": REMINDER_INTERVAL},
-        },
-    },
+    broker_transport_options=dict(PUBLISHER_TRANSPORT_OPTIONS),
+    beat_schedule=beat_schedule(),
 )
 
 
@@ -69,6 +114,23 @@ def mail_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    """The retry and sweep timing of ``settings``."""
+    return DeliveryPolicy(
+        retry_backoff=max(0.0, float(settings.mail_retry_backoff_seconds)),
+        retry_backoff_max=max(0.0, float(settings.mail_retry_backoff_max_seconds)),
+        # At least the first attempt, whatever the setting says.
+        max_attempts=max(1, int(settings.mail_max_attempts)),
+        sweep_after=max(0.0, float(settings.outbox_sweep_after_seconds)),
+    )
+
+
+def current_policy() -> DeliveryPolicy:
+    """The policy ``configure_celery`` set, or the defaults if it has not run."""
+    policy = celery_app.conf.get(DELIVERY_POLICY_KEY)
+    return policy if isinstance(policy, DeliveryPolicy) else DeliveryPolicy()
+
+
 def reset_connections() -> None:
     """Forget the broker connection pools, so that the next publish uses the current
     ``broker_url`` (they are built once, on first use, for the URL of that moment)."""
@@ -76,12 +138,23 @@ def reset_connections() -> None:
     celery_app.amqp._producer_pool = None
 
 
-def configure_celery(settings: Settings) -> Celery:
-    """Configure and return ``celery_app`` for ``settings``; eager when no broker is set."""
+def configure_celery(settings: Settings, *, worker: bool = False) -> Celery:
+    """Configure and return ``celery_app`` for ``settings``; eager when no broker is set.
+    ``worker`` for the process that consumes tasks, else it only publishes them."""
     # Imported here, not at module top, because tasks.py imports celery_app from here;
     # importing it guarantees the tasks are registered whoever configures the app.
     import mailer.tasks  # noqa: F401
 
+    celery_app.conf.update(
+        {
+            DELIVERY_POLICY_KEY: delivery_policy(settings),
+            # A publish to a broker that does not answer fails after one or two timeouts.
+            "broker_transport_options": dict(
+                WORKER_TRANSPORT_OPTIONS if worker else PUBLISHER_TRANSPORT_OPTIONS
+            ),
+            "beat_schedule": beat_schedule(float(settings.outbox_sweep_interval_seconds)),
+        }
+    )
     if settings.broker_url:
         celery_app.conf.update(
             broker_url=settings.broker_url,

@@ -14,7 +14,14 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from gateway.notifier import InvitationNotice
-from mailer.celery_app import celery_app
+from mailer.celery_app import (
+    MAX_ATTEMPTS,
+    RETRY_BACKOFF,
+    RETRY_BACKOFF_MAX,
+    SWEEP_AGE,  # noqa: F401 - re-exported with the other defaults
+    celery_app,
+    current_policy,
+)
 from mailer.delivery import Outgoing, current_ledger
 from mailer.messages import render_notice
 from mailer.transport import (
@@ -26,17 +33,9 @@ from mailer.transport import (
 
 logger = logging.getLogger("ringfence.mailer")
 
-# Exponential back-off in seconds: RETRY_BACKOFF, twice that, four times... each capped
-# at RETRY_BACKOFF_MAX. A factor of 1 s would spend all retries within ~30 s, shorter
-# than a typical SMTP outage or greylisting delay; with 30 s they spread over 8-15 min.
-# (The largest countdown must stay below the broker's visibility timeout, 1 h on Redis.)
-RETRY_BACKOFF = 30
-RETRY_BACKOFF_MAX = 600
-MAX_RETRIES = 5
-MAX_ATTEMPTS = MAX_RETRIES + 1
-# A queued message still unsent after this long lost its task (the broker was away when
-# its transaction committed, or the task vanished with its worker); the sweep requeues it.
-SWEEP_AGE = 60
+# The retry and sweep timing comes from the settings (mailer.celery_app.DeliveryPolicy);
+# the constants imported above are their defaults.
+MAX_RETRIES = MAX_ATTEMPTS - 1
 
 _NOTICE_FIELDS = tuple(f.name for f in fields(InvitationNotice))
 
@@ -58,9 +57,10 @@ def notice_from_payload(payload: dict[str, Any]) -> InvitationNotice:
     return InvitationNotice(**values)
 
 
-def backoff(retries: int) -> float:
-    """Seconds to wait before retry ``retries + 1``: exponential, capped, jittered."""
-    ceiling = min(RETRY_BACKOFF_MAX, RETRY_BACKOFF * 2**retries)
+def backoff(retries: int, base: float = RETRY_BACKOFF, maximum: float = RETRY_BACKOFF_MAX) -> float:
+    """Seconds to wait before retry ``retries + 1``: ``base`` doubled per retry, capped
+    at ``maximum``, jittered."""
+    ceiling = min(maximum, base * 2**retries)
     # "Equal jitter": random within the upper half. Full jitter could draw ~0 s and
     # knock again at once on a server that is greylisting us; some jitter still keeps
     # the retries of a burst of invitations from arriving together.
@@ -74,6 +74,7 @@ def _describe(outgoing: Outgoing, notice: InvitationNotice | None) -> str:
     return f"{what} {notice.invitation_id} for {notice.to_address} (message {outgoing.message_id})"
 
 
+# max_retries is only the default: each retry passes the configured policy's own.
 @celery_app.task(bind=True, name="ringfence.deliver_message", max_retries=MAX_RETRIES)
 def deliver_message(self: Any, message_id: int) -> dict[str, Any]:
     """Claim, render and send outbox message ``message_id``, and record the outcome;
@@ -85,10 +86,11 @@ def deliver_message(self: Any, message_id: int) -> dict[str, Any]:
         # task must not send the same attempt twice.
         logger.info("Message %s: already sent or being sent; skipped", message_id)
         return {"status": "skipped"}
+    policy = current_policy()
     # Retries scheduled by this task and attempts started by the sweep both count, so
-    # that a message failing over and over stops after MAX_ATTEMPTS either way.
+    # that a message failing over and over stops after max_attempts either way.
     attempt = max(self.request.retries + 1, outgoing.attempt)
-    out_of_attempts = attempt >= MAX_ATTEMPTS
+    out_of_attempts = attempt >= policy.max_attempts
     notice: InvitationNotice | None = None
     try:
         notice = notice_from_payload(outgoing.payload)
@@ -109,26 +111,28 @@ def deliver_message(self: Any, message_id: int) -> dict[str, Any]:
             logger.error(
                 "%s: delivery failed, not retried (%s): %s",
                 _describe(outgoing, notice),
-                "no worker" if self.request.is_eager else f"attempt {attempt} of {MAX_ATTEMPTS}",
+                "no worker"
+                if self.request.is_eager
+                else f"attempt {attempt} of {policy.max_attempts}",
                 exc,
             )
             return {"status": "failed", "reason": str(exc)}
         ledger.record_failure(message_id, str(exc), final=False)
-        countdown = backoff(attempt - 1)
+        countdown = backoff(attempt - 1, policy.retry_backoff, policy.retry_backoff_max)
         logger.warning(
-            "%s: delivery deferred (attempt %d of %d, next in %.0f s): %s",
+            "%s: delivery deferred (attempt %d of %d, next in %.1f s): %s",
             _describe(outgoing, notice),
             attempt,
-            MAX_ATTEMPTS,
+            policy.max_attempts,
             countdown,
             exc,
         )
         # retry() raises; called directly (no worker) it re-raises exc instead.
-        raise self.retry(exc=exc, countdown=countdown) from exc
+        raise self.retry(exc=exc, countdown=countdown, max_retries=policy.max_attempts - 1) from exc
     except Exception as exc:
         # A bug or a broken payload, not a delivery outcome: recorded, and raised so that
         # it shows (in the worker log, or the caller's when eager). The sweep tries again
-        # later, up to MAX_ATTEMPTS.
+        # later, up to max_attempts.
         ledger.record_failure(
             message_id, f"unexpected error: {type(exc).__name__}: {exc}", final=out_of_attempts
         )
@@ -162,7 +166,8 @@ def _deliver_each(message_ids: Iterable[int], why: str) -> int:
 def sweep_unsent() -> int:
     """Requeue messages whose task was lost (e.g. the broker was down at commit time);
     how many were requeued."""
-    count = _deliver_each(current_ledger().unsent(older_than_seconds=SWEEP_AGE), "sweep")
+    older_than = current_policy().sweep_after
+    count = _deliver_each(current_ledger().unsent(older_than_seconds=older_than), "sweep")
     if count:
         logger.warning("Sweep: requeued %d message(s) whose delivery was lost", count)
     return count

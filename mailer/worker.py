@@ -32,7 +32,10 @@ def prepare_worker(settings: Settings, ledger: DeliveryLedger) -> Celery:
         # Without a broker every task runs eagerly in the web process; a worker would
         # silently fall back to Celery's default AMQP URL and wait for nothing.
         raise SystemExit("RINGFENCE_BROKER_URL must be set to run a Celery worker")
-    app = configure_celery(settings)
+    if settings.outbox_sweep_interval_seconds <= 0:
+        # Beat would run the sweep back to back, as fast as it can.
+        raise SystemExit("RINGFENCE_OUTBOX_SWEEP_INTERVAL_SECONDS must be more than 0")
+    app = configure_celery(settings, worker=True)
     install_ledger(ledger)
     return app
 

@@ -103,3 +103,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("RINGFENCE_REQUIRE_POSTGRES") == "1" and _skipped_postgres:
         print(f"\n{len(_skipped_postgres)} PostgreSQL test(s) were skipped; failing the run.")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- CI guard: Redis tests must run, not skip -----------------------------------------
+
+
+class _RedisGuard:
+    """Fails the run when ``RINGFENCE_REQUIRE_REDIS=1`` and a ``redis`` test was skipped
+    (e.g. no ``redis-server`` on the machine), so that CI cannot pass without them."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped and "redis" in report.keywords:
+            self.skipped.append(report.nodeid)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if os.environ.get("RINGFENCE_REQUIRE_REDIS") == "1" and self.skipped:
+            print(f"\n{len(self.skipped)} Redis test(s) were skipped; failing the run.")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_RedisGuard(), "ringfence-redis-guard")

@@ -156,13 +156,19 @@ class DatabaseLedger:
                             (OutboxMessage.status == DeliveryStatus.SENDING)
                             & (OutboxMessage.claimed_at < now - CLAIM_LEASE),
                             (OutboxMessage.status == DeliveryStatus.RETRY)
-                            & (OutboxMessage.claimed_at < now - RETRY_LOST_AFTER),
+                            & (OutboxMessage.claimed_at < now - self._retry_lost_after()),
                         )
                     )
                     .order_by(OutboxMessage.id)
                     .limit(1000)
                 )
             )
+
+    def _retry_lost_after(self) -> timedelta:
+        # A retry may rightly wait up to the longest back-off; only past twice that is it lost.
+        return max(
+            RETRY_LOST_AFTER, timedelta(seconds=2 * self.settings.mail_retry_backoff_max_seconds)
+        )
 
     def queue_reminders(self) -> list[int]:
         with self.session_factory() as session:

@@ -1,0 +1,598 @@
+"""Email delivery with the real parts, no mocks: a Celery worker process (``ringfence worker
+--beat``) on a private Redis server, an SMTP server (aiosmtpd) on loopback, and the
+gateway over HTTP on a database both processes share.
+
+Each test gets its own ``redis-server`` (so it can stop and restart it), its own SMTP
+server and worker, and small retry and sweep settings. Waiting is always a bounded poll
+for an observable outcome, never a sleep that an assertion relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from gateway.app import create_app
+from gateway.config import PROJECT_ROOT, Settings
+from mailer.celery_app import (
+    BROKER_SOCKET_TIMEOUT,
+    DELIVERY_POLICY_KEY,
+    celery_app,
+    reset_connections,
+)
+from tests.helpers import ADMIN_EMAIL, LiveServer, accept_invitation, create_workspaces, run_cli
+
+REDIS_SERVER = shutil.which("redis-server")
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+]
+
+WAIT = 30.0  # seconds: the most any outcome may take to show
+POLL = 0.05
+LOG_TAIL = 6000  # characters of the worker's output shown when a test fails
+SMTP_REPLY = "250 2.0.0 Queued as RFTEST1"
+REFUSAL = "550 5.1.1 mailbox unavailable"
+_CELERY_KEYS = (
+    "broker_url",
+    "task_always_eager",
+    "task_eager_propagates",
+    "beat_schedule",
+    DELIVERY_POLICY_KEY,
+)
+
+T = TypeVar("T")
+_SWEEP_CHATTER = re.compile(
+    r"Sending due task ringfence-sweep-unsent|ringfence\.sweep_unsent\[[^\]]+\] "
+    r"(received|succeeded in \S+ 0$)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    probe: Callable[[], T | None],
+    what: str,
+    diagnostics: Callable[[], str] = lambda: "",
+    timeout: float = WAIT,
+) -> T:
+    """The first truthy result of ``probe``, polled for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"Timed out after {timeout:.0f} s waiting for {what}\n{diagnostics()}")
+        time.sleep(POLL)
+
+
+# -- a private Redis server ---------------------------------------------------------------
+
+
+class RedisServer:
+    """``redis-server`` on a port of its own, without persistence: a restart loses every
+    queued task, as a broker outage may."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.log_path = directory / "redis.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None and self.process is None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    REDIS_SERVER,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.directory),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._answers, f"redis-server on port {self.port}", self.log)
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"redis-server exited with {self.process.returncode}\n{self.log()}")
+        client = redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    def freeze(self) -> None:
+        """Stop the server without closing anything: connections open, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGCONT)  # in case it was frozen
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def log(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return f"--- redis-server log ---\n{text[-2000:]}"
+
+
+# -- SMTP servers ----------------------------------------------------------------------
+
+
+class Mailbox:
+    """An aiosmtpd handler that accepts every message and keeps it."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[list[str], EmailMessage]] = []
+        self.rcpt_commands = 0
+        self._lock = threading.Lock()
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        with self._lock:
+            self.rcpt_commands += 1
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        assert isinstance(envelope.content, bytes)
+        message = message_from_bytes(envelope.content, policy=default_policy)
+        assert isinstance(message, EmailMessage)
+        with self._lock:
+            self.received.append((list(envelope.rcpt_tos), message))
+        return SMTP_REPLY
+
+    def messages(self) -> list[tuple[list[str], EmailMessage]]:
+        with self._lock:
+            return list(self.received)
+
+
+class RefusingMailbox(Mailbox):
+    """Refuses every recipient for good, as a server does for an unknown mailbox."""
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        with self._lock:
+            self.rcpt_commands += 1
+        return REFUSAL
+
+
+# -- the worker process ---------------------------------------------------------------
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting of ``settings`` as the ``RINGFENCE_*`` variable that sets it."""
+    env: dict[str, str] = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if value is not None:
+            env[f"RINGFENCE_{f.name.upper()}"] = str(value)
+    return env
+
+
+class Worker:
+    """``ringfence worker --concurrency 1 --beat`` as a child process, output to a file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")}
+        env.update(settings_env(self.settings))
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "1", "--beat"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own process group, so that teardown stops the pool's children too.
+                start_new_session=True,
+            )
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"the worker exited with {self.process.returncode}\n{self.log()}")
+            return " ready." in self.output()
+
+        wait_for(ready, "the worker to be ready", self.log)
+
+    def begin_stop(self) -> None:
+        """Ask for a warm shutdown (finish the task at hand, then exit)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.begin_stop()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log(self, tail: int = LOG_TAIL) -> str:
+        """The output for people: without the beat's ticks and the empty sweeps, which
+        every half second would bury what happened."""
+        lines = [line for line in self.output().splitlines() if not _SWEEP_CHATTER.search(line)]
+        return "--- worker output ---\n" + "\n".join(lines)[-tail:]
+
+
+# -- the whole stack ----------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    server: LiveServer
+    admin: httpx.Client
+    redis: RedisServer
+    worker: Worker
+    mailbox: Mailbox | None
+
+    def diagnostics(self) -> str:
+        return f"{self.worker.log()}\n{self.redis.log()}"
+
+    def invitation(self, invitation_id: int) -> dict[str, Any]:
+        response = self.admin.get(f"/invitations/{invitation_id}")
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def wait_for(self, probe: Callable[[], T | None], what: str) -> T:
+        return wait_for(probe, what, self.diagnostics)
+
+    def wait_delivery(self, invitation_id: int, status: str) -> dict[str, Any]:
+        """The invitation once its delivery status is ``status``."""
+
+        def reached() -> dict[str, Any] | None:
+            invitation = self.invitation(invitation_id)
+            return invitation if invitation["delivery"]["status"] == status else None
+
+        return self.wait_for(reached, f"invitation {invitation_id} to be {status}")
+
+    def sweeps_done(self) -> int:
+        return len(re.findall(r"ringfence\.sweep_unsent\[[^\]]+\] succeeded", self.worker.output()))
+
+    def wait_next_sweep(self) -> None:
+        """Until the worker has finished a sweep that started after this call."""
+        done = self.sweeps_done()
+        self.wait_for(lambda: self.sweeps_done() >= done + 2, "two more sweeps")
+
+
+@pytest.fixture
+def start_stack(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Stack]]:
+    """Start Redis, an SMTP server (unless ``mailbox`` is None: then ``smtp_port`` is a
+    port where nobody listens), the gateway set up by ``ringfence init`` on a live HTTP
+    server, and a worker with beat, all with the same settings; everything is stopped
+    after the test, and the worker's output shown if it failed."""
+    with stack_factory(tmp_path, database_url) as start:
+        yield start
+
+
+@pytest.fixture
+def start_stack_on_sqlite(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """:func:`start_stack` on SQLite only, for tests about the broker alone."""
+    with stack_factory(tmp_path, f"sqlite:///{tmp_path / 'ringfence.db'}") as start:
+        yield start
+
+
+@contextmanager
+def stack_factory(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Stack]]:
+    cleanups: list[Callable[[], None]] = []
+    saved = {key: celery_app.conf.get(key) for key in _CELERY_KEYS}
+
+    def start(mailbox: Mailbox | None, **overrides: Any) -> Stack:
+        broker = RedisServer(tmp_path / "redis")
+        broker.start()
+        cleanups.append(broker.stop)
+
+        if mailbox is not None:
+            controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+            controller.start()
+            cleanups.append(controller.stop)
+            smtp_port = int(controller.port)
+        else:
+            # Bound but not listening: connections are refused, and nobody else can take
+            # the port during the test.
+            closed = socket.socket()
+            closed.bind(("127.0.0.1", 0))
+            cleanups.append(closed.close)
+            smtp_port = int(closed.getsockname()[1])
+
+        http_port = free_port()
+        values: dict[str, Any] = {
+            "instance_dir": tmp_path / "instance",
+            "database_url": database_url,
+            "secret_key": "test-secret-" + uuid.uuid4().hex,
+            "public_url": f"http://127.0.0.1:{http_port}",
+            "admin_email": ADMIN_EMAIL,
+            "admin_name": "Ada Admin",
+            "broker_url": broker.url,
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp_port,
+            "smtp_security": "none",
+            "smtp_timeout": 5.0,
+            "mail_from": "Ringfence <no-reply@ringfence.test>",
+            "mail_retry_backoff_seconds": 0.5,
+            "mail_retry_backoff_max_seconds": 1.0,
+            "mail_max_attempts": 3,
+            "outbox_sweep_interval_seconds": 0.5,
+            "outbox_sweep_after_seconds": 1.0,
+            # No reminders: the invitations here are seconds old anyway.
+            "reminder_after_days": 0,
+            "log_level": "INFO",
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+
+        result = run_cli(settings, "init")
+        assert result.exit_code == 0, result.output
+        match = re.search(r"password: (\S+)", result.output)
+        assert match, result.output
+
+        # Started before the gateway, so that its start-up overlaps with the gateway's.
+        worker = Worker(settings, tmp_path / "worker.log")
+        worker.start()
+        # After the worker stopped (cleanups run in reverse), its whole output; pytest
+        # shows what a test printed only when the test failed.
+        cleanups.append(lambda: print(worker.log(tail=200_000)))
+        cleanups.append(worker.stop)
+
+        app = create_app(settings)
+        cleanups.append(lambda: _close_app(app))
+        httpd: BaseWSGIServer = make_server("127.0.0.1", http_port, app, threaded=True)
+        thread = threading.Thread(
+            target=lambda: httpd.serve_forever(poll_interval=0.05), daemon=True
+        )
+        thread.start()
+        cleanups.append(lambda: (httpd.shutdown(), thread.join(timeout=5)))
+
+        server = LiveServer(f"http://127.0.0.1:{http_port}", app, settings, match.group(1))
+        admin = server.admin()
+        cleanups.append(admin.close)
+        create_workspaces(admin, "acme")
+        worker.wait_ready()
+        # First thing at teardown: the worker's shutdown overlaps with the others'.
+        cleanups.append(worker.begin_stop)
+        return Stack(server, admin, broker, worker, mailbox)
+
+    try:
+        yield start
+    finally:
+        for cleanup in reversed(cleanups):
+            cleanup()
+        # celery_app is process-wide: later tests get the configuration they had.
+        celery_app.conf.update(saved)
+        reset_connections()
+
+
+def _close_app(app: Flask) -> None:
+    if poller := app.extensions.get("ringfence_poller"):
+        poller.stop()
+    app.extensions["ringfence"].db.dispose()
+
+
+def invite(stack: Stack, email: str) -> dict[str, Any]:
+    response = stack.admin.post(
+        "/invitations",
+        json={
+            "email": email,
+            "name": "Sam Rivera",
+            "roles": [{"workspace": "acme", "role": "viewer"}],
+        },
+    )
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def invite_link(message: EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    assert isinstance(body, EmailMessage)
+    match = re.search(r"(https?://\S+)/invite/([A-Za-z0-9_\-%]+)", body.get_content())
+    assert match, body.get_content()
+    return match.group(0)
+
+
+# -- the tests ----------------------------------------------------------------------------
+
+
+def test_worker_on_redis_delivers_the_invitation_over_smtp(
+    start_stack: Callable[..., Stack],
+) -> None:
+    mailbox = Mailbox()
+    stack = start_stack(mailbox)
+
+    invitation = invite(stack, "sam@example.org")
+
+    sent = stack.wait_delivery(invitation["id"], "sent")
+    assert sent["status"] == "sent"
+    assert sent["delivery"]["attempts"] == 1
+    assert SMTP_REPLY in sent["delivery"]["detail"], sent
+    assert f":{stack.server.settings.smtp_port}" in sent["delivery"]["detail"]
+    assert sent["delivery"]["sent_at"]
+    # Any duplicate would have to come from a sweep; let a few more run.
+    stack.wait_next_sweep()
+    [(recipients, message)] = mailbox.messages()
+    assert recipients == ["sam@example.org"]
+    assert message["To"].addresses[0].addr_spec == "sam@example.org"
+    assert message["X-Ringfence-Invitation"] == str(invitation["id"])
+
+    # The emailed link is the gateway's, and it works.
+    link = invite_link(message)
+    assert link.startswith(f"{stack.server.url}/invite/")
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(link)
+    assert page.status_code == 200, page.text
+    token = link.rsplit("/", 1)[1]
+    accepted = accept_invitation(stack.server, token)
+    assert accepted.status_code == 200, accepted.text
+    assert stack.invitation(invitation["id"])["status"] == "accepted"
+
+
+def test_invitation_made_while_the_broker_is_down_is_swept_and_sent_once(
+    start_stack: Callable[..., Stack],
+) -> None:
+    mailbox = Mailbox()
+    stack = start_stack(mailbox)
+    stack.redis.stop()
+
+    # Nothing is lost: the invitation and its outbox message are committed; only the
+    # hand-off to the broker failed.
+    invitation = invite(stack, "kim@example.org")
+    assert invitation["delivery"]["status"] == "queued"
+    assert stack.invitation(invitation["id"])["delivery"]["status"] == "queued"
+
+    stack.redis.start()  # same port, and empty: the task was never there
+
+    sent = stack.wait_delivery(invitation["id"], "sent")
+    assert SMTP_REPLY in sent["delivery"]["detail"]
+    assert sent["status"] == "sent"
+    assert "Sweep: requeued 1 message(s)" in stack.worker.output(), stack.diagnostics()
+    stack.wait_next_sweep()
+    [(recipients, _)] = mailbox.messages()
+    assert recipients == ["kim@example.org"]
+
+
+def test_a_frozen_broker_does_not_hold_up_the_request_and_nothing_is_lost(
+    start_stack_on_sqlite: Callable[..., Stack],
+) -> None:
+    mailbox = Mailbox()
+    stack = start_stack_on_sqlite(mailbox)
+    stack.redis.freeze()  # accepts connections (the kernel does), answers nothing
+    try:
+        started = time.monotonic()
+        invitation = invite(stack, "jo@example.org")
+        took = time.monotonic() - started
+    finally:
+        stack.redis.thaw()
+
+    # The publish gives up after its socket timeouts instead of waiting for ever.
+    assert took < 3 * BROKER_SOCKET_TIMEOUT, took
+    sent = stack.wait_delivery(invitation["id"], "sent")
+    assert SMTP_REPLY in sent["delivery"]["detail"]
+    # The timed-out publish may have reached Redis after all, besides the sweep's: one
+    # claim, one email.
+    stack.wait_next_sweep()
+    [(recipients, _)] = mailbox.messages()
+    assert recipients == ["jo@example.org"]
+
+
+def test_unreachable_smtp_server_is_retried_then_marked_failed(
+    start_stack: Callable[..., Stack],
+) -> None:
+    # Back-offs of 0.5-1 s and 1-2 s between three attempts: long enough to watch.
+    stack = start_stack(None, mail_retry_backoff_seconds=1.0, mail_retry_backoff_max_seconds=2.0)
+    invitation = invite(stack, "lee@example.org")
+
+    seen: list[tuple[str, str, int]] = []
+
+    def finished() -> dict[str, Any] | None:
+        current = stack.invitation(invitation["id"])
+        state = (current["status"], current["delivery"]["status"], current["delivery"]["attempts"])
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        return current if current["delivery"]["status"] == "failed" else None
+
+    failed = stack.wait_for(finished, "the invitation to fail after its retries")
+
+    assert failed["status"] == "failed"
+    assert failed["delivery"]["attempts"] == 3
+    detail = failed["delivery"]["detail"]
+    assert f"SMTP 127.0.0.1:{stack.server.settings.smtp_port} unreachable" in detail, detail
+    assert "refused" in detail.lower(), detail
+    # Meanwhile the invitation waited for a retry, still pending, with growing attempts.
+    retries = [(status, attempts) for status, delivery, attempts in seen if delivery == "retry"]
+    assert retries, seen
+    assert all(status == "pending" and 1 <= attempts < 3 for status, attempts in retries), seen
+    attempts_seen = [attempts for _, _, attempts in seen]
+    assert attempts_seen == sorted(attempts_seen), seen
+    log = stack.worker.output()
+    assert "delivery deferred (attempt 1 of 3" in log, stack.diagnostics()
+    assert "delivery deferred (attempt 2 of 3" in log, stack.diagnostics()
+    assert "delivery failed, not retried (attempt 3 of 3)" in log, stack.diagnostics()
+
+
+def test_mailbox_refused_with_550_fails_at_once(start_stack: Callable[..., Stack]) -> None:
+    mailbox = RefusingMailbox()
+    stack = start_stack(mailbox)
+
+    invitation = invite(stack, "nobody@example.org")
+
+    failed = stack.wait_delivery(invitation["id"], "failed")
+    assert failed["status"] == "failed"
+    assert failed["delivery"]["attempts"] == 1
+    assert REFUSAL in failed["delivery"]["detail"], failed
+    assert "nobody@example.org" in failed["delivery"]["detail"]
+    # A final answer is not retried, by the task or by a sweep.
+    stack.wait_next_sweep()
+    assert mailbox.rcpt_commands == 1
+    assert mailbox.messages() == []
+    assert stack.invitation(invitation["id"])["delivery"]["attempts"] == 1
