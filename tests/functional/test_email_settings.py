@@ -9,8 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
@@ -22,38 +20,18 @@ from tests.helpers import (
     create_workspaces,
     invite_and_accept,
 )
+from tests.smtp_support import Mailbox, running_smtp
 
 SECRET = "s3cret-smtp-Pa55word"
 DATA_REPLY = "250 2.0.0 Queued as SETTINGS1"
 
 
-class Collector:
-    """An aiosmtpd handler that accepts every message and keeps its envelope."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.envelopes.append(envelope)
-        return DATA_REPLY
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def smtp() -> Iterator[tuple[Collector, int]]:
+def smtp() -> Iterator[tuple[Mailbox, int]]:
     """A running SMTP server on loopback: its handler and port."""
-    handler = Collector()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield handler, int(controller.port)
-    finally:
-        controller.stop()
+    handler = Mailbox(data_reply=DATA_REPLY)
+    with running_smtp(handler) as port:
+        yield handler, port
 
 
 def audit(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
@@ -158,7 +136,7 @@ def test_invalid_changes_are_refused_and_change_nothing(server: LiveServer) -> N
 
 
 def test_a_workspace_admin_may_not_see_or_change_email_settings(
-    server: LiveServer, smtp: tuple[Collector, int]
+    server: LiveServer, smtp: tuple[Mailbox, int]
 ) -> None:
     inbox, _ = smtp
     admin = server.admin()
@@ -180,7 +158,7 @@ def test_a_workspace_admin_may_not_see_or_change_email_settings(
 
 
 def test_test_email_reports_what_the_server_said(
-    server: LiveServer, smtp: tuple[Collector, int]
+    server: LiveServer, smtp: tuple[Mailbox, int]
 ) -> None:
     inbox, port = smtp
     admin = server.admin()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -12,113 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import Envelope
 
 import mailer.delivery
 from gateway.config import Settings
 from gateway.notifier import InvitationNotice
 from mailer.celery_app import celery_app, configure_celery, mail_config, reset_connections
-from mailer.delivery import Outgoing
 from mailer.messages import render_invitation
 from mailer.notifier import CeleryNotifier
-from mailer.tasks import MAX_ATTEMPTS, deliver_message, invitation_payload
+from mailer.tasks import MAX_ATTEMPTS, deliver_message
 from mailer.transport import PermanentDeliveryError, SmtpTransport, TransientDeliveryError
+from tests.ledger_fake import MemoryLedger
+from tests.smtp_support import DATA_REPLY, REFUSAL, Mailbox, running_smtp
 
 MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
 ACCEPT_URL = "https://ringfence.test/invitations/accept?token=tok-123"
 _CELERY_KEYS = ("broker_url", "task_always_eager", "task_eager_propagates")
 
 
-class MemoryLedger:
-    """A :class:`mailer.delivery.DeliveryLedger` in memory that, like the real one,
-    hands each attempt out once (only while queued or waiting for a retry)."""
-
-    def __init__(self, transport: dict[str, Any]) -> None:
-        self.transport = transport
-        self.messages: dict[int, tuple[str, dict[str, Any]]] = {}
-        self.status: dict[int, str] = {}  # queued, sending, retry, sent, failed
-        self.attempts: dict[int, int] = {}
-        self.sent: dict[int, str] = {}
-        self.failures: list[tuple[int, str, bool]] = []
-
-    def add(self, notice: InvitationNotice, kind: str = "invitation") -> int:
-        message_id = len(self.messages) + 1
-        self.messages[message_id] = (kind, invitation_payload(notice))
-        self.status[message_id] = "queued"
-        self.attempts[message_id] = 0
-        return message_id
-
-    def claim(self, message_id: int) -> Outgoing | None:
-        if self.status.get(message_id) not in {"queued", "retry"}:
-            return None
-        self.status[message_id] = "sending"
-        self.attempts[message_id] += 1
-        kind, payload = self.messages[message_id]
-        return Outgoing(message_id, kind, payload, dict(self.transport), self.attempts[message_id])
-
-    def record_sent(self, message_id: int, detail: str) -> None:
-        assert self.status[message_id] == "sending", "recorded without a claim"
-        self.status[message_id] = "sent"
-        self.sent[message_id] = detail
-
-    def record_failure(self, message_id: int, reason: str, *, final: bool) -> None:
-        assert self.status[message_id] == "sending", "recorded without a claim"
-        self.status[message_id] = "failed" if final else "retry"
-        self.failures.append((message_id, reason, final))
-
-    def unsent(self, older_than_seconds: float) -> list[int]:
-        return [i for i, status in self.status.items() if status == "queued"]
-
-    def queue_reminders(self) -> list[int]:
-        return []
-
-
-class Collector:
-    """Answers DATA with ``reply``, counting attempts and keeping accepted envelopes."""
-
-    reply = "250 2.0.0 Queued as TEST1"
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-        self.data_attempts = 0
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.data_attempts += 1
-        if self.reply.startswith("2"):
-            self.envelopes.append(envelope)
-        return self.reply
-
-
-class RejectRecipient(Collector):
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        return "550 5.1.1 mailbox unavailable"
-
-
-class RejectData(Collector):
-    """Answers DATA with a given 4xx or 5xx ``reply``."""
-
-    def __init__(self, reply: str) -> None:
-        super().__init__()
-        self.reply = reply
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
-    def __init__(self, handler: Collector) -> None:
+    def __init__(self, handler: Mailbox, port: int) -> None:
         self.handler = handler
-        self.controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-
-    @property
-    def port(self) -> int:
-        return int(self.controller.port)
+        self.port = port
 
     def transport(self, **overrides: Any) -> SmtpTransport:
         options: dict[str, Any] = {"security": "none", "timeout": 5.0, **overrides}
@@ -136,19 +52,14 @@ class Server:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Collector], Server]]:
+def serve() -> Iterator[Callable[[Mailbox], Server]]:
     """Start an aiosmtpd server with a given handler; stopped after the test."""
-    started: list[Server] = []
+    with ExitStack() as started:
 
-    def start(handler: Collector) -> Server:
-        server = Server(handler)
-        server.controller.start()
-        started.append(server)
-        return server
+        def start(handler: Mailbox) -> Server:
+            return Server(handler, started.enter_context(running_smtp(handler)))
 
-    yield start
-    for server in started:
-        server.controller.stop()
+        yield start
 
 
 @pytest.fixture
@@ -211,8 +122,8 @@ def body(message: EmailMessage, kind: str) -> str:
 # -- SmtpTransport ---------------------------------------------------------------------
 
 
-def test_smtp_transport_delivers(serve: Callable[[Collector], Server]) -> None:
-    server = serve(Collector())
+def test_smtp_transport_delivers(serve: Callable[[Mailbox], Server]) -> None:
+    server = serve(Mailbox())
 
     outcome = server.transport().send(render_invitation(make_notice(), MAIL_FROM))
 
@@ -231,9 +142,9 @@ def test_smtp_transport_delivers(serve: Callable[[Collector], Server]) -> None:
 
 
 def test_rejected_recipient_is_permanent_with_reply_text(
-    serve: Callable[[Collector], Server],
+    serve: Callable[[Mailbox], Server],
 ) -> None:
-    server = serve(RejectRecipient())
+    server = serve(Mailbox(rcpt_refusal=REFUSAL))
 
     with pytest.raises(PermanentDeliveryError) as caught:
         server.transport().send(render_invitation(make_notice(), MAIL_FROM))
@@ -244,8 +155,8 @@ def test_rejected_recipient_is_permanent_with_reply_text(
     assert server.handler.envelopes == []
 
 
-def test_rejected_data_5xx_is_permanent(serve: Callable[[Collector], Server]) -> None:
-    server = serve(RejectData("550 5.1.1 mailbox unavailable"))
+def test_rejected_data_5xx_is_permanent(serve: Callable[[Mailbox], Server]) -> None:
+    server = serve(Mailbox(data_reply="550 5.1.1 mailbox unavailable"))
 
     with pytest.raises(PermanentDeliveryError) as caught:
         server.transport().send(render_invitation(make_notice(), MAIL_FROM))
@@ -254,8 +165,8 @@ def test_rejected_data_5xx_is_permanent(serve: Callable[[Collector], Server]) ->
     assert caught.value.reply == "550 5.1.1 mailbox unavailable"
 
 
-def test_rejected_data_4xx_is_transient(serve: Callable[[Collector], Server]) -> None:
-    server = serve(RejectData("451 4.3.0 try again later"))
+def test_rejected_data_4xx_is_transient(serve: Callable[[Mailbox], Server]) -> None:
+    server = serve(Mailbox(data_reply="451 4.3.0 try again later"))
 
     with pytest.raises(TransientDeliveryError) as caught:
         server.transport().send(render_invitation(make_notice(), MAIL_FROM))
@@ -287,8 +198,8 @@ def test_silent_server_times_out_as_transient() -> None:
             transport.send(render_invitation(make_notice(), MAIL_FROM))
 
 
-def test_starttls_not_offered_is_permanent(serve: Callable[[Collector], Server]) -> None:
-    server = serve(Collector())  # no TLS context, so no STARTTLS in EHLO
+def test_starttls_not_offered_is_permanent(serve: Callable[[Mailbox], Server]) -> None:
+    server = serve(Mailbox())  # no TLS context, so no STARTTLS in EHLO
 
     with pytest.raises(PermanentDeliveryError, match="STARTTLS"):
         server.transport(security="starttls").send(render_invitation(make_notice(), MAIL_FROM))
@@ -298,13 +209,13 @@ def test_starttls_not_offered_is_permanent(serve: Callable[[Collector], Server])
 
 
 def test_eager_delivery_over_smtp(
-    serve: Callable[[Collector], Server],
+    serve: Callable[[Mailbox], Server],
     tmp_path: Path,
     eager: None,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = serve(Collector())
+    server = serve(Mailbox())
     ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
     message_id = ledger.add(make_notice())
     caplog.set_level(logging.INFO, logger="ringfence.mailer")
@@ -326,12 +237,12 @@ def test_eager_delivery_over_smtp(
 
 
 def test_reminder_over_smtp(
-    serve: Callable[[Collector], Server],
+    serve: Callable[[Mailbox], Server],
     tmp_path: Path,
     eager: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server = serve(Collector())
+    server = serve(Mailbox())
     ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
 
     deliver_message.delay(ledger.add(make_notice(), kind="reminder")).get()
@@ -343,12 +254,12 @@ def test_reminder_over_smtp(
 
 
 def test_notifier_delivers_over_smtp(
-    serve: Callable[[Collector], Server],
+    serve: Callable[[Mailbox], Server],
     tmp_path: Path,
     eager: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server = serve(Collector())
+    server = serve(Mailbox())
     ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
     message_id = ledger.add(make_notice(invitation_id=9, to_address="kim@example.org"))
 
@@ -361,13 +272,13 @@ def test_notifier_delivers_over_smtp(
 
 
 def test_rejected_recipient_is_a_final_failure_at_once(
-    serve: Callable[[Collector], Server],
+    serve: Callable[[Mailbox], Server],
     tmp_path: Path,
     eager: None,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = serve(RejectRecipient())
+    server = serve(Mailbox(rcpt_refusal=REFUSAL))
     ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
     message_id = ledger.add(make_notice())
 
@@ -383,12 +294,12 @@ def test_rejected_recipient_is_a_final_failure_at_once(
 
 
 def test_rejected_recipient_is_final_outside_eager_too(
-    serve: Callable[[Collector], Server],
+    serve: Callable[[Mailbox], Server],
     tmp_path: Path,
     celery_conf: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server = serve(RejectRecipient())
+    server = serve(Mailbox(rcpt_refusal=REFUSAL))
     ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
     message_id = ledger.add(make_notice())
 
@@ -424,12 +335,12 @@ def test_closed_port_when_eager_is_a_final_failure_with_the_reason(
 
 
 def test_eager_does_not_retry_a_transient_failure_in_place(
-    serve: Callable[[Collector], Server],
+    serve: Callable[[Mailbox], Server],
     tmp_path: Path,
     eager: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server = serve(RejectData("451 4.3.0 try again later"))
+    server = serve(Mailbox(data_reply="451 4.3.0 try again later"))
     ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
     message_id = ledger.add(make_notice())
 
@@ -442,13 +353,13 @@ def test_eager_does_not_retry_a_transient_failure_in_place(
 
 
 def test_transient_failure_outside_eager_is_recorded_and_retried(
-    serve: Callable[[Collector], Server],
+    serve: Callable[[Mailbox], Server],
     tmp_path: Path,
     celery_conf: None,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = serve(RejectData("451 4.3.0 try again later"))
+    server = serve(Mailbox(data_reply="451 4.3.0 try again later"))
     ledger = install(monkeypatch, mail_config(server.settings(tmp_path)))
     message_id = ledger.add(make_notice())
 
@@ -464,7 +375,7 @@ def test_transient_failure_outside_eager_is_recorded_and_retried(
     assert any(f"delivery deferred (attempt 1 of {MAX_ATTEMPTS}" in m for m in caplog.messages)
 
     # The retry claims it again and, the server having recovered, sends it.
-    server.handler.reply = Collector.reply
+    server.handler.data_reply = DATA_REPLY
     assert deliver_message(message_id)["status"] == "sent"
     assert len(server.handler.envelopes) == 1
 
@@ -472,8 +383,8 @@ def test_transient_failure_outside_eager_is_recorded_and_retried(
 # -- send_test -------------------------------------------------------------------------
 
 
-def test_send_test_over_smtp(serve: Callable[[Collector], Server], tmp_path: Path) -> None:
-    server = serve(Collector())
+def test_send_test_over_smtp(serve: Callable[[Mailbox], Server], tmp_path: Path) -> None:
+    server = serve(Mailbox())
 
     outcome = CeleryNotifier().send_test("ops@example.org", mail_config(server.settings(tmp_path)))
 
@@ -490,10 +401,8 @@ def test_send_test_over_smtp(serve: Callable[[Collector], Server], tmp_path: Pat
     assert "test email from Ringfence" in message.get_content()
 
 
-def test_send_test_reports_a_rejection(
-    serve: Callable[[Collector], Server], tmp_path: Path
-) -> None:
-    server = serve(RejectRecipient())
+def test_send_test_reports_a_rejection(serve: Callable[[Mailbox], Server], tmp_path: Path) -> None:
+    server = serve(Mailbox(rcpt_refusal=REFUSAL))
 
     outcome = CeleryNotifier().send_test(
         "nobody@example.org", mail_config(server.settings(tmp_path))

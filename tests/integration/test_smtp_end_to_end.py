@@ -5,17 +5,12 @@ through HTTP. No mocks."""
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from dataclasses import replace
-from email import message_from_bytes
 from email.message import EmailMessage
-from email.policy import default as default_policy
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.config import Settings
 from mailer.messages import format_expiry
@@ -27,57 +22,17 @@ from tests.helpers import (
     invite,
     outbox_messages,
 )
+from tests.smtp_support import REFUSAL, Mailbox, running_smtp
 
 DATA_REPLY = "250 2.0.0 Queued as E2E1"
-REFUSAL = "550 5.1.1 mailbox unavailable"
-
-
-class Mailbox:
-    """An aiosmtpd handler keeping every accepted envelope; refuses each recipient with
-    :data:`REFUSAL` while ``refuse_recipients`` is set."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-        self.refuse_recipients = False
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if self.refuse_recipients:
-            return REFUSAL
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.envelopes.append(envelope)
-        return DATA_REPLY
-
-    def messages(self) -> list[EmailMessage]:
-        received = []
-        for envelope in self.envelopes:
-            assert isinstance(envelope.content, bytes)
-            message = message_from_bytes(envelope.content, policy=default_policy)
-            assert isinstance(message, EmailMessage)
-            received.append(message)
-        return received
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
     """A running SMTP server on loopback: its handler and port."""
-    handler = Mailbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield handler, int(controller.port)
-    finally:
-        controller.stop()
+    handler = Mailbox(data_reply=DATA_REPLY)
+    with running_smtp(handler) as port:
+        yield handler, port
 
 
 @pytest.fixture
@@ -198,7 +153,7 @@ def test_a_refused_recipient_shows_as_failed_with_the_reply(
     server: LiveServer, mailbox: tuple[Mailbox, int]
 ) -> None:
     inbox, port = mailbox
-    inbox.refuse_recipients = True
+    inbox.rcpt_refusal = REFUSAL
     admin = server.admin()
     create_workspaces(admin, "acme")
 

@@ -20,19 +20,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
-from email import message_from_bytes
 from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 import redis
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -45,6 +41,7 @@ from mailer.celery_app import (
     reset_connections,
 )
 from tests.helpers import ADMIN_EMAIL, LiveServer, accept_invitation, create_workspaces, run_cli
+from tests.smtp_support import REFUSAL, Mailbox, free_port, running_smtp
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -57,7 +54,6 @@ WAIT = 30.0  # seconds: the most any outcome may take to show
 POLL = 0.05
 LOG_TAIL = 6000  # characters of the worker's output shown when a test fails
 SMTP_REPLY = "250 2.0.0 Queued as RFTEST1"
-REFUSAL = "550 5.1.1 mailbox unavailable"
 _CELERY_KEYS = (
     "broker_url",
     "task_always_eager",
@@ -71,12 +67,6 @@ _SWEEP_CHATTER = re.compile(
     r"Sending due task ringfence-sweep-unsent|ringfence\.sweep_unsent\[[^\]]+\] "
     r"(received|succeeded in \S+ 0$)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(
@@ -175,46 +165,6 @@ class RedisServer:
 
 
 # -- SMTP servers ----------------------------------------------------------------------
-
-
-class Mailbox:
-    """An aiosmtpd handler that accepts every message and keeps it."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[list[str], EmailMessage]] = []
-        self.rcpt_commands = 0
-        self._lock = threading.Lock()
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        with self._lock:
-            self.rcpt_commands += 1
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        assert isinstance(envelope.content, bytes)
-        message = message_from_bytes(envelope.content, policy=default_policy)
-        assert isinstance(message, EmailMessage)
-        with self._lock:
-            self.received.append((list(envelope.rcpt_tos), message))
-        return SMTP_REPLY
-
-    def messages(self) -> list[tuple[list[str], EmailMessage]]:
-        with self._lock:
-            return list(self.received)
-
-
-class RefusingMailbox(Mailbox):
-    """Refuses every recipient for good, as a server does for an unknown mailbox."""
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        with self._lock:
-            self.rcpt_commands += 1
-        return REFUSAL
 
 
 # -- the worker process ---------------------------------------------------------------
@@ -355,10 +305,9 @@ def stack_factory(tmp_path: Path, database_url: str) -> Iterator[Callable[..., S
         cleanups.append(broker.stop)
 
         if mailbox is not None:
-            controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-            controller.start()
-            cleanups.append(controller.stop)
-            smtp_port = int(controller.port)
+            smtp = ExitStack()
+            smtp_port = smtp.enter_context(running_smtp(mailbox))
+            cleanups.append(smtp.close)
         else:
             # Bound but not listening: connections are refused, and nobody else can take
             # the port during the test.
@@ -467,7 +416,7 @@ def invite_link(message: EmailMessage) -> str:
 def test_worker_on_redis_delivers_the_invitation_over_smtp(
     start_stack: Callable[..., Stack],
 ) -> None:
-    mailbox = Mailbox()
+    mailbox = Mailbox(data_reply=SMTP_REPLY)
     stack = start_stack(mailbox)
 
     invitation = invite(stack, "sam@example.org")
@@ -480,7 +429,7 @@ def test_worker_on_redis_delivers_the_invitation_over_smtp(
     assert sent["delivery"]["sent_at"]
     # Any duplicate would have to come from a sweep; let a few more run.
     stack.wait_next_sweep()
-    [(recipients, message)] = mailbox.messages()
+    [(recipients, message)] = mailbox.deliveries()
     assert recipients == ["sam@example.org"]
     assert message["To"].addresses[0].addr_spec == "sam@example.org"
     assert message["X-Ringfence-Invitation"] == str(invitation["id"])
@@ -500,7 +449,7 @@ def test_worker_on_redis_delivers_the_invitation_over_smtp(
 def test_invitation_made_while_the_broker_is_down_is_swept_and_sent_once(
     start_stack: Callable[..., Stack],
 ) -> None:
-    mailbox = Mailbox()
+    mailbox = Mailbox(data_reply=SMTP_REPLY)
     stack = start_stack(mailbox)
     stack.redis.stop()
 
@@ -517,14 +466,14 @@ def test_invitation_made_while_the_broker_is_down_is_swept_and_sent_once(
     assert sent["status"] == "sent"
     assert "Sweep: requeued 1 message(s)" in stack.worker.output(), stack.diagnostics()
     stack.wait_next_sweep()
-    [(recipients, _)] = mailbox.messages()
+    [(recipients, _)] = mailbox.deliveries()
     assert recipients == ["kim@example.org"]
 
 
 def test_a_frozen_broker_does_not_hold_up_the_request_and_nothing_is_lost(
     start_stack_on_sqlite: Callable[..., Stack],
 ) -> None:
-    mailbox = Mailbox()
+    mailbox = Mailbox(data_reply=SMTP_REPLY)
     stack = start_stack_on_sqlite(mailbox)
     stack.redis.freeze()  # accepts connections (the kernel does), answers nothing
     try:
@@ -541,7 +490,7 @@ def test_a_frozen_broker_does_not_hold_up_the_request_and_nothing_is_lost(
     # The timed-out publish may have reached Redis after all, besides the sweep's: one
     # claim, one email.
     stack.wait_next_sweep()
-    [(recipients, _)] = mailbox.messages()
+    [(recipients, _)] = mailbox.deliveries()
     assert recipients == ["jo@example.org"]
 
 
@@ -581,7 +530,7 @@ def test_unreachable_smtp_server_is_retried_then_marked_failed(
 
 
 def test_mailbox_refused_with_550_fails_at_once(start_stack: Callable[..., Stack]) -> None:
-    mailbox = RefusingMailbox()
+    mailbox = Mailbox(rcpt_refusal=REFUSAL)
     stack = start_stack(mailbox)
 
     invitation = invite(stack, "nobody@example.org")
@@ -594,5 +543,5 @@ def test_mailbox_refused_with_550_fails_at_once(start_stack: Callable[..., Stack
     # A final answer is not retried, by the task or by a sweep.
     stack.wait_next_sweep()
     assert mailbox.rcpt_commands == 1
-    assert mailbox.messages() == []
+    assert mailbox.deliveries() == []
     assert stack.invitation(invitation["id"])["delivery"]["attempts"] == 1
