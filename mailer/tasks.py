@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterable
-from dataclasses import asdict, fields
 from typing import Any
 
-from gateway.notifier import InvitationNotice
+from gateway.notifier import InvitationNotice, notice_from_payload
 from mailer.celery_app import (
     MAX_ATTEMPTS,
     RETRY_BACKOFF,
@@ -36,25 +35,6 @@ logger = logging.getLogger("ringfence.mailer")
 # The retry and sweep timing comes from the settings (mailer.celery_app.DeliveryPolicy);
 # the constants imported above are their defaults.
 MAX_RETRIES = MAX_ATTEMPTS - 1
-
-_NOTICE_FIELDS = tuple(f.name for f in fields(InvitationNotice))
-
-
-def invitation_payload(notice: InvitationNotice) -> dict[str, Any]:
-    """``notice`` as a JSON-safe dict (grants as ``[workspace, role]`` lists)."""
-    payload = asdict(notice)
-    payload["grants"] = [[workspace, role] for workspace, role in notice.grants]
-    return payload
-
-
-def notice_from_payload(payload: dict[str, Any]) -> InvitationNotice:
-    """The :class:`InvitationNotice` a payload describes."""
-    # Unknown keys are ignored so that a newer web process can add a field without
-    # breaking older workers during a rolling deployment.
-    values = {name: payload[name] for name in _NOTICE_FIELDS}
-    values["invitation_id"] = int(values["invitation_id"])
-    values["grants"] = tuple((str(workspace), str(role)) for workspace, role in values["grants"])
-    return InvitationNotice(**values)
 
 
 def backoff(retries: int, base: float = RETRY_BACKOFF, maximum: float = RETRY_BACKOFF_MAX) -> float:

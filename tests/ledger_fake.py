@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.notifier import InvitationNotice
+from gateway.notifier import InvitationNotice, invitation_payload
 from mailer.delivery import Outgoing
-from mailer.tasks import invitation_payload
 
 
 class MemoryLedger:

@@ -1,4 +1,5 @@
-"""The delivery ledger: the outbox table as the mail tasks see it (``mailer.delivery``).
+"""The delivery ledger: the outbox table as the mail tasks see it
+(:class:`gateway.notifier.DeliveryLedger`).
 
 Each claim is a conditional update, so a message is sent at most once per attempt
 however often its task is delivered; each outcome is recorded on the message and on its
@@ -18,11 +19,10 @@ from gateway.config import Settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
 from gateway.models import DeliveryStatus, Invitation, OutboxMessage, utcnow
-from gateway.notifier import Notifier, TestOutcome
+from gateway.notifier import Notifier, Outgoing, TestOutcome
 from gateway.security import unseal
 from gateway.services.base import SYSTEM, UnitOfWork
 from gateway.services.invitations import audit_each_workspace
-from mailer.delivery import Outgoing
 
 # A claim older than this is taken to belong to a worker that died mid-send.
 CLAIM_LEASE = timedelta(minutes=5)

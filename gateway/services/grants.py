@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.engine import DecisionEngine
@@ -152,6 +151,3 @@ class GrantService:
                 "change the invitation instead"
             )
         return user
-
-    def grants_of(self, user_id: int) -> list[Grant]:
-        return list(self.session.scalars(select(Grant).where(Grant.user_id == user_id)))

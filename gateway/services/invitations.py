@@ -4,7 +4,7 @@ a one-time token (stored hashed), and becomes an active user with those grants."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -34,7 +34,7 @@ from gateway.models import (
     Workspace,
     utcnow,
 )
-from gateway.notifier import InvitationNotice, Notifier
+from gateway.notifier import InvitationNotice, Notifier, invitation_payload
 from gateway.passwords import require_acceptable_password
 from gateway.permissions import Permission
 from gateway.security import hash_password, new_token, seal, token_digest
@@ -514,10 +514,3 @@ class InvitationService:
             accept_url=f"{self.settings.public_url.rstrip('/')}/invite/{quote(token)}",
             expires_at=invitation.expires_at.isoformat(),
         )
-
-
-def invitation_payload(notice: InvitationNotice) -> dict[str, Any]:
-    """``notice`` as plain JSON (what the outbox keeps, sealed, until it is sent)."""
-    payload = asdict(notice)
-    payload["grants"] = [list(pair) for pair in notice.grants]
-    return payload

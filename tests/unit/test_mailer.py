@@ -18,7 +18,7 @@ import pytest
 import mailer.delivery
 import mailer.worker
 from gateway.config import Settings
-from gateway.notifier import InvitationNotice
+from gateway.notifier import InvitationNotice, invitation_payload, notice_from_payload
 from gateway.notifier import TestOutcome as SendTestOutcome
 from mailer.celery_app import (
     REMINDER_SCHEDULE,
@@ -38,8 +38,6 @@ from mailer.tasks import (
     SWEEP_AGE,
     backoff,
     deliver_message,
-    invitation_payload,
-    notice_from_payload,
     send_reminders,
     sweep_unsent,
 )
