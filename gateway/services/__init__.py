@@ -44,7 +44,7 @@ class Services:
         self.session = session
         self.engine = engine
         self.authorizer = authorizer
-        self.auth = AuthService(session, settings, throttle or login_throttle(settings))
+        self.auth = AuthService(session, settings, throttle or login_throttle(settings), uow)
         self.audit = AuditService(session, authorizer)
         self.decisions = DecisionService(engine)
         self.workspaces = WorkspaceService(session, uow, authorizer)

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
-from gateway.errors import InvalidCredentials, Unauthorized
+from gateway.errors import InvalidCredentials, TooManyRequests, Unauthorized
 from gateway.models import AuthSession, RefreshToken, User, UserStatus, utcnow
 from gateway.security import (
     issue_access_token,
@@ -24,6 +24,7 @@ from gateway.security import (
     token_digest,
     verify_password,
 )
+from gateway.services.base import Actor, UnitOfWork
 from gateway.throttle import LoginThrottle
 
 
@@ -36,23 +37,33 @@ class IssuedToken:
 
 
 class AuthService:
-    def __init__(self, session: Session, settings: Settings, throttle: LoginThrottle) -> None:
+    def __init__(
+        self, session: Session, settings: Settings, throttle: LoginThrottle, uow: UnitOfWork
+    ) -> None:
         self.session = session
         self.settings = settings
         self.throttle = throttle
+        self.uow = uow
 
     def login(self, email: str, password: str, client: str = "") -> IssuedToken:
         """A signed access token for an active user with the right password. The error
         is the same whether the address is unknown, the password wrong or the account
         inactive, and failures are throttled per address and per ``client`` alike, so
         that login reveals nothing about who has an account."""
-        self.throttle.check(email, client)
-        user = self.session.scalar(select(User).where(User.email == email.strip().lower()))
+        typed = email.strip().lower()[:320]
+        try:
+            self.throttle.check(email, client)
+        except TooManyRequests:
+            self._audit_sign_in("auth.login_throttled", None, typed, client)
+            raise
+        user = self.session.scalar(select(User).where(User.email == typed))
         password_ok = verify_password(user.password_hash if user else None, password)
         if user is None or not password_ok or user.status != UserStatus.ACTIVE:
             self.throttle.failed(email, client)
+            self._audit_sign_in("auth.login_failed", user, typed, client)
             raise InvalidCredentials()
         self.throttle.succeeded(email)
+        self._audit_sign_in("auth.login", user, typed, client)
         user.last_login_at = utcnow()
         auth_session = AuthSession(
             id=secrets.token_hex(16), user_id=user.id, session_version=user.session_version
@@ -75,6 +86,8 @@ class AuthService:
         if row.used_at is not None:
             self._end(auth_session, "refresh token reused")
             self.session.commit()
+            if user is not None:
+                self._audit_sign_in("auth.refresh_reused", user, user.email, "")
             raise Unauthorized("The refresh token was used already; the session has ended")
         if row.expires_at <= utcnow() or user is None or not self._live(user, auth_session):
             raise Unauthorized("The refresh token has expired or the account is not active")
@@ -97,6 +110,9 @@ class AuthService:
         if auth_session is not None and auth_session.revoked_at is None:
             self._end(auth_session, "signed out")
             self.session.commit()
+            user = self.session.get(User, auth_session.user_id)
+            if user is not None:
+                self._audit_sign_in("auth.logout", user, user.email, "")
 
     def authenticate(self, token: str) -> tuple[User, str | None]:
         """The active user a token belongs to, and its session. Checked on every request,
@@ -132,6 +148,18 @@ class AuthService:
             session_id=auth_session.id,
         )
         return IssuedToken(access, self.settings.access_token_ttl, refresh_token)
+
+    def _audit_sign_in(self, action: str, user: User | None, email: str, client: str) -> None:
+        # The person acts on their own account; an unknown address is named as typed.
+        actor = Actor(user.id, f"{user.name} <{user.email}>") if user else Actor(None, email)
+        self.uow.record(
+            actor,
+            action,
+            "user" if user else "login",
+            target_id=user.id if user else None,
+            target_name=user.name if user else email,
+            after={"email": email, "source_address": client or None},
+        )
 
     @staticmethod
     def _live(user: User, auth_session: AuthSession) -> bool:

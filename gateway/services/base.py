@@ -160,6 +160,18 @@ class UnitOfWork:
                 # reach the caller as an error. It is logged for the operator.
                 log.exception("after-commit action failed")
 
+    def record(self, actor: Actor, action: str, target_type: str, **fields: Any) -> None:
+        """Commit one audit event that changes nothing the engine decides with (sign-ins,
+        sign-outs): no revision bump, so decisions' revisions stay meaningful."""
+        changes = ChangeSet(self.session, actor)
+        changes.audit(action, target_type, **fields)
+        try:
+            self.session.add_all(changes.events)
+            self.session.commit()
+        except BaseException:
+            self.session.rollback()
+            raise
+
     def _bump_revision(self) -> int:
         # UPDATE ... RETURNING takes the row lock, so concurrent writers get distinct,
         # increasing revisions in commit order.

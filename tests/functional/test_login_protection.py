@@ -71,3 +71,22 @@ def test_the_client_limit_applies_across_addresses() -> None:
     with pytest.raises(TooManyRequests):
         throttle.check("d@example.com", "203.0.113.9")
     throttle.check("d@example.com", "198.51.100.7")  # another client is not affected
+
+
+def test_sign_ins_are_audited_without_moving_the_policy_revision(server: LiveServer) -> None:
+    admin = server.admin()
+    with server.client() as anonymous:
+        revision = anonymous.get("/healthz").json()["revision"]
+        login(anonymous, ADMIN_EMAIL, "wrong password!")
+        login(anonymous, "ghost@example.com", "wrong password!")
+        assert login(anonymous, ADMIN_EMAIL, server.admin_password).status_code == 200
+        assert anonymous.get("/healthz").json()["revision"] == revision
+    events = admin.get("/audit", params={"action": "auth", "page_size": 50}).json()
+    by_action = {(e["action"], e["target_type"], e["target_name"]) for e in events}
+    assert ("auth.login_failed", "user", "Ada Admin") in by_action
+    assert ("auth.login_failed", "login", "ghost@example.com") in by_action
+    assert ("auth.login", "user", "Ada Admin") in by_action
+    failed = next(e for e in events if e["target_name"] == "ghost@example.com")
+    assert failed["after"]["source_address"] == "127.0.0.1"
+    assert failed["revision"] is None
+    assert "wrong password" not in str(events)  # passwords are never recorded

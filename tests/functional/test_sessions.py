@@ -74,3 +74,14 @@ def test_deactivation_ends_every_session_and_refresh(server: LiveServer) -> None
     assert admin.post(f"/users/{john}/reactivate").status_code == 200
     for session in sessions:  # reactivation does not revive old sessions
         assert refresh(server, session["refresh_token"]).status_code == 401
+
+
+def test_replay_and_logout_are_audited(server: LiveServer) -> None:
+    first = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    assert refresh(server, first["refresh_token"]).status_code == 200
+    assert refresh(server, first["refresh_token"]).status_code == 401  # replay
+    other = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    with server.client(other["access_token"]) as client:
+        assert client.post("/auth/logout").status_code == 204
+    actions = [e["action"] for e in server.admin().get("/audit", params={"action": "auth"}).json()]
+    assert "auth.refresh_reused" in actions and "auth.logout" in actions
