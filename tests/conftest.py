@@ -89,6 +89,24 @@ def server(app: Flask, settings: Settings, admin_password: str) -> Iterator[Live
         thread.join(timeout=5)
 
 
+@pytest.fixture
+def celery_conf() -> Iterator[None]:
+    """Put celery_app's configuration back as it was: it is process-wide state."""
+    from mailer.celery_app import celery_app, reset_connections
+
+    keys = (
+        "broker_url",
+        "task_always_eager",
+        "task_eager_propagates",
+        "broker_connection_timeout",
+        "task_publish_retry_policy",
+    )
+    saved = {key: celery_app.conf.get(key) for key in keys}
+    yield
+    celery_app.conf.update(saved)
+    reset_connections()
+
+
 # -- CI guard: PostgreSQL tests must run, not skip ------------------------------------
 
 _skipped_postgres: list[str] = []

@@ -18,7 +18,7 @@ from aiosmtpd.smtp import Envelope
 import mailer.delivery
 from gateway.config import Settings
 from gateway.notifier import InvitationNotice
-from mailer.celery_app import celery_app, configure_celery, mail_config, reset_connections
+from mailer.celery_app import configure_celery, mail_config
 from mailer.messages import render_invitation
 from mailer.notifier import CeleryNotifier
 from mailer.tasks import MAX_ATTEMPTS, deliver_message
@@ -28,7 +28,6 @@ from tests.smtp_support import DATA_REPLY, REFUSAL, Mailbox, running_smtp
 
 MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
 ACCEPT_URL = "https://ringfence.test/invitations/accept?token=tok-123"
-_CELERY_KEYS = ("broker_url", "task_always_eager", "task_eager_propagates")
 
 
 class Server:
@@ -60,15 +59,6 @@ def serve() -> Iterator[Callable[[Mailbox], Server]]:
             return Server(handler, started.enter_context(running_smtp(handler)))
 
         yield start
-
-
-@pytest.fixture
-def celery_conf() -> Iterator[None]:
-    """Put celery_app's configuration back as it was: it is process-wide state."""
-    saved = {key: celery_app.conf.get(key) for key in _CELERY_KEYS}
-    yield
-    celery_app.conf.update(saved)
-    reset_connections()
 
 
 @pytest.fixture

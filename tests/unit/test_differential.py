@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
-import casbin
-from casbin.util import key_match
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,8 +34,7 @@ from gateway.rules import (
     rule_to_grant,
     user_subject,
 )
-
-MODEL = Path(__file__).resolve().parents[2] / "model.conf"
+from tests.casbin_reference import MODEL, reference
 
 WORKSPACES = ("acme", "globex", "initech")
 UNKNOWN_WORKSPACES = ("umbrella", "*", "ACME", "acme ", "")
@@ -107,18 +103,6 @@ def grants_for(
 
 
 # -- the two sides ----------------------------------------------------------------------
-
-
-def reference(rules: Iterable[Rule]) -> casbin.Enforcer:
-    """Plain Casbin: the model, key_match for domains, the rules. Nothing of ours."""
-    enforcer = casbin.Enforcer(str(MODEL))
-    enforcer.add_named_domain_matching_func("g", key_match)
-    for rule in rules:
-        if rule.ptype == "p":
-            enforcer.add_policy(*rule.values)
-        else:
-            enforcer.add_named_grouping_policy(rule.ptype, *rule.values)
-    return enforcer
 
 
 def fresh_engine() -> DecisionEngine:

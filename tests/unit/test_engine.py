@@ -8,7 +8,6 @@ from pathlib import Path
 
 import casbin
 import pytest
-from casbin.util import key_match
 
 from gateway.engine import (
     Decision,
@@ -21,8 +20,7 @@ from gateway.engine import (
     WorkspaceRemoved,
 )
 from gateway.rules import GrantKey, Rule, grant_rule, inheritance_rule, permission_rule
-
-MODEL = Path(__file__).resolve().parents[2] / "model.conf"
+from tests.casbin_reference import MODEL, reference
 
 JOHN = 1
 MARY = 2
@@ -51,17 +49,6 @@ def engine() -> DecisionEngine:
         revision=1,
     )
     return engine
-
-
-def reference(rules: list[Rule]) -> casbin.Enforcer:
-    enforcer = casbin.Enforcer(str(MODEL))
-    enforcer.add_named_domain_matching_func("g", key_match)
-    for rule in rules:
-        if rule.ptype == "p":
-            enforcer.add_policy(*rule.values)
-        else:
-            enforcer.add_named_grouping_policy(rule.ptype, *rule.values)
-    return enforcer
 
 
 # -- who and where ----------------------------------------------------------------------

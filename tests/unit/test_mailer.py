@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -26,7 +25,6 @@ from mailer.celery_app import (
     celery_app,
     configure_celery,
     mail_config,
-    reset_connections,
 )
 from mailer.delivery import DeliveryLedger, current_ledger
 from mailer.messages import render_invitation, render_notice, render_reminder
@@ -52,22 +50,6 @@ from tests.ledger_fake import MemoryLedger
 
 MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
 ACCEPT_URL = "https://ringfence.test/invitations/accept?token=tok-123&x=1"
-_CELERY_KEYS = (
-    "broker_url",
-    "task_always_eager",
-    "task_eager_propagates",
-    "broker_connection_timeout",
-    "task_publish_retry_policy",
-)
-
-
-@pytest.fixture
-def celery_conf() -> Iterator[None]:
-    """Put celery_app's configuration back as it was: it is process-wide state."""
-    saved = {key: celery_app.conf.get(key) for key in _CELERY_KEYS}
-    yield
-    celery_app.conf.update(saved)
-    reset_connections()
 
 
 @pytest.fixture
