@@ -21,6 +21,7 @@ from gateway.services.decisions import DecisionService
 from gateway.services.grants import GrantService
 from gateway.services.invitations import InvitationService
 from gateway.services.policies import PolicyService
+from gateway.services.roles import RoleService
 from gateway.services.settings import SettingsService
 from gateway.services.setup import SetupService
 from gateway.services.users import UserService
@@ -56,6 +57,7 @@ class Services:
         )
         self.policies = PolicyService(session, uow)
         self.setup = SetupService(session, uow)
+        self.roles = RoleService(session, authorizer, engine, settings.policies_dir)
 
 
 def login_throttle(settings: Settings) -> LoginThrottle:

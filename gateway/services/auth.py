@@ -131,6 +131,15 @@ class AuthService:
             raise Unauthorized("The access token is no longer valid")
         return user, claims.session_id
 
+    def session_user(self, session_id: str) -> User:
+        """The active user of a live sign-in session (the web console keeps the session
+        id, not a token). Checked on every request, like :meth:`authenticate`."""
+        auth_session = self.session.get(AuthSession, session_id)
+        user = self.session.get(User, auth_session.user_id) if auth_session else None
+        if auth_session is None or user is None or not self._live(user, auth_session):
+            raise Unauthorized("The session has ended; sign in again")
+        return user
+
     def _issue(self, user: User, auth_session: AuthSession) -> IssuedToken:
         refresh_token = new_token()
         self.session.add(
