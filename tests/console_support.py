@@ -30,7 +30,9 @@ class Console:
 
     def get(self, path: str, **kwargs: object) -> httpx.Response:
         response = self.client.get(path, **kwargs)  # type: ignore[arg-type]
-        if "csrf-token" in response.text:
+        if response.headers.get("content-type", "").startswith("text/html") and (
+            'name="csrf-token"' in response.text
+        ):
             self.token = csrf_of(response.text)
         return response
 

@@ -39,6 +39,10 @@ def database_state(server: LiveServer) -> dict[str, Any]:
         db.dispose()
 
 
+# The web console's routes have a walk of their own (tests/functional/test_console_isolation.py).
+NOT_ADMIN += ("/console",)
+
+
 def admin_routes(server: LiveServer) -> set[tuple[str, str]]:
     routes = set()
     for rule in server.app.url_map.iter_rules():
