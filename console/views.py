@@ -440,7 +440,9 @@ def _panel(template: str, status: int = 200, **context: Any) -> Response:
     return _render("panel_page.html", status=status, panel=template, active="users", **context)
 
 
-def _after_change(message: str, user_id: int | None = None, removed: int | None = None) -> Response:
+def _after_change(
+    message: str, user_id: int | None = None, removed: int | None = None, refresh: bool = False
+) -> Response:
     """What a change answers: with htmx the changed row, an emptied panel and a message
     (out-of-band swaps); without, the Users page with the message."""
     if not _htmx():
@@ -451,7 +453,12 @@ def _after_change(message: str, user_id: int | None = None, removed: int | None 
             row = _row(services().users.get(viewer().actor, user_id))
         except NotFound:
             removed = user_id
-    return _render("_changed.html", message=message, row=row, removed=removed)
+    response = _render(
+        "_changed.html", message=message, row=None if refresh else row, removed=removed
+    )
+    if refresh:  # a new row: the table reloads itself with the filters in use
+        response.headers["HX-Trigger"] = "users-changed"
+    return response
 
 
 # invite
@@ -513,6 +520,7 @@ def invite() -> Response:
         f"Invited {invitation.name} <{invitation.email}>; "
         f"invitation {effective_status(invitation)}.",
         invitation.user_id,
+        refresh=True,
     )
 
 
