@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import admin_api
-from gateway import accept_page, decision_api, freshness
+from gateway import accept_page, decision_api, freshness, sync
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -77,7 +77,9 @@ def start_watcher(app: Flask, engine: DecisionEngine, settings: Settings) -> Non
     watcher.set_update_callback(on_notice)
     watcher.on_connection_change(on_connection)
     state.publish = watcher.update
-    app.extensions["ringfence_watcher"] = watcher.start()
+    app.extensions["ringfence_watcher"] = watcher
+    if not sync.START_THREADS_AFTER_FORK:
+        watcher.start()
 
 
 def create_app(settings: Settings | None = None, notifier: Notifier | None = None) -> Flask:
@@ -130,9 +132,10 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         login_throttle(settings),
     )
     if settings.revision_poll_seconds > 0 or settings.watcher_url:
-        app.extensions["ringfence_poller"] = RevisionPoller(
-            engine, db, session_factory, settings
-        ).start()
+        poller = RevisionPoller(engine, db, session_factory, settings)
+        app.extensions["ringfence_poller"] = poller
+        if not sync.START_THREADS_AFTER_FORK:
+            poller.start()
     start_watcher(app, engine, settings)
     if settings.trusted_proxies > 0:
         # Behind a load balancer: the client address (throttling, audit) is the one it

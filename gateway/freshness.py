@@ -194,6 +194,9 @@ def install(app: Flask) -> None:
         if not is_decision_request():
             return
         g.decision_started = time.perf_counter()
+        # Taken before answering: everything committed before this instant is in the
+        # answer, whatever the revision check does while the request runs.
+        g.confirmed_at = state_of(app.extensions["ringfence"].engine).confirmed_at
         min_revision = requested_min_revision()
         if min_revision is not None:
             require_min_revision(min_revision)
@@ -206,7 +209,8 @@ def install(app: Flask) -> None:
                 metrics.DECISIONS.labels(result).inc()
             state = state_of(app.extensions["ringfence"].engine)
             response.headers[STALE_HEADER] = "true" if state.stale else "false"
-            response.headers[STALENESS_HEADER] = f"{state.staleness:.3f}"
+            staleness = max(0.0, time.monotonic() - g.confirmed_at)
+            response.headers[STALENESS_HEADER] = f"{staleness:.3f}"
         services = g.get("services")
         if services is not None and services.uow.revision:
             response.headers[REVISION_HEADER] = str(services.uow.revision)

@@ -31,6 +31,11 @@ from gateway.models import PolicyState
 
 log = logging.getLogger("ringfence.sync")
 
+# Set by a server that builds the app before forking workers (gunicorn's preload, see
+# deploy/gunicorn.conf.py): background threads then start in each worker only, since a
+# lock held by a thread of the parent at fork time would stay locked in the child.
+START_THREADS_AFTER_FORK = False
+
 
 @dataclass
 class SyncState:
@@ -190,7 +195,8 @@ class RevisionPoller:
     def stop(self) -> None:
         self._stop.set()
         self.state.wake.set()
-        self._thread.join(timeout=self._interval + 5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._interval + 5)
 
     def _run(self) -> None:
         while not self._stop.is_set():
