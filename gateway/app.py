@@ -22,7 +22,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
-from gateway.sync import RevisionPoller, state_of
+from gateway.sync import RevisionPoller, catch_up, state_of
 from gateway.throttle import LoginThrottle
 from gateway.watcher import RedisWatcher, notice_revision
 
@@ -57,7 +57,13 @@ def install_delivery_ledger(
     install_ledger(DatabaseLedger(session_factory, engine, settings))
 
 
-def start_watcher(app: Flask, engine: DecisionEngine, settings: Settings) -> None:
+def start_watcher(
+    app: Flask,
+    engine: DecisionEngine,
+    db: Engine,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+) -> None:
     """Change notices on Redis: publish each revision committed here, and wake the
     revision check when another replica commits one."""
     state = state_of(engine)
@@ -69,7 +75,11 @@ def start_watcher(app: Flask, engine: DecisionEngine, settings: Settings) -> Non
     def on_notice(message: str) -> None:
         revision = notice_revision(message)
         if revision is None or revision > engine.revision:
-            state.wake.set()
+            # Caught up right here, on the watcher's thread: no hand-over to the poller.
+            try:
+                catch_up(engine, db, session_factory, settings)
+            except Exception:
+                state.wake.set()  # the poller retries (and keeps the stale flag)
 
     def on_connection(connected: bool) -> None:
         state.watcher_connected = connected
@@ -136,7 +146,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         app.extensions["ringfence_poller"] = poller
         if not sync.START_THREADS_AFTER_FORK:
             poller.start()
-    start_watcher(app, engine, settings)
+    start_watcher(app, engine, db, session_factory, settings)
     if settings.trusted_proxies > 0:
         # Behind a load balancer: the client address (throttling, audit) is the one it
         # saw, taken from X-Forwarded-For as far as the trusted hops go.
