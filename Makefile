@@ -32,3 +32,8 @@ typecheck: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## Propagation across two replicas (PostgreSQL + Redis): commit on A -> changed answer on B.
+.PHONY: bench-propagation
+bench-propagation: $(VENV)/.installed
+	$(BIN)/python bench/propagation.py

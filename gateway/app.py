@@ -11,10 +11,11 @@ import swagger_ui_bundle
 from flask import Flask, Response, send_from_directory
 from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import admin_api
 import console
-from gateway import accept_page, decision_api
+from gateway import accept_page, decision_api, freshness, sync
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -22,8 +23,9 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
-from gateway.sync import RevisionPoller
+from gateway.sync import RevisionPoller, catch_up, state_of
 from gateway.throttle import LoginThrottle
+from gateway.watcher import RedisWatcher, notice_revision
 
 
 @dataclass
@@ -54,6 +56,41 @@ def install_delivery_ledger(
     from mailer.delivery import install_ledger
 
     install_ledger(DatabaseLedger(session_factory, engine, settings))
+
+
+def start_watcher(
+    app: Flask,
+    engine: DecisionEngine,
+    db: Engine,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    """Change notices on Redis: publish each revision committed here, and wake the
+    revision check when another replica commits one."""
+    state = state_of(engine)
+    state.tracked = True
+    if not settings.watcher_url:
+        return
+    watcher = RedisWatcher(settings.watcher_url)
+
+    def on_notice(message: str) -> None:
+        revision = notice_revision(message)
+        if revision is None or revision > engine.revision:
+            # Caught up right here, on the watcher's thread: no hand-over to the poller.
+            try:
+                catch_up(engine, db, session_factory, settings)
+            except Exception:
+                state.wake.set()  # the poller retries (and keeps the stale flag)
+
+    def on_connection(connected: bool) -> None:
+        state.watcher_connected = connected
+
+    watcher.set_update_callback(on_notice)
+    watcher.on_connection_change(on_connection)
+    state.publish = watcher.update
+    app.extensions["ringfence_watcher"] = watcher
+    if not sync.START_THREADS_AFTER_FORK:
+        watcher.start()
 
 
 def create_app(settings: Settings | None = None, notifier: Notifier | None = None) -> Flask:
@@ -105,10 +142,17 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         notifier or default_notifier(settings),
         login_throttle(settings),
     )
-    if settings.revision_poll_seconds > 0:
-        app.extensions["ringfence_poller"] = RevisionPoller(
-            engine, db, session_factory, settings
-        ).start()
+    if settings.revision_poll_seconds > 0 or settings.watcher_url:
+        poller = RevisionPoller(engine, db, session_factory, settings)
+        app.extensions["ringfence_poller"] = poller
+        if not sync.START_THREADS_AFTER_FORK:
+            poller.start()
+    start_watcher(app, engine, db, session_factory, settings)
+    if settings.trusted_proxies > 0:
+        # Behind a load balancer: the client address (throttling, audit) is the one it
+        # saw, taken from X-Forwarded-For as far as the trusted hops go.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     api = ProblemApi(app)
     api.register_blueprint(decision_api.blp)
     admin_api.register(api)
@@ -116,6 +160,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     app.register_blueprint(console.bp)
     accept_page.install_log_redaction()
     register_error_handlers(app)
+    freshness.install(app)
     app.teardown_appcontext(close_services)
 
     @app.after_request

@@ -68,6 +68,12 @@ class Settings:
     admin_email: str = "admin@example.com"
     admin_name: str = "Super Admin"
     log_level: str = "INFO"
+    # Replicas: change notices on Redis (empty: the revision check alone), how long a
+    # decision asking for X-Min-Revision may wait for it, and how many proxies (load
+    # balancers) in front of the gateway to trust for the client address (0: none).
+    watcher_url: str = ""
+    min_revision_wait_ms: int = 200
+    trusted_proxies: int = 0
 
     @property
     def sqlalchemy_url(self) -> str:

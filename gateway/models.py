@@ -339,3 +339,15 @@ class CasbinRule(Base):
     # sqlalchemy-adapter's loader formats rules with str(); keep the same shape.
     def __str__(self) -> str:
         return str(self.to_rule())
+
+
+class PolicyChange(Base):
+    """What one revision changed in the engine, written in the revision's own transaction,
+    so that replicas can apply the revisions they missed one by one instead of reloading
+    everything. Old rows are pruned; a replica missing a pruned revision reloads."""
+
+    __tablename__ = "policy_changes"
+
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -41,6 +41,7 @@ class Services:
         throttle: LoginThrottle | None = None,
     ) -> None:
         uow = UnitOfWork(session, engine)
+        self.uow = uow  # its ``revision`` is what this request committed
         authorizer = Authorizer(session, engine)
         self.session = session
         self.engine = engine

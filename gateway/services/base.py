@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from gateway import changelog, sync
 from gateway.engine import Change, DecisionEngine, RuleAdded, RuleRemoved
 from gateway.errors import Forbidden
 from gateway.models import AuditEvent, CasbinRule, PolicyState, Workspace
@@ -133,6 +134,7 @@ class UnitOfWork:
     def __init__(self, session: Session, engine: DecisionEngine) -> None:
         self.session = session
         self.engine = engine
+        self.revision = 0  # the last revision committed through this unit of work
 
     @contextmanager
     def change(self, actor: Actor) -> Iterator[ChangeSet]:
@@ -141,6 +143,7 @@ class UnitOfWork:
         try:
             yield changes
             changes.revision = self._bump_revision()
+            changelog.record(self.session, changes.revision, changes.engine_changes)
             for event in changes.events:
                 event.revision = changes.revision
                 self.session.add(event)
@@ -148,10 +151,8 @@ class UnitOfWork:
         except BaseException:
             self.session.rollback()
             raise
-        if not self.engine.apply(changes.engine_changes, changes.revision):
-            from gateway.services import reload_engine
-
-            reload_engine(self.engine, self.session.get_bind(), self.session)  # type: ignore[arg-type]
+        self.revision = changes.revision
+        sync.apply_committed(self.engine, self.session, changes.engine_changes, changes.revision)
         for callback in changes.after_commit:
             try:
                 callback()

@@ -1,0 +1,100 @@
+"""The change log: each revision's engine changes as plain JSON, stored in
+``policy_changes`` in the revision's own transaction, so that replicas can apply the
+revisions they missed in order instead of reloading everything.
+
+The encoding is a list of objects with a ``type`` and the change's fields; decoding is
+strict (an unknown type raises), and a replica that cannot decode a revision reloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from gateway.engine import (
+    Change,
+    RuleAdded,
+    RuleRemoved,
+    SubjectChanged,
+    SubjectRemoved,
+    WorkspaceAdded,
+    WorkspaceRemoved,
+)
+from gateway.models import PolicyChange
+from gateway.rules import Rule
+
+# How many revisions the log keeps; a replica further behind reloads in full.
+KEEP_REVISIONS = 10_000
+# Pruning runs in one of this many revisions' transactions (cheap, and never in a hot loop).
+PRUNE_EVERY = 100
+
+
+def encode_change(change: Change) -> dict[str, Any]:
+    match change:
+        case RuleAdded(rule):
+            return {"type": "rule_added", "ptype": rule.ptype, "values": list(rule.values)}
+        case RuleRemoved(rule):
+            return {"type": "rule_removed", "ptype": rule.ptype, "values": list(rule.values)}
+        case SubjectChanged(user_id, email, active):
+            return {"type": "subject_changed", "user_id": user_id, "email": email, "active": active}
+        case SubjectRemoved(user_id, email):
+            return {"type": "subject_removed", "user_id": user_id, "email": email}
+        case WorkspaceAdded(slug):
+            return {"type": "workspace_added", "slug": slug}
+        case WorkspaceRemoved(slug):
+            return {"type": "workspace_removed", "slug": slug}
+    raise TypeError(f"not an engine change: {change!r}")
+
+
+def decode_change(data: dict[str, Any]) -> Change:
+    kind = data["type"]
+    if kind in ("rule_added", "rule_removed"):
+        rule = Rule(str(data["ptype"]), tuple(str(v) for v in data["values"]))
+        return RuleAdded(rule) if kind == "rule_added" else RuleRemoved(rule)
+    if kind == "subject_changed":
+        return SubjectChanged(int(data["user_id"]), str(data["email"]), bool(data["active"]))
+    if kind == "subject_removed":
+        return SubjectRemoved(int(data["user_id"]), str(data["email"]))
+    if kind == "workspace_added":
+        return WorkspaceAdded(str(data["slug"]))
+    if kind == "workspace_removed":
+        return WorkspaceRemoved(str(data["slug"]))
+    raise ValueError(f"unknown change type {kind!r}")
+
+
+def encode(changes: Iterable[Change]) -> list[dict[str, Any]]:
+    return [encode_change(c) for c in changes]
+
+
+def decode(data: Sequence[dict[str, Any]]) -> list[Change]:
+    return [decode_change(d) for d in data]
+
+
+def record(session: Session, revision: int, changes: Sequence[Change]) -> None:
+    """Add ``revision``'s changes to the log in the caller's transaction (every revision
+    gets a row, even an empty one, so that a missing row always means "pruned")."""
+    session.add(PolicyChange(revision=revision, changes=encode(changes)))
+    if revision % PRUNE_EVERY == 0 and revision > KEEP_REVISIONS:
+        oldest_kept = revision - KEEP_REVISIONS
+        session.execute(delete(PolicyChange).where(PolicyChange.revision <= oldest_kept))
+
+
+def read_after(session: Session, after: int, upto: int) -> list[tuple[int, list[Change]]] | None:
+    """Revisions ``after+1 .. upto`` with their changes, in order; None if one is missing
+    from the log (pruned, or written before the log existed) or cannot be decoded."""
+    if upto <= after:
+        return []
+    rows = session.execute(
+        select(PolicyChange.revision, PolicyChange.changes)
+        .where(PolicyChange.revision > after, PolicyChange.revision <= upto)
+        .order_by(PolicyChange.revision)
+    ).all()
+    if [row[0] for row in rows] != list(range(after + 1, upto + 1)):
+        return None
+    try:
+        return [(int(revision), decode(payload)) for revision, payload in rows]
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -1,0 +1,238 @@
+"""How fresh this replica's answers are, and the HTTP that says so.
+
+- ``X-Min-Revision: N`` on any decision request: a replica that has not reached
+  revision N waits up to ``min_revision_wait_ms`` for it, then refuses (409, or 503
+  while the database is unreachable) instead of answering from an older revision.
+- Decision responses carry ``X-Ringfence-Stale`` (true while the database cannot be
+  reached and answers come from memory) and ``X-Ringfence-Staleness`` (seconds since
+  the engine was last confirmed to hold every committed change: a change committed
+  longer ago than that is in the answer).
+- Every response to a request that committed a change carries the revision it
+  committed in ``X-Ringfence-Revision``: send it back as ``X-Min-Revision``.
+- ``/healthz`` (the process is alive), ``/readyz`` (policy loaded at the latest
+  revision, or the database is away and answers come from memory), ``/metrics``.
+- Database connection errors become 503 problems (nothing was changed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from gateway import metrics
+from gateway.errors import BadRequest, Conflict, ServiceUnavailable
+from gateway.http import problem_response
+from gateway.sync import SyncState, catch_up, state_of, wait_for_revision
+
+log = logging.getLogger("ringfence.freshness")
+
+MIN_REVISION_HEADER = "X-Min-Revision"
+REVISION_HEADER = "X-Ringfence-Revision"
+STALE_HEADER = "X-Ringfence-Stale"
+STALENESS_HEADER = "X-Ringfence-Staleness"
+# Every decision endpoint, present and future (AuthZEN's evaluations and searches).
+DECISION_PATHS = ("/v1/check", "/access/v1/")
+
+
+class RevisionNotReached(Conflict):
+    type = "revision-not-reached"
+    title = "This replica has not reached the requested policy revision"
+
+
+class ReplicaStale(ServiceUnavailable):
+    type = "replica-stale"
+    title = "This replica cannot reach the database to catch up"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    type = "database-unavailable"
+    title = "The database is unreachable"
+
+
+def is_decision_request() -> bool:
+    return request.method == "POST" and request.path.startswith(DECISION_PATHS)
+
+
+def requested_min_revision() -> int | None:
+    raw = request.headers.get(MIN_REVISION_HEADER)
+    if raw is None or raw.strip() == "":
+        return None
+    text = raw.strip()
+    if not text.isdecimal() or len(text) > 18:
+        raise BadRequest(
+            f"{MIN_REVISION_HEADER} must be a non-negative integer (a revision returned "
+            f"in {REVISION_HEADER})",
+            errors={MIN_REVISION_HEADER: ["not a non-negative integer"]},
+        )
+    return int(text)
+
+
+def require_min_revision(min_revision: int) -> None:
+    """Return once the engine holds ``min_revision``; raise a 409/503 problem if it does
+    not within the configured wait."""
+    gateway = current_app.extensions["ringfence"]
+    engine = gateway.engine
+    wait_ms = gateway.settings.min_revision_wait_ms
+    started = time.monotonic()
+    if wait_for_revision(engine, min_revision, wait_ms / 1000):
+        return
+    state = state_of(engine)
+    waited = round((time.monotonic() - started) * 1000)
+    details: dict[str, Any] = {
+        "min_revision": min_revision,
+        "revision": engine.revision,
+        "waited_ms": waited,
+    }
+    if state.stale:
+        metrics.MIN_REVISION_REFUSALS.labels("503").inc()
+        raise ReplicaStale(
+            f"This replica is at revision {engine.revision} and cannot reach the database "
+            f"to catch up to revision {min_revision}; retry, or ask another replica",
+            retry_after=1,
+            **details,
+        )
+    metrics.MIN_REVISION_REFUSALS.labels("409").inc()
+    raise RevisionNotReached(
+        f"This replica is at revision {engine.revision}; revision {min_revision} did not "
+        f"arrive within {wait_ms} ms (it may not be committed yet). Retry shortly.",
+        **details,
+    )
+
+
+def _decision_result(response: Response) -> list[str]:
+    if response.status_code >= 400:
+        return ["error"]
+    body = response.get_json(silent=True)
+    if not isinstance(body, dict):
+        return ["error"]
+    if "allowed" in body:
+        return ["allow" if body["allowed"] else "deny"]
+    if "decision" in body:
+        return ["allow" if body["decision"] else "deny"]
+    evaluations = body.get("evaluations")
+    if isinstance(evaluations, list):
+        return [
+            "allow" if isinstance(e, dict) and e.get("decision") else "deny" for e in evaluations
+        ]
+    return []  # searches: not a yes/no decision
+
+
+def readiness(app: Flask) -> tuple[dict[str, Any], int]:
+    """Ready when the engine holds the committed revision, or the database is away and
+    the engine answers from memory (stale mode)."""
+    gateway = app.extensions["ringfence"]
+    engine = gateway.engine
+    state = state_of(engine)
+    try:
+        catch_up(engine, gateway.db, gateway.session_factory, gateway.settings)
+    except Exception:
+        log.debug("readiness: database unreachable", exc_info=True)
+    lag = max(0, state.database_revision - engine.revision)
+    behind = engine.is_behind(state.database_revision)
+    ready = state.stale or not behind
+    body = {
+        "status": "ready" if ready else "catching-up",
+        "policy_loaded": True,
+        "revision": engine.revision,
+        "database": "unreachable" if state.stale else "ok",
+        "database_revision": state.database_revision,
+        "revision_lag": lag,
+        "stale": state.stale,
+        "staleness_seconds": round(state.staleness, 3),
+        "watcher": _watcher_status(app),
+    }
+    return body, 200 if ready else 503
+
+
+def _watcher_status(app: Flask) -> str:
+    watcher = app.extensions.get("ringfence_watcher")
+    if watcher is None:
+        return "off"
+    return "connected" if watcher.connected else "disconnected"
+
+
+def _scrape(app: Flask) -> bytes:
+    engine = app.extensions["ringfence"].engine
+    state: SyncState = state_of(engine)
+    metrics.REVISION.set(engine.revision)
+    metrics.DATABASE_REVISION.set(state.database_revision)
+    metrics.REVISION_LAG.set(max(0, state.database_revision - engine.revision))
+    metrics.STALE.set(1 if state.stale else 0)
+    metrics.STALENESS.set(state.staleness)
+    watcher = app.extensions.get("ringfence_watcher")
+    metrics.WATCHER_CONNECTED.set(1 if watcher is not None and watcher.connected else 0)
+    metrics.INCREMENTAL_APPLIES.set(state.incremental_applies)
+    metrics.FULL_RELOADS.set(state.full_reloads)
+    return metrics.generate_latest()
+
+
+def _restart_after_fork(app: Flask) -> None:
+    """gunicorn's ``preload_app`` builds the app before forking workers: their threads
+    and pooled connections stay behind in the parent, so each worker starts its own."""
+    if app.extensions.get("ringfence_pid") == os.getpid():
+        return
+    app.extensions["ringfence_pid"] = os.getpid()
+    app.extensions["ringfence"].db.dispose(close=False)
+    for key in ("ringfence_poller", "ringfence_watcher"):
+        if (worker := app.extensions.get(key)) is not None:
+            worker.restart_after_fork()
+
+
+def install(app: Flask) -> None:
+    """Register the freshness hooks, the probes and the metrics endpoint on ``app``."""
+    app.extensions["ringfence_pid"] = os.getpid()
+    app.extensions["ringfence_restart_after_fork"] = lambda: _restart_after_fork(app)
+
+    @app.before_request
+    def freshness_before() -> None:
+        _restart_after_fork(app)
+        if not is_decision_request():
+            return
+        g.decision_started = time.perf_counter()
+        # Taken before answering: everything committed before this instant is in the
+        # answer, whatever the revision check does while the request runs.
+        g.confirmed_at = state_of(app.extensions["ringfence"].engine).confirmed_at
+        min_revision = requested_min_revision()
+        if min_revision is not None:
+            require_min_revision(min_revision)
+
+    @app.after_request
+    def freshness_after(response: Response) -> Response:
+        if "decision_started" in g:
+            metrics.DECISION_SECONDS.observe(time.perf_counter() - g.decision_started)
+            for result in _decision_result(response):
+                metrics.DECISIONS.labels(result).inc()
+            state = state_of(app.extensions["ringfence"].engine)
+            response.headers[STALE_HEADER] = "true" if state.stale else "false"
+            staleness = max(0.0, time.monotonic() - g.confirmed_at)
+            response.headers[STALENESS_HEADER] = f"{staleness:.3f}"
+        services = g.get("services")
+        if services is not None and services.uow.revision:
+            response.headers[REVISION_HEADER] = str(services.uow.revision)
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def database_unavailable(error: Exception) -> Response:
+        log.warning("database error on %s %s: %s", request.method, request.path, error)
+        state_of(app.extensions["ringfence"].engine).wake.set()  # let the check notice
+        problem = DatabaseUnavailable(
+            "The database cannot be reached right now, so nothing was changed. Decisions "
+            "keep working from memory; retry the change shortly.",
+            retry_after=2,
+        ).to_problem()
+        return problem_response(problem, {"Retry-After": "2"})
+
+    @app.get("/readyz")
+    def readyz() -> Any:
+        body, status = readiness(app)
+        return body, status
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        return Response(_scrape(app), mimetype=metrics.CONTENT_TYPE_LATEST)

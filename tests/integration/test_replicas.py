@@ -1,0 +1,388 @@
+"""Two real gateway replicas (gunicorn processes on loopback ports) on one PostgreSQL
+schema, with change notices on a private Redis; TCP proxies the test controls stand in
+front of Redis and of PostgreSQL, so the links can be cut and restored.
+
+The checks: a change made on A reaches B within milliseconds through the watcher and
+is applied incrementally; without Redis B catches up by polling and resubscribes when
+it is back; without the database both keep deciding from memory and say so, writes
+fail with 503 and leave nothing behind, and everything recovers by itself;
+``X-Min-Revision`` waits or refuses; and no decision ever contradicts a revision
+committed longer ago than the staleness the replica states.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.config import Settings
+from tests.cluster import REDIS_SERVER, RedisServer, Replica, through_proxy, wait_until
+from tests.helpers import ADMIN_EMAIL, assert_problem, run_cli
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+    # The replicas need a database several processes share: PostgreSQL only.
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
+
+OPS = "ops@example.com"
+
+
+def check_body(subject: str) -> dict[str, str]:
+    return {"subject": subject, "workspace": "acme", "resource": "users", "action": "read"}
+
+
+@dataclass
+class Cluster:
+    a: Replica
+    b: Replica
+    redis: RedisServer
+    redis_proxy: TcpProxy
+    db_proxy: TcpProxy
+    settings: Settings  # as the replicas see them (through the proxies)
+    token: str
+    ops_id: int
+
+    def admin(self, replica: Replica) -> httpx.Client:
+        return replica.client(self.token)
+
+    def check(self, replica: Replica, subject: str = OPS, **headers: str) -> httpx.Response:
+        with replica.client() as client:
+            return client.post(
+                "/v1/check",
+                json={
+                    "subject": subject,
+                    "workspace": "acme",
+                    "resource": "users",
+                    "action": "read",
+                },
+                headers=headers,
+            )
+
+    def set_ops_active(self, replica: Replica, active: bool) -> int:
+        """Deactivate or reactivate ops through ``replica``'s admin API; the revision."""
+        verb = "reactivate" if active else "deactivate"
+        with self.admin(replica) as admin:
+            response = admin.post(f"/users/{self.ops_id}/{verb}")
+        assert response.status_code == 200, response.text
+        return int(response.headers["X-Ringfence-Revision"])
+
+
+def metric(replica: Replica, name: str) -> float:
+    text = httpx.get(f"{replica.url}/metrics", timeout=5).text
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+@pytest.fixture
+def make_cluster(
+    settings: Settings, admin_password: str, tmp_path: Path
+) -> Iterator[Callable[..., Cluster]]:
+    started: list[Any] = []
+
+    def make(poll_seconds: float = 1.0, wait_ms: int = 200) -> Cluster:
+        created = run_cli(settings, "create-admin", "--email", OPS, "--name", "Ops")
+        assert created.exit_code == 0, created.output
+        redis_server = RedisServer(tmp_path / "redis").start()
+        started.append(redis_server)
+        redis_proxy = TcpProxy("127.0.0.1", redis_server.port)
+        url = settings.database_url
+        from sqlalchemy import make_url
+
+        db_proxy = TcpProxy(make_url(url).host or "127.0.0.1", make_url(url).port or 5432)
+        started.extend([redis_proxy, db_proxy])
+        replica_settings = replace(
+            settings,
+            database_url=through_proxy(url, db_proxy),
+            watcher_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
+            revision_poll_seconds=poll_seconds,
+            min_revision_wait_ms=wait_ms,
+        )
+        a = Replica("a", replica_settings, tmp_path / "logs")
+        b = Replica("b", replica_settings, tmp_path / "logs")
+        started.extend([a, b])
+        for replica in (a, b):
+            replica.start(wait=False)
+        for replica in (a, b):
+            replica.wait_ready()
+            wait_until(lambda r=replica: r.ready()["watcher"] == "connected", "watcher")  # type: ignore[misc, index]
+        with a.client() as anonymous:
+            login = anonymous.post(
+                "/auth/login", json={"email": ADMIN_EMAIL, "password": admin_password}
+            )
+        assert login.status_code == 200, login.text
+        token = login.json()["access_token"]
+        with a.client(token) as admin:
+            created_ws = admin.post("/workspaces", json={"slug": "acme", "name": "Acme"})
+            assert created_ws.status_code == 201, created_ws.text
+            users = admin.get("/users", params={"q": "ops"}).json()
+        [ops] = [u for u in users if u["email"] == OPS]
+        return Cluster(
+            a, b, redis_server, redis_proxy, db_proxy, replica_settings, token, ops["id"]
+        )
+
+    yield make
+    for thing in reversed(started):
+        if isinstance(thing, TcpProxy):
+            thing.close()
+        else:
+            thing.stop()
+
+
+def wait_for_answer(
+    cluster: Cluster, replica: Replica, allowed: bool, timeout: float = 10.0
+) -> tuple[float, dict[str, Any]]:
+    """Seconds until ``replica`` answers ``allowed`` for ops, and that answer."""
+    started = time.monotonic()
+
+    def probe() -> dict[str, Any] | None:
+        response = cluster.check(replica)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return body if body["allowed"] is allowed else None
+
+    body = wait_until(probe, f"replica {replica.name} to answer allowed={allowed}", timeout)
+    return time.monotonic() - started, body
+
+
+def test_a_change_on_a_reaches_b_through_the_watcher_incrementally(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # A long poll interval: anything arriving within a second came through Redis.
+    cluster = make_cluster(poll_seconds=30)
+    assert cluster.check(cluster.b).json()["allowed"] is True
+    reloads_before = metric(cluster.b, "ringfence_full_reloads")
+
+    delays = []
+    for i in range(10):
+        active = i % 2 == 1
+        revision = cluster.set_ops_active(cluster.a, active)
+        delay, body = wait_for_answer(cluster, cluster.b, active, timeout=5)
+        assert body["revision"] >= revision
+        delays.append(delay)
+    delays.sort()
+    assert delays[len(delays) // 2] < 0.5, delays  # median well under the poll interval
+
+    # Incremental: revisions came from the change log, not from reloads.
+    assert metric(cluster.b, "ringfence_full_reloads") == reloads_before
+    assert metric(cluster.b, "ringfence_incremental_applies") >= 10
+    assert metric(cluster.b, "ringfence_watcher_connected") == 1
+    ready = cluster.b.ready()
+    assert ready is not None and ready["revision_lag"] == 0 and ready["stale"] is False
+
+    # A replica started while changes keep coming is ready only at the latest revision.
+    stop = threading.Event()
+
+    def churn() -> None:
+        active = True
+        while not stop.is_set():
+            active = not active
+            cluster.set_ops_active(cluster.a, active)
+
+    churner = threading.Thread(target=churn, daemon=True)
+    churner.start()
+    try:
+        c = Replica("c", cluster.settings, cluster.a.log_path.parent).start(wait=False)
+        try:
+            with cluster.a.client() as client:
+                committed_before_ready = int(client.get("/readyz").json()["database_revision"])
+            ready_c = c.wait_ready()
+            assert ready_c["revision"] >= committed_before_ready
+            assert ready_c["revision_lag"] == 0
+        finally:
+            c.stop()
+    finally:
+        stop.set()
+        churner.join(timeout=30)
+
+
+def test_without_redis_b_catches_up_by_polling_and_resubscribes(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(poll_seconds=1.5)
+    cluster.redis_proxy.cut()
+    wait_until(lambda: cluster.b.ready()["watcher"] == "disconnected", "B to notice")  # type: ignore[index]
+    assert metric(cluster.b, "ringfence_watcher_connected") == 0
+
+    # Decisions keep coming from memory; changes arrive by the revision check.
+    revision = cluster.set_ops_active(cluster.a, False)
+    delay, body = wait_for_answer(cluster, cluster.b, False, timeout=10)
+    assert body["revision"] >= revision
+    assert delay < 1.5 + 1.0, delay
+
+    cluster.redis_proxy.restore()
+    wait_until(lambda: cluster.b.ready()["watcher"] == "connected", "B to resubscribe", 20)  # type: ignore[index]
+    wait_until(lambda: cluster.a.ready()["watcher"] == "connected", "A to resubscribe", 20)  # type: ignore[index]
+    # Through Redis again: faster than the poll interval, every time.
+    for active in (True, False, True):
+        cluster.set_ops_active(cluster.a, active)
+        delay, _ = wait_for_answer(cluster, cluster.b, active, timeout=5)
+        assert delay < 0.75, delay
+
+
+def test_without_the_database_decisions_continue_stale_and_writes_fail_cleanly(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(poll_seconds=0.5)
+    before = cluster.check(cluster.b)
+    assert before.json()["allowed"] is True and before.headers["X-Ringfence-Stale"] == "false"
+
+    cluster.db_proxy.cut()
+    for replica in (cluster.a, cluster.b):
+        wait_until(
+            lambda r=replica: cluster.check(r).headers["X-Ringfence-Stale"] == "true", "stale"
+        )  # type: ignore[misc]
+        response = cluster.check(replica)
+        assert response.status_code == 200 and response.json()["allowed"] is True
+        assert float(response.headers["X-Ringfence-Staleness"]) > 0
+        assert metric(replica, "ringfence_stale") == 1
+        ready = httpx.get(f"{replica.url}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text  # serving from memory
+        assert ready.json()["stale"] is True and ready.json()["database"] == "unreachable"
+
+    # Writes fail with a clear 503 and change nothing.
+    with cluster.admin(cluster.a) as admin:
+        refused = admin.post(f"/users/{cluster.ops_id}/deactivate")
+        assert_problem(refused, 503, "database-unavailable", "nothing was changed")
+        assert refused.headers["Retry-After"]
+        refused = admin.post("/workspaces", json={"slug": "globex", "name": "Globex"})
+        assert_problem(refused, 503, "database-unavailable")
+    # A caller asking for a revision the replica cannot reach gets 503, not a stale answer.
+    far = cluster.check(cluster.b, **{"X-Min-Revision": "1000000"})
+    assert_problem(far, 503, "replica-stale", "cannot reach the database")
+
+    cluster.db_proxy.restore()
+    for replica in (cluster.a, cluster.b):
+        wait_until(
+            lambda r=replica: cluster.check(r).headers["X-Ringfence-Stale"] == "false",  # type: ignore[misc]
+            "recovery",
+        )
+        assert metric(replica, "ringfence_stale") == 0
+    # Nothing of the refused writes happened; writes work again and propagate.
+    assert cluster.check(cluster.b).json()["allowed"] is True
+    with cluster.admin(cluster.a) as admin:
+        assert admin.get("/workspaces/globex").status_code == 404
+    revision = cluster.set_ops_active(cluster.a, False)
+    _, body = wait_for_answer(cluster, cluster.b, False, timeout=5)
+    assert body["revision"] >= revision
+
+
+def test_min_revision_waits_for_the_revision_or_refuses(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(poll_seconds=30, wait_ms=300)
+    # Without notices and with a long poll interval, only the wait's own check helps.
+    cluster.redis_proxy.cut()
+    wait_until(lambda: cluster.b.ready()["watcher"] == "disconnected", "B to notice")  # type: ignore[index]
+    # (readyz itself checks the database; make a change after it.)
+    revision = cluster.set_ops_active(cluster.a, False)
+
+    response = cluster.check(cluster.b, **{"X-Min-Revision": str(revision)})
+    assert response.status_code == 200, response.text
+    assert response.json()["revision"] >= revision and response.json()["allowed"] is False
+
+    started = time.monotonic()
+    refused = cluster.check(cluster.b, **{"X-Min-Revision": str(revision + 1000)})
+    waited = time.monotonic() - started
+    problem = assert_problem(refused, 409, "revision-not-reached", "did not arrive within 300 ms")
+    assert problem["min_revision"] == revision + 1000 and problem["revision"] >= revision
+    assert 0.25 < waited < 3, waited
+    assert metric(cluster.b, 'ringfence_min_revision_refusals_total{status="409"}') == 1
+
+    bad = cluster.check(cluster.b, **{"X-Min-Revision": "soon"})
+    assert_problem(bad, 400, "bad-request", "X-Min-Revision")
+    # AuthZEN's evaluation honours the same header.
+    with cluster.b.client() as client:
+        evaluation = client.post(
+            "/access/v1/evaluation",
+            json={
+                "subject": {"type": "user", "id": OPS},
+                "resource": {"type": "users", "id": "x", "properties": {"workspace": "acme"}},
+                "action": {"name": "read"},
+            },
+            headers={"X-Min-Revision": str(revision + 1000)},
+        )
+    assert_problem(evaluation, 409, "revision-not-reached")
+
+
+def test_no_decision_contradicts_a_revision_older_than_the_stated_staleness(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Churn on A (ops toggled), readers on B; Redis is cut for a while in the middle.
+    Every answer must (1) match ops' state at the revision it reports and (2) include
+    every toggle whose commit A confirmed before (request start - stated staleness)."""
+    cluster = make_cluster(poll_seconds=1.0)
+    commits: list[tuple[float, int, bool]] = []  # (confirmed at, revision, active)
+    lock = threading.Lock()
+    stop = threading.Event()
+    answers: list[tuple[float, int, bool, float]] = []  # (sent at, revision, allowed, stale s)
+    errors: list[str] = []
+
+    def churn() -> None:
+        active = True
+        while not stop.is_set():
+            active = not active
+            revision = cluster.set_ops_active(cluster.a, active)
+            with lock:
+                commits.append((time.monotonic(), revision, active))
+            time.sleep(0.02)
+
+    def read() -> None:
+        with cluster.b.client() as client:
+            while not stop.is_set():
+                sent = time.monotonic()
+                response = client.post(
+                    "/v1/check",
+                    json={
+                        "subject": OPS,
+                        "workspace": "acme",
+                        "resource": "users",
+                        "action": "read",
+                    },
+                )
+                if response.status_code != 200:
+                    errors.append(response.text)
+                    continue
+                body = response.json()
+                staleness = float(response.headers["X-Ringfence-Staleness"])
+                answers.append((sent, body["revision"], body["allowed"], staleness))
+
+    threads = [threading.Thread(target=churn)] + [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2)
+        cluster.redis_proxy.cut()
+        time.sleep(3)
+        cluster.redis_proxy.restore()
+        time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert not errors, errors[:3]
+    assert len(commits) > 20 and len(answers) > 100, (len(commits), len(answers))
+    state_at = {revision: active for _, revision, active in commits}
+    revisions = sorted(state_at)
+    for sent, revision, allowed, staleness in answers:
+        # (1) the answer is ops' state at the revision it names
+        known = [r for r in revisions if r <= revision]
+        if known:
+            assert allowed is state_at[known[-1]], (sent, revision, allowed)
+        # (2) nothing confirmed committed before (sent - staleness) is missing
+        older = [r for at, r, _ in commits if at < sent - staleness]
+        if older:
+            assert revision >= max(older), (sent, revision, staleness, max(older))

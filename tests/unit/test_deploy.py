@@ -1,0 +1,106 @@
+"""The deployment files parse and say what they must (no Docker engine or cluster here:
+the compose file and Kubernetes manifests are checked as YAML, the gunicorn config as
+Python, the script with bash -n)."""
+
+from __future__ import annotations
+
+import runpy
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway import sync
+from gateway.config import PROJECT_ROOT, Settings
+
+DEPLOY = PROJECT_ROOT / "deploy"
+
+
+def manifests(name: str) -> dict[str, dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()) if d]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+def env_names(container: dict[str, Any]) -> set[str]:
+    return {e["name"] for e in container.get("env", [])}
+
+
+def test_gunicorn_config_uses_gthread_preload_and_starts_threads_in_workers() -> None:
+    before = sync.START_THREADS_AFTER_FORK
+    try:
+        config = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
+        assert sync.START_THREADS_AFTER_FORK is True
+    finally:
+        sync.START_THREADS_AFTER_FORK = before
+    assert config["worker_class"] == "gthread" and config["preload_app"] is True
+    assert config["wsgi_app"] == "gateway.app:create_app()"
+    assert config["graceful_timeout"] > 0 and callable(config["post_worker_init"])
+
+
+def test_compose_has_database_redis_two_replicas_behind_a_balancer_worker_and_beat() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "gateway-a", "gateway-b", "lb", "worker", "beat"} <= set(services)
+    for name in ("gateway-a", "gateway-b"):
+        env = services[name]["environment"]
+        assert env["RINGFENCE_WATCHER_URL"].startswith("redis://redis:")
+        assert env["RINGFENCE_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert "readyz" in " ".join(services[name]["healthcheck"]["test"])
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert "gateway-a:8000" in nginx and "gateway-b:8000" in nginx
+    assert "X-Forwarded-For" in nginx
+    assert "--beat" in services["beat"]["command"] and "--no-beat" in services["worker"]["command"]
+
+
+def test_kubernetes_gateway_has_probes_resources_budget_and_secrets_by_reference() -> None:
+    docs = manifests("gateway.yaml")
+    deployment = docs["Deployment/ringfence-gateway"]
+    assert deployment["spec"]["replicas"] >= 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [container] = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]
+    secret_refs = [
+        e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
+    ]
+    assert secret_refs and set(secret_refs) == {"ringfence"}
+    assert all("value" not in e for e in container["env"])  # no secret written inline
+    assert {"RINGFENCE_DATABASE_URL", "RINGFENCE_SECRET_KEY", "RINGFENCE_WATCHER_URL"} <= (
+        env_names(container)
+    )
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    assert docs["Service/ringfence-gateway"]["spec"]["selector"] == labels
+    budget = docs["PodDisruptionBudget/ringfence-gateway"]["spec"]
+    assert budget["selector"]["matchLabels"] == labels and budget["minAvailable"] >= 1
+    # Every plain setting in the ConfigMap is a real setting.
+    known = {f"RINGFENCE_{name.upper()}" for name in Settings.__dataclass_fields__}
+    assert set(docs["ConfigMap/ringfence"]["data"]) <= known
+
+
+def test_kubernetes_worker_beat_and_migration() -> None:
+    docs = manifests("worker.yaml")
+    beat = docs["Deployment/ringfence-beat"]
+    assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"]["type"] == "Recreate"
+    assert docs["Job/ringfence-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "ringfence",
+        "init",
+    ]
+    for doc in docs.values():
+        [container] = doc["spec"]["template"]["spec"]["containers"]
+        assert "RINGFENCE_DATABASE_URL" in env_names(container)
+
+
+def test_dockerfile_is_multi_stage_and_non_root() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert dockerfile.count("FROM ") >= 2 and "COPY --from=build" in dockerfile
+    assert "USER 10001" in dockerfile and "gunicorn.conf.py" in dockerfile
+
+
+def test_local_cluster_script_is_valid_bash() -> None:
+    script = DEPLOY / "local-cluster.sh"
+    assert script.stat().st_mode & 0o111
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    assert Path(script).read_text().count("gunicorn -c deploy/gunicorn.conf.py") == 1
