@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import swagger_ui_bundle
-from flask import Flask, Response, send_from_directory
+from flask import Flask, Response, has_request_context, send_from_directory
 from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 import admin_api
-from gateway import accept_page, decision_api
+from gateway import accept_page, decision_api, decision_log
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -53,6 +53,10 @@ def install_delivery_ledger(
     from mailer.delivery import install_ledger
 
     install_ledger(DatabaseLedger(session_factory, engine, settings))
+
+
+def _request_id_if_any() -> str | None:
+    return request_id() if has_request_context() else None
 
 
 def create_app(settings: Settings | None = None, notifier: Notifier | None = None) -> Flask:
@@ -96,6 +100,11 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         },
     )
     install_delivery_ledger(session_factory, engine, settings)
+    decision_log.install(
+        decision_log.from_settings(
+            settings.decision_log, settings.decision_log_sample, _request_id_if_any
+        )
+    )
     app.extensions["ringfence"] = GatewayState(
         settings,
         db,
