@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import swagger_ui_bundle
-from flask import Flask, Response, send_from_directory
+from flask import Flask, Response, has_request_context, send_from_directory
 from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import admin_api
 import console
-from gateway import accept_page, decision_api, freshness, sync
+from gateway import accept_page, decision_api, decision_log, freshness, sync
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -93,6 +93,10 @@ def start_watcher(
         watcher.start()
 
 
+def _request_id_if_any() -> str | None:
+    return request_id() if has_request_context() else None
+
+
 def create_app(settings: Settings | None = None, notifier: Notifier | None = None) -> Flask:
     """A ready gateway on a migrated database (``ringfence init`` migrates it)."""
     settings = (settings or load_settings()).with_secret()
@@ -134,6 +138,11 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         },
     )
     install_delivery_ledger(session_factory, engine, settings)
+    decision_log.install(
+        decision_log.from_settings(
+            settings.decision_log, settings.decision_log_sample, _request_id_if_any
+        )
+    )
     app.extensions["ringfence"] = GatewayState(
         settings,
         db,

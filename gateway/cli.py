@@ -267,5 +267,121 @@ def worker(settings: Settings, concurrency: int, beat: bool) -> None:
     run_worker(settings, WorkerLedger(settings), concurrency=concurrency, beat=beat)
 
 
+# -- audit --------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail: verify its hash chain, export it, archive old events."""
+
+
+@audit.command("verify")
+@click.argument("archives", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--files-only", is_flag=True, help="Check only the archive files, not the database.")
+@click.pass_obj
+def audit_verify(settings: Settings, archives: tuple[str, ...], files_only: bool) -> None:
+    """Walk the audit chain and name its first broken link (exit 1 if any).
+
+    ARCHIVES are files written by `audit archive` (or `audit export --format jsonl` of
+    the whole trail), oldest first: each must continue the one before, and the last one
+    must end where the database's chain starts (its anchor)."""
+    from pathlib import Path
+
+    from gateway.audit_chain import read_jsonl, verify_records
+
+    previous: str | None = None
+    for name in archives:
+        try:
+            result = verify_records(read_jsonl(Path(name)), previous, where=f"{name}: ")
+        except ValueError as exc:
+            _fail(f"BROKEN: {exc}")
+            return
+        if not result.ok:
+            _fail(f"BROKEN: {result.problem}")
+        click.echo(
+            f"{name}: {result.checked} events ({result.first_id}..{result.last_id}) "
+            f"chain intact; ends at {result.end_hash}"
+        )
+        previous = result.end_hash
+    if files_only:
+        return
+    with open_services(settings) as services:
+        result = services.audit.verify()
+    if not result.ok:
+        _fail(f"BROKEN: {result.problem}")
+    if previous is not None and previous != result.start_hash:
+        _fail(
+            f"BROKEN: the archives end at {previous}, but the database's chain starts "
+            f"from {result.start_hash}"
+        )
+    click.secho(
+        f"OK: {result.checked} events verified"
+        + (f" ({result.first_id}..{result.last_id})" if result.checked else "")
+        + f"; anchor {result.start_hash}, head {result.end_hash}",
+        fg="green",
+    )
+
+
+@audit.command("export")
+@click.option("--format", "kind", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default stdout).")
+@click.option("--actor", help="Part of the actor's recorded name or email.")
+@click.option("--action", help="An action or its prefix (user, user.removed, ...).")
+@click.option("--workspace")
+@click.option("--target-type")
+@click.option("--target-id")
+@click.option("--since", type=click.DateTime(), help="UTC, e.g. 2026-01-31T00:00:00")
+@click.option("--until", type=click.DateTime(), help="UTC, exclusive")
+@click.pass_obj
+def audit_export(
+    settings: Settings,
+    kind: str,
+    output: str | None,
+    since: Any,
+    until: Any,
+    **filters: Any,
+) -> None:
+    """Every matching event, oldest first, as JSON Lines (verifiable) or CSV."""
+    from datetime import UTC
+
+    from gateway.services.audit import AuditFilter, csv_lines, jsonl_lines
+
+    where = AuditFilter(
+        since=since.replace(tzinfo=UTC) if since else None,
+        until=until.replace(tzinfo=UTC) if until else None,
+        **filters,
+    )
+    with open_services(settings) as services:
+        records = services.audit.export(services_actor(), where)
+        lines = jsonl_lines(records) if kind == "jsonl" else csv_lines(records)
+        with click.open_file(output or "-", "w", encoding="utf-8") as out:
+            for chunk in lines:
+                out.write(chunk)
+
+
+@audit.command("archive")
+@click.option(
+    "--days",
+    type=int,
+    help="Archive events older than this (default RINGFENCE_AUDIT_RETENTION_DAYS).",
+)
+@click.pass_obj
+def audit_archive(settings: Settings, days: int | None) -> None:
+    """Move events older than the retention period to a JSON Lines file in
+    RINGFENCE_AUDIT_ARCHIVE_DIR and delete them; the chain stays verifiable."""
+    retention = settings.audit_retention_days if days is None else days
+    if retention <= 0:
+        _fail("Retention is off: set RINGFENCE_AUDIT_RETENTION_DAYS or pass --days.")
+    with open_services(settings) as services:
+        archived = services.audit.archive(retention, settings.audit_archive_path)
+    if archived is None:
+        click.echo(f"No events older than {retention} days.")
+        return
+    click.echo(
+        f"Archived {archived.count} events ({archived.first_id}..{archived.last_id}) to "
+        f"{archived.path}; the chain now starts after {archived.anchor_hash}"
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -65,6 +65,15 @@ class Settings:
     # outbox_sweep_after_seconds (their task was lost, e.g. the broker was down).
     outbox_sweep_interval_seconds: float = 60.0
     outbox_sweep_after_seconds: float = 60.0
+    # Audit retention: events older than this many days are archived to a JSON Lines
+    # file in audit_archive_dir (default instance_dir/audit-archive) and deleted, by
+    # `ringfence audit archive` or the worker's beat; 0 keeps every event in the database.
+    audit_retention_days: int = 0
+    audit_archive_dir: Path | None = None
+    # Decision log of the check endpoints: off, stdout, or a file path (JSON Lines),
+    # sampled with this probability (0..1).
+    decision_log: str = "off"
+    decision_log_sample: float = 1.0
     admin_email: str = "admin@example.com"
     admin_name: str = "Super Admin"
     log_level: str = "INFO"
@@ -82,6 +91,10 @@ class Settings:
     @property
     def outbox_path(self) -> Path:
         return self.outbox_dir or self.instance_dir / "outbox"
+
+    @property
+    def audit_archive_path(self) -> Path:
+        return self.audit_archive_dir or self.instance_dir / "audit-archive"
 
     def with_secret(self) -> Settings:
         """This settings object with a secret key, generating and keeping one if unset."""

@@ -286,6 +286,7 @@ class AuditEvent(Base):
         Index("ix_audit_events_at", "at"),
         Index("ix_audit_events_target", "target_type", "target_id"),
         Index("ix_audit_events_workspace", "workspace"),
+        Index("ix_audit_events_actor", "actor_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -301,6 +302,29 @@ class AuditEvent(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     revision: Mapped[int | None] = mapped_column(Integer, default=None)
     request_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    # An OAuth client acting (the person, if any, is actor_id / actor_name).
+    actor_client_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    source_address: Mapped[str | None] = mapped_column(String(100), default=None)
+    reason: Mapped[str | None] = mapped_column(String(1000), default=None)
+    # Tamper evidence (gateway.audit_chain): SHA-256 over this event's fields and the
+    # previous event's hash. Filled in at flush, under the chain's lock.
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChain(Base):
+    """The head of the audit chain (a single row): appends lock it, so that two
+    transactions cannot both chain onto the same event; and the anchor, the hash of the
+    last event archived and deleted by retention, where the stored chain now starts."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    head_id: Mapped[int] = mapped_column(Integer, default=0)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    anchor_id: Mapped[int] = mapped_column(Integer, default=0)
+    anchor_hash: Mapped[str] = mapped_column(String(64))
+    anchored_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class PolicyState(Base):

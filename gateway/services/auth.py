@@ -160,7 +160,8 @@ class AuthService:
 
     def _audit_sign_in(self, action: str, user: User | None, email: str, client: str) -> None:
         # The person acts on their own account; an unknown address is named as typed.
-        actor = Actor(user.id, f"{user.name} <{user.email}>") if user else Actor(None, email)
+        name = f"{user.name} <{user.email}>" if user else email
+        actor = Actor(user.id if user else None, name, source_address=client or None)
         self.uow.record(
             actor,
             action,

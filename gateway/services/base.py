@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+import gateway.audit_chain  # noqa: F401 - chains every audit event a session flushes
 from gateway import changelog, sync
 from gateway.engine import Change, DecisionEngine, RuleAdded, RuleRemoved
 from gateway.errors import Forbidden
@@ -34,6 +35,11 @@ class Actor:
     user_id: int | None
     name: str
     request_id: str | None = None
+    # Recorded on every audit event of the change: where the request came from, the
+    # reason the admin typed (X-Ringfence-Reason), and the OAuth client acting, if any.
+    source_address: str | None = None
+    reason: str | None = None
+    client_id: str | None = None
 
 
 SYSTEM = Actor(None, "system")
@@ -92,6 +98,9 @@ class ChangeSet:
             before=before,
             after=after,
             request_id=self.actor.request_id,
+            actor_client_id=self.actor.client_id,
+            source_address=self.actor.source_address,
+            reason=self.actor.reason,
         )
         self.events.append(event)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.decision_log import logged
 from gateway.engine import Decision, DecisionEngine
 
 
@@ -12,4 +13,10 @@ class DecisionService:
     def check(self, subject: str, workspace: str, resource: str, action: str) -> Decision:
         """The engine's answer from memory; unknown or inactive subjects and unknown
         workspaces are denied."""
-        return self.engine.check(self.engine.resolve_subject(subject), workspace, resource, action)
+        return logged(
+            self.engine.check(self.engine.resolve_subject(subject), workspace, resource, action),
+            subject,
+            workspace,
+            resource,
+            action,
+        )

@@ -121,6 +121,11 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
             gina.post(f"/invitations/{i}/revoke")
         ),
         ("GET", "/audit"): lambda: invisible(gina.get("/audit", params={"page_size": 100})),
+        ("GET", "/audit/export"): lambda: [
+            invisible(gina.get("/audit/export", params={"format": kind, "workspace": ws}))
+            for kind in ("jsonl", "csv")
+            for ws in ("acme", "")
+        ],
         ("GET", "/settings/email"): lambda: refused(gina.get("/settings/email")),
         ("PATCH", "/settings/email"): lambda: refused(
             gina.patch("/settings/email", json={"smtp_host": "evil.example"})
