@@ -55,6 +55,16 @@ def install_delivery_ledger(
     install_ledger(DatabaseLedger(session_factory, engine, settings))
 
 
+def install_housekeeping(
+    db: Engine, session_factory: sessionmaker[Session], engine: DecisionEngine, settings: Settings
+) -> None:
+    """Let the upkeep tasks of this process (grant expiry, review deadlines) use it."""
+    from gateway.services.housekeeping import DatabaseHousekeeping
+    from mailer.housekeeping import install_housekeeping
+
+    install_housekeeping(DatabaseHousekeeping(db, session_factory, engine, settings))
+
+
 def create_app(settings: Settings | None = None, notifier: Notifier | None = None) -> Flask:
     """A ready gateway on a migrated database (``ringfence init`` migrates it)."""
     settings = (settings or load_settings()).with_secret()
@@ -96,6 +106,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         },
     )
     install_delivery_ledger(session_factory, engine, settings)
+    install_housekeeping(db, session_factory, engine, settings)
     app.extensions["ringfence"] = GatewayState(
         settings,
         db,

@@ -65,6 +65,11 @@ class Settings:
     # outbox_sweep_after_seconds (their task was lost, e.g. the broker was down).
     outbox_sweep_interval_seconds: float = 60.0
     outbox_sweep_after_seconds: float = 60.0
+    # Access reviews: beat starts a campaign over every workspace this often (0: never),
+    # due this many days later; undecided grants are then flagged or revoked.
+    review_every_days: int = 0
+    review_deadline_days: int = 14
+    review_on_deadline: str = "flag"  # flag | revoke
     admin_email: str = "admin@example.com"
     admin_name: str = "Super Admin"
     log_level: str = "INFO"

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import delete, select, update
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from gateway.engine import Change, DecisionEngine, RuleAdded, RuleRemoved
 from gateway.errors import Forbidden
+from gateway.expiry import expire_due, schedule_for
 from gateway.models import AuditEvent, CasbinRule, PolicyState, Workspace
 from gateway.permissions import Permission
 from gateway.rules import ALL_WORKSPACES, Rule
@@ -54,6 +56,8 @@ class ChangeSet:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     events: list[AuditEvent] = field(default_factory=list)
     revision: int = 0
+    # End times of time-limited grants' rules, for the engine's expiry schedule.
+    expiries: list[tuple[Rule, datetime | None]] = field(default_factory=list)
 
     def add_rule(self, rule: Rule) -> None:
         self.session.add(CasbinRule.from_rule(rule))
@@ -69,6 +73,10 @@ class ChangeSet:
 
     def engine(self, change: Change) -> None:
         self.engine_changes.append(change)
+
+    def expire_rule(self, rule: Rule, at: datetime | None) -> None:
+        """``rule`` stops counting for decisions at ``at`` (see :mod:`gateway.expiry`)."""
+        self.expiries.append((rule, at))
 
     def audit(
         self,
@@ -152,6 +160,8 @@ class UnitOfWork:
             from gateway.services import reload_engine
 
             reload_engine(self.engine, self.session.get_bind(), self.session)  # type: ignore[arg-type]
+        else:
+            schedule_for(self.engine).committed(changes.engine_changes, changes.expiries)
         for callback in changes.after_commit:
             try:
                 callback()
@@ -194,6 +204,7 @@ class Authorizer:
     def can(self, actor: Actor, permission: Permission, workspace: str) -> bool:
         if actor.user_id is None:  # the system (CLI) may do anything
             return True
+        expire_due(self.engine)  # an ended grant gives no admin permission either
         return self.engine.permits(actor.user_id, workspace, permission.resource, permission.action)
 
     def require(self, actor: Actor, permission: Permission, workspace: str) -> None:
