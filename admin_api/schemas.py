@@ -113,6 +113,23 @@ class UserSchema(Schema):
     invitation = fields.Nested(InvitationSummarySchema, allow_none=True)
     last_login_at = fields.Function(lambda v: _iso(v.user.last_login_at))
     created_at = fields.Function(lambda v: _iso(v.user.created_at))
+    last_seen_at = fields.Function(
+        lambda v: _iso(v.user.last_seen_at),
+        metadata={"description": "Last signed-in admin API request (to the minute)"},
+    )
+    grants = fields.Function(
+        lambda v: [
+            {
+                "workspace": g.workspace_slug,
+                "role": g.role,
+                "granted_at": _iso(g.granted_at),
+                "expires_at": _iso(g.expires_at),
+            }
+            for g in v.user.grants
+            if g.workspace_slug in v.roles
+        ],
+        metadata={"description": "Active grants with their end dates (null: no end)"},
+    )
 
 
 def _iso(value: Any) -> str | None:
@@ -132,6 +149,14 @@ class GrantSchema(StrictSchema):
         metadata={"description": "A workspace slug, or * for every workspace"},
     )
     role = fields.String(required=True, validate=ROLE)
+    expires_at = fields.AwareDateTime(
+        default_timezone=UTC,
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "Optional end of the grant (in the future); decisions deny from then on"
+        },
+    )
 
 
 class GrantChangeSchema(RevisionSchema):

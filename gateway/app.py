@@ -97,6 +97,16 @@ def _request_id_if_any() -> str | None:
     return request_id() if has_request_context() else None
 
 
+def install_housekeeping(
+    db: Engine, session_factory: sessionmaker[Session], engine: DecisionEngine, settings: Settings
+) -> None:
+    """Let the upkeep tasks of this process (grant expiry, review deadlines) use it."""
+    from gateway.services.housekeeping import DatabaseHousekeeping
+    from mailer.housekeeping import install_housekeeping
+
+    install_housekeeping(DatabaseHousekeeping(db, session_factory, engine, settings))
+
+
 def create_app(settings: Settings | None = None, notifier: Notifier | None = None) -> Flask:
     """A ready gateway on a migrated database (``ringfence init`` migrates it)."""
     settings = (settings or load_settings()).with_secret()
@@ -143,6 +153,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
             settings.decision_log, settings.decision_log_sample, _request_id_if_any
         )
     )
+    install_housekeeping(db, session_factory, engine, settings)
     app.extensions["ringfence"] = GatewayState(
         settings,
         db,

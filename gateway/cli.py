@@ -260,10 +260,13 @@ def serve(
 def worker(settings: Settings, concurrency: int, beat: bool) -> None:
     """Run a Celery worker that sends email (needs RINGFENCE_BROKER_URL)."""
     from gateway.services.delivery import WorkerLedger
+    from gateway.services.housekeeping import WorkerHousekeeping
+    from mailer.housekeeping import install_housekeeping
     from mailer.worker import run_worker
 
     if not settings.broker_url:
         _fail("Set RINGFENCE_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker.")
+    install_housekeeping(WorkerHousekeeping(settings))
     run_worker(settings, WorkerLedger(settings), concurrency=concurrency, beat=beat)
 
 
@@ -381,6 +384,90 @@ def audit_archive(settings: Settings, days: int | None) -> None:
         f"Archived {archived.count} events ({archived.first_id}..{archived.last_id}) to "
         f"{archived.path}; the chain now starts after {archived.anchor_hash}"
     )
+
+
+# -- access reviews and time-limited grants (what beat runs, for cron or dev mode) ------
+
+
+@main.group()
+def review() -> None:
+    """Access review campaigns: start one, close those past their deadline."""
+
+
+@review.command("start")
+@click.option("--workspace", default="*", show_default=True, help="A slug, or * for all.")
+@click.option("--name", help="Campaign name (default: Access review <date>).")
+@click.option("--deadline-days", type=click.IntRange(1, 366), help="Default from settings.")
+@click.option("--on-deadline", type=click.Choice(["flag", "revoke"]), help="Default: settings.")
+@click.option(
+    "--if-due",
+    is_flag=True,
+    help="The periodic campaign, only if RINGFENCE_REVIEW_EVERY_DAYS have passed (as beat).",
+)
+@click.pass_obj
+def review_start(
+    settings: Settings,
+    workspace: str,
+    name: str | None,
+    deadline_days: int | None,
+    on_deadline: str | None,
+    if_due: bool,
+) -> None:
+    """Freeze the active grants into a new campaign and assign their reviewers."""
+    from datetime import timedelta
+
+    from gateway.models import utcnow
+
+    days = deadline_days or settings.review_deadline_days
+    when = on_deadline or settings.review_on_deadline
+    with open_services(settings) as services:
+        try:
+            if if_due:
+                view = services.reviews.start_due(
+                    services_actor(), settings.review_every_days, days, when
+                )
+                if view is None:
+                    click.echo("No periodic review is due.")
+                    return
+            else:
+                now = utcnow()
+                view = services.reviews.start(
+                    services_actor(),
+                    name or f"Access review {now:%Y-%m-%d}",
+                    workspace,
+                    now + timedelta(days=days),
+                    when,
+                )
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+    click.echo(
+        f"Review campaign {view.campaign.id} started: {view.total} grant(s), "
+        f"deadline {view.campaign.deadline:%Y-%m-%d %H:%M} UTC, then {view.campaign.on_deadline}."
+    )
+
+
+@review.command("close-due")
+@click.pass_obj
+def review_close_due(settings: Settings) -> None:
+    """Finish the campaigns past their deadline (flag or revoke what is undecided)."""
+    with open_services(settings) as services:
+        count = services.reviews.close_due(services_actor())
+    click.echo(f"Closed {count} review campaign(s).")
+
+
+@main.group()
+def grants() -> None:
+    """Grants: remove the time-limited ones that ended."""
+
+
+@grants.command("expire")
+@click.pass_obj
+def grants_expire(settings: Settings) -> None:
+    """Remove ended grants for good (decisions denied already), audited grant.expired."""
+    with open_services(settings) as services:
+        count = services.grants.expire_ended(services_actor())
+    click.echo(f"Expired {count} grant(s).")
 
 
 if __name__ == "__main__":

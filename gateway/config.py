@@ -74,6 +74,11 @@ class Settings:
     # sampled with this probability (0..1).
     decision_log: str = "off"
     decision_log_sample: float = 1.0
+    # Access reviews: beat starts a campaign over every workspace this often (0: never),
+    # due this many days later; undecided grants are then flagged or revoked.
+    review_every_days: int = 0
+    review_deadline_days: int = 14
+    review_on_deadline: str = "flag"  # flag | revoke
     admin_email: str = "admin@example.com"
     admin_name: str = "Super Admin"
     log_level: str = "INFO"

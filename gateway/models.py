@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Enum,
     ForeignKey,
@@ -104,6 +105,8 @@ class User(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # The last authenticated admin API request, recorded at most once a minute.
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     grants: Mapped[list[Grant]] = relationship(
         back_populates="user",
@@ -172,6 +175,9 @@ class Grant(Base):
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # A time-limited grant: decisions deny from this moment (gateway.expiry), and the
+    # cleanup task removes the grant for good. None: until revoked.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None, index=True)
 
     user: Mapped[User] = relationship(back_populates="grants", foreign_keys=[user_id])
 
@@ -375,3 +381,70 @@ class PolicyChange(Base):
     revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReviewCampaign(Base):
+    """An access review: the grants active at its start, each to be kept or revoked by
+    its reviewers before the deadline; undecided ones are then flagged or revoked."""
+
+    __tablename__ = "review_campaigns"
+    __table_args__ = (Index("ix_review_campaigns_status_deadline", "status", "deadline"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # One workspace slug, or "*" for every workspace.
+    workspace_slug: Mapped[str] = mapped_column(String(63))
+    created_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_by_name: Mapped[str] = mapped_column(String(400), default="system")
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime())
+    on_deadline: Mapped[str] = mapped_column(String(10), default="flag")  # flag | revoke
+    status: Mapped[str] = mapped_column(String(10), default="open")  # open | closed
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Started by the scheduler (RINGFENCE_REVIEW_EVERY_DAYS) rather than by a person.
+    periodic: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    items: Mapped[list[ReviewItem]] = relationship(
+        back_populates="campaign", cascade="all, delete-orphan", order_by="ReviewItem.id"
+    )
+
+
+class ReviewItem(Base):
+    """One grant as it was at the campaign's start (a frozen snapshot: no foreign key to
+    the grant or the user, so later changes and removals keep the record)."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (Index("ix_review_items_campaign_decision", "campaign_id", "decision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("review_campaigns.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(Integer)
+    user_email: Mapped[str] = mapped_column(String(320))
+    user_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(63))
+    workspace_slug: Mapped[str] = mapped_column(String(63))
+    granted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    decision: Mapped[str] = mapped_column(String(10), default="undecided")  # keep | revoke
+    # Left undecided at a "flag" deadline: someone should look at it.
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    comment: Mapped[str | None] = mapped_column(Text, default=None)
+    decided_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    decided_by_name: Mapped[str | None] = mapped_column(String(400), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    campaign: Mapped[ReviewCampaign] = relationship(back_populates="items")
+    reviewers: Mapped[list[ReviewItemReviewer]] = relationship(
+        cascade="all, delete-orphan", order_by="ReviewItemReviewer.user_id"
+    )
+
+
+class ReviewItemReviewer(Base):
+    """Who may decide an item: at the start, those who could revoke that grant (never
+    its holder)."""
+
+    __tablename__ = "review_item_reviewers"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)

@@ -27,6 +27,10 @@ from gateway.security import (
 from gateway.services.base import Actor, UnitOfWork
 from gateway.throttle import LoginThrottle
 
+# Last seen is kept to the minute: precise enough for activity reports, and at most one
+# write per person per minute.
+SEEN_GRANULARITY = timedelta(minutes=1)
+
 
 @dataclass(frozen=True)
 class IssuedToken:
@@ -129,6 +133,7 @@ class AuthService:
             or (claims.session_id is not None and (auth_session is None or auth_session.revoked_at))
         ):
             raise Unauthorized("The access token is no longer valid")
+        self._note_seen(user)
         return user, claims.session_id
 
     def session_user(self, session_id: str) -> User:
@@ -139,6 +144,23 @@ class AuthService:
         if auth_session is None or user is None or not self._live(user, auth_session):
             raise Unauthorized("The session has ended; sign in again")
         return user
+
+    def _note_seen(self, user: User) -> None:
+        """Record the request as the user's last seen time, at most once a minute: one
+        conditional UPDATE (concurrent requests write once), not a write per request."""
+        now = utcnow()
+        if user.last_seen_at is not None and now - user.last_seen_at < SEEN_GRANULARITY:
+            return
+        self.session.execute(
+            update(User)
+            .where(
+                User.id == user.id,
+                (User.last_seen_at.is_(None)) | (User.last_seen_at < now - SEEN_GRANULARITY),
+            )
+            .values(last_seen_at=now, updated_at=User.updated_at)  # activity is no edit
+            .execution_options(synchronize_session=False)
+        )
+        self.session.commit()
 
     def _issue(self, user: User, auth_session: AuthSession) -> IssuedToken:
         refresh_token = new_token()
