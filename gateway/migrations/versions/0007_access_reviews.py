@@ -1,7 +1,7 @@
 """Access reviews (campaigns, items, reviewers), time-limited grants, last seen.
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0006
 Create Date: 2026-11-27 23:48:48.299485
 """
 
