@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import request
 from flask_smorest import Api
 
-from admin_api import audit, auth, invitations, settings, users, workspaces
+from admin_api import audit, auth, clients, invitations, settings, users, workspaces
 from gateway.http import current_actor
 
 # Everything else needs a signed-in caller.
@@ -18,7 +20,9 @@ def _require_sign_in() -> None:
         current_actor()
 
 
+BLUEPRINTS: tuple[Any, ...]  # grows below (clients)
 BLUEPRINTS = (auth.blp, workspaces.blp, users.blp, invitations.blp, audit.blp, settings.blp)
+BLUEPRINTS += (clients.blp,)
 for _blp in BLUEPRINTS:  # once, at import: blueprints are shared by every app
     _blp.before_request(_require_sign_in)
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 import admin_api
-from gateway import accept_page, decision_api
+from gateway import accept_page, decision_api, oauth_api
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -21,6 +21,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
+from gateway.signing import KeyRing
 from gateway.sync import RevisionPoller
 from gateway.throttle import LoginThrottle
 
@@ -115,6 +116,10 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     accept_page.install_log_redaction()
     register_error_handlers(app)
     app.teardown_appcontext(close_services)
+    oauth_api.init_app(app)
+    with session_factory() as session:  # sign with a key from the first request on
+        KeyRing(session, settings).ensure_signing_key()
+        session.commit()
 
     @app.after_request
     def add_headers(response: Response) -> Response:

@@ -11,6 +11,8 @@ from enum import StrEnum
 
 class Permission(StrEnum):
     AUDIT_READ = "audit:read"
+    CLIENTS_READ = "clients:read"
+    CLIENTS_WRITE = "clients:write"
     ROLE_MANAGEMENT_READ = "role_management:read"
     ROLE_MANAGEMENT_WRITE = "role_management:write"
     SETTINGS_WRITE = "settings:write"

@@ -20,6 +20,7 @@ from gateway.services.base import Actor, Authorizer, UnitOfWork
 from gateway.services.decisions import DecisionService
 from gateway.services.grants import GrantService
 from gateway.services.invitations import InvitationService
+from gateway.services.oauth import ClientService, KeyService, TokenService
 from gateway.services.policies import PolicyService
 from gateway.services.settings import SettingsService
 from gateway.services.setup import SetupService
@@ -56,6 +57,9 @@ class Services:
         )
         self.policies = PolicyService(session, uow)
         self.setup = SetupService(session, uow)
+        self.clients = ClientService(session, uow, authorizer)
+        self.keys = KeyService(session, uow, settings)
+        self.tokens = TokenService(session, uow, settings, self.clients)
 
 
 def login_throttle(settings: Settings) -> LoginThrottle:
