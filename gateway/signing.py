@@ -13,6 +13,7 @@ lifetime plus leeway), after which it counts as retired and is no longer publish
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Collection
@@ -29,12 +30,12 @@ from joserfc.errors import (
 )
 from joserfc.jwk import RSAKey
 from joserfc.jws import extract_compact
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
 from gateway.errors import Conflict, InvalidToken, NotFound
-from gateway.models import RevokedToken, SigningKey, utcnow
+from gateway.models import OAuthClient, RevokedToken, SigningKey, utcnow
 from gateway.security import seal, unseal
 
 ALGORITHM = "RS256"
@@ -111,11 +112,8 @@ class KeyRing:
             )
         )
 
-    def is_retired(self, key: SigningKey, now: datetime | None = None) -> bool:
-        if key.retired_at is not None:
-            return True
-        deactivated = key.deactivated_at
-        return deactivated is not None and deactivated + self.verify_window <= (now or utcnow())
+    def is_retired(self, key: SigningKey) -> bool:
+        return _retired(key.retired_at, key.deactivated_at, self.verify_window, utcnow())
 
     def jwks(self) -> dict[str, Any]:
         """The public keys that verify tokens now (RFC 7517 JWK Set): the signing key and
@@ -168,8 +166,18 @@ class KeyRing:
     def verify(self, token: str, audience: str | Collection[str]) -> dict[str, Any]:
         """The claims of a token this installation signed for ``audience``, unexpired and
         not revoked; else :class:`InvalidToken` saying why."""
+        return self.verify_with_client(token, audience)[0]
+
+    def verify_with_client(
+        self, token: str, audience: str | Collection[str]
+    ) -> tuple[dict[str, Any], bool | None]:
+        """:meth:`verify`, and whether the token's ``client_id`` names a live client (None:
+        no such client). One database round trip for the key, the revocation list and
+        the client: this runs before every decision."""
         try:
-            header = extract_compact(token.encode()).headers()
+            compact = extract_compact(token.encode())
+            header = compact.headers()
+            unverified = json.loads(compact.payload)
         except (JoseError, ValueError, TypeError, UnicodeError) as exc:
             raise InvalidToken("The access token is not a well-formed JWT", "malformed") from exc
         # Only our one algorithm: "none" and HS256 (with the public key as the HMAC
@@ -180,15 +188,39 @@ class KeyRing:
             )
         if header.get("typ") not in (TOKEN_TYPE, "application/" + TOKEN_TYPE):
             raise InvalidToken("The token is not an access token (typ at+jwt)", "malformed")
+        if not isinstance(unverified, dict):
+            raise InvalidToken("The access token is not a well-formed JWT", "malformed")
         kid = header.get("kid")
-        key = self.session.get(SigningKey, kid) if isinstance(kid, str) else None
-        if key is None:
+        # The payload read here is the one the signature is checked over below, so what
+        # the query learns about its jti and client is used only once that check passed.
+        jti, client_id = unverified.get("jti"), unverified.get("client_id")
+        row = (
+            self.session.execute(
+                select(
+                    SigningKey.public_jwk,
+                    SigningKey.deactivated_at,
+                    SigningKey.retired_at,
+                    exists()
+                    .where(RevokedToken.jti == (jti if isinstance(jti, str) else ""))
+                    .label("revoked"),
+                    select(OAuthClient.revoked_at.is_(None))
+                    .where(
+                        OAuthClient.client_id == (client_id if isinstance(client_id, str) else "")
+                    )
+                    .scalar_subquery()
+                    .label("client_live"),
+                ).where(SigningKey.kid == kid)
+            ).first()
+            if isinstance(kid, str)
+            else None
+        )
+        if row is None:
             raise InvalidToken("The access token names an unknown signing key", "unknown-key")
-        if self.is_retired(key):
+        if _retired(row.retired_at, row.deactivated_at, self.verify_window, utcnow()):
             raise InvalidToken("The access token's signing key is retired", "retired-key")
-        public = _public_keys.get(key.kid)
+        public = _public_keys.get(str(kid))
         if public is None:
-            public = _public_keys.setdefault(key.kid, RSAKey.import_key(key.public_jwk))
+            public = _public_keys.setdefault(str(kid), RSAKey.import_key(row.public_jwk))
         try:
             claims = jwt.decode(token, public, algorithms=[ALGORITHM]).claims
         except BadSignatureError as exc:
@@ -214,9 +246,10 @@ class KeyRing:
         except InvalidClaimError as exc:
             reason = {"aud": "wrong-audience", "iss": "wrong-issuer"}.get(exc.claim, "malformed")
             raise InvalidToken(f"The access token's '{exc.claim}' is not valid", reason) from exc
-        if self.session.get(RevokedToken, claims["jti"]) is not None:
+        if row.revoked:
             raise InvalidToken("The access token was revoked", "revoked")
-        return claims
+        live = row.client_live
+        return claims, None if live is None else bool(live)
 
     def revoke(self, claims: dict[str, Any]) -> bool:
         """Record a verified token's ``jti`` as revoked (until it expires); False if it was
@@ -231,3 +264,16 @@ class KeyRing:
         expires = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
         self.session.add(RevokedToken(jti=claims["jti"], expires_at=expires, revoked_at=now))
         return True
+
+
+def _retired(
+    retired_at: datetime | None, deactivated_at: datetime | None, window: timedelta, now: datetime
+) -> bool:
+    """Retired by hand, or out of signing for longer than any token it signed lives."""
+    if retired_at is not None:
+        return True
+    if deactivated_at is None:
+        return False
+    if deactivated_at.tzinfo is None:  # SQLite through Core: naive, but stored as UTC
+        deactivated_at = deactivated_at.replace(tzinfo=now.tzinfo)
+    return deactivated_at + window <= now

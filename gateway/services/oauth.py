@@ -241,9 +241,8 @@ class TokenService:
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a live service token: valid (see :meth:`KeyRing.verify`) and its
         client not deleted; else :class:`InvalidToken`."""
-        claims = self.ring.verify(token, DECISIONS_AUDIENCE)
-        client_id = claims.get("client_id")
-        if not isinstance(client_id, str) or self.clients.find_active(client_id) is None:
+        claims, client_live = self.ring.verify_with_client(token, DECISIONS_AUDIENCE)
+        if not client_live:
             raise InvalidToken("The client of this access token was deleted", "client-deleted")
         return claims
 
