@@ -7,7 +7,17 @@ from typing import Any
 from flask import request
 from flask_smorest import Api
 
-from admin_api import audit, auth, invitations, reports, reviews, settings, users, workspaces
+from admin_api import (
+    audit,
+    auth,
+    clients,
+    invitations,
+    reports,
+    reviews,
+    settings,
+    users,
+    workspaces,
+)
 from gateway.http import current_actor
 
 # Everything else needs a signed-in caller.
@@ -29,6 +39,7 @@ BLUEPRINTS: tuple[Any, ...] = (
     settings.blp,
 )
 BLUEPRINTS += (reviews.blp, reports.blp)
+BLUEPRINTS += (clients.blp,)
 for _blp in BLUEPRINTS:  # once, at import: blueprints are shared by every app
     _blp.before_request(_require_sign_in)
 

@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import admin_api
 import console
-from gateway import accept_page, decision_api, decision_log, freshness, sync
+from gateway import accept_page, decision_api, decision_log, freshness, oauth_api, sync
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -23,6 +23,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
+from gateway.signing import KeyRing
 from gateway.sync import RevisionPoller, catch_up, state_of
 from gateway.throttle import LoginThrottle
 from gateway.watcher import RedisWatcher, notice_revision
@@ -182,6 +183,10 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     register_error_handlers(app)
     freshness.install(app)
     app.teardown_appcontext(close_services)
+    oauth_api.init_app(app)
+    with session_factory() as session:  # sign with a key from the first request on
+        KeyRing(session, settings).ensure_signing_key()
+        session.commit()
 
     @app.after_request
     def add_headers(response: Response) -> Response:

@@ -470,5 +470,120 @@ def grants_expire(settings: Settings) -> None:
     click.echo(f"Expired {count} grant(s).")
 
 
+# -- OAuth clients of services and token signing keys ---------------------------------
+
+
+@main.group()
+def client() -> None:
+    """OAuth 2.0 clients of services (client credentials for POST /oauth/token)."""
+
+
+@client.command("create")
+@click.option("--name", required=True, help="What the service is, e.g. 'billing-api'.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    default=["decisions:check"],
+    show_default=True,
+    help="A scope to give (repeat for more): decisions:check, tokens:introspect.",
+)
+@click.pass_obj
+def client_create(settings: Settings, name: str, scopes: tuple[str, ...]) -> None:
+    """Create a client; its secret is printed once."""
+    with open_services(settings) as services:
+        try:
+            created = services.clients.create(services_actor(), name, list(scopes))
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+        click.secho("Client created.", fg="green", bold=True)
+        click.echo(f"  client_id:     {created.client.client_id}")
+        click.echo(f"  client_secret: {created.client_secret}")
+        click.echo(f"  scopes:        {created.client.scopes}")
+    click.secho("  The secret is shown once and stored only as a hash: keep it now.", fg="yellow")
+
+
+@client.command("list")
+@click.option("--all", "include_deleted", is_flag=True, help="Include deleted clients.")
+@click.pass_obj
+def client_list(settings: Settings, include_deleted: bool) -> None:
+    """List the clients."""
+    with open_services(settings) as services:
+        for c in services.clients.list(services_actor(), include_deleted):
+            state = f"deleted {c.revoked_at:%Y-%m-%d}" if c.revoked_at else "active"
+            click.echo(f"{c.client_id}  {c.name}  [{c.scopes}]  {state}")
+
+
+@client.command("delete")
+@click.argument("client_id")
+@click.pass_obj
+def client_delete(settings: Settings, client_id: str) -> None:
+    """Delete a client: no more tokens, and its tokens stop working at once."""
+    with open_services(settings) as services:
+        try:
+            services.clients.delete(services_actor(), client_id)
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+    click.echo(f"Client {client_id} deleted.")
+
+
+@client.command("rotate-secret")
+@click.argument("client_id")
+@click.pass_obj
+def client_rotate_secret(settings: Settings, client_id: str) -> None:
+    """A new secret for a client (printed once); the old one stops working."""
+    with open_services(settings) as services:
+        try:
+            rotated = services.clients.rotate_secret(services_actor(), client_id)
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+        click.echo(f"  client_id:     {rotated.client.client_id}")
+        click.echo(f"  client_secret: {rotated.client_secret}")
+
+
+@main.group()
+def keys() -> None:
+    """The keys that sign access tokens (published at /.well-known/jwks.json)."""
+
+
+@keys.command("rotate")
+@click.pass_obj
+def keys_rotate(settings: Settings) -> None:
+    """Sign with a new key from now on; old keys verify until their tokens expire."""
+    with open_services(settings) as services:
+        key, retired = services.keys.rotate(services_actor())
+        click.echo(f"New signing key: {key.kid}")
+    for kid in retired:
+        click.echo(f"Retired (all its tokens have expired): {kid}")
+
+
+@keys.command("retire")
+@click.argument("kid")
+@click.pass_obj
+def keys_retire(settings: Settings, kid: str) -> None:
+    """Stop a previous key verifying at once (e.g. it leaked); its tokens stop working."""
+    with open_services(settings) as services:
+        try:
+            services.keys.retire(kid, services_actor())
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+    click.echo(f"Retired: {kid}")
+
+
+@keys.command("list")
+@click.pass_obj
+def keys_list(settings: Settings) -> None:
+    """Every key and its state: signing, verifying or retired."""
+    with open_services(settings) as services:
+        for key, state in services.keys.list():
+            click.echo(
+                f"{key.kid}  {key.algorithm}  {state}  created {key.created_at:%Y-%m-%d %H:%M}"
+            )
+
+
 if __name__ == "__main__":
     main()

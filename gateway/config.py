@@ -88,6 +88,12 @@ class Settings:
     watcher_url: str = ""
     min_revision_wait_ms: int = 200
     trusted_proxies: int = 0
+    # OAuth 2.0 for services (gateway/oauth_api.py): client token lifetime in seconds, the
+    # "iss" of every token (empty: public_url), and whether calls to the decision endpoints
+    # from 127.0.0.1/::1 may come without a token (development only; off by default).
+    client_token_ttl: int = 3600
+    token_issuer: str = ""
+    decisions_allow_loopback: bool = False
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -100,6 +106,11 @@ class Settings:
     @property
     def audit_archive_path(self) -> Path:
         return self.audit_archive_dir or self.instance_dir / "audit-archive"
+
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` of the access tokens this installation signs."""
+        return self.token_issuer or self.public_url.rstrip("/")
 
     def with_secret(self) -> Settings:
         """This settings object with a secret key, generating and keeping one if unset."""

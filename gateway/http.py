@@ -84,6 +84,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RingfenceError)
     def ringfence_error(error: RingfenceError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {}
+        if challenge := getattr(error, "challenge", None):  # RFC 6750 error details
+            headers["WWW-Authenticate"] = challenge
         if "retry_after" in error.extensions:
             headers["Retry-After"] = str(error.extensions["retry_after"])
         return problem_response(error.to_problem(), headers)
@@ -134,7 +136,13 @@ def current_actor() -> Actor:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Send an access token: Authorization: Bearer <token>")
-        user, g.session_id = services().auth.authenticate(token.strip())
+        try:
+            user, g.session_id = services().auth.authenticate(token.strip())
+        except Unauthorized as exc:  # a token was presented and refused: audit it
+            services().tokens.record_refusal(
+                exc, token.strip(), request.remote_addr or "", request.path
+            )
+            raise
         g.actor = Actor(
             user.id,
             f"{user.name} <{user.email}>",

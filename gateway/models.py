@@ -448,3 +448,50 @@ class ReviewItemReviewer(Base):
         ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True
     )
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
+
+
+class OAuthClient(Base):
+    """A service that calls Ringfence with OAuth 2.0 client credentials. The secret is
+    stored only as its SHA-256: it is random (256 bits), so no salt or slow hash is needed,
+    and the token endpoint stays cheap."""
+
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[str] = mapped_column(String(500))  # space-separated, as in OAuth
+    created_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_by_name: Mapped[str] = mapped_column(String(400), default="system")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Revoked clients are kept (their id is never reused, the audit trail names them);
+    # their tokens stop working at once.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class SigningKey(Base):
+    """A key that signs access tokens (JWT, ``kid`` = its RFC 7638 thumbprint). The newest
+    key not yet deactivated signs; deactivated keys keep verifying until every token they
+    signed has expired, then count as retired. The private key is sealed (Fernet)."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(10))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sealed_private_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class RevokedToken(Base):
+    """The ``jti`` of a revoked access token, kept until the token would have expired."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

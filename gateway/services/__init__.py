@@ -20,6 +20,7 @@ from gateway.services.base import Actor, Authorizer, UnitOfWork
 from gateway.services.decisions import DecisionService
 from gateway.services.grants import GrantService
 from gateway.services.invitations import InvitationService
+from gateway.services.oauth import ClientService, KeyService, TokenService
 from gateway.services.policies import PolicyService
 from gateway.services.reports import ReportService
 from gateway.services.reviews import ReviewService
@@ -65,6 +66,9 @@ class Services:
             session, uow, authorizer, engine, self.grants, self.users, self.workspaces
         )
         self.reports = ReportService(session, authorizer, engine, self.settings)
+        self.clients = ClientService(session, uow, authorizer)
+        self.keys = KeyService(session, uow, settings)
+        self.tokens = TokenService(session, uow, settings, self.clients)
 
 
 def login_throttle(settings: Settings) -> LoginThrottle:

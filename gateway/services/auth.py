@@ -25,6 +25,7 @@ from gateway.security import (
     verify_password,
 )
 from gateway.services.base import Actor, UnitOfWork
+from gateway.signing import KeyRing
 from gateway.throttle import LoginThrottle
 
 # Last seen is kept to the minute: precise enough for activity reports, and at most one
@@ -121,7 +122,7 @@ class AuthService:
     def authenticate(self, token: str) -> tuple[User, str | None]:
         """The active user a token belongs to, and its session. Checked on every request,
         so deactivation (which bumps the session version) and sign-out end it at once."""
-        claims = read_access_token(self.settings.secret_key, token)
+        claims = read_access_token(KeyRing(self.session, self.settings), token)
         user = self.session.get(User, claims.user_id)
         auth_session = (
             self.session.get(AuthSession, claims.session_id) if claims.session_id else None
@@ -172,7 +173,7 @@ class AuthService:
             )
         )
         access = issue_access_token(
-            self.settings.secret_key,
+            KeyRing(self.session, self.settings),
             user.id,
             user.session_version,
             self.settings.access_token_ttl,
