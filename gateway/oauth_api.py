@@ -11,7 +11,6 @@ here answers problem+json as usual.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -26,8 +25,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from gateway.errors import Forbidden, Unauthorized
 from gateway.http import services
 from gateway.models import OAuthClient
-from gateway.security import token_digest
-from gateway.services.oauth import DECISIONS_SCOPE, SCOPES
+from gateway.services.oauth import DECISIONS_SCOPE, SCOPES, ClientService
 from gateway.signing import ALGORITHM
 
 bp = Blueprint("oauth", __name__)
@@ -69,7 +67,7 @@ class Client(ClientMixin):
         return False
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return hmac.compare_digest(self.model.secret_hash, token_digest(client_secret))
+        return ClientService.secret_matches(self.model, client_secret)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method in CLIENT_AUTH_METHODS

@@ -201,7 +201,7 @@ def create_client(settings: Settings, *scopes: str, name: str = "test service") 
     """A new OAuth client made with the real ``ringfence client create``: (id, secret)."""
     args = [arg for scope in scopes for arg in ("--scope", scope)]
     result = run_cli(settings, "client", "create", "--name", name, *args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, (result.output, result.exception)
     client_id = re.search(r"client_id:\s+(\S+)", result.output)
     secret = re.search(r"client_secret:\s+(\S+)", result.output)
     assert client_id and secret, result.output
