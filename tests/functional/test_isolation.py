@@ -4,6 +4,7 @@ route without a case here fails the test, so the walk stays complete."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -83,6 +84,12 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
     _, gina = invite_and_accept(server, root, "gina@example.com", "Gina", [("globex", "admin")])
     service = root.post("/clients", json={"name": "billing", "scopes": ["decisions:check"]})
     c = service.json()["client"]["client_id"]
+    deadline = (datetime.now(UTC) + timedelta(days=7)).isoformat()
+    review = root.post(
+        "/reviews/campaigns",
+        json={"name": "Acme review", "workspace": "acme", "deadline": deadline},
+    ).json()
+    [eve_item] = root.get(f"/reviews/campaigns/{review['id']}/items").json()
     before = database_state(server)
 
     def refused(response: httpx.Response) -> None:
@@ -166,6 +173,31 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
         ("POST", "/clients/<client_id>/rotate-secret"): lambda: refused(
             gina.post(f"/clients/{c}/rotate-secret")
         ),
+        ("GET", "/reviews/campaigns"): lambda: invisible(gina.get("/reviews/campaigns")),
+        ("POST", "/reviews/campaigns"): lambda: refused(
+            gina.post(
+                "/reviews/campaigns",
+                json={"name": "Mine", "workspace": "acme", "deadline": deadline},
+            )
+        ),
+        ("GET", "/reviews/campaigns/<int(max=2147483647):campaign_id>"): lambda: refused(
+            gina.get(f"/reviews/campaigns/{review['id']}")
+        ),
+        ("GET", "/reviews/campaigns/<int(max=2147483647):campaign_id>/items"): lambda: refused(
+            gina.get(f"/reviews/campaigns/{review['id']}/items")
+        ),
+        ("POST", "/reviews/campaigns/<int(max=2147483647):campaign_id>/close"): lambda: refused(
+            gina.post(f"/reviews/campaigns/{review['id']}/close")
+        ),
+        ("GET", "/reviews/items"): lambda: invisible(gina.get("/reviews/items")),
+        ("POST", "/reviews/items/<int(max=2147483647):item_id>/decision"): lambda: refused(
+            gina.post(f"/reviews/items/{eve_item['id']}/decision", json={"decision": "revoke"})
+        ),
+        ("GET", "/reports"): lambda: invisible(gina.get("/reports")),
+        ("GET", "/reports/<name>"): lambda: [
+            invisible(gina.get(f"/reports/{name}", params={"days": 0, "min_workspaces": 1}))
+            for name in gina.get("/reports").json()["reports"]
+        ],
     }
     routes = admin_routes(server)
     assert not routes - set(cases), f"admin routes without an isolation case: {routes - set(cases)}"
@@ -173,5 +205,6 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
     for case in cases.values():
         case()
     assert database_state(server) == before
+    assert root.get(f"/reviews/campaigns/{review['id']}").json()["progress"]["undecided"] == 1
     # And the same identity does see its own workspace.
     assert gina.get("/workspaces/globex").status_code == 200
