@@ -22,7 +22,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
-from gateway.sync import RevisionPoller, catch_up, state_of
+from gateway.sync import RevisionPoller, apply_notice, catch_up, state_of
 from gateway.throttle import LoginThrottle
 from gateway.watcher import RedisWatcher, notice_revision
 
@@ -77,7 +77,10 @@ def start_watcher(
         if revision is None or revision > engine.revision:
             # Caught up right here, on the watcher's thread: no hand-over to the poller.
             try:
-                catch_up(engine, db, session_factory, settings)
+                if revision is None:
+                    catch_up(engine, db, session_factory, settings)
+                else:
+                    apply_notice(engine, db, session_factory, settings, revision)
             except Exception:
                 state.wake.set()  # the poller retries (and keeps the stale flag)
 
