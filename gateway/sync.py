@@ -117,12 +117,18 @@ def apply_committed(
             if not engine.apply(changes, revision):
                 _reload(engine, session, state)
         elif revision > engine.revision:
-            # Revisions committed by others in between are applied first, in order.
-            in_order = revision == engine.revision + 1 or _fill_from_log(
-                engine, session, revision - 1, state
-            )
-            if not (in_order and engine.apply(changes, revision)):
-                _reload(engine, session, state)
+            try:
+                # Revisions committed by others in between are applied first, in order.
+                in_order = revision == engine.revision + 1 or _fill_from_log(
+                    engine, session, revision - 1, state
+                )
+                if not (in_order and engine.apply(changes, revision)):
+                    _reload(engine, session, state)
+            except Exception:
+                # The change is committed: the caller must hear so. The database went
+                # away just after; the revision check applies it when it is back.
+                log.exception("could not bring the engine to revision %s yet", revision)
+                state.wake.set()
         # else: the poller applied it from the log already (it saw the commit first).
     if state.publish is not None:
         state.publish(revision)
