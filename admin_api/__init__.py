@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import request
 from flask_smorest import Api
 
-from admin_api import audit, auth, invitations, settings, users, workspaces
+from admin_api import (
+    audit,
+    auth,
+    clients,
+    invitations,
+    reports,
+    reviews,
+    settings,
+    users,
+    workspaces,
+)
 from gateway.http import current_actor
 
 # Everything else needs a signed-in caller.
@@ -18,7 +30,16 @@ def _require_sign_in() -> None:
         current_actor()
 
 
-BLUEPRINTS = (auth.blp, workspaces.blp, users.blp, invitations.blp, audit.blp, settings.blp)
+BLUEPRINTS: tuple[Any, ...] = (
+    auth.blp,
+    workspaces.blp,
+    users.blp,
+    invitations.blp,
+    audit.blp,
+    settings.blp,
+)
+BLUEPRINTS += (reviews.blp, reports.blp)
+BLUEPRINTS += (clients.blp,)
 for _blp in BLUEPRINTS:  # once, at import: blueprints are shared by every app
     _blp.before_request(_require_sign_in)
 

@@ -1,30 +1,73 @@
-"""The audit trail: who changed what, where, when, from what to what."""
+"""The audit trail: who changed what, where, when, from what to what, and why."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import urlencode
 
+from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from admin_api.pagination import items, window
-from admin_api.schemas import AuditEventSchema, AuditQuerySchema
+from admin_api.pagination import MAX_OFFSET
+from admin_api.schemas import (
+    AuditEventSchema,
+    AuditExportQuerySchema,
+    AuditPageQuerySchema,
+)
 from gateway.http import current_actor, services
-from gateway.services.audit import AuditFilter
+from gateway.services.audit import AuditFilter, csv_lines, jsonl_lines
 
 blp = Blueprint("audit", __name__, url_prefix="/audit", description="The audit trail")
+
+EXPORT_TYPES = {"jsonl": "application/jsonl", "csv": "text/csv"}
 
 
 @blp.route("")
 class Audit(MethodView):
-    @blp.arguments(AuditQuerySchema, location="query")
+    @blp.arguments(AuditPageQuerySchema, location="query")
     @blp.response(200, AuditEventSchema(many=True))
-    @blp.paginate()
-    def get(self, query: dict[str, Any], pagination_parameters: Any) -> Any:
-        """Changes in the workspaces you may audit, newest first."""
-        page = services().audit.list(
-            current_actor(),
-            AuditFilter(**query),
-            *window(pagination_parameters),
+    def get(self, query: dict[str, Any]) -> Any:
+        """Changes in the workspaces you may audit, newest first. The next page is at
+        ``cursor`` = the ``X-Next-Cursor`` header (also in ``Link: rel="next"``)."""
+        cursor, page_size = query.pop("cursor", None), query.pop("page_size")
+        page = query.pop("page", None)
+        audit = services().audit
+        if page is not None:
+            offset = min((page - 1) * page_size, MAX_OFFSET)
+            numbered = audit.list(current_actor(), AuditFilter(**query), offset, page_size)
+            header = {"total": numbered.total, "page": page, "page_size": page_size}
+            return numbered.items, 200, {"X-Pagination": json.dumps(header)}
+        result = audit.page(current_actor(), AuditFilter(**query), cursor, page_size)
+        headers = {"X-Pagination": json.dumps({"total": result.total, "page_size": page_size})}
+        if result.next_cursor:
+            params = {**request.args.to_dict(), "cursor": result.next_cursor}
+            url = f"{request.base_url}?{urlencode(params)}"
+            headers["X-Next-Cursor"] = result.next_cursor
+            headers["Link"] = f'<{url}>; rel="next"'
+        return result.items, 200, headers
+
+
+@blp.route("/export")
+class Export(MethodView):
+    @blp.arguments(AuditExportQuerySchema, location="query")
+    @blp.doc(
+        responses={
+            "200": {
+                "description": "The events, oldest first, streamed",
+                "content": {"application/jsonl": {}, "text/csv": {}},
+            }
+        }
+    )
+    def get(self, query: dict[str, Any]) -> Response:
+        """Every matching event you may audit, oldest first, as JSON Lines (with the
+        hashes, verifiable by ``ringfence audit verify``) or CSV, streamed."""
+        kind = query.pop("format")
+        records = services().audit.export(current_actor(), AuditFilter(**query))
+        lines = jsonl_lines(records) if kind == "jsonl" else csv_lines(records)
+        return Response(
+            stream_with_context(lines),
+            mimetype=EXPORT_TYPES[kind],
+            headers={"Content-Disposition": f'attachment; filename="audit.{kind}"'},
         )
-        return items(pagination_parameters, page)

@@ -113,6 +113,23 @@ class UserSchema(Schema):
     invitation = fields.Nested(InvitationSummarySchema, allow_none=True)
     last_login_at = fields.Function(lambda v: _iso(v.user.last_login_at))
     created_at = fields.Function(lambda v: _iso(v.user.created_at))
+    last_seen_at = fields.Function(
+        lambda v: _iso(v.user.last_seen_at),
+        metadata={"description": "Last signed-in admin API request (to the minute)"},
+    )
+    grants = fields.Function(
+        lambda v: [
+            {
+                "workspace": g.workspace_slug,
+                "role": g.role,
+                "granted_at": _iso(g.granted_at),
+                "expires_at": _iso(g.expires_at),
+            }
+            for g in v.user.grants
+            if g.workspace_slug in v.roles
+        ],
+        metadata={"description": "Active grants with their end dates (null: no end)"},
+    )
 
 
 def _iso(value: Any) -> str | None:
@@ -132,6 +149,14 @@ class GrantSchema(StrictSchema):
         metadata={"description": "A workspace slug, or * for every workspace"},
     )
     role = fields.String(required=True, validate=ROLE)
+    expires_at = fields.AwareDateTime(
+        default_timezone=UTC,
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "Optional end of the grant (in the future); decisions deny from then on"
+        },
+    )
 
 
 class GrantChangeSchema(RevisionSchema):
@@ -215,6 +240,32 @@ class AuditQuerySchema(LenientQuery):
     action = fields.String(validate=validate.Length(max=63))
     since = fields.AwareDateTime(default_timezone=UTC)
     until = fields.AwareDateTime(default_timezone=UTC)
+    actor = fields.String(
+        validate=validate.Length(min=1, max=320),
+        metadata={"description": "Part of the recorded actor name or email (any case)"},
+    )
+    actor_client_id = fields.String(validate=validate.Length(max=100))
+    request_id = fields.String(validate=validate.Length(max=100))
+
+
+class AuditPageQuerySchema(AuditQuerySchema):
+    cursor = fields.String(
+        validate=validate.Length(max=200),
+        metadata={"description": "X-Next-Cursor of the previous page (opaque)"},
+    )
+    page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    page = fields.Integer(
+        validate=validate.Range(min=1, max=2**31 - 1),
+        metadata={"description": "Numbered pages (older clients); prefer cursor"},
+    )
+
+
+class AuditExportQuerySchema(AuditQuerySchema):
+    format = fields.String(
+        load_default="jsonl",
+        validate=validate.OneOf(["jsonl", "csv"]),
+        metadata={"description": "jsonl (one event per line, verifiable) or csv"},
+    )
 
 
 class AuditEventSchema(Schema):
@@ -231,6 +282,11 @@ class AuditEventSchema(Schema):
     after = fields.Dict(allow_none=True)
     revision = fields.Integer(allow_none=True)
     request_id = fields.String(allow_none=True)
+    actor_client_id = fields.String(allow_none=True)
+    source_address = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    prev_hash = fields.String()
+    hash = fields.String()
 
 
 # -- settings -------------------------------------------------------------------------

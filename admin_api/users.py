@@ -89,9 +89,11 @@ class WorkspaceRoles(MethodView):
 class Grants(MethodView):
     @blp.arguments(GrantSchema)
     @blp.response(201, GrantChangeSchema)
-    def post(self, args: dict[str, str], user_id: int) -> Any:
-        """Give the person a role in a workspace."""
-        revision = services().grants.add(current_actor(), user_id, args["workspace"], args["role"])
+    def post(self, args: dict[str, Any], user_id: int) -> Any:
+        """Give the person a role in a workspace, optionally until ``expires_at``."""
+        revision = services().grants.add(
+            current_actor(), user_id, args["workspace"], args["role"], args.get("expires_at")
+        )
         return {"revision": revision, "user": services().users.get(current_actor(), user_id)}
 
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import swagger_ui_bundle
-from flask import Flask, Response, send_from_directory
+from flask import Flask, Response, has_request_context, send_from_directory
 from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import admin_api
-from gateway import accept_page, decision_api, freshness, sync
+import console
+from gateway import accept_page, decision_api, decision_log, freshness, oauth_api, sync
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -22,6 +23,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
+from gateway.signing import KeyRing
 from gateway.sync import RevisionPoller, apply_notice, catch_up, state_of
 from gateway.throttle import LoginThrottle
 from gateway.watcher import RedisWatcher, notice_revision
@@ -95,6 +97,20 @@ def start_watcher(
         watcher.start()
 
 
+def _request_id_if_any() -> str | None:
+    return request_id() if has_request_context() else None
+
+
+def install_housekeeping(
+    db: Engine, session_factory: sessionmaker[Session], engine: DecisionEngine, settings: Settings
+) -> None:
+    """Let the upkeep tasks of this process (grant expiry, review deadlines) use it."""
+    from gateway.services.housekeeping import DatabaseHousekeeping
+    from mailer.housekeeping import install_housekeeping
+
+    install_housekeeping(DatabaseHousekeeping(db, session_factory, engine, settings))
+
+
 def create_app(settings: Settings | None = None, notifier: Notifier | None = None) -> Flask:
     """A ready gateway on a migrated database (``ringfence init`` migrates it)."""
     settings = (settings or load_settings()).with_secret()
@@ -136,6 +152,12 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         },
     )
     install_delivery_ledger(session_factory, engine, settings)
+    decision_log.install(
+        decision_log.from_settings(
+            settings.decision_log, settings.decision_log_sample, _request_id_if_any
+        )
+    )
+    install_housekeeping(db, session_factory, engine, settings)
     app.extensions["ringfence"] = GatewayState(
         settings,
         db,
@@ -159,10 +181,17 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     api.register_blueprint(decision_api.blp)
     admin_api.register(api)
     app.register_blueprint(accept_page.bp)
+    app.register_blueprint(console.bp)
     accept_page.install_log_redaction()
     register_error_handlers(app)
-    freshness.install(app)
     app.teardown_appcontext(close_services)
+    oauth_api.init_app(app)
+    # After the decision token check: an unauthenticated caller must not make a replica
+    # wait for a revision, nor learn which revision it holds.
+    freshness.install(app)
+    with session_factory() as session:  # sign with a key from the first request on
+        KeyRing(session, settings).ensure_signing_key()
+        session.commit()
 
     @app.after_request
     def add_headers(response: Response) -> Response:

@@ -260,11 +260,329 @@ def serve(
 def worker(settings: Settings, concurrency: int, beat: bool) -> None:
     """Run a Celery worker that sends email (needs RINGFENCE_BROKER_URL)."""
     from gateway.services.delivery import WorkerLedger
+    from gateway.services.housekeeping import WorkerHousekeeping
+    from mailer.housekeeping import install_housekeeping
     from mailer.worker import run_worker
 
     if not settings.broker_url:
         _fail("Set RINGFENCE_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run a worker.")
+    install_housekeeping(WorkerHousekeeping(settings))
     run_worker(settings, WorkerLedger(settings), concurrency=concurrency, beat=beat)
+
+
+# -- audit --------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail: verify its hash chain, export it, archive old events."""
+
+
+@audit.command("verify")
+@click.argument("archives", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--files-only", is_flag=True, help="Check only the archive files, not the database.")
+@click.pass_obj
+def audit_verify(settings: Settings, archives: tuple[str, ...], files_only: bool) -> None:
+    """Walk the audit chain and name its first broken link (exit 1 if any).
+
+    ARCHIVES are files written by `audit archive` (or `audit export --format jsonl` of
+    the whole trail), oldest first: each must continue the one before, and the last one
+    must end where the database's chain starts (its anchor)."""
+    from pathlib import Path
+
+    from gateway.audit_chain import read_jsonl, verify_records
+
+    previous: str | None = None
+    for name in archives:
+        try:
+            result = verify_records(read_jsonl(Path(name)), previous, where=f"{name}: ")
+        except ValueError as exc:
+            _fail(f"BROKEN: {exc}")
+            return
+        if not result.ok:
+            _fail(f"BROKEN: {result.problem}")
+        click.echo(
+            f"{name}: {result.checked} events ({result.first_id}..{result.last_id}) "
+            f"chain intact; ends at {result.end_hash}"
+        )
+        previous = result.end_hash
+    if files_only:
+        return
+    with open_services(settings) as services:
+        result = services.audit.verify()
+    if not result.ok:
+        _fail(f"BROKEN: {result.problem}")
+    if previous is not None and previous != result.start_hash:
+        _fail(
+            f"BROKEN: the archives end at {previous}, but the database's chain starts "
+            f"from {result.start_hash}"
+        )
+    click.secho(
+        f"OK: {result.checked} events verified"
+        + (f" ({result.first_id}..{result.last_id})" if result.checked else "")
+        + f"; anchor {result.start_hash}, head {result.end_hash}",
+        fg="green",
+    )
+
+
+@audit.command("export")
+@click.option("--format", "kind", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default stdout).")
+@click.option("--actor", help="Part of the actor's recorded name or email.")
+@click.option("--action", help="An action or its prefix (user, user.removed, ...).")
+@click.option("--workspace")
+@click.option("--target-type")
+@click.option("--target-id")
+@click.option("--since", type=click.DateTime(), help="UTC, e.g. 2026-01-31T00:00:00")
+@click.option("--until", type=click.DateTime(), help="UTC, exclusive")
+@click.pass_obj
+def audit_export(
+    settings: Settings,
+    kind: str,
+    output: str | None,
+    since: Any,
+    until: Any,
+    **filters: Any,
+) -> None:
+    """Every matching event, oldest first, as JSON Lines (verifiable) or CSV."""
+    from datetime import UTC
+
+    from gateway.services.audit import AuditFilter, csv_lines, jsonl_lines
+
+    where = AuditFilter(
+        since=since.replace(tzinfo=UTC) if since else None,
+        until=until.replace(tzinfo=UTC) if until else None,
+        **filters,
+    )
+    with open_services(settings) as services:
+        records = services.audit.export(services_actor(), where)
+        lines = jsonl_lines(records) if kind == "jsonl" else csv_lines(records)
+        with click.open_file(output or "-", "w", encoding="utf-8") as out:
+            for chunk in lines:
+                out.write(chunk)
+
+
+@audit.command("archive")
+@click.option(
+    "--days",
+    type=int,
+    help="Archive events older than this (default RINGFENCE_AUDIT_RETENTION_DAYS).",
+)
+@click.pass_obj
+def audit_archive(settings: Settings, days: int | None) -> None:
+    """Move events older than the retention period to a JSON Lines file in
+    RINGFENCE_AUDIT_ARCHIVE_DIR and delete them; the chain stays verifiable."""
+    retention = settings.audit_retention_days if days is None else days
+    if retention <= 0:
+        _fail("Retention is off: set RINGFENCE_AUDIT_RETENTION_DAYS or pass --days.")
+    with open_services(settings) as services:
+        archived = services.audit.archive(retention, settings.audit_archive_path)
+    if archived is None:
+        click.echo(f"No events older than {retention} days.")
+        return
+    click.echo(
+        f"Archived {archived.count} events ({archived.first_id}..{archived.last_id}) to "
+        f"{archived.path}; the chain now starts after {archived.anchor_hash}"
+    )
+
+
+# -- access reviews and time-limited grants (what beat runs, for cron or dev mode) ------
+
+
+@main.group()
+def review() -> None:
+    """Access review campaigns: start one, close those past their deadline."""
+
+
+@review.command("start")
+@click.option("--workspace", default="*", show_default=True, help="A slug, or * for all.")
+@click.option("--name", help="Campaign name (default: Access review <date>).")
+@click.option("--deadline-days", type=click.IntRange(1, 366), help="Default from settings.")
+@click.option("--on-deadline", type=click.Choice(["flag", "revoke"]), help="Default: settings.")
+@click.option(
+    "--if-due",
+    is_flag=True,
+    help="The periodic campaign, only if RINGFENCE_REVIEW_EVERY_DAYS have passed (as beat).",
+)
+@click.pass_obj
+def review_start(
+    settings: Settings,
+    workspace: str,
+    name: str | None,
+    deadline_days: int | None,
+    on_deadline: str | None,
+    if_due: bool,
+) -> None:
+    """Freeze the active grants into a new campaign and assign their reviewers."""
+    from datetime import timedelta
+
+    from gateway.models import utcnow
+
+    days = deadline_days or settings.review_deadline_days
+    when = on_deadline or settings.review_on_deadline
+    with open_services(settings) as services:
+        try:
+            if if_due:
+                view = services.reviews.start_due(
+                    services_actor(), settings.review_every_days, days, when
+                )
+                if view is None:
+                    click.echo("No periodic review is due.")
+                    return
+            else:
+                now = utcnow()
+                view = services.reviews.start(
+                    services_actor(),
+                    name or f"Access review {now:%Y-%m-%d}",
+                    workspace,
+                    now + timedelta(days=days),
+                    when,
+                )
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+    click.echo(
+        f"Review campaign {view.campaign.id} started: {view.total} grant(s), "
+        f"deadline {view.campaign.deadline:%Y-%m-%d %H:%M} UTC, then {view.campaign.on_deadline}."
+    )
+
+
+@review.command("close-due")
+@click.pass_obj
+def review_close_due(settings: Settings) -> None:
+    """Finish the campaigns past their deadline (flag or revoke what is undecided)."""
+    with open_services(settings) as services:
+        count = services.reviews.close_due(services_actor())
+    click.echo(f"Closed {count} review campaign(s).")
+
+
+@main.group()
+def grants() -> None:
+    """Grants: remove the time-limited ones that ended."""
+
+
+@grants.command("expire")
+@click.pass_obj
+def grants_expire(settings: Settings) -> None:
+    """Remove ended grants for good (decisions denied already), audited grant.expired."""
+    with open_services(settings) as services:
+        count = services.grants.expire_ended(services_actor())
+    click.echo(f"Expired {count} grant(s).")
+
+
+# -- OAuth clients of services and token signing keys ---------------------------------
+
+
+@main.group()
+def client() -> None:
+    """OAuth 2.0 clients of services (client credentials for POST /oauth/token)."""
+
+
+@client.command("create")
+@click.option("--name", required=True, help="What the service is, e.g. 'billing-api'.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    default=["decisions:check"],
+    show_default=True,
+    help="A scope to give (repeat for more): decisions:check, tokens:introspect.",
+)
+@click.pass_obj
+def client_create(settings: Settings, name: str, scopes: tuple[str, ...]) -> None:
+    """Create a client; its secret is printed once."""
+    with open_services(settings) as services:
+        try:
+            created = services.clients.create(services_actor(), name, list(scopes))
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+        click.secho("Client created.", fg="green", bold=True)
+        click.echo(f"  client_id:     {created.client.client_id}")
+        click.echo(f"  client_secret: {created.client_secret}")
+        click.echo(f"  scopes:        {created.client.scopes}")
+    click.secho("  The secret is shown once and stored only as a hash: keep it now.", fg="yellow")
+
+
+@client.command("list")
+@click.option("--all", "include_deleted", is_flag=True, help="Include deleted clients.")
+@click.pass_obj
+def client_list(settings: Settings, include_deleted: bool) -> None:
+    """List the clients."""
+    with open_services(settings) as services:
+        for c in services.clients.list(services_actor(), include_deleted):
+            state = f"deleted {c.revoked_at:%Y-%m-%d}" if c.revoked_at else "active"
+            click.echo(f"{c.client_id}  {c.name}  [{c.scopes}]  {state}")
+
+
+@client.command("delete")
+@click.argument("client_id")
+@click.pass_obj
+def client_delete(settings: Settings, client_id: str) -> None:
+    """Delete a client: no more tokens, and its tokens stop working at once."""
+    with open_services(settings) as services:
+        try:
+            services.clients.delete(services_actor(), client_id)
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+    click.echo(f"Client {client_id} deleted.")
+
+
+@client.command("rotate-secret")
+@click.argument("client_id")
+@click.pass_obj
+def client_rotate_secret(settings: Settings, client_id: str) -> None:
+    """A new secret for a client (printed once); the old one stops working."""
+    with open_services(settings) as services:
+        try:
+            rotated = services.clients.rotate_secret(services_actor(), client_id)
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+        click.echo(f"  client_id:     {rotated.client.client_id}")
+        click.echo(f"  client_secret: {rotated.client_secret}")
+
+
+@main.group()
+def keys() -> None:
+    """The keys that sign access tokens (published at /.well-known/jwks.json)."""
+
+
+@keys.command("rotate")
+@click.pass_obj
+def keys_rotate(settings: Settings) -> None:
+    """Sign with a new key from now on; old keys verify until their tokens expire."""
+    with open_services(settings) as services:
+        key, retired = services.keys.rotate(services_actor())
+        click.echo(f"New signing key: {key.kid}")
+    for kid in retired:
+        click.echo(f"Retired (all its tokens have expired): {kid}")
+
+
+@keys.command("retire")
+@click.argument("kid")
+@click.pass_obj
+def keys_retire(settings: Settings, kid: str) -> None:
+    """Stop a previous key verifying at once (e.g. it leaked); its tokens stop working."""
+    with open_services(settings) as services:
+        try:
+            services.keys.retire(kid, services_actor())
+        except RingfenceError as exc:
+            _fail(str(exc.detail))
+            return
+    click.echo(f"Retired: {kid}")
+
+
+@keys.command("list")
+@click.pass_obj
+def keys_list(settings: Settings) -> None:
+    """Every key and its state: signing, verifying or retired."""
+    with open_services(settings) as services:
+        for key, state in services.keys.list():
+            click.echo(
+                f"{key.kid}  {key.algorithm}  {state}  created {key.created_at:%Y-%m-%d %H:%M}"
+            )
 
 
 if __name__ == "__main__":

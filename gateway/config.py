@@ -65,6 +65,20 @@ class Settings:
     # outbox_sweep_after_seconds (their task was lost, e.g. the broker was down).
     outbox_sweep_interval_seconds: float = 60.0
     outbox_sweep_after_seconds: float = 60.0
+    # Audit retention: events older than this many days are archived to a JSON Lines
+    # file in audit_archive_dir (default instance_dir/audit-archive) and deleted, by
+    # `ringfence audit archive` or the worker's beat; 0 keeps every event in the database.
+    audit_retention_days: int = 0
+    audit_archive_dir: Path | None = None
+    # Decision log of the check endpoints: off, stdout, or a file path (JSON Lines),
+    # sampled with this probability (0..1).
+    decision_log: str = "off"
+    decision_log_sample: float = 1.0
+    # Access reviews: beat starts a campaign over every workspace this often (0: never),
+    # due this many days later; undecided grants are then flagged or revoked.
+    review_every_days: int = 0
+    review_deadline_days: int = 14
+    review_on_deadline: str = "flag"  # flag | revoke
     admin_email: str = "admin@example.com"
     admin_name: str = "Super Admin"
     log_level: str = "INFO"
@@ -74,6 +88,12 @@ class Settings:
     watcher_url: str = ""
     min_revision_wait_ms: int = 200
     trusted_proxies: int = 0
+    # OAuth 2.0 for services (gateway/oauth_api.py): client token lifetime in seconds, the
+    # "iss" of every token (empty: public_url), and whether calls to the decision endpoints
+    # from 127.0.0.1/::1 may come without a token (development only; off by default).
+    client_token_ttl: int = 3600
+    token_issuer: str = ""
+    decisions_allow_loopback: bool = False
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -82,6 +102,15 @@ class Settings:
     @property
     def outbox_path(self) -> Path:
         return self.outbox_dir or self.instance_dir / "outbox"
+
+    @property
+    def audit_archive_path(self) -> Path:
+        return self.audit_archive_dir or self.instance_dir / "audit-archive"
+
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` of the access tokens this installation signs."""
+        return self.token_issuer or self.public_url.rstrip("/")
 
     def with_secret(self) -> Settings:
         """This settings object with a secret key, generating and keeping one if unset."""

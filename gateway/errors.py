@@ -102,3 +102,25 @@ class ServiceUnavailable(RingfenceError):
     status = 503
     type = "unavailable"
     title = "Service temporarily unavailable"
+
+
+class InvalidToken(Unauthorized):
+    """A bearer token that is malformed, expired, wrongly signed, signed by an unknown or
+    retired key, meant for another audience or issuer, or revoked (RFC 6750
+    ``invalid_token``). The type stays ``unauthorized``; ``reason`` says which."""
+
+    def __init__(self, detail: str, reason: str) -> None:
+        super().__init__(detail, reason=reason)
+        self.reason = reason
+        self.challenge = f'Bearer error="invalid_token", error_description="{detail}"'
+
+
+class InsufficientScope(Forbidden):
+    """A valid token without the scope the endpoint needs (RFC 6750 ``insufficient_scope``)."""
+
+    type = "insufficient-scope"
+    title = "The access token lacks the required scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"This endpoint needs a token with the scope '{scope}'", scope=scope)
+        self.challenge = f'Bearer error="insufficient_scope", scope="{scope}"'

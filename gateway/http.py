@@ -6,12 +6,19 @@ from __future__ import annotations
 import logging
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from gateway.errors import PROBLEM_TYPE_PREFIX, PayloadTooLarge, RingfenceError, Unauthorized
+from gateway.errors import (
+    PROBLEM_TYPE_PREFIX,
+    InvalidInput,
+    PayloadTooLarge,
+    RingfenceError,
+    Unauthorized,
+)
 from gateway.services import Actor, Services
 
 log = logging.getLogger("ringfence.http")
@@ -77,6 +84,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RingfenceError)
     def ringfence_error(error: RingfenceError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {}
+        if challenge := getattr(error, "challenge", None):  # RFC 6750 error details
+            headers["WWW-Authenticate"] = challenge
         if "retry_after" in error.extensions:
             headers["Retry-After"] = str(error.extensions["retry_after"])
         return problem_response(error.to_problem(), headers)
@@ -127,6 +136,40 @@ def current_actor() -> Actor:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Send an access token: Authorization: Bearer <token>")
-        user, g.session_id = services().auth.authenticate(token.strip())
-        g.actor = Actor(user.id, f"{user.name} <{user.email}>", request_id())
+        try:
+            user, g.session_id = services().auth.authenticate(token.strip())
+        except Unauthorized as exc:  # a token was presented and refused: audit it
+            services().tokens.record_refusal(
+                exc, token.strip(), request.remote_addr or "", request.path
+            )
+            raise
+        g.actor = Actor(
+            user.id,
+            f"{user.name} <{user.email}>",
+            request_id(),
+            source_address=request.remote_addr,
+            reason=change_reason(),
+        )
     return g.actor
+
+
+REASON_HEADER = "X-Ringfence-Reason"
+MAX_REASON = 1000
+
+
+def change_reason() -> str | None:
+    """The reason the admin typed for this change (``X-Ringfence-Reason``), recorded on
+    its audit events; percent-encoded UTF-8 is decoded, so any language fits a header."""
+    raw = request.headers.get(REASON_HEADER, "").strip()
+    if not raw:
+        return None
+    try:
+        reason = unquote(raw, errors="strict") if "%" in raw else raw
+    except UnicodeDecodeError:
+        reason = "\x00"  # refused below, like any other unprintable reason
+    if len(reason) > MAX_REASON or not reason.isprintable():
+        raise InvalidInput(
+            f"{REASON_HEADER} must be printable text of at most {MAX_REASON} characters",
+            errors={REASON_HEADER: ["invalid"]},
+        )
+    return reason

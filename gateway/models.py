@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Enum,
     ForeignKey,
@@ -104,6 +105,8 @@ class User(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # The last authenticated admin API request, recorded at most once a minute.
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     grants: Mapped[list[Grant]] = relationship(
         back_populates="user",
@@ -172,6 +175,9 @@ class Grant(Base):
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # A time-limited grant: decisions deny from this moment (gateway.expiry), and the
+    # cleanup task removes the grant for good. None: until revoked.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None, index=True)
 
     user: Mapped[User] = relationship(back_populates="grants", foreign_keys=[user_id])
 
@@ -286,6 +292,7 @@ class AuditEvent(Base):
         Index("ix_audit_events_at", "at"),
         Index("ix_audit_events_target", "target_type", "target_id"),
         Index("ix_audit_events_workspace", "workspace"),
+        Index("ix_audit_events_actor", "actor_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -301,6 +308,29 @@ class AuditEvent(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     revision: Mapped[int | None] = mapped_column(Integer, default=None)
     request_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    # An OAuth client acting (the person, if any, is actor_id / actor_name).
+    actor_client_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    source_address: Mapped[str | None] = mapped_column(String(100), default=None)
+    reason: Mapped[str | None] = mapped_column(String(1000), default=None)
+    # Tamper evidence (gateway.audit_chain): SHA-256 over this event's fields and the
+    # previous event's hash. Filled in at flush, under the chain's lock.
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChain(Base):
+    """The head of the audit chain (a single row): appends lock it, so that two
+    transactions cannot both chain onto the same event; and the anchor, the hash of the
+    last event archived and deleted by retention, where the stored chain now starts."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    head_id: Mapped[int] = mapped_column(Integer, default=0)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    anchor_id: Mapped[int] = mapped_column(Integer, default=0)
+    anchor_hash: Mapped[str] = mapped_column(String(64))
+    anchored_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class PolicyState(Base):
@@ -351,3 +381,117 @@ class PolicyChange(Base):
     revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     changes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReviewCampaign(Base):
+    """An access review: the grants active at its start, each to be kept or revoked by
+    its reviewers before the deadline; undecided ones are then flagged or revoked."""
+
+    __tablename__ = "review_campaigns"
+    __table_args__ = (Index("ix_review_campaigns_status_deadline", "status", "deadline"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # One workspace slug, or "*" for every workspace.
+    workspace_slug: Mapped[str] = mapped_column(String(63))
+    created_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_by_name: Mapped[str] = mapped_column(String(400), default="system")
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime())
+    on_deadline: Mapped[str] = mapped_column(String(10), default="flag")  # flag | revoke
+    status: Mapped[str] = mapped_column(String(10), default="open")  # open | closed
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Started by the scheduler (RINGFENCE_REVIEW_EVERY_DAYS) rather than by a person.
+    periodic: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    items: Mapped[list[ReviewItem]] = relationship(
+        back_populates="campaign", cascade="all, delete-orphan", order_by="ReviewItem.id"
+    )
+
+
+class ReviewItem(Base):
+    """One grant as it was at the campaign's start (a frozen snapshot: no foreign key to
+    the grant or the user, so later changes and removals keep the record)."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (Index("ix_review_items_campaign_decision", "campaign_id", "decision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("review_campaigns.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(Integer)
+    user_email: Mapped[str] = mapped_column(String(320))
+    user_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(63))
+    workspace_slug: Mapped[str] = mapped_column(String(63))
+    granted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    decision: Mapped[str] = mapped_column(String(10), default="undecided")  # keep | revoke
+    # Left undecided at a "flag" deadline: someone should look at it.
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    comment: Mapped[str | None] = mapped_column(Text, default=None)
+    decided_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    decided_by_name: Mapped[str | None] = mapped_column(String(400), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    campaign: Mapped[ReviewCampaign] = relationship(back_populates="items")
+    reviewers: Mapped[list[ReviewItemReviewer]] = relationship(
+        cascade="all, delete-orphan", order_by="ReviewItemReviewer.user_id"
+    )
+
+
+class ReviewItemReviewer(Base):
+    """Who may decide an item: at the start, those who could revoke that grant (never
+    its holder)."""
+
+    __tablename__ = "review_item_reviewers"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
+
+
+class OAuthClient(Base):
+    """A service that calls Ringfence with OAuth 2.0 client credentials. The secret is
+    stored only as its SHA-256: it is random (256 bits), so no salt or slow hash is needed,
+    and the token endpoint stays cheap."""
+
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[str] = mapped_column(String(500))  # space-separated, as in OAuth
+    created_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_by_name: Mapped[str] = mapped_column(String(400), default="system")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Revoked clients are kept (their id is never reused, the audit trail names them);
+    # their tokens stop working at once.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class SigningKey(Base):
+    """A key that signs access tokens (JWT, ``kid`` = its RFC 7638 thumbprint). The newest
+    key not yet deactivated signs; deactivated keys keep verifying until every token they
+    signed has expired, then count as retired. The private key is sealed (Fernet)."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(10))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sealed_private_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class RevokedToken(Base):
+    """The ``jti`` of a revoked access token, kept until the token would have expired."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -89,3 +89,17 @@ class DeliveryLedger(Protocol):
 
     def queue_reminders(self) -> list[int]:
         """Queue reminder emails for invitations pending too long; their message ids."""
+
+
+class Housekeeping(Protocol):
+    """Scheduled upkeep that beat asks of the gateway (plain values back): the tasks in
+    :mod:`mailer.housekeeping` call it, the gateway implements it on its database."""
+
+    def expire_grants(self) -> int:
+        """Remove time-limited grants that ended (audited ``grant.expired``); how many."""
+
+    def close_due_reviews(self) -> int:
+        """Finish review campaigns past their deadline; how many."""
+
+    def start_due_review(self) -> int | None:
+        """Start the periodic review campaign if one is due; its id, or None."""

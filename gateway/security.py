@@ -1,7 +1,7 @@
 """Secrets: password hashing (argon2id), one-time tokens, and signed access tokens.
 
-Access tokens are JWTs made with joserfc, the JOSE implementation of the Authlib project
-(``authlib.jose`` is deprecated in its favour).
+Access tokens are RS256 JWTs signed with the keys of :mod:`gateway.signing` (joserfc, the
+JOSE implementation of the Authlib project).
 """
 
 from __future__ import annotations
@@ -10,27 +10,23 @@ import base64
 import hashlib
 import json
 import secrets
-import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import OctKey
 
 from gateway.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from gateway.signing import KeyRing
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 
 # A real hash of a random password, verified against when the account does not exist, so
 # that a login for an unknown address costs the same time as one with a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
-
-JWT_ALGORITHM = "HS256"
-TOKEN_ISSUER = "ringfence"  # noqa: S105 - a name, not a secret
 
 
 def hash_password(password: str) -> str:
@@ -64,36 +60,23 @@ class AccessClaims:
 
 
 def issue_access_token(
-    secret: str, user_id: int, session_version: int, ttl: int, session_id: str | None = None
+    keys: KeyRing, user_id: int, session_version: int, ttl: int, session_id: str | None = None
 ) -> str:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": TOKEN_ISSUER,
-        "sub": str(user_id),
-        "sv": session_version,
-        "iat": now,
-        "exp": now + ttl,
-        "jti": secrets.token_urlsafe(12),
-    }
+    """A person's access token for the admin API, signed with the current signing key."""
+    from gateway.signing import ADMIN_AUDIENCE
+
+    claims: dict[str, Any] = {"sub": str(user_id), "sv": session_version}
     if session_id:
         claims["sid"] = session_id
-    return jwt.encode({"alg": JWT_ALGORITHM}, claims, OctKey.import_key(secret))
+    return keys.sign(claims, ADMIN_AUDIENCE, ttl)
 
 
-_CLAIMS = jwt.JWTClaimsRegistry(
-    leeway=5,
-    iss={"essential": True, "value": TOKEN_ISSUER},
-    sub={"essential": True},
-    exp={"essential": True},
-)
+def read_access_token(keys: KeyRing, token: str) -> AccessClaims:
+    """The claims of a valid person's token (see :meth:`KeyRing.verify`); else Unauthorized."""
+    from gateway.signing import ADMIN_AUDIENCE
 
-
-def read_access_token(secret: str, token: str) -> AccessClaims:
-    """The claims of a valid, unexpired token signed with ``secret``; else Unauthorized."""
+    claims = keys.verify(token, ADMIN_AUDIENCE)
     try:
-        decoded = jwt.decode(token, OctKey.import_key(secret), algorithms=[JWT_ALGORITHM])
-        _CLAIMS.validate(decoded.claims)
-        claims = decoded.claims
         sid = claims.get("sid")
         return AccessClaims(
             int(claims["sub"]),
@@ -101,7 +84,7 @@ def read_access_token(secret: str, token: str) -> AccessClaims:
             int(claims["exp"]),
             str(sid) if sid is not None else None,
         )
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         raise Unauthorized("The access token is not valid or has expired") from exc
 
 

@@ -61,7 +61,7 @@ class DeliveryPolicy:
 
 def beat_schedule(sweep_interval: float = SWEEP_INTERVAL) -> dict[str, Any]:
     """The periodic tasks run by beat, the sweep every ``sweep_interval`` seconds."""
-    return {
+    return housekeeping_schedule() | {
         SWEEP_SCHEDULE: {
             "task": "ringfence.sweep_unsent",
             "schedule": sweep_interval,
@@ -74,6 +74,29 @@ def beat_schedule(sweep_interval: float = SWEEP_INTERVAL) -> dict[str, Any]:
             "schedule": REMINDER_INTERVAL,
             "options": {"expires": REMINDER_INTERVAL},
         },
+    }
+
+
+# Upkeep (mailer.housekeeping): ended time-limited grants, review deadlines, periodic
+# reviews. Decisions deny at a grant's end whatever the interval (gateway.expiry); the
+# task only makes it durable, so once a minute is plenty.
+EXPIRE_SCHEDULE = "ringfence-expire-grants"
+CLOSE_REVIEWS_SCHEDULE = "ringfence-close-due-reviews"
+START_REVIEW_SCHEDULE = "ringfence-start-due-review"
+EXPIRE_INTERVAL = 60.0
+CLOSE_REVIEWS_INTERVAL = 300.0
+START_REVIEW_INTERVAL = 3600.0
+
+
+def housekeeping_schedule() -> dict[str, Any]:
+    """The beat entries of the upkeep tasks (part of :func:`beat_schedule`)."""
+    return {
+        name: {"task": task, "schedule": interval, "options": {"expires": interval}}
+        for name, task, interval in (
+            (EXPIRE_SCHEDULE, "ringfence.expire_grants", EXPIRE_INTERVAL),
+            (CLOSE_REVIEWS_SCHEDULE, "ringfence.close_due_reviews", CLOSE_REVIEWS_INTERVAL),
+            (START_REVIEW_SCHEDULE, "ringfence.start_due_review", START_REVIEW_INTERVAL),
+        )
     }
 
 
@@ -143,6 +166,7 @@ def configure_celery(settings: Settings, *, worker: bool = False) -> Celery:
     ``worker`` for the process that consumes tasks, else it only publishes them."""
     # Imported here, not at module top, because tasks.py imports celery_app from here;
     # importing it guarantees the tasks are registered whoever configures the app.
+    import mailer.housekeeping
     import mailer.tasks  # noqa: F401
 
     celery_app.conf.update(

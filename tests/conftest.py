@@ -145,3 +145,24 @@ class _RedisGuard:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_RedisGuard(), "ringfence-redis-guard")
+    config.pluginmanager.register(_BrowserGuard(), "ringfence-browser-guard")
+
+
+# -- CI guard: browser tests must run, not skip ---------------------------------------
+
+
+class _BrowserGuard:
+    """Fails the run when ``RINGFENCE_REQUIRE_BROWSER=1`` and a ``browser`` test was
+    skipped (no system Chromium, or Playwright missing), so CI cannot pass without them."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped and "browser" in report.keywords:
+            self.skipped.append(report.nodeid)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if os.environ.get("RINGFENCE_REQUIRE_BROWSER") == "1" and self.skipped:
+            print(f"\n{len(self.skipped)} browser test(s) were skipped; failing the run.")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -21,6 +21,7 @@ from gateway.models import Invitation, utcnow
 ADMIN_EMAIL = "admin@example.com"
 PASSWORD = "a long enough password"
 PROBLEM = "urn:ringfence:problem:"
+_LIVE_SERVERS: dict[str, LiveServer] = {}
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
@@ -60,6 +61,10 @@ class LiveServer:
 
     def admin(self) -> httpx.Client:
         return self.login(ADMIN_EMAIL, self.admin_password)
+
+    def __post_init__(self) -> None:
+        # post_check gets only a client: it finds its server (and token) by the URL.
+        _LIVE_SERVERS[self.url] = self
 
 
 def outbox_messages(settings: Settings) -> list[Any]:
@@ -162,10 +167,13 @@ def set_invitation_expiry(server: LiveServer, invitation_id: int, delta: timedel
 def post_check(
     client: httpx.Client, subject: str, workspace: str, resource: str, action: str
 ) -> httpx.Response:
-    """``POST /v1/check`` with the four fields, which must answer (200); the response."""
+    """``POST /v1/check`` with the four fields, which must answer (200); the response.
+    Sent with a service token holding ``decisions:check`` (:func:`decision_headers`)."""
+    server = _LIVE_SERVERS[str(client.base_url).rstrip("/")]
     response = client.post(
         "/v1/check",
         json={"subject": subject, "workspace": workspace, "resource": resource, "action": action},
+        headers=decision_headers(server),
     )
     assert response.status_code == 200, response.text
     return response
@@ -184,3 +192,60 @@ def assert_problem(
     if detail is not None:
         assert detail.lower() in problem["detail"].lower(), problem
     return problem  # type: ignore[no-any-return]
+
+
+# -- OAuth clients of services ------------------------------------------------------------
+
+
+def create_client(settings: Settings, *scopes: str, name: str = "test service") -> tuple[str, str]:
+    """A new OAuth client made with the real ``ringfence client create``: (id, secret)."""
+    args = [arg for scope in scopes for arg in ("--scope", scope)]
+    result = run_cli(settings, "client", "create", "--name", name, *args)
+    assert result.exit_code == 0, result.output
+    client_id = re.search(r"client_id:\s+(\S+)", result.output)
+    secret = re.search(r"client_secret:\s+(\S+)", result.output)
+    assert client_id and secret, result.output
+    return client_id.group(1), secret.group(1)
+
+
+def client_token(server: LiveServer, client_id: str, secret: str, scope: str | None = None) -> str:
+    """An access token from ``POST /oauth/token`` (client credentials, HTTP Basic)."""
+    with server.client() as anonymous:
+        response = anonymous.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", **({"scope": scope} if scope else {})},
+            auth=(client_id, secret),
+        )
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]  # type: ignore[no-any-return]
+
+
+_DECISION_TOKENS: dict[tuple[str, str], str] = {}
+
+
+def decision_client(server: LiveServer) -> httpx.Client:
+    """A client of ``server`` that sends :func:`decision_headers` with every request."""
+    return httpx.Client(base_url=server.url, headers=decision_headers(server), timeout=30)
+
+
+def decision_headers(server: LiveServer) -> dict[str, str]:
+    """``{"Authorization": "Bearer ..."}`` for a client with ``decisions:check``, made once
+    per server (keyed by URL and instance folder: ports are reused between tests)."""
+    key = (server.url, str(server.settings.instance_dir))
+    if key not in _DECISION_TOKENS:
+        client_id, secret = create_client(server.settings, "decisions:check", name="decisions")
+        _DECISION_TOKENS[key] = client_token(server, client_id, secret)
+    return {"Authorization": f"Bearer {_DECISION_TOKENS[key]}"}
+
+
+def sign_token(server: LiveServer, claims: dict[str, Any], audience: str, ttl: int) -> str:
+    """A token signed with the server's current signing key, claims as given (setup for
+    refusal tests: an expired token cannot be had by waiting)."""
+    from gateway.signing import KeyRing
+
+    db = make_engine(server.settings.sqlalchemy_url)
+    try:
+        with Session(db) as session:
+            return KeyRing(session, server.settings).sign(claims, audience, ttl)
+    finally:
+        db.dispose()

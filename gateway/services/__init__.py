@@ -20,7 +20,11 @@ from gateway.services.base import Actor, Authorizer, UnitOfWork
 from gateway.services.decisions import DecisionService
 from gateway.services.grants import GrantService
 from gateway.services.invitations import InvitationService
+from gateway.services.oauth import ClientService, KeyService, TokenService
 from gateway.services.policies import PolicyService
+from gateway.services.reports import ReportService
+from gateway.services.reviews import ReviewService
+from gateway.services.roles import RoleService
 from gateway.services.settings import SettingsService
 from gateway.services.setup import SetupService
 from gateway.services.users import UserService
@@ -57,6 +61,14 @@ class Services:
         )
         self.policies = PolicyService(session, uow)
         self.setup = SetupService(session, uow)
+        self.roles = RoleService(session, authorizer, engine, settings.policies_dir)
+        self.reviews = ReviewService(
+            session, uow, authorizer, engine, self.grants, self.users, self.workspaces
+        )
+        self.reports = ReportService(session, authorizer, engine, self.settings)
+        self.clients = ClientService(session, uow, authorizer)
+        self.keys = KeyService(session, uow, settings)
+        self.tokens = TokenService(session, uow, settings, self.clients)
 
 
 def login_throttle(settings: Settings) -> LoginThrottle:
@@ -88,4 +100,23 @@ def reload_engine(engine: DecisionEngine, db: Engine, session: Session) -> None:
     engine.load(
         Adapter(db, db_class=CasbinRule, create_table=False), subjects, workspaces, revision
     )
+    load_expiries(engine, session)
     session.rollback()
+
+
+def load_expiries(engine: DecisionEngine, session: Session) -> None:
+    """The end times of time-limited grants, for decisions to deny from then on."""
+    from gateway.expiry import schedule_for
+    from gateway.models import Grant
+    from gateway.rules import GrantKey, grant_rule
+
+    rows = session.execute(
+        select(Grant.user_id, Grant.role, Grant.workspace_slug, Grant.expires_at).where(
+            Grant.expires_at.is_not(None)
+        )
+    )
+    schedule_for(engine).load(
+        (expires_at, grant_rule(GrantKey(user_id, role, workspace)))
+        for user_id, role, workspace, expires_at in rows
+        if expires_at is not None
+    )

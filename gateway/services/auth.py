@@ -25,7 +25,12 @@ from gateway.security import (
     verify_password,
 )
 from gateway.services.base import Actor, UnitOfWork
+from gateway.signing import KeyRing
 from gateway.throttle import LoginThrottle
+
+# Last seen is kept to the minute: precise enough for activity reports, and at most one
+# write per person per minute.
+SEEN_GRANULARITY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,7 @@ class AuthService:
     def authenticate(self, token: str) -> tuple[User, str | None]:
         """The active user a token belongs to, and its session. Checked on every request,
         so deactivation (which bumps the session version) and sign-out end it at once."""
-        claims = read_access_token(self.settings.secret_key, token)
+        claims = read_access_token(KeyRing(self.session, self.settings), token)
         user = self.session.get(User, claims.user_id)
         auth_session = (
             self.session.get(AuthSession, claims.session_id) if claims.session_id else None
@@ -129,7 +134,34 @@ class AuthService:
             or (claims.session_id is not None and (auth_session is None or auth_session.revoked_at))
         ):
             raise Unauthorized("The access token is no longer valid")
+        self._note_seen(user)
         return user, claims.session_id
+
+    def session_user(self, session_id: str) -> User:
+        """The active user of a live sign-in session (the web console keeps the session
+        id, not a token). Checked on every request, like :meth:`authenticate`."""
+        auth_session = self.session.get(AuthSession, session_id)
+        user = self.session.get(User, auth_session.user_id) if auth_session else None
+        if auth_session is None or user is None or not self._live(user, auth_session):
+            raise Unauthorized("The session has ended; sign in again")
+        return user
+
+    def _note_seen(self, user: User) -> None:
+        """Record the request as the user's last seen time, at most once a minute: one
+        conditional UPDATE (concurrent requests write once), not a write per request."""
+        now = utcnow()
+        if user.last_seen_at is not None and now - user.last_seen_at < SEEN_GRANULARITY:
+            return
+        self.session.execute(
+            update(User)
+            .where(
+                User.id == user.id,
+                (User.last_seen_at.is_(None)) | (User.last_seen_at < now - SEEN_GRANULARITY),
+            )
+            .values(last_seen_at=now, updated_at=User.updated_at)  # activity is no edit
+            .execution_options(synchronize_session=False)
+        )
+        self.session.commit()
 
     def _issue(self, user: User, auth_session: AuthSession) -> IssuedToken:
         refresh_token = new_token()
@@ -141,7 +173,7 @@ class AuthService:
             )
         )
         access = issue_access_token(
-            self.settings.secret_key,
+            KeyRing(self.session, self.settings),
             user.id,
             user.session_version,
             self.settings.access_token_ttl,
@@ -151,7 +183,8 @@ class AuthService:
 
     def _audit_sign_in(self, action: str, user: User | None, email: str, client: str) -> None:
         # The person acts on their own account; an unknown address is named as typed.
-        actor = Actor(user.id, f"{user.name} <{user.email}>") if user else Actor(None, email)
+        name = f"{user.name} <{user.email}>" if user else email
+        actor = Actor(user.id if user else None, name, source_address=client or None)
         self.uow.record(
             actor,
             action,

@@ -11,14 +11,17 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+import gateway.audit_chain  # noqa: F401 - chains every audit event a session flushes
 from gateway import changelog, sync
 from gateway.engine import Change, DecisionEngine, RuleAdded, RuleRemoved
 from gateway.errors import Forbidden
+from gateway.expiry import expire_due, schedule_for
 from gateway.models import AuditEvent, CasbinRule, PolicyState, Workspace
 from gateway.permissions import Permission
 from gateway.rules import ALL_WORKSPACES, Rule
@@ -34,6 +37,11 @@ class Actor:
     user_id: int | None
     name: str
     request_id: str | None = None
+    # Recorded on every audit event of the change: where the request came from, the
+    # reason the admin typed (X-Ringfence-Reason), and the OAuth client acting, if any.
+    source_address: str | None = None
+    reason: str | None = None
+    client_id: str | None = None
 
 
 SYSTEM = Actor(None, "system")
@@ -55,6 +63,8 @@ class ChangeSet:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     events: list[AuditEvent] = field(default_factory=list)
     revision: int = 0
+    # End times of time-limited grants' rules, for the engine's expiry schedule.
+    expiries: list[tuple[Rule, datetime | None]] = field(default_factory=list)
 
     def add_rule(self, rule: Rule) -> None:
         self.session.add(CasbinRule.from_rule(rule))
@@ -70,6 +80,10 @@ class ChangeSet:
 
     def engine(self, change: Change) -> None:
         self.engine_changes.append(change)
+
+    def expire_rule(self, rule: Rule, at: datetime | None) -> None:
+        """``rule`` stops counting for decisions at ``at`` (see :mod:`gateway.expiry`)."""
+        self.expiries.append((rule, at))
 
     def audit(
         self,
@@ -92,6 +106,9 @@ class ChangeSet:
             before=before,
             after=after,
             request_id=self.actor.request_id,
+            actor_client_id=self.actor.client_id,
+            source_address=self.actor.source_address,
+            reason=self.actor.reason,
         )
         self.events.append(event)
 
@@ -153,6 +170,7 @@ class UnitOfWork:
             raise
         self.revision = changes.revision
         sync.apply_committed(self.engine, self.session, changes.engine_changes, changes.revision)
+        schedule_for(self.engine).committed(changes.engine_changes, changes.expiries)
         for callback in changes.after_commit:
             try:
                 callback()
@@ -195,6 +213,7 @@ class Authorizer:
     def can(self, actor: Actor, permission: Permission, workspace: str) -> bool:
         if actor.user_id is None:  # the system (CLI) may do anything
             return True
+        expire_due(self.engine)  # an ended grant gives no admin permission either
         return self.engine.permits(actor.user_id, workspace, permission.resource, permission.action)
 
     def require(self, actor: Actor, permission: Permission, workspace: str) -> None:

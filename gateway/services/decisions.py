@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from gateway.decision_log import logged
 from gateway.engine import Decision, DecisionEngine
+from gateway.expiry import expire_due
 
 
 class DecisionService:
@@ -12,4 +14,11 @@ class DecisionService:
     def check(self, subject: str, workspace: str, resource: str, action: str) -> Decision:
         """The engine's answer from memory; unknown or inactive subjects and unknown
         workspaces are denied."""
-        return self.engine.check(self.engine.resolve_subject(subject), workspace, resource, action)
+        expire_due(self.engine)  # time-limited grants that ended deny from that moment
+        return logged(
+            self.engine.check(self.engine.resolve_subject(subject), workspace, resource, action),
+            subject,
+            workspace,
+            resource,
+            action,
+        )

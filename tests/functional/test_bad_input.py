@@ -15,10 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 from sqlalchemy import text
 
 from gateway.db import make_engine
-from gateway.security import issue_access_token
+from gateway.signing import ADMIN_AUDIENCE
 from tests.helpers import (
     ADMIN_EMAIL,
     PASSWORD,
@@ -26,11 +28,13 @@ from tests.helpers import (
     accept_token,
     assert_problem,
     create_workspaces,
+    decision_headers,
     invite_and_accept,
     onboard,
     outbox_messages,
     post_invitation,
     set_invitation_expiry,
+    sign_token,
 )
 
 # -- helpers ----------------------------------------------------------------------------
@@ -53,6 +57,12 @@ def state(server: LiveServer, admin: httpx.Client) -> dict[str, Any]:
         "outbox": len(outbox_messages(server.settings)),
         "revision": revision,
     }
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
 
 
 def b64(value: dict[str, Any]) -> str:
@@ -181,24 +191,27 @@ def test_invitation_links_that_do_not_work(server: LiveServer) -> None:
 def test_malformed_oversized_and_unexpected_bodies(server: LiveServer) -> None:
     admin = server.admin()
     create_workspaces(admin, "acme")
-    before = state(server, admin)
     as_json = {"Content-Type": "application/json"}
+    decisions = {**as_json, **decision_headers(server)}  # a service's token, not the admin's
+    before = state(server, admin)
     malformed = b'{"slug": "initech", "name": '
     too_big = json.dumps({"slug": "initech", "name": "x" * (1024 * 1024)}).encode()
 
     for path in ("/workspaces", "/invitations", "/auth/login", "/v1/check"):
+        headers = decisions if path == "/v1/check" else as_json
         assert_problem(
-            admin.post(path, content=malformed, headers=as_json), 400, "invalid-input", "JSON"
+            admin.post(path, content=malformed, headers=headers), 400, "invalid-input", "JSON"
         )
     assert_problem(
-        admin.post("/access/v1/evaluation", content=malformed, headers=as_json),
+        admin.post("/access/v1/evaluation", content=malformed, headers=decisions),
         400,
         "bad-request",
         "not valid JSON",
     )
     for path in ("/workspaces", "/access/v1/evaluation"):
+        headers = decisions if path.startswith("/access/") else as_json
         problem = assert_problem(
-            admin.post(path, content=too_big, headers=as_json), 413, "payload-too-large"
+            admin.post(path, content=too_big, headers=headers), 413, "payload-too-large"
         )
         assert problem["detail"]
 
@@ -223,45 +236,52 @@ def test_malformed_oversized_and_unexpected_bodies(server: LiveServer) -> None:
 def test_bad_access_tokens_get_401_with_www_authenticate(server: LiveServer) -> None:
     admin = server.admin()
     [me] = [u for u in admin.get("/users").json() if u["email"] == ADMIN_EMAIL]
-    secret = server.settings.secret_key
-    expired = issue_access_token(secret, me["id"], 1, ttl=-60)
-    other_key = issue_access_token("another-installation-" + secret, me["id"], 1, ttl=600)
-    # The same claims with the right key do work: each failure below is the token's fault.
-    assert (
-        server.client(issue_access_token(secret, me["id"], 1, ttl=600))
-        .get("/workspaces")
-        .is_success
+    mine = {"sub": str(me["id"]), "sv": 1}
+    expired = sign_token(server, mine, ADMIN_AUDIENCE, ttl=-60)
+    # The same claims, signed right, do work: each failure below is the token's fault.
+    good = sign_token(server, mine, ADMIN_AUDIENCE, ttl=600)
+    assert server.client(good).get("/workspaces").is_success
+    header, payload, _ = good.split(".")
+    stranger = RSAKey.generate_key(2048)
+    kid = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"]
+    other_key = jwt.encode(
+        {"alg": "RS256", "typ": "at+jwt", "kid": kid}, {**jwt_claims(good)}, stranger
     )
-    unsigned = ".".join(
-        (
-            b64({"alg": "none", "typ": "JWT"}),
-            b64({"iss": "ringfence", "sub": str(me["id"]), "sv": 1, "exp": 9999999999}),
-            "",
-        )
-    )
+    unsigned = ".".join((b64({"alg": "none", "typ": "at+jwt", "kid": kid}), payload, ""))
     before = state(server, admin)
 
     cases = {
-        "missing": {},
-        "not bearer": {"Authorization": f"Basic {b64({'a': 1})}"},
-        "empty": {"Authorization": "Bearer"},
-        "garbage": {"Authorization": "Bearer not.a.token"},
-        "other key": {"Authorization": f"Bearer {other_key}"},
-        "expired": {"Authorization": f"Bearer {expired}"},
-        "unsigned": {"Authorization": f"Bearer {unsigned}"},
+        "missing": ({}, None),
+        "not bearer": ({"Authorization": f"Basic {b64({'a': 1})}"}, None),
+        "empty": ({"Authorization": "Bearer"}, None),
+        "garbage": ({"Authorization": "Bearer not.a.token"}, "malformed"),
+        "other key": ({"Authorization": f"Bearer {other_key}"}, "bad-signature"),
+        "expired": ({"Authorization": f"Bearer {expired}"}, "expired"),
+        "unsigned": ({"Authorization": f"Bearer {unsigned}"}, "unsupported-algorithm"),
     }
     with httpx.Client(base_url=server.url) as client:
-        for case, headers in cases.items():
+        for case, (headers, reason) in cases.items():
             for method, path, body in (
                 ("GET", "/users", None),
                 ("POST", "/workspaces", {"slug": "initech", "name": "Initech"}),
                 ("DELETE", f"/users/{me['id']}", None),
             ):
                 response = client.request(method, path, headers=headers, json=body)
-                assert_problem(response, 401, "unauthorized")
+                problem = assert_problem(response, 401, "unauthorized")
                 assert response.headers["WWW-Authenticate"].startswith("Bearer"), case
                 assert "Traceback" not in response.text
-    assert state(server, admin) == before
+                assert problem.get("reason") == reason, (case, problem)
+    # Nothing changed, but every presented token that was refused left an audit event
+    # (no token at all is not an event).
+    after = state(server, admin)
+    refusals = after.pop("audit_events") - before.pop("audit_events")
+    assert after == before
+    assert refusals == 3 * 4
+    events = admin.get("/audit", params={"action": "auth.token_rejected", "page_size": 100}).json()
+    assert sorted({e["after"]["reason"] for e in events}) == sorted(
+        r for _, r in cases.values() if r
+    )
+    assert {e["after"]["source_address"] for e in events} == {"127.0.0.1"}
 
 
 def test_callers_without_the_permission_get_403(server: LiveServer) -> None:
@@ -435,6 +455,7 @@ def test_internal_errors_leak_nothing_and_write_nothing(
                         "properties": {"workspace": "initech"},
                     },
                 },
+                headers=decision_headers(server),
             ).json()["decision"]
             is False
         )

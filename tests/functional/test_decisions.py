@@ -16,6 +16,7 @@ from tests.helpers import (
     LiveServer,
     assert_problem,
     create_workspaces,
+    decision_client,
     invite,
     onboard,
     post_check,
@@ -145,7 +146,7 @@ def test_check_refuses_incomplete_questions(server: LiveServer) -> None:
         "resource": "documents",
         "action": "read",
     }
-    with server.client() as client:
+    with decision_client(server) as client:
         problem = assert_refusal(client.post("/v1/check", json={}), 422, "invalid-input")
         assert set(problem["errors"]) == set(complete)
         for field in complete:
@@ -215,7 +216,7 @@ def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) 
     """Decides by ``resource.properties.workspace``; refuses incomplete requests with
     400 (as AuthZEN asks, where /v1/check says 422); echoes X-Request-ID."""
     _, john_id = acme
-    with server.client() as client:
+    with decision_client(server) as client:
 
         def evaluate(body: Any) -> dict[str, Any]:
             response = client.post("/access/v1/evaluation", json=body)

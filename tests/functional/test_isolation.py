@@ -11,7 +11,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.db import make_engine
-from gateway.models import AuditEvent, CasbinRule, Grant, Invitation, PolicyState, User, Workspace
+from gateway.models import (
+    AuditEvent,
+    CasbinRule,
+    Grant,
+    Invitation,
+    OAuthClient,
+    PolicyState,
+    User,
+    Workspace,
+)
 from tests.helpers import LiveServer, create_workspaces, invite, invite_and_accept, onboard
 
 # Public, or acting only on the caller's own session: nothing of another workspace.
@@ -20,6 +29,12 @@ PUBLIC = {
     ("POST", "/auth/refresh"),
     ("POST", "/auth/logout"),
     ("POST", "/invitations/accept"),
+    # OAuth for services: client credentials, not an admin's identity.
+    ("POST", "/oauth/token"),
+    ("POST", "/oauth/revoke"),
+    ("POST", "/oauth/introspect"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/.well-known/oauth-authorization-server"),
 }
 NOT_ADMIN = ("/v1/", "/access/", "/invite/", "/docs", "/openapi", "/healthz", "/static")
 NOT_ADMIN += ("/readyz", "/metrics")  # probes and metrics: no workspace data
@@ -35,9 +50,18 @@ def database_state(server: LiveServer) -> dict[str, Any]:
             }
             counts["revision"] = session.scalar(select(PolicyState.revision))
             counts["statuses"] = sorted(session.execute(select(User.id, User.status)).all())
+            counts["clients"] = sorted(
+                session.execute(
+                    select(OAuthClient.client_id, OAuthClient.secret_hash, OAuthClient.revoked_at)
+                ).all()
+            )
             return counts
     finally:
         db.dispose()
+
+
+# The web console's routes have a walk of their own (tests/functional/test_console_isolation.py).
+NOT_ADMIN += ("/console",)
 
 
 def admin_routes(server: LiveServer) -> set[tuple[str, str]]:
@@ -57,6 +81,8 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
     eve = onboard(server, root, "eve@example.com", "Eve", [("acme", "editor")])
     pending = invite(root, "pat@example.com", [("acme", "viewer")], "Pat")
     _, gina = invite_and_accept(server, root, "gina@example.com", "Gina", [("globex", "admin")])
+    service = root.post("/clients", json={"name": "billing", "scopes": ["decisions:check"]})
+    c = service.json()["client"]["client_id"]
     before = database_state(server)
 
     def refused(response: httpx.Response) -> None:
@@ -118,12 +144,27 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
             gina.post(f"/invitations/{i}/revoke")
         ),
         ("GET", "/audit"): lambda: invisible(gina.get("/audit", params={"page_size": 100})),
+        ("GET", "/audit/export"): lambda: [
+            invisible(gina.get("/audit/export", params={"format": kind, "workspace": ws}))
+            for kind in ("jsonl", "csv")
+            for ws in ("acme", "")
+        ],
         ("GET", "/settings/email"): lambda: refused(gina.get("/settings/email")),
         ("PATCH", "/settings/email"): lambda: refused(
             gina.patch("/settings/email", json={"smtp_host": "evil.example"})
         ),
         ("POST", "/settings/email/test"): lambda: refused(
             gina.post("/settings/email/test", json={"to": "gina@example.com"})
+        ),
+        # OAuth clients are installation-wide: a workspace admin may not even list them.
+        ("GET", "/clients"): lambda: refused(gina.get("/clients")),
+        ("POST", "/clients"): lambda: refused(
+            gina.post("/clients", json={"name": "mine", "scopes": ["decisions:check"]})
+        ),
+        ("GET", "/clients/<client_id>"): lambda: refused(gina.get(f"/clients/{c}")),
+        ("DELETE", "/clients/<client_id>"): lambda: refused(gina.delete(f"/clients/{c}")),
+        ("POST", "/clients/<client_id>/rotate-secret"): lambda: refused(
+            gina.post(f"/clients/{c}/rotate-secret")
         ),
     }
     routes = admin_routes(server)

@@ -7,7 +7,7 @@ import time
 
 from gateway.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
 from gateway.rules import GrantKey, grant_rule
-from tests.helpers import LiveServer, run_cli
+from tests.helpers import LiveServer, decision_headers, run_cli
 
 
 def check(server: LiveServer, subject: str) -> dict:
@@ -15,6 +15,7 @@ def check(server: LiveServer, subject: str) -> dict:
         response = client.post(
             "/v1/check",
             json={"subject": subject, "workspace": "acme", "resource": "users", "action": "remove"},
+            headers=decision_headers(server),
         )
     assert response.status_code == 200
     return response.json()

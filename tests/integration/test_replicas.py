@@ -109,6 +109,9 @@ def make_cluster(
             watcher_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
             revision_poll_seconds=poll_seconds,
             min_revision_wait_ms=wait_ms,
+            # The test calls decisions from loopback without a service token, so that
+            # they need no database (a token check does).
+            decisions_allow_loopback=True,
         )
         a = Replica("a", replica_settings, tmp_path / "logs")
         b = Replica("b", replica_settings, tmp_path / "logs")

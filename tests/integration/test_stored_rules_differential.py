@@ -25,6 +25,7 @@ from tests.helpers import (
     accept_invitation,
     accept_token,
     create_workspaces,
+    decision_headers,
     invite,
     outbox_messages,
     post_check,
@@ -168,6 +169,7 @@ def test_decisions_match_casbin_on_the_stored_rules(
                     "resource": resource,
                     "action": action,
                 },
+                headers=decision_headers(server),
             )
             assert response.status_code == 200, response.text
             want = expected.enforce(f"user:{user_id}", workspace, resource, action)

@@ -111,6 +111,8 @@ def test_default_roles_grant_what_the_design_says() -> None:
         "role_management:write",
         "audit:read",
         "documents:delete",
+        "reviews:read",
+        "reviews:write",
     }
     owner = admin | {"users:remove", "workspaces:update", "workspaces:delete", "settings:write"}
     assert policy.effective_permissions("viewer") == viewer

@@ -1,7 +1,7 @@
 """The change log of policy revisions (replicas apply missed revisions from it).
 
 Revision ID: 0008
-Revises: 0003
+Revises: 0007
 Create Date: 2026-11-27 23:50:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0003"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,13 @@
+"""The admin web console at ``/console``: server-rendered pages over the same services
+and permission checks as the admin API, enhanced with htmx (vendored in ``static/``).
+
+Pages work without script (plain forms, full pages); with it, htmx swaps only the part
+that changed. No inline script or style, so the Content-Security-Policy allows only our
+own files.
+"""
+
+from __future__ import annotations
+
+from console.views import bp
+
+__all__ = ["bp"]

@@ -1,0 +1,833 @@
+"""The console's pages: thin handlers over ``gateway.services`` (the same calls, schemas
+and permission checks as ``admin_api``), rendering Jinja templates.
+
+A request from htmx (``HX-Request``) gets the fragment that changed; any other request
+gets the whole page, so every action also works as a plain form post.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (
+    Blueprint,
+    Response,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from marshmallow import ValidationError
+
+from admin_api.schemas import (
+    AuditQuerySchema,
+    EmailSettingsUpdateSchema,
+    EmailTestSchema,
+    InvitationCreateSchema,
+    LoginSchema,
+    RolesSchema,
+    UserQuerySchema,
+    WorkspaceCreateSchema,
+    WorkspaceRenameSchema,
+)
+from console import session as console_session
+from gateway.errors import (
+    InvalidInput,
+    NotFound,
+    RingfenceError,
+    Unauthorized,
+)
+from gateway.http import request_id, services
+from gateway.models import InvitationStatus, UserStatus
+from gateway.permissions import Permission
+from gateway.rules import ALL_WORKSPACES
+from gateway.services import Actor
+from gateway.services.audit import AuditFilter
+from gateway.services.invitations import effective_status
+from gateway.services.roles import role_sources
+from gateway.services.settings import parse_domains
+from gateway.services.users import UserFilter, UserView
+
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+PAGE_SIZE = 25
+MAX_PAGE = 100_000
+# Only our own files: no inline script or style anywhere in the console.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+PUBLIC_ENDPOINTS = {"console.sign_in", "console.static"}
+LIVE_INVITATION = {InvitationStatus.PENDING, InvitationStatus.SENT, InvitationStatus.FAILED}
+
+
+# -- the signed-in admin ---------------------------------------------------------------
+
+
+@dataclass
+class Viewer:
+    """The signed-in admin and what they may do, asked of the same authorizer the
+    services use (the services check again on every change)."""
+
+    actor: Actor
+    user_id: int
+    name: str
+    email: str
+    session_id: str
+
+    def can(self, permission: Permission, workspace: str) -> bool:
+        return services().authorizer.can(self.actor, permission, workspace)
+
+    def can_all(self, permission: Permission, workspaces: Iterable[str]) -> bool:
+        return all(self.can(permission, ws) for ws in set(workspaces) or {ALL_WORKSPACES})
+
+    def where(self, permission: Permission) -> set[str] | None:
+        key = f"where:{permission}"
+        cache = g.setdefault("console_where", {})
+        if key not in cache:
+            cache[key] = services().authorizer.workspaces_where(self.actor, permission)
+        return cache[key]
+
+    def anywhere(self, permission: Permission) -> bool:
+        return self.where(permission) != set()
+
+    def workspaces(self, permission: Permission) -> list[tuple[str, str]]:
+        """(slug, name) of the workspaces where the admin holds ``permission``."""
+        where = self.where(permission)
+        page = services().workspaces.list(self.actor, 0, 1000)
+        return [(w.slug, w.name) for w in page.items if where is None or w.slug in where]
+
+
+def viewer() -> Viewer:
+    return g.console_viewer
+
+
+@bp.before_request
+def _sign_in_and_csrf() -> Response | None:
+    if request.endpoint == "console.static":
+        return None
+    session_id = console_session.session_id_from_cookie()
+    if request.endpoint not in PUBLIC_ENDPOINTS:
+        user = None
+        if session_id:
+            try:
+                user = services().auth.session_user(session_id)
+            except Unauthorized:
+                user = None
+        if user is None:
+            return _to_sign_in()
+        assert session_id is not None
+        g.console_viewer = Viewer(
+            Actor(user.id, f"{user.name} <{user.email}>", request_id()),
+            user.id,
+            user.name,
+            user.email,
+            session_id,
+        )
+    if request.method not in {"GET", "HEAD", "OPTIONS"}:
+        console_session.require_csrf(g.console_viewer.session_id if "console_viewer" in g else None)
+    return None
+
+
+def _to_sign_in() -> Response:
+    target = url_for("console.sign_in")
+    if request.method == "GET" and request.endpoint and request.endpoint != "console.index":
+        target += "?" + urlencode({"next": request.full_path.rstrip("?")})
+    if _htmx():
+        response = make_response("", 200)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target, 303)  # type: ignore[return-value]
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value
+    if request.endpoint != "console.static":
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Vary"] = "HX-Request, Cookie"
+    return response
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, Any]:
+    def csrf() -> str:
+        if "console_viewer" in g:
+            return console_session.csrf_token(g.console_viewer.session_id)
+        return str(g.get("console_pre_token", ""))
+
+    return {
+        "csrf": csrf,
+        "P": Permission,
+        "ALL": ALL_WORKSPACES,
+        "fmt_time": _fmt_time,
+        "sso_enabled": False,
+    }
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def _htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _render(template: str, status: int = 200, **context: Any) -> Response:
+    context.setdefault("viewer", g.get("console_viewer"))
+    context.setdefault("nav", _nav() if "console_viewer" in g else [])
+    return make_response(render_template(f"console/{template}", **context), status)
+
+
+def _nav() -> list[tuple[str, str, str]]:
+    v = viewer()
+    items = []
+    if v.anywhere(Permission.USERS_READ):
+        items.append(("console.users", "Users", "users"))
+    if v.anywhere(Permission.WORKSPACES_READ):
+        items.append(("console.workspaces", "Workspaces", "workspaces"))
+    if v.anywhere(Permission.ROLE_MANAGEMENT_READ):
+        items.append(("console.roles", "Roles", "roles"))
+    if v.anywhere(Permission.AUDIT_READ):
+        items.append(("console.audit", "Audit", "audit"))
+    if v.can(Permission.SETTINGS_WRITE, ALL_WORKSPACES):
+        items.append(("console.settings", "Settings", "settings"))
+    return items
+
+
+@bp.errorhandler(RingfenceError)
+def _error(error: RingfenceError) -> Response:
+    """Refusals become a message on the page (htmx shows it in the message area)."""
+    if isinstance(error, Unauthorized):
+        return _to_sign_in()
+    message = error.detail or error.title
+    if _htmx():
+        response = _render("_message.html", status=error.status, kind="error", message=message)
+        response.headers["HX-Retarget"] = "#messages"
+        response.headers["HX-Reswap"] = "innerHTML"
+        return response
+    return _render("error.html", status=error.status, title=error.title, message=message)
+
+
+def _field_errors(error: ValidationError | InvalidInput) -> dict[str, list[str]]:
+    """Field → messages, from a marshmallow error or a service's ``errors`` extension."""
+    raw: Any = (
+        error.messages if isinstance(error, ValidationError) else error.extensions.get("errors", {})
+    )
+    errors: dict[str, list[str]] = {}
+    for field, messages in (raw or {}).items() if isinstance(raw, dict) else []:
+        errors[str(field)] = _flatten(messages)
+    if isinstance(error, InvalidInput) and not errors:
+        errors["_form"] = [error.detail or error.title]
+    return errors
+
+
+def _flatten(messages: Any) -> list[str]:
+    if isinstance(messages, dict):
+        return [m for value in messages.values() for m in _flatten(value)]
+    if isinstance(messages, list):
+        return [m for value in messages for m in _flatten(value)]
+    return [str(messages)]
+
+
+# -- signing in and out --------------------------------------------------------------
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/console/") and not target.startswith("//"):
+        return target
+    return url_for("console.users")
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> Response:
+    if request.method == "GET" and console_session.session_id_from_cookie():
+        try:
+            services().auth.session_user(console_session.session_id_from_cookie() or "")
+            return redirect(_safe_next(request.args.get("next")), 303)  # type: ignore[return-value]
+        except Unauthorized:
+            pass
+    errors: dict[str, list[str]] = {}
+    email = ""
+    status = 200
+    if request.method == "POST":
+        email = request.form.get("email", "")[:320]
+        try:
+            args = LoginSchema().load(
+                {"email": email, "password": request.form.get("password", "")}
+            )
+            issued = services().auth.login(
+                args["email"], args["password"], request.remote_addr or ""
+            )
+            _, session_id = services().auth.authenticate(issued.access_token)
+            assert session_id is not None
+            response = redirect(_safe_next(request.form.get("next")), 303)
+            console_session.start_session(response, session_id)  # type: ignore[arg-type]
+            return response  # type: ignore[return-value]
+        except ValidationError as exc:
+            errors = _field_errors(exc)
+            status = 422
+        except RingfenceError as exc:
+            # One message whatever went wrong, as the API's: nothing about who exists.
+            errors = {"_form": [exc.detail or exc.title]}
+            status = exc.status
+    token, new_cookie = console_session.pre_session_token()
+    g.console_pre_token = token
+    response = _render(
+        "sign_in.html",
+        status=status,
+        errors=errors,
+        email=email,
+        next=request.values.get("next", ""),
+        sso_enabled=bool(getattr(console_session.settings(), "oidc_issuer", "")),
+    )
+    if new_cookie:
+        console_session.set_pre_session(response, new_cookie)
+    return response
+
+
+@bp.post("/sign-out")
+def sign_out() -> Response:
+    services().auth.logout(viewer().session_id)
+    response = redirect(url_for("console.sign_in"), 303)
+    console_session.end_session(response)  # type: ignore[arg-type]
+    if _htmx():
+        response = make_response("", 200)
+        response.headers["HX-Redirect"] = url_for("console.sign_in")
+        console_session.end_session(response)
+    return response  # type: ignore[return-value]
+
+
+@bp.get("/")
+def index() -> Response:
+    nav = _nav()
+    return redirect(url_for(nav[0][0]) if nav else url_for("console.account"), 303)  # type: ignore[return-value]
+
+
+@bp.get("/account")
+def account() -> Response:
+    """Where someone without any admin permission lands: who they are, and sign-out."""
+    return _render("account.html", active="account")
+
+
+# -- users ---------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One person as the Users table shows them, with the actions this admin may take."""
+
+    view: UserView
+    invitation_status: str | None
+    actions: set[str]
+
+
+def _row(view: UserView) -> Row:
+    v = viewer()
+    user = view.user
+    invitation = view.invitation
+    status = str(effective_status(invitation)) if invitation else None
+    actions: set[str] = set()
+    workspaces = set(view.roles)
+    if user.id != v.user_id:
+        if user.status == UserStatus.PENDING and invitation is not None:
+            invited = {grant.workspace_slug for grant in invitation.grants}
+            if v.can_all(Permission.USERS_INVITE, invited):
+                if effective_status(invitation) in LIVE_INVITATION | {InvitationStatus.EXPIRED}:
+                    actions.add("resend")
+                if effective_status(invitation) in LIVE_INVITATION:
+                    actions.add("revoke")
+        if user.status != UserStatus.PENDING and any(
+            v.can(Permission.ROLE_MANAGEMENT_WRITE, ws) for ws in _manageable_workspaces(view)
+        ):
+            actions.add("roles")
+        if v.can_all(Permission.USERS_DEACTIVATE, workspaces):
+            if user.status == UserStatus.ACTIVE:
+                actions.add("deactivate")
+            if user.status == UserStatus.DEACTIVATED:
+                actions.add("reactivate")
+        if v.can_all(Permission.USERS_REMOVE, workspaces):
+            actions.add("remove")
+    return Row(view, status, actions)
+
+
+def _manageable_workspaces(view: UserView) -> list[str]:
+    """Workspaces where this admin may change the person's roles: their own ones where
+    they hold role_management:write, and ``*`` if the person has roles everywhere."""
+    v = viewer()
+    slugs = [slug for slug, _ in v.workspaces(Permission.ROLE_MANAGEMENT_WRITE)]
+    if ALL_WORKSPACES in view.roles and v.can(Permission.ROLE_MANAGEMENT_WRITE, ALL_WORKSPACES):
+        slugs.insert(0, ALL_WORKSPACES)
+    return slugs
+
+
+def _user_query() -> tuple[dict[str, Any], dict[str, list[str]]]:
+    raw = {k: request.args[k] for k in ("status", "workspace", "role", "q") if request.args.get(k)}
+    try:
+        return UserQuerySchema().load(raw), {}
+    except ValidationError as exc:
+        return {}, _field_errors(exc)
+
+
+def _page_number() -> int:
+    try:
+        return min(max(int(request.args.get("page", "1")), 1), MAX_PAGE)
+    except ValueError:
+        return 1
+
+
+def _users_context() -> dict[str, Any]:
+    query, errors = _user_query()
+    page = _page_number()
+    where = UserFilter(
+        status=query.get("status"),
+        workspace=query.get("workspace"),
+        role=query.get("role"),
+        search=query.get("q"),
+    )
+    result = services().users.list(viewer().actor, where, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    pages = max(1, -(-result.total // PAGE_SIZE))
+    args: dict[str, Any] = {k: v for k, v in request.args.items() if k != "page" and v}
+    workspaces = viewer().workspaces(Permission.USERS_READ)
+    roles = sorted({r for slug, _ in workspaces for r in services().roles.roles_in(slug)})
+    return {
+        "rows": [_row(view) for view in result.items],
+        "total": result.total,
+        "page": page,
+        "pages": pages,
+        "page_url": lambda n: url_for("console.users", **args, page=n),
+        "filters": {k: request.args.get(k, "") for k in ("status", "workspace", "role", "q")},
+        "filter_errors": errors,
+        "workspace_choices": workspaces,
+        "role_choices": roles,
+        "statuses": [s.value for s in UserStatus],
+        "can_invite": viewer().anywhere(Permission.USERS_INVITE),
+    }
+
+
+@bp.get("/users")
+def users() -> Response:
+    context = _users_context()
+    if _htmx() and request.headers.get("HX-Target") == "users-results":
+        return _render("_users_results.html", **context)
+    return _render("users.html", active="users", **context)
+
+
+def _panel(template: str, status: int = 200, **context: Any) -> Response:
+    """A panel (form, confirmation) above the table; a whole page without htmx."""
+    if _htmx():
+        return _render(template, status=status, **context)
+    return _render("panel_page.html", status=status, panel=template, active="users", **context)
+
+
+def _after_change(
+    message: str, user_id: int | None = None, removed: int | None = None, refresh: bool = False
+) -> Response:
+    """What a change answers: with htmx the changed row, an emptied panel and a message
+    (out-of-band swaps); without, the Users page with the message."""
+    if not _htmx():
+        return _render("users.html", active="users", notice=message, **_users_context())
+    row = None
+    if user_id is not None:
+        try:
+            row = _row(services().users.get(viewer().actor, user_id))
+        except NotFound:
+            removed = user_id
+    response = _render(
+        "_changed.html", message=message, row=None if refresh else row, removed=removed
+    )
+    if refresh:  # a new row: the table reloads itself with the filters in use
+        response.headers["HX-Trigger"] = "users-changed"
+    return response
+
+
+# invite
+
+
+def _invite_form_context(
+    form: dict[str, Any] | None = None, errors: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    v = viewer()
+    choices = []
+    for slug, name in v.workspaces(Permission.USERS_INVITE):
+        roles = []
+        for role in services().roles.roles_in(slug):
+            try:
+                services().authorizer.require_can_grant(v.actor, role, slug)
+                grantable = True
+            except RingfenceError:
+                grantable = False
+            roles.append((role, grantable))
+        choices.append((slug, name, roles))
+    return {
+        "form": form or {"name": "", "email": "", "roles": []},
+        "errors": errors or {},
+        "choices": choices,
+        "allowed_domains": services().settings.email().allowed_domains,
+    }
+
+
+@bp.get("/users/invite")
+def invite_form() -> Response:
+    return _panel("_invite.html", **_invite_form_context())
+
+
+@bp.post("/users/invite")
+def invite() -> Response:
+    picked = request.form.getlist("roles")[:100]
+    form: dict[str, Any] = {
+        "name": request.form.get("name", "")[:400],
+        "email": request.form.get("email", "")[:400],
+        "roles": picked,
+    }
+    roles = []
+    for value in picked:
+        workspace, _, role = value.partition(":")
+        roles.append({"workspace": workspace, "role": role})
+    try:
+        args = InvitationCreateSchema().load(
+            {"name": form["name"].strip(), "email": form["email"].strip(), "roles": roles}
+        )
+        invitation = services().invitations.create(
+            viewer().actor, args["email"], args["name"], args["roles"]
+        )
+    except (ValidationError, InvalidInput) as exc:
+        errors = _field_errors(exc)
+        if "role" in errors:  # the service names the role; the form calls them roles
+            errors.setdefault("roles", []).extend(errors.pop("role"))
+        return _panel("_invite.html", status=422, **_invite_form_context(form, errors))
+    return _after_change(
+        f"Invited {invitation.name} <{invitation.email}>; "
+        f"invitation {effective_status(invitation)}.",
+        invitation.user_id,
+        refresh=True,
+    )
+
+
+# invitations
+
+
+@bp.post("/invitations/<int(max=2147483647):invitation_id>/resend")
+def resend(invitation_id: int) -> Response:
+    invitation = services().invitations.resend(viewer().actor, invitation_id)
+    return _after_change(
+        f"Sent a new invitation link to {invitation.email}; the old link no longer works.",
+        invitation.user_id,
+    )
+
+
+@bp.post("/invitations/<int(max=2147483647):invitation_id>/revoke")
+def revoke(invitation_id: int) -> Response:
+    invitation = services().invitations.revoke(viewer().actor, invitation_id)
+    return _after_change(
+        f"Revoked the invitation of {invitation.email}; its link no longer works.",
+        invitation.user_id,
+    )
+
+
+# status and removal
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/deactivate")
+def deactivate(user_id: int) -> Response:
+    view = services().users.deactivate(viewer().actor, user_id)
+    return _after_change(
+        f"Deactivated {view.user.name}: every check denies and their sessions ended.", user_id
+    )
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/reactivate")
+def reactivate(user_id: int) -> Response:
+    view = services().users.reactivate(viewer().actor, user_id)
+    return _after_change(f"Reactivated {view.user.name} with the roles they had.", user_id)
+
+
+@bp.get("/users/<int(max=2147483647):user_id>/remove")
+def remove_confirm(user_id: int) -> Response:
+    return _panel("_remove.html", row=_row(services().users.get(viewer().actor, user_id)))
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/remove")
+def remove(user_id: int) -> Response:
+    view = services().users.get(viewer().actor, user_id)
+    services().users.remove(viewer().actor, user_id)
+    return _after_change(
+        f"Removed {view.user.name} <{view.user.email}>; the audit history is kept.",
+        removed=user_id,
+    )
+
+
+# roles
+
+
+def _roles_panel_context(
+    user_id: int,
+    previews: dict[str, Any] | None = None,
+    picked: dict[str, list[str]] | None = None,
+    errors: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    view = services().users.get(viewer().actor, user_id)
+    sections = []
+    for slug in _manageable_workspaces(view):
+        current = view.roles.get(slug, [])
+        sections.append(
+            {
+                "slug": slug,
+                "current": current,
+                "picked": (picked or {}).get(slug, current),
+                "roles": services().roles.roles_in(slug),
+                "preview": (previews or {}).get(slug),
+            }
+        )
+    return {"row": _row(view), "sections": sections, "errors": errors or {}}
+
+
+def _picked_roles(user_id: int, workspace: str) -> tuple[list[str], list[str]]:
+    """(current roles, roles ticked in the form), validated as the API's RolesSchema."""
+    view = services().users.get(viewer().actor, user_id)
+    try:
+        args = RolesSchema().load({"roles": request.form.getlist("roles")[:60]})
+    except ValidationError as exc:
+        raise InvalidInput("Those are not role names", errors=exc.messages) from exc
+    return view.roles.get(workspace, []), sorted(set(args["roles"]))
+
+
+@bp.get("/users/<int(max=2147483647):user_id>/roles")
+def roles_panel(user_id: int) -> Response:
+    return _panel("_roles.html", **_roles_panel_context(user_id))
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/roles/<workspace>/preview")
+def roles_preview(user_id: int, workspace: str) -> Response:
+    current, wanted = _picked_roles(user_id, workspace)
+    preview = services().roles.preview(viewer().actor, workspace, current, wanted)
+    if _htmx():
+        return _render("_preview.html", preview=preview, slug=workspace)
+    return _panel(
+        "_roles.html",
+        **_roles_panel_context(user_id, {workspace: preview}, {workspace: wanted}),
+    )
+
+
+@bp.post("/users/<int(max=2147483647):user_id>/roles/<workspace>")
+def roles_save(user_id: int, workspace: str) -> Response:
+    current, wanted = _picked_roles(user_id, workspace)
+    services().grants.replace(viewer().actor, user_id, workspace, wanted)
+    view = services().users.get(viewer().actor, user_id)
+    where = "every workspace" if workspace == ALL_WORKSPACES else workspace
+    message = (
+        f"{view.user.name} now has {', '.join(wanted) or 'no roles'} in {where} "
+        f"(before: {', '.join(current) or 'none'})."
+    )
+    return _after_change(message, user_id)
+
+
+# -- workspaces ----------------------------------------------------------------------
+
+
+def _workspaces_page(
+    status: int = 200,
+    errors: dict[str, list[str]] | None = None,
+    form: dict[str, str] | None = None,
+    notice: str | None = None,
+) -> Response:
+    v = viewer()
+    page = services().workspaces.list(v.actor, 0, 1000)
+    rows = [
+        (w, v.can(Permission.WORKSPACES_UPDATE, w.slug), v.can(Permission.USERS_READ, w.slug))
+        for w in page.items
+    ]
+    return _render(
+        "workspaces.html",
+        status=status,
+        active="workspaces",
+        rows=rows,
+        can_create=v.can(Permission.WORKSPACES_CREATE, ALL_WORKSPACES),
+        errors=errors or {},
+        form=form or {"slug": "", "name": ""},
+        notice=notice,
+    )
+
+
+@bp.get("/workspaces")
+def workspaces() -> Response:
+    return _workspaces_page()
+
+
+@bp.post("/workspaces")
+def workspace_create() -> Response:
+    form = {"slug": request.form.get("slug", "")[:100], "name": request.form.get("name", "")[:400]}
+    try:
+        args = WorkspaceCreateSchema().load({k: v.strip() for k, v in form.items()})
+        workspace = services().workspaces.create(viewer().actor, args["slug"], args["name"])
+    except (ValidationError, InvalidInput) as exc:
+        return _workspaces_page(422, _field_errors(exc), form)
+    return _workspaces_page(notice=f"Created workspace {workspace.name} ({workspace.slug}).")
+
+
+@bp.post("/workspaces/<slug>/rename")
+def workspace_rename(slug: str) -> Response:
+    name = request.form.get("name", "")[:400]
+    try:
+        args = WorkspaceRenameSchema().load({"name": name.strip()})
+        workspace = services().workspaces.rename(viewer().actor, slug, args["name"])
+    except (ValidationError, InvalidInput) as exc:
+        errors = {f"rename-{slug}": _flatten(_field_errors(exc))}
+        return _workspaces_page(422, errors)
+    return _workspaces_page(notice=f"Renamed {workspace.slug} to {workspace.name}.")
+
+
+@bp.get("/workspaces/<slug>")
+def workspace_members(slug: str) -> Response:
+    workspace = services().workspaces.get(viewer().actor, slug)
+    page = _page_number()
+    result = services().users.list(
+        viewer().actor, UserFilter(workspace=slug), (page - 1) * PAGE_SIZE, PAGE_SIZE
+    )
+    return _render(
+        "workspace.html",
+        active="workspaces",
+        workspace=workspace,
+        members=result.items,
+        total=result.total,
+        page=page,
+        pages=max(1, -(-result.total // PAGE_SIZE)),
+    )
+
+
+# -- roles ---------------------------------------------------------------------------
+
+
+@bp.get("/roles")
+def roles() -> Response:
+    v = viewer()
+    policy = services().roles.definitions(v.actor)
+    holders: dict[str, list[Any]] = {}
+    for holder in services().roles.holders(v.actor):
+        holders.setdefault(holder.role, []).append(holder)
+    definitions = [
+        (role, sorted(policy.effective_permissions(role.name)), holders.get(role.name, []))
+        for role in role_sources(policy)
+    ]
+    return _render(
+        "roles.html", active="roles", definitions=definitions, catalogue=policy.permissions
+    )
+
+
+# -- audit ---------------------------------------------------------------------------
+
+AUDIT_FIELDS = ("actor_id", "target_type", "target_id", "workspace", "action", "since", "until")
+
+
+@bp.get("/audit")
+def audit() -> Response:
+    v = viewer()
+    raw = {k: request.args[k] for k in AUDIT_FIELDS if request.args.get(k)}
+    errors: dict[str, list[str]] = {}
+    try:
+        query = AuditQuerySchema().load(raw)
+    except ValidationError as exc:
+        errors, query = _field_errors(exc), {}
+    page = _page_number()
+    result = services().audit.list(v.actor, AuditFilter(**query), (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    people = services().users.list(v.actor, UserFilter(), 0, 500).items
+    args: dict[str, Any] = {k: value for k, value in request.args.items() if k != "page" and value}
+    context: dict[str, Any] = {
+        "events": result.items,
+        "total": result.total,
+        "page": page,
+        "pages": max(1, -(-result.total // PAGE_SIZE)),
+        "page_url": lambda n: url_for("console.audit", **args, page=n),
+        "filters": {k: request.args.get(k, "") for k in AUDIT_FIELDS},
+        "errors": errors,
+        "people": people,
+        "workspace_choices": v.workspaces(Permission.AUDIT_READ),
+        "target_types": ["user", "invitation", "workspace", "settings", "policy", "login"],
+    }
+    if _htmx() and request.headers.get("HX-Target") == "audit-results":
+        return _render("_audit_results.html", **context)
+    return _render("audit.html", active="audit", **context)
+
+
+# -- settings ------------------------------------------------------------------------
+
+
+def _settings_page(status: int = 200, **context: Any) -> Response:
+    email = services().settings.read_email(viewer().actor)
+    context.setdefault("errors", {})
+    context.setdefault("form", None)
+    return _render("settings.html", status=status, active="settings", email=email, **context)
+
+
+@bp.get("/settings")
+def settings() -> Response:
+    return _settings_page()
+
+
+@bp.post("/settings/email")
+def settings_save() -> Response:
+    form = {
+        k: request.form.get(k, "")[:1100]
+        for k in (
+            "smtp_host",
+            "smtp_port",
+            "smtp_security",
+            "smtp_username",
+            "smtp_password",
+            "smtp_timeout",
+            "mail_from",
+            "allowed_domains",
+        )
+    }
+    changes: dict[str, Any] = {k: v.strip() for k, v in form.items() if k != "allowed_domains"}
+    # The password is write-only: an empty field keeps it, the checkbox clears it.
+    if not changes["smtp_password"]:
+        changes.pop("smtp_password")
+    if request.form.get("clear_password"):
+        changes["smtp_password"] = ""
+    for number in ("smtp_port", "smtp_timeout"):
+        if not changes[number]:
+            changes.pop(number)
+    changes["allowed_domains"] = parse_domains(form["allowed_domains"])
+    try:
+        args = EmailSettingsUpdateSchema().load(changes)
+        services().settings.update_email(viewer().actor, args)
+    except (ValidationError, InvalidInput) as exc:
+        return _settings_page(422, errors=_field_errors(exc), form=form)
+    return _settings_page(notice="Email settings saved.")
+
+
+@bp.post("/settings/email/test")
+def settings_test() -> Response:
+    to = request.form.get("to", "")[:400].strip()
+    try:
+        args = EmailTestSchema().load({"to": to})
+    except ValidationError as exc:
+        errors = {"to": _flatten(_field_errors(exc))}
+        if _htmx():
+            return _render("_test_outcome.html", status=422, errors=errors, to=to, outcome=None)
+        return _settings_page(422, errors=errors, to=to)
+    outcome = services().settings.send_test_email(viewer().actor, args["to"])
+    if _htmx():
+        return _render("_test_outcome.html", outcome=outcome, to=to, errors={})
+    return _settings_page(outcome=outcome, to=to)
