@@ -91,6 +91,7 @@ def run(changes: int, load_threads: int, load_rate: float, base_url: str) -> str
             admin_email=ADMIN,
             watcher_url=f"redis://127.0.0.1:{redis_server.port}/0",
             log_level="WARNING",
+            decisions_allow_loopback=True,  # the load comes from loopback, without tokens
         )
         password = re.search(r"password: (\S+)", cli(settings, "init"))
         assert password, "ringfence init printed no password"

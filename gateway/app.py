@@ -24,7 +24,7 @@ from gateway.http import ProblemApi, close_services, register_error_handlers, re
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
 from gateway.signing import KeyRing
-from gateway.sync import RevisionPoller, catch_up, state_of
+from gateway.sync import RevisionPoller, apply_notice, catch_up, state_of
 from gateway.throttle import LoginThrottle
 from gateway.watcher import RedisWatcher, notice_revision
 
@@ -79,7 +79,10 @@ def start_watcher(
         if revision is None or revision > engine.revision:
             # Caught up right here, on the watcher's thread: no hand-over to the poller.
             try:
-                catch_up(engine, db, session_factory, settings)
+                if revision is None:
+                    catch_up(engine, db, session_factory, settings)
+                else:
+                    apply_notice(engine, db, session_factory, settings, revision)
             except Exception:
                 state.wake.set()  # the poller retries (and keeps the stale flag)
 
@@ -181,9 +184,11 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     app.register_blueprint(console.bp)
     accept_page.install_log_redaction()
     register_error_handlers(app)
-    freshness.install(app)
     app.teardown_appcontext(close_services)
     oauth_api.init_app(app)
+    # After the decision token check: an unauthenticated caller must not make a replica
+    # wait for a revision, nor learn which revision it holds.
+    freshness.install(app)
     with session_factory() as session:  # sign with a key from the first request on
         KeyRing(session, settings).ensure_signing_key()
         session.commit()

@@ -82,17 +82,23 @@ def record(session: Session, revision: int, changes: Sequence[Change]) -> None:
         session.execute(delete(PolicyChange).where(PolicyChange.revision <= oldest_kept))
 
 
-def read_after(session: Session, after: int, upto: int) -> list[tuple[int, list[Change]]] | None:
-    """Revisions ``after+1 .. upto`` with their changes, in order; None if one is missing
-    from the log (pruned, or written before the log existed) or cannot be decoded."""
-    if upto <= after:
+def read_after(
+    session: Session, after: int, upto: int | None = None
+) -> list[tuple[int, list[Change]]] | None:
+    """Revisions ``after+1 .. upto`` (every logged one when ``upto`` is None) with their
+    changes, in order; None if one is missing from the log (pruned, or written before
+    the log existed) or cannot be decoded.
+
+    Revisions commit in order (the revision bump holds the ``policy_state`` row lock
+    until commit), so when revision N is visible, every revision before it is too."""
+    if upto is not None and upto <= after:
         return []
-    rows = session.execute(
-        select(PolicyChange.revision, PolicyChange.changes)
-        .where(PolicyChange.revision > after, PolicyChange.revision <= upto)
-        .order_by(PolicyChange.revision)
-    ).all()
-    if [row[0] for row in rows] != list(range(after + 1, upto + 1)):
+    query = select(PolicyChange.revision, PolicyChange.changes).where(PolicyChange.revision > after)
+    if upto is not None:
+        query = query.where(PolicyChange.revision <= upto)
+    rows = session.execute(query.order_by(PolicyChange.revision)).all()
+    last = upto if upto is not None else after + len(rows)
+    if [row[0] for row in rows] != list(range(after + 1, last + 1)):
         return None
     try:
         return [(int(revision), decode(payload)) for revision, payload in rows]

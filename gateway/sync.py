@@ -117,15 +117,70 @@ def apply_committed(
             if not engine.apply(changes, revision):
                 _reload(engine, session, state)
         elif revision > engine.revision:
-            # Revisions committed by others in between are applied first, in order.
-            in_order = revision == engine.revision + 1 or _fill_from_log(
-                engine, session, revision - 1, state
-            )
-            if not (in_order and engine.apply(changes, revision)):
-                _reload(engine, session, state)
+            try:
+                # Revisions committed by others in between are applied first, in order.
+                in_order = revision == engine.revision + 1 or _fill_from_log(
+                    engine, session, revision - 1, state
+                )
+                if not (in_order and engine.apply(changes, revision)):
+                    _reload(engine, session, state)
+            except Exception:
+                # The change is committed: the caller must hear so. The database went
+                # away just after; the revision check applies it when it is back.
+                log.exception("could not bring the engine to revision %s yet", revision)
+                state.wake.set()
         # else: the poller applied it from the log already (it saw the commit first).
     if state.publish is not None:
         state.publish(revision)
+
+
+def apply_notice(
+    engine: DecisionEngine,
+    db: Engine,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    notified: int,
+) -> bool:
+    """A notice said revision ``notified`` was committed: apply every logged revision
+    after the engine's in one read (the fast path of :func:`catch_up`, to which it falls
+    back when the log cannot bring the engine to ``notified``); True if anything changed."""
+    state = state_of(engine)
+    with state.lock:
+        if engine.revision >= notified and not engine.is_behind(notified):
+            return False
+        started = time.monotonic()
+        try:
+            with session_factory() as session:
+                revisions = changelog.read_after(session, engine.revision)
+                applied = revisions is not None and all(
+                    engine.apply(changes, revision) for revision, changes in revisions
+                )
+                session.rollback()
+        except Exception as exc:
+            _database_failed(state, exc)
+            raise
+        if applied and revisions and engine.revision >= notified:
+            state.incremental_applies += len(revisions)
+            # Everything committed when the read began is in the log it returned.
+            _database_reached(state, engine.revision, started)
+            return True
+    return catch_up(engine, db, session_factory, settings)
+
+
+def _database_failed(state: SyncState, exc: Exception) -> None:
+    if state.database_ok:
+        log.warning("database unreachable, answering from memory: %s", exc)
+    state.database_ok = False
+    state.database_error = type(exc).__name__
+
+
+def _database_reached(state: SyncState, revision: int, started: float) -> None:
+    if not state.database_ok:
+        log.warning("database reachable again at revision %s", revision)
+    state.database_ok = True
+    state.database_error = ""
+    state.database_revision = max(state.database_revision, revision)
+    state.confirmed_at = max(state.confirmed_at, started)
 
 
 def catch_up(
@@ -147,17 +202,10 @@ def catch_up(
                         log.info("engine reloaded at revision %s", engine.revision)
                 session.rollback()
         except Exception as exc:
-            if state.database_ok:
-                log.warning("database unreachable, answering from memory: %s", exc)
-            state.database_ok = False
-            state.database_error = type(exc).__name__
+            _database_failed(state, exc)
             raise
-        if not state.database_ok:
-            log.warning("database reachable again at revision %s", revision)
-        state.database_ok = True
-        state.database_error = ""
+        _database_reached(state, revision, started)
         state.database_revision = revision
-        state.confirmed_at = started
         return (engine.revision, state.full_reloads) != before
 
 

@@ -6,6 +6,7 @@ and gateway replicas as separate gunicorn processes (``deploy/gunicorn.conf.py``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -130,6 +131,7 @@ class Replica:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() ends the workers too
             )
         if wait:
             self.wait_ready()
@@ -157,12 +159,17 @@ class Replica:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        group = self.process.pid  # the group this replica leads (start_new_session)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+        # A worker that outlived its master (it should not) goes with the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
         self.process = None
 
     def log(self) -> str:

@@ -21,7 +21,7 @@ from gateway.models import PolicyChange
 from gateway.rules import GrantKey, grant_rule
 from gateway.services import load_engine
 from gateway.sync import catch_up, committed_revision, state_of
-from tests.helpers import LiveServer, assert_problem, post_check
+from tests.helpers import LiveServer, assert_problem, decision_headers, post_check
 
 
 def test_changes_round_trip_through_their_encoding() -> None:
@@ -96,7 +96,7 @@ def test_decisions_report_freshness_and_probes_and_metrics_answer(server: LiveSe
                 "resource": "users",
                 "action": "read",
             },
-            headers={"X-Min-Revision": str(revision)},
+            headers={**decision_headers(server), "X-Min-Revision": str(revision)},
         )
         assert fresh.status_code == 200 and fresh.json()["allowed"] is True
         ahead = client.post(
@@ -107,7 +107,7 @@ def test_decisions_report_freshness_and_probes_and_metrics_answer(server: LiveSe
                 "resource": "users",
                 "action": "read",
             },
-            headers={"X-Min-Revision": str(revision + 5)},
+            headers={**decision_headers(server), "X-Min-Revision": str(revision + 5)},
         )
         assert_problem(ahead, 409, "revision-not-reached", f"revision {revision + 5}")
 
