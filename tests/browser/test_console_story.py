@@ -183,7 +183,7 @@ def test_onboarding_story_in_the_console(
     assert rows.count() == 1
     assert "grant.replaced" in rows.first.inner_text()
     assert "John Smith" in rows.first.inner_text()
-    assert "['editor']" in rows.first.inner_text() and "['admin']" in rows.first.inner_text()
+    assert "roles editor → admin" in rows.first.inner_text()
     shot(page, artifacts, "08-audit")
 
     # -- roles, settings and a test email ---------------------------------------------------
