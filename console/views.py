@@ -240,6 +240,7 @@ def _error(error: RingfenceError) -> Response:
         response = _render("_message.html", status=error.status, kind="error", message=message)
         response.headers["HX-Retarget"] = "#messages"
         response.headers["HX-Reswap"] = "innerHTML"
+        response.headers["HX-Reselect"] = ".message"  # whatever hx-select the form had
         return response
     return _render("error.html", status=error.status, title=error.title, message=message)
 
