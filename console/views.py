@@ -174,7 +174,7 @@ def _headers(response: Response) -> Response:
     return response
 
 
-@bp.app_context_processor
+@bp.context_processor
 def _template_helpers() -> dict[str, Any]:
     def csrf() -> str:
         if "console_viewer" in g:

@@ -131,6 +131,7 @@ def test_cookies_are_secure_when_served_over_https(
     )
     for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
         assert flag in session_cookie
+    app.extensions["ringfence"].db.dispose()  # a second app: its pool is ours to close
 
 
 # -- CSRF ----------------------------------------------------------------------------
