@@ -112,9 +112,14 @@ class Viewer:
 
     def workspaces(self, permission: Permission) -> list[tuple[str, str]]:
         """(slug, name) of the workspaces where the admin holds ``permission``."""
-        where = self.where(permission)
-        page = services().workspaces.list(self.actor, 0, 1000)
-        return [(w.slug, w.name) for w in page.items if where is None or w.slug in where]
+        cache = g.setdefault("console_workspaces", {})
+        if permission not in cache:
+            where = self.where(permission)
+            page = services().workspaces.list(self.actor, 0, 1000)
+            cache[permission] = [
+                (w.slug, w.name) for w in page.items if where is None or w.slug in where
+            ]
+        return list(cache[permission])
 
 
 def viewer() -> Viewer:
@@ -169,7 +174,7 @@ def _headers(response: Response) -> Response:
     return response
 
 
-@bp.app_context_processor
+@bp.context_processor
 def _template_helpers() -> dict[str, Any]:
     def csrf() -> str:
         if "console_viewer" in g:
@@ -181,12 +186,22 @@ def _template_helpers() -> dict[str, Any]:
         "P": Permission,
         "ALL": ALL_WORKSPACES,
         "fmt_time": _fmt_time,
+        "fmt_roles": _fmt_roles,
         "sso_enabled": False,
     }
 
 
 def _fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def _fmt_roles(roles: Any) -> str:
+    """An audit snapshot's roles: a list, or workspace → list."""
+    if isinstance(roles, dict):
+        return "; ".join(f"{ws}: {_fmt_roles(r)}" for ws, r in roles.items()) or "none"
+    if isinstance(roles, list):
+        return ", ".join(map(str, roles)) or "none"
+    return str(roles)
 
 
 def _htmx() -> bool:
@@ -225,6 +240,7 @@ def _error(error: RingfenceError) -> Response:
         response = _render("_message.html", status=error.status, kind="error", message=message)
         response.headers["HX-Retarget"] = "#messages"
         response.headers["HX-Reswap"] = "innerHTML"
+        response.headers["HX-Reselect"] = ".message"  # whatever hx-select the form had
         return response
     return _render("error.html", status=error.status, title=error.title, message=message)
 

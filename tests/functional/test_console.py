@@ -25,6 +25,7 @@ from tests.helpers import (
     invite_and_accept,
     onboard,
 )
+from tests.smtp_support import REFUSAL, Mailbox, running_smtp
 
 PAGES = (
     "/console/users",
@@ -130,6 +131,7 @@ def test_cookies_are_secure_when_served_over_https(
     )
     for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
         assert flag in session_cookie
+    app.extensions["ringfence"].db.dispose()  # a second app: its pool is ours to close
 
 
 # -- CSRF ----------------------------------------------------------------------------
@@ -332,3 +334,40 @@ def test_pending_people_show_their_invitation_delivery(server: LiveServer, root:
     revoked = root.post(f"/console/invitations/{pat['id']}/revoke", htmx=True)
     assert revoked.status_code == 200 and "delivery-revoked" in revoked.text
     assert admin.get(f"/invitations/{pat['id']}").json()["status"] == "revoked"
+
+
+def test_a_refused_delivery_shows_its_reason_and_the_test_email_its_outcome(
+    server: LiveServer, root: Console
+) -> None:
+    with running_smtp(Mailbox(rcpt_refusal=REFUSAL)) as port:
+        saved = root.post(
+            "/console/settings/email",
+            {
+                "smtp_host": "127.0.0.1",
+                "smtp_port": str(port),
+                "smtp_security": "none",
+                "smtp_timeout": "5",
+                "mail_from": "Ringfence <ringfence@example.com>",
+                "allowed_domains": "",
+            },
+        )
+        assert saved.status_code == 200, saved.text
+        assert f"127.0.0.1:{port}" in saved.text
+        tested = root.post("/console/settings/email/test", {"to": "ops@example.com"}, htmx=True)
+        assert tested.status_code == 200
+        assert re.search(
+            r'id="test-result" class="message error"[^>]*>Not sent: [^<]*550', tested.text
+        )
+        invited = root.post(
+            "/console/users/invite",
+            {"name": "Fay", "email": "fay@example.com", "roles": ["acme:viewer"]},
+            htmx=True,
+        )
+        assert invited.status_code == 200, invited.text
+        assert invited.headers["HX-Trigger"] == "users-changed"
+    page = root.get("/console/users", params={"q": "fay"}).text
+    row = re.search(r'<tr id="user-\d+">(.*?)</tr>', page, re.S)
+    assert row is not None
+    assert "delivery-failed" in row.group(1)
+    assert re.search(r'class="reason">[^<]*550 5\.1\.1 mailbox unavailable', row.group(1))
+    assert "Resend invitation" in row.group(1)
