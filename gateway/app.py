@@ -13,6 +13,8 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 import admin_api
+import gateway.reset_page
+import gateway.sso
 from gateway import accept_page, decision_api
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
@@ -112,6 +114,8 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     api.register_blueprint(decision_api.blp)
     admin_api.register(api)
     app.register_blueprint(accept_page.bp)
+    app.register_blueprint(gateway.reset_page.bp)
+    gateway.sso.init_app(app, settings)
     accept_page.install_log_redaction()
     register_error_handlers(app)
     app.teardown_appcontext(close_services)
