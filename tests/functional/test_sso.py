@@ -36,12 +36,19 @@ def provider() -> Iterator[OidcProvider]:
 
 
 @pytest.fixture
-def settings(settings: Settings, provider: OidcProvider) -> Settings:
+def return_url(request: pytest.FixtureRequest) -> str:
+    """RINGFENCE_OIDC_RETURN_URL for the test (parametrize indirectly); empty by default."""
+    return str(getattr(request, "param", ""))
+
+
+@pytest.fixture
+def settings(settings: Settings, provider: OidcProvider, return_url: str) -> Settings:
     return replace(
         settings,
         oidc_issuer=provider.issuer,
         oidc_client_id="ringfence",
         oidc_client_secret=provider.client.client_secret,
+        oidc_return_url=return_url,
     )
 
 
@@ -197,3 +204,17 @@ def test_a_wrong_nonce_in_the_id_token_is_refused(
     assert_problem(Browser(server).sign_on(provider), 400, "sso-failed", "nonce")
     provider.nonce_override = None
     assert Browser(server).sign_on(provider).status_code == 200
+
+
+@pytest.mark.parametrize("return_url", ["https://app.example/signed-in?via=sso"], indirect=True)
+def test_with_a_return_url_the_browser_carries_the_code_back_to_the_app(
+    server: LiveServer, provider: OidcProvider
+) -> None:
+    provider.user = Person("idp-ada", ADMIN_EMAIL)
+    callback = Browser(server).sign_on(provider)
+    assert callback.status_code == 303, callback.text
+    target = httpx.URL(callback.headers["Location"])
+    assert (target.host, target.path, target.params["via"]) == ("app.example", "/signed-in", "sso")
+    tokens = exchange(server, target.params["code"])
+    assert tokens.status_code == 200, tokens.text
+    assert "access_token" not in str(target)  # tokens never travel in a URL
