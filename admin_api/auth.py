@@ -18,6 +18,7 @@ from admin_api.schemas import (
     SsoExchangeSchema,
     TokenSchema,
 )
+from gateway.background import after_answer
 from gateway.http import current_actor, current_session_id, services
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Sign in for an access token")
@@ -76,7 +77,11 @@ class PasswordReset(MethodView):
     def post(self, args: dict[str, str]) -> Any:
         """Ask for a password reset email. The answer is the same whether or not the
         address has an account; requests are throttled per address and per client."""
-        services().credentials.request_reset(args["email"], _client())
+        email, client = args["email"], _client()
+        services().credentials.check_reset_allowed(email, client)
+        # Looking the address up, and the email, happen after the answer: its content
+        # and timing are the same for every address.
+        after_answer(lambda s: s.credentials.request_reset(email, client), "password reset request")
         return {"detail": RESET_ACCEPTED}
 
 

@@ -9,7 +9,6 @@ A change hands back a new session for the caller; a reset signs nobody in.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -106,14 +105,18 @@ class CredentialService:
 
     # -- resetting by email ------------------------------------------------------------
 
+    def check_reset_allowed(self, email: str, client: str = "") -> None:
+        """Count a reset request; TooManyRequests when the address typed or the client
+        asked too often (the same for every address, known or not)."""
+        self.throttle.reset_requested(email.strip().lower()[:320], client)
+
     def request_reset(self, email: str, client: str = "") -> None:
-        """Email a one-time reset link to ``email`` if it belongs to an active account.
-        Answers the same, in about the same time, whether or not it does; throttled per
-        address typed and per client."""
+        """Email a one-time reset link to ``email`` if it belongs to an active account;
+        otherwise only audit the request. Meant to run off the request (after
+        :meth:`check_reset_allowed`), so that the answer cannot tell the two apart."""
         typed = email.strip().lower()[:320]
-        self.throttle.reset_requested(typed, client)
         user = self.session.scalar(select(User).where(User.email == typed))
-        token = new_token()  # made either way: the same work for known and unknown
+        token = new_token()
         if user is None or user.status != UserStatus.ACTIVE:
             self._audit(user, "auth.password_reset_requested", client, email=typed, sent=False)
             self.session.commit()
@@ -143,7 +146,7 @@ class CredentialService:
         self.session.add(message)
         self._audit(user, "auth.password_reset_requested", client, email=typed, sent=True)
         self.session.commit()
-        self._deliver_in_background(message.id)
+        self.notifier.message_queued(message.id)
 
     def reset_link_state(self, token: str) -> ResetLinkState:
         """Whether a reset link can still be used, and why not."""
@@ -223,16 +226,3 @@ class CredentialService:
             after={**after, "source_address": client or None},
         )
         self.session.add_all(changes.events)
-
-    def _deliver_in_background(self, message_id: int) -> None:
-        # The message is committed in the outbox. Handing it over (at once when Celery is
-        # eager: an SMTP conversation) happens off the request, so that an answer for a
-        # known address takes as long as one for an unknown address. Lost on a crash, it
-        # is still queued, and the outbox sweep sends it.
-        def deliver() -> None:
-            try:
-                self.notifier.message_queued(message_id)
-            except Exception:
-                log.exception("Password reset message %s: could not hand it over", message_id)
-
-        threading.Thread(target=deliver, name=f"reset-mail-{message_id}", daemon=True).start()
