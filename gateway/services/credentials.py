@@ -85,6 +85,13 @@ class CredentialService:
             self._audit(user, "auth.password_change_throttled", client)
             self.session.commit()
             raise
+        if user.password_hash is None:
+            # Accepted an invitation through single sign-on: nothing to compare with.
+            message = (
+                "This account has no password (it signs in with single sign-on); "
+                "ask for a password reset email to set one"
+            )
+            raise InvalidInput(message, errors={"current_password": [message]})
         if not verify_password(user.password_hash, current):
             # A stolen access token must not become a way to guess the password.
             self.throttle.failed(user.email, client)

@@ -179,6 +179,13 @@ def test_an_invitation_is_accepted_through_sso(server: LiveServer, provider: Oid
     # The link is spent; signing in later works through SSO alone (the subject is linked).
     assert browser.get(f"/invite/{token}").status_code == 410
     assert Browser(server).sign_on(provider).status_code == 200
+    # No password was set: changing it says how to get one.
+    with server.client(tokens["access_token"]) as pat:
+        response = pat.post(
+            "/auth/password",
+            json={"current_password": "anything at all", "new_password": "a brand new passphrase"},
+        )
+    assert_problem(response, 422, "invalid-input", "password reset")
 
 
 def test_a_forged_state_or_another_browser_is_refused(
