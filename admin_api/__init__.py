@@ -21,7 +21,11 @@ from admin_api import (
 from gateway.http import current_actor
 
 # Everything else needs a signed-in caller.
-PUBLIC_ENDPOINTS = frozenset({"auth.Login", "auth.Refresh", "invitations.Accept"})
+PUBLIC_ENDPOINTS = frozenset({"auth.Login", "auth.Refresh", "invitations.Accept"}) | {
+    "auth.PasswordReset",
+    "auth.PasswordResetConfirm",
+    "auth.SsoExchange",
+}
 
 
 def _require_sign_in() -> None:

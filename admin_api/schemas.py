@@ -330,3 +330,30 @@ class EmailTestSchema(StrictSchema):
 class EmailTestResultSchema(Schema):
     ok = fields.Boolean()
     detail = fields.String()
+
+
+# -- passwords and single sign-on -------------------------------------------------------
+
+
+class PasswordChangeSchema(StrictSchema):
+    current_password = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=1, max=1024)
+    )
+    new_password = fields.String(required=True, load_only=True, validate=validate.Length(max=1024))
+
+
+class PasswordResetRequestSchema(StrictSchema):
+    email = fields.String(required=True, validate=validate.Length(min=1, max=320))
+
+
+class PasswordResetConfirmSchema(StrictSchema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    new_password = fields.String(required=True, load_only=True, validate=validate.Length(max=1024))
+
+
+class AcceptedSchema(Schema):
+    detail = fields.String()
+
+
+class SsoExchangeSchema(StrictSchema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=200))

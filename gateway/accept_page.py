@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, current_app, render_template, request
 
 from gateway.errors import InvalidInput, RingfenceError
 from gateway.http import services
@@ -26,6 +26,19 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 _TOKEN_IN_PATH = re.compile(r"/invite/[^\s?\"']+")
+# The same for the other links that carry a bearer secret: /reset/<token>, and the
+# provider's one-time code in the single sign-on callback's query.
+_OTHER_SECRETS = (
+    (re.compile(r"/reset/[^\s?\"']+"), "/reset/[redacted]"),
+    (re.compile(r"([?&]code=)[^&\s\"']+"), r"\1[redacted]"),
+)
+
+
+def _redact(text: str) -> str:
+    text = _TOKEN_IN_PATH.sub("/invite/[redacted]", text)
+    for pattern, replacement in _OTHER_SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class RedactInviteTokens(logging.Filter):
@@ -34,11 +47,11 @@ class RedactInviteTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
             record.args = tuple(
-                _TOKEN_IN_PATH.sub("/invite/[redacted]", a) if isinstance(a, str) else a
+                _redact(a) if isinstance(a, str) else a
                 for a in (record.args if isinstance(record.args, tuple) else (record.args,))
             )
         if isinstance(record.msg, str):
-            record.msg = _TOKEN_IN_PATH.sub("/invite/[redacted]", record.msg)
+            record.msg = _redact(record.msg)
         return True
 
 
@@ -53,6 +66,7 @@ def _page(status: int = 200, **context: object) -> tuple[str, int, dict[str, str
     context.setdefault("title", "Accept your invitation")
     context.setdefault("min_length", MIN_PASSWORD_LENGTH)
     context.setdefault("field_errors", [])
+    context.setdefault("sso", bool(current_app.extensions["ringfence"].settings.oidc_issuer))
     return render_template("accept.html", **context), status, HEADERS
 
 

@@ -15,6 +15,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import admin_api
 import console
+import gateway.reset_page
+import gateway.sso
 from gateway import accept_page, decision_api, decision_log, freshness, oauth_api, sync
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
@@ -182,6 +184,8 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     admin_api.register(api)
     app.register_blueprint(accept_page.bp)
     app.register_blueprint(console.bp)
+    app.register_blueprint(gateway.reset_page.bp)
+    gateway.sso.init_app(app, settings)
     accept_page.install_log_redaction()
     register_error_handlers(app)
     app.teardown_appcontext(close_services)

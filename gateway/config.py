@@ -94,6 +94,20 @@ class Settings:
     client_token_ttl: int = 3600
     token_issuer: str = ""
     decisions_allow_loopback: bool = False
+    # Password reset by email: link lifetime, and reset requests allowed per address typed
+    # and per client address (limits' notation).
+    password_reset_ttl_minutes: int = 30
+    password_resets_per_account: str = "3 per hour"  # noqa: S105 - not a secret
+    password_resets_per_client: str = "20 per hour"  # noqa: S105 - not a secret
+    # Optional single sign-on with an OpenID Connect provider (discovery from the issuer's
+    # /.well-known/openid-configuration); empty issuer: off.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = field(default="", repr=False)
+    # Where the browser goes after SSO, with ?code=<one-time code> for POST
+    # /auth/sso/exchange; empty: the callback answers that code as JSON.
+    oidc_return_url: str = ""
+    oidc_timeout: float = 10.0  # seconds, for each request to the provider
 
     @property
     def sqlalchemy_url(self) -> str:

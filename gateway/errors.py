@@ -124,3 +124,37 @@ class InsufficientScope(Forbidden):
     def __init__(self, scope: str) -> None:
         super().__init__(f"This endpoint needs a token with the scope '{scope}'", scope=scope)
         self.challenge = f'Bearer error="insufficient_scope", scope="{scope}"'
+
+
+class InvalidResetToken(RingfenceError):
+    status = 410
+    type = "invalid-reset-token"
+    title = "This password reset link is not valid"
+
+
+class SsoNotConfigured(RingfenceError):
+    status = 404
+    type = "sso-not-configured"
+    title = "Single sign-on is not configured"
+
+
+class SsoRefused(RingfenceError):
+    """The identity provider vouched for someone who may not sign in here."""
+
+    status = 403
+    type = "sso-refused"
+    title = "Single sign-on refused"
+
+
+class SsoFailed(RingfenceError):
+    """The sign-on round trip itself is broken or forged (state, nonce, signature)."""
+
+    status = 400
+    type = "sso-failed"
+    title = "Single sign-on failed"
+
+
+class IdentityProviderUnavailable(RingfenceError):
+    status = 502
+    type = "identity-provider-unavailable"
+    title = "The identity provider could not be reached"

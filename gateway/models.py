@@ -93,6 +93,7 @@ def _enum(cls: type[enum.Enum]) -> Enum:
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (Index("uq_users_oidc_identity", "oidc_issuer", "oidc_subject", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Stored lower-cased, so the unique constraint is case-insensitive on every database.
@@ -107,6 +108,10 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     # The last authenticated admin API request, recorded at most once a minute.
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The single sign-on identity linked to this account (OpenID Connect issuer and
+    # subject): once linked, the subject signs in even if the IdP's email changes.
+    oidc_issuer: Mapped[str | None] = mapped_column(String(255), default=None)
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), default=None)
 
     grants: Mapped[list[Grant]] = relationship(
         back_populates="user",
@@ -495,3 +500,24 @@ class RevokedToken(Base):
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TokenPurpose(enum.StrEnum):
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - the emailed link of POST /auth/password-reset
+    SSO_CODE = "sso_code"  # the one-time code a single sign-on hands to the client
+
+
+class UserToken(Base):
+    """SHA-256 of a one-time token issued to a user (a password reset link, an SSO
+    sign-in code); the token itself exists only in the email or the redirect. Used once:
+    ``used_at`` is set by a conditional update."""
+
+    __tablename__ = "user_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[TokenPurpose] = mapped_column(_enum(TokenPurpose))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -45,6 +45,29 @@ def notice_from_payload(payload: dict[str, Any]) -> InvitationNotice:
 
 
 @dataclass(frozen=True)
+class PasswordResetNotice:
+    """Everything a password reset email needs, as plain values."""
+
+    user_id: int
+    to_address: str
+    to_name: str
+    reset_url: str
+    expires_at: str  # ISO 8601, UTC
+
+
+def reset_payload(notice: PasswordResetNotice) -> dict[str, Any]:
+    """``notice`` as a JSON-safe dict: what the outbox keeps (sealed)."""
+    return asdict(notice)
+
+
+def reset_notice_from_payload(payload: dict[str, Any]) -> PasswordResetNotice:
+    """The :class:`PasswordResetNotice` a payload describes (unknown keys ignored)."""
+    values = {f.name: payload[f.name] for f in fields(PasswordResetNotice)}
+    values["user_id"] = int(values["user_id"])
+    return PasswordResetNotice(**values)
+
+
+@dataclass(frozen=True)
 class TestOutcome:
     __test__ = False  # not a pytest test class, whatever its name
 
@@ -65,8 +88,8 @@ class Outgoing:
     """One claimed attempt to send one outbox message."""
 
     message_id: int
-    kind: str  # "invitation" or "reminder"
-    payload: dict[str, Any]  # invitation_payload(...) of the notice
+    kind: str  # "invitation", "reminder" or "password_reset"
+    payload: dict[str, Any]  # invitation_payload(...) or reset_payload(...) of the notice
     transport: dict[str, Any]  # the mail transport settings (mailer.celery_app.mail_config)
     attempt: int  # 1 for the first attempt
 

@@ -16,10 +16,19 @@ from gateway.errors import TooManyRequests
 
 
 class LoginThrottle:
-    def __init__(self, storage_url: str, per_account: str, per_client: str) -> None:
+    def __init__(
+        self,
+        storage_url: str,
+        per_account: str,
+        per_client: str,
+        resets_per_account: str = "3 per hour",
+        resets_per_client: str = "20 per hour",
+    ) -> None:
         self._limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_url))
         self._per_account: RateLimitItem = parse(per_account)
         self._per_client: RateLimitItem = parse(per_client)
+        self._resets_per_account: RateLimitItem = parse(resets_per_account)
+        self._resets_per_client: RateLimitItem = parse(resets_per_client)
 
     def _keys(self, email: str, client: str) -> list[tuple[RateLimitItem, str]]:
         return [
@@ -43,3 +52,20 @@ class LoginThrottle:
 
     def succeeded(self, email: str) -> None:
         self._limiter.clear(self._per_account, f"login-account:{email.strip().lower()}")
+
+    def reset_requested(self, email: str, client: str) -> None:
+        """Count a password reset request; TooManyRequests once the address typed (known
+        or not, so the answer reveals nothing) or the client asked too often."""
+        keys = [
+            (self._resets_per_account, f"reset-account:{email.strip().lower()}"),
+            (self._resets_per_client, f"reset-client:{client}"),
+        ]
+        for item, key in keys:
+            if not self._limiter.test(item, key):
+                reset = self._limiter.get_window_stats(item, key).reset_time
+                wait = max(1, int(reset - time.time()) + 1)
+                raise TooManyRequests(
+                    f"Too many password reset requests; try again in {wait} s", retry_after=wait
+                )
+        for item, key in keys:
+            self._limiter.hit(item, key)

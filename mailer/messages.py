@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from gateway.notifier import InvitationNotice
+from gateway.notifier import InvitationNotice, PasswordResetNotice
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 INVITATION_HEADER = "X-Ringfence-Invitation"
@@ -110,11 +110,44 @@ def render_reminder(notice: InvitationNotice, mail_from: str) -> EmailMessage:
     return render_invitation(notice, mail_from, reminder=True)
 
 
-def render_notice(kind: str, notice: InvitationNotice, mail_from: str) -> EmailMessage:
-    """The email of ``kind`` (one of :data:`KINDS`) for ``notice``."""
-    if kind not in KINDS:
+def render_notice(
+    kind: str, notice: InvitationNotice | PasswordResetNotice, mail_from: str
+) -> EmailMessage:
+    """The email of ``kind`` (one of :data:`KINDS`, or ``password_reset``) for ``notice``."""
+    if kind == PASSWORD_RESET and isinstance(notice, PasswordResetNotice):
+        return render_password_reset(notice, mail_from)
+    if kind not in KINDS or not isinstance(notice, InvitationNotice):
         raise ValueError(f"unknown message kind {kind!r}; expected one of {KINDS}")
     return render_invitation(notice, mail_from, reminder=kind == "reminder")
+
+
+PASSWORD_RESET = "password_reset"  # noqa: S105 - not a secret
+PASSWORD_RESET_SUBJECT = f"Reset your {PRODUCT_NAME} password"
+
+
+def render_password_reset(notice: PasswordResetNotice, mail_from: str) -> EmailMessage:
+    """The password reset email for ``notice``: multipart/alternative, text and HTML."""
+    _check_link(notice.reset_url)
+    to_name = _one_line(notice.to_name)
+    context = {
+        "product": PRODUCT_NAME,
+        "subject": PASSWORD_RESET_SUBJECT,
+        "to_name": to_name,
+        "to_address": notice.to_address,
+        "reset_url": notice.reset_url,
+        "expires": format_expiry(notice.expires_at),
+        "expires_at": notice.expires_at,
+    }
+    env = _environment()
+    text = env.get_template("password_reset.txt").render(context)
+    html = env.get_template("password_reset.html").render(context)
+    message = EmailMessage()
+    message["Subject"] = PASSWORD_RESET_SUBJECT
+    message["To"] = Address(display_name=to_name, addr_spec=notice.to_address)
+    _set_common_headers(message, mail_from, idstring=f"password-reset-{notice.user_id}")
+    message.set_content(text, cte=_transfer_encoding(text))
+    message.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
+    return message
 
 
 def render_test_message(to_address: str, mail_from: str) -> EmailMessage:

@@ -12,7 +12,12 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.notifier import InvitationNotice, notice_from_payload
+from gateway.notifier import (
+    InvitationNotice,
+    PasswordResetNotice,
+    notice_from_payload,
+    reset_notice_from_payload,
+)
 from mailer.celery_app import (
     MAX_ATTEMPTS,
     RETRY_BACKOFF,
@@ -22,7 +27,7 @@ from mailer.celery_app import (
     current_policy,
 )
 from mailer.delivery import Outgoing, current_ledger
-from mailer.messages import render_notice
+from mailer.messages import PASSWORD_RESET, render_notice
 from mailer.transport import (
     OutboxTransport,
     PermanentDeliveryError,
@@ -47,9 +52,17 @@ def backoff(retries: int, base: float = RETRY_BACKOFF, maximum: float = RETRY_BA
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - not for security
 
 
-def _describe(outgoing: Outgoing, notice: InvitationNotice | None) -> str:
+def _notice(outgoing: Outgoing) -> InvitationNotice | PasswordResetNotice:
+    if outgoing.kind == PASSWORD_RESET:
+        return reset_notice_from_payload(outgoing.payload)
+    return notice_from_payload(outgoing.payload)
+
+
+def _describe(outgoing: Outgoing, notice: InvitationNotice | PasswordResetNotice | None) -> str:
     if notice is None:
         return f"Message {outgoing.message_id} ({outgoing.kind})"
+    if isinstance(notice, PasswordResetNotice):
+        return f"Password reset for user {notice.user_id} (message {outgoing.message_id})"
     what = "Reminder for invitation" if outgoing.kind == "reminder" else "Invitation"
     return f"{what} {notice.invitation_id} for {notice.to_address} (message {outgoing.message_id})"
 
@@ -71,9 +84,9 @@ def deliver_message(self: Any, message_id: int) -> dict[str, Any]:
     # that a message failing over and over stops after max_attempts either way.
     attempt = max(self.request.retries + 1, outgoing.attempt)
     out_of_attempts = attempt >= policy.max_attempts
-    notice: InvitationNotice | None = None
+    notice: InvitationNotice | PasswordResetNotice | None = None
     try:
-        notice = notice_from_payload(outgoing.payload)
+        notice = _notice(outgoing)
         message = render_notice(outgoing.kind, notice, str(outgoing.transport["mail_from"]))
         transport = transport_from_config(outgoing.transport)
         detail = transport.send(message)
@@ -117,9 +130,10 @@ def deliver_message(self: Any, message_id: int) -> dict[str, Any]:
             message_id, f"unexpected error: {type(exc).__name__}: {exc}", final=out_of_attempts
         )
         raise
-    if isinstance(transport, OutboxTransport):
+    if isinstance(transport, OutboxTransport) and isinstance(notice, InvitationNotice):
         # Without SMTP nobody receives the email, so the log is how the admin gets the
         # link. Over SMTP the link stays out of the logs: it is a bearer credential.
+        # Reset links never go to the log: whoever reads it could take over the account.
         logger.info("%s: accept link %s", _describe(outgoing, notice), notice.accept_url)
     ledger.record_sent(message_id, detail)
     logger.info("%s: %s", _describe(outgoing, notice), detail)

@@ -17,6 +17,7 @@ from gateway.notifier import Notifier
 from gateway.services.audit import AuditService
 from gateway.services.auth import AuthService
 from gateway.services.base import Actor, Authorizer, UnitOfWork
+from gateway.services.credentials import CredentialService
 from gateway.services.decisions import DecisionService
 from gateway.services.grants import GrantService
 from gateway.services.invitations import InvitationService
@@ -27,6 +28,7 @@ from gateway.services.reviews import ReviewService
 from gateway.services.roles import RoleService
 from gateway.services.settings import SettingsService
 from gateway.services.setup import SetupService
+from gateway.services.sso import SsoService
 from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
 from gateway.throttle import LoginThrottle
@@ -69,6 +71,10 @@ class Services:
         self.clients = ClientService(session, uow, authorizer)
         self.keys = KeyService(session, uow, settings)
         self.tokens = TokenService(session, uow, settings, self.clients)
+        self.credentials = CredentialService(
+            session, settings, self.auth.throttle, notifier, self.auth
+        )
+        self.sso = SsoService(session, self.auth, self.invitations)
 
 
 def login_throttle(settings: Settings) -> LoginThrottle:
@@ -76,6 +82,8 @@ def login_throttle(settings: Settings) -> LoginThrottle:
         settings.rate_limit_storage_url,
         settings.login_failures_per_account,
         settings.login_failures_per_client,
+        settings.password_resets_per_account,
+        settings.password_resets_per_client,
     )
 
 

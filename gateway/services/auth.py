@@ -194,6 +194,32 @@ class AuthService:
             after={"email": email, "source_address": client or None},
         )
 
+    def start_session(self, user: User, via: str, client: str = "") -> IssuedToken:
+        """A new session for ``user``, who proved who they are some other way than the
+        password form (single sign-on, a password change); commits with whatever the
+        caller changed, and audits ``via`` like a sign-in."""
+        user.last_login_at = utcnow()
+        auth_session = AuthSession(
+            id=secrets.token_hex(16), user_id=user.id, session_version=user.session_version
+        )
+        self.session.add(auth_session)
+        issued = self._issue(user, auth_session)
+        self._audit_sign_in(via, user, user.email, client)  # commits
+        return issued
+
+    def end_all_sessions(self, user: User, reason: str) -> int:
+        """End every session of ``user`` at once (not committed): bump the session version
+        that each access token carries, and revoke the sessions so refresh tokens stop.
+        How many live sessions ended."""
+        user.session_version += 1
+        ended = self.session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+        return int(ended.rowcount)  # type: ignore[attr-defined]
+
     @staticmethod
     def _live(user: User, auth_session: AuthSession) -> bool:
         return (

@@ -3,7 +3,7 @@ a one-time token (stored hashed), and becomes an active user with those grants."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from gateway.errors import (
     InvalidInput,
     InvalidInvitationToken,
     NotFound,
+    SsoRefused,
     TooManyRequests,
 )
 from gateway.models import (
@@ -391,6 +392,44 @@ class InvitationService:
         """Redeem a one-time token: the person becomes active with the invited roles.
         Of two concurrent accepts of one token exactly one succeeds."""
         require_acceptable_password(password)
+        return self._redeem(
+            token, name, lambda user: setattr(user, "password_hash", hash_password(password))
+        )
+
+    def accept_with_identity(
+        self, token: str, email: str, issuer: str, subject: str, name: str | None = None
+    ) -> User:
+        """Redeem a one-time token through single sign-on: the identity provider's
+        verified ``email`` must be the invited address; the account is linked to
+        (``issuer``, ``subject``) and has no password (a reset can set one later)."""
+        state = self.token_state(token)
+        invitation = state.invitation
+        if not state.usable or invitation is None:
+            raise InvalidInvitationToken(state.reason)
+        if email.strip().lower() != invitation.email:
+            raise SsoRefused(
+                f"The identity provider signed you in as {email}, but the invitation is "
+                f"for {invitation.email}; sign in there with that address",
+                email=email,
+            )
+        holder = self.session.scalar(
+            select(User).where(User.oidc_issuer == issuer, User.oidc_subject == subject)
+        )
+        if holder is not None and holder.id != invitation.user_id:
+            raise SsoRefused("This single sign-on identity belongs to another account already")
+
+        def link(user: User) -> None:
+            user.oidc_issuer, user.oidc_subject = issuer, subject
+
+        return self._redeem(token, name, link, via="sso")
+
+    def _redeem(
+        self,
+        token: str,
+        name: str | None,
+        set_credentials: Callable[[User], None],
+        via: str = "password",
+    ) -> User:
         state = self.token_state(token)
         invitation = state.invitation
         if not state.usable or invitation is None or invitation.user_id is None:
@@ -415,7 +454,7 @@ class InvitationService:
                 raise InvalidInvitationToken("This invitation was accepted already; sign in.")
             before = user_snapshot(user)
             user.name = name or user.name
-            user.password_hash = hash_password(password)
+            set_credentials(user)
             user.status = UserStatus.ACTIVE
             # Roles of workspaces deleted (or roles removed from policies/) since the
             # invitation was sent are skipped rather than failing the acceptance.
@@ -427,9 +466,8 @@ class InvitationService:
                         changes, user, entry.workspace_slug, entry.role, invitation.invited_by_id
                     )
             changes.engine(SubjectChanged(user.id, user.email, active=True))
-            audit_each_workspace(
-                changes, invitation, "invitation.accepted", before, user_snapshot(user)
-            )
+            accepted = user_snapshot(user) | ({"via": via} if via != "password" else {})
+            audit_each_workspace(changes, invitation, "invitation.accepted", before, accepted)
         self.session.refresh(invitation)
         return user
 

@@ -39,6 +39,16 @@ PUBLIC = {
 }
 NOT_ADMIN = ("/v1/", "/access/", "/invite/", "/docs", "/openapi", "/healthz", "/static")
 NOT_ADMIN += ("/readyz", "/metrics")  # probes and metrics: no workspace data
+# Password change acts on the caller's own account; reset and single sign-on are public.
+PUBLIC |= {
+    ("POST", "/auth/password"),
+    ("POST", "/auth/password-reset"),
+    ("POST", "/auth/password-reset/confirm"),
+    ("POST", "/auth/sso/exchange"),
+    ("GET", "/auth/sso/login"),
+    ("GET", "/auth/sso/callback"),
+}
+NOT_ADMIN += ("/reset/",)  # the password reset page
 
 
 def database_state(server: LiveServer) -> dict[str, Any]:

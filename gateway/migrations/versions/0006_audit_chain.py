@@ -4,7 +4,7 @@ and reason; the chain head and anchor; on PostgreSQL, triggers refusing UPDATE a
 Events written before this migration are chained here, in id order.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-27 23:55:00
 """
 
@@ -17,7 +17,7 @@ from gateway.audit_chain import GENESIS, HASHED_FIELDS, compute_hash, format_tim
 from gateway.models import UTCDateTime
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

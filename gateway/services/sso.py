@@ -1,0 +1,194 @@
+"""Single sign-on: an OpenID Connect provider vouches for a person; who that is here.
+
+Never provisions: an identity signs in only to an existing active account, found by its
+linked (issuer, subject) or, the first time, by the provider's *verified* email, after
+which the subject is linked. An invitation can be accepted the same way. Instead of
+tokens, the browser round trip ends with a one-time code (stored hashed, short-lived)
+that the client exchanges for the same session tokens a password sign-in gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from gateway.errors import SsoRefused, Unauthorized
+from gateway.models import TokenPurpose, User, UserStatus, UserToken, utcnow
+from gateway.security import new_token, token_digest
+from gateway.services.auth import AuthService, IssuedToken
+from gateway.services.base import Actor, ChangeSet
+from gateway.services.invitations import InvitationService
+
+SSO_CODE_TTL_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class ExternalIdentity:
+    """What the provider's validated ID token says about the person."""
+
+    issuer: str
+    subject: str
+    email: str
+    email_verified: bool
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class SsoCode:
+    code: str
+    expires_in: int
+    user_id: int
+
+
+class SsoService:
+    def __init__(self, session: Session, auth: AuthService, invitations: InvitationService) -> None:
+        self.session = session
+        self.auth = auth
+        self.invitations = invitations
+
+    def sign_in(self, identity: ExternalIdentity, client: str = "") -> SsoCode:
+        """A one-time code for the active account ``identity`` belongs to; SsoRefused
+        (audited) when there is none or it may not sign in."""
+        user = self.session.scalar(
+            select(User).where(
+                User.oidc_issuer == identity.issuer, User.oidc_subject == identity.subject
+            )
+        )
+        if user is None:
+            if not identity.email or not identity.email_verified:
+                self._refuse(identity, None, client, "the provider did not verify an email")
+                raise SsoRefused(
+                    "The identity provider did not vouch for your email address, so it "
+                    "cannot be matched to an account here"
+                )
+            user = self.session.scalar(
+                select(User).where(User.email == identity.email.strip().lower())
+            )
+            if user is None:
+                self._refuse(identity, None, client, "no account")
+                raise SsoRefused(
+                    f"There is no account for {identity.email} here; ask an administrator "
+                    "to invite you",
+                    email=identity.email,
+                )
+            if user.oidc_subject is not None:
+                # Linked to another identity (of this or another provider): the email
+                # alone must not take the account over.
+                self._refuse(identity, user, client, "linked to another identity")
+                raise SsoRefused(
+                    "This account is linked to another single sign-on identity; sign in "
+                    "with that one or ask an administrator"
+                )
+        if user.status != UserStatus.ACTIVE:
+            self._refuse(identity, user, client, f"account {user.status}")
+            reason = (
+                "Your invitation is not accepted yet; open the link in your invitation email"
+                if user.status == UserStatus.PENDING
+                else "This account is deactivated; ask an administrator"
+            )
+            raise SsoRefused(reason)
+        if user.oidc_subject is None:
+            user.oidc_issuer, user.oidc_subject = identity.issuer, identity.subject
+        return self.issue_code(user, "auth.sso_login", client, identity)
+
+    def accept_invitation(
+        self, token: str, identity: ExternalIdentity, client: str = ""
+    ) -> SsoCode:
+        """Accept the invitation of ``token`` as the identity's verified email, then sign
+        the person in (a one-time code)."""
+        if not identity.email or not identity.email_verified:
+            self._refuse(identity, None, client, "the provider did not verify an email")
+            raise SsoRefused(
+                "The identity provider did not vouch for your email address, so it cannot "
+                "accept an invitation"
+            )
+        try:
+            user = self.invitations.accept_with_identity(
+                token, identity.email, identity.issuer, identity.subject, identity.name or None
+            )
+        except SsoRefused as exc:
+            self._refuse(identity, None, client, f"invitation: {exc.detail}")
+            raise
+        return self.issue_code(user, "auth.sso_login", client, identity)
+
+    def issue_code(
+        self, user: User, action: str, client: str, identity: ExternalIdentity
+    ) -> SsoCode:
+        code = new_token()
+        self.session.add(
+            UserToken(
+                token_hash=token_digest(code),
+                purpose=TokenPurpose.SSO_CODE,
+                user_id=user.id,
+                expires_at=utcnow() + timedelta(seconds=SSO_CODE_TTL_SECONDS),
+            )
+        )
+        self._audit(Actor(user.id, f"{user.name} <{user.email}>"), action, user, identity, client)
+        self.session.commit()
+        return SsoCode(code, SSO_CODE_TTL_SECONDS, user.id)
+
+    def exchange(self, code: str, client: str = "") -> IssuedToken:
+        """Session tokens for a one-time code, once, while it is fresh and the account
+        still active."""
+        row = self.session.scalar(
+            select(UserToken).where(
+                UserToken.token_hash == token_digest(code),
+                UserToken.purpose == TokenPurpose.SSO_CODE,
+            )
+        )
+        user = self.session.get(User, row.user_id) if row else None
+        if (
+            row is None
+            or user is None
+            or row.used_at is not None
+            or row.expires_at <= utcnow()
+            or user.status != UserStatus.ACTIVE
+        ):
+            raise Unauthorized("The sign-in code is not valid, used already or expired")
+        claimed = self.session.execute(
+            update(UserToken)
+            .where(UserToken.id == row.id, UserToken.used_at.is_(None))
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            self.session.rollback()
+            raise Unauthorized("The sign-in code was used already")
+        return self.auth.start_session(user, "auth.login_sso", client)
+
+    def _refuse(
+        self, identity: ExternalIdentity, user: User | None, client: str, reason: str
+    ) -> None:
+        actor = Actor(user.id, f"{user.name} <{user.email}>") if user else Actor(None, "anonymous")
+        self._audit(actor, "auth.sso_refused", user, identity, client, reason)
+        self.session.commit()
+
+    def _audit(
+        self,
+        actor: Actor,
+        action: str,
+        user: User | None,
+        identity: ExternalIdentity,
+        client: str,
+        reason: str | None = None,
+    ) -> None:
+        changes = ChangeSet(self.session, actor)
+        after = {
+            "email": identity.email,
+            "issuer": identity.issuer,
+            "subject": identity.subject,
+            "source_address": client or None,
+        }
+        if reason:
+            after["reason"] = reason
+        changes.audit(
+            action,
+            "user" if user else "login",
+            target_id=user.id if user else None,
+            target_name=user.name if user else identity.email,
+            after=after,
+        )
+        self.session.add_all(changes.events)

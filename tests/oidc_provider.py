@@ -1,0 +1,229 @@
+"""A small, real OpenID Connect provider for the single sign-on tests, built with Authlib's
+authorization server: discovery, the authorization code flow with PKCE, RS256-signed ID
+tokens with a nonce, and a JWKS endpoint, served over HTTP on loopback.
+
+It signs in one person without asking (``provider.user``, changeable by a test), and a
+test may make it misbehave (``provider.nonce_override``) to check that the gateway
+refuses what it should.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, ClientMixin, grants
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
+from flask import Flask, jsonify
+from joserfc.jwk import RSAKey
+from werkzeug.serving import make_server
+
+
+@dataclass
+class Person:
+    sub: str
+    email: str
+    email_verified: bool = True
+    name: str = "Someone"
+
+
+@dataclass
+class Client(ClientMixin):
+    client_id: str
+    client_secret: str
+    redirect_uri: str
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_allowed_scope(self, scope: str) -> str:
+        return " ".join(s for s in scope.split() if s in {"openid", "email", "profile"})
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri == self.redirect_uri
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return secrets.compare_digest(client_secret, self.client_secret)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "authorization_code"
+
+
+@dataclass
+class Code(AuthorizationCodeMixin):
+    code: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    person: Person
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    auth_time: int = field(default_factory=lambda: int(time.time()))
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return self.auth_time
+
+    def get_acr(self) -> str:
+        return "0"
+
+    def get_amr(self) -> list[str]:
+        return ["pwd"]
+
+
+class OidcProvider:
+    def __init__(self, client_id: str, client_secret: str, redirect_uri: str) -> None:
+        self.client = Client(client_id, client_secret, redirect_uri)
+        self.user = Person("idp-user-1", "someone@example.com")
+        self.nonce_override: str | None = None
+        self.key = RSAKey.generate_key(2048, parameters={"kid": "test-key-1", "use": "sig"})
+        self.codes: dict[str, Code] = {}
+        self.issuer = ""  # set once the socket is bound
+        self.app = self._build_app()
+
+    def _build_app(self) -> Flask:
+        provider = self
+        app = Flask("oidc-provider")
+        app.config["OAUTH2_TOKEN_EXPIRES_IN"] = {"authorization_code": 300}
+
+        class CodeGrant(grants.AuthorizationCodeGrant):
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [
+                "client_secret_basic",
+                "client_secret_post",
+            ]
+
+            def save_authorization_code(self, code: str, request: Any) -> None:
+                data = request.payload.data
+                provider.codes[code] = Code(
+                    code=code,
+                    client_id=request.client.client_id,
+                    redirect_uri=request.payload.redirect_uri,
+                    scope=request.payload.scope,
+                    person=request.user,
+                    nonce=provider.nonce_override or data.get("nonce"),
+                    code_challenge=data.get("code_challenge"),
+                    code_challenge_method=data.get("code_challenge_method"),
+                )
+
+            def query_authorization_code(self, code: str, client: Client) -> Code | None:
+                found = provider.codes.get(code)
+                return found if found and found.client_id == client.client_id else None
+
+            def delete_authorization_code(self, authorization_code: Code) -> None:
+                provider.codes.pop(authorization_code.code, None)
+
+            def authenticate_user(self, authorization_code: Code) -> Person:
+                return authorization_code.person
+
+        class IdToken(OpenIDCode):
+            def exists_nonce(self, nonce: str, request: Any) -> bool:
+                return False
+
+            def resolve_client_private_key(self, client: Client) -> RSAKey:
+                return provider.key
+
+            def get_client_algorithm(self, client: Client) -> str:
+                return "RS256"
+
+            def get_encode_header(self, client: Client) -> dict[str, str]:
+                return {"alg": "RS256", "kid": "test-key-1"}
+
+            def get_client_claims(self, client: Client) -> dict[str, Any]:
+                return {"iss": provider.issuer, "aud": [client.client_id]}
+
+            def generate_user_info(self, user: Person, scope: str) -> UserInfo:
+                return UserInfo(
+                    sub=user.sub,
+                    email=user.email,
+                    email_verified=user.email_verified,
+                    name=user.name,
+                )
+
+        server = AuthorizationServer(
+            app,
+            query_client=lambda client_id: (
+                provider.client if client_id == provider.client.client_id else None
+            ),
+            save_token=lambda token, request: None,
+        )
+        server.register_grant(
+            CodeGrant, [IdToken(require_nonce=True), CodeChallenge(required=True)]
+        )
+
+        @app.get("/.well-known/openid-configuration")
+        def discovery() -> Any:
+            return jsonify(
+                issuer=provider.issuer,
+                authorization_endpoint=f"{provider.issuer}/authorize",
+                token_endpoint=f"{provider.issuer}/token",
+                jwks_uri=f"{provider.issuer}/jwks",
+                response_types_supported=["code"],
+                subject_types_supported=["public"],
+                id_token_signing_alg_values_supported=["RS256"],
+                token_endpoint_auth_methods_supported=["client_secret_basic"],
+                code_challenge_methods_supported=["S256"],
+                scopes_supported=["openid", "email", "profile"],
+            )
+
+        @app.get("/jwks")
+        def jwks() -> Any:
+            return jsonify(keys=[provider.key.as_dict(private=False)])
+
+        @app.get("/authorize")
+        def authorize() -> Any:
+            # Auto-approves: the person is signed in at the provider and consents.
+            try:
+                grant = server.get_consent_grant(end_user=provider.user)
+            except OAuth2Error as error:
+                return server.handle_error_response(None, error)
+            return server.create_authorization_response(grant_user=provider.user, grant=grant)
+
+        @app.post("/token")
+        def token() -> Any:
+            return server.create_token_response()
+
+        return app
+
+
+@contextmanager
+def running_provider(
+    client_id: str, client_secret: str, redirect_uri: str
+) -> Iterator[OidcProvider]:
+    """An :class:`OidcProvider` serving on a free loopback port until the block ends."""
+    provider = OidcProvider(client_id, client_secret, redirect_uri)
+    httpd = make_server("127.0.0.1", 0, provider.app, threaded=True)
+    provider.issuer = f"http://127.0.0.1:{httpd.server_port}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield provider
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=5)
