@@ -52,7 +52,9 @@ class Check(MethodView):
     @blp.response(200, CheckResponseSchema)
     def post(self, args: dict[str, str]) -> Any:
         """May the subject do the action on the resource in the workspace?"""
-        return services().decisions.check(**args)
+        return services().decisions.check(
+            args["subject"], args["workspace"], args["resource"], args["action"]
+        )
 
 
 # -- AuthZEN Authorization API 1.0: single evaluation ---------------------------------
