@@ -13,7 +13,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 import admin_api
-from gateway import accept_page, decision_api
+from gateway import accept_page, authzen_api, decision_api
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -21,6 +21,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
+from gateway.services.authzen import load_refinements, load_subject_directory
 from gateway.sync import RevisionPoller
 from gateway.throttle import LoginThrottle
 
@@ -71,6 +72,9 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     session_factory = make_session_factory(db)
     with session_factory() as session:
         engine = load_engine(db, session, settings)
+    # AuthZEN's subject directory and refinements: a bad file stops start-up, not a request.
+    load_subject_directory(settings.authzen_subjects)
+    load_refinements(settings.authzen_refinements)
 
     app = Flask("ringfence")
     app.config.update(
@@ -110,6 +114,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         ).start()
     api = ProblemApi(app)
     api.register_blueprint(decision_api.blp)
+    api.register_blueprint(authzen_api.blp)
     admin_api.register(api)
     app.register_blueprint(accept_page.bp)
     accept_page.install_log_redaction()

@@ -68,6 +68,13 @@ class Settings:
     admin_email: str = "admin@example.com"
     admin_name: str = "Super Admin"
     log_level: str = "INFO"
+    # AuthZEN: a JSON file of external subject ids (e.g. an identity provider's opaque
+    # ids) -> emails, read once at start-up; and the most evaluations in one batch.
+    authzen_subjects: Path | None = None
+    authzen_max_evaluations: int = 1000
+    # AuthZEN: a YAML file of refinements (resource or action properties that select a
+    # more specific resource or action, e.g. an archived record), read once.
+    authzen_refinements: Path | None = None
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -22,6 +22,7 @@ PUBLIC = {
     ("POST", "/invitations/accept"),
 }
 NOT_ADMIN = ("/v1/", "/access/", "/invite/", "/docs", "/openapi", "/healthz", "/static")
+NOT_ADMIN += ("/pdp/", "/.well-known/authzen-configuration")  # AuthZEN decisions, discovery
 
 
 def database_state(server: LiveServer) -> dict[str, Any]:
