@@ -76,7 +76,9 @@ def case_file_problems(directory: Path) -> list[str]:
 def test_shipped_policies_load() -> None:
     policy = load_policies(POLICIES)
     assert set(policy.roles) >= {"viewer", "editor", "admin", "owner", "superadmin"}
-    assert all(role.source == "roles.yaml" for role in policy.roles.values())
+    defaults = ("viewer", "editor", "admin", "owner", "superadmin")
+    assert all(policy.roles[role].source == "roles.yaml" for role in defaults)
+    assert all(role.workspace is None for role in policy.roles.values() if role.name in defaults)
     assert policy.roles["superadmin"].permissions == ("*",)
 
 
