@@ -17,7 +17,7 @@ import admin_api
 import console
 import gateway.reset_page
 import gateway.sso
-from gateway import accept_page, decision_api, decision_log, freshness, oauth_api, sync
+from gateway import accept_page, authzen_api, decision_api, decision_log, freshness, oauth_api, sync
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -25,6 +25,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
+from gateway.services.authzen import load_refinements, load_subject_directory
 from gateway.signing import KeyRing
 from gateway.sync import RevisionPoller, apply_notice, catch_up, state_of
 from gateway.throttle import LoginThrottle
@@ -129,6 +130,9 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     session_factory = make_session_factory(db)
     with session_factory() as session:
         engine = load_engine(db, session, settings)
+    # AuthZEN's subject directory and refinements: a bad file stops start-up, not a request.
+    load_subject_directory(settings.authzen_subjects)
+    load_refinements(settings.authzen_refinements)
 
     app = Flask("ringfence")
     app.config.update(
@@ -181,6 +185,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     api = ProblemApi(app)
     api.register_blueprint(decision_api.blp)
+    api.register_blueprint(authzen_api.blp)
     admin_api.register(api)
     app.register_blueprint(accept_page.bp)
     app.register_blueprint(console.bp)

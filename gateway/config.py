@@ -108,6 +108,13 @@ class Settings:
     # /auth/sso/exchange; empty: the callback answers that code as JSON.
     oidc_return_url: str = ""
     oidc_timeout: float = 10.0  # seconds, for each request to the provider
+    # AuthZEN: a JSON file of external subject ids (e.g. an identity provider's opaque
+    # ids) -> emails, read once at start-up; and the most evaluations in one batch.
+    authzen_subjects: Path | None = None
+    authzen_max_evaluations: int = 1000
+    # AuthZEN: a YAML file of refinements (resource or action properties that select a
+    # more specific resource or action, e.g. an archived record), read once.
+    authzen_refinements: Path | None = None
 
     @property
     def sqlalchemy_url(self) -> str:

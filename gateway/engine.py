@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import casbin
 from casbin import persist
 from casbin.util import key_match
 
-from gateway.rules import ALL_WORKSPACES, ROLE_PREFIX, Rule, role_subject, user_subject
+from gateway.rules import (
+    ALL_WORKSPACES,
+    NO_CONDITION,
+    OWN_SUFFIX,
+    OWNER_CONDITION,
+    ROLE_PREFIX,
+    Rule,
+    role_subject,
+    user_subject,
+)
 
 log = logging.getLogger("ringfence.engine")
 
@@ -66,9 +77,15 @@ Change = (
 
 @dataclass(frozen=True)
 class Decision:
+    """An answer. ``explanation`` (only when asked for) says why: for an allow, the
+    matched ``rule`` (its Casbin values) and the role ``path`` from the subject to the
+    rule's role (each link a ``g`` rule's values); for a deny, ``rule`` None and the
+    ``reason``."""
+
     allowed: bool
     revision: int
     reason: str
+    explanation: dict[str, Any] | None = None
 
 
 def new_enforcer(model_path: Path) -> casbin.Enforcer:
@@ -195,48 +212,163 @@ class DecisionEngine:
                 return user_id if user_id in self._known else None
             return None
 
-    def check(self, user_id: int | None, workspace: str, resource: str, action: str) -> Decision:
-        """May ``user_id`` do ``resource:action`` in ``workspace``? Fails closed."""
+    def check(
+        self,
+        user_id: int | None,
+        workspace: str,
+        resource: str,
+        action: str,
+        *,
+        owner: int | None = None,
+        explain: bool = False,
+    ) -> Decision:
+        """May ``user_id`` do ``resource:action`` in ``workspace`` (on a resource owned by
+        ``owner``, None: nobody known)? Fails closed."""
         with self._lock:
             revision = self._revision
-            if self._untrusted:
-                return Decision(False, revision, "the engine is reloading")
-            if user_id is None:
-                return Decision(False, revision, "unknown subject")
-            if user_id not in self._active:
-                return Decision(False, revision, "subject is not active")
-            if workspace not in self._workspaces:
-                return Decision(False, revision, "unknown workspace")
-            allowed = self._enforce(user_id, workspace, resource, action)
-            return Decision(allowed, revision, "allowed by policy" if allowed else "no rule allows")
+            denial = self._denial(user_id, workspace)
+            if denial is not None:
+                return _deny(revision, denial, explain)
+            assert user_id is not None
+            matched = self._matched_rule(user_id, workspace, resource, action, owner)
+            if matched is None:
+                return _deny(revision, "no rule allows", explain)
+            explanation = None
+            if explain:
+                explanation = {
+                    "rule": list(matched),
+                    "path": self._role_path(user_subject(user_id), matched[0], workspace),
+                }
+            return Decision(True, revision, "allowed by policy", explanation)
 
-    def permits(self, user_id: int, domain: str, resource: str, action: str) -> bool:
+    def _denial(self, user_id: int | None, workspace: str) -> str | None:
+        if self._untrusted:
+            return "the engine is reloading"
+        if user_id is None:
+            return "unknown subject"
+        if user_id not in self._active:
+            return "subject is not active"
+        if workspace not in self._workspaces:
+            return "unknown workspace"
+        return None
+
+    def permits(
+        self, user_id: int, domain: str, resource: str, action: str, *, owner: int | None = None
+    ) -> bool:
         """Like :meth:`check` for the admin API: ``domain`` may be ``*`` (every workspace)
         or a workspace about to be created."""
         with self._lock:
             return (
                 not self._untrusted
                 and user_id in self._active
-                and self._enforce(user_id, domain, resource, action)
+                and self._matched_rule(user_id, domain, resource, action, owner) is not None
             )
 
-    def _enforce(self, user_id: int, domain: str, resource: str, action: str) -> bool:
+    def holds(self, user_id: int, domain: str, resource: str, action: str) -> bool:
+        """Does ``user_id`` hold a permission as :meth:`role_permissions` names it? An
+        owner-only one (action ``<action>:own``) is held when the user may do it at least
+        on their own resources."""
+        base, sep, suffix = action.rpartition(":")
+        if sep and suffix == OWN_SUFFIX:
+            return self.permits(user_id, domain, resource, base, owner=user_id)
+        return self.permits(user_id, domain, resource, action)
+
+    def _matched_rule(
+        self, user_id: int, domain: str, resource: str, action: str, owner: int | None
+    ) -> list[str] | None:
+        owner_subject = user_subject(owner) if owner is not None else ""
         try:
-            return bool(self._enforcer.enforce(user_subject(user_id), domain, resource, action))
+            allowed, rule = self._enforcer.enforce_ex(
+                user_subject(user_id), domain, resource, action, owner_subject
+            )
         except Exception:
-            return False
+            return None
+        return list(rule) if allowed else None
+
+    def _role_path(self, subject: str, role: str, domain: str) -> list[list[str]]:
+        """The ``g`` links (shortest first found) leading from ``subject`` to ``role`` in
+        ``domain``."""
+        links = [
+            rule
+            for rule in self._enforcer.get_named_grouping_policy("g")
+            if len(rule) == 3 and key_match(domain, rule[2])
+        ]
+        previous: dict[str, list[str] | None] = {subject: None}
+        queue = deque([subject])
+        while queue:
+            node = queue.popleft()
+            if node == role:
+                path: list[list[str]] = []
+                step = previous[node]
+                while step is not None:
+                    path.append(list(step))
+                    step = previous[step[0]]
+                return path[::-1]
+            for link in links:
+                if link[0] == node and link[1] not in previous:
+                    previous[link[1]] = link
+                    queue.append(link[1])
+        return []
+
+    # -- queries ------------------------------------------------------------------------
+
+    def permissions(self, user_id: int | None, workspace: str) -> set[tuple[str, str]]:
+        """(resource, action) pairs ``user_id`` holds in ``workspace``, patterns as written
+        (``*`` stays ``*``); one held only on their own resources has the action
+        ``<action>:own``, and is left out when the same pair is held on every resource."""
+        with self._lock:
+            if self._denial(user_id, workspace) is not None:
+                return set()
+            assert user_id is not None
+            subject = user_subject(user_id)
+            subjects = {subject, *self._enforcer.get_implicit_roles_for_user(subject, workspace)}
+            rules = [
+                rule
+                for rule in self._enforcer.get_policy()
+                if len(rule) == 5 and rule[0] in subjects and key_match(workspace, rule[1])
+            ]
+        return _permission_pairs(rules)
+
+    def workspaces_where(
+        self, user_id: int | None, resource: str, action: str, *, owner: int | None = None
+    ) -> set[str]:
+        """Known workspaces where ``user_id`` may do ``resource:action``."""
+        with self._lock:
+            return {
+                workspace
+                for workspace in self._workspaces
+                if self._denial(user_id, workspace) is None
+                and user_id is not None
+                and self._matched_rule(user_id, workspace, resource, action, owner) is not None
+            }
+
+    def subjects_who_may(
+        self, workspace: str, resource: str, action: str, *, owner: int | None = None
+    ) -> set[int]:
+        """Active users who may do ``resource:action`` in ``workspace`` (on a resource
+        owned by ``owner``)."""
+        with self._lock:
+            if self._untrusted or workspace not in self._workspaces:
+                return set()
+            return {
+                user_id
+                for user_id in self._active
+                if self._matched_rule(user_id, workspace, resource, action, owner) is not None
+            }
 
     def role_permissions(self, role: str, workspace: str) -> set[tuple[str, str]]:
         """(resource, action) pairs that holding ``role`` in ``workspace`` gives, inherited
-        ones included (wildcards as written: ``*`` stays ``*``)."""
+        ones included (wildcards as written: ``*`` stays ``*``; owner-only ones as in
+        :meth:`permissions`)."""
         subject = role_subject(role)
         with self._lock:
             subjects = {subject, *self._enforcer.get_implicit_roles_for_user(subject, workspace)}
-            return {
-                (rule[2], rule[3])
+            rules = [
+                rule
                 for rule in self._enforcer.get_policy()
-                if rule[0] in subjects and key_match(workspace, rule[1])
-            }
+                if len(rule) == 5 and rule[0] in subjects and key_match(workspace, rule[1])
+            ]
+        return _permission_pairs(rules)
 
     def roles_in(self, workspace: str) -> set[str]:
         """Roles that may be granted in ``workspace``: shared ones and its own."""
@@ -252,3 +384,22 @@ class DecisionEngine:
                 if rule[0].startswith(ROLE_PREFIX) and rule[2] in (ALL_WORKSPACES, workspace)
             }
         return {r.removeprefix(ROLE_PREFIX) for r in roles if r.startswith(ROLE_PREFIX)}
+
+
+def _deny(revision: int, reason: str, explain: bool) -> Decision:
+    explanation: dict[str, Any] | None = None
+    if explain:
+        explanation = {"rule": None, "path": [], "reason": reason}
+    return Decision(False, revision, reason, explanation)
+
+
+def _permission_pairs(rules: Sequence[Sequence[str]]) -> set[tuple[str, str]]:
+    """(resource, action) of unconditional rules, (resource, "action:own") of owner-only
+    ones not also held unconditionally; rules with an unknown condition give nothing."""
+    everywhere = {(r[2], r[3]) for r in rules if r[4] == NO_CONDITION}
+    own = {
+        (r[2], f"{r[3]}:{OWN_SUFFIX}")
+        for r in rules
+        if r[4] == OWNER_CONDITION and (r[2], r[3]) not in everywhere
+    }
+    return everywhere | own

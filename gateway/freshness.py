@@ -26,7 +26,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway import metrics
 from gateway.errors import BadRequest, Conflict, ServiceUnavailable
-from gateway.http import problem_response
+from gateway.http import is_decision_request, problem_response
 from gateway.sync import SyncState, catch_up, state_of, wait_for_revision
 
 log = logging.getLogger("ringfence.freshness")
@@ -35,8 +35,6 @@ MIN_REVISION_HEADER = "X-Min-Revision"
 REVISION_HEADER = "X-Ringfence-Revision"
 STALE_HEADER = "X-Ringfence-Stale"
 STALENESS_HEADER = "X-Ringfence-Staleness"
-# Every decision endpoint, present and future (AuthZEN's evaluations and searches).
-DECISION_PATHS = ("/v1/check", "/access/v1/")
 
 
 class RevisionNotReached(Conflict):
@@ -52,10 +50,6 @@ class ReplicaStale(ServiceUnavailable):
 class DatabaseUnavailable(ServiceUnavailable):
     type = "database-unavailable"
     title = "The database is unreachable"
-
-
-def is_decision_request() -> bool:
-    return request.method == "POST" and request.path.startswith(DECISION_PATHS)
 
 
 def requested_min_revision() -> int | None:

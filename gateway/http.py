@@ -25,6 +25,16 @@ log = logging.getLogger("ringfence.http")
 PROBLEM_JSON = "application/problem+json"
 
 
+# Every path that answers decisions (/v1/check, AuthZEN under /access/v1/ and per workspace
+# under /pdp/<workspace>/access/v1/): the token guard and the freshness hooks go by prefix,
+# so an endpoint added there is covered without being listed.
+DECISION_PATHS = ("/v1/check", "/access/v1/", "/pdp/")
+
+
+def is_decision_request() -> bool:
+    return request.method == "POST" and request.path.startswith(DECISION_PATHS)
+
+
 def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     response = jsonify(problem)
     response.status_code = int(problem["status"])

@@ -23,16 +23,13 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from gateway.errors import Forbidden, Unauthorized
-from gateway.http import services
+from gateway.http import DECISION_PATHS, services
 from gateway.models import OAuthClient
 from gateway.services.oauth import DECISIONS_SCOPE, SCOPES, ClientService
 from gateway.signing import ALGORITHM
 
 bp = Blueprint("oauth", __name__)
 
-# Every path that answers decisions; other engineers add AuthZEN endpoints under
-# /access/v1/, so the guard goes by prefix, not by view.
-DECISION_PATH_PREFIXES = ("/v1/check", "/access/v1/")
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
@@ -233,7 +230,7 @@ def require_decision_token() -> None:
     ``decisions:check`` (401 without or with a bad one, 403 without the scope). With
     ``RINGFENCE_DECISIONS_ALLOW_LOOPBACK``, calls from this machine may come without a
     token (a token that is sent is still checked)."""
-    if not request.path.startswith(DECISION_PATH_PREFIXES):
+    if not request.path.startswith(DECISION_PATHS):
         return
     settings = current_app.extensions["ringfence"].settings
     header = request.headers.get("Authorization", "")

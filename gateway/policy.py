@@ -26,6 +26,7 @@ from casbin.util import key_match
 from gateway.errors import PolicyInvalid
 from gateway.rules import (
     ALL_WORKSPACES,
+    OWN_SUFFIX,
     USER_PREFIX,
     Rule,
     inheritance_rule,
@@ -44,7 +45,7 @@ _POLICY_KEYS = ("permissions", "roles")
 _ROLE_KEYS = ("description", "permissions", "inherits", "workspace")
 _TEST_FILE_KEYS = ("name", "description", "principals", "tests")
 _PRINCIPAL_KEYS = ("roles",)
-_CASE_KEYS = ("name", "description", "principal", "workspace", "resource", "actions")
+_CASE_KEYS = ("name", "description", "principal", "workspace", "resource", "owner", "actions")
 
 _ROLE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _PERMISSION_PART = re.compile(r"[a-z][a-z0-9_]*")
@@ -107,7 +108,9 @@ class PolicySet:
         }
 
     def effective_permissions(self, role: str) -> frozenset[str]:
-        """Catalogue permissions ``role`` holds, directly or inherited, wildcards expanded."""
+        """Catalogue permissions ``role`` holds, directly or inherited, wildcards expanded;
+        one held only on the subject's own resources is named with ``:own``
+        (``todos:update:own``), one held on every resource without it."""
         granted: set[str] = set()
         seen: set[str] = set()
         pending = [role]
@@ -119,7 +122,12 @@ class PolicySet:
             definition = self.roles[name]
             granted.update(definition.permissions)
             pending.extend(definition.inherits)
-        return frozenset(p for p in self.permissions if _covers_any(granted, p))
+        suffix = f":{OWN_SUFFIX}"
+        everywhere = {p for p in granted if not p.endswith(suffix)}
+        own = {p.removesuffix(suffix) for p in granted if p.endswith(suffix)}
+        held = {p for p in self.permissions if _covers_any(everywhere, p)}
+        held |= {f"{p}{suffix}" for p in self.permissions if p not in held and _covers_any(own, p)}
+        return frozenset(held)
 
 
 def _covers_any(granted: set[str], permission: str) -> bool:
@@ -267,7 +275,17 @@ def _permission_syntax_problem(name: str, *, allow_wildcard: bool) -> str | None
 
 
 def _permission_problem(name: str, catalogue: Mapping[str, str]) -> str | None:
-    """Why a role may not grant ``name``, or None when it may."""
+    """Why a role may not grant ``name``, or None when it may. ``resource:action:own``
+    (and ``resource:*:own``) grants a catalogue permission on the subject's own
+    resources only."""
+    base, sep, suffix = name.rpartition(":")
+    if sep and base.count(":") == 1 and suffix == OWN_SUFFIX:
+        return _permission_problem(base, catalogue)
+    if name.count(":") > 1:
+        return (
+            f"permission {name!r} has an unknown condition: only "
+            f"'resource:action:{OWN_SUFFIX}' (on the subject's own resources) exists"
+        )
     syntax = _permission_syntax_problem(name, allow_wildcard=True)
     if syntax:
         return syntax
@@ -611,7 +629,8 @@ class PolicyTestCase:
     """One expected decision: may ``principal`` do ``resource:action`` in ``workspace``?
 
     ``grants`` are the principal's ``(workspace, role)`` pairs from its test file;
-    ``source`` and ``entry`` say where the case is written (``tests[3]``).
+    ``owner`` the principal owning the resource (None: nobody); ``source`` and
+    ``entry`` say where the case is written (``tests[3]``).
     """
 
     source: str
@@ -624,6 +643,7 @@ class PolicyTestCase:
     resource: str
     action: str
     expected: bool
+    owner: str | None = None
 
     @property
     def permission(self) -> str:
@@ -632,6 +652,11 @@ class PolicyTestCase:
     @property
     def subject(self) -> str:
         return principal_subject(self.principal)
+
+    @property
+    def owner_subject(self) -> str:
+        """The request's ``owner`` value: ``user:<owner>``, or empty for no owner."""
+        return principal_subject(self.owner) if self.owner is not None else ""
 
     def __str__(self) -> str:
         effect = ALLOW if self.expected else DENY
@@ -874,6 +899,16 @@ def _load_case(
             )
         )
         resource = None
+    owner = body.get("owner")
+    if owner is not None and (not isinstance(owner, str) or owner not in principals):
+        known = ", ".join(sorted(principals)) or "none"
+        problems.append(
+            PolicyProblem(
+                source,
+                entry,
+                f"owner {owner!r} is not defined under 'principals' (defined: {known})",
+            )
+        )
 
     actions = body.get("actions")
     expectations: list[tuple[str, bool]] = []
@@ -930,6 +965,7 @@ def _load_case(
             resource=resource,
             action=action,
             expected=expected,
+            owner=owner,
         )
         for action, expected in expectations
     ]
@@ -974,7 +1010,9 @@ def run_policy_tests(
         for index in members:
             case = cases[index]
             actual[index] = bool(
-                enforcer.enforce(case.subject, case.workspace, case.resource, case.action)
+                enforcer.enforce(
+                    case.subject, case.workspace, case.resource, case.action, case.owner_subject
+                )
             )
     return [
         PolicyTestResult(case, actual[index], actual[index] == case.expected)
@@ -1010,9 +1048,10 @@ def format_results(results: Sequence[PolicyTestResult]) -> str:
         case = result.case
         expected = ALLOW if case.expected else DENY
         got = ALLOW if result.actual else DENY
+        owned = f" (owned by {case.owner})" if case.owner is not None else ""
         lines.append(
             f"FAIL {case.source}: {case.entry}: {case.principal} in {case.workspace}: "
-            f"{case.permission} expected {expected}, got {got}"
+            f"{case.permission}{owned} expected {expected}, got {got}"
         )
     passed = sum(1 for result in results if result.passed)
     lines.append(f"{passed} passed, {len(results) - passed} failed")

@@ -3,6 +3,10 @@
 Subjects are namespaced so that a user can never be mistaken for a role:
 ``user:<id>`` and ``role:<name>``. ``ALL_WORKSPACES`` (``*``) is a domain pattern
 that matches every workspace.
+
+A permission may carry a condition: ``documents:update:own`` holds only on resources
+the subject owns. Its ``p`` rule has ``owner`` as fifth value (``cond`` in
+``model.conf``); an unconditional permission has an empty fifth value.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from dataclasses import dataclass
 ALL_WORKSPACES = "*"
 USER_PREFIX = "user:"
 ROLE_PREFIX = "role:"
+# The `cond` of an owner-only permission rule, and the suffix naming such a permission.
+OWNER_CONDITION = "owner"
+OWN_SUFFIX = "own"
+NO_CONDITION = ""
 
 
 @dataclass(frozen=True, order=True)
@@ -52,6 +60,25 @@ def split_permission(permission: str) -> tuple[str, str]:
     return resource, action
 
 
+def parse_permission(permission: str) -> tuple[str, str, str]:
+    """``"todos:update"`` → ``("todos", "update", "")``; ``"todos:update:own"`` →
+    ``("todos", "update", "owner")``; ``"*"`` → ``("*", "*", "")``."""
+    base, sep, suffix = permission.rpartition(":")
+    if sep and suffix == OWN_SUFFIX and base.count(":") == 1:
+        resource, action = split_permission(base)
+        return resource, action, OWNER_CONDITION
+    resource, action = split_permission(permission)
+    if ":" in action:
+        raise ValueError(f"permission {permission!r} has an unknown condition")
+    return resource, action, NO_CONDITION
+
+
+def permission_name(resource: str, action: str, cond: str = NO_CONDITION) -> str:
+    """The inverse of :func:`parse_permission` (``*`` stays ``*:*``)."""
+    name = f"{resource}:{action}"
+    return f"{name}:{OWN_SUFFIX}" if cond == OWNER_CONDITION else name
+
+
 def grant_rule(grant: GrantKey) -> Rule:
     return Rule("g", (user_subject(grant.user_id), role_subject(grant.role), grant.workspace))
 
@@ -71,8 +98,10 @@ def rule_to_grant(rule: Rule) -> GrantKey | None:
 
 
 def permission_rule(role: str, permission: str, workspace: str = ALL_WORKSPACES) -> Rule:
-    resource, action = split_permission(permission)
-    return Rule("p", (role_subject(role), workspace, resource, action))
+    """``role`` may ``permission`` in ``workspace``; ``…:own`` permissions carry the owner
+    condition, the others an empty one (every ``p`` rule has the same five values)."""
+    resource, action, cond = parse_permission(permission)
+    return Rule("p", (role_subject(role), workspace, resource, action, cond))
 
 
 def inheritance_rule(role: str, parent: str, workspace: str = ALL_WORKSPACES) -> Rule:

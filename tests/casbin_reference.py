@@ -23,3 +23,8 @@ def reference(rules: Iterable[Rule]) -> casbin.Enforcer:
         else:
             enforcer.add_named_grouping_policy(rule.ptype, *rule.values)
     return enforcer
+
+
+def owner_value(owner: int | None) -> str:
+    """The request's ``owner`` value (``model.conf``): ``user:<id>``, or empty for none."""
+    return f"user:{owner}" if owner is not None else ""

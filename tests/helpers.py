@@ -164,16 +164,42 @@ def set_invitation_expiry(server: LiveServer, invitation_id: int, delta: timedel
 # -- decisions and refusals -------------------------------------------------------------
 
 
+def post_decision(
+    server: LiveServer | httpx.Client,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    content: bytes | None = None,
+) -> httpx.Response:
+    """``POST`` a decision request (``/v1/check``, ``/access/v1/...``) as JSON, or
+    ``content`` as it is: the one place tests ask for decisions, so the credentials
+    decision callers need are added here (a service token with ``decisions:check``;
+    ``headers`` may override it)."""
+    live = (
+        server
+        if isinstance(server, LiveServer)
+        else _LIVE_SERVERS[str(server.base_url).rstrip("/")]
+    )
+    headers = {**decision_headers(live), **(headers or {})}
+    client = server.client() if isinstance(server, LiveServer) else server
+    try:
+        if content is not None:
+            return client.post(path, content=content, headers=headers)
+        return client.post(path, json=body, headers=headers)
+    finally:
+        if client is not server:
+            client.close()
+
+
 def post_check(
     client: httpx.Client, subject: str, workspace: str, resource: str, action: str
 ) -> httpx.Response:
-    """``POST /v1/check`` with the four fields, which must answer (200); the response.
-    Sent with a service token holding ``decisions:check`` (:func:`decision_headers`)."""
-    server = _LIVE_SERVERS[str(client.base_url).rstrip("/")]
-    response = client.post(
+    """``POST /v1/check`` with the four fields, which must answer (200); the response."""
+    response = post_decision(
+        client,
         "/v1/check",
-        json={"subject": subject, "workspace": workspace, "resource": resource, "action": action},
-        headers=decision_headers(server),
+        {"subject": subject, "workspace": workspace, "resource": resource, "action": action},
     )
     assert response.status_code == 200, response.text
     return response

@@ -16,6 +16,12 @@ from gateway.models import CasbinRule, PolicyState, User, UserStatus, Workspace
 from gateway.notifier import Notifier
 from gateway.services.audit import AuditService
 from gateway.services.auth import AuthService
+from gateway.services.authzen import (
+    AuthZenService,
+    PageTokens,
+    load_refinements,
+    load_subject_directory,
+)
 from gateway.services.base import Actor, Authorizer, UnitOfWork
 from gateway.services.credentials import CredentialService
 from gateway.services.decisions import DecisionService
@@ -75,6 +81,22 @@ class Services:
             session, settings, self.auth.throttle, notifier, self.auth
         )
         self.sso = SsoService(session, self.auth, self.invitations)
+        self.authzen = AuthZenService(
+            self.decisions,
+            load_subject_directory(settings.authzen_subjects),
+            PageTokens(settings.secret_key),
+            max_evaluations=settings.authzen_max_evaluations,
+            emails_of=lambda ids: user_emails(session, ids),
+            refinements=load_refinements(settings.authzen_refinements),
+        )
+
+
+def user_emails(session: Session, ids: set[int]) -> dict[int, str]:
+    """Emails of the users ``ids`` (for AuthZEN subject search results)."""
+    if not ids:
+        return {}
+    rows = session.execute(select(User.id, User.email).where(User.id.in_(ids)))
+    return {user_id: email for user_id, email in rows}
 
 
 def login_throttle(settings: Settings) -> LoginThrottle:

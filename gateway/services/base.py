@@ -238,7 +238,7 @@ class Authorizer:
         missing = sorted(
             f"{resource}:{action}"
             for resource, action in self.engine.role_permissions(role, workspace)
-            if not self.engine.permits(actor.user_id, workspace, resource, action)
+            if not self.engine.holds(actor.user_id, workspace, resource, action)
         )
         if missing:
             raise Forbidden(

@@ -1,4 +1,10 @@
-"""The decision question other services ask: may subject X do Y on R in workspace W?"""
+"""The decision question other services ask: may subject X do Y on R in workspace W?
+And the questions around it: what may X do in W, where may X do Y, who may do Y in W.
+
+Subjects (and resource owners) are references as callers know them: an email address,
+a user id or ``user:<id>``. Unknown or inactive subjects and unknown workspaces are
+denied (or get empty answers), never an error.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,56 @@ class DecisionService:
     def __init__(self, engine: DecisionEngine) -> None:
         self.engine = engine
 
-    def check(self, subject: str, workspace: str, resource: str, action: str) -> Decision:
-        """The engine's answer from memory; unknown or inactive subjects and unknown
-        workspaces are denied."""
+    def check(
+        self,
+        subject: str,
+        workspace: str,
+        resource: str,
+        action: str,
+        *,
+        owner: str | None = None,
+        explain: bool = False,
+    ) -> Decision:
+        """The engine's answer from memory. ``owner`` names the resource's owner (resolved
+        like ``subject``; unknown: no owner), which owner-only permissions need;
+        ``explain`` adds the matched rule and role path (or why nothing matched)."""
         expire_due(self.engine)  # time-limited grants that ended deny from that moment
         return logged(
-            self.engine.check(self.engine.resolve_subject(subject), workspace, resource, action),
+            self.engine.check(
+                self.engine.resolve_subject(subject),
+                workspace,
+                resource,
+                action,
+                owner=self._owner(owner),
+                explain=explain,
+            ),
             subject,
             workspace,
             resource,
             action,
         )
+
+    def permissions(self, subject: str, workspace: str) -> set[tuple[str, str]]:
+        """(resource, action) pairs ``subject`` holds in ``workspace``, patterns as the
+        rules write them (``*`` stays ``*``); one held only on the subject's own
+        resources has the action ``<action>:own`` (``("todos", "update:own")``)."""
+        return self.engine.permissions(self.engine.resolve_subject(subject), workspace)
+
+    def workspaces_where(
+        self, subject: str, resource: str, action: str, *, owner: str | None = None
+    ) -> set[str]:
+        """Workspaces (slugs) where ``subject`` may do ``resource:action``."""
+        return self.engine.workspaces_where(
+            self.engine.resolve_subject(subject), resource, action, owner=self._owner(owner)
+        )
+
+    def subjects_who_may(
+        self, workspace: str, resource: str, action: str, *, owner: str | None = None
+    ) -> set[int]:
+        """Ids of the active users who may do ``resource:action`` in ``workspace`` (on a
+        resource owned by ``owner``: then its owner qualifies through owner-only
+        permissions too)."""
+        return self.engine.subjects_who_may(workspace, resource, action, owner=self._owner(owner))
+
+    def _owner(self, owner: str | None) -> int | None:
+        return self.engine.resolve_subject(owner) if owner is not None else None

@@ -20,6 +20,7 @@ from tests.helpers import (
     invite,
     onboard,
     post_check,
+    post_decision,
     post_invitation,
 )
 
@@ -146,25 +147,28 @@ def test_check_refuses_incomplete_questions(server: LiveServer) -> None:
         "resource": "documents",
         "action": "read",
     }
-    with decision_client(server) as client:
-        problem = assert_refusal(client.post("/v1/check", json={}), 422, "invalid-input")
+    with server.client() as client:
+        problem = assert_refusal(post_decision(client, "/v1/check", {}), 422, "invalid-input")
         assert set(problem["errors"]) == set(complete)
         for field in complete:
             body = {k: v for k, v in complete.items() if k != field}
-            problem = assert_refusal(client.post("/v1/check", json=body), 422, "invalid-input")
+            problem = assert_refusal(post_decision(client, "/v1/check", body), 422, "invalid-input")
             assert list(problem["errors"]) == [field]
             assert field in problem["detail"]
             for bad in ("", None, 5, ["acme"], "x" * 256):
-                response = client.post("/v1/check", json={**complete, field: bad})
+                response = post_decision(client, "/v1/check", {**complete, field: bad})
                 assert list(assert_refusal(response, 422, "invalid-input")["errors"]) == [field]
-        malformed = client.post(
-            "/v1/check", content=b'{"subject":', headers={"Content-Type": "application/json"}
+        malformed = post_decision(
+            client,
+            "/v1/check",
+            content=b'{"subject":',
+            headers={"Content-Type": "application/json"},
         )
         assert_refusal(malformed, 400, "invalid-input")
         assert_refusal(client.get("/v1/check"), 405, "method-not-allowed")
 
         # Fields it does not know are ignored: other services send context along.
-        response = client.post("/v1/check", json={**complete, "context": {"ip": "10.0.0.1"}})
+        response = post_decision(client, "/v1/check", {**complete, "context": {"ip": "10.0.0.1"}})
         assert response.status_code == 200, response.text
         assert response.json()["allowed"] is False  # acme does not exist
 
@@ -219,7 +223,7 @@ def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) 
     with decision_client(server) as client:
 
         def evaluate(body: Any) -> dict[str, Any]:
-            response = client.post("/access/v1/evaluation", json=body)
+            response = post_decision(client, "/access/v1/evaluation", body)
             assert response.status_code == 200, response.text
             assert response.headers["Content-Type"] == "application/json"
             return response.json()  # type: ignore[no-any-return]
@@ -250,7 +254,7 @@ def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) 
 
         def refused(body: Any) -> dict[str, Any]:
             return assert_refusal(
-                client.post("/access/v1/evaluation", json=body), 400, "bad-request"
+                post_decision(client, "/access/v1/evaluation", body), 400, "bad-request"
             )
 
         for part in ("subject", "action", "resource"):
@@ -275,8 +279,11 @@ def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) 
         refused({})
         refused([evaluation(ADMIN_EMAIL)])
         refused("subject")
-        response = client.post(
-            "/access/v1/evaluation", content=b"{", headers={"Content-Type": "application/json"}
+        response = post_decision(
+            client,
+            "/access/v1/evaluation",
+            content=b"{",
+            headers={"Content-Type": "application/json"},
         )
         assert "not valid JSON" in assert_refusal(response, 400, "bad-request")["detail"]
 
@@ -286,15 +293,16 @@ def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) 
             ("/access/v1/evaluation", {}),
             ("/v1/check", {"subject": ADMIN_EMAIL}),
         ):
-            response = client.post(path, json=body, headers={"X-Request-ID": "req-42.abc"})
+            response = post_decision(client, path, body, headers={"X-Request-ID": "req-42.abc"})
             assert response.headers["X-Request-ID"] == "req-42.abc", path
-        generated = client.post("/access/v1/evaluation", json=evaluation(ADMIN_EMAIL))
-        other = client.post("/access/v1/evaluation", json=evaluation(ADMIN_EMAIL))
+        generated = post_decision(client, "/access/v1/evaluation", evaluation(ADMIN_EMAIL))
+        other = post_decision(client, "/access/v1/evaluation", evaluation(ADMIN_EMAIL))
         assert len(generated.headers["X-Request-ID"]) >= 16
         assert generated.headers["X-Request-ID"] != other.headers["X-Request-ID"]
-        long = client.post(
+        long = post_decision(
+            client,
             "/access/v1/evaluation",
-            json=evaluation(ADMIN_EMAIL),
+            evaluation(ADMIN_EMAIL),
             headers={"X-Request-ID": "r" * 500},
         )
         assert long.headers["X-Request-ID"] == "r" * 100  # kept bounded

@@ -49,6 +49,7 @@ PUBLIC |= {
     ("GET", "/auth/sso/callback"),
 }
 NOT_ADMIN += ("/reset/",)  # the password reset page
+NOT_ADMIN += ("/pdp/", "/.well-known/authzen-configuration")  # AuthZEN decisions, discovery
 
 
 def database_state(server: LiveServer) -> dict[str, Any]:

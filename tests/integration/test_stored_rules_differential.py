@@ -130,13 +130,13 @@ def test_decisions_match_casbin_on_the_stored_rules(
         for (user_id, email), workspace, resource, action in itertools.product(
             active, WORKSPACES, RESOURCES, ACTIONS
         ):
-            want = expected.enforce(f"user:{user_id}", workspace, resource, action)
+            want = expected.enforce(f"user:{user_id}", workspace, resource, action, "")
             got = check(client, f"user:{user_id}", workspace, resource, action)
             assert got == want, (email, workspace, resource, action)
             allowed += want
         # Other spellings of the same subjects give the same answers.
         for (user_id, email), workspace in itertools.product(active, WORKSPACES):
-            want = expected.enforce(f"user:{user_id}", workspace, "documents", "write")
+            want = expected.enforce(f"user:{user_id}", workspace, "documents", "write", "")
             assert check(client, email.upper(), workspace, "documents", "write") == want
             assert check(client, str(user_id), workspace, "documents", "write") == want
 
@@ -146,13 +146,13 @@ def test_decisions_match_casbin_on_the_stored_rules(
         assert not check(client, f"user:{ann}", "acme", "documents", "write")  # demoted
 
         # Deactivated and pending people are denied whatever their stored rules say.
-        assert expected.enforce(f"user:{eve}", "acme", "documents", "write")
+        assert expected.enforce(f"user:{eve}", "acme", "documents", "write", "")
         assert not check(client, f"user:{eve}", "acme", "documents", "write")
         pending = users["pat@example.com"]
         assert pending["status"] == "pending"
         assert not check(client, "pat@example.com", "acme", "documents", "read")
         # Unknown workspaces are denied, even for a super admin.
-        assert expected.enforce(f"user:{dee}", "umbrella", "documents", "read")
+        assert expected.enforce(f"user:{dee}", "umbrella", "documents", "read", "")
         assert not check(client, f"user:{dee}", "umbrella", "documents", "read")
 
     # A freshly started gateway (engine loaded from the database) agrees as well.
@@ -172,7 +172,7 @@ def test_decisions_match_casbin_on_the_stored_rules(
                 headers=decision_headers(server),
             )
             assert response.status_code == 200, response.text
-            want = expected.enforce(f"user:{user_id}", workspace, resource, action)
+            want = expected.enforce(f"user:{user_id}", workspace, resource, action, "")
             assert response.get_json()["allowed"] == want
 
     result = run_cli(server.settings, "doctor")
@@ -191,9 +191,9 @@ def test_removed_person_is_denied_after_star_and_workspace_grants(
         assert check(client, "mia@example.com", "acme", "documents", "write")
         ok(admin.put(f"/users/{mia}/workspaces/*/roles", json={"roles": []}))
         # Mia still holds editor in acme: Casbin on the stored rules says so.
-        assert stored_rules().enforce(f"user:{mia}", "acme", "documents", "write")
+        assert stored_rules().enforce(f"user:{mia}", "acme", "documents", "write", "")
         still_editor = check(client, "mia@example.com", "acme", "documents", "write")
         removal = admin.delete(f"/users/{mia}")
         removed_denied = not check(client, "mia@example.com", "acme", "documents", "read")
-    assert not stored_rules().enforce(f"user:{mia}", "acme", "documents", "read")
+    assert not stored_rules().enforce(f"user:{mia}", "acme", "documents", "read", "")
     assert (still_editor, removal.status_code, removed_denied) == (True, 200, True)

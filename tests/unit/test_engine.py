@@ -20,6 +20,7 @@ from gateway.engine import (
     WorkspaceRemoved,
 )
 from gateway.rules import GrantKey, Rule, grant_rule, inheritance_rule, permission_rule
+from gateway.services.decisions import DecisionService
 from tests.casbin_reference import MODEL, reference
 
 JOHN = 1
@@ -245,7 +246,7 @@ def test_revision_only_grows(engine: DecisionEngine) -> None:
 def test_load_replaces_everything(engine: DecisionEngine, tmp_path: Path) -> None:
     policy = tmp_path / "policy.csv"
     policy.write_text(
-        "p, role:viewer, *, documents, read\ng, user:7, role:viewer, globex\n",
+        "p, role:viewer, *, documents, read, \ng, user:7, role:viewer, globex\n",
         encoding="utf-8",
     )
     adapter = casbin.persist.adapters.FileAdapter(str(policy))
@@ -333,7 +334,7 @@ def test_an_error_inside_enforce_denies(engine: DecisionEngine) -> None:
     engine.apply([RuleAdded(malformed), *(RuleAdded(rule) for rule in BASE_RULES)], revision=3)
     raw = reference([malformed, *BASE_RULES, grant_rule(GrantKey(JOHN, "editor", "acme"))])
     with pytest.raises(RuntimeError, match="invalid policy size"):
-        raw.enforce("user:1", "acme", "documents", "write")
+        raw.enforce("user:1", "acme", "documents", "write", "")
     assert engine.check(JOHN, "acme", "documents", "write").allowed is False
     assert engine.permits(JOHN, "acme", "documents", "write") is False
     engine.apply([RuleRemoved(malformed)], revision=4)
@@ -349,7 +350,7 @@ def test_removing_the_star_grant_keeps_the_workspace_grant(engine: DecisionEngin
     assert engine.check(MARY, "acme", "documents", "read").allowed  # caches acme's links
     engine.apply([RuleRemoved(grant_rule(GrantKey(MARY, "viewer", "*")))], revision=4)
     expected = reference([*BASE_RULES, grant_rule(GrantKey(MARY, "viewer", "acme"))])
-    assert expected.enforce("user:2", "acme", "documents", "read") is True
+    assert expected.enforce("user:2", "acme", "documents", "read", "") is True
     assert engine.check(MARY, "acme", "documents", "read").allowed
 
 
@@ -376,3 +377,142 @@ def test_a_failing_change_never_leaves_a_removed_grant_allowed(engine: DecisionE
     )
     assert engine.revision == 4
     assert not engine.check(MARY, "acme", "documents", "read").allowed
+
+
+# -- the owner condition ------------------------------------------------------------------
+
+
+@pytest.fixture
+def todo_engine(engine: DecisionEngine) -> DecisionEngine:
+    """John edits his own documents only; Mary, a reviewer, deletes any."""
+    engine.apply(
+        [
+            RuleAdded(permission_rule("author", "documents:update:own")),
+            RuleAdded(inheritance_rule("author", "viewer")),
+            RuleAdded(permission_rule("reviewer", "documents:delete")),
+            RuleAdded(permission_rule("reviewer", "documents:*:own")),
+            RuleAdded(grant_rule(GrantKey(JOHN, "author", "acme"))),
+            RuleAdded(grant_rule(GrantKey(MARY, "reviewer", "acme"))),
+        ],
+        revision=2,
+    )
+    return engine
+
+
+def test_owner_only_permissions_hold_on_own_resources_only(todo_engine: DecisionEngine) -> None:
+    engine = todo_engine
+    assert engine.check(JOHN, "acme", "documents", "update", owner=JOHN).allowed
+    assert not engine.check(JOHN, "acme", "documents", "update", owner=MARY).allowed
+    assert not engine.check(JOHN, "acme", "documents", "update").allowed  # no owner known
+    assert engine.check(JOHN, "acme", "documents", "read", owner=MARY).allowed  # unconditional
+    assert not engine.check(JOHN, "globex", "documents", "update", owner=JOHN).allowed
+    assert engine.check(MARY, "acme", "documents", "delete", owner=JOHN).allowed
+    assert engine.check(MARY, "acme", "documents", "archive", owner=MARY).allowed  # *:own
+    assert not engine.check(MARY, "acme", "documents", "archive", owner=JOHN).allowed
+    rules = [
+        *BASE_RULES,
+        permission_rule("author", "documents:update:own"),
+        inheritance_rule("author", "viewer"),
+        grant_rule(GrantKey(JOHN, "author", "acme")),
+    ]
+    raw = reference(rules)
+    assert raw.enforce("user:1", "acme", "documents", "update", "user:1")
+    assert not raw.enforce("user:1", "acme", "documents", "update", "user:2")
+
+
+def test_explain_names_the_rule_and_the_role_path(todo_engine: DecisionEngine) -> None:
+    decision = todo_engine.check(JOHN, "acme", "documents", "read", explain=True)
+    assert decision.allowed
+    assert decision.explanation is not None
+    assert decision.explanation["rule"] == ["role:viewer", "*", "documents", "read", ""]
+    # John holds editor and author in acme; both lead to viewer in one step.
+    assert decision.explanation["path"][0][0] == "user:1"
+    assert decision.explanation["path"][0][2] == "acme"
+    assert decision.explanation["path"][-1][1] == "role:viewer"
+    assert len(decision.explanation["path"]) == 2
+    owned = todo_engine.check(JOHN, "acme", "documents", "update", owner=JOHN, explain=True)
+    assert owned.explanation == {
+        "rule": ["role:author", "*", "documents", "update", "owner"],
+        "path": [["user:1", "role:author", "acme"]],
+    }
+    denied = todo_engine.check(JOHN, "acme", "documents", "update", owner=MARY, explain=True)
+    assert denied.explanation == {"rule": None, "path": [], "reason": "no rule allows"}
+    unknown = todo_engine.check(JOHN, "umbrella", "documents", "read", explain=True)
+    assert unknown.explanation == {"rule": None, "path": [], "reason": "unknown workspace"}
+    assert todo_engine.check(JOHN, "acme", "documents", "read").explanation is None
+
+
+def test_permissions_list_patterns_and_owner_only_actions(todo_engine: DecisionEngine) -> None:
+    assert todo_engine.permissions(JOHN, "acme") == {
+        ("documents", "read"),
+        ("documents", "write"),
+        ("documents", "update:own"),
+    }
+    assert todo_engine.permissions(MARY, "acme") == {
+        ("documents", "delete"),
+        ("documents", "*:own"),
+    }
+    assert todo_engine.permissions(JOHN, "globex") == set()
+    assert todo_engine.permissions(None, "acme") == set()
+    assert todo_engine.permissions(JOHN, "umbrella") == set()
+    # Held on every resource: the owner-only form is not listed beside it.
+    todo_engine.apply([RuleAdded(permission_rule("author", "documents:update"))], revision=3)
+    assert ("documents", "update:own") not in todo_engine.permissions(JOHN, "acme")
+    assert ("documents", "update") in todo_engine.permissions(JOHN, "acme")
+
+
+def test_workspaces_where_and_subjects_who_may(todo_engine: DecisionEngine) -> None:
+    engine = todo_engine
+    assert engine.workspaces_where(JOHN, "documents", "read") == {"acme"}
+    assert engine.workspaces_where(JOHN, "documents", "update") == set()
+    assert engine.workspaces_where(JOHN, "documents", "update", owner=JOHN) == {"acme"}
+    engine.apply([RuleAdded(grant_rule(GrantKey(MARY, "viewer", "*")))], revision=3)
+    assert engine.workspaces_where(MARY, "documents", "read") == {"acme", "globex"}
+    assert engine.workspaces_where(None, "documents", "read") == set()
+    assert engine.subjects_who_may("acme", "documents", "read") == {JOHN, MARY}
+    assert engine.subjects_who_may("acme", "documents", "update") == set()
+    assert engine.subjects_who_may("acme", "documents", "update", owner=JOHN) == {JOHN}
+    assert engine.subjects_who_may("globex", "documents", "read") == {MARY}
+    assert engine.subjects_who_may("umbrella", "documents", "read") == set()
+    engine.apply([SubjectChanged(MARY, "mary@example.com", active=False)], revision=4)
+    assert engine.subjects_who_may("globex", "documents", "read") == set()
+
+
+def test_holds_owner_only_permissions_as_role_permissions_name_them(
+    todo_engine: DecisionEngine,
+) -> None:
+    assert ("documents", "update:own") in todo_engine.role_permissions("author", "acme")
+    assert todo_engine.holds(JOHN, "acme", "documents", "update:own")
+    assert not todo_engine.holds(JOHN, "acme", "documents", "update")
+    assert todo_engine.holds(MARY, "acme", "documents", "update:own")  # through *:own
+    assert not todo_engine.holds(MARY, "globex", "documents", "update:own")
+
+
+def test_a_rule_without_the_condition_field_fails_closed(engine: DecisionEngine) -> None:
+    # A p rule of four values (written before the owner condition existed) makes Casbin
+    # raise "invalid policy size"; `ringfence policy apply` rewrites such rules.
+    old = Rule("p", ("role:editor", "*", "documents", "write"))
+    engine.apply([RuleRemoved(permission_rule("editor", "documents:write")), RuleAdded(old)], 2)
+    assert not engine.check(JOHN, "acme", "documents", "write").allowed
+
+
+def test_decision_service_resolves_subject_and_owner(todo_engine: DecisionEngine) -> None:
+    service = DecisionService(todo_engine)
+    assert service.check("john@example.com", "acme", "documents", "update", owner="user:1").allowed
+    assert service.check("1", "acme", "documents", "update", owner="JOHN@example.com").allowed
+    assert not service.check(
+        "user:1", "acme", "documents", "update", owner="mary@example.com"
+    ).allowed
+    assert not service.check(
+        "user:1", "acme", "documents", "update", owner="ghost@example.com"
+    ).allowed
+    decision = service.check("user:1", "acme", "documents", "read", explain=True)
+    assert decision.explanation is not None and decision.explanation["rule"] is not None
+    assert ("documents", "update:own") in service.permissions("john@example.com", "acme")
+    assert service.permissions("ghost@example.com", "acme") == set()
+    assert service.workspaces_where("mary@example.com", "documents", "delete") == {"acme"}
+    assert service.workspaces_where("nobody", "documents", "delete") == set()
+    assert service.subjects_who_may("acme", "documents", "update", owner="john@example.com") == {
+        JOHN
+    }
+    assert service.subjects_who_may("acme", "documents", "delete") == {MARY}

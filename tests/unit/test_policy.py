@@ -76,7 +76,9 @@ def case_file_problems(directory: Path) -> list[str]:
 def test_shipped_policies_load() -> None:
     policy = load_policies(POLICIES)
     assert set(policy.roles) >= {"viewer", "editor", "admin", "owner", "superadmin"}
-    assert all(role.source == "roles.yaml" for role in policy.roles.values())
+    defaults = ("viewer", "editor", "admin", "owner", "superadmin")
+    assert all(policy.roles[role].source == "roles.yaml" for role in defaults)
+    assert all(role.workspace is None for role in policy.roles.values() if role.name in defaults)
     assert policy.roles["superadmin"].permissions == ("*",)
 
 
@@ -208,10 +210,10 @@ def test_rules_of_a_tiny_policy() -> None:
     assert [str(rule) for rule in policy.rules()] == [
         "g, role:acme_auditor, role:viewer, acme",
         "g, role:editor, role:viewer, *",
-        "p, role:acme_auditor, acme, audit, *",
-        "p, role:editor, *, documents, write",
-        "p, role:root, *, *, *",
-        "p, role:viewer, *, documents, read",
+        "p, role:acme_auditor, acme, audit, *, ",
+        "p, role:editor, *, documents, write, ",
+        "p, role:root, *, *, *, ",
+        "p, role:viewer, *, documents, read, ",
     ]
     assert policy.rules() == sorted(policy.rules())
     assert all(isinstance(rule, Rule) for rule in policy.rules())
@@ -242,7 +244,7 @@ def test_role_names_include_workspace_specific_roles_only_in_their_workspace(
     assert policy.role_names("acme") == {"viewer", "editor", "acme_auditor"}
     assert policy.role_names("globex") == {"viewer", "editor"}
     assert policy.role_names("*") == {"viewer", "editor"}
-    assert Rule("p", ("role:acme_auditor", "acme", "audit", "read")) in policy.rules()
+    assert Rule("p", ("role:acme_auditor", "acme", "audit", "read", "")) in policy.rules()
     assert Rule("g", ("role:acme_auditor", "role:viewer", "acme")) in policy.rules()
 
 
@@ -264,7 +266,7 @@ roles:
     )
     policy = load_policies(tmp_path)
     assert policy.effective_permissions("doc_admin") == {"documents:read", "documents:write"}
-    assert Rule("p", ("role:doc_admin", "*", "documents", "*")) in policy.rules()
+    assert Rule("p", ("role:doc_admin", "*", "documents", "*", "")) in policy.rules()
 
 
 def test_problem_str() -> None:
@@ -909,3 +911,112 @@ def test_run_refuses_cases_granting_roles_the_policy_cannot_grant(tmp_path: Path
     with pytest.raises(PolicyInvalid) as info:
         run_policy_tests(policy, [case], MODEL)
     assert info.value.extensions["problems"] == ["manual: case 1: unknown role 'ghost'"]
+
+
+# --------------------------------------------------------------------------- owner-only
+
+
+OWN_ROLES = """
+roles:
+  author:
+    description: Reads everything, writes only their own documents
+    permissions: [documents:read, documents:write:own]
+  curator:
+    description: Anything on their own documents
+    permissions: ["documents:*:own"]
+"""
+
+OWN_TESTS = """
+name: owners
+principals:
+  john: {roles: {acme: [author]}}
+  mary: {roles: {acme: [curator]}}
+tests:
+  - name: authors write their own documents
+    principal: john
+    workspace: acme
+    resource: documents
+    owner: john
+    actions: {read: allow, write: allow}
+  - name: authors do not write the documents of others
+    principal: john
+    workspace: acme
+    resource: documents
+    owner: mary
+    actions: {read: allow, write: deny}
+  - name: without an owner an owner-only permission does not hold
+    principal: john
+    workspace: acme
+    resource: documents
+    actions: {write: deny}
+  - name: curators do anything to their own documents
+    principal: mary
+    workspace: acme
+    resource: documents
+    owner: mary
+    actions: {read: allow, write: allow}
+"""
+
+
+def test_owner_only_permissions_load_test_and_expand(tmp_path: Path) -> None:
+    directory = write(
+        tmp_path,
+        {"permissions.yaml": CATALOGUE, "roles.yaml": OWN_ROLES, "tests/own_test.yaml": OWN_TESTS},
+    )
+    policy = load_policies(directory)
+    assert Rule("p", ("role:author", "*", "documents", "write", "owner")) in policy.rules()
+    assert Rule("p", ("role:author", "*", "documents", "read", "")) in policy.rules()
+    assert Rule("p", ("role:curator", "*", "documents", "*", "owner")) in policy.rules()
+    assert policy.effective_permissions("author") == {"documents:read", "documents:write:own"}
+    assert policy.effective_permissions("curator") == {
+        "documents:read:own",
+        "documents:write:own",
+    }
+    cases = load_policy_tests(directory, policy)
+    assert [c.owner for c in cases[:2]] == ["john", "john"]
+    assert cases[0].owner_subject == "user:john"
+    assert cases[4].owner is None and cases[4].owner_subject == ""
+    results = run_policy_tests(policy, cases, MODEL)
+    assert format_results(results) == f"{len(cases)} passed, 0 failed"
+
+
+def test_owner_only_failures_name_the_owner(tmp_path: Path) -> None:
+    wrong = OWN_TESTS.replace("actions: {read: allow, write: deny}", "actions: {write: allow}")
+    directory = write(
+        tmp_path,
+        {"permissions.yaml": CATALOGUE, "roles.yaml": OWN_ROLES, "tests/own_test.yaml": wrong},
+    )
+    output = format_results(
+        run_policy_tests(load_policies(directory), load_policy_tests(directory), MODEL)
+    )
+    assert "john in acme: documents:write (owned by mary) expected allow, got deny" in output
+
+
+@pytest.mark.parametrize(
+    ("permission", "expected"),
+    [
+        ("documents:write:mine", "has an unknown condition"),
+        ("documents:write:own:own", "has an unknown condition"),
+        ("documnts:write:own", "unknown permission 'documnts:write'"),
+        ("*:own", "is not of the form resource:action"),
+        ("*:*:own", "is not of the form resource:action"),
+    ],
+)
+def test_owner_only_permission_problems(tmp_path: Path, permission: str, expected: str) -> None:
+    roles = f"roles:\n  author:\n    description: A\n    permissions: ['{permission}']\n"
+    write(tmp_path, {"permissions.yaml": CATALOGUE, "roles.yaml": roles})
+    problems = policy_problems(tmp_path)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_a_test_owner_must_be_a_principal(tmp_path: Path) -> None:
+    text = OWN_TESTS.replace("owner: mary", "owner: morty")
+    directory = write(
+        tmp_path,
+        {"permissions.yaml": CATALOGUE, "roles.yaml": OWN_ROLES, "tests/own_test.yaml": text},
+    )
+    with pytest.raises(PolicyInvalid) as info:
+        load_policy_tests(directory)
+    assert "owner 'morty' is not defined under 'principals' (defined: john, mary)" in str(
+        info.value.extensions["problems"]
+    )

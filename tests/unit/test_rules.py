@@ -13,6 +13,8 @@ from gateway.rules import (
     grant_rule,
     inheritance_rule,
     is_policy_rule,
+    parse_permission,
+    permission_name,
     permission_rule,
     role_subject,
     rule_to_grant,
@@ -152,14 +154,39 @@ def test_split_permission_rejects_text_without_separator(text: str) -> None:
 
 def test_permission_rule_shapes() -> None:
     assert permission_rule("viewer", "documents:read") == Rule(
-        "p", ("role:viewer", "*", "documents", "read")
+        "p", ("role:viewer", "*", "documents", "read", "")
     )
     assert permission_rule("auditor", "audit:read", "acme") == Rule(
-        "p", ("role:auditor", "acme", "audit", "read")
+        "p", ("role:auditor", "acme", "audit", "read", "")
     )
-    assert permission_rule("docs", "documents:*") == Rule("p", ("role:docs", "*", "documents", "*"))
-    assert permission_rule("superadmin", "*") == Rule("p", ("role:superadmin", "*", "*", "*"))
-    assert str(permission_rule("viewer", "documents:read")) == "p, role:viewer, *, documents, read"
+    assert permission_rule("docs", "documents:*") == Rule(
+        "p", ("role:docs", "*", "documents", "*", "")
+    )
+    assert permission_rule("superadmin", "*") == Rule("p", ("role:superadmin", "*", "*", "*", ""))
+    # The empty condition keeps its place in the CSV form Casbin's adapters read.
+    written = str(permission_rule("viewer", "documents:read"))
+    assert written == "p, role:viewer, *, documents, read, "
+
+
+def test_owner_only_permission_rules_carry_the_condition() -> None:
+    assert permission_rule("editor", "todos:update:own") == Rule(
+        "p", ("role:editor", "*", "todos", "update", "owner")
+    )
+    assert permission_rule("editor", "todos:*:own", "acme") == Rule(
+        "p", ("role:editor", "acme", "todos", "*", "owner")
+    )
+    assert parse_permission("todos:update:own") == ("todos", "update", "owner")
+    assert parse_permission("todos:own") == ("todos", "own", "")  # an action named own
+    assert permission_name("todos", "update", "owner") == "todos:update:own"
+    assert permission_name("todos", "update") == "todos:update"
+
+
+@pytest.mark.parametrize(
+    "permission", ["todos:update:mine", "todos:update:own:own", "todos:update:"]
+)
+def test_unknown_conditions_are_refused(permission: str) -> None:
+    with pytest.raises(ValueError):
+        permission_rule("editor", permission)
 
 
 def test_permission_rule_refuses_malformed_permissions() -> None:

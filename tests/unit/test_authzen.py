@@ -1,0 +1,480 @@
+"""The AuthZEN mapping (gateway.services.authzen) over a real engine: validation, batch
+defaults and semantics, owner-only permissions, the searches and their page tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.config import PROJECT_ROOT
+from gateway.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
+from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.rules import GrantKey, grant_rule, inheritance_rule, permission_rule
+from gateway.services.authzen import (
+    Action,
+    AuthZenService,
+    Entity,
+    PageTokens,
+    Refinements,
+    SubjectDirectory,
+    load_refinements,
+)
+from gateway.services.decisions import DecisionService
+from tests.casbin_reference import MODEL
+
+RICK, MORTY, BETH, GONE = 1, 2, 3, 4
+EMAILS = {
+    RICK: "rick@citadel.test",
+    MORTY: "morty@citadel.test",
+    BETH: "beth@smiths.test",
+    GONE: "gone@smiths.test",
+}
+DIRECTORY = {
+    "beth": "beth@smiths.test",
+    "opaque-rick": {"email": "rick@citadel.test", "name": "Rick"},
+    "rick@citadel.test": {"email": "rick@citadel.test"},
+    "morty": "morty@citadel.test",
+}
+
+
+@pytest.fixture
+def engine() -> DecisionEngine:
+    engine = DecisionEngine(MODEL)
+    rules = [
+        permission_rule("reader", "todo:read", "todo"),
+        permission_rule("writer", "todo:update:own", "todo"),
+        permission_rule("writer", "todo:create", "todo"),
+        inheritance_rule("writer", "reader", "todo"),
+        permission_rule("boss", "todo:update", "todo"),
+        inheritance_rule("boss", "writer", "todo"),
+        permission_rule("reader", "todo:read", "other"),
+    ]
+    grants = [
+        GrantKey(RICK, "boss", "todo"),
+        GrantKey(MORTY, "writer", "todo"),
+        GrantKey(BETH, "reader", "todo"),
+        GrantKey(BETH, "reader", "other"),
+        GrantKey(GONE, "boss", "todo"),
+    ]
+    engine.apply(
+        [
+            WorkspaceAdded("todo"),
+            WorkspaceAdded("other"),
+            *(SubjectChanged(uid, email, active=uid != GONE) for uid, email in EMAILS.items()),
+            *(RuleAdded(rule) for rule in rules),
+            *(RuleAdded(grant_rule(grant)) for grant in grants),
+        ],
+        revision=7,
+    )
+    return engine
+
+
+@pytest.fixture
+def authzen(engine: DecisionEngine) -> AuthZenService:
+    return AuthZenService(
+        DecisionService(engine),
+        SubjectDirectory.from_mapping(DIRECTORY),
+        PageTokens("secret"),
+        max_evaluations=5,
+        emails_of=lambda ids: {i: EMAILS[i] for i in ids if i in EMAILS},
+    )
+
+
+def question(
+    subject: str = "morty",
+    action: str = "read",
+    owner: str | None = None,
+    workspace: str | None = None,
+    type_: str = "todo",
+) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    if owner is not None:
+        properties["ownerID"] = owner
+    if workspace is not None:
+        properties["workspace"] = workspace
+    return {
+        "subject": {"type": "user", "id": subject},
+        "action": {"name": action},
+        "resource": {"type": type_, "id": "t-1", "properties": properties},
+    }
+
+
+def decide(authzen: AuthZenService, body: Any, scope: str | None = "todo") -> bool:
+    answer = authzen.evaluate(body, scope)
+    assert answer["context"]["revision"] == 7
+    return bool(answer["decision"])
+
+
+# -- one evaluation ---------------------------------------------------------------------
+
+
+def test_subjects_by_alias_email_or_id_and_names_lowercased(authzen: AuthZenService) -> None:
+    for subject in ("opaque-rick", "rick@citadel.test", "RICK@citadel.test", "1", "user:1"):
+        assert decide(authzen, question(subject, "update")), subject
+    body = question("morty", "READ", type_="Todo")
+    assert decide(authzen, body)
+    assert not decide(authzen, question("morty", "delete"))
+    # Unknown, inactive, other types and other workspaces: denied, with the reason.
+    for subject in ("nobody", "gone@smiths.test", "4"):
+        answer = authzen.evaluate(question(subject), "todo")
+        assert answer["decision"] is False and answer["context"]["reason_admin"]["en"]
+    robot = question()
+    robot["subject"]["type"] = "robot"
+    assert authzen.evaluate(robot, "todo")["context"]["reason_admin"] == {
+        "en": "unknown subject type"
+    }
+    assert not decide(authzen, question("beth", "read"), "nowhere")
+
+
+def test_owner_only_permissions_follow_the_owner_id(authzen: AuthZenService) -> None:
+    assert decide(authzen, question("morty", "update", owner="morty@citadel.test"))
+    assert decide(authzen, question("morty", "update", owner="morty"))  # an alias too
+    assert not decide(authzen, question("morty", "update", owner="rick@citadel.test"))
+    assert not decide(authzen, question("morty", "update"))  # no owner: nobody's own
+    assert not decide(authzen, question("beth", "update", owner="beth@smiths.test"))
+    assert decide(authzen, question("rick@citadel.test", "update", owner="morty"))
+
+
+def test_the_workspace_comes_from_the_url_or_the_resource(authzen: AuthZenService) -> None:
+    assert decide(authzen, question("beth", workspace="other"), None)
+    assert decide(authzen, question("beth", workspace="todo"), "todo")
+    # A resource naming another workspace than the URL's is denied, not re-scoped.
+    assert not decide(authzen, question("beth", workspace="other"), "todo")
+    with pytest.raises(BadRequest) as refused:
+        authzen.evaluate(question("beth"), None)
+    [message] = refused.value.extensions["errors"]["resource"]["properties"]["workspace"]
+    assert "/pdp/<workspace>/" in message
+
+
+MISSING = ["Missing data for required field."]
+NOT_OBJECT = ["Not a valid object."]
+
+
+@pytest.mark.parametrize(
+    ("change", "errors"),
+    [
+        (lambda b: b.pop("subject"), {"subject": MISSING}),
+        (lambda b: b["subject"].pop("id"), {"subject": {"id": MISSING}}),
+        (lambda b: b["subject"].pop("type"), {"subject": {"type": MISSING}}),
+        (lambda b: b.update(subject="rick"), {"subject": NOT_OBJECT}),
+        (lambda b: b["action"].update(name=123), {"action": {"name": ["Not a valid string."]}}),
+        (
+            lambda b: b["action"].update(name=""),
+            {"action": {"name": ["Length must be between 1 and 255."]}},
+        ),
+        (lambda b: b["resource"].pop("id"), {"resource": {"id": MISSING}}),
+        (lambda b: b["resource"].update(properties=[]), {"resource": {"properties": NOT_OBJECT}}),
+        (lambda b: b.update(context="x"), {"context": NOT_OBJECT}),
+    ],
+)
+def test_invalid_requests_are_refused_with_what_is_wrong(
+    authzen: AuthZenService, change: Any, errors: dict[str, Any]
+) -> None:
+    body = question()
+    change(body)
+    with pytest.raises(BadRequest) as refused:
+        authzen.evaluate(body, "todo")
+    assert refused.value.extensions["errors"] == errors
+
+
+def test_unknown_fields_are_ignored(authzen: AuthZenService) -> None:
+    body = {**question("beth"), "future": {"x": 1}, "context": {"ip": "10.0.0.1"}}
+    body["subject"]["properties"] = {"role": "boss"}  # claims about the subject change nothing
+    assert decide(authzen, body)
+    body["action"] = {"name": "update", "properties": {"soft": True}}
+    assert not decide(authzen, body)
+    for bad in ([], "x", None, 3):
+        with pytest.raises(BadRequest):
+            authzen.evaluate(bad, "todo")
+
+
+# -- batches ----------------------------------------------------------------------------
+
+
+def decisions(answer: dict[str, Any]) -> list[bool]:
+    return [item["decision"] for item in answer["evaluations"]]
+
+
+def test_items_replace_the_defaults_whole(authzen: AuthZenService) -> None:
+    body = {
+        "subject": {"type": "user", "id": "morty"},
+        "action": {"name": "update"},
+        "resource": {"type": "todo", "id": "t", "properties": {"ownerID": "morty"}},
+        "evaluations": [
+            {},
+            # The item's resource replaces the default one, properties included.
+            {"resource": {"type": "todo", "id": "t2"}},
+            {"subject": {"type": "user", "id": "beth@smiths.test"}},
+            {"action": {"name": "read"}, "resource": {"type": "todo", "id": "t3"}},
+            {"subject": {"type": "user", "id": "opaque-rick"}, "context": {"x": 1}},
+        ],
+    }
+    answer = authzen.evaluate_many(body, "todo")
+    assert decisions(answer) == [True, False, False, True, True]
+    assert all(item["context"]["revision"] == 7 for item in answer["evaluations"])
+
+
+def test_an_invalid_item_is_a_deny_saying_why(authzen: AuthZenService) -> None:
+    body = {
+        "subject": {"type": "user", "id": "beth"},
+        "action": {"name": "read"},
+        "evaluations": [
+            {"resource": {"type": "todo", "id": "t"}},
+            {},
+            "not an object",
+            {"resource": {"type": "todo", "id": "t"}, "action": {"name": 5}},
+        ],
+    }
+    answer = authzen.evaluate_many(body, "todo")
+    assert decisions(answer) == [True, False, False, False]
+    assert "error" not in answer["evaluations"][0]["context"]
+    errors = [item["context"]["error"] for item in answer["evaluations"][1:]]
+    assert [e["status"] for e in errors] == [400, 400, 400]
+    assert "resource" in errors[0]["message"] and "action.name" in errors[2]["message"]
+
+
+def test_semantics_stop_where_they_say(authzen: AuthZenService) -> None:
+    items = [{"action": {"name": a}} for a in ("read", "create", "delete", "read", "delete")]
+    body = {
+        "subject": {"type": "user", "id": "morty"},
+        "resource": {"type": "todo", "id": "t"},
+        "evaluations": items,
+    }
+    assert decisions(authzen.evaluate_many(body, "todo")) == [True, True, False, True, False]
+    body["options"] = {"evaluations_semantic": "execute_all"}
+    assert decisions(authzen.evaluate_many(body, "todo")) == [True, True, False, True, False]
+    body["options"] = {"evaluations_semantic": "deny_on_first_deny"}
+    assert decisions(authzen.evaluate_many(body, "todo")) == [True, True, False]
+    body["options"] = {"evaluations_semantic": "permit_on_first_permit"}
+    assert decisions(authzen.evaluate_many(body, "todo")) == [True]
+    body["evaluations"] = items[2:]
+    assert decisions(authzen.evaluate_many(body, "todo")) == [False, True]
+    body["options"] = {"evaluations_semantic": "first_come"}
+    with pytest.raises(BadRequest):
+        authzen.evaluate_many(body, "todo")
+
+
+def test_without_items_a_batch_is_one_evaluation(authzen: AuthZenService) -> None:
+    body = question("morty", "create")
+    assert authzen.evaluate_many(body, "todo") == authzen.evaluate(body, "todo")
+    assert authzen.evaluate_many({**body, "evaluations": []}, "todo")["decision"] is True
+    with pytest.raises(BadRequest):
+        authzen.evaluate_many({"evaluations": []}, "todo")
+    with pytest.raises(BadRequest):
+        authzen.evaluate_many({**body, "evaluations": {"a": 1}}, "todo")
+
+
+def test_batches_have_a_maximum(authzen: AuthZenService) -> None:
+    body = {**question(), "evaluations": [{}] * 5}
+    assert len(authzen.evaluate_many(body, "todo")["evaluations"]) == 5
+    with pytest.raises(PayloadTooLarge):
+        authzen.evaluate_many({**body, "evaluations": [{}] * 6}, "todo")
+
+
+# -- searches ---------------------------------------------------------------------------
+
+
+def subject_search(action: str, owner: str | None = None, **page: Any) -> dict[str, Any]:
+    body = question(action=action, owner=owner)
+    body["subject"] = {"type": "user"}
+    if page:
+        body["page"] = page
+    return body
+
+
+def ids(answer: dict[str, Any]) -> list[str]:
+    return [item.get("id", item.get("name")) for item in answer["results"]]
+
+
+def test_subject_search_is_exactly_who_may(authzen: AuthZenService) -> None:
+    # Active users only; named by their first alias, else their email.
+    assert ids(authzen.search_subjects(subject_search("read"), "todo")) == [
+        "beth",
+        "morty",
+        "opaque-rick",
+    ]
+    assert ids(authzen.search_subjects(subject_search("update"), "todo")) == ["opaque-rick"]
+    owned = subject_search("update", owner="morty@citadel.test")
+    assert ids(authzen.search_subjects(owned, "todo")) == ["morty", "opaque-rick"]
+    assert ids(authzen.search_subjects(subject_search("read"), "other")) == ["beth"]
+    spaceship = subject_search("read")
+    spaceship["subject"]["type"] = "spaceship"
+    assert authzen.search_subjects(spaceship, "todo")["results"] == []
+    assert authzen.search_subjects(subject_search("read"), "nowhere")["results"] == []
+    missing = subject_search("read")
+    del missing["resource"]["id"]
+    with pytest.raises(BadRequest):
+        authzen.search_subjects(missing, "todo")
+
+
+def test_pages_follow_the_token_to_the_end(authzen: AuthZenService) -> None:
+    seen: list[str] = []
+    answer = authzen.search_subjects(subject_search("read", limit=2), "todo")
+    assert answer["page"]["count"] == 2 and answer["page"]["total"] == 3
+    seen += ids(answer)
+    token = answer["page"]["next_token"]
+    assert token
+    answer = authzen.search_subjects(subject_search("read", limit=2, token=token), "todo")
+    seen += ids(answer)
+    assert answer["page"]["next_token"] == ""
+    assert seen == ["beth", "morty", "opaque-rick"]
+
+    # A token is bound to its query and cannot be made up or altered.
+    for bad in (token[:-2] + "xx", "a.b", "", "x" * 40, token.replace(".", "")):
+        if not bad:
+            continue
+        with pytest.raises(BadRequest):
+            authzen.search_subjects(subject_search("read", limit=2, token=bad), "todo")
+    with pytest.raises(BadRequest):
+        authzen.search_subjects(subject_search("create", limit=2, token=token), "todo")
+    with pytest.raises(BadRequest):
+        authzen.search_subjects(subject_search("read", limit=3, token=token), "todo")
+    other = AuthZenService(
+        authzen.decisions,
+        authzen.directory,
+        PageTokens("another secret"),
+        max_evaluations=5,
+        emails_of=authzen.emails_of,
+    )
+    with pytest.raises(BadRequest):
+        other.search_subjects(subject_search("read", limit=2, token=token), "todo")
+    for limit in (0, -1, 1001, "2", True):
+        with pytest.raises(BadRequest):
+            authzen.search_subjects(subject_search("read", limit=limit), "todo")
+
+
+def test_action_search_applies_the_owner_condition(authzen: AuthZenService) -> None:
+    body: dict[str, Any] = question("morty")
+    del body["action"]
+    assert ids(authzen.search_actions(body, "todo")) == ["create", "read"]
+    body["resource"]["properties"] = {"ownerID": "morty@citadel.test"}
+    assert ids(authzen.search_actions(body, "todo")) == ["create", "read", "update"]
+    body["subject"]["id"] = "nobody"
+    assert ids(authzen.search_actions(body, "todo")) == []
+    body["subject"] = {"type": "user"}
+    with pytest.raises(BadRequest):
+        authzen.search_actions(body, "todo")
+
+
+def test_resource_search_says_where_and_whose(authzen: AuthZenService) -> None:
+    body: dict[str, Any] = question("beth")
+    body["resource"] = {"type": "todo"}
+    assert authzen.search_resources(body, None)["results"] == [
+        {"type": "todo", "id": "*", "properties": {"workspace": "other"}},
+        {"type": "todo", "id": "*", "properties": {"workspace": "todo"}},
+    ]
+    assert ids(authzen.search_resources(body, "todo")) == ["*"]
+    body["subject"]["id"] = "morty"
+    body["action"]["name"] = "update"
+    assert authzen.search_resources(body, "todo")["results"] == [
+        {"type": "todo", "id": "*", "properties": {"workspace": "todo", "ownerID": "morty"}}
+    ]
+    body["subject"]["id"] = "nobody"
+    assert authzen.search_resources(body, None)["results"] == []
+    body["subject"] = {"type": "user"}
+    with pytest.raises(BadRequest):
+        authzen.search_resources(body, None)
+
+
+# -- directory and discovery ------------------------------------------------------------
+
+
+def test_subject_directory() -> None:
+    directory = SubjectDirectory.from_mapping(DIRECTORY)
+    assert directory.email_of("opaque-rick") == "rick@citadel.test"
+    assert directory.email_of("unknown") == "unknown"
+    assert directory.public_id("rick@citadel.test") == "opaque-rick"
+    assert directory.public_id("Morty@citadel.test") == "morty"
+    assert directory.public_id("jerry@smiths.test") == "jerry@smiths.test"
+    for bad in ([], {"x": {}}, {"x": "no-at-sign"}, {"x": 5}):
+        with pytest.raises(ValueError):
+            SubjectDirectory.from_mapping(bad)
+
+
+def test_configuration_lists_every_endpoint() -> None:
+    root = AuthZenService.configuration("https://pdp.test/")
+    assert root["policy_decision_point"] == "https://pdp.test"
+    assert root["access_evaluations_endpoint"] == "https://pdp.test/access/v1/evaluations"
+    scoped = AuthZenService.configuration("https://pdp.test", "acme")
+    assert scoped["policy_decision_point"] == "https://pdp.test/pdp/acme"
+    assert scoped["search_action_endpoint"] == "https://pdp.test/pdp/acme/access/v1/search/action"
+    assert len(scoped) == 6
+
+
+# -- refinements ------------------------------------------------------------------------
+
+REFINEMENTS = {
+    "resources": [
+        {"workspace": "todo", "type": "todo", "properties": {"status": "done"}, "as": "done_todo"}
+    ],
+    "actions": [{"name": "read", "properties": {"deep": True}, "as": "audit"}],
+}
+
+
+def test_refinements_select_a_more_specific_question(engine: DecisionEngine) -> None:
+    engine.apply(
+        [RuleAdded(permission_rule("reader", "done_todo:read", "todo"))], revision=engine.revision
+    )
+    authzen = AuthZenService(
+        DecisionService(engine),
+        SubjectDirectory.from_mapping(DIRECTORY),
+        PageTokens("secret"),
+        max_evaluations=5,
+        emails_of=lambda ids: {i: EMAILS[i] for i in ids if i in EMAILS},
+        refinements=Refinements.from_mapping(REFINEMENTS),
+    )
+    done = question("morty", "update", owner="morty")
+    done["resource"]["properties"]["status"] = "done"
+    # A done todo is a done_todo: the owner-only update of todos does not reach it.
+    assert decide(authzen, question("morty", "update", owner="morty"))
+    assert not decide(authzen, done)
+    done["action"]["name"] = "read"
+    assert decide(authzen, done)
+    assert not decide(authzen, {**done, "resource": {**done["resource"], "id": "x"}}, "other")
+    # Properties must match exactly (type included); others do not matter.
+    for status in ("Done", True, None):
+        body = question("morty", "update", owner="morty")
+        body["resource"]["properties"]["status"] = status
+        assert decide(authzen, body), status
+    deep = question("morty", "read")
+    deep["action"]["properties"] = {"deep": True, "why": "x"}
+    assert not decide(authzen, deep)  # reading deeply is "audit", which nobody holds
+    deep["action"]["properties"] = {"deep": 1}
+    assert decide(authzen, deep)
+    # Searches ask the refined question too.
+    body: dict[str, Any] = question("beth", "read")
+    del body["action"]
+    body["resource"]["properties"] = {"status": "done"}
+    assert ids(authzen.search_actions(body, "todo")) == ["read"]
+    body["subject"]["id"] = "morty"
+    assert ids(authzen.search_actions(body, "todo")) == ["read"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        {"rules": []},
+        {"resources": {}},
+        {"resources": [{"type": "todo", "properties": {"s": 1}}]},
+        {"resources": [{"type": "todo", "properties": {}, "as": "x"}]},
+        {"resources": [{"type": "Todo", "properties": {"s": 1}, "as": "x"}]},
+        {"resources": [{"type": "todo", "properties": {"s": [1]}, "as": "x"}]},
+        {"actions": [{"name": "read", "properties": {"s": 1}, "as": "x", "extra": 1}]},
+        {"actions": [{"type": "read", "properties": {"s": 1}, "as": "x"}]},
+        {"actions": [{"name": "read", "properties": {"s": 1}, "as": "x", "workspace": 3}]},
+    ],
+)
+def test_refinements_refuse_what_they_cannot_mean(bad: Any) -> None:
+    with pytest.raises(ValueError):
+        Refinements.from_mapping(bad)
+
+
+def test_the_shipped_refinements_load() -> None:
+    refinements = load_refinements(PROJECT_ROOT / "policies" / "authzen" / "refinements.yaml")
+    archived = Entity("record", "record-2", {"status": "archived"})
+    assert refinements.resource("certification", archived) == "archived_record"
+    assert refinements.resource("acme", archived) == "record"
+    assert refinements.action("certification", Action("delete", {"soft": True})) == "soft_delete"
+    assert refinements.action("certification", Action("delete", {"soft": False})) == "delete"
