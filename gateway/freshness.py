@@ -26,7 +26,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway import metrics
 from gateway.errors import BadRequest, Conflict, ServiceUnavailable
-from gateway.http import is_decision_request, problem_response
+from gateway.http import is_decision_request, problem_response, unexpected_error
 from gateway.sync import SyncState, catch_up, state_of, wait_for_revision
 
 log = logging.getLogger("ringfence.freshness")
@@ -177,6 +177,28 @@ def _restart_after_fork(app: Flask) -> None:
             worker.restart_after_fork()
 
 
+# What an unreachable or overloaded database says (psycopg and SQLite), as opposed to a
+# broken schema or query ("no such table", "column ... does not exist"), which is a bug.
+_UNREACHABLE_MARKERS = (
+    "connection",
+    "could not connect",
+    "server closed",
+    "terminating",
+    "timeout",
+    "timed out",
+    "too many clients",
+    "database is locked",
+    "the database system is",
+)
+
+
+def is_unreachable(error: Exception) -> bool:
+    if isinstance(error, InterfaceError) or getattr(error, "connection_invalidated", False):
+        return True
+    message = str(getattr(error, "orig", error)).lower()
+    return any(marker in message for marker in _UNREACHABLE_MARKERS)
+
+
 def install(app: Flask) -> None:
     """Register the freshness hooks, the probes and the metrics endpoint on ``app``."""
     app.extensions["ringfence_pid"] = os.getpid()
@@ -213,6 +235,8 @@ def install(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     def database_unavailable(error: Exception) -> Response:
+        if not is_unreachable(error):
+            return unexpected_error(error)  # a broken schema or query is a bug: 500
         log.warning("database error on %s %s: %s", request.method, request.path, error)
         state_of(app.extensions["ringfence"].engine).wake.set()  # let the check notice
         problem = DatabaseUnavailable(

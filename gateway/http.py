@@ -100,13 +100,15 @@ def register_error_handlers(app: Flask) -> None:
             headers["Retry-After"] = str(error.extensions["retry_after"])
         return problem_response(error.to_problem(), headers)
 
-    @app.errorhandler(Exception)
-    def unexpected_error(error: Exception) -> Response:
-        if isinstance(error, HTTPException):
-            return problem_response(http_exception_problem(error))
-        # Never leak internals: the trace goes to the log, the client gets an id for it.
-        log.exception("unhandled error (request %s)", request_id())
-        return problem_response(RingfenceError(request_id=request_id()).to_problem())
+    app.errorhandler(Exception)(unexpected_error)
+
+
+def unexpected_error(error: Exception) -> Response:
+    if isinstance(error, HTTPException):
+        return problem_response(http_exception_problem(error))
+    # Never leak internals: the trace goes to the log, the client gets an id for it.
+    log.exception("unhandled error (request %s)", request_id())
+    return problem_response(RingfenceError(request_id=request_id()).to_problem())
 
 
 def request_id() -> str:

@@ -255,7 +255,10 @@ def test_role_preview_lists_what_the_person_gains_and_loses(
     eve = onboard(server, server.admin(), "eve@example.com", "Eve", [("acme", "editor")])
     up = root.post(f"/console/users/{eve}/roles/acme/preview", {"roles": ["admin"]}, htmx=True)
     assert up.status_code == 200
-    assert "Gains: audit:read, documents:delete, role_management:read" in up.text
+    assert (
+        "Gains: audit:read, documents:delete, reviews:read, reviews:write, "
+        "role_management:read, role_management:write, users:deactivate, users:invite, users:read"
+    ) in up.text
     assert "Loses" not in up.text
     down = root.post(f"/console/users/{eve}/roles/acme/preview", {"roles": ["viewer"]}, htmx=True)
     assert "Loses: documents:write" in down.text and "Gains" not in down.text

@@ -19,7 +19,7 @@ from gateway.config import Settings
 from gateway.decision_log import DecisionLog
 from gateway.engine import Decision
 from gateway.services.decisions import DecisionService
-from tests.helpers import ADMIN_EMAIL, LiveServer, create_workspaces, post_check
+from tests.helpers import ADMIN_EMAIL, LiveServer, create_workspaces, post_check, post_decision
 
 # The log does not depend on the database: SQLite is enough.
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -54,9 +54,10 @@ def test_each_decision_is_one_json_line(server: LiveServer, log_path: Path) -> N
     with server.client() as caller:
         allowed = post_check(caller, ADMIN_EMAIL, "acme", "documents", "read")
         denied = post_check(caller, "nobody@example.com", "acme", "documents", "read")
-        evaluation = caller.post(
+        evaluation = post_decision(
+            caller,
             "/access/v1/evaluation",
-            json={
+            {
                 "subject": {"type": "user", "id": ADMIN_EMAIL},
                 "resource": {"type": "documents", "id": "1", "properties": {"workspace": "acme"}},
                 "action": {"name": "write"},

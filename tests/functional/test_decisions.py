@@ -17,6 +17,7 @@ from tests.helpers import (
     assert_problem,
     create_workspaces,
     decision_client,
+    decision_headers,
     invite,
     onboard,
     post_check,
@@ -165,7 +166,9 @@ def test_check_refuses_incomplete_questions(server: LiveServer) -> None:
             headers={"Content-Type": "application/json"},
         )
         assert_refusal(malformed, 400, "invalid-input")
-        assert_refusal(client.get("/v1/check"), 405, "method-not-allowed")
+        assert_refusal(
+            client.get("/v1/check", headers=decision_headers(server)), 405, "method-not-allowed"
+        )
 
         # Fields it does not know are ignored: other services send context along.
         response = post_decision(client, "/v1/check", {**complete, "context": {"ip": "10.0.0.1"}})
