@@ -374,3 +374,35 @@ def test_a_refused_delivery_shows_its_reason_and_the_test_email_its_outcome(
     assert "delivery-failed" in row.group(1)
     assert re.search(r'class="reason">[^<]*550 5\.1\.1 mailbox unavailable', row.group(1))
     assert "Resend invitation" in row.group(1)
+
+
+def test_pages_of_people_resend_and_reactivate(server: LiveServer, root: Console) -> None:
+    admin = server.admin()
+    for n in range(26):
+        invite(admin, f"p{n:02d}@example.com", [("acme", "viewer")], f"Person {n:02d}")
+    first = root.get("/console/users", params={"status": "pending"}).text
+    assert "26 people, page 1 of 2" in first
+    assert len(re.findall(r'<tr id="user-\d+">', first)) == 25
+    second = root.get(
+        "/console/users",
+        params={"status": "pending", "page": "2"},
+        headers={"HX-Request": "true", "HX-Target": "users-results"},
+    )
+    # htmx gets only the results, and the page keeps the filters in its links.
+    assert "<html" not in second.text and 'id="filters"' not in second.text
+    assert len(re.findall(r'<tr id="user-\d+">', second.text)) == 1
+    assert "status=pending" in second.text and "Previous" in second.text
+
+    pending = admin.get("/invitations", params={"status": "sent"}).json()[0]
+    resent = root.post(f"/console/invitations/{pending['id']}/resend", htmx=True)
+    assert resent.status_code == 200 and "old link no longer works" in resent.text
+    assert admin.get(f"/invitations/{pending['id']}").json()["resend_count"] == 1
+    again = root.post(f"/console/invitations/{pending['id']}/resend", htmx=True)
+    assert again.status_code == 429  # the service's limit, shown in the message area
+    assert again.headers["HX-Retarget"] == "#messages" and "moments ago" in again.text
+
+    eve = onboard(server, admin, "eve@example.com", "Eve", [("acme", "editor")])
+    assert root.post(f"/console/users/{eve}/deactivate", htmx=True).status_code == 200
+    back = root.post(f"/console/users/{eve}/reactivate", htmx=True)
+    assert back.status_code == 200 and "badge-active" in back.text
+    assert user_status(server, eve) == "active"
