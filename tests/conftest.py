@@ -74,6 +74,9 @@ def app(settings: Settings, admin_password: str) -> Iterator[Flask]:
     # The revision poller would outlive the test (and its database) otherwise.
     if poller := app.extensions.get("ringfence_poller"):
         poller.stop()
+    # Close its pooled connections now: a long run otherwise holds PostgreSQL connections
+    # of finished tests until garbage collection, up to "too many clients".
+    app.extensions["ringfence"].db.dispose()
 
 
 @pytest.fixture

@@ -115,7 +115,13 @@ class CredentialService:
     def check_reset_allowed(self, email: str, client: str = "") -> None:
         """Count a reset request; TooManyRequests when the address typed or the client
         asked too often (the same for every address, known or not)."""
-        self.throttle.reset_requested(email.strip().lower()[:320], client)
+        typed = email.strip().lower()[:320]
+        try:
+            self.throttle.reset_requested(typed, client)
+        except TooManyRequests:
+            self._audit(None, "auth.password_reset_throttled", client, email=typed)
+            self.session.commit()
+            raise
 
     def request_reset(self, email: str, client: str = "") -> None:
         """Email a one-time reset link to ``email`` if it belongs to an active account;

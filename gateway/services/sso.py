@@ -147,6 +147,16 @@ class SsoService:
             or row.expires_at <= utcnow()
             or user.status != UserStatus.ACTIVE
         ):
+            refused = ChangeSet(self.session, Actor(None, "anonymous"))
+            refused.audit(
+                "auth.sso_code_refused",
+                "user" if user else "login",
+                target_id=user.id if user else None,
+                target_name=user.name if user else None,
+                after={"source_address": client or None, "known_code": row is not None},
+            )
+            self.session.add_all(refused.events)
+            self.session.commit()
             raise Unauthorized("The sign-in code is not valid, used already or expired")
         claimed = self.session.execute(
             update(UserToken)

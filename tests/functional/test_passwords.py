@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -241,12 +242,24 @@ def test_the_reset_page_sets_the_password(server: LiveServer) -> None:
     sign_in(server, ADMIN_EMAIL, NEW_PASSWORD)
 
 
+def test_two_concurrent_uses_of_one_link_set_the_password_once(server: LiveServer) -> None:
+    assert request_reset(server, ADMIN_EMAIL).status_code == 202
+    token = reset_token(wait_for_mail(server, 1)[0])
+    passwords = [f"first concurrent passphrase {i}" for i in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(lambda p: confirm(server, token, p).status_code, passwords))
+    assert sorted(statuses) == [204, 410, 410, 410], statuses
+    winner = passwords[statuses.index(204)]
+    sign_in(server, ADMIN_EMAIL, winner)
+
+
 def test_reset_requests_are_throttled_per_address(server: LiveServer) -> None:
     for email in (ADMIN_EMAIL, "nobody@example.com"):
         for _ in range(3):
             assert request_reset(server, email).status_code == 202
         assert_problem(request_reset(server, email), 429, "too-many-requests", "try again in")
     wait_for_mail(server, 3)
+    assert "auth.password_reset_throttled" in audit_actions(server)
     with server.client() as anonymous:  # sign-in is not affected
         ok = anonymous.post(
             "/auth/login", json={"email": ADMIN_EMAIL, "password": server.admin_password}

@@ -35,6 +35,7 @@ class Admins:
         root = server.admin()
         create_workspaces(root, "acme", "globex")
         self.tokens: dict[str, str] = {}
+        self.suspect: set[str] = set()  # answered 401: check the token before its next use
         for slug in ("acme", "globex"):
             invite_and_accept(server, root, self.email(slug), f"{slug} boss", [(slug, "admin")])
             invite(root, f"pending@{slug}.example", [(slug, "viewer")], "Pending")
@@ -45,6 +46,9 @@ class Admins:
 
     def token(self, slug: str) -> str:
         token = self.tokens.get(slug)
+        if token is not None and slug not in self.suspect:
+            return token
+        self.suspect.discard(slug)
         if token is not None:
             with self.server.client(token) as client:
                 if client.get("/workspaces").status_code == 200:
@@ -87,6 +91,8 @@ def test_generated_input_causes_no_server_error_and_answers_match_the_schema(
                     checks=CHECKS,
                 )
                 statuses[response.status_code] += 1
+                if response.status_code == 401:
+                    admins.suspect.add(slug)
 
         try:
             run()
