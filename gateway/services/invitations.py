@@ -362,7 +362,8 @@ class InvitationService:
                 AuditEvent.action == "invitation.expired",
                 AuditEvent.target_type == "invitation",
                 AuditEvent.target_id == cast(Invitation.id, String),
-                AuditEvent.at >= Invitation.expires_at,
+                # Since it was last sent: a resent invitation may expire (again) later.
+                AuditEvent.at >= func.coalesce(Invitation.resent_at, Invitation.created_at),
             )
             .exists()
         )

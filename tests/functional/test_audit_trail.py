@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,17 @@ import httpx
 
 from gateway.audit_chain import RECORD_FIELDS, read_jsonl
 from gateway.models import utcnow
+from gateway.policy_version import content_hash
 from gateway.services.audit import csv_value
 from tests.helpers import (
     ADMIN_EMAIL,
     LiveServer,
     assert_problem,
     create_workspaces,
+    invite,
     invite_and_accept,
     run_cli,
+    set_invitation_expiry,
 )
 
 
@@ -212,3 +217,44 @@ def test_readers_see_only_workspaces_where_they_may_audit(server: LiveServer) ->
     assert editor.get("/audit/export", params={"format": "jsonl"}).text == ""
     with server.client() as anonymous:
         assert_problem(anonymous.get("/audit/export"), 401, "unauthorized")
+
+
+def test_expiries_and_policy_versions_are_audited(server: LiveServer, tmp_path: Path) -> None:
+    from mailer.tasks import housekeeping
+
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    pending = invite(admin, "pat@example.com", [("acme", "viewer")], "Pat")
+    set_invitation_expiry(server, pending["id"], timedelta(days=-1))
+    # The hourly beat task (run here in this process, on this app's ledger).
+    assert housekeeping.apply().get()["invitations_expired"] == 1
+    assert housekeeping.apply().get()["invitations_expired"] == 0  # once per expiry
+    [expired] = events(admin, action="invitation.expired")
+    assert expired["workspace"] == "acme" and expired["target_id"] == str(pending["id"])
+    assert expired["actor_name"] == "system" and expired["after"]["status"] == "expired"
+    # Resent, it can expire (and be audited) again.
+    assert admin.post(f"/invitations/{pending['id']}/resend").status_code == 200
+    set_invitation_expiry(server, pending["id"], timedelta(seconds=-1))
+    assert housekeeping.apply().get()["invitations_expired"] == 1
+    assert len(events(admin, action="invitation.expired")) == 2
+
+    # A policy change is applied with the files' version and the operator's reason.
+    policies = tmp_path / "policies"
+    shutil.copytree(server.settings.policies_dir, policies)
+    roles = policies / "roles.yaml"
+    roles.write_text(
+        roles.read_text().replace(
+            "roles:\n",
+            "roles:\n  auditor:\n    description: Reads the audit trail\n"
+            "    permissions:\n      - audit:read\n\n",
+            1,
+        )
+    )
+    changed = replace(server.settings, policies_dir=policies)
+    result = run_cli(changed, "policy", "apply", "--reason", "CHG-42 auditors")
+    assert result.exit_code == 0 and "Policy applied" in result.output, result.output
+    [applied] = events(admin, action="policy.applied")[:1]
+    assert applied["reason"] == "CHG-42 auditors" and "auditor" in applied["after"]["roles"]
+    version = applied["after"]["version"]
+    assert version["sha256"] == content_hash(policies) != content_hash(server.settings.policies_dir)
+    assert run_cli(changed, "audit", "verify").exit_code == 0
