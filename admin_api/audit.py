@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, request, stream_with_context
+from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from sqlalchemy.orm import Session
 
 from admin_api.pagination import MAX_OFFSET
 from admin_api.schemas import (
@@ -67,7 +69,17 @@ class Export(MethodView):
         records = services().audit.export(current_actor(), AuditFilter(**query))
         lines = jsonl_lines(records) if kind == "jsonl" else csv_lines(records)
         return Response(
-            stream_with_context(lines),
+            _closing(lines, services().session),
             mimetype=EXPORT_TYPES[kind],
             headers={"Content-Disposition": f'attachment; filename="audit.{kind}"'},
         )
+
+
+def _closing(chunks: Iterator[str], session: Session) -> Iterator[str]:
+    """Stream ``chunks``, then close ``session``: the request's teardown has closed it
+    already when streaming starts (Flask tears down before the body is sent), and the
+    reads while streaming open a transaction that nothing else would end."""
+    try:
+        yield from chunks
+    finally:
+        session.close()

@@ -118,16 +118,23 @@ def policy_test(settings: Settings) -> None:
 
 
 @policy.command("apply")
+@click.option("--reason", help="Why: recorded on the audit event.")
 @click.pass_obj
-def policy_apply(settings: Settings) -> None:
+def policy_apply(settings: Settings, reason: str | None) -> None:
     """Write the policy as Casbin rules (only what changed; safe to run again)."""
-    _apply_policy(settings)
+    _apply_policy(settings, reason)
 
 
-def _apply_policy(settings: Settings) -> None:
+def _apply_policy(settings: Settings, reason: str | None = None) -> None:
+    from dataclasses import replace
+
+    from gateway.policy_version import policy_version
+
     policy_set = _load_policy(settings)
+    version = policy_version(settings.policies_dir)
     with open_services(settings) as services:
-        plan, revision = services.policies.apply(services_actor(), policy_set)
+        actor = replace(services_actor(), reason=reason)
+        plan, revision = services.policies.apply(actor, policy_set, version)
     if revision is None:
         click.echo("Policy is already applied; nothing changed.")
     else:

@@ -21,6 +21,9 @@ SWEEP_SCHEDULE = "ringfence-sweep-unsent"
 REMINDER_SCHEDULE = "ringfence-send-reminders"
 SWEEP_INTERVAL = 60.0  # seconds
 REMINDER_INTERVAL = 3600.0
+# The gateway's own upkeep: audit retention (archive old events) and expiry events.
+HOUSEKEEPING_SCHEDULE = "ringfence-housekeeping"
+HOUSEKEEPING_INTERVAL = 3600.0
 # Seconds a broker connection may take to open, and, when publishing from the web
 # process, a command to be answered. Redis' default for both is to wait forever, so a
 # broker that accepts connections but answers nothing (frozen, failing over, a half-open
@@ -73,6 +76,11 @@ def beat_schedule(sweep_interval: float = SWEEP_INTERVAL) -> dict[str, Any]:
             "task": "ringfence.send_reminders",
             "schedule": REMINDER_INTERVAL,
             "options": {"expires": REMINDER_INTERVAL},
+        },
+        HOUSEKEEPING_SCHEDULE: {
+            "task": "ringfence.housekeeping",
+            "schedule": HOUSEKEEPING_INTERVAL,
+            "options": {"expires": HOUSEKEEPING_INTERVAL},
         },
     }
 

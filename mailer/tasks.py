@@ -174,3 +174,14 @@ def send_reminders() -> int:
     if count:
         logger.info("Reminders: queued %d reminder email(s)", count)
     return count
+
+
+@celery_app.task(name="ringfence.housekeeping")
+def housekeeping() -> dict[str, Any]:
+    """The gateway's periodic upkeep, through its ledger when it offers one (audit
+    retention, expired invitations' audit events); what was done."""
+    run = getattr(current_ledger(), "housekeeping", None)
+    done: dict[str, Any] = run() if callable(run) else {}
+    if any(done.values()):
+        logger.info("Housekeeping: %s", done)
+    return done

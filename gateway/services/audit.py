@@ -160,8 +160,11 @@ class AuditService:
 
     def export(self, actor: Actor, where: AuditFilter) -> Iterator[dict[str, Any]]:
         """Every event matching ``where`` that ``actor`` may audit, oldest first, as
-        records with their hashes (read in batches, so any size streams)."""
-        query = self._query(actor, where)
+        records with their hashes (read in batches, so any size streams). Who may read
+        what is settled now, before the first record is read."""
+        return self._stream(self._query(actor, where))
+
+    def _stream(self, query: Select[Any]) -> Iterator[dict[str, Any]]:
         after = 0
         while True:
             batch = list(

@@ -191,6 +191,19 @@ class UnitOfWork:
             self.session.rollback()
             raise
 
+    @contextmanager
+    def events_only(self, actor: Actor) -> Iterator[ChangeSet]:
+        """Commit the audit events collected in the block, with whatever row changes it
+        made that decisions do not depend on: no revision bump, no engine change."""
+        changes = ChangeSet(self.session, actor)
+        try:
+            yield changes
+            self.session.add_all(changes.events)
+            self.session.commit()
+        except BaseException:
+            self.session.rollback()
+            raise
+
     def _bump_revision(self) -> int:
         # UPDATE ... RETURNING takes the row lock, so concurrent writers get distinct,
         # increasing revisions in commit order.

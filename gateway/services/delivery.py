@@ -178,6 +178,20 @@ class DatabaseLedger:
                 )
             )
 
+    def housekeeping(self) -> dict[str, Any]:
+        """Periodic upkeep (the ``ringfence.housekeeping`` task): audit the invitations
+        that expired, and archive audit events past the retention period, if set."""
+        done: dict[str, Any] = {}
+        with self.session_factory() as session:
+            done["invitations_expired"] = self._services(session).invitations.audit_expired()
+        with self.session_factory() as session:
+            archived = self._services(session).audit.archive(
+                self.settings.audit_retention_days, self.settings.audit_archive_path
+            )
+            done["audit_archived"] = archived.count if archived else 0
+            done["audit_archive"] = str(archived.path) if archived else None
+        return done
+
 
 class WorkerLedger:
     """The ledger for a Celery worker: connects lazily, once per process, because prefork
@@ -211,6 +225,9 @@ class WorkerLedger:
 
     def queue_reminders(self) -> list[int]:
         return self._current().queue_reminders()
+
+    def housekeeping(self) -> dict[str, Any]:
+        return self._current().housekeeping()
 
 
 def ledger_for_settings(settings: Settings) -> WorkerLedger:

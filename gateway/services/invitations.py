@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, String, cast, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.config import Settings
@@ -24,6 +24,7 @@ from gateway.errors import (
     TooManyRequests,
 )
 from gateway.models import (
+    AuditEvent,
     DeliveryStatus,
     Invitation,
     InvitationGrant,
@@ -350,6 +351,41 @@ class InvitationService:
             )
         ).all()
         return [self._remind(invitation, now) for invitation in due]
+
+    def audit_expired(self) -> int:
+        """Record ``invitation.expired`` once for each invitation whose link has expired
+        since it was last sent; how many. (Expiry itself needs no change: a pending
+        invitation past its expiry reads as expired everywhere.)"""
+        now = utcnow()
+        already = (
+            select(AuditEvent.id)
+            .where(
+                AuditEvent.action == "invitation.expired",
+                AuditEvent.target_type == "invitation",
+                AuditEvent.target_id == cast(Invitation.id, String),
+                # Since it was last sent: a resent invitation may expire (again) later.
+                AuditEvent.at >= func.coalesce(Invitation.resent_at, Invitation.created_at),
+            )
+            .exists()
+        )
+        due = self.session.scalars(
+            select(Invitation)
+            .where(
+                Invitation.status == InvitationStatus.PENDING,
+                Invitation.expires_at <= now,
+                ~already,
+            )
+            .order_by(Invitation.id)
+            .limit(1000)
+        ).all()
+        if not due:
+            return 0
+        with self.uow.events_only(SYSTEM) as changes:
+            for invitation in due:
+                audit_each_workspace(
+                    changes, invitation, "invitation.expired", after=invitation_snapshot(invitation)
+                )
+        return len(due)
 
     def _remind(self, invitation: Invitation, now: datetime) -> int:
         with self.uow.change(SYSTEM) as changes:

@@ -4,6 +4,7 @@ inheritance ``g`` rules; grants are left alone."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,9 +46,12 @@ class PolicyService:
         ]
         return PolicyPlan(sorted(wanted - current), sorted(current - wanted), orphaned)
 
-    def apply(self, actor: Actor, policy: PolicySet) -> tuple[PolicyPlan, int | None]:
+    def apply(
+        self, actor: Actor, policy: PolicySet, version: dict[str, Any] | None = None
+    ) -> tuple[PolicyPlan, int | None]:
         """Write ``policy`` as rules in one change; the plan and the new revision (None
-        when nothing changed, so running it again is a no-op)."""
+        when nothing changed, so running it again is a no-op). ``version`` (the policy
+        files' hash and commit) is recorded on the audit event."""
         plan = self.plan(policy)
         if not plan.changed:
             return plan, None
@@ -63,6 +67,7 @@ class PolicyService:
                     "added": [str(r) for r in plan.added],
                     "removed": [str(r) for r in plan.removed],
                     "roles": sorted(policy.roles),
+                    "version": version,
                 },
             )
         return plan, changes.revision

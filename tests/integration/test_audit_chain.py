@@ -94,9 +94,8 @@ def test_any_changed_field_is_found_and_named(server: LiveServer) -> None:
     with database(server.settings) as db:
         for column, value in changes.items():
             with db.connect() as connection:
-                original = connection.execute(
-                    text(f"SELECT {column} FROM audit_events WHERE id = :id")  # noqa: S608, {"id": victim}
-                ).scalar()
+                select_column = text(f"SELECT {column} FROM audit_events WHERE id = :id")  # noqa: S608
+                original = connection.execute(select_column, {"id": victim}).scalar()
             with superuser(db) as connection:
                 connection.execute(
                     text(f"UPDATE audit_events SET {column} = {value} WHERE id = :id"),  # noqa: S608
