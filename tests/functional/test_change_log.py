@@ -6,6 +6,7 @@ log cannot fill makes it reload. Plus the HTTP that reports revisions and freshn
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 
@@ -21,11 +22,12 @@ from gateway.engine import (
     WorkspaceAdded,
     WorkspaceRemoved,
 )
+from gateway.expiry import schedule_for
 from gateway.models import AuditEvent, PolicyChange
 from gateway.rules import GrantKey, grant_rule
 from gateway.services import load_engine
 from gateway.sync import catch_up, committed_revision, state_of
-from tests.helpers import LiveServer, assert_problem, decision_headers, post_check
+from tests.helpers import LiveServer, assert_problem, decision_headers, post_check, run_cli
 
 
 def test_changes_round_trip_through_their_encoding() -> None:
@@ -67,6 +69,19 @@ def test_another_engine_catches_up_from_the_log_and_reloads_only_across_a_gap(
         assert replica.revision == revision and state.full_reloads == 0
         assert state.incremental_applies == 1 and not state.stale
         assert replica.check(1, "acme", "users", "read").allowed
+
+        # A time-limited grant's end reaches the other replica's expiry schedule too.
+        ends = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+        created = run_cli(settings, "create-admin", "--email", "ops@example.com", "--name", "Ops")
+        assert created.exit_code == 0, created.output
+        [ops] = [u for u in admin.get("/users", params={"q": "ops"}).json() if u["id"] != 1]
+        response = admin.post(
+            f"/users/{ops['id']}/grants",
+            json={"workspace": "acme", "role": "viewer", "expires_at": ends.isoformat()},
+        )
+        assert response.status_code in (200, 201), response.text
+        assert catch_up(replica, db, sessions, settings) is True
+        assert state.full_reloads == 0 and schedule_for(replica).next_at() == ends.timestamp()
 
         # A pruned revision cannot be applied one by one: the replica reloads instead.
         response = admin.post("/workspaces", json={"slug": "globex", "name": "Globex"})
