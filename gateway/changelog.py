@@ -9,6 +9,7 @@ strict (an unknown type raises), and a replica that cannot decode a revision rel
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -65,18 +66,46 @@ def decode_change(data: dict[str, Any]) -> Change:
     raise ValueError(f"unknown change type {kind!r}")
 
 
-def encode(changes: Iterable[Change]) -> list[dict[str, Any]]:
-    return [encode_change(c) for c in changes]
+Expiry = tuple[Rule, datetime | None]
+
+
+def encode(changes: Iterable[Change], expiries: Iterable[Expiry] = ()) -> list[dict[str, Any]]:
+    """The changes, then the end times the revision gave to grants' rules (the in-memory
+    expiry schedule of every replica needs them, see gateway/expiry.py)."""
+    entries = [encode_change(c) for c in changes]
+    for rule, at in expiries:
+        entries.append(
+            {
+                "type": "expiry",
+                "ptype": rule.ptype,
+                "values": list(rule.values),
+                "at": None if at is None else at.isoformat(),
+            }
+        )
+    return entries
 
 
 def decode(data: Sequence[dict[str, Any]]) -> list[Change]:
-    return [decode_change(d) for d in data]
+    return [decode_change(d) for d in data if d["type"] != "expiry"]
 
 
-def record(session: Session, revision: int, changes: Sequence[Change]) -> None:
+def decode_expiries(data: Sequence[dict[str, Any]]) -> list[Expiry]:
+    return [
+        (
+            Rule(str(d["ptype"]), tuple(str(v) for v in d["values"])),
+            None if d["at"] is None else datetime.fromisoformat(d["at"]),
+        )
+        for d in data
+        if d["type"] == "expiry"
+    ]
+
+
+def record(
+    session: Session, revision: int, changes: Sequence[Change], expiries: Sequence[Expiry] = ()
+) -> None:
     """Add ``revision``'s changes to the log in the caller's transaction (every revision
     gets a row, even an empty one, so that a missing row always means "pruned")."""
-    session.add(PolicyChange(revision=revision, changes=encode(changes)))
+    session.add(PolicyChange(revision=revision, changes=encode(changes, expiries)))
     if revision % PRUNE_EVERY == 0 and revision > KEEP_REVISIONS:
         oldest_kept = revision - KEEP_REVISIONS
         session.execute(delete(PolicyChange).where(PolicyChange.revision <= oldest_kept))
@@ -84,7 +113,7 @@ def record(session: Session, revision: int, changes: Sequence[Change]) -> None:
 
 def read_after(
     session: Session, after: int, upto: int | None = None
-) -> list[tuple[int, list[Change]]] | None:
+) -> list[tuple[int, list[Change], list[Expiry]]] | None:
     """Revisions ``after+1 .. upto`` (every logged one when ``upto`` is None) with their
     changes, in order; None if one is missing from the log (pruned, or written before
     the log existed) or cannot be decoded.
@@ -101,6 +130,8 @@ def read_after(
     if [row[0] for row in rows] != list(range(after + 1, last + 1)):
         return None
     try:
-        return [(int(revision), decode(payload)) for revision, payload in rows]
+        return [
+            (int(revision), decode(payload), decode_expiries(payload)) for revision, payload in rows
+        ]
     except (KeyError, TypeError, ValueError):
         return None

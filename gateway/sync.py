@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway import changelog
 from gateway.config import Settings
 from gateway.engine import Change, DecisionEngine
+from gateway.expiry import schedule_for
 from gateway.models import PolicyState
 
 log = logging.getLogger("ringfence.sync")
@@ -99,10 +100,24 @@ def _fill_from_log(engine: DecisionEngine, session: Session, upto: int, state: S
     if revisions is None:
         log.info("change log has no revisions %s..%s; reloading", engine.revision + 1, upto)
         return False
-    for revision, changes in revisions:
-        if not engine.apply(changes, revision):
+    for revision, changes, expiries in revisions:
+        if not _apply_logged(engine, revision, changes, expiries):
             return False
         state.incremental_applies += 1
+    return True
+
+
+def _apply_logged(
+    engine: DecisionEngine,
+    revision: int,
+    changes: Sequence[Change],
+    expiries: Sequence[changelog.Expiry],
+) -> bool:
+    """Apply one logged revision, and give its grants' end times to the engine's expiry
+    schedule, as the unit of work does in the process that committed it."""
+    if not engine.apply(changes, revision):
+        return False
+    schedule_for(engine).committed(changes, expiries)
     return True
 
 
@@ -153,7 +168,8 @@ def apply_notice(
             with session_factory() as session:
                 revisions = changelog.read_after(session, engine.revision)
                 applied = revisions is not None and all(
-                    engine.apply(changes, revision) for revision, changes in revisions
+                    _apply_logged(engine, revision, changes, expiries)
+                    for revision, changes, expiries in revisions
                 )
                 session.rollback()
         except Exception as exc:

@@ -160,7 +160,9 @@ class UnitOfWork:
         try:
             yield changes
             changes.revision = self._bump_revision()
-            changelog.record(self.session, changes.revision, changes.engine_changes)
+            changelog.record(
+                self.session, changes.revision, changes.engine_changes, changes.expiries
+            )
             for event in changes.events:
                 event.revision = changes.revision
                 self.session.add(event)

@@ -5,9 +5,14 @@ log cannot fill makes it reload. Plus the HTTP that reports revisions and freshn
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import delete, select
 
+from gateway.app import create_app
 from gateway.changelog import decode, encode
+from gateway.config import Settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import (
     RuleAdded,
@@ -17,11 +22,12 @@ from gateway.engine import (
     WorkspaceAdded,
     WorkspaceRemoved,
 )
-from gateway.models import PolicyChange
+from gateway.expiry import schedule_for
+from gateway.models import AuditEvent, PolicyChange
 from gateway.rules import GrantKey, grant_rule
 from gateway.services import load_engine
 from gateway.sync import catch_up, committed_revision, state_of
-from tests.helpers import LiveServer, assert_problem, decision_headers, post_check
+from tests.helpers import LiveServer, assert_problem, decision_headers, post_check, run_cli
 
 
 def test_changes_round_trip_through_their_encoding() -> None:
@@ -63,6 +69,19 @@ def test_another_engine_catches_up_from_the_log_and_reloads_only_across_a_gap(
         assert replica.revision == revision and state.full_reloads == 0
         assert state.incremental_applies == 1 and not state.stale
         assert replica.check(1, "acme", "users", "read").allowed
+
+        # A time-limited grant's end reaches the other replica's expiry schedule too.
+        ends = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+        created = run_cli(settings, "create-admin", "--email", "ops@example.com", "--name", "Ops")
+        assert created.exit_code == 0, created.output
+        [ops] = [u for u in admin.get("/users", params={"q": "ops"}).json() if u["id"] != 1]
+        response = admin.post(
+            f"/users/{ops['id']}/grants",
+            json={"workspace": "acme", "role": "viewer", "expires_at": ends.isoformat()},
+        )
+        assert response.status_code in (200, 201), response.text
+        assert catch_up(replica, db, sessions, settings) is True
+        assert state.full_reloads == 0 and schedule_for(replica).next_at() == ends.timestamp()
 
         # A pruned revision cannot be applied one by one: the replica reloads instead.
         response = admin.post("/workspaces", json={"slug": "globex", "name": "Globex"})
@@ -121,3 +140,28 @@ def test_decisions_report_freshness_and_probes_and_metrics_answer(server: LiveSe
     assert f"ringfence_policy_revision {float(revision)}" in metrics.text
     assert 'ringfence_decisions_total{result="allow"}' in metrics.text
     assert "ringfence_decision_seconds_bucket" in metrics.text
+
+
+def test_behind_trusted_proxies_the_client_address_is_the_forwarded_one(
+    settings: Settings, admin_password: str
+) -> None:
+    """RINGFENCE_TRUSTED_PROXIES=1: the address a load balancer saw (last X-Forwarded-For
+    hop) is the one throttling and the audit see; a hop the client wrote itself is not."""
+    app = create_app(replace(settings, trusted_proxies=1, revision_poll_seconds=0))
+    client = app.test_client()
+    response = client.post(
+        "/auth/login",
+        json={"email": "admin@example.com", "password": "not the password at all"},
+        headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert response.status_code == 401
+    db = make_engine(settings.sqlalchemy_url)
+    try:
+        with make_session_factory(db)() as session:
+            event = session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "auth.login_failed")
+            ).one()
+        assert event.source_address == "203.0.113.9"
+    finally:
+        db.dispose()
