@@ -37,3 +37,10 @@ clean:
 .PHONY: bench-propagation
 bench-propagation: $(VENV)/.installed
 	$(BIN)/python bench/propagation.py
+## Benchmark the decision engine (not a test): data at 10k/100k/1M users copied into
+## PostgreSQL (RINGFENCE_BENCH_DATABASE_URL), latency beside a dict lookup and pycasbin,
+## load time, memory, changes, concurrency; writes bench/results.md. Quick: SIZES=10k
+SIZES ?= 10k,100k,1M
+.PHONY: bench
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench.run --sizes $(SIZES)
