@@ -443,7 +443,7 @@ class AuthZenService:
             )
         return named
 
-    def decide(self, question: Question, scope: str | None) -> Decision:
+    def decide(self, question: Question, scope: str | None, *, explain: bool = False) -> Decision:
         """The decision for one validated question (``_Invalid`` if it has no workspace)."""
         workspace = self._workspace(question.resource, scope)
         subject = self._subject(question.subject)
@@ -455,6 +455,7 @@ class AuthZenService:
             self.refinements.resource(workspace, question.resource),
             self.refinements.action(workspace, question.action),
             owner=self._owner(question.resource),
+            explain=explain,
         )
 
     @staticmethod
@@ -462,13 +463,17 @@ class AuthZenService:
         context: dict[str, Any] = {"revision": decision.revision}
         if not decision.allowed:
             context["reason_admin"] = {"en": decision.reason}
+        if decision.explanation is not None:
+            context["explanation"] = decision.explanation
         return {"decision": decision.allowed, "context": context}
 
     def evaluate(self, body: Any, scope: str | None = None) -> dict[str, Any]:
-        """``POST /access/v1/evaluation``: one decision; 400 on an invalid request."""
+        """``POST /access/v1/evaluation``: one decision; 400 on an invalid request.
+        ``options.explain: true`` (a Ringfence extension) adds why to the context."""
         request = _request_object(body)
         try:
-            return self._answer(self.decide(parse_question(request), scope))
+            explain = _explain(request)
+            return self._answer(self.decide(parse_question(request), scope, explain=explain))
         except _Invalid as invalid:
             raise _bad(invalid, "evaluation request") from invalid
 
@@ -499,6 +504,10 @@ class AuthZenService:
         except _Invalid as invalid:
             raise _bad(invalid, "evaluations request") from invalid
         semantic = options.get("evaluations_semantic", EXECUTE_ALL)
+        try:
+            explain = _explain(request)
+        except _Invalid as invalid:
+            raise _bad(invalid, "evaluations request") from invalid
         if semantic not in SEMANTICS:
             raise BadRequest(
                 f"options.evaluations_semantic must be one of {', '.join(SEMANTICS)}",
@@ -509,7 +518,7 @@ class AuthZenService:
         defaults = {key: _parsed(parse, request.get(key)) for key, parse in _PARTS.items()}
         answers: list[dict[str, Any]] = []
         for item in items:
-            answer = self._item(item, defaults, scope)
+            answer = self._item(item, defaults, scope, explain)
             answers.append(answer)
             if (semantic == DENY_ON_FIRST_DENY and not answer["decision"]) or (
                 semantic == PERMIT_ON_FIRST_PERMIT and answer["decision"]
@@ -517,7 +526,9 @@ class AuthZenService:
                 break
         return {"evaluations": answers}
 
-    def _item(self, item: Any, defaults: Mapping[str, Any], scope: str | None) -> dict[str, Any]:
+    def _item(
+        self, item: Any, defaults: Mapping[str, Any], scope: str | None, explain: bool
+    ) -> dict[str, Any]:
         """One batch item's answer; an invalid item is a deny saying why (AuthZEN's
         per-evaluation error), so one bad item does not cost the others."""
         if not isinstance(item, dict):
@@ -529,7 +540,7 @@ class AuthZenService:
                 return _item_error(part.detail)
             parts[key] = part
         try:
-            return self._answer(self.decide(Question(**parts), scope))
+            return self._answer(self.decide(Question(**parts), scope, explain=explain))
         except _Invalid as invalid:
             return _item_error(invalid.detail)
 
@@ -686,6 +697,14 @@ class AuthZenService:
             "search_resource_endpoint": f"{pdp}/access/v1/search/resource",
             "search_action_endpoint": f"{pdp}/access/v1/search/action",
         }
+
+
+def _explain(request: Mapping[str, Any]) -> bool:
+    options = _object(request.get("options"), ("options",), required=False)
+    explain = options.get("explain", False)
+    if not isinstance(explain, bool):
+        raise _invalid(("options", "explain"), "Not a valid boolean.")
+    return explain
 
 
 _PARTS: dict[str, Callable[[Any], Any]] = {

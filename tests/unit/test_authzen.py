@@ -479,3 +479,18 @@ def test_the_shipped_refinements_load() -> None:
     assert refinements.resource("acme", archived) == "record"
     assert refinements.action("certification", Action("delete", {"soft": True})) == "soft_delete"
     assert refinements.action("certification", Action("delete", {"soft": False})) == "delete"
+
+
+def test_explain_says_which_rule_and_role_path(authzen: AuthZenService) -> None:
+    body = {**question("morty", "update", owner="morty"), "options": {"explain": True}}
+    explanation = authzen.evaluate(body, "todo")["context"]["explanation"]
+    assert explanation["rule"] == ["role:writer", "todo", "todo", "update", "owner"]
+    assert explanation["path"][0][:2] == ["user:2", "role:writer"]
+    denied = authzen.evaluate({**body, "action": {"name": "delete"}}, "todo")["context"]
+    assert denied["explanation"]["rule"] is None
+    batch = {**body, "evaluations": [{}, {"action": {"name": "delete"}}]}
+    answers = authzen.evaluate_many(batch, "todo")["evaluations"]
+    assert [a["context"]["explanation"]["rule"] is not None for a in answers] == [True, False]
+    assert "explanation" not in authzen.evaluate(question("morty"), "todo")["context"]
+    with pytest.raises(BadRequest):
+        authzen.evaluate({**body, "options": {"explain": "yes"}}, "todo")
