@@ -10,7 +10,7 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, post_dump, validate
 
 from gateway.http import services
 
@@ -33,6 +33,16 @@ class CheckRequestSchema(Schema):
     workspace = fields.String(required=True, validate=_name)
     resource = fields.String(required=True, validate=_name, metadata={"example": "documents"})
     action = fields.String(required=True, validate=_name, metadata={"example": "write"})
+    owner = fields.String(
+        validate=_name,
+        metadata={
+            "description": "The resource's owner (email, id or user:<id>), for "
+            "owner-only permissions (resource:action:own)"
+        },
+    )
+    explain = fields.Boolean(
+        load_default=False, metadata={"description": "Also say why (rule and role path)"}
+    )
 
 
 class CheckResponseSchema(Schema):
@@ -41,14 +51,27 @@ class CheckResponseSchema(Schema):
         required=True, metadata={"description": "Policy revision the answer was made at"}
     )
     reason = fields.String()
+    explanation = fields.Dict(metadata={"description": "With explain: the rule and role path"})
+
+    @post_dump
+    def _without_explanation(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # Only there when asked for; not a null on every answer.
+        if data.get("explanation") is None:
+            data.pop("explanation", None)
+        return data
 
 
 @blp.route("/v1/check")
 class Check(MethodView):
     @blp.arguments(CheckRequestSchema)
     @blp.response(200, CheckResponseSchema)
-    def post(self, args: dict[str, str]) -> Any:
+    def post(self, args: dict[str, Any]) -> Any:
         """May the subject do the action on the resource in the workspace?"""
         return services().decisions.check(
-            args["subject"], args["workspace"], args["resource"], args["action"]
+            args["subject"],
+            args["workspace"],
+            args["resource"],
+            args["action"],
+            owner=args.get("owner"),
+            explain=args["explain"],
         )

@@ -32,11 +32,11 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -60,6 +60,7 @@ ANY_RESOURCE = "*"
 _MISSING = "Missing data for required field."
 
 Errors = dict[str, Any]
+T = TypeVar("T")
 
 
 class _Invalid(Exception):
@@ -442,7 +443,7 @@ class AuthZenService:
             )
         return named
 
-    def decide(self, question: Question, scope: str | None) -> Decision:
+    def decide(self, question: Question, scope: str | None, *, explain: bool = False) -> Decision:
         """The decision for one validated question (``_Invalid`` if it has no workspace)."""
         workspace = self._workspace(question.resource, scope)
         subject = self._subject(question.subject)
@@ -454,6 +455,7 @@ class AuthZenService:
             self.refinements.resource(workspace, question.resource),
             self.refinements.action(workspace, question.action),
             owner=self._owner(question.resource),
+            explain=explain,
         )
 
     @staticmethod
@@ -461,13 +463,17 @@ class AuthZenService:
         context: dict[str, Any] = {"revision": decision.revision}
         if not decision.allowed:
             context["reason_admin"] = {"en": decision.reason}
+        if decision.explanation is not None:
+            context["explanation"] = decision.explanation
         return {"decision": decision.allowed, "context": context}
 
     def evaluate(self, body: Any, scope: str | None = None) -> dict[str, Any]:
-        """``POST /access/v1/evaluation``: one decision; 400 on an invalid request."""
+        """``POST /access/v1/evaluation``: one decision; 400 on an invalid request.
+        ``options.explain: true`` (a Ringfence extension) adds why to the context."""
         request = _request_object(body)
         try:
-            return self._answer(self.decide(parse_question(request), scope))
+            explain = _explain(request)
+            return self._answer(self.decide(parse_question(request), scope, explain=explain))
         except _Invalid as invalid:
             raise _bad(invalid, "evaluation request") from invalid
 
@@ -498,6 +504,10 @@ class AuthZenService:
         except _Invalid as invalid:
             raise _bad(invalid, "evaluations request") from invalid
         semantic = options.get("evaluations_semantic", EXECUTE_ALL)
+        try:
+            explain = _explain(request)
+        except _Invalid as invalid:
+            raise _bad(invalid, "evaluations request") from invalid
         if semantic not in SEMANTICS:
             raise BadRequest(
                 f"options.evaluations_semantic must be one of {', '.join(SEMANTICS)}",
@@ -508,7 +518,7 @@ class AuthZenService:
         defaults = {key: _parsed(parse, request.get(key)) for key, parse in _PARTS.items()}
         answers: list[dict[str, Any]] = []
         for item in items:
-            answer = self._item(item, defaults, scope)
+            answer = self._item(item, defaults, scope, explain)
             answers.append(answer)
             if (semantic == DENY_ON_FIRST_DENY and not answer["decision"]) or (
                 semantic == PERMIT_ON_FIRST_PERMIT and answer["decision"]
@@ -516,7 +526,9 @@ class AuthZenService:
                 break
         return {"evaluations": answers}
 
-    def _item(self, item: Any, defaults: Mapping[str, Any], scope: str | None) -> dict[str, Any]:
+    def _item(
+        self, item: Any, defaults: Mapping[str, Any], scope: str | None, explain: bool
+    ) -> dict[str, Any]:
         """One batch item's answer; an invalid item is a deny saying why (AuthZEN's
         per-evaluation error), so one bad item does not cost the others."""
         if not isinstance(item, dict):
@@ -528,15 +540,20 @@ class AuthZenService:
                 return _item_error(part.detail)
             parts[key] = part
         try:
-            return self._answer(self.decide(Question(**parts), scope))
+            return self._answer(self.decide(Question(**parts), scope, explain=explain))
         except _Invalid as invalid:
             return _item_error(invalid.detail)
 
     # -- searches ----------------------------------------------------------------
 
     def _page(
-        self, kind: str, request: Mapping[str, Any], results: list[dict[str, Any]]
+        self,
+        kind: str,
+        request: Mapping[str, Any],
+        items: Sequence[T],
+        render: Callable[[Sequence[T]], list[dict[str, Any]]],
     ) -> dict[str, Any]:
+        """One page of ``items`` (in a stable order), only that page ``render``-ed."""
         try:
             page = parse_page(request.get("page"))
         except _Invalid as invalid:
@@ -544,12 +561,12 @@ class AuthZenService:
         query = {k: v for k, v in request.items() if k != "page"}
         query_hash = self.tokens.query_hash(kind, {**query, "limit": page.limit})
         offset = self.tokens.offset(page.token, query_hash) if page.token else 0
-        chunk = results[offset : offset + page.limit]
-        end = offset + len(chunk)
-        next_token = self.tokens.issue(query_hash, end) if end < len(results) else ""
+        chunk = render(items[offset : offset + page.limit])
+        end = offset + page.limit
+        next_token = self.tokens.issue(query_hash, end) if end < len(items) else ""
         return {
             "results": chunk,
-            "page": {"next_token": next_token, "count": len(chunk), "total": len(results)},
+            "page": {"next_token": next_token, "count": len(chunk), "total": len(items)},
         }
 
     def search_subjects(self, body: Any, scope: str | None = None) -> dict[str, Any]:
@@ -563,29 +580,25 @@ class AuthZenService:
             workspace = self._workspace(resource, scope)
         except _Invalid as invalid:
             raise _bad(invalid, "subject search") from invalid
-        results: list[dict[str, Any]] = []
+        user_ids: list[int] = []
         if subject.type.lower() in SUBJECT_TYPES and workspace:
             type_ = self.refinements.resource(workspace, resource)
             name = self.refinements.action(workspace, action)
+            # From the engine's index: the active users who may, the resource's owner
+            # too when an owner-only permission lets them. Ordered by user id, so pages
+            # are stable; only the page's users are looked up.
             owner = self._owner(resource)
-            candidates = set(self.decisions.subjects_who_may(workspace, type_, name))
-            # Owner-only permissions: the owner may, if their role lets owners.
-            owner_id = self.decisions.engine.resolve_subject(owner) if owner else None
-            if owner_id is not None:
-                candidates.add(owner_id)
-            # Each candidate is re-checked, so the results are exactly the users a
-            # single evaluation would allow (conditions and statuses included).
-            allowed = {
-                user_id
-                for user_id in candidates
-                if self.decisions.check(
-                    f"user:{user_id}", workspace, type_, name, owner=owner
-                ).allowed
-            }
-            emails = self.emails_of(allowed)
-            ids = sorted(self.directory.public_id(emails[u]) for u in allowed if u in emails)
-            results = [{"type": subject.type, "id": subject_id} for subject_id in ids]
-        return self._page("subject", request, results)
+            user_ids = sorted(self.decisions.subjects_who_may(workspace, type_, name, owner=owner))
+
+        def render(page: Sequence[int]) -> list[dict[str, Any]]:
+            emails = self.emails_of(set(page))
+            return [
+                {"type": subject.type, "id": self.directory.public_id(emails[user_id])}
+                for user_id in page
+                if user_id in emails  # removed since
+            ]
+
+        return self._page("subject", request, user_ids, render)
 
     def search_resources(self, body: Any, scope: str | None = None) -> dict[str, Any]:
         """``POST /access/v1/search/resource``: where the subject may do the action on
@@ -617,7 +630,7 @@ class AuthZenService:
                 type_ = self.refinements.resource(workspace, resource)
                 name = self.refinements.action(workspace, action)
                 results.extend(self._resources_in(who, subject, workspace, type_, name, resource))
-        return self._page("resource", request, results)
+        return self._page("resource", request, results, list)
 
     def _resources_in(
         self,
@@ -668,7 +681,7 @@ class AuthZenService:
                 if "*" not in name
                 and self.decisions.check(who, workspace, type_, name, owner=owner).allowed
             ]
-        return self._page("action", request, results)
+        return self._page("action", request, results, list)
 
     # -- discovery ---------------------------------------------------------------
 
@@ -684,6 +697,14 @@ class AuthZenService:
             "search_resource_endpoint": f"{pdp}/access/v1/search/resource",
             "search_action_endpoint": f"{pdp}/access/v1/search/action",
         }
+
+
+def _explain(request: Mapping[str, Any]) -> bool:
+    options = _object(request.get("options"), ("options",), required=False)
+    explain = options.get("explain", False)
+    if not isinstance(explain, bool):
+        raise _invalid(("options", "explain"), "Not a valid boolean.")
+    return explain
 
 
 _PARTS: dict[str, Callable[[Any], Any]] = {

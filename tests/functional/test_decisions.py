@@ -309,3 +309,36 @@ def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) 
             headers={"X-Request-ID": "r" * 500},
         )
         assert long.headers["X-Request-ID"] == "r" * 100  # kept bounded
+
+
+def test_check_with_owner_and_explain(server: LiveServer) -> None:
+    """Owner-only permissions through /v1/check (the Todo roles of policies/todo.yaml),
+    and the explanation on request."""
+    admin = server.admin()
+    create_workspaces(admin, "todo")
+    morty = onboard(server, admin, "morty@example.com", "Morty", [("todo", "todo_editor")])
+    onboard(server, admin, "rick@example.com", "Rick", [("todo", "todo_viewer")])
+    base = {"subject": "morty@example.com", "workspace": "todo", "resource": "todo"}
+    with server.client() as client:
+
+        def decide(**fields: Any) -> dict[str, Any]:
+            response = post_decision(client, "/v1/check", {**base, **fields})
+            assert response.status_code == 200, response.text
+            return response.json()  # type: ignore[no-any-return]
+
+        for owner in ("morty@example.com", f"user:{morty}", str(morty)):
+            assert decide(action="can_update_todo", owner=owner)["allowed"] is True, owner
+        for owner in ("rick@example.com", "nobody@example.com", "todo_editor"):
+            assert decide(action="can_update_todo", owner=owner)["allowed"] is False, owner
+        assert decide(action="can_update_todo")["allowed"] is False
+        assert "explanation" not in decide(action="can_read_todos")
+
+        allowed = decide(action="can_update_todo", owner="morty@example.com", explain=True)
+        assert allowed["explanation"]["rule"] == [
+            "role:todo_editor", "todo", "todo", "can_update_todo", "owner"
+        ]  # fmt: skip
+        assert allowed["explanation"]["path"][0][:2] == [f"user:{morty}", "role:todo_editor"]
+        denied = decide(action="can_delete_todo", owner="rick@example.com", explain=True)
+        assert denied["allowed"] is False and denied["explanation"]["rule"] is None
+        response = post_decision(client, "/v1/check", {**base, "action": "x", "explain": "maybe"})
+        assert_refusal(response, 422, "invalid-input")

@@ -288,15 +288,16 @@ def ids(answer: dict[str, Any]) -> list[str]:
 
 
 def test_subject_search_is_exactly_who_may(authzen: AuthZenService) -> None:
-    # Active users only; named by their first alias, else their email.
+    # Active users only, in the order of their ids; named by their first alias, else
+    # their email.
     assert ids(authzen.search_subjects(subject_search("read"), "todo")) == [
-        "beth",
-        "morty",
         "opaque-rick",
+        "morty",
+        "beth",
     ]
     assert ids(authzen.search_subjects(subject_search("update"), "todo")) == ["opaque-rick"]
     owned = subject_search("update", owner="morty@citadel.test")
-    assert ids(authzen.search_subjects(owned, "todo")) == ["morty", "opaque-rick"]
+    assert ids(authzen.search_subjects(owned, "todo")) == ["opaque-rick", "morty"]
     assert ids(authzen.search_subjects(subject_search("read"), "other")) == ["beth"]
     spaceship = subject_search("read")
     spaceship["subject"]["type"] = "spaceship"
@@ -318,7 +319,7 @@ def test_pages_follow_the_token_to_the_end(authzen: AuthZenService) -> None:
     answer = authzen.search_subjects(subject_search("read", limit=2, token=token), "todo")
     seen += ids(answer)
     assert answer["page"]["next_token"] == ""
-    assert seen == ["beth", "morty", "opaque-rick"]
+    assert seen == ["opaque-rick", "morty", "beth"]
 
     # A token is bound to its query and cannot be made up or altered.
     for bad in (token[:-2] + "xx", "a.b", "", "x" * 40, token.replace(".", "")):
@@ -478,3 +479,18 @@ def test_the_shipped_refinements_load() -> None:
     assert refinements.resource("acme", archived) == "record"
     assert refinements.action("certification", Action("delete", {"soft": True})) == "soft_delete"
     assert refinements.action("certification", Action("delete", {"soft": False})) == "delete"
+
+
+def test_explain_says_which_rule_and_role_path(authzen: AuthZenService) -> None:
+    body = {**question("morty", "update", owner="morty"), "options": {"explain": True}}
+    explanation = authzen.evaluate(body, "todo")["context"]["explanation"]
+    assert explanation["rule"] == ["role:writer", "todo", "todo", "update", "owner"]
+    assert explanation["path"][0][:2] == ["user:2", "role:writer"]
+    denied = authzen.evaluate({**body, "action": {"name": "delete"}}, "todo")["context"]
+    assert denied["explanation"]["rule"] is None
+    batch = {**body, "evaluations": [{}, {"action": {"name": "delete"}}]}
+    answers = authzen.evaluate_many(batch, "todo")["evaluations"]
+    assert [a["context"]["explanation"]["rule"] is not None for a in answers] == [True, False]
+    assert "explanation" not in authzen.evaluate(question("morty"), "todo")["context"]
+    with pytest.raises(BadRequest):
+        authzen.evaluate({**body, "options": {"explain": "yes"}}, "todo")
