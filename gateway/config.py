@@ -94,6 +94,9 @@ class Settings:
     client_token_ttl: int = 3600
     token_issuer: str = ""
     decisions_allow_loopback: bool = False
+    # How long a process takes a service token it accepted for decisions without checking it
+    # again (gateway/token_cache.py): revocations reach other processes within this time.
+    decision_token_cache_seconds: float = 2.0
     # Password reset by email: link lifetime, and reset requests allowed per address typed
     # and per client address (limits' notation).
     password_reset_ttl_minutes: int = 30

@@ -11,10 +11,10 @@ from enum import StrEnum
 
 class Permission(StrEnum):
     AUDIT_READ = "audit:read"
-    REVIEWS_READ = "reviews:read"
-    REVIEWS_WRITE = "reviews:write"
     CLIENTS_READ = "clients:read"
     CLIENTS_WRITE = "clients:write"
+    REVIEWS_READ = "reviews:read"
+    REVIEWS_WRITE = "reviews:write"
     ROLE_MANAGEMENT_READ = "role_management:read"
     ROLE_MANAGEMENT_WRITE = "role_management:write"
     SETTINGS_WRITE = "settings:write"

@@ -9,18 +9,20 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway.app import create_app
-from gateway.config import load_settings
+from gateway.config import Settings, load_settings
 from gateway.db import make_engine
 from gateway.models import OAuthClient, SigningKey, utcnow
 from gateway.security import token_digest
@@ -36,6 +38,15 @@ from tests.helpers import (
     run_cli,
     sign_token,
 )
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """These tests check that a revocation, a deleted client or a retired key ends a token
+    on the very next call, so the per-process token cache is off here; its own test below
+    runs with it on."""
+    return replace(settings, decision_token_cache_seconds=0)
+
 
 CHECK = {"subject": ADMIN_EMAIL, "workspace": "acme", "resource": "documents", "action": "read"}
 EVALUATION = {
@@ -305,6 +316,30 @@ def test_loopback_may_skip_the_token_only_when_the_setting_says_so(server: LiveS
         assert response.status_code == 401
     with strict.test_client() as client:
         assert client.post("/v1/check", json=CHECK).status_code == 401
+
+
+def test_accepted_tokens_are_remembered_for_the_cache_time(
+    server: LiveServer,
+) -> None:
+    """With the cache on, a token accepted once is not checked again for the cache time: a
+    deleted client's token still works within it (the documented propagation delay of
+    revocations to other processes) and is refused after it."""
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    client_id, secret = create_client(server.settings, "decisions:check", name="cached")
+    token = client_token(server, client_id, secret)
+    app = create_app(
+        replace(server.settings, decision_token_cache_seconds=0.5, revision_poll_seconds=0)
+    )
+    bearer = {"Authorization": f"Bearer {token}"}
+    with app.test_client() as client:
+        assert client.post("/v1/check", json=CHECK, headers=bearer).status_code == 200
+        assert admin.delete(f"/clients/{client_id}").status_code == 200
+        assert client.post("/v1/check", json=CHECK, headers=bearer).status_code == 200
+        time.sleep(0.6)
+        refused = client.post("/v1/check", json=CHECK, headers=bearer)
+        assert refused.status_code == 401, refused.get_json()
+        assert refused.get_json()["reason"] == "client-deleted"
 
 
 # -- introspection and revocation -------------------------------------------------------

@@ -109,8 +109,8 @@ def make_cluster(
             watcher_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
             revision_poll_seconds=poll_seconds,
             min_revision_wait_ms=wait_ms,
-            # The test calls decisions from loopback without a service token, so that
-            # they need no database (a token check does).
+            # Most checks here come from loopback without a service token; the database
+            # outage test also checks with tokens (remembered ones keep working).
             decisions_allow_loopback=True,
         )
         a = Replica("a", replica_settings, tmp_path / "logs")
@@ -235,12 +235,31 @@ def test_without_redis_b_catches_up_by_polling_and_resubscribes(
         assert delay < 0.75, delay
 
 
+def service_token(cluster: Cluster) -> str:
+    """A new service client's ``decisions:check`` token, made through A."""
+    with cluster.admin(cluster.a) as admin:
+        created = admin.post("/clients", json={"name": "svc", "scopes": ["decisions:check"]})
+        assert created.status_code == 201, created.text
+    client_id, secret = created.json()["client"]["client_id"], created.json()["client_secret"]
+    with cluster.a.client() as anonymous:
+        issued = anonymous.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": "decisions:check"},
+            auth=(client_id, secret),
+        )
+    assert issued.status_code == 200, issued.text
+    return str(issued.json()["access_token"])
+
+
 def test_without_the_database_decisions_continue_stale_and_writes_fail_cleanly(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster(poll_seconds=0.5)
     before = cluster.check(cluster.b)
     assert before.json()["allowed"] is True and before.headers["X-Ringfence-Stale"] == "false"
+    # Two service tokens; B has checked (and remembers) only the first one.
+    used, unused = service_token(cluster), service_token(cluster)
+    assert cluster.check(cluster.b, Authorization=f"Bearer {used}").status_code == 200
 
     cluster.db_proxy.cut()
     for replica in (cluster.a, cluster.b):
@@ -254,6 +273,13 @@ def test_without_the_database_decisions_continue_stale_and_writes_fail_cleanly(
         ready = httpx.get(f"{replica.url}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text  # serving from memory
         assert ready.json()["stale"] is True and ready.json()["database"] == "unreachable"
+
+    # A service token B accepted before keeps working; one it never saw cannot be checked.
+    remembered = cluster.check(cluster.b, Authorization=f"Bearer {used}")
+    assert remembered.status_code == 200 and remembered.json()["allowed"] is True
+    assert remembered.headers["X-Ringfence-Stale"] == "true"
+    unknown = cluster.check(cluster.b, Authorization=f"Bearer {unused}")
+    assert_problem(unknown, 503, "database-unavailable")
 
     # Writes fail with a clear 503 and change nothing.
     with cluster.admin(cluster.a) as admin:
