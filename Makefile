@@ -32,3 +32,11 @@ typecheck: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## Benchmark the decision engine (not a test): data at 10k/100k/1M users copied into
+## PostgreSQL (RINGFENCE_BENCH_DATABASE_URL), latency beside a dict lookup and pycasbin,
+## load time, memory, changes, concurrency; writes bench/results.md. Quick: SIZES=10k
+SIZES ?= 10k,100k,1M
+.PHONY: bench
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench.run --sizes $(SIZES)

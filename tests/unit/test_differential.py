@@ -422,3 +422,92 @@ def test_generated_rules_split_into_policy_and_grants(data: st.DataObject) -> No
     for grant in grants:
         assert not is_policy_rule(grant_rule(grant))
         assert rule_to_grant(grant_rule(grant)) == grant
+
+
+# -- rules of any shape (as a hand-edited table may hold) ----------------------------------
+
+SUBJECTS = ("user:1", "user:2", "user:3", "role:a", "role:b", "role:c", "user:01", "x")
+DOMAIN_PATTERNS = ("acme", "globex", "*", "ac*", "*x", "")
+OBJECTS = ("documents", "reports", "doc*", "*", "")
+ACTS = ("read", "write", "*", "re*")
+CONDITIONS = ("", "", "owner", "other")
+
+
+@st.composite
+def any_rules(draw: st.DrawFn) -> list[Rule]:
+    """Arbitrary p rules and g links among users and roles: links to users, user to user,
+    cycles, chains longer than Casbin's 10 levels, domain and object patterns, rules of
+    user subjects, unknown conditions."""
+    p_rules = draw(
+        st.lists(
+            st.builds(
+                lambda *values: Rule("p", values),
+                st.sampled_from(SUBJECTS),
+                st.sampled_from(DOMAIN_PATTERNS),
+                st.sampled_from(OBJECTS),
+                st.sampled_from(ACTS),
+                st.sampled_from(CONDITIONS),
+            ),
+            max_size=6,
+        )
+    )
+    links = draw(
+        st.lists(
+            st.builds(
+                lambda *values: Rule("g", values),
+                st.sampled_from(SUBJECTS),
+                st.sampled_from(SUBJECTS),
+                st.sampled_from(DOMAIN_PATTERNS),
+            ),
+            max_size=8,
+        )
+    )
+    if draw(st.booleans(), label="long chain"):
+        # user:1 -> c0 -> c1 -> ... -> c11, with a rule at some depth.
+        length = draw(st.integers(1, 12), label="chain length")
+        chain = ["user:1", *(f"role:c{i}" for i in range(length))]
+        links += [Rule("g", (a, b, "*")) for a, b in itertools.pairwise(chain)]
+        p_rules.append(Rule("p", (chain[-1], "*", "reports", "read", "")))
+    return [*p_rules, *links]
+
+
+def assert_same_on_any_rules(engine: DecisionEngine, rules: Sequence[Rule]) -> None:
+    expected = reference(sorted(set(rules)))
+    for user, domain, obj, act, owner in itertools.product(
+        USERS, ("acme", "globex", "acx"), ("documents", "reports", "*"), ACTS, (None, 1)
+    ):
+        want = casbin_allows(expected, user, domain, obj, act, owner)
+        decision = engine.check(user, domain, obj, act, owner=owner, explain=True)
+        assert decision.allowed == want, (user, domain, obj, act, owner, sorted(set(rules)))
+        assert engine.permits(user, domain, obj, act, owner=owner) == want
+    for user, obj, act in itertools.product(USERS, ("documents", "*"), ("read", "*")):
+        want = casbin_allows(expected, user, "*", obj, act)
+        assert engine.permits(user, "*", obj, act) == want, (user, "*", obj, act)
+    for obj, act, owner in itertools.product(("documents", "reports"), ("read", "write"), OWNERS):
+        for domain in ("acme", "globex", "acx"):
+            want_users = {
+                u for u in ALL_USERS if casbin_allows(expected, u, domain, obj, act, owner)
+            }
+            assert engine.subjects_who_may(domain, obj, act, owner=owner) == want_users
+        for user in USERS:
+            want_spaces = {
+                w for w in (*WORKSPACES, "acx") if casbin_allows(expected, user, w, obj, act, owner)
+            }
+            assert engine.workspaces_where(user, obj, act, owner=owner) == want_spaces
+
+
+@settings(PROPERTY, max_examples=120)
+@given(data=st.data())
+def test_rules_of_any_shape_decide_as_casbin(data: st.DataObject) -> None:
+    rules = data.draw(any_rules(), label="rules")
+    engine = fresh_engine()
+    engine.apply([WorkspaceAdded("acx")], revision=2)
+    engine.apply(additions(data.draw(st.permutations(rules), label="order")), revision=3)
+    assert_same_on_any_rules(engine, rules)
+    # And after removing some of them again, one by one.
+    removed = data.draw(st.sets(st.sampled_from(rules)) if rules else st.just(set()))
+    revision = 3
+    for rule in sorted(removed):
+        revision += 1
+        engine.apply([RuleRemoved(rule)], revision)
+    assert_same_on_any_rules(engine, [r for r in rules if r not in removed])

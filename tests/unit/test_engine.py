@@ -516,3 +516,44 @@ def test_decision_service_resolves_subject_and_owner(todo_engine: DecisionEngine
         JOHN
     }
     assert service.subjects_who_may("acme", "documents", "delete") == {MARY}
+
+
+def test_readers_never_see_half_a_change_across_roles_and_grants(engine: DecisionEngine) -> None:
+    # One change takes documents:read away from viewer (the role layer, rebuilt) and
+    # gives John a grant of another role holding it (the grants, changed in place); the
+    # next puts it back. Several readers must never find John without it.
+    reader_rule = permission_rule("reader", "documents:read")
+    viewer_rule = permission_rule("viewer", "documents:read")
+    grant = grant_rule(GrantKey(JOHN, "reader", "acme"))
+    engine.apply([RuleAdded(reader_rule)], revision=2)
+    done = threading.Event()
+    denied: list[Decision] = []
+    counts: list[int] = []
+
+    def read() -> None:
+        seen = 0
+        while not done.is_set():
+            decision = engine.check(JOHN, "acme", "documents", "read")
+            seen += 1
+            if not decision.allowed:
+                denied.append(decision)
+            if JOHN not in engine.subjects_who_may("acme", "documents", "read"):
+                denied.append(decision)
+        counts.append(seen)
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    revision = 2
+    try:
+        for _ in range(400):
+            revision += 1
+            engine.apply([RuleRemoved(viewer_rule), RuleAdded(grant)], revision)
+            revision += 1
+            engine.apply([RuleRemoved(grant), RuleAdded(viewer_rule)], revision)
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join(timeout=30)
+    assert all(count > 0 for count in counts) and len(counts) == 4
+    assert not denied, f"{len(denied)} answers saw half a change: {denied[0]}"

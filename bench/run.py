@@ -1,0 +1,353 @@
+"""``make bench``: generate data at each size, COPY it into PostgreSQL (a schema per
+size), measure in a fresh process per size (bench/measure.py), and write a markdown
+table with the machine's description to stdout and bench/results.md.
+
+    python -m bench.run --sizes 10k,100k,1M
+
+RINGFENCE_BENCH_DATABASE_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test)
+names the database; each size lives in the schema ``ringfence_bench_<size>``, dropped
+and created again by each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from bench.data import SIZES, generate
+from gateway.models import Base
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+RESULTS = Path(__file__).resolve().parent / "results.md"
+# Plain Casbin scans every rule per request: asked at these sizes only, a few times.
+CASBIN_REQUESTS = {"10k": 300, "100k": 10}
+
+
+def copy_into_postgres(url: str, label: str) -> dict[str, Any]:
+    """Generate ``label`` and COPY it into its own schema; timings and row counts."""
+    schema = f"ringfence_bench_{label.lower()}"
+    start = time.perf_counter()
+    data = generate(label)
+    rules = data.rules()
+    generated = time.perf_counter() - start
+    db = create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    with db.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    Base.metadata.create_all(db)
+    start = time.perf_counter()
+    now = datetime.datetime.now(datetime.UTC)
+    raw = db.raw_connection()
+    try:
+        cursor = raw.cursor()
+        with cursor.copy(
+            "COPY users (id, email, name, status, session_version, created_at, updated_at) "
+            "FROM STDIN"
+        ) as copy:
+            for user_id in range(1, data.users + 1):
+                copy.write_row(
+                    (
+                        user_id,
+                        f"user{user_id}@example.com",
+                        f"User {user_id}",
+                        "active",
+                        1,
+                        now,
+                        now,
+                    )
+                )
+        with cursor.copy("COPY workspaces (id, slug, name, created_at) FROM STDIN") as copy:
+            for number, slug in enumerate(data.workspaces, 1):
+                copy.write_row((number, slug, slug, now))
+        with cursor.copy("COPY casbin_rule (ptype, v0, v1, v2, v3, v4) FROM STDIN") as copy:
+            for rule in rules:
+                values = list(rule.values) + [None] * (5 - len(rule.values))
+                copy.write_row((rule.ptype, *values))
+        cursor.execute("INSERT INTO policy_state (id, revision) VALUES (1, 1)")
+        cursor.execute("ANALYZE users, workspaces, casbin_rule")
+        raw.commit()
+    finally:
+        raw.close()
+    db.dispose()
+    return {
+        "schema": schema,
+        "users": data.users,
+        "workspaces": len(data.workspaces),
+        "rules": len(rules),
+        "generate_s": generated,
+        "copy_s": time.perf_counter() - start,
+    }
+
+
+def measure(url: str, label: str, loaded: dict[str, Any], concurrent: int) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.measure",
+        "--url",
+        url,
+        "--schema",
+        loaded["schema"],
+        "--users",
+        str(loaded["users"]),
+        "--casbin-requests",
+        str(CASBIN_REQUESTS.get(label, 0)),
+        "--concurrent-checks",
+        str(concurrent),
+    ]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
+    return {**loaded, **json.loads(done.stdout)}
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = f", {int(line.split()[1]) // 1024 // 1024} GB RAM"
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}; Python {platform.python_version()} "
+        f"({platform.python_implementation()}); {platform.system()} {platform.release()}"
+    )
+
+
+def fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def table(results: list[dict[str, Any]], postgres: str) -> str:
+    lines = [
+        "# Ringfence decision benchmark",
+        "",
+        f"Machine: {machine()}; {postgres}.",
+        f"Run: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
+        "Latencies per call in µs (p50 / p99), each measured around one call with "
+        "`time.perf_counter_ns` on the same 20,000 requests (3 passes).",
+        "",
+    ]
+    header = ["", *(r["label"] for r in results)]
+    rows: list[list[str]] = []
+
+    def row(name: str, key: Any) -> None:
+        rows.append([name, *(key(r) for r in results)])
+
+    def lat(name: str) -> Any:
+        return lambda r: (
+            f"{fmt(r[name]['p50'], digits=2)} / {fmt(r[name]['p99'], digits=2)}"
+            if name in r
+            else "not run"
+        )
+
+    row("users / workspaces", lambda r: f"{r['users']:,} / {r['workspaces']:,}")
+    row("rules (p + role links + grants)", lambda r: f"{r['rules']:,}")
+    row("COPY into PostgreSQL (s)", lambda r: fmt(r["copy_s"]))
+    row("engine ready from PostgreSQL (s)", lambda r: fmt(r["ready_s"]))
+    row("RSS after load / peak (MB)", lambda r: f"{r['rss_mb']:,.0f} / {r['peak_mb']:,.0f}")
+    row("dict/set lookup of the answer", lat("dict"))
+    row("engine.check", lat("engine"))
+    row("engine p50 / dict p50", lambda r: fmt(r["engine"]["p50"] / r["dict"]["p50"], "x", 2))
+    row("engine p99 / dict p99", lambda r: fmt(r["engine"]["p99"] / r["dict"]["p99"], "x", 2))
+    row('DecisionService.check ("user:<id>")', lat("service"))
+    row("pycasbin Enforcer.enforce", lat("casbin"))
+    row(
+        "Enforcer p50 / engine p50",
+        lambda r: fmt(r["casbin"]["p50"] / r["engine"]["p50"], "x", 0) if "casbin" in r else "-",
+    )
+    row("Enforcer load from rows in memory (s)", lambda r: fmt(r.get("casbin_load_s")))
+    row(
+        "Enforcer answers differing from the engine",
+        lambda r: f"{r['casbin_wrong']} of {r['casbin_checked']}" if "casbin" in r else "-",
+    )
+    row(
+        "first check in the big workspace (µs)",
+        lambda r: f"{fmt(r['first_check_big_us'])} ({r['big_members']:,} members)",
+    )
+    row(
+        "grant added / removed, p50 (µs)",
+        lambda r: f"{fmt(r['grant_add']['p50'])} / {fmt(r['grant_remove']['p50'])}",
+    )
+    row(
+        "grant added / removed, p99 (µs)",
+        lambda r: f"{fmt(r['grant_add']['p99'])} / {fmt(r['grant_remove']['p99'])}",
+    )
+    row("role definition changed (ms)", lambda r: fmt(r["role_change_ms"], digits=2))
+    row("1M checks by never-seen ids: RSS growth (MB)", lambda r: fmt(r["unknown_ids_growth_mb"]))
+
+    def concurrent(r: dict[str, Any]) -> str:
+        c = r["concurrent"]
+        return f"{c['wrong']} / {c['errors']} of {c['checks']:,} ({c['changes']:,} changes)"
+
+    row("8 threads + a writer: wrong answers / errors", concurrent)
+    row("8 threads: checks per second", lambda r: fmt(r["concurrent"]["checks_per_s"], digits=0))
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join([*lines, "", *goals(results), "", NOTES]) + "\n"
+
+
+NOTES = """## Notes
+
+- The dict/set baseline is the cheapest possible: a function doing one set membership
+  test of the 4-tuple (~0.2-0.3 µs here). `engine.check` does what a decision needs
+  after that: the subject active, the workspace known, the user's 1-3 grants matched to
+  the workspace, the role's memoised expansion, the exact `(resource, action)` entry and
+  the pattern rules, and a stable-state check for concurrent writers. In CPython that is
+  ~1.5 µs, so the "within 2x of a dict lookup" goal is missed by the ratio the table
+  shows; in absolute terms it is within the 1-6 µs the issue gives for a dict lookup,
+  and it stays flat with size (the work per check does not depend on the number of
+  users or rules).
+- Percentiles are of single calls timed with `perf_counter_ns` on a shared 2-core
+  machine; means are higher than p50 because of other processes and the garbage
+  collector. `DecisionService.check` adds resolving `"user:<id>"`.
+- pycasbin `Enforcer` is loaded the way an adapter loads (rules appended, role links
+  built once) and asked a few of the same requests (60 s budget); at 1M it is skipped
+  (one check takes seconds). `FastEnforcer`, oso and cedarpy were not measured (no time
+  in this run; oso and cedarpy are not installed). HTTP throughput was not measured.
+- "first check in the big workspace" is the first decision after start-up, in the
+  workspace whose members are 10% of the users: it includes expanding the role for the
+  workspace's signature.
+- The concurrency run: 8 threads check known answers (and, one check in ten, users
+  whose grants a writer swaps between two roles that both allow the request) while the
+  writer applies changes continuously; a wrong answer or an exception is counted.
+"""
+
+
+def goals(results: list[dict[str, Any]]) -> list[str]:
+    """The issue's goals, each with what was measured and whether it was met."""
+    by = {r["label"]: r for r in results}
+    largest = results[-1]
+    out = ["## Goals", "", "| goal | measured | met |", "|---|---|---|"]
+
+    def goal(text: str, measured: str, met: bool | None) -> None:
+        verdict = "n/a" if met is None else ("yes" if met else "**no**")
+        out.append(f"| {text} | {measured} | {verdict} |")
+
+    for r in results:
+        ratio50 = r["engine"]["p50"] / r["dict"]["p50"]
+        ratio99 = r["engine"]["p99"] / r["dict"]["p99"]
+        goal(
+            f"{r['label']}: engine p50 and p99 within 2x of a dict/set lookup",
+            f"{ratio50:.1f}x / {ratio99:.1f}x ({r['engine']['p50']:.2f} µs vs "
+            f"{r['dict']['p50']:.2f} µs at p50)",
+            ratio50 <= 2 and ratio99 <= 2,
+        )
+    p50s = [r["engine"]["p50"] for r in results]
+    goal(
+        "engine latency flat from the smallest to the largest size",
+        " → ".join(f"{v:.2f} µs" for v in p50s),
+        max(p50s) <= 1.5 * min(p50s),
+    )
+    if "100k" in by and "casbin" in by["100k"]:
+        r = by["100k"]
+        speedup = r["casbin"]["p50"] / r["engine"]["p50"]
+        goal(
+            "100k: at least 1,000x faster than pycasbin Enforcer",
+            f"{speedup:,.0f}x",
+            speedup >= 1000,
+        )
+    goal("100k: at least 50x faster than pycasbin FastEnforcer", "not measured", None)
+    goal("peers oso / cedarpy on the same decisions", "not measured (not installed)", None)
+    for r in results:
+        c = r["concurrent"]
+        goal(
+            f"{r['label']}: zero wrong answers, 8 threads, grants changing",
+            f"{c['wrong']} wrong, {c['errors']} errors in {c['checks']:,} checks",
+            c["wrong"] == 0 and c["errors"] == 0,
+        )
+    goal(
+        f"{largest['label']}: ready in at most 15 s",
+        f"{largest['ready_s']:.1f} s",
+        largest["ready_s"] <= 15 if largest["label"] == "1M" else None,
+    )
+    goal(
+        f"{largest['label']}: at most 1.5 GB peak memory",
+        f"{largest['peak_mb']:,.0f} MB",
+        largest["peak_mb"] <= 1536 if largest["label"] == "1M" else None,
+    )
+    goal(
+        f"{largest['label']}: first check in a workspace of 100k members within 1 ms",
+        f"{largest['first_check_big_us']:.0f} µs ({largest['big_members']:,} members)",
+        largest["first_check_big_us"] <= 1000,
+    )
+    for r in results:
+        goal(
+            f"{r['label']}: 1M checks by never-seen ids grow memory by at most 10 MB",
+            f"{r['unknown_ids_growth_mb']:.1f} MB",
+            r["unknown_ids_growth_mb"] <= 10,
+        )
+    goal(
+        f"{largest['label']}: one grant change applied within 1 ms",
+        f"p99 {max(largest['grant_add']['p99'], largest['grant_remove']['p99']):.0f} µs",
+        max(largest["grant_add"]["p99"], largest["grant_remove"]["p99"]) <= 1000,
+    )
+    goal("HTTP: single checks at 85% of a trivial endpoint; batches 200k/s", "not measured", None)
+    return out
+
+
+def postgres_version(url: str) -> str:
+    db = create_engine(url)
+    with db.connect() as conn:
+        version = str(conn.execute(text("SHOW server_version")).scalar_one())
+    db.dispose()
+    return version
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="10k,100k,1M")
+    parser.add_argument("--concurrent-checks", type=int, default=1_000_000)
+    parser.add_argument(
+        "--from-log", type=Path, help="rebuild the report from a run's stderr (JSON lines)"
+    )
+    args = parser.parse_args()
+    url = os.environ.get("RINGFENCE_BENCH_DATABASE_URL", DEFAULT_URL)
+    if args.from_log:
+        logged = [
+            json.loads(line)
+            for line in args.from_log.read_text(encoding="utf-8").splitlines()
+            if line.startswith("{")
+        ]
+        report = table(logged, f"PostgreSQL {postgres_version(url)}")
+        print(report)
+        RESULTS.write_text(report, encoding="utf-8")
+        return
+    labels = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in labels if s not in SIZES]
+    if unknown:
+        parser.error(f"unknown sizes {unknown}; choose from {', '.join(SIZES)}")
+    results = []
+    for label in labels:
+        print(f"[bench] {label}: generating and copying into PostgreSQL", file=sys.stderr)
+        loaded = copy_into_postgres(url, label)
+        print(f"[bench] {label}: measuring ({loaded['rules']:,} rules)", file=sys.stderr)
+        results.append({"label": label, **measure(url, label, loaded, args.concurrent_checks)})
+        print(json.dumps(results[-1]), file=sys.stderr)
+    report = table(results, f"PostgreSQL {postgres_version(url)}")
+    print(report)
+    RESULTS.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
