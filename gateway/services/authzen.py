@@ -533,12 +533,14 @@ class AuthZenService:
         per-evaluation error), so one bad item does not cost the others."""
         if not isinstance(item, dict):
             return _item_error("each evaluation must be a JSON object")
-        parts: dict[str, Any] = {}
-        for key, parse in _PARTS.items():
-            part = _parsed(parse, item[key]) if key in item else defaults[key]
+        parts = dict(defaults)
+        for key, value in item.items():  # usually one key: the part that differs
+            parse = _PARTS.get(key)
+            if parse is not None:
+                parts[key] = _parsed(parse, value)
+        for part in parts.values():  # in _PARTS order: the first problem is reported
             if isinstance(part, _Invalid):
                 return _item_error(part.detail)
-            parts[key] = part
         try:
             return self._answer(self.decide(Question(**parts), scope, explain=explain))
         except _Invalid as invalid:
