@@ -158,13 +158,42 @@ _post(
 )
 
 
+_ENDPOINT = {"type": "string", "format": "uri"}
+CONFIGURATION = {
+    "type": "object",
+    "required": ["policy_decision_point", "access_evaluation_endpoint"],
+    "properties": {
+        name: _ENDPOINT
+        for name in (
+            "policy_decision_point",
+            "access_evaluation_endpoint",
+            "access_evaluations_endpoint",
+            "search_subject_endpoint",
+            "search_resource_endpoint",
+            "search_action_endpoint",
+        )
+    },
+}
+_CONFIGURATION_DOC = {
+    "responses": {
+        "200": {
+            "description": "AuthZEN metadata",
+            "content": {"application/json": {"schema": CONFIGURATION}},
+        }
+    },
+    "security": [],
+}
+
+
 @blp.route("/.well-known/authzen-configuration", methods=["GET"])
+@blp.doc(**_CONFIGURATION_DOC)
 def configuration() -> Any:
     """AuthZEN discovery metadata of the unscoped decision point."""
     return AuthZenService.configuration(current_app.extensions["ringfence"].settings.public_url)
 
 
 @blp.route("/.well-known/authzen-configuration/pdp/<workspace>", methods=["GET"])
+@blp.doc(**_CONFIGURATION_DOC)
 def workspace_configuration(workspace: str) -> Any:
     """AuthZEN discovery metadata of one workspace's decision point.
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import yaml
 
@@ -690,7 +691,8 @@ class AuthZenService:
     @staticmethod
     def configuration(base_url: str, workspace: str | None = None) -> dict[str, Any]:
         """The discovery metadata; per workspace, the endpoints scoped to it."""
-        pdp = base_url.rstrip("/") + (f"/pdp/{workspace}" if workspace else "")
+        # Percent-encoded: the name comes from the request path and may be anything.
+        pdp = base_url.rstrip("/") + (f"/pdp/{quote(workspace, safe='')}" if workspace else "")
         return {
             "policy_decision_point": pdp,
             "access_evaluation_endpoint": f"{pdp}/access/v1/evaluation",
