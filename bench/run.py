@@ -215,15 +215,27 @@ NOTES = """## Notes
   the workspace, the role's memoised expansion, the exact `(resource, action)` entry and
   the pattern rules, and a stable-state check for concurrent writers. In CPython that is
   ~1.5 µs, so the "within 2x of a dict lookup" goal is missed by the ratio the table
-  shows; in absolute terms it is within the 1-6 µs the issue gives for a dict lookup,
-  and it stays flat with size (the work per check does not depend on the number of
-  users or rules).
+  shows; in absolute terms it is within the 1-6 µs the issue gives for a dict lookup.
+- Latency is not flat: it grows about 2.5x from 10k to 1M users although the work per
+  check is the same (no step depends on the number of users or rules; nothing is
+  scanned). The likely cause is memory locality: at 1M the per-user dictionaries and
+  grant tuples (~900 MB) miss the CPU caches on every random user, while the baseline
+  set holds only the 20,000 sampled answers. A baseline holding every allowed
+  (user, workspace, resource, action) at 1M would need tens of millions of entries.
+- Start-up at 1M misses 15 s (34 s measured). Measured separately on the same schema:
+  reading users 6.7 s and casbin_rule 7.9 s through SQLAlchemy, splitting rules 1.7 s,
+  adding 1.75M grants one by one 6.2 s, the rest (subjects, sets) ~10 s. Reading through
+  the raw driver and building the grant tables in bulk are the next steps.
 - Percentiles are of single calls timed with `perf_counter_ns` on a shared 2-core
   machine; means are higher than p50 because of other processes and the garbage
   collector. `DecisionService.check` adds resolving `"user:<id>"`.
 - pycasbin `Enforcer` is loaded the way an adapter loads (rules appended, role links
   built once) and asked a few of the same requests (60 s budget); at 1M it is skipped
-  (one check takes seconds). `FastEnforcer`, oso and cedarpy were not measured (no time
+  (one check takes seconds; its first check at 100k took 342 s). Its load time at 10k
+  was measured with `add_policies`, which is quadratic; the 100k figure with the
+  adapter-style load.
+- The 10k COPY time includes an ANALYZE of the whole shared database (since limited to
+  the benchmark's tables). `FastEnforcer`, oso and cedarpy were not measured (no time
   in this run; oso and cedarpy are not installed). HTTP throughput was not measured.
 - "first check in the big workspace" is the first decision after start-up, in the
   workspace whose members are 10% of the users: it includes expanding the role for the
