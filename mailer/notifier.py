@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery._state import _set_task_join_will_block
+
 from gateway.notifier import TestOutcome
+from mailer.celery_app import celery_app
 from mailer.messages import render_test_message
 from mailer.tasks import deliver_message
 from mailer.transport import DeliveryError, transport_from_config
@@ -31,6 +34,13 @@ class CeleryNotifier:
             # records delivery failures rather than raising them). Either way the
             # change that queued the message stands.
             logger.exception("Message %s: could not deliver or queue it", message_id)
+        finally:
+            if celery_app.conf.task_always_eager:
+                # An eager task guards result.get() with a process-wide flag that it sets
+                # and restores; two eager tasks in two threads (a request, and a password
+                # reset email sent after the answer) can leave it set for good, and every
+                # later .get() in the process fails. Nothing here needs it between tasks.
+                _set_task_join_will_block(False)
 
     def send_test(self, to_address: str, transport: dict[str, Any]) -> TestOutcome:
         """Send a short test email to ``to_address`` now, through ``transport`` (the keys
