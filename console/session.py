@@ -103,6 +103,38 @@ def set_pre_session(response: Response, value: str) -> None:
     _set_cookie(response, PRE_SESSION_COOKIE, value, 3600)
 
 
+SSO_COOKIE = "ringfence_console_sso"
+SSO_MAX_AGE = 600  # seconds: time to get through the identity provider's sign-in
+
+
+def start_sso() -> tuple[str, str]:
+    """A new random value binding this browser to the SSO sign-in it starts (the caller
+    sets it with :func:`set_sso_binding`), and its digest to send along the round trip."""
+    value = secrets.token_urlsafe(32)
+    return value, sso_binding(value)
+
+
+def sso_binding(value: str) -> str:
+    return _mac("sso", value)
+
+
+def set_sso_binding(response: Response, value: str) -> None:
+    _set_cookie(response, SSO_COOKIE, value, SSO_MAX_AGE)
+
+
+def sso_binding_matches(sent: str) -> bool:
+    """Whether ``sent`` (handed back with the one-time code) belongs to this browser's
+    cookie: a code fetched in another browser cannot be slipped into this one."""
+    value = request.cookies.get(cookie_name(SSO_COOKIE))
+    return bool(value and sent) and hmac.compare_digest(sso_binding(value or ""), sent)
+
+
+def end_sso(response: Response) -> None:
+    response.delete_cookie(
+        cookie_name(SSO_COOKIE), path="/", secure=secure_cookies(), httponly=True
+    )
+
+
 def csrf_token(session_id: str) -> str:
     return _mac("session", session_id)
 

@@ -23,6 +23,7 @@ from flask import (
     request,
     url_for,
 )
+from flask import session as sso_session
 from marshmallow import ValidationError
 
 from admin_api.schemas import (
@@ -53,6 +54,7 @@ from gateway.services.invitations import effective_status
 from gateway.services.roles import role_sources
 from gateway.services.settings import parse_domains
 from gateway.services.users import UserFilter, UserView
+from gateway.sso import ERROR_KEY as SSO_ERROR_KEY
 
 bp = Blueprint(
     "console",
@@ -76,7 +78,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-PUBLIC_ENDPOINTS = {"console.sign_in", "console.static"}
+PUBLIC_ENDPOINTS = {"console.sign_in", "console.static", "console.sso_start", "console.sso_done"}
 LIVE_INVITATION = {InvitationStatus.PENDING, InvitationStatus.SENT, InvitationStatus.FAILED}
 
 
@@ -307,6 +309,10 @@ def sign_in() -> Response:
             # One message whatever went wrong, as the API's: nothing about who exists.
             errors = {"_form": [exc.detail or exc.title]}
             status = exc.status
+    return _sign_in_page(errors, status, email)
+
+
+def _sign_in_page(errors: dict[str, list[str]], status: int = 200, email: str = "") -> Response:
     token, new_cookie = console_session.pre_session_token()
     g.console_pre_token = token
     response = _render(
@@ -319,6 +325,53 @@ def sign_in() -> Response:
     )
     if new_cookie:
         console_session.set_pre_session(response, new_cookie)
+    return response
+
+
+@bp.get("/sso/start")
+def sso_start() -> Response:
+    """Single sign-on into the console: bind this browser to the sign-in (a random,
+    HttpOnly cookie; its digest travels the round trip) and go to the provider."""
+    if not console_session.settings().oidc_issuer:
+        return _sign_in_page({"_form": ["Single sign-on is not configured here"]}, 404)
+    value, binding = console_session.start_sso()
+    target = "/auth/sso/login?" + urlencode({"next": "console", "binding": binding})
+    response = redirect(target, 303)
+    console_session.set_sso_binding(response, value)  # type: ignore[arg-type]
+    return response  # type: ignore[return-value]
+
+
+@bp.get("/sso/done")
+def sso_done() -> Response:
+    """The end of the round trip: the one-time code becomes a console session, exactly
+    as a password sign-in's tokens do, only in the browser that started it."""
+    refusal = sso_session.pop(SSO_ERROR_KEY, None)
+    bound = console_session.sso_binding_matches(request.args.get("binding", "")[:128])
+    code = request.args.get("code", "")[:200]
+    message, session_id = None, ""
+    if refusal:
+        message, status = str(refusal), 403
+    elif not bound:
+        message, status = (
+            "This sign-in was not started in this browser, or took too long; start again",
+            400,
+        )
+    elif not code:
+        message, status = "The sign-in did not finish; start again", 400
+    else:
+        try:
+            issued = services().sso.exchange(code, request.remote_addr or "")
+            _, started = services().auth.authenticate(issued.access_token)
+            assert started is not None
+            session_id = started
+        except RingfenceError as exc:
+            message, status = exc.detail or exc.title, exc.status
+    if message is not None:
+        response = _sign_in_page({"_form": [message]}, status)
+    else:
+        response = redirect(url_for("console.users"), 303)  # type: ignore[assignment]
+        console_session.start_session(response, session_id)
+    console_session.end_sso(response)  # the binding is spent either way
     return response
 
 

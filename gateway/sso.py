@@ -29,7 +29,9 @@ from werkzeug.wrappers import Response
 from gateway.config import Settings
 from gateway.errors import (
     IdentityProviderUnavailable,
+    InvalidInput,
     InvalidInvitationToken,
+    RingfenceError,
     SsoFailed,
     SsoNotConfigured,
 )
@@ -41,6 +43,13 @@ bp = Blueprint("sso", __name__)
 
 PROVIDER = "oidc"
 _INVITATION_KEY = "ringfence_sso_invitation"
+# A per-request return target (``?next=``), by name from this allow-list only: never a URL
+# from the request, so the callback cannot be turned into an open redirect.
+RETURN_TARGETS = {"console": "/console/sso/done"}
+_RETURN_KEY = "ringfence_sso_next"
+_BINDING_KEY = "ringfence_sso_binding"
+# Where a refusal for a named target waits for that target's page to show it.
+ERROR_KEY = "ringfence_sso_error"
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -118,6 +127,16 @@ def login() -> Response:
     """Start single sign-on: a redirect to the identity provider."""
     _client()
     session.pop(_INVITATION_KEY, None)
+    session.pop(_RETURN_KEY, None)
+    session.pop(_BINDING_KEY, None)
+    target = flask_request.args.get("next")
+    if target is not None:
+        # ``binding`` is the target's own proof that this browser started the sign-in
+        # (the console's: a digest of its cookie); it is handed back with the code.
+        binding = flask_request.args.get("binding", "")
+        if target not in RETURN_TARGETS or not (0 < len(binding) <= 128 and binding.isalnum()):
+            raise InvalidInput("Unknown sign-in return target", errors={"next": ["unknown"]})
+        session[_RETURN_KEY], session[_BINDING_KEY] = target, binding
     return _to_provider()
 
 
@@ -131,6 +150,7 @@ def accept_with_sso(token: str) -> Response:
     if not state.usable:
         raise InvalidInvitationToken(state.reason)
     session[_INVITATION_KEY] = token
+    session.pop(_RETURN_KEY, None)
     return _to_provider()
 
 
@@ -139,6 +159,27 @@ def callback() -> Response:
     """The provider's answer: sign the person in (or accept their invitation), and hand
     back a one-time code for ``POST /auth/sso/exchange``."""
     client = _client()
+    target = session.pop(_RETURN_KEY, None)
+    binding = str(session.pop(_BINDING_KEY, ""))
+    if target in RETURN_TARGETS:
+        back = _settings().public_url.rstrip("/") + RETURN_TARGETS[target]
+        try:
+            code = _callback(client)
+        except RingfenceError as exc:
+            # The target's page shows the refusal (kept in the signed session cookie, so
+            # nobody can put a message of theirs on it).
+            session[ERROR_KEY] = exc.detail or exc.title
+            return redirect(back + "?" + urlencode({"binding": binding}), code=303)
+        return redirect(back + "?" + urlencode({"code": code.code, "binding": binding}), code=303)
+    code = _callback(client)
+    return_url = _settings().oidc_return_url
+    if return_url:
+        separator = "&" if "?" in return_url else "?"
+        return redirect(return_url + separator + urlencode({"code": code.code}), code=303)
+    return jsonify(code=code.code, expires_in=code.expires_in, exchange="POST /auth/sso/exchange")
+
+
+def _callback(client: Any) -> SsoCode:
     invitation = session.pop(_INVITATION_KEY, None)
     try:
         token = client.authorize_access_token()
@@ -167,13 +208,8 @@ def callback() -> Response:
     )
     client_address = flask_request.remote_addr or ""
     sso = services().sso
-    code: SsoCode = (
+    return (
         sso.accept_invitation(invitation, identity, client_address)
         if invitation
         else sso.sign_in(identity, client_address)
     )
-    return_url = _settings().oidc_return_url
-    if return_url:
-        separator = "&" if "?" in return_url else "?"
-        return redirect(return_url + separator + urlencode({"code": code.code}), code=303)
-    return jsonify(code=code.code, expires_in=code.expires_in, exchange="POST /auth/sso/exchange")

@@ -26,6 +26,8 @@ PUBLIC = {
     ("POST", "/console/sign-in"),
     ("POST", "/console/sign-out"),
     ("GET", "/console/static/<path:filename>"),
+    ("GET", "/console/sso/start"),
+    ("GET", "/console/sso/done"),
 }
 ACME = ("acme", "eve@example.com", "pat@example.com", "Eve", "Pat")
 
