@@ -102,7 +102,8 @@ def test_onboarding_story_in_the_console(
     page.get_by_role("link", name="Invite user").click()
     # htmx opened the form in place and moved focus into it.
     page.locator("#invite-title").wait_for()
-    assert page.evaluate("document.activeElement.id") == "invite-title"
+    # Focus moves once htmx has settled the swap: wait for it (fails after the timeout).
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'invite-title'")
     assert page.url.endswith("/console/users")
     page.get_by_label("Name", exact=True).fill("John Smith")
     page.get_by_label("Email", exact=True).fill("john@example.com")
@@ -159,7 +160,7 @@ def test_onboarding_story_in_the_console(
     assert john_row.get_by_role("button", name="Reactivate John Smith").is_visible()
     assert "Deactivated John Smith" in message.inner_text()
     # Focus went to the message saying what happened, not lost to the page.
-    assert page.evaluate("document.activeElement.closest('#messages') !== null")
+    page.wait_for_function("document.activeElement.closest('#messages') !== null")
     shot(page, artifacts, "07-users-deactivated")
 
     # -- the audit trail -------------------------------------------------------------------
