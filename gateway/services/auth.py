@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from gateway.config import Settings
 from gateway.errors import InvalidCredentials, TooManyRequests, Unauthorized
-from gateway.models import AuthSession, RefreshToken, User, UserStatus, utcnow
+from gateway.models import AuthSession, RefreshToken, User, UserStatus, UserToken, utcnow
 from gateway.security import (
     issue_access_token,
     new_token,
@@ -39,6 +39,19 @@ class IssuedToken:
     expires_in: int
     refresh_token: str
     token_type: str = "Bearer"  # noqa: S105 - a name, not a secret
+
+
+def claim_user_token(session: Session, token_id: int) -> bool:
+    """Mark a single-use token (reset link, sign-in code) used; False if it was already.
+    The conditional update is the single-use guarantee: of two concurrent uses exactly one
+    finds it unused."""
+    claimed = session.execute(
+        update(UserToken)
+        .where(UserToken.id == token_id, UserToken.used_at.is_(None))
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return claimed.rowcount == 1  # type: ignore[attr-defined]
 
 
 class AuthService:

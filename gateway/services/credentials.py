@@ -30,7 +30,7 @@ from gateway.models import (
 from gateway.notifier import Notifier, PasswordResetNotice, reset_payload
 from gateway.passwords import password_problem
 from gateway.security import hash_password, new_token, seal, token_digest, verify_password
-from gateway.services.auth import AuthService, IssuedToken
+from gateway.services.auth import AuthService, IssuedToken, claim_user_token
 from gateway.services.base import Actor, ChangeSet
 from gateway.throttle import LoginThrottle
 
@@ -182,15 +182,7 @@ class CredentialService:
         row, user = self._reset_token(token)
         if not state.usable or row is None or user is None:
             raise InvalidResetToken(state.reason)
-        # The conditional update is the single-use guarantee: of two concurrent uses of
-        # one link exactly one finds it unused.
-        claimed = self.session.execute(
-            update(UserToken)
-            .where(UserToken.id == row.id, UserToken.used_at.is_(None))
-            .values(used_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        if not claim_user_token(self.session, row.id):
             self.session.rollback()
             raise InvalidResetToken("This link was used already; ask for a new one.")
         user.password_hash = hash_password(new_password)

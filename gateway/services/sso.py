@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.errors import SsoRefused, Unauthorized
 from gateway.models import TokenPurpose, User, UserStatus, UserToken, utcnow
 from gateway.security import new_token, token_digest
-from gateway.services.auth import AuthService, IssuedToken
+from gateway.services.auth import AuthService, IssuedToken, claim_user_token
 from gateway.services.base import Actor, ChangeSet
 from gateway.services.invitations import InvitationService
 
@@ -158,13 +158,7 @@ class SsoService:
             self.session.add_all(refused.events)
             self.session.commit()
             raise Unauthorized("The sign-in code is not valid, used already or expired")
-        claimed = self.session.execute(
-            update(UserToken)
-            .where(UserToken.id == row.id, UserToken.used_at.is_(None))
-            .values(used_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        if not claim_user_token(self.session, row.id):
             self.session.rollback()
             raise Unauthorized("The sign-in code was used already")
         return self.auth.start_session(user, "auth.login_sso", client)
