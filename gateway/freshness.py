@@ -22,11 +22,13 @@ import time
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
+from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway import metrics
 from gateway.errors import BadRequest, Conflict, ServiceUnavailable
 from gateway.http import is_decision_request, problem_response, unexpected_error
+from gateway.models import DeliveryStatus, OutboxMessage
 from gateway.sync import SyncState, catch_up, state_of, wait_for_revision
 
 log = logging.getLogger("ringfence.freshness")
@@ -162,7 +164,29 @@ def _scrape(app: Flask) -> bytes:
     metrics.WATCHER_CONNECTED.set(1 if watcher is not None and watcher.connected else 0)
     metrics.INCREMENTAL_APPLIES.set(state.incremental_applies)
     metrics.FULL_RELOADS.set(state.full_reloads)
+    if not state.stale:  # with the database away, the last figures stand
+        _scrape_mail_queue(app)
     return metrics.generate_latest()
+
+
+_UNSENT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRY)
+
+
+def _scrape_mail_queue(app: Flask) -> None:
+    """One indexed COUNT per scrape (ix_outbox_messages_status), never on a request."""
+    query = (
+        select(OutboxMessage.status, func.count())
+        .where(OutboxMessage.status.in_(_UNSENT))
+        .group_by(OutboxMessage.status)
+    )
+    try:
+        with app.extensions["ringfence"].session_factory() as session:
+            counts = {status: count for status, count in session.execute(query).all()}
+    except Exception:
+        log.debug("metrics: mail queue not read", exc_info=True)
+        return
+    for status in _UNSENT:
+        metrics.MAIL_QUEUE_DEPTH.labels(status.value).set(counts.get(status, 0))
 
 
 def _restart_after_fork(app: Flask) -> None:

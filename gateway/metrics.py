@@ -46,6 +46,23 @@ INCREMENTAL_APPLIES = Gauge(
     "ringfence_incremental_applies", "Revisions applied from the change log (since start)"
 )
 FULL_RELOADS = Gauge("ringfence_full_reloads", "Full engine reloads (since start)")
+LOGIN_FAILURES = Counter(
+    "ringfence_login_failures_total",
+    "Password sign-ins refused, by reason (invalid_credentials, throttled)",
+    ["reason"],
+)
+# Counted by the process that delivers: the gateway itself when Celery runs eager, else
+# the worker (the outbox keeps every failure too: GET /invitations?status=failed).
+MAIL_DELIVERY_FAILURES = Counter(
+    "ringfence_mail_delivery_failures_total",
+    "Email deliveries that failed, by outcome (retry: another attempt is due; failed: final)",
+    ["outcome"],
+)
+MAIL_QUEUE_DEPTH = Gauge(
+    "ringfence_mail_queue_depth",
+    "Outbox messages not sent yet, by status (queued, sending, retry); read at scrape time",
+    ["status"],
+)
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -54,6 +71,9 @@ __all__ = [
     "DECISION_SECONDS",
     "FULL_RELOADS",
     "INCREMENTAL_APPLIES",
+    "LOGIN_FAILURES",
+    "MAIL_DELIVERY_FAILURES",
+    "MAIL_QUEUE_DEPTH",
     "MIN_REVISION_REFUSALS",
     "REVISION",
     "REVISION_LAG",

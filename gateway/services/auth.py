@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from gateway import metrics
 from gateway.config import Settings
 from gateway.errors import InvalidCredentials, TooManyRequests, Unauthorized
 from gateway.models import AuthSession, RefreshToken, User, UserStatus, UserToken, utcnow
@@ -73,12 +74,14 @@ class AuthService:
             self.throttle.check(email, client)
         except TooManyRequests:
             self._audit_sign_in("auth.login_throttled", None, typed, client)
+            metrics.LOGIN_FAILURES.labels("throttled").inc()
             raise
         user = self.session.scalar(select(User).where(User.email == typed))
         password_ok = verify_password(user.password_hash if user else None, password)
         if user is None or not password_ok or user.status != UserStatus.ACTIVE:
             self.throttle.failed(email, client)
             self._audit_sign_in("auth.login_failed", user, typed, client)
+            metrics.LOGIN_FAILURES.labels("invalid_credentials").inc()
             raise InvalidCredentials()
         self.throttle.succeeded(email)
         self._audit_sign_in("auth.login", user, typed, client)

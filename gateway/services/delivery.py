@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway import metrics
 from gateway.config import Settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -90,6 +91,7 @@ class DatabaseLedger:
         self._record(message_id, DeliveryStatus.SENT, detail)
 
     def record_failure(self, message_id: int, reason: str, *, final: bool) -> None:
+        metrics.MAIL_DELIVERY_FAILURES.labels("failed" if final else "retry").inc()
         self._record(message_id, DeliveryStatus.FAILED if final else DeliveryStatus.RETRY, reason)
 
     def _record(self, message_id: int, status: DeliveryStatus, detail: str) -> None:
