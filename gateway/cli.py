@@ -208,11 +208,26 @@ def _print_credentials(email: str, password: str | None) -> None:
 
 
 @main.command()
+@click.option("--url", "urls", multiple=True, help="A running replica to compare (repeatable).")
+@click.option(
+    "--max-lag", type=int, default=0, show_default=True, help="Revisions a replica may lag."
+)
 @click.pass_obj
-def doctor(settings: Settings) -> None:
-    """Check that every grant has its Casbin rule and every rule its grant."""
+def doctor(settings: Settings, urls: tuple[str, ...], max_lag: int) -> None:
+    """Check that every grant has its Casbin rule and every rule its grant, and that each
+    replica given with --url holds the database's policy revision."""
+    from gateway.replica_check import check_replica
+    from gateway.sync import committed_revision
+
     with open_services(settings) as services:
         problems = services.setup.doctor()
+        database_revision = committed_revision(services.session)
+    for url in urls:
+        report = check_replica(url, database_revision, max_lag)
+        if report.ok:
+            click.echo(f"OK: {report.message}")
+        else:
+            problems.append(report.message)
     if problems:
         click.secho(f"{len(problems)} problem(s):", fg="red", err=True)
         for problem in problems:

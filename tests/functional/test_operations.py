@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Settings
-from tests.helpers import LiveServer, create_workspaces, post_invitation
+from tests.helpers import LiveServer, create_workspaces, post_invitation, run_cli
 from tests.smtp_support import REFUSAL, Mailbox, running_smtp
 
 
@@ -91,3 +92,68 @@ def test_the_queue_gauge_counts_unsent_messages(server: LiveServer) -> None:
     assert value(scrape(server), name, status="queued") == 0
     invite_one(server, "someone@example.com")  # committed; the broker could not take it
     assert value(scrape(server), name, status="queued") == 1
+
+
+# -- ringfence doctor --url ---------------------------------------------------------------
+
+
+def database_revision(settings: Settings) -> int:
+    from gateway.db import make_engine, make_session_factory
+    from gateway.sync import committed_revision
+
+    db = make_engine(settings.sqlalchemy_url)
+    try:
+        with make_session_factory(db)() as session:
+            return committed_revision(session)
+    finally:
+        db.dispose()
+
+
+def test_doctor_finds_the_replica_in_sync(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")  # a change: the revision moves past init's
+    revision = database_revision(server.settings)
+
+    result = run_cli(server.settings, "doctor", "--url", server.url)
+
+    assert result.exit_code == 0, result.output
+    assert f"at revision {revision}, database at {revision}: in sync" in result.output
+
+
+def test_doctor_reports_a_replica_behind_the_database_and_one_unreachable(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    # The replica reads one database, doctor another one a change ahead of it: what an
+    # operator sees of a replica pointed at the wrong database (or a restored backup).
+    other = replace(
+        server.settings,
+        instance_dir=tmp_path / "other",
+        database_url=f"sqlite:///{tmp_path / 'other.db'}",
+    )
+    assert run_cli(other, "init").exit_code == 0
+    assert database_revision(other) == database_revision(server.settings)
+    added = run_cli(
+        other,
+        "create-admin",
+        "--email",
+        "b@example.com",
+        "--name",
+        "B",
+        "--password-stdin",
+        input="a very long password\n",
+    )
+    assert added.exit_code == 0, added.output
+    ahead = database_revision(other)
+    replica = database_revision(server.settings)
+    assert ahead > replica
+
+    behind = run_cli(other, "doctor", "--url", server.url)
+    assert behind.exit_code == 1, behind.output
+    assert f"behind by {ahead - replica} (more than 0)" in behind.output
+
+    tolerated = run_cli(other, "doctor", "--url", server.url, "--max-lag", str(ahead - replica))
+    assert tolerated.exit_code == 0, tolerated.output
+
+    away = run_cli(server.settings, "doctor", "--url", "http://127.0.0.1:1")
+    assert away.exit_code == 1
+    assert "unreachable" in away.output
