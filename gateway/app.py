@@ -23,6 +23,7 @@ from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
 from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
+from gateway.logs import configure_logging
 from gateway.notifier import Notifier
 from gateway.services import load_engine, login_throttle
 from gateway.services.authzen import load_refinements, load_subject_directory
@@ -118,9 +119,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     """A ready gateway on a migrated database (``ringfence init`` migrates it)."""
     settings = (settings or load_settings()).with_secret()
     logging.getLogger("casbin").setLevel(logging.WARNING)  # it logs the model at INFO
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     db = make_engine(settings.sqlalchemy_url)
     if not inspect(db).has_table("policy_state"):
         raise ServiceUnavailable(

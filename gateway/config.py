@@ -82,6 +82,7 @@ class Settings:
     admin_email: str = "admin@example.com"
     admin_name: str = "Super Admin"
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json (one object a line, with the request id)
     # Replicas: change notices on Redis (empty: the revision check alone), how long a
     # decision asking for X-Min-Revision may wait for it, and how many proxies (load
     # balancers) in front of the gateway to trust for the client address (0: none).

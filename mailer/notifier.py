@@ -12,6 +12,7 @@ from typing import Any
 
 from celery._state import _set_task_join_will_block
 
+from gateway.logs import REQUEST_ID_HEADER, current_request_id
 from gateway.notifier import TestOutcome
 from mailer.celery_app import celery_app
 from mailer.messages import render_test_message
@@ -27,7 +28,10 @@ class CeleryNotifier:
     def message_queued(self, message_id: int) -> None:
         """Queue delivery of outbox message ``message_id``; failures are logged, never raised."""
         try:
-            deliver_message.delay(message_id)
+            # The request id travels with the task, so the worker's lines name it too.
+            request_id = current_request_id()
+            headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+            deliver_message.apply_async((message_id,), headers=headers)
         except Exception:
             # With a broker: publishing failed (it is down), and the sweep requeues the
             # message once it is back. Eager: the task itself failed unexpectedly (it

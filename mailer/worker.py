@@ -8,13 +8,16 @@ entry point, since ``mailer`` does not import the gateway's services itself.
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
 
 from gateway.config import Settings, load_settings
+from gateway.logs import use_format
 from mailer.celery_app import configure_celery
 from mailer.delivery import DeliveryLedger, install_ledger
 
@@ -37,7 +40,19 @@ def prepare_worker(settings: Settings, ledger: DeliveryLedger) -> Celery:
         raise SystemExit("RINGFENCE_OUTBOX_SWEEP_INTERVAL_SECONDS must be more than 0")
     app = configure_celery(settings, worker=True)
     install_ledger(ledger)
+    _log_in_format(settings.log_format)
     return app
+
+
+def _log_in_format(log_format: str) -> None:
+    """The worker sets its loggers up itself: JSON lines (with the request id that queued
+    the task) once it has, if ``RINGFENCE_LOG_FORMAT=json``."""
+
+    def apply(logger: logging.Logger, **_: Any) -> None:
+        use_format(logger, log_format)
+
+    after_setup_logger.connect(apply, weak=False)
+    after_setup_task_logger.connect(apply, weak=False)
 
 
 def worker_argv(settings: Settings, concurrency: int = 2, beat: bool = False) -> list[str]:

@@ -3,6 +3,10 @@ with a real SMTP server (aiosmtpd) that refuses the recipient, or a broker that 
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -10,8 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.serving import make_server
 
+from gateway.app import create_app
 from gateway.config import Settings
+from gateway.logs import use_format
 from tests.helpers import LiveServer, create_workspaces, post_invitation, run_cli
 from tests.smtp_support import REFUSAL, Mailbox, running_smtp
 
@@ -157,3 +164,67 @@ def test_doctor_reports_a_replica_behind_the_database_and_one_unreachable(
     away = run_cli(server.settings, "doctor", "--url", "http://127.0.0.1:1")
     assert away.exit_code == 1
     assert "unreachable" in away.output
+
+
+# -- JSON logs --------------------------------------------------------------------------
+
+
+def test_json_logs_carry_the_request_id_into_the_mail_task(
+    settings: Settings, admin_password: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    # Built here, not by the server fixture: the format is set on the handlers of this
+    # test's phase, which caplog.text writes through.
+    app = create_app(replace(settings, log_format="json"))
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        live = LiveServer(f"http://127.0.0.1:{httpd.server_port}", app, settings, admin_password)
+        admin = live.admin()
+        create_workspaces(admin, "acme")
+        response = admin.post(
+            "/invitations",
+            json={
+                "email": "john@example.com",
+                "name": "John",
+                "roles": [{"workspace": "acme", "role": "viewer"}],
+            },
+            headers={"X-Request-ID": "req-ops-42"},
+        )
+        assert response.status_code == 201, response.text
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=5)
+        if poller := app.extensions.get("ringfence_poller"):
+            poller.stop()
+        app.extensions["ringfence"].db.dispose()
+
+    lines = [json.loads(line) for line in caplog.text.splitlines() if line.strip()]
+    assert lines and all(
+        {"time", "level", "logger", "message", "request_id"} <= set(line) for line in lines
+    )
+    # The mail task (eager here) logged with the id passed to it as a Celery header.
+    mailer = [line for line in lines if line["logger"] == "ringfence.mailer"]
+    assert mailer and all(line["request_id"] == "req-ops-42" for line in mailer), mailer
+    assert any("accept link" in line["message"] for line in mailer)
+
+
+def test_a_json_line_holds_the_exception() -> None:
+    handler = logging.StreamHandler(io.StringIO())
+    logger = logging.getLogger("ringfence.test_operations")
+    logger.addHandler(handler)
+    try:
+        use_format(logger, "json")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logger.error("it failed", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    stream = handler.stream
+    assert isinstance(stream, io.StringIO)
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["level"] == "ERROR" and line["message"] == "it failed"
+    assert line["request_id"] is None  # neither a request nor a task
+    assert "RuntimeError: boom" in line["exception"]
