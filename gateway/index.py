@@ -257,6 +257,9 @@ class Grants:
         self.patterned_domains: set[str] = set()  # non-universal patterns with a '*'
         self.universal_domains: set[str] = set()
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        # Grants whose "role" is a user (a user-to-user link, never written by Ringfence
+        # but legal in Casbin): the index must then walk links per request.
+        self.user_parents = 0
 
     def __len__(self) -> int:
         return sum(len(links) for links in self.by_user.values())
@@ -268,6 +271,8 @@ class Grants:
             return
         holders = self.holders.setdefault(pair[1], {}).setdefault(pair[0], set())
         holders.add(user_id)
+        if user_id_of(role) is not None:
+            self.user_parents += 1
         if is_universal(domain):
             self.universal_domains.add(pair[1])
         elif "*" in domain:
@@ -281,6 +286,8 @@ class Grants:
         if pair not in links:
             return
         remaining = tuple(p for p in links if p != pair)
+        if user_id_of(role) is not None:
+            self.user_parents -= 1
         if remaining:
             self.by_user[user_id] = remaining
         else:
@@ -333,8 +340,9 @@ class Index:
 
     @property
     def walks(self) -> bool:
-        """True when grants matter beyond a user's first step (see the module doc)."""
-        return self.layer.links_to_users
+        """True when grants matter beyond a user's first step (see the module doc): a
+        link to a user, in the role layer or as a user's grant."""
+        return self.layer.links_to_users or self.grants.user_parents > 0
 
     def match(
         self, user_id: int, domain: str, obj: str, act: str, owner: int | None

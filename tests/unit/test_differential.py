@@ -511,3 +511,20 @@ def test_rules_of_any_shape_decide_as_casbin(data: st.DataObject) -> None:
         revision += 1
         engine.apply([RuleRemoved(rule)], revision)
     assert_same_on_any_rules(engine, [r for r in rules if r not in removed])
+
+
+def test_a_chain_of_user_to_user_links_decides_as_casbin() -> None:
+    """Found by hypothesis: user:1 → user:2 → user:3 (links Casbin allows, Ringfence never
+    writes) reach user:3's rule; every link of a user is a grant in the index, so it must
+    walk links as soon as one grant names a user."""
+    rules = [
+        Rule("p", ("user:3", "acme", "documents", "read", "")),
+        Rule("g", ("user:1", "user:2", "acme")),
+        Rule("g", ("user:2", "user:3", "acme")),
+    ]
+    engine = fresh_engine()
+    engine.apply([WorkspaceAdded("acx")], revision=2)
+    engine.apply(additions(rules), revision=3)
+    assert_same_on_any_rules(engine, rules)
+    engine.apply([RuleRemoved(rules[2])], revision=4)
+    assert_same_on_any_rules(engine, rules[:2])
