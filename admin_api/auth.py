@@ -19,7 +19,7 @@ from admin_api.schemas import (
     TokenSchema,
 )
 from gateway.background import after_answer
-from gateway.http import current_actor, current_session_id, services
+from gateway.http import current_actor, current_session_id, request_id, services
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Sign in for an access token")
 
@@ -30,7 +30,9 @@ class Login(MethodView):
     @blp.response(200, TokenSchema)
     def post(self, args: dict[str, str]) -> Any:
         """Exchange email and password for a signed access token (JWT)."""
-        return services().auth.login(args["email"], args["password"], request.remote_addr or "")
+        return services().auth.login(
+            args["email"], args["password"], request.remote_addr or "", request_id()
+        )
 
 
 @blp.route("/refresh")
@@ -39,7 +41,7 @@ class Refresh(MethodView):
     @blp.response(200, TokenSchema)
     def post(self, args: dict[str, str]) -> Any:
         """Exchange a refresh token (once) for a new access token and refresh token."""
-        return services().auth.refresh(args["refresh_token"])
+        return services().auth.refresh(args["refresh_token"], request_id())
 
 
 @blp.route("/logout")
@@ -47,7 +49,7 @@ class Logout(MethodView):
     @blp.response(204)
     def post(self) -> None:
         """End this sign-in session: its access and refresh tokens stop working."""
-        services().auth.logout(current_session_id())
+        services().auth.logout(current_session_id(), request_id())
 
 
 @blp.route("/password")

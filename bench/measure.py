@@ -11,6 +11,7 @@ import random
 import resource
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from bench.data import ACTIONS, BIG_WORKSPACE, RESOURCES
+from gateway import decision_log
 from gateway.engine import DecisionEngine, RuleAdded, RuleRemoved, SubjectChanged
 from gateway.rules import GrantKey, grant_rule, permission_rule
 from gateway.services import reload_engine
@@ -137,6 +139,23 @@ def main() -> None:
     out["engine"] = timed(engine.check, requests, passes)
     out["service"] = timed(service_check, requests, passes)
     out["dict_again"] = timed(dict_lookup, requests, passes)  # drift check
+
+    # -- the decision log's cost: the same checks with every decision logged ------------------
+    # Installed the way the app factory installs it (full sampling); its writer thread runs
+    # beside the checks, as in the gateway. /dev/null stands in for stdout, which carries
+    # this process's JSON result.
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, target in (
+            ("service_log_file", str(Path(tmp) / "decisions.log")),
+            ("service_log_devnull", "/dev/null"),
+        ):
+            log = decision_log.DecisionLog(target, 1.0)
+            decision_log.install(log)
+            out[key] = timed(service_check, requests, passes)
+            log.flush()
+            decision_log.install(None)  # closes it
+            out[key] |= {"written": log.written, "dropped": log.dropped}
+    out["service_again"] = timed(service_check, requests, passes)  # log off again: drift
 
     # -- pycasbin on the same decisions ------------------------------------------------------
     if args.casbin_requests:

@@ -295,7 +295,7 @@ def sign_in() -> Response:
                 {"email": email, "password": request.form.get("password", "")}
             )
             issued = services().auth.login(
-                args["email"], args["password"], request.remote_addr or ""
+                args["email"], args["password"], request.remote_addr or "", request_id()
             )
             _, session_id = services().auth.authenticate(issued.access_token)
             assert session_id is not None
@@ -377,7 +377,7 @@ def sso_done() -> Response:
 
 @bp.post("/sign-out")
 def sign_out() -> Response:
-    services().auth.logout(viewer().session_id)
+    services().auth.logout(viewer().session_id, request_id())
     response = redirect(url_for("console.sign_in"), 303)
     console_session.end_session(response)  # type: ignore[arg-type]
     if _htmx():

@@ -64,27 +64,30 @@ class AuthService:
         self.throttle = throttle
         self.uow = uow
 
-    def login(self, email: str, password: str, client: str = "") -> IssuedToken:
+    def login(
+        self, email: str, password: str, client: str = "", request_id: str | None = None
+    ) -> IssuedToken:
         """A signed access token for an active user with the right password. The error
         is the same whether the address is unknown, the password wrong or the account
         inactive, and failures are throttled per address and per ``client`` alike, so
-        that login reveals nothing about who has an account."""
+        that login reveals nothing about who has an account. ``request_id`` (the HTTP
+        layer's X-Request-ID) goes on the audit event, to find the request in the logs."""
         typed = email.strip().lower()[:320]
         try:
             self.throttle.check(email, client)
         except TooManyRequests:
-            self._audit_sign_in("auth.login_throttled", None, typed, client)
+            self._audit_sign_in("auth.login_throttled", None, typed, client, request_id)
             metrics.LOGIN_FAILURES.labels("throttled").inc()
             raise
         user = self.session.scalar(select(User).where(User.email == typed))
         password_ok = verify_password(user.password_hash if user else None, password)
         if user is None or not password_ok or user.status != UserStatus.ACTIVE:
             self.throttle.failed(email, client)
-            self._audit_sign_in("auth.login_failed", user, typed, client)
+            self._audit_sign_in("auth.login_failed", user, typed, client, request_id)
             metrics.LOGIN_FAILURES.labels("invalid_credentials").inc()
             raise InvalidCredentials()
         self.throttle.succeeded(email)
-        self._audit_sign_in("auth.login", user, typed, client)
+        self._audit_sign_in("auth.login", user, typed, client, request_id)
         user.last_login_at = utcnow()
         auth_session = AuthSession(
             id=secrets.token_hex(16), user_id=user.id, session_version=user.session_version
@@ -94,7 +97,7 @@ class AuthService:
         self.session.commit()
         return issued
 
-    def refresh(self, refresh_token: str) -> IssuedToken:
+    def refresh(self, refresh_token: str, request_id: str | None = None) -> IssuedToken:
         """The next token pair for a valid, unused refresh token. A used one ends its
         whole session (reuse means someone else has it)."""
         row = self.session.scalar(
@@ -108,7 +111,7 @@ class AuthService:
             self._end(auth_session, "refresh token reused")
             self.session.commit()
             if user is not None:
-                self._audit_sign_in("auth.refresh_reused", user, user.email, "")
+                self._audit_sign_in("auth.refresh_reused", user, user.email, "", request_id)
             raise Unauthorized("The refresh token was used already; the session has ended")
         if row.expires_at <= utcnow() or user is None or not self._live(user, auth_session):
             raise Unauthorized("The refresh token has expired or the account is not active")
@@ -125,7 +128,7 @@ class AuthService:
         self.session.commit()
         return issued
 
-    def logout(self, session_id: str | None) -> None:
+    def logout(self, session_id: str | None, request_id: str | None = None) -> None:
         """End the session the caller's access token belongs to (and its refresh tokens)."""
         auth_session = self.session.get(AuthSession, session_id) if session_id else None
         if auth_session is not None and auth_session.revoked_at is None:
@@ -133,7 +136,7 @@ class AuthService:
             self.session.commit()
             user = self.session.get(User, auth_session.user_id)
             if user is not None:
-                self._audit_sign_in("auth.logout", user, user.email, "")
+                self._audit_sign_in("auth.logout", user, user.email, "", request_id)
 
     def authenticate(self, token: str) -> tuple[User, str | None]:
         """The active user a token belongs to, and its session. Checked on every request,
@@ -197,10 +200,19 @@ class AuthService:
         )
         return IssuedToken(access, self.settings.access_token_ttl, refresh_token)
 
-    def _audit_sign_in(self, action: str, user: User | None, email: str, client: str) -> None:
+    def _audit_sign_in(
+        self,
+        action: str,
+        user: User | None,
+        email: str,
+        client: str,
+        request_id: str | None = None,
+    ) -> None:
         # The person acts on their own account; an unknown address is named as typed.
         name = f"{user.name} <{user.email}>" if user else email
-        actor = Actor(user.id if user else None, name, source_address=client or None)
+        actor = Actor(
+            user.id if user else None, name, request_id=request_id, source_address=client or None
+        )
         self.uow.record(
             actor,
             action,
@@ -210,7 +222,9 @@ class AuthService:
             after={"email": email, "source_address": client or None},
         )
 
-    def start_session(self, user: User, via: str, client: str = "") -> IssuedToken:
+    def start_session(
+        self, user: User, via: str, client: str = "", request_id: str | None = None
+    ) -> IssuedToken:
         """A new session for ``user``, who proved who they are some other way than the
         password form (single sign-on, a password change); commits with whatever the
         caller changed, and audits ``via`` like a sign-in."""
@@ -220,7 +234,7 @@ class AuthService:
         )
         self.session.add(auth_session)
         issued = self._issue(user, auth_session)
-        self._audit_sign_in(via, user, user.email, client)  # commits
+        self._audit_sign_in(via, user, user.email, client, request_id)  # commits
         return issued
 
     def end_all_sessions(self, user: User, reason: str) -> int:

@@ -258,3 +258,40 @@ def test_expiries_and_policy_versions_are_audited(server: LiveServer, tmp_path: 
     version = applied["after"]["version"]
     assert version["sha256"] == content_hash(policies) != content_hash(server.settings.policies_dir)
     assert run_cli(changed, "audit", "verify").exit_code == 0
+
+
+def test_sign_in_events_carry_the_request_id_the_client_sent(server: LiveServer) -> None:
+    """Sign-in events (success, failure, refresh reuse, sign-out) name the request, so an
+    event can be matched to the gateway's own logs and the decision log."""
+    with server.client() as anonymous:
+        failed = anonymous.post(
+            "/auth/login",
+            json={"email": ADMIN_EMAIL, "password": "not the password"},
+            headers={"X-Request-ID": "req-login-bad"},
+        )
+        assert failed.status_code == 401, failed.text
+        signed_in = anonymous.post(
+            "/auth/login",
+            json={"email": ADMIN_EMAIL, "password": server.admin_password},
+            headers={"X-Request-ID": "req-login-1"},
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        assert signed_in.headers["X-Request-ID"] == "req-login-1"
+        tokens = signed_in.json()
+        for request_id in ("req-refresh-1", "req-refresh-again"):
+            anonymous.post(
+                "/auth/refresh",
+                json={"refresh_token": tokens["refresh_token"]},
+                headers={"X-Request-ID": request_id},
+            )
+    admin = server.admin()
+    [login] = events(admin, request_id="req-login-1")
+    assert login["action"] == "auth.login" and login["actor_name"].endswith(f"<{ADMIN_EMAIL}>")
+    [failure] = events(admin, request_id="req-login-bad")
+    assert failure["action"] == "auth.login_failed"
+    [reused] = events(admin, request_id="req-refresh-again")
+    assert reused["action"] == "auth.refresh_reused"
+    with server.client(admin.headers["Authorization"].removeprefix("Bearer ")) as same:
+        assert same.post("/auth/logout", headers={"X-Request-ID": "req-out-1"}).status_code == 204
+    [signed_out] = events(server.admin(), request_id="req-out-1")
+    assert signed_out["action"] == "auth.logout"
