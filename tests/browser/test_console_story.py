@@ -16,6 +16,7 @@ from tests.helpers import ADMIN_EMAIL, PASSWORD, LiveServer
 from tests.smtp_support import Mailbox
 
 pytestmark = pytest.mark.browser
+expect = pytest.importorskip("playwright.sync_api").expect
 
 LINK = re.compile(r"(http://127\.0\.0\.1:\d+/invite/[A-Za-z0-9_\-%]+)")
 
@@ -103,7 +104,7 @@ def test_onboarding_story_in_the_console(
     # htmx opened the form in place and moved focus into it.
     page.locator("#invite-title").wait_for()
     # Focus moves once htmx has settled the swap: wait for it (fails after the timeout).
-    page.wait_for_function("document.activeElement && document.activeElement.id === 'invite-title'")
+    expect(page.locator("#invite-title")).to_be_focused()
     assert page.url.endswith("/console/users")
     page.get_by_label("Name", exact=True).fill("John Smith")
     page.get_by_label("Email", exact=True).fill("john@example.com")
@@ -160,7 +161,7 @@ def test_onboarding_story_in_the_console(
     assert john_row.get_by_role("button", name="Reactivate John Smith").is_visible()
     assert "Deactivated John Smith" in message.inner_text()
     # Focus went to the message saying what happened, not lost to the page.
-    page.wait_for_function("document.activeElement.closest('#messages') !== null")
+    expect(page.locator("#messages:focus-within")).to_have_count(1)
     shot(page, artifacts, "07-users-deactivated")
 
     # -- the audit trail -------------------------------------------------------------------
