@@ -6,6 +6,7 @@ recorded; a failing database never reaches a decision."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -19,7 +20,10 @@ from gateway import activity
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.models import Workspace, WorkspaceActivity, utcnow
+from tests.console_support import Console, sign_in
 from tests.helpers import (
+    ADMIN_EMAIL,
+    PASSWORD,
     LiveServer,
     create_workspaces,
     invite_and_accept,
@@ -203,7 +207,7 @@ def test_an_admin_of_another_workspace_does_not_see_activity_there(
     post_check(server.client(), "eve@example.com", "globex", "documents", "read")
     activity.flush()
 
-    gina = server.login("gina@example.com", "a long enough password")
+    gina = server.login("gina@example.com", PASSWORD)
     assert set(last_seen(gina, eve)) == {"globex"}
     [listed] = [u for u in gina.get("/users").json() if u["id"] == eve]
     assert set(listed["workspaces_last_seen"]) == {"globex"}
@@ -344,3 +348,42 @@ def test_users_without_activity_show_an_empty_map(
     root = server.admin()
     users = root.get("/users").json()
     assert users and all(u["workspaces_last_seen"] == {} for u in users)
+
+
+def test_the_console_shows_last_activity_to_readers_of_the_workspace(
+    server: LiveServer, people: dict[str, int]
+) -> None:
+    eve = people["eve"]
+    post_check(server.client(), "eve@example.com", "acme", "documents", "read")
+    post_check(server.client(), "eve@example.com", "globex", "documents", "read")
+    activity.flush()
+    seen = last_seen(server.admin(), eve)
+    shown = {
+        ws: datetime.fromisoformat(at).strftime("%Y-%m-%d %H:%M UTC") for ws, at in seen.items()
+    }
+
+    def activity_cell(console: Console) -> str:
+        page = console.get("/console/users")
+        assert page.status_code == 200
+        assert '<th scope="col">Last activity</th>' in page.text
+        row = re.search(rf'<tr id="user-{eve}">.*?</tr>', page.text, re.S)
+        assert row, page.text
+        cell = re.search(r'<td data-label="Last activity">(.*?)</td>', row.group(0), re.S)
+        assert cell
+        return cell.group(1)
+
+    root = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    gina = sign_in(server, "gina@example.com", PASSWORD)
+    try:
+        cell = activity_cell(root)
+        assert f'<span class="ws">acme</span>: {shown["acme"]}' in cell
+        assert f'<span class="ws">globex</span>: {shown["globex"]}' in cell
+        cell = activity_cell(gina)  # an admin of globex only: nothing of acme
+        assert f'<span class="ws">globex</span>: {shown["globex"]}' in cell
+        assert "acme" not in cell
+        members = root.get("/console/workspaces/acme")
+        assert members.status_code == 200
+        assert f'<td data-label="Last activity here">{shown["acme"]}</td>' in members.text
+    finally:
+        root.close()
+        gina.close()
