@@ -53,7 +53,7 @@ class ActivityRecorder:
         self.max_pairs = max_pairs
         self.dropped = 0  # pairs not kept: the window or the pending batch was full
         self.failures = 0  # writes that failed (their pairs are retried)
-        self.written = 0
+        self.written = 0  # rows written (pairs of removed people or workspaces are not)
         # The current window's pairs: added to by decisions, swapped out by _rotate.
         self.pairs: set[Pair] = set()
         self._start()
@@ -113,8 +113,7 @@ class ActivityRecorder:
         batch = self._pending
         try:
             with self.session_factory() as session:
-                upsert(session, batch.items())
-            self.written += len(batch)
+                self.written += upsert(session, batch.items())
             self._pending = {}
         except Exception as exc:  # kept for the next flush; decisions never see it
             self.failures += 1
