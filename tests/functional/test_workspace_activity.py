@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from gateway import activity
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.models import Workspace, WorkspaceActivity, utcnow
+from tests.cluster import Replica, wait_until
 from tests.console_support import Console, sign_in
 from tests.helpers import (
     ADMIN_EMAIL,
@@ -30,6 +32,7 @@ from tests.helpers import (
     onboard,
     post_check,
     post_decision,
+    run_cli,
 )
 
 
@@ -388,3 +391,64 @@ def test_the_console_shows_last_activity_to_readers_of_the_workspace(
     finally:
         root.close()
         gina.close()
+
+
+@pytest.mark.parametrize("flush_seconds", [0.5, 3600])
+def test_a_gunicorn_worker_records_and_writes_what_it_holds_when_it_stops(
+    settings: Settings, admin_password: str, tmp_path: Path, flush_seconds: float
+) -> None:
+    """The deployment's way: gunicorn builds the app, then forks the worker. With a short
+    interval the worker's own writer thread writes while it runs; with an hour, what it
+    holds when stopped is written at exit (only the exit can have written it)."""
+    created = run_cli(settings, "create-admin", "--email", "ops@example.com", "--name", "Ops")
+    assert created.exit_code == 0, created.output
+    replica = Replica(
+        "a",
+        replace(settings, activity_flush_seconds=flush_seconds, decisions_allow_loopback=True),
+        tmp_path / "logs",
+    )
+    try:
+        replica.start()
+        with replica.client() as anonymous:
+            login = anonymous.post(
+                "/auth/login", json={"email": ADMIN_EMAIL, "password": admin_password}
+            )
+            assert login.status_code == 200, login.text
+        with replica.client(login.json()["access_token"]) as admin:
+            assert (
+                admin.post("/workspaces", json={"slug": "acme", "name": "Acme"}).status_code == 201
+            )
+            [ops] = [u["id"] for u in admin.get("/users").json() if u["email"] == "ops@example.com"]
+        with replica.client() as service:  # loopback, without a token (allowed here)
+            check = service.post(
+                "/v1/check",
+                json={
+                    "subject": "ops@example.com",
+                    "workspace": "acme",
+                    "resource": "documents",
+                    "action": "read",
+                },
+            )
+            assert check.status_code == 200 and check.json()["allowed"], check.text
+        with replica.client(login.json()["access_token"]) as admin:
+
+            def seen() -> dict[str, str]:
+                return admin.get(f"/users/{ops}").json()["workspaces_last_seen"]  # type: ignore[no-any-return]
+
+            if flush_seconds < 60:
+                assert set(wait_until(seen, "a write by the worker's thread", 15)) == {"acme"}
+            else:
+                assert seen() == {}
+    finally:
+        replica.stop()
+    db = make_engine(settings.sqlalchemy_url)
+    try:
+        with Session(db) as session:
+            rows = session.execute(
+                select(WorkspaceActivity.user_id, Workspace.slug).join(
+                    Workspace, Workspace.id == WorkspaceActivity.workspace_id
+                )
+            ).all()
+    finally:
+        db.dispose()
+    assert [tuple(row) for row in rows] == [(ops, "acme")], replica.log()
