@@ -384,19 +384,29 @@ class DecisionEngine:
     ) -> Decision:
         """May ``user_id`` do ``resource:action`` in ``workspace`` (on a resource owned by
         ``owner``, None: nobody known)? Fails closed."""
-        if explain:
+        if owner is None and not explain:
+            # The hot path: a question asked before, answered from the memo of the
+            # state at ``seq`` (fetched after reading ``seq``; trusted only if no
+            # writer was at work then or since).
+            seq = self._seq
+            decision = self._remembered.get((user_id, workspace, resource, action))
+            if decision is not None and seq == self._seq and not seq & 1:
+                return decision
+        elif explain:
             return self._read(
                 lambda: self._explained(user_id, workspace, resource, action, owner),
                 lambda: _explained_denial(self._revision, FAILED),
             )
-        # The hot path: _read and _decide inlined, and recent answers remembered.
+        return self._decide_once(user_id, workspace, resource, action, owner)
+
+    def _decide_once(
+        self, user_id: int | None, workspace: str, resource: str, action: str, owner: int | None
+    ) -> Decision:
+        """:meth:`_read` of :meth:`_decide` inlined for the usual case, remembering the
+        usual kind of answer (active user, known workspace, no owner)."""
         seq = self._seq
         if not seq & 1:
             remembered = self._remembered  # the memo of the state at ``seq``
-            key = (user_id, workspace, resource, action) if owner is None else None
-            decision = remembered.get(key) if key is not None else None
-            if decision is not None and self._seq == seq:
-                return decision
             try:
                 if (
                     self._refuse is None
@@ -405,12 +415,13 @@ class DecisionEngine:
                 ):
                     allowed = self._index.allows(user_id, workspace, resource, action, owner)
                     decision = self._yes if allowed else self._no
-                    if key is not None and self._seq == seq:
-                        # Computed on the stable state the memo belongs to; if a writer
-                        # has started since, it has already swapped in a new memo.
+                    if owner is None and self._seq == seq:
+                        # Computed on the stable state the memo belongs to. A writer
+                        # starting after this test swaps in a new memo before it ends,
+                        # so the answer goes with the old one.
                         if len(remembered) >= MAX_REMEMBERED:
                             remembered.clear()
-                        remembered[key] = decision
+                        remembered[(user_id, workspace, resource, action)] = decision
                 else:
                     decision = self._decide(user_id, workspace, resource, action, owner)
             except Exception:
