@@ -170,9 +170,16 @@ def table(results: list[dict[str, Any]], postgres: str) -> str:
     row("engine ready from PostgreSQL (s)", lambda r: fmt(r["ready_s"]))
     row("RSS after load / peak (MB)", lambda r: f"{r['rss_mb']:,.0f} / {r['peak_mb']:,.0f}")
     row("dict/set lookup of the answer", lat("dict"))
-    row("engine.check", lat("engine"))
+    row("engine.check, question asked before (remembered)", lat("engine"))
     row("engine p50 / dict p50", lambda r: fmt(r["engine"]["p50"] / r["dict"]["p50"], "x", 2))
     row("engine p99 / dict p99", lambda r: fmt(r["engine"]["p99"] / r["dict"]["p99"], "x", 2))
+    row("engine.check, first time asked (memo emptied)", lat("engine_cold"))
+    row(
+        "first time asked: p50 / dict p50",
+        lambda r: (
+            fmt(r["engine_cold"]["p50"] / r["dict"]["p50"], "x", 2) if "engine_cold" in r else "-"
+        ),
+    )
     row('DecisionService.check ("user:<id>")', lat("service"))
     row("DecisionService.check, decision log to a file", lat("service_log_file"))
     row("DecisionService.check, decision log to /dev/null", lat("service_log_devnull"))
@@ -235,12 +242,15 @@ def table(results: list[dict[str, Any]], postgres: str) -> str:
 NOTES = """## Notes
 
 - The dict/set baseline is the cheapest possible: a function doing one set membership
-  test of the 4-tuple (~0.2-0.3 µs here). `engine.check` does what a decision needs
-  after that: the subject active, the workspace known, the user's 1-3 grants matched to
-  the workspace, the role's memoised expansion, the exact `(resource, action)` entry and
-  the pattern rules, and a stable-state check for concurrent writers. In CPython that is
-  ~1.5 µs, so the "within 2x of a dict lookup" goal is missed by the ratio the table
-  shows; in absolute terms it is within the 1-6 µs the issue gives for a dict lookup.
+  test of the 4-tuple (~0.2-0.3 µs here). `engine.check` answers a question asked
+  before from its memo of recent answers (a dict of the current state's answers, emptied
+  by every change; see "Recent answers" in gateway/engine.py): one dict lookup and a
+  stable-state check, the "remembered" row. A question asked the first time since the
+  last change (the "first time asked" row; the memo emptied before each call, outside
+  the clock) does the whole decision: the subject active, the workspace known, the
+  user's 1-3 grants matched to the workspace, each granted role's memoised answer for
+  `(resource, action)`. Both rows are real answers from the same engine; services
+  repeat questions far more often than the grants change.
 - Latency is not flat: it grows about 2.5x from 10k to 1M users although the work per
   check is the same (no step depends on the number of users or rules; nothing is
   scanned). The likely cause is memory locality: at 1M the per-user dictionaries and
@@ -299,6 +309,17 @@ def goals(results: list[dict[str, Any]]) -> list[str]:
             f"{ratio50:.1f}x / {ratio99:.1f}x ({r['engine']['p50']:.2f} µs vs "
             f"{r['dict']['p50']:.2f} µs at p50)",
             ratio50 <= 2 and ratio99 <= 2,
+        )
+    for r in results:
+        if "engine_cold" not in r:
+            continue
+        cold50 = r["engine_cold"]["p50"] / r["dict"]["p50"]
+        cold99 = r["engine_cold"]["p99"] / r["dict"]["p99"]
+        goal(
+            f"{r['label']}: the same, for questions asked the first time since a change",
+            f"{cold50:.1f}x / {cold99:.1f}x ({r['engine_cold']['p50']:.2f} µs vs "
+            f"{r['dict']['p50']:.2f} µs at p50)",
+            cold50 <= 2 and cold99 <= 2,
         )
     for r in results:
         if "service_log_file" not in r:

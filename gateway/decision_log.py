@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -51,8 +53,24 @@ class DecisionLog:
         self._wake = threading.Event()
         self._stopping = False
         self._stream: IO[str] | None = None
+        self._start_writer()
+        _open_logs.add(self)
+
+    def _start_writer(self) -> None:
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child (a gunicorn worker of a preloaded app): threads do not
+        survive fork, so without a writer of its own the child would buffer decisions
+        until it dropped them. The parent's pending lines are the parent's to write."""
+        if self._stopping:
+            return
+        self._buffer.clear()
+        self._busy = False
+        self._wake = threading.Event()
+        self._stream = None  # reopened by this process's writer (O_APPEND, shared file)
+        self._start_writer()
 
     # -- the hot path ---------------------------------------------------------------
 
@@ -141,6 +159,17 @@ class DecisionLog:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
+
+
+_open_logs: weakref.WeakSet[DecisionLog] = weakref.WeakSet()
+
+
+def _restart_writers_after_fork() -> None:
+    for decision_log in list(_open_logs):
+        decision_log._after_fork()
+
+
+os.register_at_fork(after_in_child=_restart_writers_after_fork)
 
 
 def line(entry: tuple[Any, ...]) -> str:

@@ -13,6 +13,13 @@ odd while a writer is changing anything, tells a reader whether its answer was c
 on a stable state; if not, the reader asks again (and, if writers keep it busy, waits
 for the lock). So a reader never sees half a change, and readers never block each
 other.
+
+Recent answers: services ask the same questions over and over (the same person opening
+the same pages), so the engine remembers up to ``MAX_REMEMBERED`` answers of the common
+kind (known active user, known workspace, no owner) between two changes. Every writer
+replaces the memo with an empty one before it ends its change, and a reader only
+remembers an answer it computed on a stable state, in the memo it fetched on that state:
+a remembered answer is never older than the state it is read on.
 """
 
 from __future__ import annotations
@@ -43,6 +50,10 @@ from gateway.rules import (
 log = logging.getLogger("ringfence.engine")
 
 T = TypeVar("T")
+
+# Bounded: the key holds strings that clients chose (resource, action), so an endless
+# variety of them must not grow memory; at the bound the memo starts again.
+MAX_REMEMBERED = 65_536
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,9 @@ class DecisionEngine:
         self._untrusted = False
         self._refuse: str | None = None  # why every decision denies, if it does
         self._decisions: dict[tuple[bool, str], Decision] = {}
+        # (user id, workspace, resource, action) -> Decision, for the current state only
+        # (see "Recent answers" in the module docstring).
+        self._remembered: dict[tuple[int | None, str, str, str], Decision] = {}
         self._set_revision(0)
 
     @property
@@ -232,6 +246,7 @@ class DecisionEngine:
                 self._untrusted = False
                 self._set_revision(revision)
             finally:
+                self._forget_answers()
                 self._seq += 1
 
     def apply(self, changes: Sequence[Change], revision: int) -> bool:
@@ -258,7 +273,13 @@ class DecisionEngine:
                 self._set_revision(max(self._revision, revision))
                 return True
             finally:
+                self._forget_answers()
                 self._seq += 1
+
+    def _forget_answers(self) -> None:
+        """Called by every writer while its change is in progress (odd sequence): the
+        answers remembered so far may be wrong after it."""
+        self._remembered = {}
 
     def _apply_one(self, change: Change) -> bool:
         """Apply one change; True if the role layer changed."""
@@ -363,14 +384,29 @@ class DecisionEngine:
     ) -> Decision:
         """May ``user_id`` do ``resource:action`` in ``workspace`` (on a resource owned by
         ``owner``, None: nobody known)? Fails closed."""
-        if explain:
+        if owner is None and not explain:
+            # The hot path: a question asked before, answered from the memo of the
+            # state at ``seq`` (fetched after reading ``seq``; trusted only if no
+            # writer was at work then or since).
+            seq = self._seq
+            decision = self._remembered.get((user_id, workspace, resource, action))
+            if decision is not None and seq == self._seq and not seq & 1:
+                return decision
+        elif explain:
             return self._read(
                 lambda: self._explained(user_id, workspace, resource, action, owner),
                 lambda: _explained_denial(self._revision, FAILED),
             )
-        # The hot path: _read and _decide inlined.
+        return self._decide_once(user_id, workspace, resource, action, owner)
+
+    def _decide_once(
+        self, user_id: int | None, workspace: str, resource: str, action: str, owner: int | None
+    ) -> Decision:
+        """:meth:`_read` of :meth:`_decide` inlined for the usual case, remembering the
+        usual kind of answer (active user, known workspace, no owner)."""
         seq = self._seq
         if not seq & 1:
+            remembered = self._remembered  # the memo of the state at ``seq``
             try:
                 if (
                     self._refuse is None
@@ -379,6 +415,13 @@ class DecisionEngine:
                 ):
                     allowed = self._index.allows(user_id, workspace, resource, action, owner)
                     decision = self._yes if allowed else self._no
+                    if owner is None and self._seq == seq:
+                        # Computed on the stable state the memo belongs to. A writer
+                        # starting after this test swaps in a new memo before it ends,
+                        # so the answer goes with the old one.
+                        if len(remembered) >= MAX_REMEMBERED:
+                            remembered.clear()
+                        remembered[(user_id, workspace, resource, action)] = decision
                 else:
                     decision = self._decide(user_id, workspace, resource, action, owner)
             except Exception:

@@ -45,6 +45,12 @@ from gateway.rules import NO_CONDITION, OWNER_CONDITION, USER_PREFIX
 # to 9 links from it.
 MAX_LINKS = 9
 
+# What an expansion answers for one (obj, act), memoised on it (see Expansion.answer).
+NOT_GRANTED, OWNER_ONLY, GRANTED = 0, 1, 2
+# Answers kept per expansion: requests name a handful of resources and actions, but
+# clients may send any string, so the memo must stay bounded.
+MAX_ANSWERS = 4096
+
 Link = tuple[str, str, str]  # child, parent, domain pattern
 PRule = tuple[str, str, str, str, str]  # sub, dom, obj, act, cond
 
@@ -93,6 +99,9 @@ class Expansion:
     patterned: list[PRule] = field(default_factory=list)
     reached_by: dict[str, Link | None] = field(default_factory=dict)
     rules: list[PRule] = field(default_factory=list)
+    # (obj, act) -> NOT_GRANTED / OWNER_ONLY / GRANTED: the hot path's answer. An
+    # expansion never changes once its role layer is built, so the memo is never stale.
+    answers: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def add(self, rule: PRule) -> None:
         obj, act, cond = rule[2], rule[3], rule[4]
@@ -127,6 +136,19 @@ class Expansion:
                         if owner_only is None:
                             owner_only = rule
         return owner_only if owned else None
+
+    def answer(self, obj: str, act: str) -> int:
+        """:meth:`find` reduced to what a check needs, remembered for the next request."""
+        found = self.find(obj, act, owned=True)
+        if found is None:
+            answer = NOT_GRANTED
+        else:
+            answer = GRANTED if found[4] == NO_CONDITION else OWNER_ONLY
+        answers = self.answers
+        if len(answers) >= MAX_ANSWERS:
+            answers.clear()  # readers may race here: a lost memo costs one find()
+        answers[(obj, act)] = answer
+        return answer
 
     def path_to(self, subject: str) -> tuple[Link, ...]:
         path: list[Link] = []
@@ -166,6 +188,8 @@ class RoleLayer:
         # first step, and the index walks the links per request.
         self.user_rules = any(user_id_of(subject) is not None for subject in rules_by_subject)
         self.links_to_users = any(user_id_of(link[1]) is not None for link in self.links)
+        # Either makes a check look beyond a user's grants (Index.allows then matches).
+        self.beyond_grants = self.user_rules or self.links_to_users
         self._signatures: dict[str, tuple[str, ...]] = {}
         self._expansions: dict[tuple[str, tuple[str, ...], int], Expansion] = {}
         # role -> signature -> what a grant of the role gives (the hot path's lookup)
@@ -373,17 +397,18 @@ class Index:
         return best
 
     def allows(self, user_id: int, domain: str, obj: str, act: str, owner: int | None) -> bool:
-        """:meth:`match` without the path, on the hot path of a check."""
-        if self.walks or self.layer.user_rules:
+        """:meth:`match` without the path, on the hot path of a check: each granted
+        role's memoised answer for ``(obj, act)``."""
+        layer = self.layer
+        if layer.beyond_grants or self.grants.user_parents:
             return self.match(user_id, domain, obj, act, owner) is not None
         links = self.grants.by_user.get(user_id)
         if not links:
             return False
-        owned = owner is not None and owner == user_id
-        layer = self.layer
         signature = layer._signatures.get(domain)
         if signature is None:
             signature = layer.signature(domain)
+        key = (obj, act)
         for role, pattern in links:
             if (
                 pattern != domain
@@ -391,7 +416,13 @@ class Index:
                 and ("*" not in pattern or not key_match(domain, pattern))
             ):
                 continue
-            if layer.granted(role, signature).find(obj, act, owned):
+            expansion = layer.granted(role, signature)
+            answer = expansion.answers.get(key)
+            if answer is None:
+                answer = expansion.answer(obj, act)
+            if answer == GRANTED or (
+                answer == OWNER_ONLY and owner is not None and owner == user_id
+            ):
                 return True
         return False
 

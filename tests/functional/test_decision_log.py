@@ -5,6 +5,7 @@ decision, and what it costs a decision (measured, printed)."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -94,6 +95,28 @@ def test_sampling_keeps_about_that_share(tmp_path: Path) -> None:
     assert 850 < count < 1150, count
     assert decision_log.from_settings("off", 1.0, lambda: None) is None
     assert decision_log.from_settings(str(path), 0.0, lambda: None) is None
+
+
+def test_a_forked_worker_writes_its_own_decisions(tmp_path: Path) -> None:
+    # gunicorn preloads the app, so the log is made in the master and its writer thread
+    # does not survive the fork: the worker must start its own.
+    path = tmp_path / "forked.jsonl"
+    shared = DecisionLog(str(path))
+    decision = Decision(False, 3, "no rule allows")
+    shared.record("user:1", "acme", "documents", "read", decision)
+    assert shared.flush()
+    pid = os.fork()
+    if pid == 0:  # the worker: exit code 0 only if its line was written
+        try:
+            shared.record("user:2", "acme", "documents", "write", decision)
+            os._exit(0 if shared.flush(timeout=5) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    shared.close()
+    subjects = [json.loads(line)["subject"] for line in path.read_text().splitlines()]
+    assert subjects == ["user:1", "user:2"]
 
 
 @sqlite_only

@@ -557,3 +557,80 @@ def test_readers_never_see_half_a_change_across_roles_and_grants(engine: Decisio
             reader.join(timeout=30)
     assert all(count > 0 for count in counts) and len(counts) == 4
     assert not denied, f"{len(denied)} answers saw half a change: {denied[0]}"
+
+
+# -- recent answers -----------------------------------------------------------------------
+
+
+def test_a_remembered_answer_never_outlives_a_change(engine: DecisionEngine) -> None:
+    grant = grant_rule(GrantKey(JOHN, "editor", "acme"))
+    assert engine.check(JOHN, "acme", "documents", "write").allowed
+    assert engine.check(JOHN, "acme", "documents", "write").allowed  # from the memo
+    assert (JOHN, "acme", "documents", "write") in engine._remembered
+
+    engine.apply([RuleRemoved(grant)], revision=2)
+    assert engine.check(JOHN, "acme", "documents", "write") == Decision(False, 2, "no rule allows")
+    engine.apply([RuleAdded(grant)], revision=3)
+    assert engine.check(JOHN, "acme", "documents", "write") == Decision(
+        True, 3, "allowed by policy"
+    )
+    engine.apply([SubjectChanged(JOHN, "john@example.com", active=False)], revision=4)
+    assert not engine.check(JOHN, "acme", "documents", "write").allowed
+    engine.apply([SubjectChanged(JOHN, "john@example.com", active=True)], revision=5)
+    assert engine.check(JOHN, "acme", "documents", "write").allowed
+    engine.load_rules([("p", *permission_rule("viewer", "documents:read").values)], [], [], 6)
+    assert not engine.check(JOHN, "acme", "documents", "write").allowed
+
+
+def test_the_memo_is_bounded_and_keeps_only_ordinary_answers(
+    engine: DecisionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.engine.MAX_REMEMBERED", 8)
+    for n in range(100):
+        engine.check(JOHN, "acme", f"resource-{n}", "read")
+        assert len(engine._remembered) <= 8
+    engine._remembered.clear()
+    engine.check(99, "acme", "documents", "read")  # unknown user
+    engine.check(JOHN, "nowhere", "documents", "read")  # unknown workspace
+    engine.check(JOHN, "acme", "documents", "read", owner=JOHN)  # owner-dependent
+    engine.check(JOHN, "acme", "documents", "read", explain=True)
+    assert engine._remembered == {}
+
+
+def test_concurrent_readers_never_get_an_answer_older_than_asked(
+    engine: DecisionEngine,
+) -> None:
+    # Odd revisions hold the grant, even ones don't. A reader notes the revision before
+    # asking: the answer must be at least that recent and right for its own revision.
+    grant = grant_rule(GrantKey(MARY, "viewer", "globex"))
+    engine.apply([RuleAdded(grant)], revision=3)
+    done = threading.Event()
+    wrong: list[tuple[int, Decision]] = []
+    counts: list[int] = []
+
+    def read() -> None:
+        seen = 0
+        while not done.is_set():
+            asked_at = engine.revision
+            decision = engine.check(MARY, "globex", "documents", "read")
+            seen += 1
+            if decision.revision < asked_at or decision.allowed != (decision.revision % 2 == 1):
+                wrong.append((asked_at, decision))
+        counts.append(seen)
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    revision = 3
+    try:
+        for _ in range(1000):
+            revision += 1
+            engine.apply([RuleRemoved(grant)], revision)
+            revision += 1
+            engine.apply([RuleAdded(grant)], revision)
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join(timeout=30)
+    assert len(counts) == 4 and all(count > 0 for count in counts)
+    assert not wrong, f"{len(wrong)} stale or wrong answers, first: {wrong[0]}"
