@@ -207,7 +207,7 @@ _current: ActivityRecorder | None = None
 def note(user_id: int | None, workspace: str, decision: Any) -> None:
     """Note that a check about ``user_id`` in ``workspace`` was answered (allowed or
     denied); nothing for an unknown subject or workspace, or with recording off."""
-    # The hot path, inlined (no second call): about 100-150 ns a check.
+    # The hot path, inlined (no second call): ~0.1 µs for a pair seen this minute.
     recorder = _current
     if recorder is None or user_id is None or decision.reason == UNKNOWN_WORKSPACE:
         return
