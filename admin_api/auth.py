@@ -62,7 +62,7 @@ class PasswordChange(MethodView):
         actor = current_actor()
         assert actor.user_id is not None  # a signed-in person
         return services().credentials.change_password(
-            actor.user_id, args["current_password"], args["new_password"], _client()
+            actor.user_id, args["current_password"], args["new_password"], _client(), request_id()
         )
 
 
@@ -79,11 +79,13 @@ class PasswordReset(MethodView):
     def post(self, args: dict[str, str]) -> Any:
         """Ask for a password reset email. The answer is the same whether or not the
         address has an account; requests are throttled per address and per client."""
-        email, client = args["email"], _client()
-        services().credentials.check_reset_allowed(email, client)
+        email, client, rid = args["email"], _client(), request_id()
+        services().credentials.check_reset_allowed(email, client, rid)
         # Looking the address up, and the email, happen after the answer: its content
         # and timing are the same for every address.
-        after_answer(lambda s: s.credentials.request_reset(email, client), "password reset request")
+        after_answer(
+            lambda s: s.credentials.request_reset(email, client, rid), "password reset request"
+        )
         return {"detail": RESET_ACCEPTED}
 
 
@@ -93,7 +95,9 @@ class PasswordResetConfirm(MethodView):
     @blp.response(204)
     def post(self, args: dict[str, str]) -> None:
         """Set a new password with the emailed token (once). Every session ends."""
-        services().credentials.confirm_reset(args["token"], args["new_password"], _client())
+        services().credentials.confirm_reset(
+            args["token"], args["new_password"], _client(), request_id()
+        )
 
 
 @blp.route("/sso/exchange")
@@ -102,7 +106,7 @@ class SsoExchange(MethodView):
     @blp.response(200, TokenSchema)
     def post(self, args: dict[str, str]) -> Any:
         """Exchange the one-time code from single sign-on for session tokens, once."""
-        return services().sso.exchange(args["code"], _client())
+        return services().sso.exchange(args["code"], _client(), request_id())
 
 
 def _client() -> str:

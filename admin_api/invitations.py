@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -15,7 +16,7 @@ from admin_api.schemas import (
     InvitationSchema,
     UserSchema,
 )
-from gateway.http import current_actor, services
+from gateway.http import current_actor, request_id, services
 
 blp = Blueprint("invitations", __name__, url_prefix="/invitations", description="Inviting people")
 # Ids are 32-bit in the database: a larger id is a 404 from routing, not an overflow
@@ -77,5 +78,11 @@ class Accept(MethodView):
     @blp.response(200, UserSchema)
     def post(self, args: dict[str, str]) -> Any:
         """Accept an invitation with the emailed token and choose a password (no sign-in)."""
-        user = services().invitations.accept(args["token"], args["password"], args.get("name"))
+        user = services().invitations.accept(
+            args["token"],
+            args["password"],
+            args.get("name"),
+            client=request.remote_addr or "",
+            request_id=request_id(),
+        )
         return services().users.view(user)

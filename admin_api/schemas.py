@@ -117,6 +117,15 @@ class UserSchema(Schema):
         lambda v: _iso(v.user.last_seen_at),
         metadata={"description": "Last signed-in admin API request (to the minute)"},
     )
+    workspaces_last_seen = fields.Dict(
+        keys=fields.String(),
+        values=fields.DateTime(),
+        metadata={
+            "description": "Workspace → when the check endpoints last answered about this "
+            "person there (to the minute; written every RINGFENCE_ACTIVITY_FLUSH_SECONDS); "
+            "only workspaces where you may read users"
+        },
+    )
     grants = fields.Function(
         lambda v: [
             {

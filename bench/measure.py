@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from bench.data import ACTIONS, BIG_WORKSPACE, RESOURCES
-from gateway import decision_log
+from gateway import activity, decision_log
 from gateway.engine import DecisionEngine, RuleAdded, RuleRemoved, SubjectChanged
 from gateway.rules import GrantKey, grant_rule, permission_rule
 from gateway.services import reload_engine
@@ -176,6 +176,17 @@ def main() -> None:
             decision_log.install(None)  # closes it
             out[key] |= {"written": log.written, "dropped": log.dropped}
     out["service_again"] = timed(service_check, requests, passes)  # log off again: drift
+
+    # -- last seen per workspace (gateway.activity): the same checks, each one noted ----------
+    # Installed as the app installs it; the flush interval is long enough that nothing is
+    # written while timing (the write is one batched upsert per interval, off the checks).
+    recorder = activity.ActivityRecorder(sessions, 3600)
+    activity.install(recorder)
+    out["service_activity"] = timed(service_check, requests, passes)
+    out["service_activity"] |= {"pairs": len(recorder.pairs), "dropped": recorder.dropped}
+    recorder.pairs.clear()  # a benchmark's pairs are not written
+    activity.install(None)
+    out["service_activity_off"] = timed(service_check, requests, passes)  # drift
 
     # -- pycasbin on the same decisions ------------------------------------------------------
     if args.casbin_requests:

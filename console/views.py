@@ -360,7 +360,7 @@ def sso_done() -> Response:
         message, status = "The sign-in did not finish; start again", 400
     else:
         try:
-            issued = services().sso.exchange(code, request.remote_addr or "")
+            issued = services().sso.exchange(code, request.remote_addr or "", request_id())
             _, started = services().auth.authenticate(issued.access_token)
             assert started is not None
             session_id = started

@@ -13,7 +13,7 @@ import re
 from flask import Blueprint, current_app, render_template, request
 
 from gateway.errors import InvalidInput, RingfenceError
-from gateway.http import services
+from gateway.http import request_id, services
 from gateway.passwords import MIN_PASSWORD_LENGTH
 
 bp = Blueprint("accept_page", __name__, template_folder="templates")
@@ -100,7 +100,13 @@ def accept(token: str) -> tuple[str, int, dict[str, str]]:
     token = token[:200]
     name = request.form.get("name", "").strip()[:200] or None
     try:
-        user = services().invitations.accept(token, request.form.get("password", "")[:1024], name)
+        user = services().invitations.accept(
+            token,
+            request.form.get("password", "")[:1024],
+            name,
+            client=request.remote_addr or "",
+            request_id=request_id(),
+        )
     except InvalidInput as exc:
         return _invitation_page(token, 422, name=name, field_errors=[exc.detail])
     except RingfenceError as exc:

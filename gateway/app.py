@@ -17,7 +17,16 @@ import admin_api
 import console
 import gateway.reset_page
 import gateway.sso
-from gateway import accept_page, authzen_api, decision_api, decision_log, freshness, oauth_api, sync
+from gateway import (
+    accept_page,
+    activity,
+    authzen_api,
+    decision_api,
+    decision_log,
+    freshness,
+    oauth_api,
+    sync,
+)
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
@@ -162,6 +171,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
             settings.decision_log, settings.decision_log_sample, _request_id_if_any
         )
     )
+    activity.install(activity.from_settings(session_factory, settings.activity_flush_seconds))
     install_housekeeping(db, session_factory, engine, settings)
     app.extensions["ringfence"] = GatewayState(
         settings,

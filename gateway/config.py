@@ -74,6 +74,9 @@ class Settings:
     # sampled with this probability (0..1).
     decision_log: str = "off"
     decision_log_sample: float = 1.0
+    # Last seen per person and workspace (shown in user details): the check endpoints'
+    # answers are noted in memory and written this often, in seconds; 0: not recorded.
+    activity_flush_seconds: float = 30.0
     # Access reviews: beat starts a campaign over every workspace this often (0: never),
     # due this many days later; undecided grants are then flagged or revoked.
     review_every_days: int = 0

@@ -162,6 +162,23 @@ class Workspace(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class WorkspaceActivity(Base):
+    """When a person was last seen in a workspace: the time of the latest answered check
+    about them there, recorded by :mod:`gateway.activity` (to the minute, in batches).
+    No ORM relationship: the database's ON DELETE CASCADE removes the rows with the
+    person or the workspace."""
+
+    __tablename__ = "workspace_activity"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Grant(Base):
     """A user holds ``role`` in a workspace; ``workspace_id`` None means every workspace."""
 

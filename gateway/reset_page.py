@@ -12,7 +12,7 @@ from flask import Blueprint, render_template, request
 
 from gateway.accept_page import HEADERS
 from gateway.errors import InvalidInput, RingfenceError
-from gateway.http import services
+from gateway.http import request_id, services
 from gateway.passwords import MIN_PASSWORD_LENGTH
 
 bp = Blueprint("reset_page", __name__, template_folder="templates")
@@ -44,7 +44,9 @@ def reset(token: str) -> tuple[str, int, dict[str, str]]:
     token = token[:200]
     password = request.form.get("password", "")[:1024]
     try:
-        user = services().credentials.confirm_reset(token, password, request.remote_addr or "")
+        user = services().credentials.confirm_reset(
+            token, password, request.remote_addr or "", request_id()
+        )
     except InvalidInput as exc:
         return _form(token, 422, field_errors=[exc.detail])
     except RingfenceError as exc:

@@ -35,7 +35,7 @@ from gateway.errors import (
     SsoFailed,
     SsoNotConfigured,
 )
-from gateway.http import services
+from gateway.http import request_id, services
 from gateway.services.sso import ExternalIdentity, SsoCode
 
 log = logging.getLogger("ringfence.sso")
@@ -180,6 +180,18 @@ def callback() -> Response:
 
 
 def _callback(client: Any) -> SsoCode:
+    try:
+        return _signed_on(client)
+    except SsoFailed as exc:
+        # Refusals of a known identity are audited by the service (auth.sso_refused);
+        # these failed before anyone was identified, and are audited here.
+        services().sso.failed(
+            exc.detail or exc.title, flask_request.remote_addr or "", request_id()
+        )
+        raise
+
+
+def _signed_on(client: Any) -> SsoCode:
     invitation = session.pop(_INVITATION_KEY, None)
     try:
         token = client.authorize_access_token()
@@ -206,10 +218,10 @@ def _callback(client: Any) -> SsoCode:
         email_verified=verified is True or str(verified).lower() == "true",
         name=str(claims.get("name") or ""),
     )
-    client_address = flask_request.remote_addr or ""
+    client_address, rid = flask_request.remote_addr or "", request_id()
     sso = services().sso
     return (
-        sso.accept_invitation(invitation, identity, client_address)
+        sso.accept_invitation(invitation, identity, client_address, rid)
         if invitation
-        else sso.sign_in(identity, client_address)
+        else sso.sign_in(identity, client_address, rid)
     )

@@ -645,10 +645,10 @@ class AuthZenService:
         resource: Entity,
     ) -> list[dict[str, Any]]:
         properties = {WORKSPACE_PROPERTY: workspace}
-        if self.decisions.check(who, workspace, type_, action).allowed:
+        if self.decisions.check(who, workspace, type_, action, seen=False).allowed:
             return [{"type": resource.type, "id": ANY_RESOURCE, "properties": properties}]
         assert subject.id is not None
-        if self.decisions.check(who, workspace, type_, action, owner=who).allowed:
+        if self.decisions.check(who, workspace, type_, action, owner=who, seen=False).allowed:
             # Allowed on resources the subject owns only.
             owned = {**properties, OWNER_PROPERTY: subject.id}
             return [{"type": resource.type, "id": ANY_RESOURCE, "properties": owned}]
@@ -682,7 +682,9 @@ class AuthZenService:
                 {"name": name}
                 for name in sorted(names)
                 if "*" not in name
-                and self.decisions.check(who, workspace, type_, name, owner=owner).allowed
+                and self.decisions.check(
+                    who, workspace, type_, name, owner=owner, seen=False
+                ).allowed
             ]
         return self._page("action", request, results, list)
 

@@ -22,7 +22,7 @@ from gateway import changelog, sync
 from gateway.engine import Change, DecisionEngine, RuleAdded, RuleRemoved
 from gateway.errors import Forbidden
 from gateway.expiry import expire_due, schedule_for
-from gateway.models import AuditEvent, CasbinRule, PolicyState, Workspace
+from gateway.models import AuditEvent, CasbinRule, PolicyState, User, Workspace
 from gateway.permissions import Permission
 from gateway.rules import ALL_WORKSPACES, Rule
 
@@ -45,6 +45,16 @@ class Actor:
 
 
 SYSTEM = Actor(None, "system")
+
+
+def self_actor(user: User | None, client: str = "", request_id: str | None = None) -> Actor:
+    """A person acting on their own account (password, single sign-on, accepting an
+    invitation), or ``anonymous`` when nobody known: with the request id and the client
+    address, as every sign-in event has them."""
+    name = f"{user.name} <{user.email}>" if user else "anonymous"
+    return Actor(
+        user.id if user else None, name, request_id=request_id, source_address=client or None
+    )
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from gateway.notifier import Notifier, PasswordResetNotice, reset_payload
 from gateway.passwords import password_problem
 from gateway.security import hash_password, new_token, seal, token_digest, verify_password
 from gateway.services.auth import AuthService, IssuedToken, claim_user_token
-from gateway.services.base import Actor, ChangeSet
+from gateway.services.base import ChangeSet, self_actor
 from gateway.throttle import LoginThrottle
 
 log = logging.getLogger("ringfence")
@@ -71,7 +71,12 @@ class CredentialService:
     # -- changing, signed in ---------------------------------------------------------
 
     def change_password(
-        self, user_id: int, current: str, new: str, client: str = ""
+        self,
+        user_id: int,
+        current: str,
+        new: str,
+        client: str = "",
+        request_id: str | None = None,
     ) -> IssuedToken:
         """Set a new password for the signed-in ``user_id`` who knows the current one.
         Every session of theirs ends, this one included; the answer is a new session
@@ -82,7 +87,7 @@ class CredentialService:
         try:
             self.throttle.check(user.email, client)
         except TooManyRequests:
-            self._audit(user, "auth.password_change_throttled", client)
+            self._audit(user, "auth.password_change_throttled", client, request_id)
             self.session.commit()
             raise
         if user.password_hash is None:
@@ -95,7 +100,7 @@ class CredentialService:
         if not verify_password(user.password_hash, current):
             # A stolen access token must not become a way to guess the password.
             self.throttle.failed(user.email, client)
-            self._audit(user, "auth.password_change_failed", client)
+            self._audit(user, "auth.password_change_failed", client, request_id)
             self.session.commit()
             message = "The current password is not correct"
             raise InvalidInput(message, errors={"current_password": [message]})
@@ -106,24 +111,26 @@ class CredentialService:
         user.password_hash = hash_password(new)
         ended = self.auth.end_all_sessions(user, "password changed")
         self._void_reset_links(user)
-        self._audit(user, "auth.password_changed", client, sessions_ended=ended)
+        self._audit(user, "auth.password_changed", client, request_id, sessions_ended=ended)
         # One commit: the new hash, the ended sessions, the audit event and the new session.
-        return self.auth.start_session(user, "auth.login_after_password_change", client)
+        return self.auth.start_session(user, "auth.login_after_password_change", client, request_id)
 
     # -- resetting by email ------------------------------------------------------------
 
-    def check_reset_allowed(self, email: str, client: str = "") -> None:
+    def check_reset_allowed(
+        self, email: str, client: str = "", request_id: str | None = None
+    ) -> None:
         """Count a reset request; TooManyRequests when the address typed or the client
         asked too often (the same for every address, known or not)."""
         typed = email.strip().lower()[:320]
         try:
             self.throttle.reset_requested(typed, client)
         except TooManyRequests:
-            self._audit(None, "auth.password_reset_throttled", client, email=typed)
+            self._audit(None, "auth.password_reset_throttled", client, request_id, email=typed)
             self.session.commit()
             raise
 
-    def request_reset(self, email: str, client: str = "") -> None:
+    def request_reset(self, email: str, client: str = "", request_id: str | None = None) -> None:
         """Email a one-time reset link to ``email`` if it belongs to an active account;
         otherwise only audit the request. Meant to run off the request (after
         :meth:`check_reset_allowed`), so that the answer cannot tell the two apart."""
@@ -131,7 +138,9 @@ class CredentialService:
         user = self.session.scalar(select(User).where(User.email == typed))
         token = new_token()
         if user is None or user.status != UserStatus.ACTIVE:
-            self._audit(user, "auth.password_reset_requested", client, email=typed, sent=False)
+            self._audit(
+                user, "auth.password_reset_requested", client, request_id, email=typed, sent=False
+            )
             self.session.commit()
             return
         self._void_reset_links(user)
@@ -157,7 +166,9 @@ class CredentialService:
             sealed_payload=seal(self.settings.secret_key, reset_payload(notice)),
         )
         self.session.add(message)
-        self._audit(user, "auth.password_reset_requested", client, email=typed, sent=True)
+        self._audit(
+            user, "auth.password_reset_requested", client, request_id, email=typed, sent=True
+        )
         self.session.commit()
         self.notifier.message_queued(message.id)
 
@@ -174,7 +185,9 @@ class CredentialService:
             return ResetLinkState(False, "This password reset link has expired; ask for a new one.")
         return ResetLinkState(True, "", user.email)
 
-    def confirm_reset(self, token: str, new_password: str, client: str = "") -> User:
+    def confirm_reset(
+        self, token: str, new_password: str, client: str = "", request_id: str | None = None
+    ) -> User:
         """Set a new password with a reset link's token, once. Every session of the
         person ends; they sign in again with the new password."""
         _field_problem("new_password", new_password)
@@ -188,7 +201,7 @@ class CredentialService:
         user.password_hash = hash_password(new_password)
         ended = self.auth.end_all_sessions(user, "password reset")
         self._void_reset_links(user)
-        self._audit(user, "auth.password_reset", client, sessions_ended=ended)
+        self._audit(user, "auth.password_reset", client, request_id, sessions_ended=ended)
         self.session.commit()
         # Whoever holds the mailbox may sign in again at once, even after a lock-out.
         self.throttle.succeeded(user.email)
@@ -218,10 +231,18 @@ class CredentialService:
             .execution_options(synchronize_session=False)
         )
 
-    def _audit(self, user: User | None, action: str, client: str, **after: Any) -> None:
+    def _audit(
+        self,
+        user: User | None,
+        action: str,
+        client: str,
+        request_id: str | None = None,
+        **after: Any,
+    ) -> None:
         """Add (not commit) an audit event: the person acts on their own account; no
-        policy revision, as for sign-ins."""
-        actor = Actor(user.id, f"{user.name} <{user.email}>") if user else Actor(None, "anonymous")
+        policy revision, as for sign-ins. Like sign-ins, it records the request id and
+        the client's address."""
+        actor = self_actor(user, client, request_id)
         changes = ChangeSet(self.session, actor)
         changes.audit(
             action,

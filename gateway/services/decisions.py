@@ -8,6 +8,7 @@ denied (or get empty answers), never an error.
 
 from __future__ import annotations
 
+from gateway import activity
 from gateway.decision_log import logged
 from gateway.engine import Decision, DecisionEngine
 from gateway.expiry import expire_due
@@ -26,25 +27,21 @@ class DecisionService:
         *,
         owner: str | None = None,
         explain: bool = False,
+        seen: bool = True,
     ) -> Decision:
         """The engine's answer from memory. ``owner`` names the resource's owner (resolved
         like ``subject``; unknown: no owner), which owner-only permissions need;
-        ``explain`` adds the matched rule and role path (or why nothing matched)."""
+        ``explain`` adds the matched rule and role path (or why nothing matched).
+        ``seen`` records the subject as active in the workspace (gateway.activity);
+        searches, which ask about people rather than for them, pass False."""
         expire_due(self.engine)  # time-limited grants that ended deny from that moment
-        return logged(
-            self.engine.check(
-                self.engine.resolve_subject(subject),
-                workspace,
-                resource,
-                action,
-                owner=self._owner(owner),
-                explain=explain,
-            ),
-            subject,
-            workspace,
-            resource,
-            action,
+        user_id = self.engine.resolve_subject(subject)
+        decision = self.engine.check(
+            user_id, workspace, resource, action, owner=self._owner(owner), explain=explain
         )
+        if seen:
+            activity.note(user_id, workspace, decision)
+        return logged(decision, subject, workspace, resource, action)
 
     def permissions(self, subject: str, workspace: str) -> set[tuple[str, str]]:
         """(resource, action) pairs ``subject`` holds in ``workspace``, patterns as the

@@ -424,16 +424,35 @@ class InvitationService:
             )
         return TokenState(invitation, True, "", inviter)
 
-    def accept(self, token: str, password: str, name: str | None = None) -> User:
+    def accept(
+        self,
+        token: str,
+        password: str,
+        name: str | None = None,
+        client: str = "",
+        request_id: str | None = None,
+    ) -> User:
         """Redeem a one-time token: the person becomes active with the invited roles.
-        Of two concurrent accepts of one token exactly one succeeds."""
+        Of two concurrent accepts of one token exactly one succeeds. ``client`` and
+        ``request_id`` go on the audit events."""
         require_acceptable_password(password)
         return self._redeem(
-            token, name, lambda user: setattr(user, "password_hash", hash_password(password))
+            token,
+            name,
+            lambda user: setattr(user, "password_hash", hash_password(password)),
+            client=client,
+            request_id=request_id,
         )
 
     def accept_with_identity(
-        self, token: str, email: str, issuer: str, subject: str, name: str | None = None
+        self,
+        token: str,
+        email: str,
+        issuer: str,
+        subject: str,
+        name: str | None = None,
+        client: str = "",
+        request_id: str | None = None,
     ) -> User:
         """Redeem a one-time token through single sign-on: the identity provider's
         verified ``email`` must be the invited address; the account is linked to
@@ -457,7 +476,7 @@ class InvitationService:
         def link(user: User) -> None:
             user.oidc_issuer, user.oidc_subject = issuer, subject
 
-        return self._redeem(token, name, link, via="sso")
+        return self._redeem(token, name, link, via="sso", client=client, request_id=request_id)
 
     def _redeem(
         self,
@@ -465,6 +484,8 @@ class InvitationService:
         name: str | None,
         set_credentials: Callable[[User], None],
         via: str = "password",
+        client: str = "",
+        request_id: str | None = None,
     ) -> User:
         state = self.token_state(token)
         invitation = state.invitation
@@ -473,7 +494,12 @@ class InvitationService:
         user = self.session.get(User, invitation.user_id)
         if user is None or user.status != UserStatus.PENDING:
             raise InvalidInvitationToken("This invitation link is not valid.")
-        actor = Actor(user.id, f"{name or user.name} <{user.email}>")
+        actor = Actor(
+            user.id,
+            f"{name or user.name} <{user.email}>",
+            request_id=request_id,
+            source_address=client or None,
+        )
         existing = set(self.session.scalars(select(Workspace.slug)).all())
         with self.uow.change(actor) as changes:
             # The conditional update is the single-use guarantee: a concurrent accept

@@ -19,7 +19,7 @@ from gateway.errors import SsoRefused, Unauthorized
 from gateway.models import TokenPurpose, User, UserStatus, UserToken, utcnow
 from gateway.security import new_token, token_digest
 from gateway.services.auth import AuthService, IssuedToken, claim_user_token
-from gateway.services.base import Actor, ChangeSet
+from gateway.services.base import Actor, ChangeSet, self_actor
 from gateway.services.invitations import InvitationService
 
 SSO_CODE_TTL_SECONDS = 60
@@ -49,7 +49,9 @@ class SsoService:
         self.auth = auth
         self.invitations = invitations
 
-    def sign_in(self, identity: ExternalIdentity, client: str = "") -> SsoCode:
+    def sign_in(
+        self, identity: ExternalIdentity, client: str = "", request_id: str | None = None
+    ) -> SsoCode:
         """A one-time code for the active account ``identity`` belongs to; SsoRefused
         (audited) when there is none or it may not sign in."""
         user = self.session.scalar(
@@ -59,7 +61,9 @@ class SsoService:
         )
         if user is None:
             if not identity.email or not identity.email_verified:
-                self._refuse(identity, None, client, "the provider did not verify an email")
+                self._refuse(
+                    identity, None, client, "the provider did not verify an email", request_id
+                )
                 raise SsoRefused(
                     "The identity provider did not vouch for your email address, so it "
                     "cannot be matched to an account here"
@@ -68,7 +72,7 @@ class SsoService:
                 select(User).where(User.email == identity.email.strip().lower())
             )
             if user is None:
-                self._refuse(identity, None, client, "no account")
+                self._refuse(identity, None, client, "no account", request_id)
                 raise SsoRefused(
                     f"There is no account for {identity.email} here; ask an administrator "
                     "to invite you",
@@ -77,13 +81,13 @@ class SsoService:
             if user.oidc_subject is not None:
                 # Linked to another identity (of this or another provider): the email
                 # alone must not take the account over.
-                self._refuse(identity, user, client, "linked to another identity")
+                self._refuse(identity, user, client, "linked to another identity", request_id)
                 raise SsoRefused(
                     "This account is linked to another single sign-on identity; sign in "
                     "with that one or ask an administrator"
                 )
         if user.status != UserStatus.ACTIVE:
-            self._refuse(identity, user, client, f"account {user.status}")
+            self._refuse(identity, user, client, f"account {user.status}", request_id)
             reason = (
                 "Your invitation is not accepted yet; open the link in your invitation email"
                 if user.status == UserStatus.PENDING
@@ -92,30 +96,45 @@ class SsoService:
             raise SsoRefused(reason)
         if user.oidc_subject is None:
             user.oidc_issuer, user.oidc_subject = identity.issuer, identity.subject
-        return self.issue_code(user, "auth.sso_login", client, identity)
+        return self.issue_code(user, "auth.sso_login", client, identity, request_id)
 
     def accept_invitation(
-        self, token: str, identity: ExternalIdentity, client: str = ""
+        self,
+        token: str,
+        identity: ExternalIdentity,
+        client: str = "",
+        request_id: str | None = None,
     ) -> SsoCode:
         """Accept the invitation of ``token`` as the identity's verified email, then sign
         the person in (a one-time code)."""
         if not identity.email or not identity.email_verified:
-            self._refuse(identity, None, client, "the provider did not verify an email")
+            self._refuse(identity, None, client, "the provider did not verify an email", request_id)
             raise SsoRefused(
                 "The identity provider did not vouch for your email address, so it cannot "
                 "accept an invitation"
             )
         try:
             user = self.invitations.accept_with_identity(
-                token, identity.email, identity.issuer, identity.subject, identity.name or None
+                token,
+                identity.email,
+                identity.issuer,
+                identity.subject,
+                identity.name or None,
+                client=client,
+                request_id=request_id,
             )
         except SsoRefused as exc:
-            self._refuse(identity, None, client, f"invitation: {exc.detail}")
+            self._refuse(identity, None, client, f"invitation: {exc.detail}", request_id)
             raise
-        return self.issue_code(user, "auth.sso_login", client, identity)
+        return self.issue_code(user, "auth.sso_login", client, identity, request_id)
 
     def issue_code(
-        self, user: User, action: str, client: str, identity: ExternalIdentity
+        self,
+        user: User,
+        action: str,
+        client: str,
+        identity: ExternalIdentity,
+        request_id: str | None = None,
     ) -> SsoCode:
         code = new_token()
         self.session.add(
@@ -126,11 +145,11 @@ class SsoService:
                 expires_at=utcnow() + timedelta(seconds=SSO_CODE_TTL_SECONDS),
             )
         )
-        self._audit(Actor(user.id, f"{user.name} <{user.email}>"), action, user, identity, client)
+        self._audit(self_actor(user, client, request_id), action, user, identity)
         self.session.commit()
         return SsoCode(code, SSO_CODE_TTL_SECONDS, user.id)
 
-    def exchange(self, code: str, client: str = "") -> IssuedToken:
+    def exchange(self, code: str, client: str = "", request_id: str | None = None) -> IssuedToken:
         """Session tokens for a one-time code, once, while it is fresh and the account
         still active."""
         row = self.session.scalar(
@@ -147,7 +166,7 @@ class SsoService:
             or row.expires_at <= utcnow()
             or user.status != UserStatus.ACTIVE
         ):
-            refused = ChangeSet(self.session, Actor(None, "anonymous"))
+            refused = ChangeSet(self.session, self_actor(None, client, request_id))
             refused.audit(
                 "auth.sso_code_refused",
                 "user" if user else "login",
@@ -161,13 +180,30 @@ class SsoService:
         if not claim_user_token(self.session, row.id):
             self.session.rollback()
             raise Unauthorized("The sign-in code was used already")
-        return self.auth.start_session(user, "auth.login_sso", client)
+        return self.auth.start_session(user, "auth.login_sso", client, request_id)
+
+    def failed(self, reason: str, client: str = "", request_id: str | None = None) -> None:
+        """Audit a sign-on that failed before anyone was identified (the provider
+        refused, a state mismatch, an unacceptable ID token) as ``auth.sso_failed``."""
+        changes = ChangeSet(self.session, self_actor(None, client, request_id))
+        changes.audit(
+            "auth.sso_failed",
+            "login",
+            after={"reason": reason[:500], "source_address": client or None},
+        )
+        self.session.add_all(changes.events)
+        self.session.commit()
 
     def _refuse(
-        self, identity: ExternalIdentity, user: User | None, client: str, reason: str
+        self,
+        identity: ExternalIdentity,
+        user: User | None,
+        client: str,
+        reason: str,
+        request_id: str | None = None,
     ) -> None:
-        actor = Actor(user.id, f"{user.name} <{user.email}>") if user else Actor(None, "anonymous")
-        self._audit(actor, "auth.sso_refused", user, identity, client, reason)
+        actor = self_actor(user, client, request_id)
+        self._audit(actor, "auth.sso_refused", user, identity, reason)
         self.session.commit()
 
     def _audit(
@@ -176,7 +212,6 @@ class SsoService:
         action: str,
         user: User | None,
         identity: ExternalIdentity,
-        client: str,
         reason: str | None = None,
     ) -> None:
         changes = ChangeSet(self.session, actor)
@@ -184,7 +219,7 @@ class SsoService:
             "email": identity.email,
             "issuer": identity.issuer,
             "subject": identity.subject,
-            "source_address": client or None,
+            "source_address": actor.source_address,
         }
         if reason:
             after["reason"] = reason

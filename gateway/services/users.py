@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, or_, select, true
@@ -18,6 +20,8 @@ from gateway.models import (
     InvitationStatus,
     User,
     UserStatus,
+    Workspace,
+    WorkspaceActivity,
     utcnow,
 )
 from gateway.permissions import Permission
@@ -40,6 +44,8 @@ class UserView:
     user: User
     roles: dict[str, list[str]]  # workspace → roles (active grants, or the invited ones)
     invitation: Invitation | None  # the latest invitation, if any
+    # Workspace → when the person was last seen there by the check endpoints.
+    workspaces_last_seen: dict[str, datetime] = field(default_factory=dict)
 
 
 def roles_by_workspace(grants: list[Grant]) -> dict[str, list[str]]:
@@ -55,7 +61,8 @@ def scoped(view: UserView, readable: set[str] | None) -> UserView:
     if readable is None:
         return view
     roles = {ws: r for ws, r in view.roles.items() if ws in readable}
-    return UserView(view.user, roles, view.invitation)
+    seen = {ws: at for ws, at in view.workspaces_last_seen.items() if ws in readable}
+    return UserView(view.user, roles, view.invitation, seen)
 
 
 def user_snapshot(user: User) -> dict[str, Any]:
@@ -106,7 +113,10 @@ class UserService:
             .offset(offset)
             .limit(limit)
         ).all()
-        return Page([scoped(self.view(user), readable) for user in users], total)
+        seen = self.last_seen_by_workspace(user.id for user in users)
+        return Page(
+            [scoped(self.view(user, seen.get(user.id, {})), readable) for user in users], total
+        )
 
     def get(self, actor: Actor, user_id: int) -> UserView:
         """One person with roles and invitation status; NotFound if not visible to ``actor``."""
@@ -145,8 +155,24 @@ class UserService:
             raise NotFound(f"No user {user_id}")
         return user
 
-    def view(self, user: User) -> UserView:
-        """A person with their roles per workspace and latest invitation."""
+    def last_seen_by_workspace(self, user_ids: Iterable[int]) -> dict[int, dict[str, datetime]]:
+        """User id → workspace → last seen there (every workspace: scope it for readers)."""
+        ids = list(user_ids)
+        seen: dict[int, dict[str, datetime]] = defaultdict(dict)
+        if ids:
+            rows = self.session.execute(
+                select(WorkspaceActivity.user_id, Workspace.slug, WorkspaceActivity.last_seen_at)
+                .join(Workspace, Workspace.id == WorkspaceActivity.workspace_id)
+                .where(WorkspaceActivity.user_id.in_(ids))
+                .order_by(Workspace.slug)
+            )
+            for user_id, slug, at in rows:
+                seen[user_id][slug] = at
+        return seen
+
+    def view(self, user: User, last_seen: dict[str, datetime] | None = None) -> UserView:
+        """A person with their roles per workspace, latest invitation and where they were
+        last seen (``last_seen``, if the caller read it for many people at once)."""
         invitation = self.session.scalar(
             select(Invitation)
             .where(Invitation.user_id == user.id)
@@ -160,7 +186,9 @@ class UserService:
             for entry in invitation.grants:
                 invited[entry.workspace_slug].append(entry.role)
             roles = {ws: sorted(r) for ws, r in sorted(invited.items())}
-        return UserView(user, roles, invitation)
+        if last_seen is None:
+            last_seen = self.last_seen_by_workspace([user.id]).get(user.id, {})
+        return UserView(user, roles, invitation, last_seen)
 
     # -- changing ------------------------------------------------------------------
 
