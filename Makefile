@@ -40,7 +40,9 @@ bench-propagation: $(VENV)/.installed
 ## Benchmark the decision engine (not a test): data at 10k/100k/1M users copied into
 ## PostgreSQL (RINGFENCE_BENCH_DATABASE_URL), latency beside a dict lookup and pycasbin,
 ## load time, memory, changes, concurrency; writes bench/results.md. Quick: SIZES=10k
+## Start-up again on kept data: BENCH_ARGS="--reuse --keep --startup-only --repeat 5"
 SIZES ?= 10k,100k,1M
+BENCH_ARGS ?=
 .PHONY: bench
 bench: $(VENV)/.installed
-	$(BIN)/python -m bench.run --sizes $(SIZES)
+	$(BIN)/python -m bench.run --sizes $(SIZES) $(BENCH_ARGS)

@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--casbin-requests", type=int, default=0)
     parser.add_argument("--concurrent-checks", type=int, default=1_000_000)
+    parser.add_argument("--startup-only", action="store_true", help="stop after the start-up")
     args = parser.parse_args()
     out: dict[str, Any] = {}
     db = create_engine(args.url, connect_args={"options": f"-csearch_path={args.schema}"})
@@ -108,6 +109,9 @@ def main() -> None:
     grants = engine._index.grants
     out["grants"] = len(grants)
     out["policy_rules"] = len(engine._index.layer.rules) + len(engine._index.layer.links)
+    if args.startup_only:
+        json.dump(out, sys.stdout)
+        return
 
     # The first check in the big workspace, before anything was asked there.
     member = next(

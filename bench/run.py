@@ -5,8 +5,17 @@ table with the machine's description to stdout and bench/results.md.
     python -m bench.run --sizes 10k,100k,1M
 
 RINGFENCE_BENCH_DATABASE_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test)
-names the database; each size lives in the schema ``ringfence_bench_<size>``, dropped
-and created again by each run.
+names the database; each size lives in the schema ``ringfence_bench_<size>`` (another
+prefix: ``--schema-prefix``), created by the run and dropped at its end.
+
+Measuring start-up again without generating the data again (minutes at 1M):
+
+    python -m bench.run --sizes 1M --keep                   # generate, keep the schema
+    python -m bench.run --sizes 1M --reuse --startup-only --repeat 5
+
+``--reuse`` takes a schema a ``--keep`` run left (and generates one that is missing);
+``--startup-only`` measures the start-up rows only, prints them and leaves
+bench/results.md alone.
 """
 
 from __future__ import annotations
@@ -37,9 +46,8 @@ LOG_GOAL_US = 5.0
 LOG_GOAL_SHARE = 0.5
 
 
-def copy_into_postgres(url: str, label: str) -> dict[str, Any]:
-    """Generate ``label`` and COPY it into its own schema; timings and row counts."""
-    schema = f"ringfence_bench_{label.lower()}"
+def copy_into_postgres(url: str, label: str, schema: str) -> dict[str, Any]:
+    """Generate ``label`` and COPY it into ``schema``; timings and row counts."""
     start = time.perf_counter()
     data = generate(label)
     rules = data.rules()
@@ -93,7 +101,54 @@ def copy_into_postgres(url: str, label: str) -> dict[str, Any]:
     }
 
 
-def measure(url: str, label: str, loaded: dict[str, Any], concurrent: int) -> dict[str, Any]:
+def already_loaded(url: str, schema: str) -> dict[str, Any] | None:
+    """Row counts of ``schema`` if a finished copy is there (its policy state is written
+    last, in the copy's transaction), else None."""
+    db = create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        with db.connect() as conn:
+            exists = conn.execute(
+                text(
+                    "SELECT 1 FROM information_schema.tables "
+                    "WHERE table_schema = :s AND table_name = 'policy_state'"
+                ),
+                {"s": schema},
+            ).first()
+            if exists is None:
+                return None
+            counts = conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM policy_state), (SELECT count(*) FROM users), "
+                    "(SELECT count(*) FROM workspaces), (SELECT count(*) FROM casbin_rule)"
+                )
+            ).one()
+    finally:
+        db.dispose()
+    states, users, workspaces, rules = counts
+    if not states:
+        return None
+    return {
+        "schema": schema,
+        "users": users,
+        "workspaces": workspaces,
+        "rules": rules,
+        "generate_s": None,
+        "copy_s": None,
+    }
+
+
+def drop_schema(url: str, schema: str) -> None:
+    db = create_engine(url)
+    try:
+        with db.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        db.dispose()
+
+
+def measure(
+    url: str, label: str, loaded: dict[str, Any], concurrent: int, startup_only: bool = False
+) -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
@@ -108,6 +163,7 @@ def measure(url: str, label: str, loaded: dict[str, Any], concurrent: int) -> di
         str(CASBIN_REQUESTS.get(label, 0)),
         "--concurrent-checks",
         str(concurrent),
+        *(["--startup-only"] if startup_only else []),
     ]
     done = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
     return {**loaded, **json.loads(done.stdout)}
@@ -133,6 +189,34 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores{memory}; Python {platform.python_version()} "
         f"({platform.python_implementation()}); {platform.system()} {platform.release()}"
     )
+
+
+def startup_table(results: list[dict[str, Any]], postgres: str) -> str:
+    """The start-up rows of ``--startup-only`` runs: each size measured ``--repeat``
+    times, each time in a fresh process; the range and every run."""
+    lines = [
+        "# Ringfence start-up benchmark",
+        "",
+        f"Machine: {machine()}; {postgres}.",
+        f"Run: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; each run in a "
+        "fresh process.",
+        "",
+        "| size | rules | runs | engine ready from PostgreSQL (s) | RSS after load (MB) "
+        "| peak RSS (MB) | each run: ready s / peak MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        runs = r["runs"]
+        ready = [run["ready_s"] for run in runs]
+        rss = [run["rss_mb"] for run in runs]
+        peak = [run["peak_mb"] for run in runs]
+        each = ", ".join(f"{run['ready_s']:.1f} / {run['peak_mb']:,.0f}" for run in runs)
+        lines.append(
+            f"| {r['label']} | {r['rules']:,} | {len(runs)} "
+            f"| {min(ready):.1f}-{max(ready):.1f} | {min(rss):,.0f}-{max(rss):,.0f} "
+            f"| {min(peak):,.0f}-{max(peak):,.0f} | {each} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
@@ -400,6 +484,21 @@ def main() -> None:
     parser.add_argument("--sizes", default="10k,100k,1M")
     parser.add_argument("--concurrent-checks", type=int, default=1_000_000)
     parser.add_argument(
+        "--reuse", action="store_true", help="reuse a schema a --keep run left (no generation)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the schemas this run created (else dropped)"
+    )
+    parser.add_argument(
+        "--startup-only",
+        action="store_true",
+        help="measure the start-up rows only (printed; bench/results.md is left alone)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="start-up measurements per size (--startup-only)"
+    )
+    parser.add_argument("--schema-prefix", default="ringfence_bench_")
+    parser.add_argument(
         "--from-log", type=Path, help="rebuild the report from a run's stderr (JSON lines)"
     )
     args = parser.parse_args()
@@ -418,14 +517,40 @@ def main() -> None:
     unknown = [s for s in labels if s not in SIZES]
     if unknown:
         parser.error(f"unknown sizes {unknown}; choose from {', '.join(SIZES)}")
+    if args.repeat < 1 or (args.repeat > 1 and not args.startup_only):
+        parser.error("--repeat takes a positive count, and needs --startup-only")
     results = []
-    for label in labels:
-        print(f"[bench] {label}: generating and copying into PostgreSQL", file=sys.stderr)
-        loaded = copy_into_postgres(url, label)
-        print(f"[bench] {label}: measuring ({loaded['rules']:,} rules)", file=sys.stderr)
-        results.append({"label": label, **measure(url, label, loaded, args.concurrent_checks)})
-        print(json.dumps(results[-1]), file=sys.stderr)
-    report = table(results, f"PostgreSQL {postgres_version(url)}")
+    created: list[str] = []
+    try:
+        for label in labels:
+            schema = f"{args.schema_prefix}{label.lower()}"
+            loaded = already_loaded(url, schema) if args.reuse else None
+            if loaded is None:
+                print(f"[bench] {label}: generating and copying into {schema}", file=sys.stderr)
+                created.append(schema)
+                loaded = copy_into_postgres(url, label, schema)
+            else:
+                print(f"[bench] {label}: reusing {schema}", file=sys.stderr)
+            print(f"[bench] {label}: measuring ({loaded['rules']:,} rules)", file=sys.stderr)
+            if args.startup_only:
+                runs = []
+                for _ in range(args.repeat):
+                    runs.append(measure(url, label, loaded, 0, startup_only=True))
+                    print(json.dumps({"label": label, **runs[-1]}), file=sys.stderr)
+                results.append({"label": label, **loaded, "runs": runs})
+                continue
+            results.append({"label": label, **measure(url, label, loaded, args.concurrent_checks)})
+            print(json.dumps(results[-1]), file=sys.stderr)
+    finally:
+        if not args.keep:
+            for schema in created:
+                print(f"[bench] dropping {schema} (--keep keeps it)", file=sys.stderr)
+                drop_schema(url, schema)
+    postgres = f"PostgreSQL {postgres_version(url)}"
+    if args.startup_only:
+        print(startup_table(results, postgres))
+        return
+    report = table(results, postgres)
     print(report)
     RESULTS.write_text(report, encoding="utf-8")
 

@@ -127,6 +127,44 @@ def new_enforcer(model_path: Path) -> casbin.Enforcer:
     return enforcer
 
 
+@dataclass
+class Snapshot:
+    """Everything the engine knows, built aside (no lock, no reader sees it) and then
+    swapped in whole by :meth:`DecisionEngine.load_snapshot`."""
+
+    index: Index
+    malformed: set[Rule]
+    active: set[int]
+    ids_by_email: dict[str, int]
+    workspaces: set[str]
+    revision: int
+
+    @classmethod
+    def build(
+        cls,
+        rows: Iterable[Sequence[str]],
+        grants: Grants,
+        active: set[int],
+        ids_by_email: dict[str, int],
+        workspaces: Iterable[str],
+        revision: int,
+    ) -> Snapshot:
+        """From ``(ptype, *values)`` rows, added to ``grants`` (empty, or read in bulk
+        by ``gateway.bulk_load``)."""
+        p_rules, links, grant_rows, malformed = split_rules(rows)
+        for user_id, role, domain in grant_rows:
+            grants.add(user_id, role, domain)
+        index = Index(RoleLayer(p_rules, links), grants)
+        return cls(
+            index,
+            {Rule(row[0], tuple(row[1:])) for row in malformed},
+            active,
+            ids_by_email,
+            set(workspaces),
+            revision,
+        )
+
+
 class _Retry(Exception):
     """A reader's answer was computed while a writer was changing things."""
 
@@ -215,36 +253,34 @@ class DecisionEngine:
     ) -> None:
         """Replace everything the engine knows; ``rows`` are ``(ptype, *values)``. The
         index is built aside, then swapped in at once."""
-        p_rules, links, grant_rows, malformed = split_rules(rows)
-        grants = Grants()
-        for user_id, role, domain in grant_rows:
-            grants.add(user_id, role, domain)
-        layer = RoleLayer(p_rules, links)
-        index = Index(layer, grants)
         active: set[int] = set()
         ids_by_email: dict[str, int] = {}
         for subject in subjects:
             ids_by_email[subject.email] = subject.user_id
             if subject.active:
                 active.add(subject.user_id)
-        known = set(ids_by_email.values())
-        workspace_set = set(workspaces)
+        self.load_snapshot(
+            Snapshot.build(rows, Grants(), active, ids_by_email, workspaces, revision)
+        )
+
+    def load_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace everything the engine knows with ``snapshot``, at once for readers."""
         with self._write_lock:
             self._seq += 1
             try:
-                self._index = index
-                self._p_rules = set(layer.rules)
-                self._links = set(layer.links)
-                self._malformed = {Rule(row[0], tuple(row[1:])) for row in malformed}
-                self._active = active
-                self._ids_by_email = ids_by_email
-                self._known = known
-                self._workspaces = workspace_set
+                self._index = snapshot.index
+                self._p_rules = set(snapshot.index.layer.rules)
+                self._links = set(snapshot.index.layer.links)
+                self._malformed = set(snapshot.malformed)
+                self._active = snapshot.active
+                self._ids_by_email = snapshot.ids_by_email
+                self._known = set(snapshot.ids_by_email.values())
+                self._workspaces = set(snapshot.workspaces)
                 # A change applied here after the snapshot was read would be lost by the
                 # swap; asking for another reload makes the next check pick it up.
-                self._missed = revision < self._revision
+                self._missed = snapshot.revision < self._revision
                 self._untrusted = False
-                self._set_revision(revision)
+                self._set_revision(snapshot.revision)
             finally:
                 self._forget_answers()
                 self._seq += 1

@@ -304,6 +304,32 @@ class Grants:
         # A new tuple, assigned at once: a reader sees the old links or the new ones.
         self.by_user[user_id] = (*links, pair)
 
+    def add_holders(self, role: str, domain: str, user_ids: Iterable[int]) -> None:
+        """:meth:`add` of ``role`` in ``domain`` for each of ``user_ids``, without a call
+        per grant: start-up reads grants grouped by (role, domain) in bulk."""
+        pair = self._pair(role, domain)
+        holders = self.holders.setdefault(pair[1], {}).setdefault(pair[0], set())
+        by_user = self.by_user
+        before = len(holders)
+        for user_id in user_ids:
+            if user_id in holders:  # holders and by_user always agree
+                continue
+            holders.add(user_id)
+            links = by_user.get(user_id)
+            by_user[user_id] = (pair,) if links is None else (*links, pair)
+        added = len(holders) - before
+        if not holders:
+            del self.holders[pair[1]][pair[0]]
+            if not self.holders[pair[1]]:
+                del self.holders[pair[1]]
+            return
+        if user_id_of(role) is not None:
+            self.user_parents += added
+        if is_universal(domain):
+            self.universal_domains.add(pair[1])
+        elif "*" in domain:
+            self.patterned_domains.add(pair[1])
+
     def remove(self, user_id: int, role: str, domain: str) -> None:
         links = self.by_user.get(user_id, ())
         pair = (role, domain)

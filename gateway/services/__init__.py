@@ -10,7 +10,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
-from gateway.engine import DecisionEngine, SubjectChanged, stored_rows
+from gateway.engine import DecisionEngine, Snapshot, stored_rows
+from gateway.index import Grants
 from gateway.models import CasbinRule, PolicyState, User, UserStatus, Workspace
 from gateway.notifier import Notifier
 from gateway.services.audit import AuditService
@@ -122,18 +123,32 @@ def reload_engine(engine: DecisionEngine, db: Engine, session: Session) -> None:
     # Read the revision first: a change committed while loading is then either seen or
     # newer than the revision we report, never silently missed.
     revision = session.scalar(select(PolicyState.revision).where(PolicyState.id == 1)) or 0
-    subjects = [
-        SubjectChanged(user_id, email, status == UserStatus.ACTIVE)
-        for user_id, email, status in session.execute(select(User.id, User.email, User.status))
-    ]
+    if db.dialect.name == "postgresql":
+        from gateway.bulk_load import read_snapshot
+
+        snapshot = read_snapshot(session.connection(), revision)
+    else:
+        snapshot = read_snapshot_by_rows(session, revision)
+    engine.load_snapshot(snapshot)
+    load_expiries(engine, session)
+    session.rollback()
+
+
+def read_snapshot_by_rows(session: Session, revision: int) -> Snapshot:
+    """The engine's state read row by row, on any database (PostgreSQL reads it in bulk:
+    ``gateway.bulk_load``)."""
+    active: set[int] = set()
+    ids_by_email: dict[str, int] = {}
+    for user_id, email, status in session.execute(select(User.id, User.email, User.status)):
+        ids_by_email[email] = user_id
+        if status == UserStatus.ACTIVE:
+            active.add(user_id)
     workspaces = session.scalars(select(Workspace.slug)).all()
     columns = (CasbinRule.v0, CasbinRule.v1, CasbinRule.v2, CasbinRule.v3, CasbinRule.v4)
     rules = session.execute(
         select(CasbinRule.ptype, *columns, CasbinRule.v5).execution_options(yield_per=50_000)
     )
-    engine.load_rules(stored_rows(rules), subjects, workspaces, revision)
-    load_expiries(engine, session)
-    session.rollback()
+    return Snapshot.build(stored_rows(rules), Grants(), active, ids_by_email, workspaces, revision)
 
 
 def load_expiries(engine: DecisionEngine, session: Session) -> None:
