@@ -341,10 +341,11 @@ NOTES = """## Notes
   grant tuples (~900 MB) miss the CPU caches on every random user, while the baseline
   set holds only the 20,000 sampled answers. A baseline holding every allowed
   (user, workspace, resource, action) at 1M would need tens of millions of entries.
-- Start-up at 1M misses 15 s (34 s measured). Measured separately on the same schema:
-  reading users 6.7 s and casbin_rule 7.9 s through SQLAlchemy, splitting rules 1.7 s,
-  adding 1.75M grants one by one 6.2 s, the rest (subjects, sets) ~10 s. Reading through
-  the raw driver and building the grant tables in bulk are the next steps.
+- Start-up reads PostgreSQL in bulk (gateway/bulk_load.py): grants grouped by (role,
+  workspace) with the user ids joined in the database, people as driver rows, the
+  garbage collector paused. Before, row by row through SQLAlchemy, 1M took 34 s and
+  1,039 MB peak. `python -m bench.run --sizes 1M --reuse --keep --startup-only --repeat 3`
+  measures it again without the rest.
 - Percentiles are of single calls timed with `perf_counter_ns` on a shared 2-core
   machine; means are higher than p50 because of other processes and the garbage
   collector. `DecisionService.check` adds resolving `"user:<id>"`.
