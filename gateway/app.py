@@ -34,6 +34,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
 from gateway.logs import configure_logging
 from gateway.notifier import Notifier
+from gateway.resource_directory import load_resource_directory
 from gateway.services import load_engine, login_throttle
 from gateway.services.authzen import load_refinements, load_subject_directory
 from gateway.signing import KeyRing
@@ -138,9 +139,10 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     session_factory = make_session_factory(db)
     with session_factory() as session:
         engine = load_engine(db, session, settings)
-    # AuthZEN's subject directory and refinements: a bad file stops start-up, not a request.
+    # AuthZEN's directories and refinements: a bad file stops start-up, not a request.
     load_subject_directory(settings.authzen_subjects)
     load_refinements(settings.authzen_refinements)
+    load_resource_directory(settings.authzen_resources)
 
     app = Flask("ringfence")
     app.config.update(

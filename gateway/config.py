@@ -122,6 +122,9 @@ class Settings:
     # AuthZEN: a YAML file of refinements (resource or action properties that select a
     # more specific resource or action, e.g. an archived record), read once.
     authzen_refinements: Path | None = None
+    # AuthZEN: a JSON file of resource instances and their properties (the resources a
+    # resource search lists, and facts about them that decide), read once.
+    authzen_resources: Path | None = None
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -43,6 +43,7 @@ import yaml
 
 from gateway.engine import Decision
 from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.resource_directory import Resource, ResourceDirectory
 from gateway.services.decisions import DecisionService
 
 SUBJECT_TYPES = frozenset({"user", "identity"})
@@ -403,9 +404,11 @@ class AuthZenService:
         max_evaluations: int,
         emails_of: Callable[[set[int]], dict[int, str]],
         refinements: Refinements | None = None,
+        resources: ResourceDirectory | None = None,
     ) -> None:
         self.decisions = decisions
         self.refinements = refinements or Refinements()
+        self.resources = resources or ResourceDirectory()
         self.directory = directory
         self.tokens = tokens
         self.max_evaluations = max_evaluations
@@ -444,18 +447,29 @@ class AuthZenService:
             )
         return named
 
+    def _known(self, resource: Entity, workspace: str) -> Entity:
+        """``resource`` with what the resource directory says about it, which wins over
+        what the caller says (unknown to the directory: as the caller sent it)."""
+        if resource.id is None:
+            return resource
+        known = self.resources.get(workspace, resource.type, resource.id)
+        if known is None or not known.properties:
+            return resource
+        return Entity(resource.type, resource.id, {**resource.properties, **known.properties})
+
     def decide(self, question: Question, scope: str | None, *, explain: bool = False) -> Decision:
         """The decision for one validated question (``_Invalid`` if it has no workspace)."""
         workspace = self._workspace(question.resource, scope)
         subject = self._subject(question.subject)
         if subject is None:
             return Decision(False, self.decisions.engine.revision, "unknown subject type")
+        resource = self._known(question.resource, workspace)
         return self.decisions.check(
             subject,
             workspace,
-            self.refinements.resource(workspace, question.resource),
+            self.refinements.resource(workspace, resource),
             self.refinements.action(workspace, question.action),
-            owner=self._owner(question.resource),
+            owner=self._owner(resource),
             explain=explain,
         )
 
@@ -585,6 +599,7 @@ class AuthZenService:
             raise _bad(invalid, "subject search") from invalid
         user_ids: list[int] = []
         if subject.type.lower() in SUBJECT_TYPES and workspace:
+            resource = self._known(resource, workspace)
             type_ = self.refinements.resource(workspace, resource)
             name = self.refinements.action(workspace, action)
             # From the engine's index: the active users who may, the resource's owner
@@ -629,11 +644,43 @@ class AuthZenService:
             else:
                 base = (resource.type.lower(), action.name.lower())
                 workspaces = set(self.decisions.workspaces_where(who, *base))
+                workspaces |= self.resources.workspaces_with(resource.type)
             for workspace in sorted(workspaces):
+                known = self.resources.of_type(workspace, resource.type)
+                if known:
+                    results.extend(self._known_resources(who, workspace, action, resource, known))
+                    continue
                 type_ = self.refinements.resource(workspace, resource)
                 name = self.refinements.action(workspace, action)
                 results.extend(self._resources_in(who, subject, workspace, type_, name, resource))
         return self._page("resource", request, results, list)
+
+    def _known_resources(
+        self,
+        who: str,
+        workspace: str,
+        action: Action,
+        searched: Entity,
+        known: Sequence[Resource],
+    ) -> list[dict[str, Any]]:
+        """The directory's resources of the searched type that the subject may act on:
+        each decided as an evaluation naming it would be (its properties, its owner, its
+        refinements), in the directory's order."""
+        name = self.refinements.action(workspace, action)
+        allowed = []
+        for item in known:
+            resource = Entity(searched.type, item.id, {**searched.properties, **item.properties})
+            type_ = self.refinements.resource(workspace, resource)
+            owner = self._owner(resource)
+            if self.decisions.check(who, workspace, type_, name, owner=owner, seen=False).allowed:
+                allowed.append(
+                    {
+                        "type": searched.type,
+                        "id": item.id,
+                        "properties": {WORKSPACE_PROPERTY: workspace},
+                    }
+                )
+        return allowed
 
     def _resources_in(
         self,
@@ -667,6 +714,7 @@ class AuthZenService:
         results: list[dict[str, Any]] = []
         who = self._subject(subject)
         if who is not None and workspace:
+            resource = self._known(resource, workspace)
             type_ = self.refinements.resource(workspace, resource)
             owner = self._owner(resource)
             # An owner-only permission comes as "<action>:own"; the check below decides

@@ -3,6 +3,7 @@ defaults and semantics, owner-only permissions, the searches and their page toke
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from gateway.config import PROJECT_ROOT
 from gateway.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
 from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.resource_directory import ResourceDirectory, load_resource_directory
 from gateway.rules import GrantKey, grant_rule, inheritance_rule, permission_rule
 from gateway.services.authzen import (
     Action,
@@ -494,3 +496,115 @@ def test_explain_says_which_rule_and_role_path(authzen: AuthZenService) -> None:
     assert "explanation" not in authzen.evaluate(question("morty"), "todo")["context"]
     with pytest.raises(BadRequest):
         authzen.evaluate({**body, "options": {"explain": "yes"}}, "todo")
+
+
+# -- resource directory -----------------------------------------------------------------
+
+RESOURCES = [
+    {"type": "todo", "id": "t1", "workspace": "todo", "properties": {"ownerID": "morty"}},
+    {"type": "todo", "id": "t2", "workspace": "todo", "properties": {"ownerID": "beth"}},
+    {"type": "Todo", "id": 3, "properties": {"ownerID": "morty"}},  # in every workspace
+    {"type": "todo", "id": "t4", "workspace": "other", "properties": {"ownerID": "morty"}},
+]
+
+
+@pytest.fixture
+def known(engine: DecisionEngine) -> AuthZenService:
+    return AuthZenService(
+        DecisionService(engine),
+        SubjectDirectory.from_mapping(DIRECTORY),
+        PageTokens("secret"),
+        max_evaluations=5,
+        emails_of=lambda ids: {i: EMAILS[i] for i in ids if i in EMAILS},
+        resources=ResourceDirectory.from_list(RESOURCES),
+    )
+
+
+def resource_search(subject: str, action: str, workspace: str | None = None) -> dict[str, Any]:
+    body = question(subject, action, workspace=workspace)
+    del body["resource"]["id"]
+    return body
+
+
+def test_resource_search_lists_the_directorys_resources_the_subject_may(
+    known: AuthZenService,
+) -> None:
+    # Morty updates only his own todos: t1 and 3 in `todo` (t4 is another workspace's).
+    assert ids(known.search_resources(resource_search("morty", "update"), "todo")) == ["t1", "3"]
+    # Rick updates any todo; Beth none (she only reads).
+    everything = ids(known.search_resources(resource_search("opaque-rick", "update"), "todo"))
+    assert everything == ["t1", "t2", "3"]
+    assert ids(known.search_resources(resource_search("beth", "update"), "todo")) == []
+    assert ids(known.search_resources(resource_search("beth", "read"), "other")) == ["t4", "3"]
+    # Unscoped: every workspace where the subject may, and the directory's workspaces.
+    answer = known.search_resources(resource_search("morty", "update"), None)
+    assert [(r["id"], r["properties"]["workspace"]) for r in answer["results"]] == [
+        ("t1", "todo"),
+        ("3", "todo"),
+    ]
+    # A type the directory does not know: every resource of the type, as before.
+    unknown = resource_search("beth", "read")
+    unknown["resource"]["type"] = "user"
+    known.decisions.engine.apply(
+        [RuleAdded(permission_rule("reader", "user:read", "todo"))], revision=7
+    )
+    assert ids(known.search_resources(unknown, "todo")) == ["*"]
+    # Paged like any search.
+    page = {**resource_search("opaque-rick", "update"), "page": {"limit": 2}}
+    first = known.search_resources(page, "todo")
+    assert ids(first) == ["t1", "t2"]
+    page["page"]["token"] = first["page"]["next_token"]
+    assert ids(known.search_resources(page, "todo")) == ["3"]
+
+
+def test_what_the_directory_knows_wins_over_what_the_caller_says(known: AuthZenService) -> None:
+    # t2 is Beth's: Morty saying he owns it does not make it his.
+    claimed = question("morty", "update", owner="morty")
+    claimed["resource"]["id"] = "t2"
+    assert not decide(known, claimed)
+    claimed["resource"]["id"] = "t1"
+    assert decide(known, claimed)
+    # Without an owner in the request, the directory's owner decides.
+    assert decide(known, {**question("morty", "update"), "resource": {"type": "todo", "id": "t1"}})
+    # A resource the directory does not know: the caller's properties, as before.
+    claimed["resource"]["id"] = "not-listed"
+    assert decide(known, claimed)
+    # A workspace's resource is unknown elsewhere (t4 is in `other`, not `todo`).
+    assert not decide(
+        known, {**question("morty", "update"), "resource": {"type": "todo", "id": "t4"}}
+    )
+    # Subject and action searches ask about the resource as the directory knows it.
+    subjects = {"subject": {"type": "user"}, "action": {"name": "update"}}
+    subjects["resource"] = {"type": "todo", "id": "t1", "properties": {"ownerID": "beth"}}
+    assert ids(known.search_subjects(subjects, "todo")) == ["opaque-rick", "morty"]
+    actions = {"subject": {"type": "user", "id": "morty"}, "resource": {"type": "todo", "id": "3"}}
+    assert ids(known.search_actions(actions, "todo")) == ["create", "read", "update"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"type": "todo", "id": "t1"}, "JSON array"),
+        ([{"type": "todo"}], "[0]: 'id'"),
+        ([{"type": "todo", "id": True}], "[0]: 'id'"),
+        ([{"type": "", "id": "x"}], "[0]: 'type'"),
+        ([{"type": "todo", "id": "x", "owner": "me"}], "[0]: expected an object"),
+        ([{"type": "todo", "id": "x", "workspace": 1}], "[0]: 'workspace'"),
+        ([{"type": "todo", "id": "x", "properties": []}], "[0]: 'properties'"),
+        (
+            [{"type": "todo", "id": "x"}, {"type": "TODO", "id": "x"}],
+            "[1]: todo 'x' is listed twice",
+        ),
+    ],
+)
+def test_the_resource_directory_refuses_what_it_cannot_mean(bad: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ResourceDirectory.from_list(bad)
+
+
+def test_a_bad_resource_directory_file_names_itself(tmp_path: Any) -> None:
+    path = tmp_path / "resources.json"
+    path.write_text("[{")
+    with pytest.raises(ValueError, match=r"resources\.json"):
+        load_resource_directory(path)
+    assert load_resource_directory(None).of_type("todo", "todo") == []

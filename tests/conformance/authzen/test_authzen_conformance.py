@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gateway.config import Settings
-from tests.helpers import LiveServer, create_workspaces, onboard, post_decision
+from tests.helpers import ADMIN_EMAIL, LiveServer, create_workspaces, onboard, post_decision
 
 DATA = Path(__file__).parent
 TODO_USERS: dict[str, dict[str, Any]] = json.loads((DATA / "todo/users.json").read_text())
@@ -27,32 +27,62 @@ CERTIFICATION_PEOPLE = {
     "bob": ("bob@certification.test", "certification_admin"),
 }
 
-# Certification cases Ringfence cannot answer as written: a resource search lists
-# resource ids, and Ringfence, which grants per resource type (and owner), has no
-# directory of resource instances; its answer is "every record in the workspace"
-# (id "*"). This list is asserted exactly, so a case that starts to pass (or a new
-# failure) shows up.
-UNSUPPORTED = {
-    ("c-4-3-1", "Request"): "resource search lists record ids",
-    ("c-4-3-2", "Request"): "resource search lists record ids",
-    ("c-4-3-3", "Request"): "resource search lists record ids",
-    ("c-4-3-4", "Request"): "resource search lists record ids (archived record-2 for bob)",
+# The search scenario's people (search/users.json: alice and bob are the certification
+# fixture's too) and records (search/records.json), with their department and owner.
+SEARCH_USERS: list[dict[str, str]] = json.loads((DATA / "search/users.json").read_text())
+SEARCH_RECORDS: list[dict[str, Any]] = json.loads((DATA / "search/records.json").read_text())
+IDP_RECORDS: list[dict[str, str]] = json.loads((DATA / "idp/records.json").read_text())
+SEARCH_EMAILS = {
+    user["id"]: CERTIFICATION_PEOPLE.get(user["id"], (f"{user['id']}@search.test", ""))[0]
+    for user in SEARCH_USERS
 }
+
+
+def resource_directory() -> list[dict[str, Any]]:
+    """The resources the scenarios know, as Ringfence's resource directory: the
+    certification fixture's two records, and the search scenario's records (owner as
+    ``ownerID``, department as a property that refinements turn into a type)."""
+    fixture = CERTIFICATION["fixture"]["resources"]
+    certification = [
+        {"type": "record", "id": record_id, "workspace": "certification", "properties": props}
+        for record_id, props in fixture.items()
+    ]
+    search = [
+        {
+            "type": "record",
+            "id": record["id"],
+            "workspace": "search",
+            "properties": {"ownerID": record["owner"], "department": record["department"]},
+        }
+        for record in SEARCH_RECORDS
+    ]
+    idp = [
+        {"type": "record", "id": r["id"], "workspace": "idp", "properties": {"ownerID": r["owner"]}}
+        for r in IDP_RECORDS
+    ]
+    return certification + search + idp
 
 
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
     """The project's settings with the scenarios' subject directory (the Todo
-    directory as published, and the certification fixture's names) and the
-    refinements the certification fixture needs (policies/authzen/refinements.yaml)."""
-    directory = {
+    directory as published, the certification and search scenarios' names), their
+    resource directory, and the refinements they need (policies/authzen/refinements.yaml)."""
+    subjects = {
         **TODO_USERS,
         **{name: email for name, (email, _) in CERTIFICATION_PEOPLE.items()},
+        **SEARCH_EMAILS,
     }
-    path = tmp_path / "authzen-subjects.json"
-    path.write_text(json.dumps(directory))
-    refinements = settings.policies_dir / "authzen" / "refinements.yaml"
-    return dataclasses.replace(settings, authzen_subjects=path, authzen_refinements=refinements)
+    subjects_path = tmp_path / "authzen-subjects.json"
+    subjects_path.write_text(json.dumps(subjects))
+    resources_path = tmp_path / "authzen-resources.json"
+    resources_path.write_text(json.dumps(resource_directory()))
+    return dataclasses.replace(
+        settings,
+        authzen_subjects=subjects_path,
+        authzen_resources=resources_path,
+        authzen_refinements=settings.policies_dir / "authzen" / "refinements.yaml",
+    )
 
 
 def todo_people(server: LiveServer, workspace: str, role_prefix: str) -> httpx.Client:
@@ -208,6 +238,75 @@ def test_certification_cases(server: LiveServer) -> None:
         problems = run_certification_case(server, case, previous)
         if problems:
             failures[(case["id"], case.get("label", case["title"]))] = problems
-    unexpected = {key: problems for key, problems in failures.items() if key not in UNSUPPORTED}
-    assert unexpected == {}
-    assert set(failures) == set(UNSUPPORTED), "a case listed as unsupported passes now"
+    assert failures == {}
+
+
+# -- search ------------------------------------------------------------------------------
+
+
+def search_roles(user: dict[str, str]) -> list[tuple[str, str]]:
+    """The search scenario's person as grants in the workspace ``search``
+    (policies/search.yaml): managers manage their department, others are its members."""
+    manager = user["role"] == "manager"
+    department = user["department"].lower()
+    roles = [
+        "search_manager" if manager else "search_employee",
+        f"search_{department}_{'manager' if manager else 'member'}",
+    ]
+    return [("search", role) for role in roles]
+
+
+def every_page(server: LiveServer, path: str, request: dict[str, Any]) -> list[Any]:
+    """The results of a search, following ``next_token`` through pages of 7."""
+    request, results = {**request, "page": {"limit": 7}}, []
+    while True:
+        body = answer(server, path, request)
+        # The gateway's own super admin may do anything anywhere; not a scenario person.
+        results += [item for item in body["results"] if item.get("id") != ADMIN_EMAIL]
+        if not body["page"]["next_token"]:
+            return results
+        request = {**request, "page": {"limit": 7, "token": body["page"]["next_token"]}}
+
+
+def _as_set(results: list[dict[str, Any]], keys: tuple[str, ...]) -> set[tuple[Any, ...]]:
+    return {tuple(result.get(key) for key in keys) for result in results}
+
+
+@pytest.mark.parametrize(
+    ("kind", "keys"),
+    [("subject", ("type", "id")), ("resource", ("type", "id")), ("action", ("name",))],
+)
+def test_search_scenario(server: LiveServer, kind: str, keys: tuple[str, ...]) -> None:
+    """Every search of the scenario (198), over HTTP, all pages: the same results (order
+    is not part of AuthZEN's answer). The records' owners and departments come from the
+    resource directory; the requests name records by id only."""
+    admin = server.admin()
+    create_workspaces(admin, "search")
+    for user in SEARCH_USERS:
+        onboard(server, admin, SEARCH_EMAILS[user["id"]], user["id"].title(), search_roles(user))
+    cases = json.loads((DATA / f"search/{kind}-results.json").read_text())["evaluation"]
+    wrong = []
+    for case in cases:
+        results = every_page(server, f"/pdp/search/access/v1/search/{kind}", case["request"])
+        expected = case["expected"]["results"]
+        if len(results) != len(expected) or _as_set(results, keys) != _as_set(expected, keys):
+            wrong.append((case["request"], expected, results))
+    assert wrong == []
+
+
+def test_idp_scenario(server: LiveServer) -> None:
+    """The identity-provider scenario's resource searches: each person deletes exactly
+    the records the resource directory says they own."""
+    admin = server.admin()
+    create_workspaces(admin, "idp")
+    for name in sorted({record["owner"] for record in IDP_RECORDS}):
+        onboard(server, admin, SEARCH_EMAILS[name], name.title(), [("idp", "idp_user")])
+    cases = json.loads((DATA / "idp/results.json").read_text())["search"]
+    assert len(cases) == 6
+    wrong = []
+    for case in cases:
+        results = every_page(server, "/pdp/idp/access/v1/search/resource", case["request"])
+        expected = case["expected"]["results"]
+        if _as_set(results, ("type", "id")) != _as_set(expected, ("type", "id")):
+            wrong.append((case["request"], expected, results))
+    assert wrong == []
