@@ -16,6 +16,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +332,28 @@ def load_policies(directory: Path) -> PolicySet:
     if problems:
         raise _invalid(problems, "policy files")
     return policy
+
+
+def catalogue_actions(directory: Path) -> Mapping[str, frozenset[str]]:
+    """Resource -> the actions the catalogue of ``directory`` names for it (what a
+    ``resource:*`` or ``*`` grant means action by action); read again only when a file
+    changed, and empty while the files are not valid."""
+    files = _policy_files(directory) if directory.is_dir() else []
+    return _catalogue_actions(directory, tuple((p.name, p.stat().st_mtime_ns) for p in files))
+
+
+@lru_cache(maxsize=4)
+def _catalogue_actions(
+    directory: Path, _stamp: tuple[tuple[str, int], ...]
+) -> Mapping[str, frozenset[str]]:
+    policy, problems = _check_policies(directory)
+    if problems:
+        return {}
+    actions: dict[str, set[str]] = {}
+    for permission in policy.permissions:
+        resource, _, action = permission.partition(":")
+        actions.setdefault(resource, set()).add(action)
+    return {resource: frozenset(names) for resource, names in actions.items()}
 
 
 def _check_policies(directory: Path) -> tuple[PolicySet, list[PolicyProblem]]:

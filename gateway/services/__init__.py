@@ -14,6 +14,7 @@ from gateway.engine import DecisionEngine, Snapshot, stored_rows
 from gateway.index import Grants
 from gateway.models import CasbinRule, PolicyState, User, UserStatus, Workspace
 from gateway.notifier import Notifier
+from gateway.policy import catalogue_actions
 from gateway.resource_directory import load_resource_directory
 from gateway.services.audit import AuditService
 from gateway.services.auth import AuthService
@@ -90,6 +91,7 @@ class Services:
             emails_of=lambda ids: user_emails(session, ids),
             refinements=load_refinements(settings.authzen_refinements),
             resources=load_resource_directory(settings.authzen_resources),
+            catalogue=lambda: catalogue_actions(settings.policies_dir),
         )
 
 

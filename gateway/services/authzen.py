@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -405,10 +405,13 @@ class AuthZenService:
         emails_of: Callable[[set[int]], dict[int, str]],
         refinements: Refinements | None = None,
         resources: ResourceDirectory | None = None,
+        catalogue: Callable[[], Mapping[str, Iterable[str]]] | None = None,
     ) -> None:
         self.decisions = decisions
         self.refinements = refinements or Refinements()
         self.resources = resources or ResourceDirectory()
+        # Resource -> its catalogue actions: what a wildcard grant lists in an action search.
+        self.catalogue = catalogue or dict
         self.directory = directory
         self.tokens = tokens
         self.max_evaluations = max_evaluations
@@ -717,24 +720,32 @@ class AuthZenService:
             resource = self._known(resource, workspace)
             type_ = self.refinements.resource(workspace, resource)
             owner = self._owner(resource)
-            # An owner-only permission comes as "<action>:own"; the check below decides
-            # whether this resource's owner makes it hold.
-            names = {
-                action.partition(":")[0]
-                for granted_type, action in self.decisions.permissions(who, workspace)
-                if granted_type == type_
-            }
+            names = self._action_names(who, workspace, type_)
             # Re-checked one by one: the same answer an evaluation would give, with the
-            # owner condition applied and wildcard grants left out (no action is "*").
+            # owner condition applied.
             results = [
                 {"name": name}
                 for name in sorted(names)
-                if "*" not in name
-                and self.decisions.check(
+                if self.decisions.check(
                     who, workspace, type_, name, owner=owner, seen=False
                 ).allowed
             ]
         return self._page("action", request, results, list)
+
+    def _action_names(self, who: str, workspace: str, type_: str) -> set[str]:
+        """The actions ``who`` may hold on ``type_`` (before owner conditions): from the
+        rules that reach them, a wildcard (``record:*``, ``*``) read as the catalogue's
+        actions of the type. An owner-only permission comes as ``<action>:own``."""
+        names: set[str] = set()
+        for granted_type, granted in self.decisions.permissions(who, workspace):
+            if granted_type not in (type_, "*"):
+                continue
+            name = granted.partition(":")[0]
+            if name == "*":
+                names.update(self.catalogue().get(type_, ()))
+            elif "*" not in name:  # another pattern: no action is named by it
+                names.add(name)
+        return names
 
     # -- discovery ---------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import pytest
 from gateway.config import PROJECT_ROOT
 from gateway.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
 from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.policy import catalogue_actions
 from gateway.resource_directory import ResourceDirectory, load_resource_directory
 from gateway.rules import GrantKey, grant_rule, inheritance_rule, permission_rule
 from gateway.services.authzen import (
@@ -358,6 +359,57 @@ def test_action_search_applies_the_owner_condition(authzen: AuthZenService) -> N
     body["subject"] = {"type": "user"}
     with pytest.raises(BadRequest):
         authzen.search_actions(body, "todo")
+
+
+def test_action_search_reads_wildcards_as_the_catalogues_actions(engine: DecisionEngine) -> None:
+    # Beth may do anything on todos, but delete and archive only on her own; Morty holds
+    # everything everywhere. The catalogue knows todo's create, read, update, delete
+    # and archive (the rules name no delete or archive).
+    engine.apply(
+        [
+            RuleAdded(permission_rule("owner", "todo:*:own", "todo")),
+            RuleAdded(permission_rule("janitor", "todo:*", "todo")),
+            RuleAdded(permission_rule("god", "*", "*")),
+            RuleAdded(grant_rule(GrantKey(BETH, "owner", "todo"))),
+            RuleAdded(grant_rule(GrantKey(MORTY, "god", "*"))),
+        ],
+        revision=7,
+    )
+    catalogue = {"todo": ["create", "read", "update", "delete", "archive"], "user": ["read"]}
+    authzen = AuthZenService(
+        DecisionService(engine),
+        SubjectDirectory.from_mapping(DIRECTORY),
+        PageTokens("secret"),
+        max_evaluations=5,
+        emails_of=lambda ids: {i: EMAILS[i] for i in ids if i in EMAILS},
+        catalogue=lambda: catalogue,
+    )
+    body: dict[str, Any] = {"subject": {"type": "user", "id": "beth"}}
+    body["resource"] = {"type": "todo", "id": "1", "properties": {"ownerID": "beth"}}
+    everything = ["archive", "create", "delete", "read", "update"]
+    assert ids(authzen.search_actions(body, "todo")) == everything
+    body["resource"]["properties"] = {"ownerID": "morty"}
+    assert ids(authzen.search_actions(body, "todo")) == ["read"]  # her reader grant
+    body["subject"]["id"] = "morty"
+    assert ids(authzen.search_actions(body, "todo")) == everything
+    assert ids(authzen.search_actions(body, "other")) == everything
+    # Without a catalogue, a wildcard names no action: only what rules name is listed
+    # (Morty's writer grant; he owns the todo).
+    bare = AuthZenService(
+        DecisionService(engine),
+        SubjectDirectory.from_mapping(DIRECTORY),
+        PageTokens("secret"),
+        max_evaluations=5,
+        emails_of=authzen.emails_of,
+    )
+    assert ids(bare.search_actions(body, "todo")) == ["create", "read", "update"]
+
+
+def test_the_shipped_catalogue_lists_actions_per_resource() -> None:
+    actions = catalogue_actions(PROJECT_ROOT / "policies")
+    assert actions["record"] == {"delete", "read", "soft_delete", "write"}
+    assert actions["legal_record"] == {"delete", "edit", "view"}
+    assert catalogue_actions(PROJECT_ROOT / "no-such-folder") == {}
 
 
 def test_resource_search_says_where_and_whose(authzen: AuthZenService) -> None:
