@@ -267,6 +267,7 @@ class DecisionEngine:
         """Replace everything the engine knows with ``snapshot``, at once for readers."""
         with self._write_lock:
             self._seq += 1
+            self._forget_answers()
             try:
                 self._index = snapshot.index
                 self._p_rules = set(snapshot.index.layer.rules)
@@ -282,7 +283,6 @@ class DecisionEngine:
                 self._untrusted = False
                 self._set_revision(snapshot.revision)
             finally:
-                self._forget_answers()
                 self._seq += 1
 
     def apply(self, changes: Sequence[Change], revision: int) -> bool:
@@ -291,6 +291,7 @@ class DecisionEngine:
         until :meth:`load` runs again (the caller reloads at once)."""
         with self._write_lock:
             self._seq += 1
+            self._forget_answers()
             try:
                 try:
                     layer_changed = False
@@ -309,12 +310,19 @@ class DecisionEngine:
                 self._set_revision(max(self._revision, revision))
                 return True
             finally:
-                self._forget_answers()
                 self._seq += 1
 
     def _forget_answers(self) -> None:
-        """Called by every writer while its change is in progress (odd sequence): the
-        answers remembered so far may be wrong after it."""
+        """Called by every writer as it starts (the sequence just made odd), before it
+        changes anything: the answers remembered so far may be wrong after it.
+
+        Why :meth:`check` may trust any answer it finds in the memo: an answer is stored
+        only into the memo that was current when its reader read an even sequence, and
+        only if the sequence is still that after deciding. The memo put in place here
+        receives nothing while the writer works (its readers read an odd sequence, or an
+        even one that has changed by the time they would store), and after the writer
+        ends only answers decided on the new state. A reader that still finds the old
+        memo fetched it before the writer started: its answer is the state it asked."""
         self._remembered = {}
 
     def _apply_one(self, change: Change) -> bool:
@@ -421,12 +429,10 @@ class DecisionEngine:
         """May ``user_id`` do ``resource:action`` in ``workspace`` (on a resource owned by
         ``owner``, None: nobody known)? Fails closed."""
         if owner is None and not explain:
-            # The hot path: a question asked before, answered from the memo of the
-            # state at ``seq`` (fetched after reading ``seq``; trusted only if no
-            # writer was at work then or since).
-            seq = self._seq
+            # The hot path: a question asked before, answered from the current memo
+            # (see _forget_answers for why any answer found there may be trusted).
             decision = self._remembered.get((user_id, workspace, resource, action))
-            if decision is not None and seq == self._seq and not seq & 1:
+            if decision is not None:
                 return decision
         elif explain:
             return self._read(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import casbin
 import pytest
@@ -579,6 +580,27 @@ def test_a_remembered_answer_never_outlives_a_change(engine: DecisionEngine) -> 
     engine.apply([SubjectChanged(JOHN, "john@example.com", active=True)], revision=5)
     assert engine.check(JOHN, "acme", "documents", "write").allowed
     engine.load_rules([("p", *permission_rule("viewer", "documents:read").values)], [], [], 6)
+    assert not engine.check(JOHN, "acme", "documents", "write").allowed
+
+
+def test_the_memo_is_empty_before_a_writer_changes_anything(
+    engine: DecisionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # check() trusts any answer it finds in the memo, so a writer must have emptied it
+    # before its first change (a reader scheduled mid-change would otherwise get an
+    # answer about a state that no longer exists once the writer ends).
+    assert engine.check(JOHN, "acme", "documents", "write").allowed
+    assert engine._remembered
+    memo_sizes: list[int] = []
+    apply_one = engine._apply_one
+
+    def spy(change: Any) -> bool:
+        memo_sizes.append(len(engine._remembered))
+        return apply_one(change)
+
+    monkeypatch.setattr(engine, "_apply_one", spy)
+    engine.apply([RuleRemoved(grant_rule(GrantKey(JOHN, "editor", "acme")))], revision=2)
+    assert memo_sizes == [0]
     assert not engine.check(JOHN, "acme", "documents", "write").allowed
 
 
