@@ -85,6 +85,7 @@ def test_onboarding_story_in_the_console(
 
     # -- workspaces --------------------------------------------------------------------
     page.get_by_role("link", name="Workspaces").click()
+    page.wait_for_load_state()  # htmx takes over the page once it has loaded
     for slug, name in (("acme", "Acme Inc."), ("globex", "Globex"), ("initech", "Initech")):
         page.get_by_label("Slug", exact=True).fill(slug)
         page.get_by_label("Name", exact=True).fill(name)
@@ -100,6 +101,7 @@ def test_onboarding_story_in_the_console(
 
     # -- invite John with roles in two workspaces ------------------------------------------
     page.get_by_role("link", name="Users").click()
+    page.wait_for_load_state()  # htmx takes over the page once it has loaded
     page.get_by_role("link", name="Invite user").click()
     # htmx opened the form in place and moved focus into it.
     page.locator("#invite-title").wait_for()
@@ -166,6 +168,7 @@ def test_onboarding_story_in_the_console(
 
     # -- the audit trail -------------------------------------------------------------------
     page.get_by_role("link", name="Audit").click()
+    page.wait_for_load_state()  # htmx takes over the page once it has loaded
     trail = page.locator("#audit-results").inner_text()
     for action in (
         "workspace.created",
@@ -191,11 +194,13 @@ def test_onboarding_story_in_the_console(
 
     # -- roles, settings and a test email ---------------------------------------------------
     page.get_by_role("link", name="Roles").click()
+    page.wait_for_load_state()  # htmx takes over the page once it has loaded
     admin_role = page.locator("#role-admin")
     assert "policies/roles.yaml" in admin_role.inner_text()
     assert "John Smith (john@example.com) in acme" in admin_role.inner_text()
     shot(page, artifacts, "09-roles")
     page.get_by_role("link", name="Settings").click()
+    page.wait_for_load_state()  # htmx takes over the page once it has loaded
     page.get_by_label("Send to").fill("ops@example.com")
     page.get_by_role("button", name="Send test email").click()
     page.locator("#test-result").wait_for()
@@ -206,6 +211,7 @@ def test_onboarding_story_in_the_console(
 
     # -- another workspace's admin sees none of it ------------------------------------------
     page.get_by_role("link", name="Users").click()
+    page.wait_for_load_state()  # htmx takes over the page once it has loaded
     page.get_by_role("link", name="Invite user").click()
     page.get_by_label("Name", exact=True).fill("Gina Other")
     page.get_by_label("Email", exact=True).fill("gina@example.com")
