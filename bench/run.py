@@ -27,12 +27,14 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from bench import peers
 from bench.data import SIZES, generate
 from gateway.models import Base
 
@@ -165,8 +167,14 @@ def measure(
         str(concurrent),
         *(["--startup-only"] if startup_only else []),
     ]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
-    return {**loaded, **json.loads(done.stdout)}
+    with tempfile.TemporaryDirectory() as tmp:  # the peers' decisions: the same requests
+        data = Path(tmp) / "peers.json"
+        command += [] if startup_only else ["--peers-out", str(data)]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
+        found = {**loaded, **json.loads(done.stdout)}
+        if not startup_only:
+            found["peers"] = peers.run_all(data, label)
+    return found
 
 
 def machine() -> str:
@@ -296,6 +304,7 @@ def table(results: list[dict[str, Any]], postgres: str) -> str:
         "Enforcer answers differing from the engine",
         lambda r: f"{r['casbin_wrong']} of {r['casbin_checked']}" if "casbin" in r else "-",
     )
+    rows += [[name, *cells] for name, cells in peers.table_rows(results)]
     row(
         "first check in the big workspace (µs)",
         lambda r: f"{fmt(r['first_check_big_us'])} ({r['big_members']:,} members)",
@@ -433,8 +442,8 @@ def goals(results: list[dict[str, Any]]) -> list[str]:
             f"{speedup:,.0f}x",
             speedup >= 1000,
         )
-    goal("100k: at least 50x faster than pycasbin FastEnforcer", "not measured", None)
-    goal("peers oso / cedarpy on the same decisions", "not measured (not installed)", None)
+    for text_, measured, met in peers.goals(results):
+        goal(text_, measured, met)
     for r in results:
         c = r["concurrent"]
         goal(
