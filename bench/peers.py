@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -57,16 +56,22 @@ def _out_of_time(signum: int, frame: object) -> None:
 PASSES = 3
 
 
-def rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
+def rss_mb() -> float:
+    return _status_mb("VmRSS:")
+
+
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS. Not ``ru_maxrss``: Linux keeps that across exec, so a
+    child started by a bigger process would report its parent's size."""
+    return _status_mb("VmHWM:")
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -338,7 +343,28 @@ PEERS: dict[str, Callable[[list[list[str]]], Callable[[int, str, str, str], bool
 }
 VERSIONS = {"fastenforcer": "pycasbin", "oso": "oso", "cedarpy": "cedarpy"}
 MODULES = {"fastenforcer": "casbin", "oso": "oso", "cedarpy": "cedarpy"}
-NAMES = {"fastenforcer": "pycasbin FastEnforcer.enforce", "oso": "oso", "cedarpy": "cedarpy"}
+NAMES = {
+    "fastenforcer": "pycasbin FastEnforcer.enforce",
+    "oso": "oso Oso.is_allowed",
+    "cedarpy": "cedarpy.is_authorized",
+}
+SHORT = {"fastenforcer": "FastEnforcer", "oso": "oso", "cedarpy": "cedarpy"}
+NOTES = f"""- The peers (bench/peers.py) are built from the same rules and asked the same requests
+  as the engine, each in a process of its own, single-threaded, for {BUDGET_S:g} s (at least
+  {MIN_CHECKS:,} checks, at most {PASSES} passes); their load is from the rules already in
+  memory (the engine's start-up reads PostgreSQL), and their RSS and peak include the
+  rules and requests read from a JSON file ("rows", in MB). pycasbin `FastEnforcer`
+  keys its p rules on the resource (`cache_key_order=[2]`) and looks only at rules whose
+  resource equals the request's: the super admin's `*` rule is never seen, hence the
+  differing answers. Its slowest check is the first in the big workspace: pycasbin builds
+  a workspace's role links on its first check there, matching every new link against
+  every role (quadratic in the workspace's members). oso: Polar rules over grants, role
+  parents and per-(role, resource) permissions held in Python dicts. cedarpy: one policy
+  set and one entity set per workspace (users, parents: their roles there; roles,
+  parents: the roles they inherit there); workspaces with the same policies share one
+  parsed `PolicySet`. A peer is not run at larger sizes once its checks take over
+  {SLOW_S:g} s (p50) or a check runs past {HARD_BUDGET_S} s.
+"""
 TIMEOUT_S = 1800
 
 
@@ -402,62 +428,64 @@ def _ms(seconds: float) -> str:
     return f"{seconds:,.2f}" if seconds < 10 else f"{seconds:,.0f}"
 
 
-def table_rows(results: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """bench.run's table rows for the peers: per peer its latency, the ratio to the
-    engine, start-up (load time, memory) and the answers differing from the engine."""
-    out: list[tuple[str, list[str]]] = []
-    Cell = Callable[[dict[str, Any], dict[str, Any]], str]
+Cell = Callable[[dict[str, Any], dict[str, Any]], str]
 
-    def per_size(peer: str, cell: Cell) -> list[str]:
-        cells = []
-        for r in results:
-            got = r.get("peers", {}).get(peer)
-            cells.append("-" if got is None else got.get("skipped") or cell(got, r))
-        return cells
 
-    for peer, name in NAMES.items():
-        short = name.split(".")[0]
+def _per_size(results: list[dict[str, Any]], peer: str, cell: Cell) -> list[str]:
+    cells = []
+    for r in results:
+        got = r.get("peers", {}).get(peer)
+        cells.append("-" if got is None else got.get("skipped") or cell(got, r))
+    return cells
 
-        def cells(cell: Cell, peer: str = peer) -> list[str]:
-            return per_size(peer, cell)
 
-        out.append(
-            (
-                name if peer == "fastenforcer" else f"{name} (peer)",
-                cells(lambda g, r: f"{g['p50']:,.2f} / {g['p99']:,.2f}"),
-            )
+def startup_rows(results: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """bench.run's table rows beside the engine's start-up: each peer's load time from
+    the rules in memory, RSS after it and peak (with the rows read, in MB)."""
+    return [
+        (
+            f"{SHORT[peer]}: load from rows in memory (s) / RSS after / peak (MB)",
+            _per_size(
+                results,
+                peer,
+                lambda g, r: (
+                    f"{_ms(g['load_s'])} / {g['rss_mb']:,.0f} / {g['peak_mb']:,.0f} "
+                    f"(rows {g['data_mb']:,.0f})"
+                ),
+            ),
         )
-        out.append(
+        for peer in PEERS
+    ]
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """bench.run's table rows for the peers' checks: latency, the ratio to the engine,
+    the slowest single check and the answers differing from the engine."""
+    out: list[tuple[str, list[str]]] = []
+    for peer, name in NAMES.items():
+        short = SHORT[peer]
+        out += [
+            (name, _per_size(results, peer, lambda g, r: f"{g['p50']:,.2f} / {g['p99']:,.2f}")),
             (
                 f"{short} p50 / engine p50",
-                cells(lambda g, r: f"{g['p50'] / r['engine']['p50']:,.0f}x"),
-            )
-        )
-        out.append(
-            (
-                f"{short}: load from rows in memory (s) / RSS after / peak MB",
-                cells(
-                    lambda g, r: f"{_ms(g['load_s'])} / {g['rss_mb']:,.0f} / {g['peak_mb']:,.0f}"
-                ),
-            )
-        )
-        out.append(
+                _per_size(results, peer, lambda g, r: f"{g['p50'] / r['engine']['p50']:,.0f}x"),
+            ),
             (
                 f"{short}: slowest single check (s) / checks timed",
-                cells(
+                _per_size(
+                    results,
+                    peer,
                     lambda g, r: (
                         f"{_ms(g['slowest_s'])}{' (interrupted)' if g.get('interrupted') else ''}"
                         f" / {g['checks_timed']:,}"
-                    )
+                    ),
                 ),
-            )
-        )
-        out.append(
+            ),
             (
                 f"{short}: answers differing from the engine",
-                cells(lambda g, r: f"{g['wrong']:,} of {g['checked']:,}"),
-            )
-        )
+                _per_size(results, peer, lambda g, r: f"{g['wrong']:,} of {g['checked']:,}"),
+            ),
+        ]
     return out
 
 

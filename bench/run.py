@@ -261,6 +261,7 @@ def table(results: list[dict[str, Any]], postgres: str) -> str:
     row("COPY into PostgreSQL (s)", lambda r: fmt(r["copy_s"]))
     row("engine ready from PostgreSQL (s)", lambda r: fmt(r["ready_s"]))
     row("RSS after load / peak (MB)", lambda r: f"{r['rss_mb']:,.0f} / {r['peak_mb']:,.0f}")
+    rows += [[name, *cells] for name, cells in peers.startup_rows(results)]
     row("dict/set lookup of the answer", lat("dict"))
     row("engine.check, question asked before (remembered)", lat("engine"))
     row("engine p50 / dict p50", lambda r: fmt(r["engine"]["p50"] / r["dict"]["p50"], "x", 2))
@@ -329,7 +330,7 @@ def table(results: list[dict[str, Any]], postgres: str) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    return "\n".join([*lines, "", *goals(results), "", NOTES]) + "\n"
+    return "\n".join([*lines, "", *goals(results), "", NOTES + peers.NOTES]) + "\n"
 
 
 NOTES = """## Notes
@@ -364,8 +365,7 @@ NOTES = """## Notes
   was measured with `add_policies`, which is quadratic; the 100k figure with the
   adapter-style load.
 - The 10k COPY time includes an ANALYZE of the whole shared database (since limited to
-  the benchmark's tables). `FastEnforcer`, oso and cedarpy were not measured (no time
-  in this run; oso and cedarpy are not installed). HTTP throughput was not measured.
+  the benchmark's tables). HTTP throughput was not measured.
 - "first check in the big workspace" is the first decision after start-up, in the
   workspace whose members are 10% of the users: it includes expanding the role for the
   workspace's signature.
