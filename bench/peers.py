@@ -280,8 +280,6 @@ def build_cedarpy(rows: list[list[str]]) -> Callable[[int, str, str, str], bool]
     for user, role, domain in rules.grants:
         (everywhere if domain == "*" else members[domain])[user].append(role)
     workspaces = set(members) | set(local_permissions) | set(local_links)
-    roles = {r for r, *_ in rules.permissions} | {c for c, *_ in rules.links}
-    roles |= {p for _, p, _ in rules.links} | {r for _, r, _ in rules.grants}
 
     def role_uid(name: str) -> dict[str, str]:
         return {"type": "Role", "id": name}
@@ -293,6 +291,8 @@ def build_cedarpy(rows: list[list[str]]) -> Callable[[int, str, str, str], bool]
         text = "\n".join([*shared_permissions, *local_permissions.get(workspace, [])])
         if text not in parsed:
             parsed[text] = cedarpy.PolicySet.from_str(text)
+        # Roles that inherit there; a role that inherits nothing needs no entity (a
+        # parent that is not in the set has no parents itself).
         links = local_links.get(workspace, {})
         entities: list[dict[str, Any]] = [
             {
@@ -302,7 +302,7 @@ def build_cedarpy(rows: list[list[str]]) -> Callable[[int, str, str, str], bool]
                     role_uid(p) for p in (*shared_links.get(role, ()), *links.get(role, ()))
                 ],
             }
-            for role in roles
+            for role in {*shared_links, *links}
         ]
         held = defaultdict(list, {u: list(r) for u, r in members.get(workspace, {}).items()})
         for user, granted in everywhere.items():
