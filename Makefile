@@ -31,7 +31,7 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 ## Propagation across two replicas (PostgreSQL + Redis): commit on A -> changed answer on B.
 .PHONY: bench-propagation
@@ -41,8 +41,19 @@ bench-propagation: $(VENV)/.installed
 ## PostgreSQL (RINGFENCE_BENCH_DATABASE_URL), latency beside a dict lookup and pycasbin,
 ## load time, memory, changes, concurrency; writes bench/results.md. Quick: SIZES=10k
 ## Start-up again on kept data: BENCH_ARGS="--reuse --keep --startup-only --repeat 5"
+## Peers on the same decisions: pycasbin FastEnforcer and cedarpy (extra `bench`) in the
+## project's virtualenv; oso in one of its own, $(PEERS_VENV) (oso pins cffi~=1.15, the
+## project's cryptography needs cffi 2). A peer that does not install is reported "not run".
 SIZES ?= 10k,100k,1M
 BENCH_ARGS ?=
+PEERS_VENV ?= .venv-peers
+$(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $@
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet "oso>=0.27,<0.28" || echo "oso did not install: the benchmark reports it not run"
+	touch $@
 .PHONY: bench
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEERS_VENV)/.installed
 	$(BIN)/python -m bench.run --sizes $(SIZES) $(BENCH_ARGS)

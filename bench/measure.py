@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--casbin-requests", type=int, default=0)
     parser.add_argument("--concurrent-checks", type=int, default=1_000_000)
     parser.add_argument("--startup-only", action="store_true", help="stop after the start-up")
+    parser.add_argument(
+        "--peers-out", type=Path, help="write the rules, requests and answers for bench.peers"
+    )
     args = parser.parse_args()
     out: dict[str, Any] = {}
     db = create_engine(args.url, connect_args={"options": f"-csearch_path={args.schema}"})
@@ -145,6 +148,21 @@ def main() -> None:
     answers = {r: engine.check(*r).allowed for r in requests}
     allowed = {r for r, ok in answers.items() if ok}
     out["allowed_share"] = len(allowed) / len(answers)
+    if args.peers_out:  # the same decisions for the peers (bench/peers.py), asked elsewhere
+        with db.connect() as conn:
+            rows = conn.execute(
+                text("SELECT ptype, v0, v1, v2, v3, v4 FROM casbin_rule ORDER BY id")
+            ).all()
+        with args.peers_out.open("w", encoding="utf-8") as peers_out:
+            json.dump(
+                {
+                    "rules": [[v for v in row if v is not None] for row in rows],
+                    "requests": requests,
+                    "answers": [answers[r] for r in requests],
+                },
+                peers_out,
+            )
+        del rows
 
     def dict_lookup(user: int, workspace: str, obj: str, act: str) -> bool:
         return (user, workspace, obj, act) in allowed

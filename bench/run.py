@@ -27,12 +27,14 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from bench import peers
 from bench.data import SIZES, generate
 from gateway.models import Base
 
@@ -165,8 +167,14 @@ def measure(
         str(concurrent),
         *(["--startup-only"] if startup_only else []),
     ]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
-    return {**loaded, **json.loads(done.stdout)}
+    with tempfile.TemporaryDirectory() as tmp:  # the peers' decisions: the same requests
+        data = Path(tmp) / "peers.json"
+        command += [] if startup_only else ["--peers-out", str(data)]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
+        found = {**loaded, **json.loads(done.stdout)}
+        if not startup_only:
+            found["peers"] = peers.run_all(data, label)
+    return found
 
 
 def machine() -> str:
@@ -253,6 +261,7 @@ def table(results: list[dict[str, Any]], postgres: str) -> str:
     row("COPY into PostgreSQL (s)", lambda r: fmt(r["copy_s"]))
     row("engine ready from PostgreSQL (s)", lambda r: fmt(r["ready_s"]))
     row("RSS after load / peak (MB)", lambda r: f"{r['rss_mb']:,.0f} / {r['peak_mb']:,.0f}")
+    rows += [[name, *cells] for name, cells in peers.startup_rows(results)]
     row("dict/set lookup of the answer", lat("dict"))
     row("engine.check, question asked before (remembered)", lat("engine"))
     row("engine p50 / dict p50", lambda r: fmt(r["engine"]["p50"] / r["dict"]["p50"], "x", 2))
@@ -296,6 +305,7 @@ def table(results: list[dict[str, Any]], postgres: str) -> str:
         "Enforcer answers differing from the engine",
         lambda r: f"{r['casbin_wrong']} of {r['casbin_checked']}" if "casbin" in r else "-",
     )
+    rows += [[name, *cells] for name, cells in peers.table_rows(results)]
     row(
         "first check in the big workspace (µs)",
         lambda r: f"{fmt(r['first_check_big_us'])} ({r['big_members']:,} members)",
@@ -320,7 +330,7 @@ def table(results: list[dict[str, Any]], postgres: str) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    return "\n".join([*lines, "", *goals(results), "", NOTES]) + "\n"
+    return "\n".join([*lines, "", *goals(results), "", NOTES + peers.NOTES]) + "\n"
 
 
 NOTES = """## Notes
@@ -355,8 +365,7 @@ NOTES = """## Notes
   was measured with `add_policies`, which is quadratic; the 100k figure with the
   adapter-style load.
 - The 10k COPY time includes an ANALYZE of the whole shared database (since limited to
-  the benchmark's tables). `FastEnforcer`, oso and cedarpy were not measured (no time
-  in this run; oso and cedarpy are not installed). HTTP throughput was not measured.
+  the benchmark's tables). HTTP throughput was not measured.
 - "first check in the big workspace" is the first decision after start-up, in the
   workspace whose members are 10% of the users: it includes expanding the role for the
   workspace's signature.
@@ -433,8 +442,8 @@ def goals(results: list[dict[str, Any]]) -> list[str]:
             f"{speedup:,.0f}x",
             speedup >= 1000,
         )
-    goal("100k: at least 50x faster than pycasbin FastEnforcer", "not measured", None)
-    goal("peers oso / cedarpy on the same decisions", "not measured (not installed)", None)
+    for text_, measured, met in peers.goals(results):
+        goal(text_, measured, met)
     for r in results:
         c = r["concurrent"]
         goal(
