@@ -63,6 +63,9 @@ class ResourceDirectory:
             by_type.setdefault((resource.workspace, resource.type), []).append(resource)
         return cls(by_id, by_type)
 
+    def __len__(self) -> int:
+        return len(self._by_id)
+
     def get(self, workspace: str, type_: str, resource_id: str) -> Resource | None:
         """The resource as the directory knows it in ``workspace``, or None."""
         type_ = type_.lower()

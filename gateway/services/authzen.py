@@ -453,7 +453,7 @@ class AuthZenService:
     def _known(self, resource: Entity, workspace: str) -> Entity:
         """``resource`` with what the resource directory says about it, which wins over
         what the caller says (unknown to the directory: as the caller sent it)."""
-        if resource.id is None:
+        if resource.id is None or not self.resources:  # no directory: no lookups
             return resource
         known = self.resources.get(workspace, resource.type, resource.id)
         if known is None or not known.properties:
