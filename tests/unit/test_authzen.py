@@ -75,12 +75,18 @@ def engine() -> DecisionEngine:
 
 @pytest.fixture
 def authzen(engine: DecisionEngine) -> AuthZenService:
+    return service(engine)
+
+
+def service(engine: DecisionEngine, **options: Any) -> AuthZenService:
+    """The AuthZEN service over ``engine`` with the test directory (and ``options``)."""
     return AuthZenService(
         DecisionService(engine),
         SubjectDirectory.from_mapping(DIRECTORY),
         PageTokens("secret"),
         max_evaluations=5,
         emails_of=lambda ids: {i: EMAILS[i] for i in ids if i in EMAILS},
+        **options,
     )
 
 
@@ -376,14 +382,7 @@ def test_action_search_reads_wildcards_as_the_catalogues_actions(engine: Decisio
         revision=7,
     )
     catalogue = {"todo": ["create", "read", "update", "delete", "archive"], "user": ["read"]}
-    authzen = AuthZenService(
-        DecisionService(engine),
-        SubjectDirectory.from_mapping(DIRECTORY),
-        PageTokens("secret"),
-        max_evaluations=5,
-        emails_of=lambda ids: {i: EMAILS[i] for i in ids if i in EMAILS},
-        catalogue=lambda: catalogue,
-    )
+    authzen = service(engine, catalogue=lambda: catalogue)
     body: dict[str, Any] = {"subject": {"type": "user", "id": "beth"}}
     body["resource"] = {"type": "todo", "id": "1", "properties": {"ownerID": "beth"}}
     everything = ["archive", "create", "delete", "read", "update"]
@@ -395,13 +394,7 @@ def test_action_search_reads_wildcards_as_the_catalogues_actions(engine: Decisio
     assert ids(authzen.search_actions(body, "other")) == everything
     # Without a catalogue, a wildcard names no action: only what rules name is listed
     # (Morty's writer grant; he owns the todo).
-    bare = AuthZenService(
-        DecisionService(engine),
-        SubjectDirectory.from_mapping(DIRECTORY),
-        PageTokens("secret"),
-        max_evaluations=5,
-        emails_of=authzen.emails_of,
-    )
+    bare = service(engine)
     assert ids(bare.search_actions(body, "todo")) == ["create", "read", "update"]
 
 
@@ -471,14 +464,7 @@ def test_refinements_select_a_more_specific_question(engine: DecisionEngine) -> 
     engine.apply(
         [RuleAdded(permission_rule("reader", "done_todo:read", "todo"))], revision=engine.revision
     )
-    authzen = AuthZenService(
-        DecisionService(engine),
-        SubjectDirectory.from_mapping(DIRECTORY),
-        PageTokens("secret"),
-        max_evaluations=5,
-        emails_of=lambda ids: {i: EMAILS[i] for i in ids if i in EMAILS},
-        refinements=Refinements.from_mapping(REFINEMENTS),
-    )
+    authzen = service(engine, refinements=Refinements.from_mapping(REFINEMENTS))
     done = question("morty", "update", owner="morty")
     done["resource"]["properties"]["status"] = "done"
     # A done todo is a done_todo: the owner-only update of todos does not reach it.
@@ -562,14 +548,7 @@ RESOURCES = [
 
 @pytest.fixture
 def known(engine: DecisionEngine) -> AuthZenService:
-    return AuthZenService(
-        DecisionService(engine),
-        SubjectDirectory.from_mapping(DIRECTORY),
-        PageTokens("secret"),
-        max_evaluations=5,
-        emails_of=lambda ids: {i: EMAILS[i] for i in ids if i in EMAILS},
-        resources=ResourceDirectory.from_list(RESOURCES),
-    )
+    return service(engine, resources=ResourceDirectory.from_list(RESOURCES))
 
 
 def resource_search(subject: str, action: str, workspace: str | None = None) -> dict[str, Any]:
