@@ -20,7 +20,7 @@ from flask import current_app, request
 from flask_smorest import Blueprint
 
 from gateway.errors import BadRequest
-from gateway.http import services
+from gateway.http import decision_services
 from gateway.services.authzen import AuthZenService
 
 blp = Blueprint(
@@ -101,7 +101,7 @@ def _json_body() -> Any:
 
 
 def _authzen() -> AuthZenService:
-    return services().authzen
+    return decision_services().authzen
 
 
 def _post(
