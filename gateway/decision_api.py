@@ -17,7 +17,7 @@ from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, fields, post_dump, validate
 
 from gateway.engine import Decision
-from gateway.http import decision_services
+from gateway.http import answered, decision_services
 
 blp = Blueprint(
     "decisions",
@@ -109,7 +109,7 @@ def plain_body_first(full: Callable[..., Any]) -> Callable[..., Any]:
         if question is None:
             return full(self)
         decision = decision_services().decisions.check(*question)
-        response: Response = jsonify(plain_answer(decision))
+        response: Response = jsonify(answered(plain_answer(decision)))
         return response
 
     return post

@@ -100,22 +100,26 @@ def require_min_revision(min_revision: int) -> None:
     )
 
 
-def _decision_result(response: Response) -> list[str]:
+def _decision_results(response: Response) -> dict[str, int]:
+    """How many answers of each result (allow, deny, error) the response carries."""
     if response.status_code >= 400:
-        return ["error"]
-    body = response.get_json(silent=True)
+        return {"error": 1}
+    # The answer as the handler gave it (see gateway.http.answered), else parsed back:
+    # a batch's JSON is not parsed a second time just to be counted.
+    body = g.get("decision_answer")
+    if body is None:
+        body = response.get_json(silent=True)
     if not isinstance(body, dict):
-        return ["error"]
+        return {"error": 1}
     if "allowed" in body:
-        return ["allow" if body["allowed"] else "deny"]
+        return {"allow" if body["allowed"] else "deny": 1}
     if "decision" in body:
-        return ["allow" if body["decision"] else "deny"]
+        return {"allow" if body["decision"] else "deny": 1}
     evaluations = body.get("evaluations")
     if isinstance(evaluations, list):
-        return [
-            "allow" if isinstance(e, dict) and e.get("decision") else "deny" for e in evaluations
-        ]
-    return []  # searches: not a yes/no decision
+        allowed = sum(1 for e in evaluations if isinstance(e, dict) and e.get("decision"))
+        return {"allow": allowed, "deny": len(evaluations) - allowed}
+    return {}  # searches: not a yes/no decision
 
 
 def readiness(app: Flask) -> tuple[dict[str, Any], int]:
@@ -245,8 +249,9 @@ def install(app: Flask) -> None:
     def freshness_after(response: Response) -> Response:
         if "decision_started" in g:
             metrics.DECISION_SECONDS.observe(time.perf_counter() - g.decision_started)
-            for result in _decision_result(response):
-                metrics.DECISIONS.labels(result).inc()
+            for result, count in _decision_results(response).items():
+                if count:
+                    metrics.DECISIONS.labels(result).inc(count)
             state = state_of(app.extensions["ringfence"].engine)
             response.headers[STALE_HEADER] = "true" if state.stale else "false"
             staleness = max(0.0, time.monotonic() - g.confirmed_at)

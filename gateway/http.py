@@ -153,6 +153,13 @@ def decision_services() -> DecisionServices:
     return found
 
 
+def answered(body: dict[str, Any]) -> dict[str, Any]:
+    """``body``, noted as this request's decision answer: the decision metrics count it
+    as it is, instead of parsing the response back (gateway.freshness)."""
+    g.decision_answer = body
+    return body
+
+
 def close_services(_exc: BaseException | None) -> None:
     session = g.pop("db_session", None)
     g.pop("services", None)
