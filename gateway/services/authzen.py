@@ -132,6 +132,23 @@ def _object(value: Any, path: tuple[str, ...], *, required: bool = True) -> dict
 def parse_entity(value: Any, part: str, *, with_id: bool = True) -> Entity:
     """A subject or resource: ``type`` (and ``id`` unless ``with_id`` is false, where a
     search targets the entity and an id, if any, is ignored), optional ``properties``."""
+    # The valid shape, checked inline (a batch parses two entities per item); anything
+    # else is parsed step by step below, which says what is wrong.
+    if type(value) is dict:
+        type_, entity_id = value.get("type"), value.get("id")
+        properties = value.get("properties")
+        if (
+            type(type_) is str
+            and 1 <= len(type_) <= MAX_NAME
+            and (not with_id or (type(entity_id) is str and 1 <= len(entity_id) <= MAX_NAME))
+            and (properties is None or type(properties) is dict)
+        ):
+            return Entity(type_, entity_id if with_id else None, properties or {})
+    return parse_entity_in_steps(value, part, with_id=with_id)
+
+
+def parse_entity_in_steps(value: Any, part: str, *, with_id: bool = True) -> Entity:
+    """:func:`parse_entity` one field at a time: the first problem raises ``_Invalid``."""
     body = _object(value, (part,))
     type_ = _name(body.get("type"), (part, "type"))
     entity_id = _name(body.get("id"), (part, "id")) if with_id else None
@@ -140,6 +157,19 @@ def parse_entity(value: Any, part: str, *, with_id: bool = True) -> Entity:
 
 
 def parse_action(value: Any) -> Action:
+    if type(value) is dict:  # the valid shape inline, as in parse_entity
+        name, properties = value.get("name"), value.get("properties")
+        if (
+            type(name) is str
+            and 1 <= len(name) <= MAX_NAME
+            and (properties is None or type(properties) is dict)
+        ):
+            return Action(name, properties or {})
+    return parse_action_in_steps(value)
+
+
+def parse_action_in_steps(value: Any) -> Action:
+    """:func:`parse_action` one field at a time: the first problem raises ``_Invalid``."""
     body = _object(value, ("action",))
     name = _name(body.get("name"), ("action", "name"))
     properties = _object(body.get("properties"), ("action", "properties"), required=False)
