@@ -34,7 +34,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -476,16 +476,25 @@ class AuthZenService:
 
     def decide(self, question: Question, scope: str | None, *, explain: bool = False) -> Decision:
         """The decision for one validated question (``_Invalid`` if it has no workspace)."""
-        workspace = self._workspace(question.resource, scope)
-        subject = self._subject(question.subject)
-        if subject is None:
+        return self._decide(question.subject, question.action, question.resource, scope, explain)
+
+    def _decide(
+        self, subject: Entity, action: Action, resource: Entity, scope: str | None, explain: bool
+    ) -> Decision:
+        # decide() without building a Question: a batch item's parts go straight here.
+        workspace = self._workspace(resource, scope)
+        email = self._subject(subject)
+        if email is None:
             return Decision(False, self.decisions.engine.revision, "unknown subject type")
+        refinements = self.refinements
         return self.decisions.check(
-            subject,
+            email,
             workspace,
-            self.refinements.resource(workspace, question.resource),
-            self.refinements.action(workspace, question.action),
-            owner=self._owner(question.resource),
+            refinements.resource(workspace, resource)
+            if refinements.resources
+            else resource.type.lower(),
+            refinements.action(workspace, action) if refinements.actions else action.name.lower(),
+            owner=self._owner(resource),
             explain=explain,
         )
 
@@ -573,7 +582,10 @@ class AuthZenService:
             if isinstance(part, _Invalid):
                 return _item_error(part.detail)
         try:
-            return self._answer(self.decide(Question(**parts), scope, explain=explain))
+            decision = self._decide(
+                parts["subject"], parts["action"], parts["resource"], scope, explain
+            )
+            return self._answer(decision)
         except _Invalid as invalid:
             return _item_error(invalid.detail)
 
@@ -744,10 +756,10 @@ def _explain(request: Mapping[str, Any]) -> bool:
 
 
 _PARTS: dict[str, Callable[[Any], Any]] = {
-    "subject": lambda value: parse_entity(value, "subject"),
+    "subject": partial(parse_entity, part="subject"),
     "action": parse_action,
-    "resource": lambda value: parse_entity(value, "resource"),
-    "context": lambda value: _object(value, ("context",), required=False),
+    "resource": partial(parse_entity, part="resource"),
+    "context": partial(_object, path=("context",), required=False),
 }
 
 
