@@ -1,7 +1,7 @@
 """``make bench-http``: decisions over HTTP, served as deployed (deploy/gunicorn.conf.py),
 driven by wrk, beside a trivial endpoint served the same way.
 
-    python -m bench.http [--duration 10] [--connections 8]
+    python -m bench.http [--rounds 3] [--duration 5] [--connections 8]
 
 Generates the 10k-user data set (bench/data.py) into a PostgreSQL schema migrated like
 a real installation (``ringfence_bench_http``, dropped at the end unless ``--keep``),
@@ -32,6 +32,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -305,6 +306,20 @@ def run_wrk(
     return dict(figures)
 
 
+def combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One endpoint's rounds: requests per second over all of them; the latency
+    percentiles are the median round's (wrk reports each run's own)."""
+    requests = sum(r["requests"] for r in rounds)
+    seconds = sum(r["duration_us"] for r in rounds) / 1e6
+    return {
+        "rps": requests / seconds,
+        "requests": requests,
+        "p50_us": statistics.median(r["p50_us"] for r in rounds),
+        "p99_us": statistics.median(r["p99_us"] for r in rounds),
+        "rounds": rounds,
+    }
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -339,16 +354,20 @@ def report(result: dict[str, Any]) -> str:
         f"{decisions:,.0f} | ≥ {BATCH_GOAL:,}/s: "
         f"{goal(decisions >= BATCH_GOAL, batch_short)} |",
     ]
-    loads = ", ".join(f"{name} {run['load_before']}" for name, run in runs.items())
+    loads = ", ".join(
+        "/".join(r["load_before"].split()[0] for r in run["rounds"]) for run in runs.values()
+    )
     header = [
         "# Decisions over HTTP",
         "",
         f"{result['when']} · {result['machine']} · gunicorn with deploy/gunicorn.conf.py "
         f"({result['workers']} worker, {result['gthreads']} threads, access log off) · "
         f"wrk {result['wrk_threads']} thread(s), {result['connections']} connections, "
-        f"{result['duration']} s per endpoint after {result['warmup']} s of warm-up · "
+        f"{result['rounds']} rounds of {result['duration']} s per endpoint, taking turns, "
+        f"after {result['warmup']} s of warm-up each · "
         f"10k users, {result['rules']:,} rules, PostgreSQL · {BODIES} distinct bodies "
-        f"rotated per endpoint · load average (1/5/15 min) before each run: {loads}.",
+        f"rotated per endpoint · 1-minute load average before each run (healthz, check, "
+        f"batch; per round): {loads}.",
         "",
     ]
     return "\n".join(header + rows) + "\n"
@@ -356,7 +375,8 @@ def report(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per endpoint and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, endpoints in turn")
     parser.add_argument("--warmup", type=int, default=2, help="seconds before each")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
@@ -412,19 +432,25 @@ def main() -> None:
                 f"[bench-http] {allowed}/{len(answers)} check bodies allowed; measuring",
                 file=sys.stderr,
             )
-            runs = {}
-            for name, path, method, bodies, bearer in (
+            endpoints: tuple[tuple[str, str, str, list[dict[str, Any]], str | None], ...] = (
                 ("healthz", "/healthz", "GET", [], None),
                 ("check", "/v1/check", "POST", checks, token),
                 ("batch", "/access/v1/evaluations", "POST", batches, token),
-            ):
+            )
+            for _, path, method, bodies, bearer in endpoints:
                 run_wrk(f"{base}{path}", method, bodies, bearer, workdir, args, args.warmup)
-                load = load_average()
-                runs[name] = run_wrk(
-                    f"{base}{path}", method, bodies, bearer, workdir, args, args.duration
-                )
-                runs[name]["load_before"] = load
-                print(f"[bench-http] {name}: {runs[name]}", file=sys.stderr)
+            # Rounds, the endpoints taking turns: a change in the machine's load (other
+            # work on it) then falls on all of them, not on the one measured at the time.
+            rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in endpoints}
+            for number in range(args.rounds):
+                for name, path, method, bodies, bearer in endpoints:
+                    load = load_average()
+                    figures = run_wrk(
+                        f"{base}{path}", method, bodies, bearer, workdir, args, args.duration
+                    )
+                    rounds[name].append({**figures, "load_before": load})
+                    print(f"[bench-http] round {number + 1} {name}: {figures}", file=sys.stderr)
+            runs = {name: combined(measured) for name, measured in rounds.items()}
         result = {
             "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(),
@@ -433,6 +459,7 @@ def main() -> None:
             "wrk_threads": args.threads,
             "connections": args.connections,
             "duration": args.duration,
+            "rounds": args.rounds,
             "warmup": args.warmup,
             "rules": len(data.rules()),
             "check_bodies_allowed": allowed,
