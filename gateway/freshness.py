@@ -100,6 +100,17 @@ def require_min_revision(min_revision: int) -> None:
     )
 
 
+_DECISION_COUNTERS: dict[str, Any] = {}
+
+
+def _decisions_counter(result: str) -> Any:
+    """The decision counter of ``result``, looked up once (``labels`` takes a lock)."""
+    counter = _DECISION_COUNTERS.get(result)
+    if counter is None:
+        counter = _DECISION_COUNTERS[result] = metrics.DECISIONS.labels(result)
+    return counter
+
+
 def _decision_results(response: Response) -> dict[str, int]:
     """How many answers of each result (allow, deny, error) the response carries."""
     if response.status_code >= 400:
@@ -237,26 +248,30 @@ def install(app: Flask) -> None:
         _restart_after_fork(app)
         if not is_decision_request():
             return
-        g.decision_started = time.perf_counter()
+        context = g._get_current_object()  # one proxy lookup, not one per attribute
+        context.decision_started = time.perf_counter()
+        context.sync_state = state = state_of(app.extensions["ringfence"].engine)
         # Taken before answering: everything committed before this instant is in the
         # answer, whatever the revision check does while the request runs.
-        g.confirmed_at = state_of(app.extensions["ringfence"].engine).confirmed_at
+        context.confirmed_at = state.confirmed_at
         min_revision = requested_min_revision()
         if min_revision is not None:
             require_min_revision(min_revision)
 
     @app.after_request
     def freshness_after(response: Response) -> Response:
-        if "decision_started" in g:
-            metrics.DECISION_SECONDS.observe(time.perf_counter() - g.decision_started)
+        context = g._get_current_object()
+        started = context.get("decision_started")
+        if started is not None:
+            metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
             for result, count in _decision_results(response).items():
                 if count:
-                    metrics.DECISIONS.labels(result).inc(count)
-            state = state_of(app.extensions["ringfence"].engine)
-            response.headers[STALE_HEADER] = "true" if state.stale else "false"
-            staleness = max(0.0, time.monotonic() - g.confirmed_at)
-            response.headers[STALENESS_HEADER] = f"{staleness:.3f}"
-        services = g.get("services")
+                    _decisions_counter(result).inc(count)
+            headers = response.headers
+            headers[STALE_HEADER] = "true" if context.sync_state.stale else "false"
+            staleness = max(0.0, time.monotonic() - context.confirmed_at)
+            headers[STALENESS_HEADER] = f"{staleness:.3f}"
+        services = context.get("services")
         if services is not None and services.uow.revision:
             response.headers[REVISION_HEADER] = str(services.uow.revision)
         return response
