@@ -376,7 +376,7 @@ def report(result: dict[str, Any]) -> str:
         f"after {result['warmup']} s of warm-up each · "
         f"10k users, {result['rules']:,} rules, PostgreSQL · {BODIES} distinct bodies "
         f"rotated per endpoint · 1-minute load average before each run (healthz, check, "
-        f"batch; per round): {loads}.",
+        f"batch; per round; the run itself accounts for about 2 of it): {loads}.",
         "",
     ]
     return "\n".join(header + rows) + "\n"
