@@ -1,4 +1,6 @@
 # Ringfence: the two commands a newcomer needs are `make run` and `make test`.
+# Benchmarks (not tests): `make bench` (the engine), `make bench-propagation` (two
+# replicas), `make bench-http` (decisions over HTTP through gunicorn, driven by wrk).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -57,3 +59,11 @@ $(PEERS_VENV)/.installed:
 .PHONY: bench
 bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEERS_VENV)/.installed
 	$(BIN)/python -m bench.run --sizes $(SIZES) $(BENCH_ARGS)
+## Decisions over HTTP (not a test): 10k users in PostgreSQL, gunicorn with
+## deploy/gunicorn.conf.py on loopback, wrk against /healthz, /v1/check and batches of
+## 100 AuthZEN evaluations; writes bench/http_results.md and .json. Needs wrk (Debian's).
+HTTP_BENCH_ARGS ?=
+.PHONY: bench-http
+bench-http: $(VENV)/.installed
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.http $(HTTP_BENCH_ARGS)

@@ -20,7 +20,7 @@ from flask import current_app, request
 from flask_smorest import Blueprint
 
 from gateway.errors import BadRequest
-from gateway.http import services
+from gateway.http import answered, decision_services
 from gateway.services.authzen import AuthZenService
 
 blp = Blueprint(
@@ -101,7 +101,7 @@ def _json_body() -> Any:
 
 
 def _authzen() -> AuthZenService:
-    return services().authzen
+    return decision_services().authzen
 
 
 def _post(
@@ -113,10 +113,10 @@ def _post(
     """Route ``path`` unscoped and per workspace to one service method."""
 
     def unscoped() -> Any:
-        return call(_authzen())(_json_body())
+        return answered(call(_authzen())(_json_body()))
 
     def scoped(workspace: str) -> Any:
-        return call(_authzen())(_json_body(), workspace)
+        return answered(call(_authzen())(_json_body(), workspace))
 
     body = {"requestBody": {"content": {"application/json": {"schema": schema}}}}
     name = path.strip("/").replace("/", "_")

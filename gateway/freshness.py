@@ -100,22 +100,37 @@ def require_min_revision(min_revision: int) -> None:
     )
 
 
-def _decision_result(response: Response) -> list[str]:
+_DECISION_COUNTERS: dict[str, Any] = {}
+
+
+def _decisions_counter(result: str) -> Any:
+    """The decision counter of ``result``, looked up once (``labels`` takes a lock)."""
+    counter = _DECISION_COUNTERS.get(result)
+    if counter is None:
+        counter = _DECISION_COUNTERS[result] = metrics.DECISIONS.labels(result)
+    return counter
+
+
+def _decision_results(response: Response) -> dict[str, int]:
+    """How many answers of each result (allow, deny, error) the response carries."""
     if response.status_code >= 400:
-        return ["error"]
-    body = response.get_json(silent=True)
+        return {"error": 1}
+    # The answer as the handler gave it (see gateway.http.answered), else parsed back:
+    # a batch's JSON is not parsed a second time just to be counted.
+    body = g.get("decision_answer")
+    if body is None:
+        body = response.get_json(silent=True)
     if not isinstance(body, dict):
-        return ["error"]
+        return {"error": 1}
     if "allowed" in body:
-        return ["allow" if body["allowed"] else "deny"]
+        return {"allow" if body["allowed"] else "deny": 1}
     if "decision" in body:
-        return ["allow" if body["decision"] else "deny"]
+        return {"allow" if body["decision"] else "deny": 1}
     evaluations = body.get("evaluations")
     if isinstance(evaluations, list):
-        return [
-            "allow" if isinstance(e, dict) and e.get("decision") else "deny" for e in evaluations
-        ]
-    return []  # searches: not a yes/no decision
+        allowed = sum(1 for e in evaluations if isinstance(e, dict) and e.get("decision"))
+        return {"allow": allowed, "deny": len(evaluations) - allowed}
+    return {}  # searches: not a yes/no decision
 
 
 def readiness(app: Flask) -> tuple[dict[str, Any], int]:
@@ -233,25 +248,30 @@ def install(app: Flask) -> None:
         _restart_after_fork(app)
         if not is_decision_request():
             return
-        g.decision_started = time.perf_counter()
+        context = g._get_current_object()  # one proxy lookup, not one per attribute
+        context.decision_started = time.perf_counter()
+        context.sync_state = state = state_of(app.extensions["ringfence"].engine)
         # Taken before answering: everything committed before this instant is in the
         # answer, whatever the revision check does while the request runs.
-        g.confirmed_at = state_of(app.extensions["ringfence"].engine).confirmed_at
+        context.confirmed_at = state.confirmed_at
         min_revision = requested_min_revision()
         if min_revision is not None:
             require_min_revision(min_revision)
 
     @app.after_request
     def freshness_after(response: Response) -> Response:
-        if "decision_started" in g:
-            metrics.DECISION_SECONDS.observe(time.perf_counter() - g.decision_started)
-            for result in _decision_result(response):
-                metrics.DECISIONS.labels(result).inc()
-            state = state_of(app.extensions["ringfence"].engine)
-            response.headers[STALE_HEADER] = "true" if state.stale else "false"
-            staleness = max(0.0, time.monotonic() - g.confirmed_at)
-            response.headers[STALENESS_HEADER] = f"{staleness:.3f}"
-        services = g.get("services")
+        context = g._get_current_object()
+        started = context.get("decision_started")
+        if started is not None:
+            metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+            for result, count in _decision_results(response).items():
+                if count:
+                    _decisions_counter(result).inc(count)
+            headers = response.headers
+            headers[STALE_HEADER] = "true" if context.sync_state.stale else "false"
+            staleness = max(0.0, time.monotonic() - context.confirmed_at)
+            headers[STALENESS_HEADER] = f"{staleness:.3f}"
+        services = context.get("services")
         if services is not None and services.uow.revision:
             response.headers[REVISION_HEADER] = str(services.uow.revision)
         return response

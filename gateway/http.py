@@ -19,7 +19,8 @@ from gateway.errors import (
     RingfenceError,
     Unauthorized,
 )
-from gateway.services import Actor, Services
+from gateway.services import Actor, Services, authzen_service, user_emails
+from gateway.services.decisions import DecisionService
 
 log = logging.getLogger("ringfence.http")
 PROBLEM_JSON = "application/problem+json"
@@ -127,6 +128,36 @@ def services() -> Services:
             g.db_session, state.engine, state.notifier, state.settings, state.throttle
         )
     return g.services
+
+
+class DecisionServices:
+    """The decision endpoints' services, built once per app: they hold no session (the
+    engine answers from memory), so a decision request does not pay for building every
+    service around a database session, as :func:`services` does."""
+
+    def __init__(self, state: Any) -> None:
+        self.decisions = DecisionService(state.engine)
+        # Only a subject search asks the database (for emails): the request's session,
+        # opened then.
+        self.authzen = authzen_service(
+            self.decisions, state.settings, lambda ids: user_emails(services().session, ids)
+        )
+
+
+def decision_services() -> DecisionServices:
+    """The decision and AuthZEN services of this app."""
+    extensions = current_app.extensions
+    found = extensions.get("ringfence_decisions")
+    if found is None:
+        found = extensions["ringfence_decisions"] = DecisionServices(extensions["ringfence"])
+    return found
+
+
+def answered(body: dict[str, Any]) -> dict[str, Any]:
+    """``body``, noted as this request's decision answer: the decision metrics count it
+    as it is, instead of parsing the response back (gateway.freshness)."""
+    g.decision_answer = body
+    return body
 
 
 def close_services(_exc: BaseException | None) -> None:

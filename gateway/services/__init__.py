@@ -6,6 +6,8 @@ build, one per request or command.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -41,7 +43,7 @@ from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
 from gateway.throttle import LoginThrottle
 
-__all__ = ["Actor", "Services", "load_engine", "reload_engine"]
+__all__ = ["Actor", "Services", "authzen_service", "load_engine", "reload_engine"]
 
 
 class Services:
@@ -83,16 +85,28 @@ class Services:
             session, settings, self.auth.throttle, notifier, self.auth
         )
         self.sso = SsoService(session, self.auth, self.invitations)
-        self.authzen = AuthZenService(
-            self.decisions,
-            load_subject_directory(settings.authzen_subjects),
-            PageTokens(settings.secret_key),
-            max_evaluations=settings.authzen_max_evaluations,
-            emails_of=lambda ids: user_emails(session, ids),
-            refinements=load_refinements(settings.authzen_refinements),
-            resources=load_resource_directory(settings.authzen_resources),
-            catalogue=lambda: catalogue_actions(settings.policies_dir),
+        self.authzen = authzen_service(
+            self.decisions, settings, lambda ids: user_emails(session, ids)
         )
+
+
+def authzen_service(
+    decisions: DecisionService,
+    settings: Settings,
+    emails_of: Callable[[set[int]], dict[int, str]],
+) -> AuthZenService:
+    """AuthZEN over ``decisions``; ``emails_of`` is the one thing it asks a database
+    (subject search results), so a caller may look the session up only then."""
+    return AuthZenService(
+        decisions,
+        load_subject_directory(settings.authzen_subjects),
+        PageTokens(settings.secret_key),
+        max_evaluations=settings.authzen_max_evaluations,
+        emails_of=emails_of,
+        refinements=load_refinements(settings.authzen_refinements),
+        resources=load_resource_directory(settings.authzen_resources),
+        catalogue=lambda: catalogue_actions(settings.policies_dir),
+    )
 
 
 def user_emails(session: Session, ids: set[int]) -> dict[int, str]:

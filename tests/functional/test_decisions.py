@@ -6,6 +6,7 @@ and carry the policy revision they were made at.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -174,6 +175,63 @@ def test_check_refuses_incomplete_questions(server: LiveServer) -> None:
         response = post_decision(client, "/v1/check", {**complete, "context": {"ip": "10.0.0.1"}})
         assert response.status_code == 200, response.text
         assert response.json()["allowed"] is False  # acme does not exist
+
+
+def test_plain_and_unusual_check_bodies_get_the_same_answers(
+    server: LiveServer, acme: tuple[httpx.Client, int]
+) -> None:
+    """The plain body (the four names, nothing else) is answered without the schemas; any
+    other shape goes through them. Both must give the same answers, and a body that is
+    only nearly plain must still be refused by the schema."""
+    _, john_id = acme
+    questions = [
+        (JOHN, "acme", "documents", "write"),  # allowed
+        (f"user:{john_id}", "acme", "documents", "read"),  # allowed, by id
+        (JOHN, "globex", "documents", "write"),  # another workspace: denied
+        (JOHN, "acme", "billing", "approve"),  # not in the role: denied
+        ("nobody@example.com", "acme", "documents", "read"),  # unknown subject
+        (JOHN, "ghost", "documents", "read"),  # unknown workspace
+        ("é" * 255, "ws" * 100, "x" * 255, "y"),  # longest names, non-ASCII
+    ]
+    with server.client() as client:
+        for subject, workspace, resource, action in questions:
+            plain = {"subject": subject, "workspace": workspace, "resource": resource}
+            plain["action"] = action
+            expected = post_decision(client, "/v1/check", plain)
+            assert expected.status_code == 200, expected.text
+            assert expected.headers["Content-Type"] == "application/json"
+            unusual = [
+                post_decision(client, "/v1/check", {**plain, "explain": False}),
+                post_decision(client, "/v1/check", {**plain, "context": {"ip": "10.0.0.1"}}),
+                post_decision(
+                    client,
+                    "/v1/check",
+                    content=json.dumps(plain).encode(),
+                    headers={"Content-Type": "application/vnd.example+json"},
+                ),
+            ]
+            for response in unusual:
+                assert response.status_code == 200, response.text
+                assert response.headers["Content-Type"] == "application/json"
+                assert response.json() == expected.json(), (plain, response.text)
+
+        # Nearly plain is not plain: the schema refuses what it refused before.
+        complete = {"subject": JOHN, "workspace": "acme", "resource": "documents"}
+        complete["action"] = "read"
+        for field in complete:
+            for bad in ("", None, 5, True, ["acme"], {"id": "x"}, "x" * 256):
+                response = post_decision(client, "/v1/check", {**complete, field: bad})
+                assert list(assert_refusal(response, 422, "invalid-input")["errors"]) == [field]
+        for raw in (b"[]", b'"acme"', b"null", '{"subject": "\u00e9"}'.encode("utf-16")):
+            response = post_decision(
+                client, "/v1/check", content=raw, headers={"Content-Type": "application/json"}
+            )
+            assert response.status_code in (400, 422), response.text
+            assert response.headers["Content-Type"] == "application/problem+json"
+        # Without a token, the plain body is refused like any other.
+        with httpx.Client(base_url=server.url) as anonymous:
+            refused = anonymous.post("/v1/check", json=complete)
+        assert_problem(refused, 401, "unauthorized")
 
 
 def test_the_revision_increases_with_every_admin_change(

@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import PROJECT_ROOT
 from gateway.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
@@ -21,7 +23,12 @@ from gateway.services.authzen import (
     PageTokens,
     Refinements,
     SubjectDirectory,
+    _Invalid,
     load_refinements,
+    parse_action,
+    parse_action_in_steps,
+    parse_entity,
+    parse_entity_in_steps,
 )
 from gateway.services.decisions import DecisionService
 from tests.casbin_reference import MODEL
@@ -639,3 +646,63 @@ def test_a_bad_resource_directory_file_names_itself(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match=r"resources\.json"):
         load_resource_directory(path)
     assert load_resource_directory(None).of_type("todo", "todo") == []
+
+
+# -- the inline parse of the valid shape --------------------------------------------------
+
+_names = st.one_of(
+    st.text(max_size=3),
+    st.text(min_size=254, max_size=257),
+    st.none(),
+    st.integers(),
+    st.booleans(),
+    st.lists(st.text(max_size=2), max_size=1),
+)
+_properties = st.one_of(
+    st.none(), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.text()
+)
+_missing = st.just(Ellipsis)  # a key left out
+
+
+def _body(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not Ellipsis}
+
+
+def _outcome(parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except _Invalid as invalid:
+        return ("invalid", invalid.errors, invalid.detail)
+
+
+@given(
+    value=st.one_of(
+        st.builds(
+            _body,
+            type=st.one_of(_names, _missing),
+            id=st.one_of(_names, _missing),
+            properties=st.one_of(_properties, _missing),
+        ),
+        _names,
+    ),
+    with_id=st.booleans(),
+)
+def test_entities_parse_inline_as_in_steps(value: Any, with_id: bool) -> None:
+    """The inline check of the valid shape (a batch's hot path) accepts exactly what the
+    step-by-step parse accepts, with the same result; what it refuses gets the same
+    error as before."""
+    assert _outcome(lambda v: parse_entity(v, "resource", with_id=with_id), value) == _outcome(
+        lambda v: parse_entity_in_steps(v, "resource", with_id=with_id), value
+    )
+
+
+@given(
+    value=st.one_of(
+        st.builds(
+            _body, name=st.one_of(_names, _missing), properties=st.one_of(_properties, _missing)
+        ),
+        _names,
+    )
+)
+def test_actions_parse_inline_as_in_steps(value: Any) -> None:
+    assert _outcome(parse_action, value) == _outcome(parse_action_in_steps, value)

@@ -1,0 +1,489 @@
+"""``make bench-http``: decisions over HTTP, served as deployed (deploy/gunicorn.conf.py),
+driven by wrk, beside a trivial endpoint served the same way.
+
+    python -m bench.http [--rounds 3] [--duration 5] [--connections 8]
+
+Generates the 10k-user data set (bench/data.py) into a PostgreSQL schema migrated like
+a real installation (``ringfence_bench_http``, dropped at the end unless ``--keep``),
+creates a service client with ``decisions:check`` through the real CLI, starts gunicorn
+on a loopback port with the shipped settings (access log off: it is a write per request,
+and deployments behind a load balancer usually log there), gets a token from
+``POST /oauth/token`` and measures, with wrk:
+
+* ``GET /healthz``: the trivial endpoint, the yardstick;
+* ``POST /v1/check``: single decisions, bodies rotated over real users and workspaces;
+* ``POST /access/v1/evaluations``: batches of 100 evaluations (decisions/s = requests/s
+  x 100), each item its own subject, resource and action.
+
+Every response must be a 200 (wrk counts the others; a run with any is refused). The
+goals (issue 5): single checks at least 85% of /healthz's requests per second, batches
+at least 200k decisions per second. Writes bench/http_results.json and
+bench/http_results.md. RINGFENCE_BENCH_DATABASE_URL names the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import create_engine, text
+
+from bench.data import ACTIONS, RESOURCES, Dataset, generate
+from bench.run import DEFAULT_URL, drop_schema, machine
+from gateway.db import make_engine, upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_JSON = Path(__file__).resolve().parent / "http_results.json"
+RESULTS_MD = Path(__file__).resolve().parent / "http_results.md"
+CHECK_GOAL = 0.85  # of /healthz's requests per second
+BATCH_GOAL = 200_000  # decisions per second
+BATCH_SIZE = 100
+BODIES = 256  # distinct request bodies per endpoint, rotated
+
+
+# -- data ---------------------------------------------------------------------------
+
+
+def load_data(url: str, schema: str) -> Dataset:
+    """The 10k data set in ``schema``, migrated like an installation (``ringfence db
+    upgrade``: the seeded rows the app relies on are there), then COPYed in."""
+    data = generate("10k")
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    db = make_engine(app_url(url, schema))
+    upgrade(db)
+    now = datetime.datetime.now(datetime.UTC)
+    raw = db.raw_connection()
+    try:
+        cursor = raw.cursor()
+        with cursor.copy(
+            "COPY users (id, email, name, status, session_version, created_at, updated_at) "
+            "FROM STDIN"
+        ) as copy:
+            for user_id in range(1, data.users + 1):
+                email = f"user{user_id}@example.com"
+                copy.write_row((user_id, email, f"User {user_id}", "active", 1, now, now))
+        with cursor.copy("COPY workspaces (id, slug, name, created_at) FROM STDIN") as copy:
+            for number, slug in enumerate(data.workspaces, 1):
+                copy.write_row((number, slug, slug, now))
+        with cursor.copy("COPY casbin_rule (ptype, v0, v1, v2, v3, v4) FROM STDIN") as copy:
+            for rule in data.rules():
+                copy.write_row((rule.ptype, *rule.values, *[None] * (5 - len(rule.values))))
+        # The ids were given explicitly: move the sequences past them for later inserts.
+        cursor.execute("SELECT setval('users_id_seq', (SELECT max(id) FROM users))")
+        cursor.execute("SELECT setval('workspaces_id_seq', (SELECT max(id) FROM workspaces))")
+        cursor.execute("UPDATE policy_state SET revision = 1 WHERE id = 1")
+        cursor.execute("ANALYZE users, workspaces, casbin_rule")
+        raw.commit()
+    finally:
+        raw.close()
+    db.dispose()
+    return data
+
+
+def app_url(url: str, schema: str) -> str:
+    """``url`` with the schema as the connections' search path (libpq ``options``)."""
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
+
+
+def check_bodies(data: Dataset, rng: random.Random) -> list[dict[str, Any]]:
+    """Questions about real users in workspaces where they hold grants (and some where
+    they do not), on resources and actions of the catalogue: a mix of allows and denies."""
+    grants = rng.sample(data.grants, BODIES)
+    return [
+        {
+            "subject": f"user{grant.user_id}@example.com",
+            "workspace": grant.workspace if i % 4 else rng.choice(data.workspaces),
+            "resource": rng.choice(RESOURCES),
+            "action": rng.choice(ACTIONS),
+        }
+        for i, grant in enumerate(grants)
+    ]
+
+
+def batch_bodies(data: Dataset, rng: random.Random, count: int) -> list[dict[str, Any]]:
+    bodies = []
+    for _ in range(count):
+        evaluations = []
+        for number, question in enumerate(check_bodies(data, rng)[:BATCH_SIZE]):
+            resource = {
+                "type": question["resource"],
+                "id": f"{question['resource']}-{number}",
+                "properties": {"workspace": question["workspace"]},
+            }
+            evaluations.append(
+                {
+                    "subject": {"type": "user", "id": question["subject"]},
+                    "action": {"name": question["action"]},
+                    "resource": resource,
+                }
+            )
+        bodies.append({"evaluations": evaluations})
+    return bodies
+
+
+# -- the server -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    request = urllib.request.Request(url, body, headers or {}, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """gunicorn with deploy/gunicorn.conf.py, ready (``/healthz`` answers) until the block
+    ends; stopped then (TERM to its process group, KILL if it lingers), errors included."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
+            cwd=ROOT,
+            env={**env, "RINGFENCE_HOST": "127.0.0.1", "RINGFENCE_PORT": str(port)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: the workers go with the master
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise SystemExit(f"gunicorn exited ({process.returncode}):\n{tail}")
+            try:
+                if http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise SystemExit(f"gunicorn did not answer /healthz within 60 s:\n{tail}")
+            time.sleep(0.2)
+        yield process
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(wait)
+
+
+def client_token(env: dict[str, str], base: str) -> str:
+    """A service token with ``decisions:check``: a client made with ``ringfence client
+    create``, then ``POST /oauth/token`` (client credentials), as a service would."""
+    done = subprocess.run(  # noqa: S603
+        [
+            str(Path(sys.executable).parent / "ringfence"),
+            "client",
+            "create",
+            "--name",
+            "bench-http",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    fields = dict(line.strip().split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+    client_id, secret = fields["client_id"].strip(), fields["client_secret"].strip()
+    basic = b64encode(f"{client_id}:{secret}".encode()).decode()
+    status, answer = http(
+        "POST",
+        f"{base}/oauth/token",
+        b"grant_type=client_credentials",
+        {
+            "Authorization": f"Basic {basic}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    if status != 200:
+        raise SystemExit(f"POST /oauth/token answered {status}: {answer}")
+    return str(answer["access_token"])
+
+
+# -- wrk ------------------------------------------------------------------------------
+
+# Rotates over the bodies (one per line of a file; none: a GET) and prints its figures
+# as one JSON line at the end; wrk counts non-2xx answers and socket errors itself.
+LUA = """
+wrk.method = "%(method)s"
+%(headers)s
+-- Every request formatted once, at the start (wrk.init has set Host by then): wrk,
+-- which shares the machine's two cores, then costs the same per request whatever the
+-- endpoint, instead of formatting each POST anew.
+local requests = {}
+local n = 0
+init = function(args)
+  for line in io.lines("%(bodies)s") do
+    requests[#requests + 1] = wrk.format(nil, nil, nil, line)
+  end
+  if #requests == 0 then requests[1] = wrk.format() end
+end
+request = function()
+  n = n %% #requests + 1
+  return requests[n]
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %%d, "duration_us": %%d, "non_2xx": %%d, "socket_errors": %%d, '
+    .. '"p50_us": %%d, "p99_us": %%d, "mean_us": %%.1f}\\n',
+    summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def run_wrk(
+    url: str,
+    method: str,
+    bodies: list[dict[str, Any]],
+    token: str | None,
+    workdir: Path,
+    args: argparse.Namespace,
+    duration: int,
+) -> dict[str, Any]:
+    name = url.rsplit("/", 1)[-1]
+    body_file = workdir / f"{name}.bodies"
+    body_file.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
+    script = workdir / f"{name}.lua"
+    headers = {"Content-Type": "application/json"} if bodies else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    lines = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items())
+    script.write_text(LUA % {"bodies": body_file, "method": method, "headers": lines})
+    command = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)  # noqa: S603
+    if done.returncode != 0:
+        raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    if figures["non_2xx"] or figures["socket_errors"]:
+        raise SystemExit(f"{url}: answers other than 200 or socket errors: {figures}")
+    figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    return dict(figures)
+
+
+def combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One endpoint's rounds: requests per second over all of them; the latency
+    percentiles are the median round's (wrk reports each run's own)."""
+    requests = sum(r["requests"] for r in rounds)
+    seconds = sum(r["duration_us"] for r in rounds) / 1e6
+    return {
+        "rps": requests / seconds,
+        "requests": requests,
+        "p50_us": statistics.median(r["p50_us"] for r in rounds),
+        "p99_us": statistics.median(r["p99_us"] for r in rounds),
+        "rounds": rounds,
+    }
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# -- the report -----------------------------------------------------------------------
+
+
+def report(result: dict[str, Any]) -> str:
+    runs = result["runs"]
+    health, check, batch = runs["healthz"], runs["check"], runs["batch"]
+    ratio = check["rps"] / health["rps"]
+    decisions = batch["rps"] * BATCH_SIZE
+
+    def ms(us: float) -> str:
+        return f"{us / 1000:.2f}"
+
+    def goal(met: bool, short: str) -> str:
+        return "met" if met else f"missed by {short}"
+
+    batch_short = f"{BATCH_GOAL - decisions:,.0f}/s ({1 - decisions / BATCH_GOAL:.0%})"
+    rows = [
+        "| endpoint | requests/s | p50 ms | p99 ms | vs /healthz | decisions/s | goal |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        f"| GET /healthz | {health['rps']:,.0f} | {ms(health['p50_us'])} | "
+        f"{ms(health['p99_us'])} | 100% | — | (the yardstick) |",
+        f"| POST /v1/check | {check['rps']:,.0f} | {ms(check['p50_us'])} | "
+        f"{ms(check['p99_us'])} | {ratio:.0%} | {check['rps']:,.0f} | "
+        f"≥ {CHECK_GOAL:.0%} of /healthz: "
+        f"{goal(ratio >= CHECK_GOAL, f'{(CHECK_GOAL - ratio) * 100:.0f} points')} |",
+        f"| POST /access/v1/evaluations, {BATCH_SIZE} each | {batch['rps']:,.0f} | "
+        f"{ms(batch['p50_us'])} | {ms(batch['p99_us'])} | {batch['rps'] / health['rps']:.0%} | "
+        f"{decisions:,.0f} | ≥ {BATCH_GOAL:,}/s: "
+        f"{goal(decisions >= BATCH_GOAL, batch_short)} |",
+    ]
+    loads = ", ".join(
+        "/".join(r["load_before"].split()[0] for r in run["rounds"]) for run in runs.values()
+    )
+    header = [
+        "# Decisions over HTTP",
+        "",
+        f"{result['when']} · {result['machine']} · gunicorn with deploy/gunicorn.conf.py "
+        f"({result['workers']} worker, {result['gthreads']} threads, access log off) · "
+        f"wrk {result['wrk_threads']} thread(s), {result['connections']} connections, "
+        f"{result['rounds']} rounds of {result['duration']} s per endpoint, taking turns, "
+        f"after {result['warmup']} s of warm-up each · "
+        f"10k users, {result['rules']:,} rules, PostgreSQL · {BODIES} distinct bodies "
+        f"rotated per endpoint · 1-minute load average before each run (healthz, check, "
+        f"batch; per round; the run itself accounts for about 2 of it): {loads}.",
+        "",
+    ]
+    return "\n".join(header + rows) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per endpoint and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, endpoints in turn")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds before each")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--schema", default="ringfence_bench_http")
+    parser.add_argument("--keep", action="store_true", help="keep the schema (else dropped)")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave bench/http_results.* alone"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk; make bench-http does)")
+    url = os.environ.get("RINGFENCE_BENCH_DATABASE_URL", DEFAULT_URL)
+    workdir = Path(tempfile.mkdtemp(prefix="ringfence-bench-http-"))
+    try:
+        print(f"[bench-http] loading 10k users into {args.schema}", file=sys.stderr)
+        data = load_data(url, args.schema)
+        rng = random.Random(11)  # noqa: S311 - benchmark data, not secrets
+        checks = check_bodies(data, rng)
+        batches = batch_bodies(data, rng, 32)
+        env = {
+            # Only the settings below (and the worker count and threads, read by the
+            # gunicorn config): a RINGFENCE_* variable of the shell must not change
+            # what is measured (e.g. letting loopback calls skip the token check).
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith("RINGFENCE_") or k == "RINGFENCE_THREADS"
+            },
+            "RINGFENCE_DATABASE_URL": app_url(url, args.schema),
+            "RINGFENCE_INSTANCE_DIR": str(workdir / "instance"),
+            "RINGFENCE_ACCESS_LOG": "",
+            "RINGFENCE_LOG_LEVEL": "WARNING",
+        }
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with gunicorn(env, port, workdir / "gunicorn.log"):
+            token = client_token(env, base)
+            auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            # The answers are real: both kinds among the bodies, no errors in a batch.
+            answers = [
+                http("POST", f"{base}/v1/check", json.dumps(b).encode(), auth) for b in checks
+            ]
+            assert all(status == 200 for status, _ in answers), answers[:3]
+            allowed = sum(answer["allowed"] for _, answer in answers)
+            status, batch = http(
+                "POST", f"{base}/access/v1/evaluations", json.dumps(batches[0]).encode(), auth
+            )
+            assert status == 200 and len(batch["evaluations"]) == BATCH_SIZE, batch
+            assert not any("error" in e["context"] for e in batch["evaluations"]), batch[
+                "evaluations"
+            ][0]
+            print(
+                f"[bench-http] {allowed}/{len(answers)} check bodies allowed; measuring",
+                file=sys.stderr,
+            )
+            endpoints: tuple[tuple[str, str, str, list[dict[str, Any]], str | None], ...] = (
+                ("healthz", "/healthz", "GET", [], None),
+                ("check", "/v1/check", "POST", checks, token),
+                ("batch", "/access/v1/evaluations", "POST", batches, token),
+            )
+            for _, path, method, bodies, bearer in endpoints:
+                run_wrk(f"{base}{path}", method, bodies, bearer, workdir, args, args.warmup)
+            # Rounds, the endpoints taking turns: a change in the machine's load (other
+            # work on it) then falls on all of them, not on the one measured at the time.
+            rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in endpoints}
+            for number in range(args.rounds):
+                for name, path, method, bodies, bearer in endpoints:
+                    load = load_average()
+                    figures = run_wrk(
+                        f"{base}{path}", method, bodies, bearer, workdir, args, args.duration
+                    )
+                    rounds[name].append({**figures, "load_before": load})
+                    print(f"[bench-http] round {number + 1} {name}: {figures}", file=sys.stderr)
+            runs = {name: combined(measured) for name, measured in rounds.items()}
+        result = {
+            "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            "workers": int(os.environ.get("WEB_CONCURRENCY", "1")),
+            "gthreads": int(os.environ.get("RINGFENCE_THREADS", "8")),
+            "wrk_threads": args.threads,
+            "connections": args.connections,
+            "duration": args.duration,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "rules": len(data.rules()),
+            "check_bodies_allowed": allowed,
+            "runs": runs,
+        }
+        table = report(result)
+        print(table)
+        if not args.no_write:
+            RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            RESULTS_MD.write_text(table, encoding="utf-8")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.keep:
+            drop_schema(url, args.schema)
+
+
+if __name__ == "__main__":
+    main()
