@@ -41,7 +41,8 @@ bench-propagation: $(VENV)/.installed
 	$(BIN)/python bench/propagation.py
 ## Benchmark the decision engine (not a test): data at 10k/100k/1M users copied into
 ## PostgreSQL (RINGFENCE_BENCH_DATABASE_URL), latency beside a dict lookup and pycasbin,
-## load time, memory, changes, concurrency; writes bench/results.md. Quick: SIZES=10k
+## load time, memory, changes, concurrency, and (first) `make bench-http`, whose table it
+## includes; writes bench/results.md. Quick: SIZES=10k
 ## Start-up again on kept data: BENCH_ARGS="--reuse --keep --startup-only --repeat 5"
 ## Peers on the same decisions: pycasbin FastEnforcer and cedarpy (extra `bench`) in the
 ## project's virtualenv; oso in one of its own, $(PEERS_VENV) (oso pins cffi~=1.15, the
@@ -57,7 +58,7 @@ $(PEERS_VENV)/.installed:
 	$(PEERS_VENV)/bin/pip install --quiet "oso>=0.27,<0.28" || echo "oso did not install: the benchmark reports it not run"
 	touch $@
 .PHONY: bench
-bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEERS_VENV)/.installed
+bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEERS_VENV)/.installed bench-http
 	$(BIN)/python -m bench.run --sizes $(SIZES) $(BENCH_ARGS)
 ## Decisions over HTTP (not a test): 10k users in PostgreSQL, gunicorn with
 ## deploy/gunicorn.conf.py on loopback, wrk against /healthz, /v1/check and batches of

@@ -40,6 +40,8 @@ from gateway.models import Base
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RESULTS = Path(__file__).resolve().parent / "results.md"
+# What `make bench-http` (bench/http.py) wrote last; `make bench` runs it first.
+HTTP_RESULTS = Path(__file__).resolve().parent / "http_results.md"
 # Plain Casbin scans every rule per request: asked at these sizes only, a few times.
 CASBIN_REQUESTS = {"10k": 300, "100k": 10}
 # The decision log's budget: a logged check may cost this much more at p50 than an
@@ -560,9 +562,17 @@ def main() -> None:
     if args.startup_only:
         print(startup_table(results, postgres))
         return
-    report = table(results, postgres)
+    report = table(results, postgres) + over_http()
     print(report)
     RESULTS.write_text(report, encoding="utf-8")
+
+
+def over_http() -> str:
+    """bench/http_results.md as a section of the report (empty if it was never run)."""
+    if not HTTP_RESULTS.exists():
+        return ""
+    _title, _, body = HTTP_RESULTS.read_text(encoding="utf-8").partition("\n")
+    return "\n## Over HTTP (`make bench-http`: bench/http_results.md)\n" + body
 
 
 if __name__ == "__main__":
