@@ -521,7 +521,7 @@ def main() -> None:
             for line in args.from_log.read_text(encoding="utf-8").splitlines()
             if line.startswith("{")
         ]
-        report = table(logged, f"PostgreSQL {postgres_version(url)}")
+        report = table(logged, f"PostgreSQL {postgres_version(url)}") + over_http()
         print(report)
         RESULTS.write_text(report, encoding="utf-8")
         return
