@@ -48,7 +48,7 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, text
 
 from bench.data import ACTIONS, RESOURCES, Dataset, generate
-from bench.run import DEFAULT_URL, drop_schema, machine
+from bench.run import DEFAULT_URL, HTTP_BATCH, drop_schema, machine
 from gateway.db import make_engine, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ RESULTS_JSON = Path(__file__).resolve().parent / "http_results.json"
 RESULTS_MD = Path(__file__).resolve().parent / "http_results.md"
 CHECK_GOAL = 0.85  # of /healthz's requests per second
 BATCH_GOAL = 200_000  # decisions per second
-BATCH_SIZE = 100
+BATCH_SIZE = HTTP_BATCH
 BODIES = 256  # distinct request bodies per endpoint, rotated
 
 
