@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 
 from flask import Blueprint, current_app, render_template, request
 
@@ -45,11 +46,15 @@ class RedactInviteTokens(logging.Filter):
     """Replaces ``/invite/<token>`` in log records (werkzeug's and gunicorn's access logs)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                _redact(a) if isinstance(a, str) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
+        # werkzeug logs with positional arguments; gunicorn's access log with one mapping
+        # of its atoms (``%(r)s``), which must stay a mapping for the format to work.
+        if isinstance(record.args, Mapping):
+            record.args = {
+                key: _redact(value) if isinstance(value, str) else value
+                for key, value in record.args.items()
+            }
+        elif record.args:
+            record.args = tuple(_redact(a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str):
             record.msg = _redact(record.msg)
         return True
