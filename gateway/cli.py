@@ -262,6 +262,10 @@ def serve(
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", "-")
+            # gunicorn >= 25 opens a control socket at one path per user, which a second
+            # gateway on the host would share; signals are the interface (as in deploy/).
+            if "control_socket_disable" in self.cfg.settings:
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return create_app(settings)
