@@ -48,7 +48,7 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, text
 
 from bench.data import ACTIONS, RESOURCES, Dataset, generate
-from bench.run import DEFAULT_URL, HTTP_BATCH, drop_schema, machine
+from bench.run import DEFAULT_URL, HTTP_BATCH, copy_rows, drop_schema, machine
 from gateway.db import make_engine, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,23 +74,10 @@ def load_data(url: str, schema: str) -> Dataset:
     admin.dispose()
     db = make_engine(app_url(url, schema))
     upgrade(db)
-    now = datetime.datetime.now(datetime.UTC)
     raw = db.raw_connection()
     try:
         cursor = raw.cursor()
-        with cursor.copy(
-            "COPY users (id, email, name, status, session_version, created_at, updated_at) "
-            "FROM STDIN"
-        ) as copy:
-            for user_id in range(1, data.users + 1):
-                email = f"user{user_id}@example.com"
-                copy.write_row((user_id, email, f"User {user_id}", "active", 1, now, now))
-        with cursor.copy("COPY workspaces (id, slug, name, created_at) FROM STDIN") as copy:
-            for number, slug in enumerate(data.workspaces, 1):
-                copy.write_row((number, slug, slug, now))
-        with cursor.copy("COPY casbin_rule (ptype, v0, v1, v2, v3, v4) FROM STDIN") as copy:
-            for rule in data.rules():
-                copy.write_row((rule.ptype, *rule.values, *[None] * (5 - len(rule.values))))
+        copy_rows(cursor, data, data.rules())
         # The ids were given explicitly: move the sequences past them for later inserts.
         cursor.execute("SELECT setval('users_id_seq', (SELECT max(id) FROM users))")
         cursor.execute("SELECT setval('workspaces_id_seq', (SELECT max(id) FROM workspaces))")

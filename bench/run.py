@@ -29,14 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
 from bench import peers
-from bench.data import SIZES, generate
+from bench.data import SIZES, Dataset, generate
 from gateway.models import Base
+from gateway.rules import Rule
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -51,6 +53,24 @@ LOG_GOAL_US = 5.0
 LOG_GOAL_SHARE = 0.5
 
 
+def copy_rows(cursor: Any, data: Dataset, rules: Sequence[Rule]) -> None:
+    """COPY the users, workspaces and rules of ``data`` through a psycopg ``cursor``
+    (ids given explicitly; the caller commits)."""
+    now = datetime.datetime.now(datetime.UTC)
+    with cursor.copy(
+        "COPY users (id, email, name, status, session_version, created_at, updated_at) FROM STDIN"
+    ) as copy:
+        for user_id in range(1, data.users + 1):
+            email = f"user{user_id}@example.com"
+            copy.write_row((user_id, email, f"User {user_id}", "active", 1, now, now))
+    with cursor.copy("COPY workspaces (id, slug, name, created_at) FROM STDIN") as copy:
+        for number, slug in enumerate(data.workspaces, 1):
+            copy.write_row((number, slug, slug, now))
+    with cursor.copy("COPY casbin_rule (ptype, v0, v1, v2, v3, v4) FROM STDIN") as copy:
+        for rule in rules:
+            copy.write_row((rule.ptype, *rule.values, *[None] * (5 - len(rule.values))))
+
+
 def copy_into_postgres(url: str, label: str, schema: str) -> dict[str, Any]:
     """Generate ``label`` and COPY it into ``schema``; timings and row counts."""
     start = time.perf_counter()
@@ -63,33 +83,10 @@ def copy_into_postgres(url: str, label: str, schema: str) -> dict[str, Any]:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     Base.metadata.create_all(db)
     start = time.perf_counter()
-    now = datetime.datetime.now(datetime.UTC)
     raw = db.raw_connection()
     try:
         cursor = raw.cursor()
-        with cursor.copy(
-            "COPY users (id, email, name, status, session_version, created_at, updated_at) "
-            "FROM STDIN"
-        ) as copy:
-            for user_id in range(1, data.users + 1):
-                copy.write_row(
-                    (
-                        user_id,
-                        f"user{user_id}@example.com",
-                        f"User {user_id}",
-                        "active",
-                        1,
-                        now,
-                        now,
-                    )
-                )
-        with cursor.copy("COPY workspaces (id, slug, name, created_at) FROM STDIN") as copy:
-            for number, slug in enumerate(data.workspaces, 1):
-                copy.write_row((number, slug, slug, now))
-        with cursor.copy("COPY casbin_rule (ptype, v0, v1, v2, v3, v4) FROM STDIN") as copy:
-            for rule in rules:
-                values = list(rule.values) + [None] * (5 - len(rule.values))
-                copy.write_row((rule.ptype, *values))
+        copy_rows(cursor, data, rules)
         cursor.execute("INSERT INTO policy_state (id, revision) VALUES (1, 1)")
         cursor.execute("ANALYZE users, workspaces, casbin_rule")
         raw.commit()
