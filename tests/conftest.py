@@ -16,6 +16,7 @@ from flask import Flask
 from sqlalchemy import create_engine, make_url, text
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from gateway import activity
 from gateway.app import create_app
 from gateway.config import Settings
 from tests.helpers import ADMIN_EMAIL, LiveServer, run_cli
@@ -74,6 +75,9 @@ def app(settings: Settings, admin_password: str) -> Iterator[Flask]:
     # The revision poller would outlive the test (and its database) otherwise.
     if poller := app.extensions.get("ringfence_poller"):
         poller.stop()
+    # Write what the last-seen recorder holds while the test's database still exists
+    # (at interpreter exit it would be gone), and stop its thread.
+    activity.install(None)
     # Close its pooled connections now: a long run otherwise holds PostgreSQL connections
     # of finished tests until garbage collection, up to "too many clients".
     app.extensions["ringfence"].db.dispose()
