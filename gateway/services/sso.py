@@ -78,9 +78,11 @@ class SsoService:
                     "to invite you",
                     email=identity.email,
                 )
-            if user.oidc_subject is not None:
+            linked = (user.oidc_issuer, user.oidc_subject)
+            if user.oidc_subject is not None and linked != (identity.issuer, identity.subject):
                 # Linked to another identity (of this or another provider): the email
-                # alone must not take the account over.
+                # alone must not take the account over. (Linked to this very identity
+                # since the lookup above: a concurrent first sign-on; go on.)
                 self._refuse(identity, user, client, "linked to another identity", request_id)
                 raise SsoRefused(
                     "This account is linked to another single sign-on identity; sign in "

@@ -6,6 +6,7 @@ forged or replayed answers are refused."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -228,3 +229,22 @@ def test_with_a_return_url_the_browser_carries_the_code_back_to_the_app(
     tokens = exchange(server, target.params["code"])
     assert tokens.status_code == 200, tokens.text
     assert "access_token" not in str(target)  # tokens never travel in a URL
+
+
+def test_concurrent_first_sign_ons_of_one_person_all_succeed(
+    server: LiveServer, provider: OidcProvider
+) -> None:
+    # Several tabs (or a retrying client) finishing the first sign-on at once: each
+    # links the same identity to the same account, and each gets its own code.
+    provider.user = Person("idp-ada", ADMIN_EMAIL, name="Ada at the IdP")
+    callbacks = [Browser(server) for _ in range(4)]
+    urls = [browser.to_callback("/auth/sso/login", provider) for browser in callbacks]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(Browser.get, callbacks, urls))
+    assert [answer.status_code for answer in answers] == [200] * 4, [a.text for a in answers]
+    codes = {answer.json()["code"] for answer in answers}
+    assert len(codes) == 4
+    for code in codes:
+        tokens = exchange(server, code)
+        assert tokens.status_code == 200, tokens.text
+        assert signed_in_as(server, tokens.json()) == ADMIN_EMAIL
