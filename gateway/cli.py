@@ -586,7 +586,9 @@ def keys_rotate(settings: Settings) -> None:
         click.echo(f"Retired (all its tokens have expired): {kid}")
 
 
-@keys.command("retire")
+# A kid is a base64url thumbprint and may start with "-": read as the argument, not as
+# an unknown option (``--`` before it works too).
+@keys.command("retire", context_settings={"ignore_unknown_options": True})
 @click.argument("kid")
 @click.pass_obj
 def keys_retire(settings: Settings, kid: str) -> None:

@@ -454,6 +454,9 @@ def test_published_keys_verify_tokens_and_rotate_without_downtime(server: LiveSe
 
     # The signing key cannot be retired; a previous one can (it leaked, say): at once.
     assert run_cli(server.settings, "keys", "retire", new_kid).exit_code == 1
+    # A kid (a base64url thumbprint) may start with "-": still the argument, not an option.
+    unknown = run_cli(server.settings, "keys", "retire", "-no-such-key")
+    assert unknown.exit_code == 1 and "No signing key '-no-such-key'" in unknown.output
     assert run_cli(server.settings, "keys", "retire", old_kid).exit_code == 0
     assert [k["kid"] for k in published()["keys"]] == [new_kid]
     problem = assert_problem(check(server, old_token), 401, "unauthorized", "retired")
