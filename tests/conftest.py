@@ -40,6 +40,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     try:
         yield url.render_as_string(hide_password=False)
     finally:
+        # Whatever app the test made: its last-seen recorder writes what it holds now,
+        # while the schema exists (at interpreter exit it would be gone), and stops.
+        activity.install(None)
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
@@ -75,9 +78,6 @@ def app(settings: Settings, admin_password: str) -> Iterator[Flask]:
     # The revision poller would outlive the test (and its database) otherwise.
     if poller := app.extensions.get("ringfence_poller"):
         poller.stop()
-    # Write what the last-seen recorder holds while the test's database still exists
-    # (at interpreter exit it would be gone), and stop its thread.
-    activity.install(None)
     # Close its pooled connections now: a long run otherwise holds PostgreSQL connections
     # of finished tests until garbage collection, up to "too many clients".
     app.extensions["ringfence"].db.dispose()
