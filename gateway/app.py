@@ -27,11 +27,19 @@ from gateway import (
     oauth_api,
     sync,
 )
+from gateway.check_lane import CheckLane
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
 from gateway.errors import ServiceUnavailable
-from gateway.http import ProblemApi, close_services, register_error_handlers, request_id
+from gateway.http import (
+    ALWAYS_HEADERS,
+    LANE_REQUEST_ID,
+    ProblemApi,
+    close_services,
+    register_error_handlers,
+    request_id,
+)
 from gateway.logs import configure_logging
 from gateway.notifier import Notifier
 from gateway.resource_directory import load_resource_directory
@@ -112,7 +120,7 @@ def start_watcher(
 
 
 def _request_id_if_any() -> str | None:
-    return request_id() if has_request_context() else None
+    return request_id() if has_request_context() else LANE_REQUEST_ID.get()
 
 
 def install_housekeeping(
@@ -189,6 +197,9 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         if not sync.START_THREADS_AFTER_FORK:
             poller.start()
     start_watcher(app, engine, db, session_factory, settings)
+    # The plain /v1/check with a remembered token, answered below Flask (the rest goes
+    # through it); inside ProxyFix, which must see every request first.
+    app.wsgi_app = CheckLane(app, app.wsgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxies > 0:
         # Behind a load balancer: the client address (throttling, audit) is the one it
         # saw, taken from X-Forwarded-For as far as the trusted hops go.
@@ -216,8 +227,8 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     @app.after_request
     def add_headers(response: Response) -> Response:
         response.headers["X-Request-ID"] = request_id()
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        for name, value in ALWAYS_HEADERS:
+            response.headers.setdefault(name, value)
         return response
 
     @app.get("/healthz")

@@ -6,18 +6,15 @@ never an allow.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from typing import Any
 
-from flask import Response, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, fields, post_dump, validate
 
 from gateway.engine import Decision
-from gateway.http import answered, decision_services
+from gateway.http import decision_services
 
 blp = Blueprint(
     "decisions",
@@ -67,7 +64,7 @@ class CheckResponseSchema(Schema):
         return data
 
 
-# -- the plain body, without the schemas ----------------------------------------------
+# -- the plain body, without the schemas (gateway.check_lane) ---------------------------
 
 PLAIN_FIELDS = frozenset({"subject", "workspace", "resource", "action"})
 
@@ -95,29 +92,8 @@ def plain_answer(decision: Decision) -> dict[str, Any]:
     return {"allowed": decision.allowed, "revision": decision.revision, "reason": decision.reason}
 
 
-def plain_body_first(full: Callable[..., Any]) -> Callable[..., Any]:
-    """Answer the plain body (nearly every call) without the schemas: loading and dumping
-    through webargs and marshmallow cost several times the decision itself. Any other
-    body, valid or not, goes to ``full``, so its answer or its problem is the schemas';
-    tests/functional/test_decisions.py shows both paths answer alike."""
-
-    @functools.wraps(full)  # keeps flask-smorest's _apidoc: the schemas stay documented
-    def post(self: Any) -> Any:
-        # Exactly JSON: other types (+json ones too) go the full way.
-        plain = request.mimetype == "application/json"
-        question = plain_question(request.get_data(cache=True)) if plain else None
-        if question is None:
-            return full(self)
-        decision = decision_services().decisions.check(*question)
-        response: Response = jsonify(answered(plain_answer(decision)))
-        return response
-
-    return post
-
-
 @blp.route("/v1/check")
 class Check(MethodView):
-    @plain_body_first
     @blp.arguments(CheckRequestSchema())
     @blp.response(200, CheckResponseSchema)
     def post(self, args: dict[str, Any]) -> Any:

@@ -111,6 +111,24 @@ def _decisions_counter(result: str) -> Any:
     return counter
 
 
+def observe_decision(started: float, results: dict[str, int]) -> None:
+    """Count a decision response's answers by result, and its time since ``started``."""
+    metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+    for result, count in results.items():
+        if count:
+            _decisions_counter(result).inc(count)
+
+
+def decision_headers(state: SyncState, confirmed_at: float) -> tuple[tuple[str, str], ...]:
+    """Whether the answer is stale, and how old the newest change it may miss can be:
+    the engine was confirmed to hold every change committed before ``confirmed_at``."""
+    staleness = max(0.0, time.monotonic() - confirmed_at)
+    return (
+        (STALE_HEADER, "true" if state.stale else "false"),
+        (STALENESS_HEADER, f"{staleness:.3f}"),
+    )
+
+
 def _decision_results(response: Response) -> dict[str, int]:
     """How many answers of each result (allow, deny, error) the response carries."""
     if response.status_code >= 400:
@@ -263,14 +281,10 @@ def install(app: Flask) -> None:
         context = g._get_current_object()
         started = context.get("decision_started")
         if started is not None:
-            metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
-            for result, count in _decision_results(response).items():
-                if count:
-                    _decisions_counter(result).inc(count)
+            observe_decision(started, _decision_results(response))
             headers = response.headers
-            headers[STALE_HEADER] = "true" if context.sync_state.stale else "false"
-            staleness = max(0.0, time.monotonic() - context.confirmed_at)
-            headers[STALENESS_HEADER] = f"{staleness:.3f}"
+            for name, value in decision_headers(context.sync_state, context.confirmed_at):
+                headers[name] = value
         services = context.get("services")
         if services is not None and services.uow.revision:
             response.headers[REVISION_HEADER] = str(services.uow.revision)

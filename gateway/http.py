@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import unquote
 
@@ -114,9 +115,20 @@ def unexpected_error(error: Exception) -> Response:
 
 def request_id() -> str:
     if "request_id" not in g:
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming[:100] if incoming.isprintable() and incoming else uuid.uuid4().hex
+        g.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
     return str(g.request_id)
+
+
+def request_id_from(incoming: str) -> str:
+    """The caller's ``X-Request-ID`` (printable, at most 100 characters), else a new one."""
+    return incoming[:100] if incoming.isprintable() and incoming else uuid.uuid4().hex
+
+
+# The request id of a decision answered by gateway.check_lane, outside any Flask request.
+LANE_REQUEST_ID: ContextVar[str | None] = ContextVar("ringfence_lane_request_id", default=None)
+
+# On every response (a handler may choose another Cache-Control).
+ALWAYS_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
 def services() -> Services:
@@ -146,7 +158,11 @@ class DecisionServices:
 
 def decision_services() -> DecisionServices:
     """The decision and AuthZEN services of this app."""
-    extensions = current_app.extensions
+    return decision_services_of(current_app)
+
+
+def decision_services_of(app: Flask) -> DecisionServices:
+    extensions = app.extensions
     found = extensions.get("ringfence_decisions")
     if found is None:
         found = extensions["ringfence_decisions"] = DecisionServices(extensions["ringfence"])

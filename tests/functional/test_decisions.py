@@ -180,9 +180,10 @@ def test_check_refuses_incomplete_questions(server: LiveServer) -> None:
 def test_plain_and_unusual_check_bodies_get_the_same_answers(
     server: LiveServer, acme: tuple[httpx.Client, int]
 ) -> None:
-    """The plain body (the four names, nothing else) is answered without the schemas; any
-    other shape goes through them. Both must give the same answers, and a body that is
-    only nearly plain must still be refused by the schema."""
+    """The plain body (the four names, nothing else) with a remembered token is answered
+    without the schemas (gateway.check_lane); any other shape goes through them. Both
+    must give the same answers, and a body that is only nearly plain must still be
+    refused by the schema."""
     _, john_id = acme
     questions = [
         (JOHN, "acme", "documents", "write"),  # allowed
