@@ -57,7 +57,7 @@ class CheckLane:
             try:
                 return self._answer(environ, start_response, question)
             except Exception:  # Flask answers it again, with its problem if it fails too
-                log.debug("check lane: handing the request to Flask", exc_info=True)
+                log.warning("check lane failed; Flask answers the request", exc_info=True)
         environ["wsgi.input"] = io.BytesIO(body)  # what was read, for Flask to read again
         return self.flask_wsgi(environ, start_response)
 

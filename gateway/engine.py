@@ -428,13 +428,14 @@ class DecisionEngine:
     ) -> Decision:
         """May ``user_id`` do ``resource:action`` in ``workspace`` (on a resource owned by
         ``owner``, None: nobody known)? Fails closed."""
-        if owner is None and not explain:
-            # The hot path: a question asked before, answered from the current memo
-            # (see _forget_answers for why any answer found there may be trusted).
-            decision = self._remembered.get((user_id, workspace, resource, action))
-            if decision is not None:
-                return decision
-        elif explain:
+        # The hot path: a question asked before, answered from the current memo (see
+        # _forget_answers for why any answer found there may be trusted). The memo holds
+        # answers without an owner or explanation: looked up first, as nearly every
+        # question is of that kind.
+        decision = self._remembered.get((user_id, workspace, resource, action))
+        if decision is not None and owner is None and not explain:
+            return decision
+        if explain:
             return self._read(
                 lambda: self._explained(user_id, workspace, resource, action, owner),
                 lambda: _explained_denial(self._revision, FAILED),

@@ -180,3 +180,26 @@ def test_a_token_revoked_here_is_refused_at_once(server: LiveServer) -> None:
     with flask_requests(server) as handled_by_flask:
         problem = assert_problem(check(server, QUESTIONS[0], **auth), 401, "unauthorized")
     assert problem["reason"] == "revoked" and handled_by_flask == ["/v1/check"]
+
+
+def test_a_failing_decision_is_never_an_allow(server: LiveServer) -> None:
+    """An error in the lane hands the request to Flask, which fails the same way: a 500
+    problem, never an answer."""
+    create_workspaces(server.admin(), "acme")
+    check(server, QUESTIONS[0])  # the token is remembered
+
+    class Broken:
+        def check(self, *_: Any, **__: Any) -> Any:
+            raise RuntimeError("the engine is broken")
+
+    services = server.app.extensions["ringfence_decisions"]
+    working = services.decisions
+    services.decisions = Broken()
+    try:
+        with flask_requests(server) as handled_by_flask:
+            failed = check(server, QUESTIONS[0])
+    finally:
+        services.decisions = working
+    assert_problem(failed, 500, "internal-error")
+    assert handled_by_flask == ["/v1/check"]
+    assert check(server, QUESTIONS[0]).json()["allowed"] is True
