@@ -28,7 +28,13 @@ from flask import Flask
 
 from gateway.decision_api import plain_answer, plain_question
 from gateway.freshness import MIN_REVISION_HEADER, decision_headers, observe_decision
-from gateway.http import ALWAYS_HEADERS, LANE_REQUEST_ID, decision_services_of, request_id_from
+from gateway.http import (
+    ALWAYS_HEADERS,
+    LANE_REQUEST_ID,
+    bearer_token,
+    decision_services_of,
+    request_id_from,
+)
 from gateway.sync import state_of
 
 log = logging.getLogger("ringfence.check_lane")
@@ -70,10 +76,8 @@ class CheckLane:
             or _MIN_REVISION_KEY in environ
         ):
             return None
-        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        if not self.app.extensions["ringfence_token_cache"].fresh(token.strip()):
+        token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+        if token is None or not self.app.extensions["ringfence_token_cache"].fresh(token):
             return None
         try:
             length = int(environ.get("CONTENT_LENGTH") or "")
@@ -96,11 +100,11 @@ class CheckLane:
         state = state_of(extensions["ringfence"].engine)
         confirmed_at = state.confirmed_at  # before answering, as freshness_before takes it
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
-        token = LANE_REQUEST_ID.set(request_id)  # for the decision log's line
+        noted = LANE_REQUEST_ID.set(request_id)  # for the decision log's line
         try:
             decision = decision_services_of(self.app).decisions.check(*question)
         finally:
-            LANE_REQUEST_ID.reset(token)
+            LANE_REQUEST_ID.reset(noted)
         answer = plain_answer(decision)
         # As flask.jsonify writes it (sorted, compact, a final newline): byte for byte.
         payload = (json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n").encode()

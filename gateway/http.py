@@ -189,18 +189,23 @@ def current_session_id() -> str | None:
     return g.get("session_id")
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, else None."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def current_actor() -> Actor:
     """The signed-in user of this request, from ``Authorization: Bearer <token>``."""
     if "actor" not in g:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if token is None:
             raise Unauthorized("Send an access token: Authorization: Bearer <token>")
         try:
-            user, g.session_id = services().auth.authenticate(token.strip())
+            user, g.session_id = services().auth.authenticate(token)
         except Unauthorized as exc:  # a token was presented and refused: audit it
-            services().tokens.record_refusal(
-                exc, token.strip(), request.remote_addr or "", request.path
-            )
+            services().tokens.record_refusal(exc, token, request.remote_addr or "", request.path)
             raise
         g.actor = Actor(
             user.id,

@@ -25,7 +25,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway.errors import Forbidden, Unauthorized
 from gateway.freshness import is_unreachable
-from gateway.http import DECISION_PATHS, services
+from gateway.http import DECISION_PATHS, bearer_token, services
 from gateway.models import OAuthClient
 from gateway.services.oauth import DECISIONS_SCOPE, SCOPES, ClientService
 from gateway.signing import ALGORITHM
@@ -240,13 +240,12 @@ def require_decision_token() -> None:
     header = request.headers.get("Authorization", "")
     if not header and settings.decisions_allow_loopback and request.remote_addr in LOOPBACK:
         return
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    token = bearer_token(header)
+    if token is None:
         raise Unauthorized(
             f"Send an access token with the scope '{DECISIONS_SCOPE}': "
             "Authorization: Bearer <token> (POST /oauth/token)"
         )
-    token = value.strip()
     cache: DecisionTokenCache = current_app.extensions["ringfence_token_cache"]
     if cache.fresh(token):
         return

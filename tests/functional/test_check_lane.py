@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from flask import request_started
+from flask import request, request_started
 
 from gateway.check_lane import CheckLane
 from tests.helpers import (
@@ -45,14 +45,13 @@ def flask_requests(server: LiveServer) -> Iterator[list[str]]:
     seen: list[str] = []
 
     def started(_app: Any, **_: Any) -> None:
-        from flask import request
-
         seen.append(request.path)
 
     with request_started.connected_to(started, server.app):
         yield seen
 
 
+@contextmanager
 def through_flask(server: LiveServer) -> Iterator[None]:
     """Take the lane out for a moment: every request goes the Flask way."""
     lane = server.app.wsgi_app
@@ -85,7 +84,7 @@ def test_the_lane_answers_like_flask(server: LiveServer) -> None:
     with flask_requests(server) as handled_by_flask:
         by_lane = [check(server, question) for question in QUESTIONS]
     assert handled_by_flask == []
-    with contextmanager(through_flask)(server), flask_requests(server) as handled_by_flask:
+    with through_flask(server), flask_requests(server) as handled_by_flask:
         by_flask = [check(server, question) for question in QUESTIONS]
     assert handled_by_flask == ["/v1/check"] * len(QUESTIONS)
 
