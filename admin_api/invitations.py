@@ -77,12 +77,31 @@ class Accept(MethodView):
     @blp.arguments(AcceptSchema)
     @blp.response(200, UserSchema)
     def post(self, args: dict[str, str]) -> Any:
-        """Accept an invitation with the emailed token and choose a password (no sign-in)."""
+        """Accept an invitation with the emailed token (no sign-in): a new account chooses
+        its password; an existing account gains the roles and keeps its password."""
         user = services().invitations.accept(
             args["token"],
-            args["password"],
+            args.get("password"),
             args.get("name"),
             client=request.remote_addr or "",
             request_id=request_id(),
         )
+        return services().users.view(user)
+
+
+@blp.route("/mine")
+class Mine(MethodView):
+    @blp.response(200, InvitationSchema(many=True))
+    def get(self) -> Any:
+        """Invitations waiting for your answer (addressed to your account)."""
+        return services().invitations.for_account(current_actor())
+
+
+@blp.route(f"/{INVITATION_ID}/accept")
+class AcceptSignedIn(MethodView):
+    @blp.response(200, UserSchema)
+    def post(self, invitation_id: int) -> Any:
+        """Accept an invitation addressed to your account, signed in: you gain its roles."""
+        actor = current_actor()
+        user = services().invitations.accept_signed_in(actor, invitation_id)
         return services().users.view(user)

@@ -216,7 +216,12 @@ class InvitationSchema(Schema):
     id = fields.Integer()
     email = fields.String()
     name = fields.String()
-    user_id = fields.Integer(allow_none=True)
+    # The account only once the person accepted: before that, an id (old or new) would
+    # tell the inviter whether the address already had an account.
+    user_id = fields.Function(
+        lambda inv: inv.user_id if inv.status == InvitationStatus.ACCEPTED else None,
+        metadata={"type": "integer", "nullable": True},
+    )
     status = fields.Function(lambda inv: str(effective_status(inv)))
     roles = fields.Function(
         lambda inv: [{"workspace": g.workspace_slug, "role": g.role} for g in inv.grants]
@@ -233,7 +238,8 @@ class InvitationSchema(Schema):
 
 class AcceptSchema(StrictSchema):
     token = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    password = fields.String(required=True, load_only=True, validate=validate.Length(max=1024))
+    # Required to create a new account; an existing account keeps its password.
+    password = fields.String(load_only=True, validate=validate.Length(max=1024))
     name = fields.String(validate=NAME)
 
 

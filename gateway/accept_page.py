@@ -15,6 +15,7 @@ from flask import Blueprint, current_app, render_template, request
 
 from gateway.errors import InvalidInput, RingfenceError
 from gateway.http import request_id, services
+from gateway.notifier import name_problem
 from gateway.passwords import MIN_PASSWORD_LENGTH
 
 bp = Blueprint("accept_page", __name__, template_folder="templates")
@@ -89,6 +90,7 @@ def _invitation_page(
         email=invitation.email,
         inviter=state.inviter or "Your administrator",
         roles=[(g.workspace_slug, g.role) for g in invitation.grants],
+        has_account=state.has_account,
         expires_at=invitation.expires_at.strftime("%d %B %Y at %H:%M UTC"),
         show_form=True,
         **extra,
@@ -104,10 +106,13 @@ def form(token: str) -> tuple[str, int, dict[str, str]]:
 def accept(token: str) -> tuple[str, int, dict[str, str]]:
     token = token[:200]
     name = request.form.get("name", "").strip()[:200] or None
+    if name and (problem := name_problem(name)):
+        # Refused as POST /invitations/accept refuses it: the name goes into emails.
+        return _invitation_page(token, 422, field_errors=[f"Name: {problem}"])
     try:
         user = services().invitations.accept(
             token,
-            request.form.get("password", "")[:1024],
+            request.form["password"][:1024] if "password" in request.form else None,
             name,
             client=request.remote_addr or "",
             request_id=request_id(),
@@ -118,5 +123,5 @@ def accept(token: str) -> tuple[str, int, dict[str, str]]:
         return _page(exc.status, title="This invitation link does not work", error=exc.detail)
     return _page(
         title="Welcome to Ringfence",
-        message=f"Your account {user.email} is active. You can sign in now.",
+        message=f"Your account {user.email} is active with the new roles. You can sign in now.",
     )

@@ -116,6 +116,14 @@ def invite(
     return response.json()  # type: ignore[no-any-return]
 
 
+def user_id_of(admin: httpx.Client, email: str) -> int:
+    """The id of the one person with ``email`` whom ``admin`` can see (invitations do
+    not name their person before acceptance)."""
+    matches = [u for u in admin.get("/users", params={"q": email}).json() if u["email"] == email]
+    assert len(matches) == 1, matches
+    return matches[0]["id"]  # type: ignore[no-any-return]
+
+
 def accept_invitation(server: LiveServer, token: str, password: str = PASSWORD) -> httpx.Response:
     """``POST /invitations/accept`` with ``token`` and ``password``, signed in as nobody."""
     with server.client() as anonymous:

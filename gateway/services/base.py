@@ -255,9 +255,12 @@ class Authorizer:
         for workspace in sorted(set(workspaces)) or [ALL_WORKSPACES]:
             self.require(actor, permission, workspace)
 
-    def require_can_grant(self, actor: Actor, role: str, workspace: str) -> None:
+    def require_can_grant(
+        self, actor: Actor, role: str, workspace: str, verb: str = "grant"
+    ) -> None:
         """No escalation: ``actor`` may grant ``role`` in ``workspace`` only if they hold
-        every permission it gives there themselves."""
+        every permission it gives there themselves. Taking a role away needs the same
+        right (``verb="remove"``): nobody strips a role they could not have given."""
         if actor.user_id is None:
             return
         missing = sorted(
@@ -267,7 +270,7 @@ class Authorizer:
         )
         if missing:
             raise Forbidden(
-                f"You cannot grant '{role}' in '{workspace}': it gives permissions you do "
+                f"You cannot {verb} '{role}' in '{workspace}': it gives permissions you do "
                 f"not hold there ({', '.join(missing)})",
                 role=role,
                 workspace=workspace,

@@ -16,7 +16,7 @@ from gateway.models import Grant, User, UserStatus, utcnow
 from gateway.permissions import Permission
 from gateway.rules import ALL_WORKSPACES, GrantKey, grant_rule
 from gateway.services.base import Actor, Authorizer, ChangeSet, UnitOfWork
-from gateway.services.users import SUPERADMIN_ROLE, UserService
+from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
 
 
@@ -88,8 +88,9 @@ class GrantService:
             return self.engine.revision
         for role in sorted(wanted - set(current)):
             self.authorizer.require_can_grant(actor, role, workspace)
-        if SUPERADMIN_ROLE in set(current) - wanted and workspace == ALL_WORKSPACES:
-            self.users.protect_last_superadmin(user, "demote")
+        for role in sorted(set(current) - wanted):
+            self.authorizer.require_can_grant(actor, role, workspace, verb="remove")
+            self.users.protect_last_holder(user, role, workspace, "demote")
         with self.uow.change(actor) as changes:
             before = sorted(current)
             for role in sorted(set(current) - wanted):
@@ -189,8 +190,8 @@ class GrantService:
         )
         if grant is None:
             raise NotFound(f"User {user_id} has no role '{role}' in '{workspace}'")
-        if role == SUPERADMIN_ROLE and workspace == ALL_WORKSPACES:
-            self.users.protect_last_superadmin(user, "demote")
+        self.authorizer.require_can_grant(actor, role, workspace, verb="remove")
+        self.users.protect_last_holder(user, role, workspace, "demote")
         roles = sorted(g.role for g in user.grants if g.workspace_slug == workspace)
         with self.uow.change(actor) as changes:
             remove_grant(changes, user, grant)
@@ -210,9 +211,10 @@ class GrantService:
         self.authorizer.require(actor, Permission.ROLE_MANAGEMENT_WRITE, workspace)
         if workspace != ALL_WORKSPACES:
             self.workspaces.require_exists(workspace)
-        user = self.session.get(User, user_id)
-        if user is None:
-            raise NotFound(f"No user {user_id}")
+        # Only people the actor can already see through a workspace they read: anyone
+        # else (another workspace's people, the super admin) is reached by an invitation
+        # the person accepts, and answers exactly like an id that does not exist.
+        user = self.users.visible_user(actor, user_id)
         if actor.user_id == user.id:
             raise Forbidden("You cannot change your own roles")
         if user.status == UserStatus.PENDING:

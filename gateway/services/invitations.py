@@ -109,6 +109,8 @@ class TokenState:
     usable: bool
     reason: str  # why not, naming whom to ask
     inviter: str
+    # The address has an account already: accepting adds the roles, sets no password.
+    has_account: bool = False
 
 
 def audit_each_workspace(
@@ -156,8 +158,9 @@ class InvitationService:
     ) -> Invitation:
         """Invite ``email`` with ``roles``; needs ``users:invite`` in each workspace.
         The email is written to the outbox in the same transaction and sent after commit.
-        An address that already has an active account gets the roles at once (the
-        invitation is recorded as accepted; no second account)."""
+        The answer is the same whether or not the address has an account: an existing
+        account gains the roles only when its owner accepts (by the emailed link or
+        signed in), never by the inviter's word alone."""
         email = email.strip().lower()
         entries = sorted(set(roles), key=lambda r: (r.workspace, r.role))
         if not entries:
@@ -181,25 +184,23 @@ class InvitationService:
                 allowed_domains=allowed,
             )
         user = self.session.scalar(select(User).where(User.email == email))
-        if user is not None and user.status == UserStatus.DEACTIVATED:
+        if user is not None and user.id == actor.user_id:
+            raise Forbidden("You cannot change your own roles")
+        if user is not None and (live := self._live_invitation(user.id, actor)) is not None:
+            # Only an invitation the actor can see anyway: one into another workspace
+            # must not tell them that the address is known.
             raise Conflict(
-                f"{email} has a deactivated account; reactivate it first", user_id=user.id
-            )
-        if user is not None and user.status == UserStatus.ACTIVE:
-            if user.id == actor.user_id:
-                raise Forbidden("You cannot change your own roles")
-            return self._add_roles_to_account(actor, user, entries)
-        if user is not None and self._live_invitation(user.id) is not None:
-            raise Conflict(
-                f"{email} already has a pending invitation; resend or revoke it",
-                user_id=user.id,
+                f"{email} already has a pending invitation ({live.id}); resend or revoke it",
+                invitation_id=live.id,
             )
         with self.uow.change(actor) as changes:
             if user is None:
                 user = User(email=email, name=name, status=UserStatus.PENDING)
                 self.session.add(user)
-            user.name = name
-            self.session.flush()
+                self.session.flush()
+                changes.engine(SubjectChanged(user.id, user.email, active=False))
+            elif user.status == UserStatus.PENDING and self._live_invitation(user.id) is None:
+                user.name = name  # nobody else is inviting them: the newest name counts
             invitation = Invitation(
                 user_id=user.id,
                 email=email,
@@ -210,42 +211,12 @@ class InvitationService:
             )
             self.session.add(invitation)
             self.session.flush()
-            changes.engine(SubjectChanged(user.id, user.email, active=False))
             self._queue_email(changes, invitation, "invitation")
             audit_each_workspace(
                 changes, invitation, "invitation.created", after=invitation_snapshot(invitation)
             )
         # Delivery may have happened already (eager mode), recorded by another session.
         self.session.refresh(invitation)
-        return invitation
-
-    def _add_roles_to_account(
-        self, actor: Actor, user: User, entries: Sequence[RoleInWorkspace]
-    ) -> Invitation:
-        held = {(g.workspace_slug, g.role) for g in user.grants}
-        with self.uow.change(actor) as changes:
-            before = user_snapshot(user)
-            for entry in entries:
-                if (entry.workspace, entry.role) not in held:
-                    add_grant(changes, user, entry.workspace, entry.role, actor.user_id)
-            now = utcnow()
-            invitation = Invitation(
-                user_id=user.id,
-                email=user.email,
-                name=user.name,
-                status=InvitationStatus.ACCEPTED,
-                expires_at=now,
-                accepted_at=now,
-                invited_by_id=actor.user_id,
-                delivery_status=DeliveryStatus.SENT,
-                delivery_detail="existing account: roles added without an email",
-                grants=[InvitationGrant(workspace_slug=r.workspace, role=r.role) for r in entries],
-            )
-            self.session.add(invitation)
-            self.session.flush()
-            audit_each_workspace(
-                changes, invitation, "invitation.roles_added", before, user_snapshot(user)
-            )
         return invitation
 
     # -- reading -------------------------------------------------------------------
@@ -422,27 +393,60 @@ class InvitationService:
                 "This link was replaced by a newer invitation email; use the latest one. " + ask,
                 inviter,
             )
-        return TokenState(invitation, True, "", inviter)
+        user = self.session.get(User, invitation.user_id) if invitation.user_id else None
+        has_account = user is not None and user.status != UserStatus.PENDING
+        return TokenState(invitation, True, "", inviter, has_account)
 
     def accept(
         self,
         token: str,
-        password: str,
+        password: str | None,
         name: str | None = None,
         client: str = "",
         request_id: str | None = None,
     ) -> User:
-        """Redeem a one-time token: the person becomes active with the invited roles.
+        """Redeem a one-time token: the person becomes active with the invited roles, or,
+        with an account already, gains them (its password and name stay as they are).
         Of two concurrent accepts of one token exactly one succeeds. ``client`` and
         ``request_id`` go on the audit events."""
-        require_acceptable_password(password)
-        return self._redeem(
-            token,
-            name,
-            lambda user: setattr(user, "password_hash", hash_password(password)),
-            client=client,
-            request_id=request_id,
-        )
+
+        def set_password(user: User) -> None:
+            if password is None:
+                raise InvalidInput(
+                    "Choose a password to create your account",
+                    errors={"password": ["required to create an account"]},
+                )
+            require_acceptable_password(password)
+            user.password_hash = hash_password(password)
+
+        return self._redeem(token, name, set_password, client=client, request_id=request_id)
+
+    def accept_signed_in(self, actor: Actor, invitation_id: int) -> User:
+        """The signed-in person accepts an invitation addressed to their own account
+        (as the emailed link would); NotFound for any invitation that is not theirs."""
+        invitation = self.session.get(Invitation, invitation_id)
+        if invitation is None or actor.user_id is None or invitation.user_id != actor.user_id:
+            raise NotFound(f"No invitation {invitation_id}")
+        if effective_status(invitation) in (InvitationStatus.ACCEPTED, InvitationStatus.REVOKED):
+            raise Conflict(f"Invitation {invitation_id} is {effective_status(invitation)}")
+        if invitation.expires_at <= utcnow():
+            raise Conflict(f"Invitation {invitation_id} has expired; ask for a new one")
+        return self._claim(invitation, None, lambda user: None, "signed_in", actor)
+
+    def for_account(self, actor: Actor) -> Sequence[Invitation]:
+        """The live invitations addressed to the signed-in person's account."""
+        if actor.user_id is None:
+            return []
+        return self.session.scalars(
+            select(Invitation)
+            .where(
+                Invitation.user_id == actor.user_id,
+                Invitation.status == InvitationStatus.PENDING,
+                Invitation.expires_at > utcnow(),
+            )
+            .options(selectinload(Invitation.grants))
+            .order_by(Invitation.id)
+        ).all()
 
     def accept_with_identity(
         self,
@@ -492,7 +496,7 @@ class InvitationService:
         if not state.usable or invitation is None or invitation.user_id is None:
             raise InvalidInvitationToken(state.reason)
         user = self.session.get(User, invitation.user_id)
-        if user is None or user.status != UserStatus.PENDING:
+        if user is None:
             raise InvalidInvitationToken("This invitation link is not valid.")
         actor = Actor(
             user.id,
@@ -500,7 +504,30 @@ class InvitationService:
             request_id=request_id,
             source_address=client or None,
         )
+        return self._claim(invitation, name, set_credentials, via, actor)
+
+    def _claim(
+        self,
+        invitation: Invitation,
+        name: str | None,
+        set_credentials: Callable[[User], None],
+        via: str,
+        actor: Actor,
+    ) -> User:
+        """Give the invited roles to the invitation's person: a new account becomes
+        active with ``set_credentials``; an existing one keeps its password and name."""
+        user = self.session.get(User, invitation.user_id)
+        if user is None:
+            raise InvalidInvitationToken("This invitation link is not valid.")
+        if user.status == UserStatus.DEACTIVATED:
+            raise InvalidInvitationToken(
+                "Your account is deactivated; ask your administrator to reactivate it first."
+            )
+        new_account = user.status == UserStatus.PENDING
+        if new_account:
+            set_credentials(user)  # may refuse (a weak password) before anything is written
         existing = set(self.session.scalars(select(Workspace.slug)).all())
+        held = {(g.workspace_slug, g.role) for g in user.grants}
         with self.uow.change(actor) as changes:
             # The conditional update is the single-use guarantee: a concurrent accept
             # of the same token finds the invitation no longer pending and changes nothing.
@@ -515,19 +542,21 @@ class InvitationService:
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 raise InvalidInvitationToken("This invitation was accepted already; sign in.")
             before = user_snapshot(user)
-            user.name = name or user.name
-            set_credentials(user)
-            user.status = UserStatus.ACTIVE
+            if new_account:
+                user.name = name or invitation.name or user.name
+                user.status = UserStatus.ACTIVE
+                changes.engine(SubjectChanged(user.id, user.email, active=True))
             # Roles of workspaces deleted (or roles removed from policies/) since the
             # invitation was sent are skipped rather than failing the acceptance.
             for entry in invitation.grants:
-                if entry.workspace_slug in existing and entry.role in self.grants.engine.roles_in(
-                    entry.workspace_slug
+                if (
+                    entry.workspace_slug in existing
+                    and (entry.workspace_slug, entry.role) not in held
+                    and entry.role in self.grants.engine.roles_in(entry.workspace_slug)
                 ):
                     add_grant(
                         changes, user, entry.workspace_slug, entry.role, invitation.invited_by_id
                     )
-            changes.engine(SubjectChanged(user.id, user.email, active=True))
             accepted = user_snapshot(user) | ({"via": via} if via != "password" else {})
             audit_each_workspace(changes, invitation, "invitation.accepted", before, accepted)
         self.session.refresh(invitation)
@@ -535,14 +564,20 @@ class InvitationService:
 
     # -- helpers -------------------------------------------------------------------
 
-    def _live_invitation(self, user_id: int) -> Invitation | None:
-        return self.session.scalar(
-            select(Invitation).where(
-                Invitation.user_id == user_id,
-                Invitation.status == InvitationStatus.PENDING,
-                Invitation.expires_at > utcnow(),
-            )
+    def _live_invitation(self, user_id: int, actor: Actor | None = None) -> Invitation | None:
+        """A pending, unexpired invitation of the user (only one ``actor`` may see, if given)."""
+        query = select(Invitation).where(
+            Invitation.user_id == user_id,
+            Invitation.status == InvitationStatus.PENDING,
+            Invitation.expires_at > utcnow(),
         )
+        if actor is not None:
+            visible = self.authorizer.workspaces_where(actor, Permission.USERS_INVITE)
+            if visible is not None:
+                query = query.where(
+                    Invitation.grants.any(InvitationGrant.workspace_slug.in_(visible))
+                )
+        return self.session.scalars(query.order_by(Invitation.id)).first()
 
     def _manageable(self, actor: Actor, invitation_id: int) -> Invitation:
         invitation = self.get(actor, invitation_id)

@@ -36,7 +36,7 @@ from gateway.permissions import Permission
 from gateway.rules import ALL_WORKSPACES
 from gateway.services.base import Actor, Authorizer, ChangeSet, Page, UnitOfWork
 from gateway.services.grants import GrantService
-from gateway.services.users import SUPERADMIN_ROLE, UserService
+from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
 
 KEEP, REVOKE, UNDECIDED = "keep", "revoke", "undecided"
@@ -389,13 +389,8 @@ class ReviewService:
                     f"You may no longer change who holds '{item.role}' in '{item.workspace_slug}'"
                 )
         grant, holder = self._current_grant(item)
-        if (
-            decision == REVOKE
-            and grant is not None
-            and holder is not None
-            and (grant.role, grant.workspace_slug) == (SUPERADMIN_ROLE, ALL_WORKSPACES)
-        ):
-            self.users.protect_last_superadmin(holder, "revoke")
+        if decision == REVOKE and grant is not None and holder is not None:
+            self.users.protect_last_holder(holder, grant.role, grant.workspace_slug, "revoke")
         with self.uow.change(actor) as changes:
             self._record_decision(changes, item, decision, comment, actor)
             removed = False
@@ -510,11 +505,7 @@ class ReviewService:
             for item in undecided:
                 grant, holder = self._current_grant(item)
                 revoke = campaign.on_deadline == REVOKE and not (
-                    grant is not None
-                    and holder is not None
-                    and grant.role == SUPERADMIN_ROLE
-                    and grant.workspace_slug == ALL_WORKSPACES
-                    and self._last_superadmin(holder)
+                    grant is not None and holder is not None and self._last_holder(holder, grant)
                 )
                 if revoke:
                     self._record_decision(
@@ -556,9 +547,9 @@ class ReviewService:
         for item in campaign.items:
             self.session.refresh(item)
 
-    def _last_superadmin(self, user: User) -> bool:
+    def _last_holder(self, user: User, grant: Grant) -> bool:
         try:
-            self.users.protect_last_superadmin(user, "revoke")
+            self.users.protect_last_holder(user, grant.role, grant.workspace_slug, "revoke")
         except Conflict:
             return True
         return False

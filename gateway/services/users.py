@@ -29,6 +29,7 @@ from gateway.rules import ALL_WORKSPACES, GrantKey, grant_rule
 from gateway.services.base import Actor, Authorizer, Page, UnitOfWork
 
 SUPERADMIN_ROLE = "superadmin"
+OWNER_ROLE = "owner"
 
 
 @dataclass(frozen=True)
@@ -120,13 +121,16 @@ class UserService:
 
     def get(self, actor: Actor, user_id: int) -> UserView:
         """One person with roles and invitation status; NotFound if not visible to ``actor``."""
-        user = self._visible_user(actor, user_id)
+        user = self.visible_user(actor, user_id)
         return scoped(
             self.view(user), self.authorizer.workspaces_where(actor, Permission.USERS_READ)
         )
 
     def _in_workspaces(self, workspaces: set[str] | None, role: str | None = None) -> Any:
-        """Users with a grant, or a pending invitation, in one of ``workspaces`` (None: any)."""
+        """Users with a grant in one of ``workspaces`` (None: any), or people without an
+        account yet invited into one of them. An existing account invited into a workspace
+        is not visible there until the person accepts: an invitation must not open
+        someone else's account to the inviter."""
         grant: ColumnElement[bool] = (
             true() if workspaces is None else Grant.workspace_slug.in_(workspaces)
         )
@@ -136,14 +140,16 @@ class UserService:
         if role:
             grant = grant & (Grant.role == role)
             invited = invited & (InvitationGrant.role == role)
-        pending_invitation = exists().where(
+        pending_invitation = (User.status == UserStatus.PENDING) & exists().where(
             Invitation.user_id == User.id,
             Invitation.status == InvitationStatus.PENDING,
             Invitation.grants.any(invited),
         )
         return or_(User.grants.any(grant), pending_invitation)
 
-    def _visible_user(self, actor: Actor, user_id: int) -> User:
+    def visible_user(self, actor: Actor, user_id: int) -> User:
+        """The user, if ``actor`` may read them through a workspace (``users:read``);
+        otherwise NotFound, worded exactly as for an id that does not exist."""
         user = self.session.get(User, user_id)
         readable = self.authorizer.workspaces_where(actor, Permission.USERS_READ)
         if user is None or (
@@ -197,7 +203,7 @@ class UserService:
         user = self._target(actor, user_id, Permission.USERS_DEACTIVATE)
         if user.status != UserStatus.ACTIVE:
             raise Conflict(f"User {user_id} is {user.status}, not active")
-        self.protect_last_superadmin(user, "deactivate")
+        self.protect_last_holders(user, "deactivate")
         return self._set_status(actor, user, UserStatus.DEACTIVATED, "user.deactivated")
 
     def reactivate(self, actor: Actor, user_id: int) -> UserView:
@@ -222,7 +228,7 @@ class UserService:
     def remove(self, actor: Actor, user_id: int) -> int:
         """Delete the account and its grants (and their rules); audit history stays."""
         user = self._target(actor, user_id, Permission.USERS_REMOVE)
-        self.protect_last_superadmin(user, "remove")
+        self.protect_last_holders(user, "remove")
         with self.uow.change(actor) as changes:
             before = user_snapshot(user)
             for grant in user.grants:
@@ -242,30 +248,55 @@ class UserService:
     def _target(self, actor: Actor, user_id: int, permission: Permission) -> User:
         """The user ``actor`` wants to change, if they may: the permission is needed in
         every workspace where the user holds a role (or is invited)."""
-        user = self._visible_user(actor, user_id)
+        user = self.visible_user(actor, user_id)
         if actor.user_id == user.id:
             raise Forbidden("You cannot change your own account status")
         workspaces = {grant.workspace_slug for grant in user.grants}
         view = self.view(user)
         workspaces |= set(view.roles)
         self.authorizer.require_all(actor, permission, workspaces)
+        # Deactivating or removing someone takes all their roles: only who could have
+        # granted each of them may (an admin does not remove the workspace's owner).
+        verb = "remove" if permission == Permission.USERS_REMOVE else "deactivate"
+        for grant in sorted(user.grants, key=lambda g: (g.workspace_slug, g.role)):
+            self.authorizer.require_can_grant(actor, grant.role, grant.workspace_slug, verb=verb)
         return user
 
-    def protect_last_superadmin(self, user: User, verb: str) -> None:
-        """Conflict if ``user`` is the last active super admin (nobody could administer)."""
-        if not any(
-            g.role == SUPERADMIN_ROLE and g.workspace_slug == ALL_WORKSPACES for g in user.grants
+    def protect_last_holders(self, user: User, verb: str) -> None:
+        """Conflict if ``user`` is the last active holder of a role that must always have
+        one (see :func:`must_keep_a_holder`), in any workspace."""
+        for grant in sorted(user.grants, key=lambda g: (g.workspace_slug, g.role)):
+            self.protect_last_holder(user, grant.role, grant.workspace_slug, verb)
+
+    def protect_last_holder(self, user: User, role: str, workspace: str, verb: str) -> None:
+        """Conflict if taking ``role`` in ``workspace`` from ``user`` leaves nobody active
+        holding it there, for the roles that must keep a holder: the installation keeps a
+        super admin, and a workspace that has an owner keeps one."""
+        if not must_keep_a_holder(role, workspace) or not any(
+            g.role == role and g.workspace_slug == workspace for g in user.grants
         ):
             return
         others = self.session.scalar(
             select(func.count(Grant.id))
             .join(User, User.id == Grant.user_id)
             .where(
-                Grant.role == SUPERADMIN_ROLE,
-                Grant.workspace_slug == ALL_WORKSPACES,
+                Grant.role == role,
+                Grant.workspace_slug == workspace,
                 User.status == UserStatus.ACTIVE,
                 User.id != user.id,
             )
         )
         if not others:
-            raise Conflict(f"Cannot {verb} the last super admin")
+            if role == SUPERADMIN_ROLE:
+                raise Conflict(f"Cannot {verb} the last super admin")
+            raise Conflict(
+                f"Cannot {verb} the last {role} of '{workspace}'; make someone else {role} first"
+            )
+
+
+def must_keep_a_holder(role: str, workspace: str) -> bool:
+    """Roles that may not lose their last active holder: the super admin (everywhere)
+    and a workspace's owner (nobody else can change or delete the workspace)."""
+    if workspace == ALL_WORKSPACES:
+        return role == SUPERADMIN_ROLE
+    return role == OWNER_ROLE

@@ -23,6 +23,7 @@ from tests.helpers import (
     outbox_messages,
     post_check,
     set_invitation_expiry,
+    user_id_of,
 )
 
 # -- helpers ----------------------------------------------------------------------------
@@ -192,7 +193,8 @@ def test_user_detail_shows_roles_per_workspace_and_invitation_status(server: Liv
     invitation = invite(
         admin, "john@example.com", [("acme", "editor"), ("acme", "viewer"), ("globex", "admin")]
     )
-    john_id = invitation["user_id"]
+    assert invitation["user_id"] is None  # until accepted
+    john_id = user_id_of(admin, "john@example.com")
 
     john = admin.get(f"/users/{john_id}").json()
     assert john["email"] == "john@example.com" and john["status"] == "pending"
@@ -214,7 +216,7 @@ def test_user_detail_shows_roles_per_workspace_and_invitation_status(server: Liv
 
     revoked = invite(admin, "mary@example.com", [("acme", "viewer")])
     assert admin.post(f"/invitations/{revoked['id']}/revoke").status_code == 200
-    mary = admin.get(f"/users/{revoked['user_id']}").json()
+    mary = admin.get(f"/users/{user_id_of(admin, 'mary@example.com')}").json()
     assert mary["status"] == "pending" and mary["invitation"]["status"] == "revoked"
 
 
@@ -320,9 +322,10 @@ def test_grant_endpoints_change_decisions_and_are_audited(server: LiveServer) ->
     assert admin.delete(f"/users/{john_id}/grants/globex/editor").status_code == 404
 
     # Pending people get their roles through the invitation, not the grants API.
-    paula = invite(admin, "paula@example.com", [("acme", "viewer")])
+    invite(admin, "paula@example.com", [("acme", "viewer")])
     response = admin.post(
-        f"/users/{paula['user_id']}/grants", json={"workspace": "acme", "role": "editor"}
+        f"/users/{user_id_of(admin, 'paula@example.com')}/grants",
+        json={"workspace": "acme", "role": "editor"},
     )
     assert response.status_code == 409
     assert [e["action"] for e in audit(admin, target_type="user", target_id=john_id)][:3] == [
@@ -348,8 +351,13 @@ def test_a_workspace_admin_sees_and_changes_only_their_workspace(server: LiveSer
     )
     paul = invite(admin, "paul@example.com", [("acme", "viewer")])
     quinn = invite(admin, "quinn@example.com", [("globex", "viewer")])
+    quinn_id = user_id_of(admin, "quinn@example.com")
     admin.patch("/workspaces/globex", json={"name": "Globex Corporation"})
-    admin.put(f"/users/{gina_id}/workspaces/globex/roles", json={"roles": ["admin"]})
+    # (Gina stays an owner: a workspace keeps its last one.)
+    changed = admin.put(
+        f"/users/{gina_id}/workspaces/globex/roles", json={"roles": ["admin", "owner"]}
+    )
+    assert changed.status_code == 200, changed.text
 
     acme_people = ["adam@example.com", "bob@example.com", "eve@example.com", "paul@example.com"]
     seen = [e for e in emails(adam.get("/users", params={"page_size": 100})) if e != ADMIN_EMAIL]
@@ -358,7 +366,7 @@ def test_a_workspace_admin_sees_and_changes_only_their_workspace(server: LiveSer
     assert emails(adam.get("/users", params={"q": "gina"})) == []
     assert [w["slug"] for w in adam.get("/workspaces").json()] == ["acme"]
     assert adam.get("/workspaces/globex").status_code == 404
-    for user_id in (gina_id, quinn["user_id"]):
+    for user_id in (gina_id, quinn_id):
         assert adam.get(f"/users/{user_id}").status_code == 404
         assert adam.post(f"/users/{user_id}/deactivate").status_code == 404
     assert adam.get(f"/users/{eve_id}").status_code == 200

@@ -24,6 +24,7 @@ from tests.helpers import (
     invite,
     invite_and_accept,
     onboard,
+    user_id_of,
 )
 from tests.smtp_support import REFUSAL, Mailbox, running_smtp
 
@@ -326,9 +327,8 @@ def test_what_an_admin_sees_follows_their_permissions(server: LiveServer) -> Non
 def test_pending_people_show_their_invitation_delivery(server: LiveServer, root: Console) -> None:
     admin = server.admin()
     pat = invite(admin, "pat@example.com", [("acme", "viewer"), ("globex", "editor")], "Pat")
-    row = re.search(
-        rf'<tr id="user-{pat["user_id"]}">(.*?)</tr>', root.get("/console/users").text, re.S
-    )
+    pat_id = user_id_of(admin, "pat@example.com")
+    row = re.search(rf'<tr id="user-{pat_id}">(.*?)</tr>', root.get("/console/users").text, re.S)
     assert row is not None
     cells = row.group(1)
     assert "badge-pending" in cells and "delivery-sent" in cells

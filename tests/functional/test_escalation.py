@@ -59,11 +59,66 @@ def test_the_last_super_admin_cannot_be_demoted(server: LiveServer) -> None:
         == 201
     )
 
+    # Taking a role away needs the right to grant it: only a super admin demotes one.
     assert_problem(
         olga.put("/users/1/workspaces/*/roles", json={"roles": []}),
-        409,
-        "conflict",
-        "last super admin",
+        403,
+        "forbidden",
+        "cannot remove 'superadmin'",
     )
-    assert_problem(olga.delete("/users/1/grants/*/superadmin"), 409, "conflict", "last super admin")
+    assert_problem(
+        olga.delete("/users/1/grants/*/superadmin"), 403, "forbidden", "cannot remove 'superadmin'"
+    )
     assert root.get("/users/1").json()["roles"] == {"*": ["superadmin"]}
+
+
+def test_nobody_strips_a_role_they_could_not_grant(server: LiveServer) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme")
+    olive_id, olive = invite_and_accept(
+        server, root, "olive@example.com", "Olive", [("acme", "owner")]
+    )
+    adam_id, adam = invite_and_accept(server, root, "adam@example.com", "Adam", [("acme", "admin")])
+    _, anna = invite_and_accept(server, root, "anna@example.com", "Anna", [("acme", "admin")])
+
+    # An admin can neither demote nor sideline the owner: owner gives what admin lacks.
+    for response, verb in (
+        (adam.delete(f"/users/{olive_id}/grants/acme/owner"), "remove"),
+        (
+            adam.put(f"/users/{olive_id}/workspaces/acme/roles", json={"roles": ["viewer"]}),
+            "remove",
+        ),
+        (adam.post(f"/users/{olive_id}/deactivate"), "deactivate"),
+    ):
+        problem = assert_problem(response, 403, "forbidden", f"cannot {verb} 'owner'")
+        assert "users:remove" in problem["missing_permissions"]
+    assert root.get(f"/users/{olive_id}").json()["status"] == "active"
+    assert root.get(f"/users/{olive_id}").json()["roles"] == {"acme": ["owner"]}
+
+    # A role the admin could grant, they may take away (the admin role of a peer included).
+    response = anna.put(f"/users/{adam_id}/workspaces/acme/roles", json={"roles": ["editor"]})
+    assert response.status_code == 200, response.text
+
+    # The workspace keeps an owner: not even a super admin removes the last one...
+    for response in (
+        root.delete(f"/users/{olive_id}/grants/acme/owner"),
+        root.put(f"/users/{olive_id}/workspaces/acme/roles", json={"roles": ["admin"]}),
+        root.post(f"/users/{olive_id}/deactivate"),
+        root.delete(f"/users/{olive_id}"),
+    ):
+        assert_problem(response, 409, "conflict", "last owner of 'acme'")
+    # ...until there is another.
+    assert (
+        root.post(
+            f"/users/{adam_id}/grants", json={"workspace": "acme", "role": "owner"}
+        ).status_code
+        == 201
+    )
+    response = olive.delete(f"/users/{adam_id}/grants/acme/owner")
+    assert response.status_code == 200, response.text  # an owner may remove a peer owner
+    assert_problem(
+        root.delete(f"/users/{olive_id}/grants/acme/owner"), 409, "conflict", "last owner"
+    )
+    root.post(f"/users/{adam_id}/grants", json={"workspace": "acme", "role": "owner"})
+    response = root.delete(f"/users/{olive_id}/grants/acme/owner")
+    assert response.status_code == 200, response.text

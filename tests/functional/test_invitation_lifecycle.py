@@ -25,12 +25,14 @@ from tests.helpers import (
     assert_problem,
     create_workspaces,
     invite,
+    invite_and_accept,
     onboard,
     outbox_messages,
     post_check,
     post_invitation,
     run_cli,
     set_invitation_expiry,
+    user_id_of,
 )
 
 # -- helpers ----------------------------------------------------------------------------
@@ -118,10 +120,11 @@ def test_concurrent_accepts_of_one_link_activate_once(server: LiveServer) -> Non
         if status == 410:
             assert body["type"] == "urn:ringfence:problem:invalid-invitation", body
     [winner] = [b for s, b in zip(statuses, bodies, strict=True) if s == 200]
-    assert winner["id"] == invitation["user_id"] and winner["status"] == "active"
+    assert winner["status"] == "active"
+    assert admin.get(f"/invitations/{invitation['id']}").json()["user_id"] == winner["id"]
 
     # One account, one set of grants, one acceptance on record, rules in agreement.
-    john = admin.get(f"/users/{invitation['user_id']}").json()
+    john = admin.get(f"/users/{winner['id']}").json()
     assert john["status"] == "active" and john["name"] == winner["name"]
     assert john["roles"] == {"acme": ["editor"], "globex": ["viewer"]}
     accepted = audit(admin, action="invitation.accepted")
@@ -137,42 +140,90 @@ def test_concurrent_accepts_of_one_link_activate_once(server: LiveServer) -> Non
 # -- inviting someone who already has an account -------------------------------------------
 
 
-def test_inviting_an_existing_account_adds_the_roles_at_once(server: LiveServer) -> None:
+def test_an_existing_account_gains_roles_only_when_its_owner_accepts(server: LiveServer) -> None:
     admin = server.admin()
     create_workspaces(admin, "acme", "globex")
     john_id = onboard(server, admin, "john@example.com", "John", [("acme", "viewer")])
     emails_before = len(outbox_messages(server.settings))
-    assert not allowed(server, "john@example.com", "globex")
 
     response = post_invitation(
         admin, "JOHN@Example.COM", [("acme", "editor"), ("globex", "viewer")], "Johnny"
     )
 
+    # Answered like any invitation: pending, emailed, no account named, nothing granted.
     assert response.status_code == 201, response.text
     invitation = response.json()
-    assert invitation["status"] == "accepted" and invitation["accepted_at"]
-    assert invitation["user_id"] == john_id and invitation["email"] == "john@example.com"
-    assert len(outbox_messages(server.settings)) == emails_before  # no email
+    assert invitation["status"] == "sent" and invitation["user_id"] is None
+    assert invitation["email"] == "john@example.com"
+    [message] = outbox_messages(server.settings)[emails_before:]
+    assert not allowed(server, "john@example.com", "globex")
+    assert not allowed(server, "john@example.com", "acme", "write")
+
+    # The link adds the roles to the account; the password stays as it was.
+    browser = server.client()
+    page = browser.get(f"/invite/{accept_token(message)}")
+    assert page.status_code == 200 and "already have an account" in page.text
+    assert 'name="password"' not in page.text
+    accepted = accept_invitation(server, accept_token(message), password="ignored for accounts")
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["id"] == john_id and accepted.json()["name"] == "John"
+    server.login("john@example.com", PASSWORD).close()  # the old password still works
     same = admin.get("/users", params={"q": "john"}).json()
     assert [u["id"] for u in same] == [john_id]  # no second account
-    john = admin.get(f"/users/{john_id}").json()
-    assert john["status"] == "active"
-    assert john["roles"] == {"acme": ["editor", "viewer"], "globex": ["viewer"]}
+    assert same[0]["roles"] == {"acme": ["editor", "viewer"], "globex": ["viewer"]}
     assert allowed(server, "john@example.com", "acme", "write")
     assert allowed(server, "john@example.com", "globex")
-    assert admin.get(f"/invitations/{invitation['id']}").json()["status"] == "accepted"
+    shown = admin.get(f"/invitations/{invitation['id']}").json()
+    assert shown["status"] == "accepted" and shown["user_id"] == john_id
     assert invitation["id"] in listed(admin, status="accepted")
-    added = audit(admin, action="invitation.roles_added")
-    assert sorted(e["workspace"] for e in added) == ["acme", "globex"]
+    accepted_events = audit(admin, action="invitation.accepted")
+    assert sorted(e["workspace"] for e in accepted_events)[:2] == ["acme", "acme"]
     doctor_agrees(server)
 
-    # A deactivated account is not silently brought back by an invitation.
+
+def test_a_signed_in_person_accepts_an_invitation_to_their_account(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme", "globex")
+    kim_id, kim = invite_and_accept(server, admin, "kim@example.com", "Kim", [("acme", "viewer")])
+    other_id, other = invite_and_accept(
+        server, admin, "olga@example.com", "Olga", [("acme", "viewer")]
+    )
+    invitation = invite(admin, "kim@example.com", [("globex", "editor")])
+
+    assert [i["id"] for i in kim.get("/invitations/mine").json()] == [invitation["id"]]
+    assert other.get("/invitations/mine").json() == []
+    # Nobody accepts another person's invitation: it answers as an unknown id.
+    refused = other.post(f"/invitations/{invitation['id']}/accept")
+    unknown = other.post("/invitations/999999/accept")
+    assert refused.status_code == unknown.status_code == 404
+    assert refused.json()["detail"].replace(str(invitation["id"]), "N") == unknown.json()[
+        "detail"
+    ].replace("999999", "N")
+    assert not allowed(server, "olga@example.com", "globex")
+
+    response = kim.post(f"/invitations/{invitation['id']}/accept")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == kim_id
+    assert response.json()["roles"] == {"acme": ["viewer"], "globex": ["editor"]}
+    assert allowed(server, "kim@example.com", "globex", "write")
+    assert kim.get("/invitations/mine").json() == []
+    assert kim.post(f"/invitations/{invitation['id']}/accept").status_code == 409
+    assert other_id != kim_id
+
+
+def test_an_invitation_does_not_bring_back_a_deactivated_account(server: LiveServer) -> None:
+    admin = server.admin()
+    create_workspaces(admin, "acme")
     mary_id = onboard(server, admin, "mary@example.com", "Mary", [("acme", "viewer")])
     assert admin.post(f"/users/{mary_id}/deactivate").status_code == 200
     emails_before = len(outbox_messages(server.settings))
-    refused = post_invitation(admin, "Mary@example.com", [("acme", "editor")])
-    assert_problem(refused, 409, "conflict", "deactivated")
-    assert len(outbox_messages(server.settings)) == emails_before
+
+    # The inviter learns nothing: the same answer as for a new address.
+    response = post_invitation(admin, "Mary@example.com", [("acme", "editor")])
+    assert response.status_code == 201 and response.json()["user_id"] is None
+    [message] = outbox_messages(server.settings)[emails_before:]
+    refused = accept_invitation(server, accept_token(message))
+    assert_problem(refused, 410, "invalid-invitation", "deactivated")
     mary = admin.get(f"/users/{mary_id}").json()
     assert mary["status"] == "deactivated" and mary["roles"] == {"acme": ["viewer"]}
 
@@ -379,5 +430,5 @@ def test_expired_and_revoked_links_say_which_and_whom_to_ask(server: LiveServer)
     assert "Ada Admin" in problem["detail"]
     assert_problem(accept_invitation(server, revoked_token), 410, "invalid-invitation", "revoked")
     for invitation in (expired, revoked):
-        user = admin.get(f"/users/{invitation['user_id']}").json()
+        user = admin.get(f"/users/{user_id_of(admin, invitation['email'])}").json()
         assert user["status"] == "pending"

@@ -48,6 +48,12 @@ PUBLIC |= {
     ("GET", "/auth/sso/login"),
     ("GET", "/auth/sso/callback"),
 }
+# The signed-in person's own invitations: listed and accepted for their own account only
+# (tests/functional/test_tenant_walls.py tries them with other people's invitations).
+PUBLIC |= {
+    ("GET", "/invitations/mine"),
+    ("POST", "/invitations/<int(max=2147483647):invitation_id>/accept"),
+}
 NOT_ADMIN += ("/reset/",)  # the password reset page
 NOT_ADMIN += ("/pdp/", "/.well-known/authzen-configuration")  # AuthZEN decisions, discovery
 

@@ -136,7 +136,8 @@ def test_invitation_over_smtp_to_a_signed_in_user(
     john.close()
     shown = admin.get(f"/invitations/{invitation['id']}").json()
     assert shown["status"] == "accepted" and shown["accepted_at"]
-    user = admin.get(f"/users/{invitation['user_id']}").json()
+    assert shown["user_id"] is not None
+    user = admin.get(f"/users/{shown['user_id']}").json()
     assert user["status"] == "active" and user["name"] == "John A. Smith"
     assert user["roles"] == {"acme": ["editor"], "globex": ["viewer"]}
     assert len(inbox.envelopes) == 1  # accepting sends nothing more
