@@ -213,6 +213,19 @@ def post_check(
     return response
 
 
+def allowed(
+    server: LiveServer,
+    subject: str,
+    workspace: str,
+    resource: str = "documents",
+    action: str = "read",
+) -> bool:
+    """Whether ``POST /v1/check`` allows ``subject`` ``action`` on ``resource`` in ``workspace``."""
+    with server.client() as anonymous:
+        response = post_check(anonymous, subject, workspace, resource, action)
+    return response.json()["allowed"]  # type: ignore[no-any-return]
+
+
 def assert_problem(
     response: httpx.Response, status: int, type_: str, detail: str | None = None
 ) -> dict[str, Any]:

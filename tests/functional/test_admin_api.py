@@ -16,12 +16,12 @@ from tests.helpers import (
     LiveServer,
     accept_invitation,
     accept_token,
+    allowed,
     create_workspaces,
     invite,
     invite_and_accept,
     onboard,
     outbox_messages,
-    post_check,
     set_invitation_expiry,
     user_id_of,
 )
@@ -34,19 +34,6 @@ def last_token_for(server: LiveServer, email: str) -> str:
     mine = [m for m in outbox_messages(server.settings) if m["To"].addresses[0].addr_spec == email]
     assert mine, f"no email to {email}"
     return accept_token(mine[-1])
-
-
-def allowed(
-    server: LiveServer,
-    subject: str,
-    workspace: str,
-    resource: str = "documents",
-    action: str = "read",
-) -> bool:
-    """Whether ``POST /v1/check`` allows ``subject`` ``action`` on ``resource`` in ``workspace``."""
-    with server.client() as anonymous:
-        response = post_check(anonymous, subject, workspace, resource, action)
-    return response.json()["allowed"]  # type: ignore[no-any-return]
 
 
 def emails(response: httpx.Response) -> list[str]:

@@ -22,13 +22,13 @@ from tests.helpers import (
     LiveServer,
     accept_invitation,
     accept_token,
+    allowed,
     assert_problem,
     create_workspaces,
     invite,
     invite_and_accept,
     onboard,
     outbox_messages,
-    post_check,
     post_invitation,
     run_cli,
     set_invitation_expiry,
@@ -55,12 +55,6 @@ def age_invitation(server: LiveServer, invitation_id: int, days: float) -> None:
             invitation.created_at = utcnow() - timedelta(days=days)
     finally:
         db.dispose()
-
-
-def allowed(server: LiveServer, subject: str, workspace: str, action: str = "read") -> bool:
-    with server.client() as anonymous:
-        response = post_check(anonymous, subject, workspace, "documents", action)
-    return response.json()["allowed"]  # type: ignore[no-any-return]
 
 
 def audit(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:

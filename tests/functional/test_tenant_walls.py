@@ -1,0 +1,161 @@
+"""Tenant walls with other tenants' *people*: the globex admin calls every admin endpoint
+that names a person or an invitation, inside globex (her own workspace), with the ids and
+emails of acme's people, the super admin and an acme invitee. Each answer must be the
+answer for an id that does not exist, and nothing may change. Reaching someone outside
+her workspaces takes an invitation that the person accepts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from tests.functional.test_isolation import database_state
+from tests.helpers import (
+    PASSWORD,
+    LiveServer,
+    accept_invitation,
+    accept_token,
+    allowed,
+    create_workspaces,
+    invite,
+    invite_and_accept,
+    onboard,
+    outbox_messages,
+    post_invitation,
+    user_id_of,
+)
+
+UNKNOWN_ID = 2_000_000_000
+USER_ROUTE = "<int(max=2147483647):user_id>"
+INVITATION_ROUTE = "<int(max=2147483647):invitation_id>"
+
+
+def answer(response: httpx.Response, *ids: int) -> tuple[int, Any]:
+    """Status and body with the ids asked about (and invitation ids) blanked."""
+    text = response.text
+    for value in ids:
+        text = re.sub(rf"\b{value}\b", "N", text)
+    return response.status_code, text
+
+
+def test_another_workspaces_people_answer_like_unknown_ids(server: LiveServer) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme", "globex")
+    olive = onboard(server, root, "olive@example.com", "Olive", [("acme", "owner")])
+    eve = onboard(server, root, "eve@example.com", "Eve", [("acme", "editor")])
+    acme_invite = invite(root, "pat@example.com", [("acme", "viewer")], "Pat")
+    pat = user_id_of(root, "pat@example.com")
+    gina_id, gina = invite_and_accept(
+        server, root, "gina@example.com", "Gina", [("globex", "admin")]
+    )
+    super_admin = user_id_of(root, "admin@example.com")
+    outsiders = {"olive": olive, "eve": eve, "pat": pat, "super admin": super_admin}
+    before = database_state(server)
+
+    # Every admin route that names a person, in globex, as Gina may in her own workspace.
+    calls: dict[tuple[str, str], Any] = {
+        ("GET", f"/users/{USER_ROUTE}"): lambda u: gina.get(f"/users/{u}"),
+        ("DELETE", f"/users/{USER_ROUTE}"): lambda u: gina.delete(f"/users/{u}"),
+        ("POST", f"/users/{USER_ROUTE}/deactivate"): lambda u: gina.post(f"/users/{u}/deactivate"),
+        ("POST", f"/users/{USER_ROUTE}/reactivate"): lambda u: gina.post(f"/users/{u}/reactivate"),
+        ("PUT", f"/users/{USER_ROUTE}/workspaces/<workspace>/roles"): lambda u: gina.put(
+            f"/users/{u}/workspaces/globex/roles", json={"roles": ["viewer"]}
+        ),
+        ("POST", f"/users/{USER_ROUTE}/grants"): lambda u: gina.post(
+            f"/users/{u}/grants", json={"workspace": "globex", "role": "viewer"}
+        ),
+        ("DELETE", f"/users/{USER_ROUTE}/grants/<workspace>/<role>"): lambda u: gina.delete(
+            f"/users/{u}/grants/globex/viewer"
+        ),
+    }
+    routes = {
+        (method, rule.rule)
+        for rule in server.app.url_map.iter_rules()
+        if USER_ROUTE in rule.rule and not rule.rule.startswith("/console")
+        for method in rule.methods or ()
+        if method not in {"HEAD", "OPTIONS"}
+    }
+    assert routes == set(calls), f"person routes without a wall case: {routes ^ set(calls)}"
+    for route, call in calls.items():
+        expected = answer(call(UNKNOWN_ID), UNKNOWN_ID)
+        assert expected[0] == 404, (route, expected)
+        for who, user_id in outsiders.items():
+            assert answer(call(user_id), user_id) == expected, (route, who)
+
+    # Listing, searching and the audit trail do not find them either.
+    for who, user_id in outsiders.items():
+        email = {"super admin": "admin@example.com"}.get(who, f"{who}@example.com")
+        assert gina.get("/users", params={"q": email}).json() == [], who
+        assert (
+            gina.get("/audit", params={"target_type": "user", "target_id": user_id}).json() == []
+        ), who
+        if who != "super admin":  # who did act in globex: invited Gina
+            assert gina.get("/audit", params={"actor_id": user_id}).json() == [], who
+
+    # acme's invitation answers like one that does not exist, accepting it too.
+    invitation_calls = {
+        ("GET", f"/invitations/{INVITATION_ROUTE}"): lambda i: gina.get(f"/invitations/{i}"),
+        ("POST", f"/invitations/{INVITATION_ROUTE}/resend"): lambda i: gina.post(
+            f"/invitations/{i}/resend"
+        ),
+        ("POST", f"/invitations/{INVITATION_ROUTE}/revoke"): lambda i: gina.post(
+            f"/invitations/{i}/revoke"
+        ),
+        ("POST", f"/invitations/{INVITATION_ROUTE}/accept"): lambda i: gina.post(
+            f"/invitations/{i}/accept"
+        ),
+    }
+    routes = {
+        (method, rule.rule)
+        for rule in server.app.url_map.iter_rules()
+        if INVITATION_ROUTE in rule.rule and not rule.rule.startswith("/console")
+        for method in rule.methods or ()
+        if method not in {"HEAD", "OPTIONS"}
+    }
+    assert routes == set(invitation_calls), routes ^ set(invitation_calls)
+    for route, call in invitation_calls.items():
+        expected = answer(call(UNKNOWN_ID), UNKNOWN_ID)
+        assert expected[0] == 404, (route, expected)
+        assert answer(call(acme_invite["id"]), acme_invite["id"]) == expected, route
+
+    assert database_state(server) == before
+    assert not allowed(server, "eve@example.com", "globex")
+    assert gina_id not in outsiders.values()
+
+
+def test_inviting_an_address_never_tells_whether_it_has_an_account(server: LiveServer) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme", "globex")
+    onboard(server, root, "eve@example.com", "Eve", [("acme", "editor")])
+    invite(root, "pat@example.com", [("acme", "viewer")], "Pat")  # pending in acme
+    deactivated = onboard(server, root, "dan@example.com", "Dan", [("acme", "viewer")])
+    assert root.post(f"/users/{deactivated}/deactivate").status_code == 200
+    _, gina = invite_and_accept(server, root, "gina@example.com", "Gina", [("globex", "admin")])
+
+    def shape(response: httpx.Response) -> tuple[int, dict[str, Any]]:
+        body = response.json()
+        for key in ("id", "email", "created_at", "expires_at", "delivery"):
+            body.pop(key, None)
+        return response.status_code, body
+
+    sent = len(outbox_messages(server.settings))
+    new = shape(post_invitation(gina, "nobody@example.com", [("globex", "viewer")], "X"))
+    assert new[0] == 201 and new[1]["user_id"] is None
+    for email in ("eve@example.com", "pat@example.com", "dan@example.com", "admin@example.com"):
+        assert shape(post_invitation(gina, email, [("globex", "viewer")], "X")) == new, email
+    # Each got an email, as a new address does; nobody gained anything yet.
+    assert len(outbox_messages(server.settings)) == sent + 5
+    assert not allowed(server, "eve@example.com", "globex")
+    # Nor can Gina now read them through her invitation.
+    assert [u["email"] for u in gina.get("/users", params={"q": "eve"}).json()] == []
+
+    # Eve accepts with the link: now she is in globex, and visible there.
+    eve_mail = next(
+        m for m in outbox_messages(server.settings)[sent:] if m["To"].addresses[0].username == "eve"
+    )
+    assert accept_invitation(server, accept_token(eve_mail), PASSWORD).status_code == 200
+    assert allowed(server, "eve@example.com", "globex")
+    [eve] = gina.get("/users", params={"q": "eve"}).json()
+    assert eve["roles"] == {"globex": ["viewer"]}  # and nothing of acme
