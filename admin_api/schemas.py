@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, fields, post_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
 from gateway.models import InvitationStatus, UserStatus
+from gateway.notifier import name_problem
 from gateway.services.invitations import RoleInWorkspace, effective_status
 
 SLUG = validate.Regexp(
@@ -19,7 +20,16 @@ SLUG_OR_ALL = validate.Regexp(
     error="Use a workspace slug, or * for every workspace",
 )
 ROLE = validate.Regexp(r"^[a-z0-9_-]{1,63}$", error="Not a role name")
-NAME = validate.Length(min=1, max=200)
+
+
+def _plain_text(value: str) -> None:
+    # Names of people and workspaces go into email headers and bodies: a line break in
+    # one, as is or inside an RFC 2047 encoded word, could add headers (security finding 4).
+    if problem := name_problem(value):
+        raise ValidationError(problem)
+
+
+NAME = validate.And(validate.Length(min=1, max=200), _plain_text)
 
 
 class StrictSchema(Schema):

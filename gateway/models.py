@@ -34,6 +34,14 @@ NAMING_CONVENTION = {
 }
 
 
+# Ids are never reused: other services hold ``user:<id>``, the audit trail and review
+# assignments name people and things by id, so a reissued id would make them mean someone
+# else. PostgreSQL sequences never go back; SQLite without AUTOINCREMENT hands the largest
+# id out again once its row is deleted. Every table with a surrogate id takes this
+# (migration 0011), except the single-row tables and casbin_rule, whose ids no one refers to.
+NEVER_REUSED: dict[str, Any] = {"sqlite_autoincrement": True}
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -93,7 +101,10 @@ def _enum(cls: type[enum.Enum]) -> Enum:
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (Index("uq_users_oidc_identity", "oidc_issuer", "oidc_subject", unique=True),)
+    __table_args__ = (
+        Index("uq_users_oidc_identity", "oidc_issuer", "oidc_subject", unique=True),
+        NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Stored lower-cased, so the unique constraint is case-insensitive on every database.
@@ -141,6 +152,7 @@ class RefreshToken(Base):
     """SHA-256 of a refresh token; each is used once and replaced by the next."""
 
     __tablename__ = "refresh_tokens"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -154,6 +166,7 @@ class RefreshToken(Base):
 
 class Workspace(Base):
     __tablename__ = "workspaces"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # The slug is the Casbin domain; it never changes. Renaming changes ``name``.
@@ -186,6 +199,7 @@ class Grant(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "workspace_slug", "role", name="uq_grants_user_workspace_role"),
         Index("ix_grants_workspace_role", "workspace_slug", "role"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -206,7 +220,7 @@ class Grant(Base):
 
 class Invitation(Base):
     __tablename__ = "invitations"
-    __table_args__ = (Index("ix_invitations_email_status", "email", "status"),)
+    __table_args__ = (Index("ix_invitations_email_status", "email", "status"), NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int | None] = mapped_column(
@@ -246,6 +260,7 @@ class InvitationToken(Base):
     the email. Superseded tokens are kept so that an old link can say why it stopped."""
 
     __tablename__ = "invitation_tokens"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -260,7 +275,7 @@ class OutboxMessage(Base):
     link until the message is sent, then it is wiped."""
 
     __tablename__ = "outbox_messages"
-    __table_args__ = (Index("ix_outbox_messages_status", "status", "created_at"),)
+    __table_args__ = (Index("ix_outbox_messages_status", "status", "created_at"), NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # invitation | reminder
@@ -287,7 +302,9 @@ class AppSetting(Base):
     key: Mapped[str] = mapped_column(String(63), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
-    updated_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    updated_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
 
 
 class InvitationGrant(Base):
@@ -297,6 +314,7 @@ class InvitationGrant(Base):
             "invitation_id", "workspace_slug", "role", name="uq_invitation_grants_entry"
         ),
         Index("ix_invitation_grants_workspace", "workspace_slug"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -315,10 +333,15 @@ class AuditEvent(Base):
         Index("ix_audit_events_target", "target_type", "target_id"),
         Index("ix_audit_events_workspace", "workspace"),
         Index("ix_audit_events_actor", "actor_id"),
+        # Retention deletes the oldest events, possibly all: the next must not take an
+        # archived event's id (the anchor and the archive files name them).
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Deliberately historical, no foreign key: the person may be removed since; their
+    # recorded name is beside it, and ids are never reused, so it names nobody else.
     actor_id: Mapped[int | None] = mapped_column(Integer, default=None)
     actor_name: Mapped[str] = mapped_column(String(400), default="system")
     action: Mapped[str] = mapped_column(String(63))
@@ -410,12 +433,16 @@ class ReviewCampaign(Base):
     its reviewers before the deadline; undecided ones are then flagged or revoked."""
 
     __tablename__ = "review_campaigns"
-    __table_args__ = (Index("ix_review_campaigns_status_deadline", "status", "deadline"),)
+    __table_args__ = (
+        Index("ix_review_campaigns_status_deadline", "status", "deadline"),
+        NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     # One workspace slug, or "*" for every workspace.
     workspace_slug: Mapped[str] = mapped_column(String(63))
+    # Deliberately historical (no foreign key), with the recorded name beside it.
     created_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_by_name: Mapped[str] = mapped_column(String(400), default="system")
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -436,10 +463,14 @@ class ReviewItem(Base):
     the grant or the user, so later changes and removals keep the record)."""
 
     __tablename__ = "review_items"
-    __table_args__ = (Index("ix_review_items_campaign_decision", "campaign_id", "decision"),)
+    __table_args__ = (
+        Index("ix_review_items_campaign_decision", "campaign_id", "decision"),
+        NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("review_campaigns.id", ondelete="CASCADE"))
+    # Deliberately historical: the holder as they were (email and name beside it).
     user_id: Mapped[int] = mapped_column(Integer)
     user_email: Mapped[str] = mapped_column(String(320))
     user_name: Mapped[str] = mapped_column(String(200))
@@ -450,6 +481,7 @@ class ReviewItem(Base):
     # Left undecided at a "flag" deadline: someone should look at it.
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     comment: Mapped[str | None] = mapped_column(Text, default=None)
+    # Deliberately historical (no foreign key), with the recorded name beside it.
     decided_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
     decided_by_name: Mapped[str | None] = mapped_column(String(400), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
@@ -462,14 +494,18 @@ class ReviewItem(Base):
 
 class ReviewItemReviewer(Base):
     """Who may decide an item: at the start, those who could revoke that grant (never
-    its holder)."""
+    its holder). An assignment, not history: removing the person removes it (the
+    database cascades), so that nobody else can ever inherit it; who decided an item is
+    kept on the item itself."""
 
     __tablename__ = "review_item_reviewers"
 
     item_id: Mapped[int] = mapped_column(
         ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True
     )
-    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class OAuthClient(Base):
@@ -478,12 +514,14 @@ class OAuthClient(Base):
     and the token endpoint stays cheap."""
 
     __tablename__ = "oauth_clients"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     scopes: Mapped[str] = mapped_column(String(500))  # space-separated, as in OAuth
+    # Deliberately historical (no foreign key), with the recorded name beside it.
     created_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_by_name: Mapped[str] = mapped_column(String(400), default="system")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -530,6 +568,7 @@ class UserToken(Base):
     ``used_at`` is set by a conditional update."""
 
     __tablename__ = "user_tokens"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -5,12 +5,84 @@ commits, tell the :class:`Notifier` its id; ``mailer`` provides the implementati
 the app factory plugs it in. The mail tasks reach the outbox through a
 :class:`DeliveryLedger` that the gateway implements. Only plain values cross these
 boundaries, and ``mailer`` imports nothing of the gateway but this module and its config.
+
+Names (of people and workspaces) travel into email headers, so this module also owns the
+rule for them: :func:`name_problem` says why a name may not be stored (the admin API
+refuses it), :func:`one_line_text` makes a stored one harmless (the mailer applies it).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
+from email.errors import HeaderParseError
+from email.header import decode_header
 from typing import Any, Protocol
+
+# C0 controls (CR and LF among them), DEL, C1 controls (NEL among them), and the Unicode
+# line and paragraph separators: what some parser somewhere reads as the end of a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# An RFC 2047 encoded word, "=?charset?q|b?text?=". Found anywhere, not only between
+# spaces: Python's own parser decodes one in the middle of a word, too.
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[qQbB]\?.*?\?=", re.DOTALL)
+# An encoded word may decode to another one; past this depth a name is an attack.
+_MAX_DEPTH = 4
+
+
+def _decode_words(value: str) -> str:
+    """``value`` with each RFC 2047 encoded word replaced by its text, as a mail reader
+    would show it. A charset that Python does not know is read as Latin-1, so that a
+    control byte hidden behind a made-up charset still shows."""
+
+    def decoded(match: re.Match[str]) -> str:
+        try:
+            [(data, charset)] = decode_header(match.group(0))
+        except (HeaderParseError, ValueError):
+            return match.group(0)
+        if isinstance(data, str):  # not an encoded word to email.header after all
+            return data
+        try:
+            return data.decode((charset or "ascii").partition("*")[0], "replace")
+        except LookupError:
+            return data.decode("latin-1")
+
+    return _ENCODED_WORD.sub(decoded, value)
+
+
+def has_control_character(value: str) -> bool:
+    """Whether ``value`` holds a control character (a line break, say) as it is."""
+    return _CONTROL.search(value) is not None
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a name (it holds a control character such as a line break,
+    as is or inside RFC 2047 encoded words), or None when it can."""
+    text = value
+    for depth in range(_MAX_DEPTH + 1):
+        if has_control_character(text):
+            return "Must not contain control characters such as line breaks" + (
+                "" if depth == 0 else ", also not inside an RFC 2047 encoded word (=?...?=)"
+            )
+        decoded = _decode_words(text)
+        if decoded == text:
+            return None
+        text = decoded
+    return "Must not contain control characters hidden in nested RFC 2047 encoded words"
+
+
+def one_line_text(value: str) -> str:
+    """``value`` as one line of plain text that no email parser turns into more: encoded
+    words decoded, control characters as spaces, runs of whitespace as one space, and no
+    ``=?`` left for any parser (of any Python version) to decode as an encoded word."""
+    text = value
+    for _ in range(_MAX_DEPTH + 1):
+        cleaned = " ".join(_CONTROL.sub(" ", _decode_words(text)).split())
+        if cleaned == text:
+            break
+        text = cleaned
+    # Decoded text may hold another encoded word (nested, or one decode_header rejects
+    # that a more lenient parser would accept); with its opener broken, none is left.
+    return text.replace("=?", "= ?")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from gateway.errors import (
     SsoNotConfigured,
 )
 from gateway.http import request_id, services
+from gateway.notifier import name_problem
 from gateway.services.sso import ExternalIdentity, SsoCode
 
 log = logging.getLogger("ringfence.sso")
@@ -211,12 +212,15 @@ def _signed_on(client: Any) -> SsoCode:
     if not claims or not claims.get("sub"):
         raise SsoFailed("The identity provider sent no ID token")
     verified = claims.get("email_verified")
+    # A name with control characters (it would go into emails' headers) is left out, as
+    # the admin API refuses it: the invitation's name is used instead.
+    name = str(claims.get("name") or "")
     identity = ExternalIdentity(
         issuer=str(claims.get("iss") or _metadata(client)["issuer"]),
         subject=str(claims["sub"]),
         email=str(claims.get("email") or ""),
         email_verified=verified is True or str(verified).lower() == "true",
-        name=str(claims.get("name") or ""),
+        name="" if name_problem(name) else name,
     )
     client_address, rid = flask_request.remote_addr or "", request_id()
     sso = services().sso

@@ -6,16 +6,25 @@ Owns the templates in ``mailer/templates`` and every header Ringfence puts on a 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.policy import SMTP as SMTP_POLICY
+from email.policy import default as default_policy
+from email.utils import format_datetime, getaddresses, make_msgid
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from gateway.notifier import InvitationNotice, PasswordResetNotice
+from gateway.notifier import (
+    InvitationNotice,
+    PasswordResetNotice,
+    has_control_character,
+    name_problem,
+    one_line_text,
+)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 INVITATION_HEADER = "X-Ringfence-Invitation"
@@ -36,9 +45,12 @@ def _environment() -> Environment:
 
 
 def _one_line(value: str) -> str:
-    # Names end up in headers; a newline there would be a header injection, and the
-    # email package refuses them anyway. Collapsing keeps the message sendable.
-    return " ".join(value.split())
+    # Names end up in headers. The admin API refuses names with control characters, but
+    # rows stored before it did (or written by other means) still reach us, and Python's
+    # email package is no guard: up to 3.11.9/3.12.4 it writes the CR/LF of an RFC 2047
+    # encoded word in a name out as real header lines. So every name becomes plain text
+    # on one line, with nothing left in it that any parser would decode.
+    return one_line_text(value)
 
 
 def format_expiry(expires_at: str) -> str:
@@ -85,7 +97,7 @@ def render_invitation(
         "inviter_name": inviter,
         "to_name": to_name,
         "to_address": notice.to_address,
-        "grants": [(workspace, role) for workspace, role in notice.grants],
+        "grants": [(_one_line(workspace), _one_line(role)) for workspace, role in notice.grants],
         "accept_url": notice.accept_url,
         "expires": format_expiry(notice.expires_at),
         "expires_at": notice.expires_at,
@@ -94,7 +106,7 @@ def render_invitation(
     text = env.get_template("invitation.txt").render(context)
     html = env.get_template("invitation.html").render(context)
 
-    message = EmailMessage()
+    message = EmailMessage(policy=default_policy)
     message["Subject"] = subject
     message["To"] = Address(display_name=to_name, addr_spec=notice.to_address)
     kind = "reminder" if reminder else "invitation"
@@ -102,7 +114,7 @@ def render_invitation(
     message[INVITATION_HEADER] = str(notice.invitation_id)
     message.set_content(text, cte=_transfer_encoding(text))
     message.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
-    return message
+    return _checked(message)
 
 
 def render_reminder(notice: InvitationNotice, mail_from: str) -> EmailMessage:
@@ -141,21 +153,22 @@ def render_password_reset(notice: PasswordResetNotice, mail_from: str) -> EmailM
     env = _environment()
     text = env.get_template("password_reset.txt").render(context)
     html = env.get_template("password_reset.html").render(context)
-    message = EmailMessage()
+    message = EmailMessage(policy=default_policy)
     message["Subject"] = PASSWORD_RESET_SUBJECT
     message["To"] = Address(display_name=to_name, addr_spec=notice.to_address)
     _set_common_headers(message, mail_from, idstring=f"password-reset-{notice.user_id}")
     message.set_content(text, cte=_transfer_encoding(text))
     message.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
-    return message
+    return _checked(message)
 
 
 def render_test_message(to_address: str, mail_from: str) -> EmailMessage:
     """A short plain-text message that proves the mail settings work."""
-    message = EmailMessage()
+    message = EmailMessage(policy=default_policy)
     message["Subject"] = TEST_SUBJECT
-    # Assigning a header refuses CR/LF, so an address cannot smuggle in another header.
-    message["To"] = to_address
+    # An address object, never a string to parse: only a plain addr-spec is accepted
+    # (ValueError otherwise), so the address cannot smuggle in a name or another header.
+    message["To"] = Address(addr_spec=to_address)
     _set_common_headers(message, mail_from, idstring="test")
     text = (
         f"This is a test email from {PRODUCT_NAME}.\n"
@@ -164,16 +177,31 @@ def render_test_message(to_address: str, mail_from: str) -> EmailMessage:
         "If you can read it, those settings work; there is nothing else to do.\n"
     )
     message.set_content(text, cte=_transfer_encoding(text))
-    return message
+    return _checked(message)
+
+
+def sender(mail_from: str) -> Address:
+    """The one address of the ``mail_from`` setting (``Name <address>`` or an address),
+    its name as plain one-line text; ValueError when it holds a control character, no
+    address, or several."""
+    if has_control_character(mail_from):
+        raise ValueError(f"mail_from must not contain control characters: {mail_from!r}")
+    # getaddresses() decodes no encoded words, so a name cannot turn into address syntax
+    # (a ":" or "," that makes a group or a second address) before it is split off.
+    addresses = [(name, addr) for name, addr in getaddresses([mail_from]) if addr]
+    if len(addresses) != 1:
+        raise ValueError(f"mail_from must be one address, got {mail_from!r}")
+    [(name, addr_spec)] = addresses
+    return Address(display_name=one_line_text(name), addr_spec=addr_spec)
 
 
 def _set_common_headers(message: EmailMessage, mail_from: str, *, idstring: str) -> None:
-    message["From"] = mail_from
+    from_address = sender(mail_from)
+    message["From"] = from_address
     message["Date"] = format_datetime(datetime.now(UTC))
     # Using the sender's domain avoids make_msgid's default DNS lookup of our hostname
     # (slow on some hosts) and keeps Message-IDs recognisably ours.
-    addresses = message["From"].addresses
-    domain = (addresses[0].domain if addresses else "") or "ringfence.invalid"
+    domain = from_address.domain or "ringfence.invalid"
     message["Message-ID"] = make_msgid(idstring=idstring, domain=domain)
     # RFC 3834: tells vacation responders and ticket systems not to reply.
     message["Auto-Submitted"] = "auto-generated"
@@ -185,3 +213,22 @@ def _transfer_encoding(body: str) -> str:
     if body.isascii() and all(len(line) <= 998 for line in body.splitlines()):
         return "7bit"
     return "quoted-printable"
+
+
+def _checked(message: EmailMessage) -> EmailMessage:
+    """``message``, once it is shown to read back, as written for SMTP, with exactly its
+    own headers; ValueError otherwise.
+
+    The last line of defence against header injection, whatever the Python version: a
+    header that folding turned into several lines (an injected Reply-To, or a blank line
+    that starts a forged body) shows up as a header name too many or too few."""
+    written = message_from_bytes(message.as_bytes(policy=SMTP_POLICY), policy=default_policy)
+    if written.keys() != message.keys():
+        raise ValueError(
+            f"refusing to send a message whose headers {message.keys()} "
+            f"would be written as {written.keys()}"
+        )
+    for name, value in written.items():
+        if problem := name_problem(str(value)):
+            raise ValueError(f"refusing to send a message whose {name} header reads: {problem}")
+    return message

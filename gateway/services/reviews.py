@@ -452,7 +452,9 @@ class ReviewService:
     def _current_grant(self, item: ReviewItem) -> tuple[Grant | None, User | None]:
         """The grant the item froze, if it still exists (it may have been revoked since)."""
         holder = self.session.get(User, item.user_id)
-        if holder is None:
+        if holder is None or _aware(holder.created_at) > _aware(item.campaign.starts_at):
+            # Created after the campaign froze the grant: not its holder but someone who
+            # got a removed holder's id (SQLite reused ids before migration 0011).
             return None, None
         grant = next(
             (

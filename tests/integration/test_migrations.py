@@ -70,3 +70,133 @@ def test_permission_rules_stored_before_the_owner_condition_keep_working(
         assert four is None
     finally:
         engine.dispose()
+
+
+def test_upgrading_a_database_with_data_keeps_it_and_stops_reusing_ids(
+    database_url: str,
+) -> None:
+    """A database at 0010 whose newest person (Eve, 5) was removed, and whose SQLite had
+    already given Dan's id (4) to Mallory, with Dan's review assignment: after
+    ``upgrade`` the rows are all there, Mallory inherits nothing, and neither Eve's id
+    nor a removed person's after the upgrade is given to anyone again."""
+    from sqlalchemy import func, select, text
+    from sqlalchemy.orm import Session
+
+    from gateway.models import AppSetting, ReviewItemReviewer, User, utcnow
+
+    before_start, start, after_start = (f"2026-01-0{day} 00:00:00.000000" for day in (1, 2, 3))
+    engine = make_engine(database_url)
+    try:
+        config = alembic_config(engine)
+        command.upgrade(config, "0010")
+        with engine.begin() as connection:
+            for uid, email, created in (
+                (1, "admin@example.com", before_start),
+                (2, "alice@example.com", before_start),  # a reviewer
+                (3, "bob@example.com", before_start),  # under review
+                (4, "mallory@example.com", after_start),  # Dan's id, reissued
+            ):
+                connection.execute(
+                    text(
+                        "INSERT INTO users (id, email, name, status, session_version, "
+                        "created_at, updated_at) VALUES "
+                        "(:id, :email, :email, 'active', 1, :created, :created)"
+                    ),
+                    {"id": uid, "email": email, "created": created},
+                )
+            connection.execute(
+                text(
+                    "INSERT INTO review_campaigns (id, name, workspace_slug, created_by_name, "
+                    "starts_at, deadline, on_deadline, status, periodic) VALUES "
+                    "(1, 'Q1', 'acme', 'Admin', :start, '2099-01-01 00:00:00.000000', "
+                    "'flag', 'open', false)"
+                ),
+                {"start": start},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO review_items (id, campaign_id, user_id, user_email, user_name, "
+                    "role, workspace_slug, decision, flagged) VALUES "
+                    "(1, 1, 3, 'bob@example.com', 'Bob', 'editor', 'acme', 'undecided', false)"
+                )
+            )
+            # Alice; Dan (4, removed, his id now Mallory's); Eve (5, removed).
+            connection.execute(
+                text(
+                    "INSERT INTO review_item_reviewers (item_id, user_id) "
+                    "VALUES (1, 2), (1, 4), (1, 5)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO app_settings (key, value, updated_at, updated_by_id) "
+                    "VALUES ('email', '{}', :start, 5)"
+                ),
+                {"start": start},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO audit_events (id, at, actor_id, actor_name, action, "
+                    "target_type, target_id, target_name, prev_hash, hash) VALUES "
+                    "(1, :start, 1, 'Admin', 'user.removed', 'user', '5', 'Eve', 'x', 'y')"
+                ),
+                {"start": start},
+            )
+            if engine.dialect.name == "postgresql":
+                # The rows above came from the sequence there; say so.
+                connection.execute(text("SELECT setval(pg_get_serial_sequence('users', 'id'), 5)"))
+
+        upgrade(engine)
+
+        with engine.connect() as connection:
+            drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+            assert drift == [], f"models and migrations disagree: {drift}"
+            if engine.dialect.name == "sqlite":
+                assert connection.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+                rebuilt = dict(
+                    connection.exec_driver_sql(
+                        "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
+                    ).all()
+                )
+                for table in (
+                    "users",
+                    "workspaces",
+                    "grants",
+                    "invitations",
+                    "audit_events",
+                    "review_campaigns",
+                    "review_items",
+                    "oauth_clients",
+                ):
+                    assert "AUTOINCREMENT" in rebuilt[table], table
+        with Session(engine) as session, session.begin():
+            assert session.scalars(select(User.email).order_by(User.id)).all() == [
+                "admin@example.com",
+                "alice@example.com",
+                "bob@example.com",
+                "mallory@example.com",
+            ]
+            reviewers = session.scalars(select(ReviewItemReviewer.user_id)).all()
+            assert reviewers == [2]  # Dan's and Eve's assignments are gone
+            assert session.get(AppSetting, "email").updated_by_id is None  # type: ignore[union-attr]
+
+            # Removed before the upgrade: Eve's 5 is not given out.
+            frank = User(email="frank@example.com", name="Frank", updated_at=utcnow())
+            session.add(frank)
+            session.flush()
+            assert frank.id == 6
+            # Removed after it: neither is Frank's.
+            session.delete(frank)
+        with Session(engine) as session, session.begin():
+            gus = User(email="gus@example.com", name="Gus", updated_at=utcnow())
+            session.add(gus)
+            session.flush()
+            assert gus.id == 7
+
+        # And back down and up again, the rows still there.
+        command.downgrade(config, "0010")
+        upgrade(engine)
+        with Session(engine) as session:
+            assert session.scalar(select(func.count(User.id))) == 5
+    finally:
+        engine.dispose()

@@ -542,7 +542,7 @@ def test_send_test_to_the_outbox(tmp_path: Path) -> None:
     ("to_address", "overrides", "why"),
     [
         ("ops@example.org", {"smtp_host": "mail.test", "smtp_security": "ssl"}, "smtp_security"),
-        ("ops@example.org\r\nBcc: victim@example.org", {}, "linefeed"),
+        ("ops@example.org\r\nBcc: victim@example.org", {}, "CR or LF"),
     ],
 )
 def test_send_test_reports_unusable_settings(
