@@ -28,7 +28,12 @@ class EmailSettings(MethodView):
     @blp.arguments(EmailSettingsUpdateSchema)
     @blp.response(200, EmailSettingsSchema)
     def patch(self, changes: dict[str, Any]) -> Any:
-        """Change some email settings; an empty ``smtp_host`` goes back to the outbox folder."""
+        """Change some email settings; an empty ``smtp_host`` goes back to the outbox folder.
+
+        While a password is set, a change of host, port, security or user name must send
+        ``smtp_password`` too (a new one, or empty to remove it): the stored password is
+        never sent to a server it was not given for. Without it, 422 and nothing changes.
+        """
         return services().settings.update_email(current_actor(), changes)
 
 
@@ -37,5 +42,10 @@ class EmailTest(MethodView):
     @blp.arguments(EmailTestSchema)
     @blp.response(200, EmailTestResultSchema)
     def post(self, args: dict[str, str]) -> Any:
-        """Send a test email now and report what the SMTP server answered."""
+        """Send a test email now and report what the SMTP server answered.
+
+        ``detail`` is an SMTP reply (its code and at most 200 printable characters), a
+        fixed reason, or, for anything that is not an SMTP server (refused, silent, TLS
+        failed, another protocol), always the same words after the same fixed time.
+        """
         return services().settings.send_test_email(current_actor(), args["to"])

@@ -16,6 +16,7 @@ from gateway.logs import REQUEST_ID_HEADER, current_request_id
 from gateway.notifier import TestOutcome
 from mailer.celery_app import celery_app
 from mailer.messages import render_test_message
+from mailer.smtp_check import send_test_message
 from mailer.tasks import deliver_message
 from mailer.transport import DeliveryError, transport_from_config
 
@@ -48,14 +49,23 @@ class CeleryNotifier:
 
     def send_test(self, to_address: str, transport: dict[str, Any]) -> TestOutcome:
         """Send a short test email to ``to_address`` now, through ``transport`` (the keys
-        of :func:`mailer.celery_app.mail_config`); what the server (or outbox) said."""
+        of :func:`mailer.celery_app.mail_config`); what an SMTP server said (its code and
+        at most 200 printable characters), a fixed reason, or the outbox file written."""
         try:
             message = render_test_message(to_address, str(transport["mail_from"]))
-            detail = transport_from_config(transport).send(message)
+            if transport.get("smtp_host"):
+                # Not the delivery transport: whoever may change the settings chooses the
+                # host, and must not learn what other services there say (mailer.smtp_check).
+                outcome = send_test_message(message, transport)
+            else:
+                outcome = TestOutcome(
+                    ok=True, detail=transport_from_config(transport).send(message)
+                )
         except (DeliveryError, ValueError) as exc:
             # ValueError: settings no transport can use (an unknown smtp_security), or an
             # address no header can hold. The admin testing them wants to know, not a 500.
             logger.warning("Test email to %s failed: %s", to_address, exc)
             return TestOutcome(ok=False, detail=str(exc))
-        logger.info("Test email to %s: %s", to_address, detail)
-        return TestOutcome(ok=True, detail=detail)
+        log = logger.info if outcome.ok else logger.warning
+        log("Test email to %s: %s", to_address, outcome.detail)
+        return outcome

@@ -28,6 +28,11 @@ EMAIL_FIELDS = (
     "mail_from",
     "allowed_domains",
 )
+# The fields that say which server, and which account on it, the password is sent to.
+# The stored password belongs to them: whoever changes one must give the password again
+# (or remove it), or anyone with settings:write could have it sent to a server of theirs.
+SERVER_FIELDS = ("smtp_host", "smtp_port", "smtp_security", "smtp_username")
+SERVER_CHANGED = "required when the server changes"
 
 
 @dataclass(frozen=True)
@@ -90,12 +95,20 @@ class SettingsService:
         return self.email()
 
     def update_email(self, actor: Actor, changes: dict[str, Any]) -> EmailSettings:
-        """Change some email settings; ``smtp_password`` is write-only (empty clears it)."""
+        """Change some email settings; ``smtp_password`` is write-only (empty clears it) and
+        required with any change of host, port, security or user name while one is set."""
         self.authorizer.require(actor, Permission.SETTINGS_WRITE, ALL_WORKSPACES)
         unknown = set(changes) - {*EMAIL_FIELDS, "smtp_password"}
         if unknown:
             raise InvalidInput(f"Unknown email settings: {', '.join(sorted(unknown))}")
         before = self.email()
+        moved = _server_changes(before, changes)
+        if moved and before.password_set and "smtp_password" not in changes:
+            raise InvalidInput(
+                f"Changing {', '.join(moved)} needs the SMTP password again: send "
+                "smtp_password in the same request (an empty one removes the stored password)",
+                errors={"smtp_password": [SERVER_CHANGED]},
+            )
         stored = self._stored()
         for field in EMAIL_FIELDS:
             if field in changes:
@@ -164,6 +177,23 @@ class SettingsService:
                 after={"to": to_address, "ok": outcome.ok, "detail": outcome.detail},
             )
         return outcome
+
+
+def _server_changes(before: EmailSettings, changes: dict[str, Any]) -> list[str]:
+    """The fields of :data:`SERVER_FIELDS` that ``changes`` gives a new value (a form
+    sends every field, so a field sent unchanged is no change)."""
+
+    def same(field: str, old: Any, new: Any) -> bool:
+        if field == "smtp_host":
+            # Host names are case-insensitive; "Mail.Example.com" is the same server.
+            return str(old).strip().lower() == str(new).strip().lower()
+        return bool(old == new)
+
+    return [
+        field
+        for field in SERVER_FIELDS
+        if field in changes and not same(field, getattr(before, field), changes[field])
+    ]
 
 
 def _public(email: EmailSettings) -> dict[str, Any]:
