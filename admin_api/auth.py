@@ -20,6 +20,7 @@ from admin_api.schemas import (
 )
 from gateway.background import after_answer
 from gateway.http import current_actor, current_session_id, request_id, services
+from gateway.sso import exchange_code
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Sign in for an access token")
 
@@ -106,7 +107,7 @@ class SsoExchange(MethodView):
     @blp.response(200, TokenSchema)
     def post(self, args: dict[str, str]) -> Any:
         """Exchange the one-time code from single sign-on for session tokens, once."""
-        return services().sso.exchange(args["code"], _client(), request_id())
+        return exchange_code(args["code"])
 
 
 def _client() -> str:

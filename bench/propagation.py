@@ -172,8 +172,8 @@ def run(changes: int, load_threads: int, load_rate: float, base_url: str) -> str
         ("propagation mean (ms)", f"{statistics.fmean(ms):.1f}"),
         ("admin write on A p50 (ms)", f"{percentile([w * 1000 for w in write_times], 50):.1f}"),
         ("check load (requests/s, both replicas)", f"{sum(load_counts) / elapsed:.0f}"),
-        ("B: revisions applied from the log", gauge("ringfence_incremental_applies")),
-        ("B: full reloads", gauge("ringfence_full_reloads")),
+        ("B: revisions applied from the log", gauge("ringfence_incremental_applies_total")),
+        ("B: full reloads", gauge("ringfence_full_reloads_total")),
     ]
     lines = ["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines)

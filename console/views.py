@@ -55,6 +55,7 @@ from gateway.services.roles import role_sources
 from gateway.services.settings import parse_domains
 from gateway.services.users import UserFilter, UserView
 from gateway.sso import ERROR_KEY as SSO_ERROR_KEY
+from gateway.sso import exchange_code
 
 bp = Blueprint(
     "console",
@@ -360,7 +361,7 @@ def sso_done() -> Response:
         message, status = "The sign-in did not finish; start again", 400
     else:
         try:
-            issued = services().sso.exchange(code, request.remote_addr or "", request_id())
+            issued = exchange_code(code)
             _, started = services().auth.authenticate(issued.access_token)
             assert started is not None
             session_id = started

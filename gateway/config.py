@@ -101,6 +101,9 @@ class Settings:
     # How long a process takes a service token it accepted for decisions without checking it
     # again (gateway/token_cache.py): revocations reach other processes within this time.
     decision_token_cache_seconds: float = 2.0
+    # When set, GET /metrics needs "Authorization: Bearer <this token>" (a scraper's
+    # bearer_token); empty: /metrics is public, for scrapers inside a private network.
+    metrics_token: str = field(default="", repr=False)
     # Password reset by email: link lifetime, and reset requests allowed per address typed
     # and per client address (limits' notation).
     password_reset_ttl_minutes: int = 30

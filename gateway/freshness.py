@@ -27,7 +27,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway import metrics
 from gateway.errors import BadRequest, Conflict, ServiceUnavailable
-from gateway.http import is_decision_request, problem_response, unexpected_error
+from gateway.http import (
+    is_decision_request,
+    problem_response,
+    require_metrics_token,
+    unexpected_error,
+)
 from gateway.models import DeliveryStatus, OutboxMessage
 from gateway.sync import SyncState, catch_up, state_of, wait_for_revision
 
@@ -195,8 +200,7 @@ def _scrape(app: Flask) -> bytes:
     metrics.STALENESS.set(state.staleness)
     watcher = app.extensions.get("ringfence_watcher")
     metrics.WATCHER_CONNECTED.set(1 if watcher is not None and watcher.connected else 0)
-    metrics.INCREMENTAL_APPLIES.set(state.incremental_applies)
-    metrics.FULL_RELOADS.set(state.full_reloads)
+    metrics.ENGINE_COUNTS.read = lambda: (state.incremental_applies, state.full_reloads)
     if not state.stale:  # with the database away, the last figures stand
         _scrape_mail_queue(app)
     return metrics.generate_latest()
@@ -311,4 +315,6 @@ def install(app: Flask) -> None:
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
-        return Response(_scrape(app), mimetype=metrics.CONTENT_TYPE_LATEST)
+        require_metrics_token(app.extensions["ringfence"].settings.metrics_token)
+        # content_type, not mimetype: Flask would add a second charset to a mimetype.
+        return Response(_scrape(app), content_type=metrics.CONTENT_TYPE)

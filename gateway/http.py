@@ -3,6 +3,7 @@ the current request, and the signed-in actor."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import uuid
 from contextvars import ContextVar
@@ -13,6 +14,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
+from gateway import refusals
 from gateway.errors import (
     PROBLEM_TYPE_PREFIX,
     InvalidInput,
@@ -20,11 +22,13 @@ from gateway.errors import (
     RingfenceError,
     Unauthorized,
 )
+from gateway.refusals import RefusalSampler
 from gateway.services import Actor, Services, authzen_service, user_emails
 from gateway.services.decisions import DecisionService
 
 log = logging.getLogger("ringfence.http")
 PROBLEM_JSON = "application/problem+json"
+REFUSALS = "ringfence_refusals"  # the app extension holding its RefusalSampler
 
 
 # Every path that answers decisions (/v1/check, AuthZEN under /access/v1/ and per workspace
@@ -201,11 +205,12 @@ def current_actor() -> Actor:
     if "actor" not in g:
         token = bearer_token(request.headers.get("Authorization", ""))
         if token is None:
+            refusals.count("access_token", "missing-token")
             raise Unauthorized("Send an access token: Authorization: Bearer <token>")
         try:
             user, g.session_id = services().auth.authenticate(token)
-        except Unauthorized as exc:  # a token was presented and refused: audit it
-            services().tokens.record_refusal(exc, token, request.remote_addr or "", request.path)
+        except Unauthorized as exc:  # a token was presented and refused
+            note_refusal("access_token", exc)
             raise
         g.actor = Actor(
             user.id,
@@ -215,6 +220,41 @@ def current_actor() -> Actor:
             reason=change_reason(),
         )
     return g.actor
+
+
+def refusal_sampler() -> RefusalSampler:
+    """This app's sampler of refusals (gateway.refusals), made on first use."""
+    extensions = current_app.extensions
+    sampler = extensions.get(REFUSALS)
+    if sampler is None:
+        sampler = extensions.setdefault(REFUSALS, RefusalSampler())
+    return sampler
+
+
+def note_refusal(kind: str, error: Exception) -> None:
+    """Count the refusal of a caller who is not signed in; when the sampler lets it
+    through (once per source and window), audit the refusals of that source since its
+    previous event. Never the caller's words: the category of ``error`` only."""
+    summary = refusal_sampler().refused(kind, request.remote_addr, refusals.reason_of(error))
+    if summary is None:
+        return
+    try:
+        services().auth.record_refusals(summary)
+    except Exception:  # the caller is refused all the same; the metric has the count
+        log.warning("could not audit %d refused %s", summary.refusals, kind, exc_info=True)
+
+
+def require_metrics_token(expected: str) -> None:
+    """With ``RINGFENCE_METRICS_TOKEN`` set, ``/metrics`` needs it as a bearer token
+    (compared in constant time); refusals are counted, not audited (a scraper with an
+    old token would otherwise write an event every few seconds)."""
+    if not expected:
+        return
+    token = bearer_token(request.headers.get("Authorization", ""))
+    if token is not None and hmac.compare_digest(token.encode(), expected.encode()):
+        return
+    refusals.count("metrics_token", "missing-token" if token is None else "wrong-token")
+    raise Unauthorized("Send the metrics token: Authorization: Bearer <RINGFENCE_METRICS_TOKEN>")
 
 
 REASON_HEADER = "X-Ringfence-Reason"

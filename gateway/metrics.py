@@ -3,16 +3,38 @@
 Metrics are per process: run one gunicorn worker per replica (threads for
 concurrency, as ``deploy/gunicorn.conf.py`` does) and scrape every replica, or each
 worker's numbers are only its own. Gauges are filled in at scrape time from the
-state they describe, so they are never out of date.
+state they describe, so they are never out of date. Whatever is counted since start is
+a counter, exposed with ``_total`` (prometheus_client adds it to a Counter's name).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable, Iterator
 
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+# The classic text format, which is what generate_latest writes; exactly one charset
+# (handing it to Flask as a mimetype would add a second one).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+# A decision request's token is checked before the freshness hooks start the clock, so a
+# refused token never reaches this counter: it is counted in AUTH_REFUSALS instead.
 DECISIONS = Counter(
     "ringfence_decisions_total",
-    "Decisions answered, by result (allow, deny; error: the request was refused)",
+    "Decision requests past the service token check, by result: allow and deny count "
+    "each decision given (each evaluation of a batch; an evaluation that failed is a "
+    "deny); error counts requests answered with an error status instead (invalid input, "
+    "revision not reached, a failure; searches included). Refused tokens are not counted "
+    'here but in ringfence_auth_refusals_total{kind="decision_token"}',
     ["result"],
 )
 DECISION_SECONDS = Histogram(
@@ -42,10 +64,29 @@ STALENESS = Gauge(
 WATCHER_CONNECTED = Gauge(
     "ringfence_watcher_connected", "1 while subscribed to change notices on Redis"
 )
-INCREMENTAL_APPLIES = Gauge(
-    "ringfence_incremental_applies", "Revisions applied from the change log (since start)"
-)
-FULL_RELOADS = Gauge("ringfence_full_reloads", "Full engine reloads (since start)")
+
+
+class EngineCounts(Collector):
+    """The engine's counts since start (kept in its sync state, gateway.sync), exposed as
+    counters when scraped: ``read`` is set by the app that serves ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], tuple[int, int]] | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        applies, reloads = self.read() if self.read is not None else (0, 0)
+        yield CounterMetricFamily(
+            "ringfence_incremental_applies",
+            "Revisions applied from the change log since start",
+            value=applies,
+        )
+        yield CounterMetricFamily(
+            "ringfence_full_reloads", "Full engine reloads since start", value=reloads
+        )
+
+
+ENGINE_COUNTS = EngineCounts()
+REGISTRY.register(ENGINE_COUNTS)
 LOGIN_FAILURES = Counter(
     "ringfence_login_failures_total",
     "Password sign-ins refused, by reason (invalid_credentials, throttled)",
@@ -58,6 +99,21 @@ MAIL_DELIVERY_FAILURES = Counter(
     "Email deliveries that failed, by outcome (retry: another attempt is due; failed: final)",
     ["outcome"],
 )
+# Refusals of callers who are not signed in; the audit trail gets at most one event per
+# source and window of them (gateway.refusals). Both labels are from fixed sets in the
+# code, never the caller's words.
+AUTH_REFUSALS = Counter(
+    "ringfence_auth_refusals_total",
+    "Requests refused for want of valid credentials, by kind (access_token, "
+    "decision_token, sso_code, sso_callback, metrics_token) and reason "
+    "(e.g. missing-token, malformed, expired, unknown-code)",
+    ["kind", "reason"],
+)
+AUTH_REFUSALS_UNTRACKED = Counter(
+    "ringfence_auth_refusals_untracked_total",
+    "Refusals from sources beyond the sampler's table of sources, audited together",
+    ["kind"],
+)
 MAIL_QUEUE_DEPTH = Gauge(
     "ringfence_mail_queue_depth",
     "Outbox messages not sent yet, by status (queued, sending, retry); read at scrape time",
@@ -65,12 +121,13 @@ MAIL_QUEUE_DEPTH = Gauge(
 )
 
 __all__ = [
-    "CONTENT_TYPE_LATEST",
+    "AUTH_REFUSALS",
+    "AUTH_REFUSALS_UNTRACKED",
+    "CONTENT_TYPE",
     "DATABASE_REVISION",
     "DECISIONS",
     "DECISION_SECONDS",
-    "FULL_RELOADS",
-    "INCREMENTAL_APPLIES",
+    "ENGINE_COUNTS",
     "LOGIN_FAILURES",
     "MAIL_DELIVERY_FAILURES",
     "MAIL_QUEUE_DEPTH",

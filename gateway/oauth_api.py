@@ -23,7 +23,8 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from gateway.errors import Forbidden, Unauthorized
+from gateway import refusals
+from gateway.errors import Forbidden, InsufficientScope, Unauthorized
 from gateway.freshness import is_unreachable
 from gateway.http import DECISION_PATHS, bearer_token, services
 from gateway.models import OAuthClient
@@ -242,6 +243,7 @@ def require_decision_token() -> None:
         return
     token = bearer_token(header)
     if token is None:
+        refusals.count("decision_token", "missing-token")
         raise Unauthorized(
             f"Send an access token with the scope '{DECISIONS_SCOPE}': "
             "Authorization: Bearer <token> (POST /oauth/token)"
@@ -250,9 +252,12 @@ def require_decision_token() -> None:
     if cache.fresh(token):
         return
     try:
-        claims = services().tokens.require(
-            token, DECISIONS_SCOPE, request.remote_addr or "", request.path
-        )
+        claims = services().tokens.require(token, DECISIONS_SCOPE)
+    except (Unauthorized, InsufficientScope) as exc:
+        # Counted only: an audit write per refused call would put the database (and
+        # the caller's words) on the decision path.
+        refusals.count("decision_token", refusals.reason_of(exc))
+        raise
     except (OperationalError, InterfaceError) as exc:
         if is_unreachable(exc) and cache.known(token):
             return  # accepted before the database went away; the answer says stale

@@ -34,9 +34,12 @@ from gateway.errors import (
     RingfenceError,
     SsoFailed,
     SsoNotConfigured,
+    Unauthorized,
 )
-from gateway.http import request_id, services
+from gateway.http import note_refusal, request_id, services
 from gateway.notifier import name_problem
+from gateway.refusals import with_reason
+from gateway.services.auth import IssuedToken
 from gateway.services.sso import ExternalIdentity, SsoCode
 
 log = logging.getLogger("ringfence.sso")
@@ -184,11 +187,21 @@ def _callback(client: Any) -> SsoCode:
     try:
         return _signed_on(client)
     except SsoFailed as exc:
-        # Refusals of a known identity are audited by the service (auth.sso_refused);
-        # these failed before anyone was identified, and are audited here.
-        services().sso.failed(
-            exc.detail or exc.title, flask_request.remote_addr or "", request_id()
-        )
+        # Refusals of a known identity are audited by the service (auth.sso_refused).
+        # These failed before anyone was identified: anyone can send them, with words of
+        # their choosing (?error=...), so they are counted and audited by sample.
+        note_refusal("sso_callback", exc)
+        raise
+
+
+def exchange_code(code: str) -> IssuedToken:
+    """Session tokens for a one-time sign-on code (``POST /auth/sso/exchange``, and the
+    console's end of the round trip). Anyone can send a made-up code: a refusal is
+    counted, and audited by sample (gateway.refusals)."""
+    try:
+        return services().sso.exchange(code, flask_request.remote_addr or "", request_id())
+    except Unauthorized as exc:
+        note_refusal("sso_code", exc)
         raise
 
 
@@ -197,20 +210,28 @@ def _signed_on(client: Any) -> SsoCode:
     try:
         token = client.authorize_access_token()
     except MismatchingStateError as exc:
-        raise SsoFailed(
-            "The sign-on answer does not belong to a sign-on started in this browser "
-            "(state mismatch); start again"
+        raise with_reason(
+            SsoFailed(
+                "The sign-on answer does not belong to a sign-on started in this browser "
+                "(state mismatch); start again"
+            ),
+            "state-mismatch",
         ) from exc
     except OAuthError as exc:
-        raise SsoFailed(f"The identity provider refused: {exc.error}", error=exc.error) from exc
+        raise with_reason(
+            SsoFailed(f"The identity provider refused: {exc.error}", error=exc.error),
+            "provider-error",
+        ) from exc
     except (JoseError, ValueError) as exc:
         # Signature, issuer, audience, expiry or nonce of the ID token.
-        raise SsoFailed(f"The ID token is not acceptable: {exc}") from exc
+        raise with_reason(
+            SsoFailed(f"The ID token is not acceptable: {exc}"), "id-token-invalid"
+        ) from exc
     except RequestException as exc:
         raise IdentityProviderUnavailable("The identity provider could not be reached") from exc
     claims = token.get("userinfo")
     if not claims or not claims.get("sub"):
-        raise SsoFailed("The identity provider sent no ID token")
+        raise with_reason(SsoFailed("The identity provider sent no ID token"), "no-id-token")
     verified = claims.get("email_verified")
     # A name with control characters (it would go into emails' headers) is left out, as
     # the admin API refuses it: the invitation's name is used instead.

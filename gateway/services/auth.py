@@ -18,6 +18,7 @@ from gateway import metrics
 from gateway.config import Settings
 from gateway.errors import InvalidCredentials, TooManyRequests, Unauthorized
 from gateway.models import AuthSession, RefreshToken, User, UserStatus, UserToken, utcnow
+from gateway.refusals import RefusalSummary, with_reason
 from gateway.security import (
     issue_access_token,
     new_token,
@@ -152,9 +153,27 @@ class AuthService:
             or user.session_version != claims.session_version
             or (claims.session_id is not None and (auth_session is None or auth_session.revoked_at))
         ):
-            raise Unauthorized("The access token is no longer valid")
+            raise with_reason(Unauthorized("The access token is no longer valid"), "session-ended")
         self._note_seen(user)
         return user, claims.session_id
+
+    def record_refusals(self, summary: RefusalSummary) -> None:
+        """Audit a sample of refusals of callers who are not signed in (gateway.refusals):
+        nobody is known, so the event says only where from, what kind, how many since
+        the source's previous event, and why, by category."""
+        self.session.rollback()  # nothing of the refused request is committed with it
+        self.uow.record(
+            Actor(None, "anonymous", source_address=summary.source),
+            summary.action,
+            summary.target_type,
+            after={
+                "kind": summary.kind,
+                "refusals": summary.refusals,
+                "reasons": summary.reasons,
+                "window_seconds": summary.window_seconds,
+                "source_address": summary.source,
+            },
+        )
 
     def session_user(self, session_id: str) -> User:
         """The active user of a live sign-in session (the web console keeps the session

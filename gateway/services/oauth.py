@@ -10,13 +10,10 @@ bump).
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from joserfc.errors import JoseError
-from joserfc.jws import extract_compact
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,7 +24,6 @@ from gateway.errors import (
     InvalidInput,
     InvalidToken,
     NotFound,
-    Unauthorized,
 )
 from gateway.models import OAuthClient, SigningKey, utcnow
 from gateway.permissions import Permission
@@ -246,41 +242,14 @@ class TokenService:
             raise InvalidToken("The client of this access token was deleted", "client-deleted")
         return claims
 
-    def require(self, token: str, scope: str, source: str, where: str) -> dict[str, Any]:
-        """The claims of a live service token holding ``scope``. A refusal (401 or 403) is
-        audited with the ``source`` address and ``where`` it was presented."""
-        try:
-            claims = self.verify(token)
-            if scope not in str(claims.get("scope", "")).split():
-                raise InsufficientScope(scope)
-            return claims
-        except (Unauthorized, InsufficientScope) as exc:
-            self.record_refusal(exc, token, source, where)
-            raise
-
-    def record_refusal(self, error: Exception, token: str, source: str, where: str) -> None:
-        """Audit a refused bearer token: why, where, from which address, and what it
-        claims to be (unverified, so named as claimed)."""
-        claimed = _unverified(token)
-        who = claimed.get("client_id") or claimed.get("sub")
-        reason = getattr(error, "reason", None) or (
-            "insufficient-scope" if isinstance(error, InsufficientScope) else "session-ended"
-        )
-        self.session.rollback()  # nothing half-done of the refused request is committed
-        self.uow.record(
-            Actor(None, f"claimed {who}" if who else "unknown caller"),
-            "auth.token_rejected",
-            "access_token",
-            target_id=str(claimed.get("jti"))[:63] if claimed.get("jti") else None,
-            after={
-                "reason": reason,
-                "detail": str(getattr(error, "detail", "") or error)[:300],
-                "where": where[:200],
-                "source_address": source or None,
-                "claimed_kid": claimed.get("kid"),
-                "claimed_subject": str(who)[:200] if who else None,
-            },
-        )
+    def require(self, token: str, scope: str) -> dict[str, Any]:
+        """The claims of a live service token holding ``scope``; else InvalidToken (401)
+        or InsufficientScope (403). Refusals are counted by the caller, never audited
+        one by one (gateway.refusals)."""
+        claims = self.verify(token)
+        if scope not in str(claims.get("scope", "")).split():
+            raise InsufficientScope(scope)
+        return claims
 
     def revoke(self, caller: OAuthClient, token: str) -> bool:
         """RFC 7009: revoke a token the caller was issued. Unknown, expired or already
@@ -322,19 +291,3 @@ class TokenService:
                 if name in claims
             },
         }
-
-
-def _unverified(token: str) -> dict[str, Any]:
-    """What a token claims, without trusting it: only for naming it in the audit trail."""
-    try:
-        compact = extract_compact(token.encode())
-        claims = json.loads(compact.payload)
-        kid = compact.headers().get("kid")
-    except (JoseError, ValueError, TypeError, UnicodeError):
-        return {}
-    if not isinstance(claims, dict):
-        return {}
-    named = {k: v for k in ("client_id", "sub", "jti") if isinstance(v := claims.get(k), str)}
-    if isinstance(kid, str):
-        named["kid"] = kid[:64]
-    return named

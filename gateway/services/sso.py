@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from gateway.errors import SsoRefused, Unauthorized
 from gateway.models import TokenPurpose, User, UserStatus, UserToken, utcnow
+from gateway.refusals import with_reason
 from gateway.security import new_token, token_digest
 from gateway.services.auth import AuthService, IssuedToken, claim_user_token
 from gateway.services.base import Actor, ChangeSet, self_actor
@@ -161,40 +162,19 @@ class SsoService:
             )
         )
         user = self.session.get(User, row.user_id) if row else None
-        if (
-            row is None
-            or user is None
-            or row.used_at is not None
-            or row.expires_at <= utcnow()
-            or user.status != UserStatus.ACTIVE
-        ):
-            refused = ChangeSet(self.session, self_actor(None, client, request_id))
-            refused.audit(
-                "auth.sso_code_refused",
-                "user" if user else "login",
-                target_id=user.id if user else None,
-                target_name=user.name if user else None,
-                after={"source_address": client or None, "known_code": row is not None},
+        refused = _code_refusal(row, user)
+        # Not audited here: anyone can send a made-up code, so the HTTP layer counts
+        # refusals and audits them by sample (gateway.refusals). The answer does not say
+        # which it was (whether a code exists is not the caller's to learn).
+        if refused is not None or row is None or user is None:
+            raise with_reason(
+                Unauthorized("The sign-in code is not valid, used already or expired"),
+                refused or "unknown-code",
             )
-            self.session.add_all(refused.events)
-            self.session.commit()
-            raise Unauthorized("The sign-in code is not valid, used already or expired")
         if not claim_user_token(self.session, row.id):
             self.session.rollback()
-            raise Unauthorized("The sign-in code was used already")
+            raise with_reason(Unauthorized("The sign-in code was used already"), "used-code")
         return self.auth.start_session(user, "auth.login_sso", client, request_id)
-
-    def failed(self, reason: str, client: str = "", request_id: str | None = None) -> None:
-        """Audit a sign-on that failed before anyone was identified (the provider
-        refused, a state mismatch, an unacceptable ID token) as ``auth.sso_failed``."""
-        changes = ChangeSet(self.session, self_actor(None, client, request_id))
-        changes.audit(
-            "auth.sso_failed",
-            "login",
-            after={"reason": reason[:500], "source_address": client or None},
-        )
-        self.session.add_all(changes.events)
-        self.session.commit()
 
     def _refuse(
         self,
@@ -233,3 +213,16 @@ class SsoService:
             after=after,
         )
         self.session.add_all(changes.events)
+
+
+def _code_refusal(row: UserToken | None, user: User | None) -> str | None:
+    """Why a one-time sign-on code is refused, as a category; None if it is not."""
+    if row is None:
+        return "unknown-code"
+    if row.used_at is not None:
+        return "used-code"
+    if row.expires_at <= utcnow():
+        return "expired-code"
+    if user is None or user.status != UserStatus.ACTIVE:
+        return "inactive-account"
+    return None

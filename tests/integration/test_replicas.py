@@ -166,7 +166,7 @@ def test_a_change_on_a_reaches_b_through_the_watcher_incrementally(
     # A long poll interval: anything arriving within a second came through Redis.
     cluster = make_cluster(poll_seconds=30)
     assert cluster.check(cluster.b).json()["allowed"] is True
-    reloads_before = metric(cluster.b, "ringfence_full_reloads")
+    reloads_before = metric(cluster.b, "ringfence_full_reloads_total")
 
     delays = []
     for i in range(10):
@@ -179,8 +179,8 @@ def test_a_change_on_a_reaches_b_through_the_watcher_incrementally(
     assert delays[len(delays) // 2] < 0.5, delays  # median well under the poll interval
 
     # Incremental: revisions came from the change log, not from reloads.
-    assert metric(cluster.b, "ringfence_full_reloads") == reloads_before
-    assert metric(cluster.b, "ringfence_incremental_applies") >= 10
+    assert metric(cluster.b, "ringfence_full_reloads_total") == reloads_before
+    assert metric(cluster.b, "ringfence_incremental_applies_total") >= 10
     assert metric(cluster.b, "ringfence_watcher_connected") == 1
     ready = cluster.b.ready()
     assert ready is not None and ready["revision_lag"] == 0 and ready["stale"] is False
