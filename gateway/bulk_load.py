@@ -37,7 +37,9 @@ _GRANTS = (
 )
 _OTHER_RULES = f"SELECT ptype, v0, v1, v2, v3, v4, v5 FROM casbin_rule WHERE NOT {_GRANT_ROW}"  # noqa: S608
 _ACTIVE_IDS = "SELECT coalesce(string_agg(id::text, ','), '') FROM users WHERE status = 'active'"
-_EMAILS = "SELECT email, id FROM users"
+# Accounts only: an invitation's placeholder (status pending) may share its address with
+# an account, and is decided as unknown.
+_EMAILS = "SELECT email, id FROM users WHERE status <> 'pending'"
 _WORKSPACES = "SELECT slug FROM workspaces"
 
 

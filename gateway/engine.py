@@ -366,7 +366,10 @@ class DecisionEngine:
             case SubjectRemoved(user_id, email):
                 self._active.discard(user_id)
                 self._known.discard(user_id)
-                self._ids_by_email.pop(email, None)
+                # Only this person's: the address may belong to someone else by now (an
+                # invitation's placeholder and the account share it).
+                if self._ids_by_email.get(email) == user_id:
+                    del self._ids_by_email[email]
             case WorkspaceAdded(slug):
                 self._workspaces.add(slug)
             case WorkspaceRemoved(slug):

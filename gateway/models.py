@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -103,12 +104,23 @@ class User(Base):
     __tablename__ = "users"
     __table_args__ = (
         Index("uq_users_oidc_identity", "oidc_issuer", "oidc_subject", unique=True),
+        # One account per address. Invitations' placeholders (pending) are not accounts:
+        # each inviting workspace has its own, so that an invitation never tells the
+        # inviter whether the address has an account or another workspace's invitation.
+        Index(
+            "uq_users_email_account",
+            "email",
+            unique=True,
+            sqlite_where=text("status <> 'pending'"),
+            postgresql_where=text("status <> 'pending'"),
+        ),
+        Index("ix_users_email", "email"),
         NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # Stored lower-cased, so the unique constraint is case-insensitive on every database.
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # Stored lower-cased, so the unique index is case-insensitive on every database.
+    email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[UserStatus] = mapped_column(_enum(UserStatus), default=UserStatus.PENDING)
     password_hash: Mapped[str | None] = mapped_column(String(255), default=None)

@@ -217,8 +217,8 @@ def allowed(
     server: LiveServer,
     subject: str,
     workspace: str,
-    resource: str = "documents",
     action: str = "read",
+    resource: str = "documents",
 ) -> bool:
     """Whether ``POST /v1/check`` allows ``subject`` ``action`` on ``resource`` in ``workspace``."""
     with server.client() as anonymous:

@@ -158,7 +158,8 @@ def read_snapshot_by_rows(session: Session, revision: int) -> Snapshot:
     active: set[int] = set()
     ids_by_email: dict[str, int] = {}
     for user_id, email, status in session.execute(select(User.id, User.email, User.status)):
-        ids_by_email[email] = user_id
+        if status != UserStatus.PENDING:  # placeholders of invitations: see bulk_load
+            ids_by_email[email] = user_id
         if status == UserStatus.ACTIVE:
             active.add(user_id)
     workspaces = session.scalars(select(Workspace.slug)).all()

@@ -27,6 +27,7 @@ from gateway.security import (
     verify_password,
 )
 from gateway.services.base import Actor, UnitOfWork
+from gateway.services.users import account_by_email
 from gateway.signing import KeyRing
 from gateway.throttle import LoginThrottle
 
@@ -80,7 +81,7 @@ class AuthService:
             self._audit_sign_in("auth.login_throttled", None, typed, client, request_id)
             metrics.LOGIN_FAILURES.labels("throttled").inc()
             raise
-        user = self.session.scalar(select(User).where(User.email == typed))
+        user = account_by_email(self.session, typed)
         password_ok = verify_password(user.password_hash if user else None, password)
         if user is None or not password_ok or user.status != UserStatus.ACTIVE:
             self.throttle.failed(email, client)

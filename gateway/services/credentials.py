@@ -32,6 +32,7 @@ from gateway.passwords import password_problem
 from gateway.security import hash_password, new_token, seal, token_digest, verify_password
 from gateway.services.auth import AuthService, IssuedToken, claim_user_token
 from gateway.services.base import ChangeSet, self_actor
+from gateway.services.users import account_by_email
 from gateway.throttle import LoginThrottle
 
 log = logging.getLogger("ringfence")
@@ -135,7 +136,7 @@ class CredentialService:
         otherwise only audit the request. Meant to run off the request (after
         :meth:`check_reset_allowed`), so that the answer cannot tell the two apart."""
         typed = email.strip().lower()[:320]
-        user = self.session.scalar(select(User).where(User.email == typed))
+        user = account_by_email(self.session, typed)
         token = new_token()
         if user is None or user.status != UserStatus.ACTIVE:
             self._audit(

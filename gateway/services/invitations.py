@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import ColumnElement, String, cast, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.config import Settings
@@ -43,7 +44,7 @@ from gateway.security import hash_password, new_token, seal, token_digest
 from gateway.services.base import SYSTEM, Actor, Authorizer, ChangeSet, Page, UnitOfWork
 from gateway.services.grants import GrantService, add_grant
 from gateway.services.settings import SettingsService
-from gateway.services.users import user_snapshot
+from gateway.services.users import account_by_email, user_snapshot
 
 
 @dataclass(frozen=True)
@@ -183,12 +184,14 @@ class InvitationService:
                 errors={"email": ["not in the allowed email domains"]},
                 allowed_domains=allowed,
             )
-        user = self.session.scalar(select(User).where(User.email == email))
-        if user is not None and user.id == actor.user_id:
+        account = account_by_email(self.session, email)
+        if account is not None and account.id == actor.user_id:
             raise Forbidden("You cannot change your own roles")
-        if user is not None and (live := self._live_invitation(user.id, actor)) is not None:
-            # Only an invitation the actor can see anyway: one into another workspace
-            # must not tell them that the address is known.
+        # The person as the inviter's workspaces know them: their own placeholder (an
+        # earlier invitation of theirs), never another workspace's nor the account, so
+        # that the answer is the same whoever else knows the address.
+        user = self._placeholder(actor, email)
+        if user is not None and (live := self._live_invitation(user.id)) is not None:
             raise Conflict(
                 f"{email} already has a pending invitation ({live.id}); resend or revoke it",
                 invitation_id=live.id,
@@ -197,10 +200,8 @@ class InvitationService:
             if user is None:
                 user = User(email=email, name=name, status=UserStatus.PENDING)
                 self.session.add(user)
-                self.session.flush()
-                changes.engine(SubjectChanged(user.id, user.email, active=False))
-            elif user.status == UserStatus.PENDING and self._live_invitation(user.id) is None:
-                user.name = name  # nobody else is inviting them: the newest name counts
+            user.name = name
+            self.session.flush()
             invitation = Invitation(
                 user_id=user.id,
                 email=email,
@@ -393,8 +394,7 @@ class InvitationService:
                 "This link was replaced by a newer invitation email; use the latest one. " + ask,
                 inviter,
             )
-        user = self.session.get(User, invitation.user_id) if invitation.user_id else None
-        has_account = user is not None and user.status != UserStatus.PENDING
+        has_account = account_by_email(self.session, invitation.email) is not None
         return TokenState(invitation, True, "", inviter, has_account)
 
     def accept(
@@ -425,22 +425,24 @@ class InvitationService:
         """The signed-in person accepts an invitation addressed to their own account
         (as the emailed link would); NotFound for any invitation that is not theirs."""
         invitation = self.session.get(Invitation, invitation_id)
-        if invitation is None or actor.user_id is None or invitation.user_id != actor.user_id:
+        account = self.session.get(User, actor.user_id) if actor.user_id is not None else None
+        if invitation is None or account is None or invitation.email != account.email:
             raise NotFound(f"No invitation {invitation_id}")
         if effective_status(invitation) in (InvitationStatus.ACCEPTED, InvitationStatus.REVOKED):
             raise Conflict(f"Invitation {invitation_id} is {effective_status(invitation)}")
         if invitation.expires_at <= utcnow():
             raise Conflict(f"Invitation {invitation_id} has expired; ask for a new one")
-        return self._claim(invitation, None, lambda user: None, "signed_in", actor)
+        return self._claim(invitation, account, None, lambda user: None, "signed_in", actor)
 
     def for_account(self, actor: Actor) -> Sequence[Invitation]:
         """The live invitations addressed to the signed-in person's account."""
-        if actor.user_id is None:
+        account = self.session.get(User, actor.user_id) if actor.user_id is not None else None
+        if account is None:
             return []
         return self.session.scalars(
             select(Invitation)
             .where(
-                Invitation.user_id == actor.user_id,
+                Invitation.email == account.email,
                 Invitation.status == InvitationStatus.PENDING,
                 Invitation.expires_at > utcnow(),
             )
@@ -474,7 +476,7 @@ class InvitationService:
         holder = self.session.scalar(
             select(User).where(User.oidc_issuer == issuer, User.oidc_subject == subject)
         )
-        if holder is not None and holder.id != invitation.user_id:
+        if holder is not None and holder.id != self._invited_person(invitation).id:
             raise SsoRefused("This single sign-on identity belongs to another account already")
 
         def link(user: User) -> None:
@@ -495,30 +497,48 @@ class InvitationService:
         invitation = state.invitation
         if not state.usable or invitation is None or invitation.user_id is None:
             raise InvalidInvitationToken(state.reason)
-        user = self.session.get(User, invitation.user_id)
-        if user is None:
+
+        def claim() -> User:
+            user = self._invited_person(invitation)
+            actor = Actor(
+                user.id,
+                f"{name or user.name} <{user.email}>",
+                request_id=request_id,
+                source_address=client or None,
+            )
+            return self._claim(invitation, user, name, set_credentials, via, actor)
+
+        try:
+            return claim()
+        except IntegrityError:
+            # Another workspace's invitation to the same address made the account a
+            # moment ago (one account per address): accept into that account instead.
+            if account_by_email(self.session, invitation.email) is None:
+                raise
+            return claim()
+
+    def _invited_person(self, invitation: Invitation) -> User:
+        """Who accepting ``invitation`` makes a member: the account with its address if
+        there is one by now, else the invitation's placeholder (to become the account)."""
+        placeholder = self.session.get(User, invitation.user_id) if invitation.user_id else None
+        if placeholder is None:
             raise InvalidInvitationToken("This invitation link is not valid.")
-        actor = Actor(
-            user.id,
-            f"{name or user.name} <{user.email}>",
-            request_id=request_id,
-            source_address=client or None,
-        )
-        return self._claim(invitation, name, set_credentials, via, actor)
+        if placeholder.status != UserStatus.PENDING:
+            return placeholder
+        return account_by_email(self.session, placeholder.email) or placeholder
 
     def _claim(
         self,
         invitation: Invitation,
+        user: User,
         name: str | None,
         set_credentials: Callable[[User], None],
         via: str,
         actor: Actor,
     ) -> User:
-        """Give the invited roles to the invitation's person: a new account becomes
-        active with ``set_credentials``; an existing one keeps its password and name."""
-        user = self.session.get(User, invitation.user_id)
-        if user is None:
-            raise InvalidInvitationToken("This invitation link is not valid.")
+        """Give the invited roles to ``user``: a new account (the invitation's
+        placeholder) becomes active with ``set_credentials``; an existing one keeps its
+        password and name, and the placeholder is folded into it."""
         if user.status == UserStatus.DEACTIVATED:
             raise InvalidInvitationToken(
                 "Your account is deactivated; ask your administrator to reactivate it first."
@@ -546,6 +566,8 @@ class InvitationService:
                 user.name = name or invitation.name or user.name
                 user.status = UserStatus.ACTIVE
                 changes.engine(SubjectChanged(user.id, user.email, active=True))
+            elif invitation.user_id != user.id:
+                self._fold_placeholder(invitation.user_id, user)
             # Roles of workspaces deleted (or roles removed from policies/) since the
             # invitation was sent are skipped rather than failing the acceptance.
             for entry in invitation.grants:
@@ -564,20 +586,46 @@ class InvitationService:
 
     # -- helpers -------------------------------------------------------------------
 
-    def _live_invitation(self, user_id: int, actor: Actor | None = None) -> Invitation | None:
-        """A pending, unexpired invitation of the user (only one ``actor`` may see, if given)."""
-        query = select(Invitation).where(
-            Invitation.user_id == user_id,
-            Invitation.status == InvitationStatus.PENDING,
-            Invitation.expires_at > utcnow(),
+    def _live_invitation(self, user_id: int) -> Invitation | None:
+        return self.session.scalars(
+            select(Invitation)
+            .where(
+                Invitation.user_id == user_id,
+                Invitation.status == InvitationStatus.PENDING,
+                Invitation.expires_at > utcnow(),
+            )
+            .order_by(Invitation.id)
+        ).first()
+
+    def _fold_placeholder(self, placeholder_id: int | None, account: User) -> None:
+        """The placeholder's invitations now name the account, and the placeholder
+        goes (it never held a grant; the audit trail keeps its id as history)."""
+        placeholder = self.session.get(User, placeholder_id) if placeholder_id else None
+        if placeholder is None or placeholder.status != UserStatus.PENDING:
+            return
+        self.session.execute(
+            update(Invitation)
+            .where(Invitation.user_id == placeholder.id)
+            .values(user_id=account.id)
+            .execution_options(synchronize_session=False)
         )
-        if actor is not None:
-            visible = self.authorizer.workspaces_where(actor, Permission.USERS_INVITE)
-            if visible is not None:
-                query = query.where(
-                    Invitation.grants.any(InvitationGrant.workspace_slug.in_(visible))
+        self.session.delete(placeholder)
+
+    def _placeholder(self, actor: Actor, email: str) -> User | None:
+        """The pending person ``actor`` invited before under ``email`` (through a
+        workspace where they may invite), if any."""
+        query = select(User).where(User.email == email, User.status == UserStatus.PENDING)
+        visible = self.authorizer.workspaces_where(actor, Permission.USERS_INVITE)
+        if visible is not None:
+            query = query.where(
+                select(Invitation.id)
+                .where(
+                    Invitation.user_id == User.id,
+                    Invitation.grants.any(InvitationGrant.workspace_slug.in_(visible)),
                 )
-        return self.session.scalars(query.order_by(Invitation.id)).first()
+                .exists()
+            )
+        return self.session.scalars(query.order_by(User.id)).first()
 
     def _manageable(self, actor: Actor, invitation_id: int) -> Invitation:
         invitation = self.get(actor, invitation_id)

@@ -15,7 +15,7 @@ from gateway.rules import ALL_WORKSPACES, GrantKey, grant_rule, rule_to_grant
 from gateway.security import hash_password
 from gateway.services.base import SYSTEM, UnitOfWork
 from gateway.services.grants import add_grant
-from gateway.services.users import SUPERADMIN_ROLE
+from gateway.services.users import SUPERADMIN_ROLE, account_by_email
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class SetupService:
         """An active user holding ``superadmin`` in every workspace. Without a password,
         a random one is generated: there is never a built-in default."""
         email = email.strip().lower()
-        if self.session.scalar(select(User).where(User.email == email)):
+        if account_by_email(self.session, email):
             raise Conflict(f"{email} already has an account")
         password = password or secrets.token_urlsafe(18)
         with self.uow.change(SYSTEM) as changes:

@@ -22,6 +22,7 @@ from gateway.security import new_token, token_digest
 from gateway.services.auth import AuthService, IssuedToken, claim_user_token
 from gateway.services.base import Actor, ChangeSet, self_actor
 from gateway.services.invitations import InvitationService
+from gateway.services.users import account_by_email
 
 SSO_CODE_TTL_SECONDS = 60
 
@@ -69,9 +70,15 @@ class SsoService:
                     "The identity provider did not vouch for your email address, so it "
                     "cannot be matched to an account here"
                 )
-            user = self.session.scalar(
-                select(User).where(User.email == identity.email.strip().lower())
-            )
+            email = identity.email.strip().lower()
+            user = account_by_email(self.session, email)
+            if user is None and self._invited(email):
+                # The provider vouched for this address: telling its owner that an
+                # invitation waits for them tells nobody else anything.
+                self._refuse(identity, None, client, "account pending", request_id)
+                raise SsoRefused(
+                    "Your invitation is not accepted yet; open the link in your invitation email"
+                )
             if user is None:
                 self._refuse(identity, None, client, "no account", request_id)
                 raise SsoRefused(
@@ -175,6 +182,11 @@ class SsoService:
             self.session.rollback()
             raise with_reason(Unauthorized("The sign-in code was used already"), "used-code")
         return self.auth.start_session(user, "auth.login_sso", client, request_id)
+
+    def _invited(self, email: str) -> bool:
+        """Whether a placeholder of an invitation waits under ``email``."""
+        pending = select(User.id).where(User.email == email, User.status == UserStatus.PENDING)
+        return self.session.scalar(pending.limit(1)) is not None
 
     def _refuse(
         self,

@@ -66,6 +66,15 @@ def scoped(view: UserView, readable: set[str] | None) -> UserView:
     return UserView(view.user, roles, view.invitation, seen)
 
 
+def account_by_email(session: Session, email: str) -> User | None:
+    """The account (active or deactivated) with this address, if any. Invitations'
+    placeholders (pending) are not accounts: each inviting workspace has its own, so that
+    inviting an address never shows whether it has an account or another invitation."""
+    return session.scalar(
+        select(User).where(User.email == email, User.status != UserStatus.PENDING)
+    )
+
+
 def user_snapshot(user: User) -> dict[str, Any]:
     """What the audit trail records about a user before and after a change."""
     return {

@@ -426,3 +426,53 @@ def test_expired_and_revoked_links_say_which_and_whom_to_ask(server: LiveServer)
     for invitation in (expired, revoked):
         user = admin.get(f"/users/{user_id_of(admin, invitation['email'])}").json()
         assert user["status"] == "pending"
+
+
+def test_two_workspaces_invite_one_new_address_and_get_one_account(server: LiveServer) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme", "globex")
+    _, alice = invite_and_accept(server, root, "alice@example.com", "Alice", [("acme", "admin")])
+    _, gina = invite_and_accept(server, root, "gina@example.com", "Gina", [("globex", "admin")])
+    sent = len(outbox_messages(server.settings))
+    invite(alice, "new@example.com", [("acme", "editor")], "New A")
+    invite(gina, "new@example.com", [("globex", "viewer")], "New G")
+    acme_mail, globex_mail = outbox_messages(server.settings)[sent:]
+    # Each admin sees the pending person they invited, not the other's.
+    [seen_by_alice] = alice.get("/users", params={"q": "new@"}).json()
+    [seen_by_gina] = gina.get("/users", params={"q": "new@"}).json()
+    assert seen_by_alice["id"] != seen_by_gina["id"]
+    assert (seen_by_alice["name"], seen_by_gina["name"]) == ("New A", "New G")
+    assert seen_by_alice["roles"] == {"acme": ["editor"]}
+
+    # Both links are accepted at once: one account with both workspaces' roles.
+    results: list[httpx.Response] = []
+    start = threading.Barrier(2)
+
+    def accept(message: Any) -> None:
+        start.wait(timeout=10)
+        results.append(accept_invitation(server, accept_token(message)))
+
+    threads = [threading.Thread(target=accept, args=(m,)) for m in (acme_mail, globex_mail)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    sqlite = server.settings.sqlalchemy_url.startswith("sqlite")
+    for response, message in zip(results, (acme_mail, globex_mail), strict=True):
+        if response.status_code == 503 and sqlite:  # "busy, try again" under SQLite's lock
+            response = accept_invitation(server, accept_token(message))
+        assert response.status_code in (200, 410), response.text
+    everyone = root.get("/users", params={"q": "new@", "page_size": 100}).json()
+    assert len(everyone) == 1 and everyone[0]["status"] == "active", everyone
+    account = everyone[0]
+    assert account["roles"] == {"acme": ["editor"], "globex": ["viewer"]}
+    assert allowed(server, "new@example.com", "acme", "write")
+    assert allowed(server, "new@example.com", "globex")
+    # Each admin now sees the account, with their own workspace's roles only.
+    assert [u["roles"] for u in alice.get("/users", params={"q": "new@"}).json()] == [
+        {"acme": ["editor"]}
+    ]
+    assert [u["roles"] for u in gina.get("/users", params={"q": "new@"}).json()] == [
+        {"globex": ["viewer"]}
+    ]
+    doctor_agrees(server)

@@ -140,6 +140,7 @@ def test_inviting_an_address_never_tells_whether_it_has_an_account(server: LiveS
             body.pop(key, None)
         return response.status_code, body
 
+    newest_before = max(u["id"] for u in root.get("/users", params={"page_size": 100}).json())
     sent = len(outbox_messages(server.settings))
     new = shape(post_invitation(gina, "nobody@example.com", [("globex", "viewer")], "X"))
     assert new[0] == 201 and new[1]["user_id"] is None
@@ -148,8 +149,14 @@ def test_inviting_an_address_never_tells_whether_it_has_an_account(server: LiveS
     # Each got an email, as a new address does; nobody gained anything yet.
     assert len(outbox_messages(server.settings)) == sent + 5
     assert not allowed(server, "eve@example.com", "globex")
-    # Nor can Gina now read them through her invitation.
-    assert [u["email"] for u in gina.get("/users", params={"q": "eve"}).json()] == []
+    # Gina sees each as the pending person she invited, alike: her name for them, her
+    # roles, a new id, and nothing of an account (status, sign-ins, other workspaces).
+    for email in ("nobody@example.com", "eve@example.com", "pat@example.com", "dan@example.com"):
+        [person] = gina.get("/users", params={"q": email}).json()
+        assert person["id"] > newest_before, email  # hers, made by her invitation
+        assert person["status"] == "pending" and person["name"] == "X", email
+        assert person["roles"] == {"globex": ["viewer"]} and person["grants"] == [], email
+        assert person["last_login_at"] is None and person["workspaces_last_seen"] == {}, email
 
     # Eve accepts with the link: now she is in globex, and visible there.
     eve_mail = next(

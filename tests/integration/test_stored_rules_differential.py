@@ -110,7 +110,10 @@ def test_decisions_match_casbin_on_the_stored_rules(
     ok(admin.post(f"/users/{cid}/grants", json={"workspace": "initech", "role": "viewer"}), 201)
     ok(admin.delete(f"/users/{cid}/grants/globex/viewer"))
     ok(admin.put(f"/users/{dee}/workspaces/*/roles", json={"roles": ["superadmin"]}))
+    # (Not initech's last owner any more: the workspace keeps one.)
+    ok(admin.post(f"/users/{cid}/grants", json={"workspace": "initech", "role": "owner"}), 201)
     ok(admin.put(f"/users/{dee}/workspaces/initech/roles", json={"roles": []}))
+    ok(admin.post(f"/users/{bob}/grants", json={"workspace": "acme", "role": "owner"}), 201)
     ok(admin.post(f"/users/{eve}/deactivate"))
 
     users = {u["email"]: u for u in ok(admin.get("/users", params={"page_size": 100}))}
