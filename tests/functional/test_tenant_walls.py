@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from tests.console_support import sign_in
 from tests.functional.test_isolation import database_state
 from tests.helpers import (
     PASSWORD,
@@ -166,3 +167,51 @@ def test_inviting_an_address_never_tells_whether_it_has_an_account(server: LiveS
     assert allowed(server, "eve@example.com", "globex")
     [eve] = gina.get("/users", params={"q": "eve"}).json()
     assert eve["roles"] == {"globex": ["viewer"]}  # and nothing of acme
+
+
+def test_the_console_walls_hold_with_other_workspaces_people(server: LiveServer) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme", "globex")
+    olive = onboard(server, root, "olive@example.com", "Olive", [("acme", "owner")])
+    acme_invite = invite(root, "pat@example.com", [("acme", "viewer")], "Pat")
+    pat = user_id_of(root, "pat@example.com")
+    super_admin = user_id_of(root, "admin@example.com")
+    invite_and_accept(server, root, "gina@example.com", "Gina", [("globex", "owner")])
+    gina = sign_in(server, "gina@example.com", PASSWORD)
+    before = database_state(server)
+
+    person = "/console/users/<int(max=2147483647):user_id>"
+    calls: dict[tuple[str, str], Any] = {
+        ("POST", f"{person}/deactivate"): lambda u: gina.post(f"/console/users/{u}/deactivate"),
+        ("POST", f"{person}/reactivate"): lambda u: gina.post(f"/console/users/{u}/reactivate"),
+        ("GET", f"{person}/remove"): lambda u: gina.get(f"/console/users/{u}/remove"),
+        ("POST", f"{person}/remove"): lambda u: gina.post(f"/console/users/{u}/remove"),
+        ("GET", f"{person}/roles"): lambda u: gina.get(f"/console/users/{u}/roles"),
+        ("POST", f"{person}/roles/<workspace>/preview"): lambda u: gina.post(
+            f"/console/users/{u}/roles/globex/preview", {"roles": ["viewer"]}
+        ),
+        ("POST", f"{person}/roles/<workspace>"): lambda u: gina.post(
+            f"/console/users/{u}/roles/globex", {"roles": ["viewer"]}
+        ),
+    }
+    routes = {
+        (method, rule.rule)
+        for rule in server.app.url_map.iter_rules()
+        if rule.rule.startswith(person)
+        for method in rule.methods or ()
+        if method not in {"HEAD", "OPTIONS"}
+    }
+    assert routes == set(calls), routes ^ set(calls)
+    for route, call in calls.items():
+        unknown = call(UNKNOWN_ID)
+        assert unknown.status_code == 404, (route, unknown.text[:300])
+        for who, user_id in {"olive": olive, "pat": pat, "super admin": super_admin}.items():
+            response = call(user_id)
+            assert response.status_code == unknown.status_code, (route, who)
+            for secret in ("olive@", "Olive", "pat@", "Pat", "admin@example.com", "acme"):
+                assert secret not in response.text, (route, who, secret)
+    for action in ("resend", "revoke"):
+        unknown = gina.post(f"/console/invitations/{UNKNOWN_ID}/{action}")
+        foreign = gina.post(f"/console/invitations/{acme_invite['id']}/{action}")
+        assert foreign.status_code == unknown.status_code == 404, action
+    assert database_state(server) == before
