@@ -147,6 +147,9 @@ def upsert(session: Session, seen: Iterable[tuple[Pair, datetime]]) -> int:
         for (user_id, slug), at in entries
         if user_id in users and slug in workspace_ids
     ]
+    # In primary-key order: replicas flushing overlapping pairs at once then take their
+    # row locks in the same order, so none waits on another's (deadlocks otherwise).
+    rows.sort(key=lambda row: (row["user_id"], row["workspace_id"]))
     return write_rows(session, rows)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from gateway import activity
 from gateway.config import Settings
 from gateway.db import make_engine
-from gateway.models import Workspace, WorkspaceActivity, utcnow
+from gateway.models import User, UserStatus, Workspace, WorkspaceActivity, utcnow
 from tests.cluster import Replica, wait_until
 from tests.console_support import Console, sign_in
 from tests.helpers import (
@@ -452,3 +453,42 @@ def test_a_gunicorn_worker_records_and_writes_what_it_holds_when_it_stops(
     finally:
         db.dispose()
     assert [tuple(row) for row in rows] == [(ops, "acme")], replica.log()
+
+
+def test_replicas_writing_the_same_pairs_at_once_do_not_deadlock(server: LiveServer) -> None:
+    """Two replicas flush overlapping windows at the same moment, their pairs in opposite
+    orders: rows are written in one stable order, so neither waits on the other's locks
+    (PostgreSQL reported deadlocks when each wrote in its own order)."""
+    db = make_engine(server.settings.sqlalchemy_url)
+    try:
+        with Session(db) as session, session.begin():
+            session.add_all(Workspace(slug=f"w{i}", name=f"W{i}") for i in range(20))
+            session.add_all(
+                User(email=f"u{i}@example.com", name=f"U{i}", status=UserStatus.ACTIVE)
+                for i in range(20)
+            )
+        with Session(db) as session:
+            user_ids = session.scalars(select(User.id).where(User.email.like("u%"))).all()
+        pairs = [(user_id, f"w{i}") for user_id in user_ids for i in range(20)]
+        failures: list[BaseException] = []
+
+        def flush(order: list[tuple[int, str]], rounds: int) -> None:
+            for _ in range(rounds):
+                try:
+                    with Session(db) as session:
+                        activity.upsert(session, [(pair, utcnow()) for pair in order])
+                except BaseException as exc:  # the test reports any of them
+                    failures.append(exc)
+
+        threads = [
+            threading.Thread(target=flush, args=(order, 8))
+            for order in (pairs, pairs[::-1], pairs, pairs[::-1])
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert failures == []
+        assert len(stored(server)) >= len(pairs)
+    finally:
+        db.dispose()
