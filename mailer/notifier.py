@@ -8,6 +8,9 @@ not turn that into an error response (the sweep requeues what could not be queue
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 from typing import Any
 
 from celery._state import _set_task_join_will_block
@@ -23,8 +26,57 @@ from mailer.transport import DeliveryError, transport_from_config
 logger = logging.getLogger("ringfence.mailer")
 
 
+class Publisher:
+    """Publishes delivery tasks from a thread of its own, so that the request which
+    committed a message answers at once whatever the broker does: a frozen or failing-over
+    broker holds this thread (each attempt bounded by the socket timeouts), never a
+    request. A message that could not be published, or that was still waiting here when
+    the process ended, is in the outbox all the same, and the sweep requeues it."""
+
+    MAX_WAITING = 10_000  # beyond this the sweep has them anyway; memory stays bounded
+
+    def __init__(self) -> None:
+        self._waiting: queue.Queue[tuple[int, dict[str, str] | None]] = queue.Queue(
+            self.MAX_WAITING
+        )
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def submit(self, message_id: int, headers: dict[str, str] | None) -> None:
+        self._start_once_per_process()
+        try:
+            self._waiting.put_nowait((message_id, headers))
+        except queue.Full:
+            self.dropped += 1
+            logger.warning(
+                "Message %s: publisher backlog full; the sweep will queue it", message_id
+            )
+
+    def _start_once_per_process(self) -> None:
+        # After a fork (gunicorn's workers) the parent's thread is not in the child.
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                threading.Thread(target=self._run, name="ringfence-publisher", daemon=True).start()
+                self._pid = os.getpid()
+
+    def _run(self) -> None:
+        while True:
+            message_id, headers = self._waiting.get()
+            try:
+                deliver_message.apply_async((message_id,), headers=headers)
+            except Exception:
+                # The broker is down: the sweep requeues the message once it is back.
+                logger.exception("Message %s: could not queue it", message_id)
+
+
 class CeleryNotifier:
     """Queues one ``deliver_message`` task per message (runs it in place when eager)."""
+
+    def __init__(self) -> None:
+        self.publisher = Publisher()
 
     def message_queued(self, message_id: int) -> None:
         """Queue delivery of outbox message ``message_id``; failures are logged, never raised."""
@@ -32,7 +84,10 @@ class CeleryNotifier:
             # The request id travels with the task, so the worker's lines name it too.
             request_id = current_request_id()
             headers = {REQUEST_ID_HEADER: request_id} if request_id else None
-            deliver_message.apply_async((message_id,), headers=headers)
+            if celery_app.conf.task_always_eager:
+                deliver_message.apply_async((message_id,), headers=headers)
+            else:
+                self.publisher.submit(message_id, headers)
         except Exception:
             # With a broker: publishing failed (it is down), and the sweep requeues the
             # message once it is back. Eager: the task itself failed unexpectedly (it

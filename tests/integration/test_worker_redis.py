@@ -35,7 +35,6 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from gateway.app import create_app
 from gateway.config import PROJECT_ROOT, Settings
 from mailer.celery_app import (
-    BROKER_SOCKET_TIMEOUT,
     DELIVERY_POLICY_KEY,
     celery_app,
     reset_connections,
@@ -464,7 +463,8 @@ def test_invitation_made_while_the_broker_is_down_is_swept_and_sent_once(
     sent = stack.wait_delivery(invitation["id"], "sent")
     assert SMTP_REPLY in sent["delivery"]["detail"]
     assert sent["status"] == "sent"
-    assert "Sweep: requeued 1 message(s)" in stack.worker.output(), stack.diagnostics()
+    # Queued by the sweep, or by the publisher's last retry if Redis was back in time
+    # (publishing runs off the request): either way one claim, one email.
     stack.wait_next_sweep()
     [(recipients, _)] = mailbox.deliveries()
     assert recipients == ["kim@example.org"]
@@ -483,8 +483,9 @@ def test_a_frozen_broker_does_not_hold_up_the_request_and_nothing_is_lost(
     finally:
         stack.redis.thaw()
 
-    # The publish gives up after its socket timeouts instead of waiting for ever.
-    assert took < 3 * BROKER_SOCKET_TIMEOUT, took
+    # Publishing runs off the request (mailer.notifier.Publisher): the answer does not
+    # wait for the broker at all (it waited up to 3 socket timeouts, 15 s, before).
+    assert took < 2.0, took
     sent = stack.wait_delivery(invitation["id"], "sent")
     assert SMTP_REPLY in sent["delivery"]["detail"]
     # The timed-out publish may have reached Redis after all, besides the sweep's: one
