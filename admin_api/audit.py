@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 
 from flask import Response, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy.orm import Session
 
 from admin_api.pagination import MAX_OFFSET
@@ -19,6 +18,7 @@ from admin_api.schemas import (
     AuditPageQuerySchema,
 )
 from gateway.http import current_actor, services
+from gateway.json_input import Blueprint
 from gateway.services.audit import AuditFilter, csv_lines, jsonl_lines
 
 blp = Blueprint("audit", __name__, url_prefix="/audit", description="The audit trail")

@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from admin_api.schemas import (
     AcceptedSchema,
@@ -20,6 +19,7 @@ from admin_api.schemas import (
 )
 from gateway.background import after_answer
 from gateway.http import current_actor, current_session_id, request_id, services
+from gateway.json_input import Blueprint
 from gateway.sso import exchange_code
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Sign in for an access token")

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from admin_api.schemas import NAME, LenientQuery, StrictSchema
 from gateway.http import current_actor, services
+from gateway.json_input import Blueprint
 from gateway.services.oauth import SCOPES
 
 blp = Blueprint(

@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from admin_api.pagination import items, window
 from admin_api.schemas import (
@@ -17,6 +16,7 @@ from admin_api.schemas import (
     UserSchema,
 )
 from gateway.http import current_actor, request_id, services
+from gateway.json_input import Blueprint
 
 blp = Blueprint("invitations", __name__, url_prefix="/invitations", description="Inviting people")
 # Ids are 32-bit in the database: a larger id is a 404 from routing, not an overflow

@@ -9,11 +9,11 @@ from typing import Any
 
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from admin_api.schemas import LenientQuery
 from gateway.http import current_actor, services
+from gateway.json_input import Blueprint
 from gateway.models import utcnow
 from gateway.services.reports import Report, ReportParams
 

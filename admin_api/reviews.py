@@ -6,12 +6,12 @@ from datetime import UTC
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from admin_api.pagination import items, window
 from admin_api.schemas import NAME, SLUG_OR_ALL, LenientQuery, StrictSchema
 from gateway.http import current_actor, services
+from gateway.json_input import Blueprint
 from gateway.services.reviews import ItemFilter
 
 blp = Blueprint("reviews", __name__, url_prefix="/reviews", description="Access review campaigns")

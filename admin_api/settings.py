@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from admin_api.schemas import (
     EmailSettingsSchema,
@@ -14,6 +13,7 @@ from admin_api.schemas import (
     EmailTestSchema,
 )
 from gateway.http import current_actor, services
+from gateway.json_input import Blueprint
 
 blp = Blueprint("settings", __name__, url_prefix="/settings", description="Email settings")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from admin_api.pagination import items, window
 from admin_api.schemas import (
@@ -17,6 +16,7 @@ from admin_api.schemas import (
     UserSchema,
 )
 from gateway.http import current_actor, services
+from gateway.json_input import Blueprint
 from gateway.services.users import UserFilter
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="People and their roles")

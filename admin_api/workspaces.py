@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from admin_api.pagination import items, window
 from admin_api.schemas import (
@@ -15,6 +14,7 @@ from admin_api.schemas import (
     WorkspaceSchema,
 )
 from gateway.http import current_actor, services
+from gateway.json_input import Blueprint
 
 blp = Blueprint("workspaces", __name__, url_prefix="/workspaces", description="Workspaces")
 

@@ -3,15 +3,19 @@ HTTP APIs together."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import swagger_ui_bundle
-from flask import Flask, Response, has_request_context, send_from_directory
+from flask import Flask, Response, has_request_context, request, send_from_directory
 from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 import admin_api
 import console
@@ -40,6 +44,7 @@ from gateway.http import (
     register_error_handlers,
     request_id,
 )
+from gateway.json_input import JsonProvider
 from gateway.logs import configure_logging
 from gateway.notifier import Notifier
 from gateway.resource_directory import load_resource_directory
@@ -49,6 +54,35 @@ from gateway.signing import KeyRing
 from gateway.sync import RevisionPoller, apply_notice, catch_up, state_of
 from gateway.throttle import LoginThrottle
 from gateway.watcher import RedisWatcher, notice_revision
+
+# The interactive API docs (/docs, flask-smorest's Swagger UI page) and their files: our
+# own scripts and styles only (Swagger UI sets inline styles; its icons are data: URIs),
+# requests to this origin only (the spec, "Try it out"). The page's one inline script
+# (the Swagger UI config) is allowed by its hash, computed from the page as served.
+DOCS_PATH = "/docs"
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def docs_csp(page: bytes) -> str:
+    """The docs' Content-Security-Policy, allowing the inline scripts of ``page``."""
+    hashes = "".join(
+        " 'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    return DOCS_CSP.format(hashes=hashes)
+
+
+class CanonicalInt(IntegerConverter):
+    """``<int:...>`` in URLs: ASCII digits without leading zeros only. Werkzeug's own
+    takes any Unicode digits and leading zeros, so ``/users/01`` (and a full-width 1)
+    were user 1: one id, one spelling, as for ``user:<id>`` on the decision path."""
+
+    regex = r"(?:0|[1-9][0-9]*)"
 
 
 @dataclass
@@ -153,6 +187,8 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     load_resource_directory(settings.authzen_resources)
 
     app = Flask("ringfence")
+    app.json = JsonProvider(app)  # request.get_json: 400 for too deeply nested JSON too
+    app.url_map.converters["int"] = CanonicalInt  # before any route is added
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -165,6 +201,9 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         # Swagger UI's files come from the swagger-ui-bundle package, served by us, so
         # the docs work without reaching a CDN.
         OPENAPI_SWAGGER_UI_URL="/docs/static/",
+        # No online validator: its badge would send the spec's address to a third party
+        # (and the docs' Content-Security-Policy refuses it).
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},
         API_SPEC_OPTIONS={
             "info": {"description": "Ringfence admin API and decision API"},
             "components": {
@@ -205,7 +244,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         # saw, taken from X-Forwarded-For as far as the trusted hops go.
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
-    api = ProblemApi(app)
+    api = ProblemApi(app, public_endpoints=admin_api.PUBLIC_ENDPOINTS)
     api.register_blueprint(decision_api.blp)
     api.register_blueprint(authzen_api.blp)
     admin_api.register(api)
@@ -229,6 +268,9 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         response.headers["X-Request-ID"] = request_id()
         for name, value in ALWAYS_HEADERS:
             response.headers.setdefault(name, value)
+        if request.path == DOCS_PATH or request.path.startswith(DOCS_PATH + "/"):
+            page = b"" if response.direct_passthrough else response.get_data()
+            response.headers["Content-Security-Policy"] = docs_csp(page)
         return response
 
     @app.get("/healthz")

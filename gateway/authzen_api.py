@@ -12,15 +12,14 @@ places an issuer's). Handlers only read the JSON body; the mapping is
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, request
-from flask_smorest import Blueprint
 
 from gateway.errors import BadRequest
 from gateway.http import answered, decision_services
+from gateway.json_input import TOO_DEEP, Blueprint, TooDeeplyNested, loads
 from gateway.services.authzen import AuthZenService
 
 blp = Blueprint(
@@ -95,7 +94,9 @@ def _json_body() -> Any:
     if not raw.strip():
         raise BadRequest("The request body is empty")
     try:
-        return json.loads(raw)
+        return loads(raw)
+    except TooDeeplyNested as exc:
+        raise BadRequest(TOO_DEEP) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("The request body is not valid JSON") from exc
 

@@ -10,11 +10,11 @@ import json
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import EXCLUDE, Schema, fields, post_dump, validate
 
 from gateway.engine import Decision
 from gateway.http import decision_services
+from gateway.json_input import Blueprint
 
 blp = Blueprint(
     "decisions",
@@ -24,6 +24,16 @@ blp = Blueprint(
 
 MAX_NAME = 255
 _name = validate.Length(min=1, max=MAX_NAME)
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON ``true`` or ``false``, as the OpenAPI document says: fields.Boolean also takes
+    ``1``, ``"yes"`` or ``"on"``, which a caller meaning something else might send."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class CheckRequestSchema(Schema):
@@ -43,7 +53,7 @@ class CheckRequestSchema(Schema):
             "owner-only permissions (resource:action:own)"
         },
     )
-    explain = fields.Boolean(
+    explain = StrictBoolean(
         load_default=False, metadata={"description": "Also say why (rule and role path)"}
     )
 
@@ -76,6 +86,8 @@ def plain_question(raw: bytes) -> tuple[str, str, str, str] | None:
     try:
         body = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
+        # Not plain: Flask answers it, refusing a malformed or too deeply nested body
+        # with its 400 (gateway.json_input).
         return None
     if type(body) is not dict or body.keys() != PLAIN_FIELDS:
         return None

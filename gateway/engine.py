@@ -43,6 +43,7 @@ from gateway.rules import (
     OWN_SUFFIX,
     OWNER_CONDITION,
     ROLE_PREFIX,
+    USER_PREFIX,
     Rule,
     role_subject,
 )
@@ -406,13 +407,17 @@ class DecisionEngine:
         return self._read(lambda: self._missed or committed_revision > self._revision, lambda: True)
 
     def resolve_subject(self, subject: str) -> int | None:
-        """A user id from an email address, ``user:<id>`` or a plain id; None if unknown."""
-        text = subject.strip()
-        if "@" in text:
+        """A user id from an email address (any case), ``user:<id>`` or a plain id;
+        None if unknown. Only the canonical spellings: an id is ASCII digits without a
+        leading zero, and nothing is trimmed, so ``user:01``, ``user:1`` between spaces
+        or with a full-width digit is an unknown subject (denied), never user 1 by
+        another name (Casbin, comparing strings, would not take them for user 1 either)."""
+        if "@" in subject:
             # One dict read: atomic, no stable state needed.
-            return self._ids_by_email.get(text.lower())
-        digits = text.removeprefix("user:")
-        if digits.isdecimal():
+            return self._ids_by_email.get(subject.lower())
+        digits = subject.removeprefix(USER_PREFIX)
+        # isascii() first: constant time, and it makes isdigit() mean 0-9 only.
+        if digits.isascii() and digits.isdigit() and digits[0] != "0":
             user_id = int(digits)
             return user_id if user_id in self._known else None
         return None

@@ -178,7 +178,9 @@ class KeyRing:
             compact = extract_compact(token.encode())
             header = compact.headers()
             unverified = json.loads(compact.payload)
-        except (JoseError, ValueError, TypeError, UnicodeError) as exc:
+        # RecursionError: a header or payload nested too deeply for the parser is as
+        # malformed as any other (it was a 500 before any key was touched).
+        except (JoseError, ValueError, TypeError, UnicodeError, RecursionError) as exc:
             raise InvalidToken("The access token is not a well-formed JWT", "malformed") from exc
         # Only our one algorithm: "none" and HS256 (with the public key as the HMAC
         # secret) are the classic forgeries, refused before any key is touched.

@@ -7,7 +7,7 @@ Reviewers of a grant are, at the start, the active people who could revoke it th
 granting), never its holder. They alone decide it; a revocation goes through the grant
 service in the same unit of work as the decision (audited, revision bump), so decisions
 deny at once. Who sees what: items of the workspaces where one holds ``reviews:read``,
-and items one is a reviewer of.
+and items one is a reviewer of while one could still decide them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.engine import DecisionEngine
@@ -243,12 +254,32 @@ class ReviewService:
 
     def _visible(self, actor: Actor) -> ColumnElement[bool]:
         """Items ``actor`` may see: in a workspace where they hold ``reviews:read``, or
-        assigned to them."""
+        assigned to them while they may still revoke the grant (:meth:`_assigned`)."""
         readable = self.authorizer.workspaces_where(actor, Permission.REVIEWS_READ)
         if readable is None:
             return true()
-        assigned = ReviewItem.reviewers.any(ReviewItemReviewer.user_id == actor.user_id)
-        return or_(ReviewItem.workspace_slug.in_(readable), assigned)
+        return or_(ReviewItem.workspace_slug.in_(readable), self._assigned(actor))
+
+    def _assigned(self, actor: Actor) -> ColumnElement[bool]:
+        """Items ``actor`` is a reviewer of and could still decide. Reviewers are chosen
+        at the start; one who has since lost the authority over a grant (its role's
+        permissions or ``role_management:write`` there, or their account's activity)
+        no longer reads it either: checked on every read, as :meth:`decide` checks it."""
+        if actor.user_id is None:
+            return false()
+        expire_due(self.engine)
+        mine = ReviewItem.reviewers.any(ReviewItemReviewer.user_id == actor.user_id)
+        kinds = self.session.execute(
+            select(ReviewItem.role, ReviewItem.workspace_slug).where(mine).distinct()
+        ).all()
+        still = [
+            (role, workspace)
+            for role, workspace in kinds
+            if self._may_revoke(actor.user_id, role, workspace)
+        ]
+        if not still:
+            return false()
+        return and_(mine, tuple_(ReviewItem.role, ReviewItem.workspace_slug).in_(still))
 
     def _campaign_visible(self, actor: Actor) -> ColumnElement[bool]:
         readable = self.authorizer.workspaces_where(actor, Permission.REVIEWS_READ)
@@ -291,9 +322,7 @@ class ReviewService:
             self._campaign(actor, where.campaign_id)
         query = select(ReviewItem).where(self._visible(actor))
         if where.mine:
-            query = query.where(
-                ReviewItem.reviewers.any(ReviewItemReviewer.user_id == actor.user_id)
-            )
+            query = query.where(self._assigned(actor))
         if where.campaign_id is not None:
             query = query.where(ReviewItem.campaign_id == where.campaign_id)
         if where.decision:

@@ -321,8 +321,10 @@ def test_closing_by_hand_and_input_validation(server: LiveServer, world: World) 
     assert closed.status_code == 200, closed.text
     assert closed.json()["status"] == "closed"
     # Alice's own admin grant was undecided too: revoked by the close she asked for, so
-    # she now sees only the items she reviews; the super admin sees all three revoked.
-    assert closed.json()["progress"]["revoked"] == 2
+    # she has lost the right over the items she reviewed and sees none of them any more
+    # (security finding 7); the super admin sees all three revoked.
+    assert closed.json()["progress"]["total"] == 0
+    assert world.alice.get(f"/reviews/campaigns/{campaign['id']}").status_code == 404
     everything = world.root.get(f"/reviews/campaigns/{campaign['id']}").json()
     assert everything["progress"]["revoked"] == 3
     assert not allowed(server, "alice", action="write")

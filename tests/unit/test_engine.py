@@ -109,17 +109,15 @@ def test_permits_takes_the_every_workspace_domain(engine: DecisionEngine) -> Non
 
 @pytest.mark.parametrize(
     "subject",
-    ["john@example.com", "John@Example.COM", "JOHN@EXAMPLE.COM", "  john@example.com\t"],
+    ["john@example.com", "John@Example.COM", "JOHN@EXAMPLE.COM"],
 )
-def test_resolve_subject_by_email_ignores_case_and_spaces(
-    engine: DecisionEngine, subject: str
-) -> None:
+def test_resolve_subject_by_email_ignores_case(engine: DecisionEngine, subject: str) -> None:
     # Services store addresses lower-case (invitations, setup); the engine lower-cases
     # the address it is asked about.
     assert engine.resolve_subject(subject) == JOHN
 
 
-@pytest.mark.parametrize("subject", ["user:1", "1", " user:1 "])
+@pytest.mark.parametrize("subject", ["user:1", "1"])
 def test_resolve_subject_by_id(engine: DecisionEngine, subject: str) -> None:
     assert engine.resolve_subject(subject) == JOHN
 
