@@ -173,6 +173,11 @@ class DeliveryLedger(Protocol):
         """The message to send now, or None if it is sent, failed or being sent already
         (so that a redelivered task never sends one attempt twice)."""
 
+    def renew(self, message_id: int) -> None:
+        """The message is still being sent: its claim's lease starts again (a worker
+        renews it while it talks to the SMTP server, so that only a dead worker's claim
+        runs out and the message is taken over)."""
+
     def record_sent(self, message_id: int, detail: str) -> None:
         """The SMTP server (or the outbox folder) took the message; ``detail`` is its reply."""
 

@@ -50,6 +50,8 @@ MAX_ATTEMPTS = 6
 # A queued message still unsent after this long lost its task (the broker was away when
 # its transaction committed, or the task vanished with its worker); the sweep requeues it.
 SWEEP_AGE = 60.0
+# A worker renews its claim on a message every third of this while it sends.
+CLAIM_LEASE = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class DeliveryPolicy:
     retry_backoff_max: float = RETRY_BACKOFF_MAX  # cap of each back-off
     max_attempts: int = MAX_ATTEMPTS  # first attempt included
     sweep_after: float = SWEEP_AGE  # age at which the sweep requeues a queued message
+    claim_lease: float = CLAIM_LEASE  # seconds a send's claim lasts unless renewed
 
 
 def beat_schedule(sweep_interval: float = SWEEP_INTERVAL) -> dict[str, Any]:
@@ -153,6 +156,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         # At least the first attempt, whatever the setting says.
         max_attempts=max(1, int(settings.mail_max_attempts)),
         sweep_after=max(0.0, float(settings.outbox_sweep_after_seconds)),
+        claim_lease=max(0.1, float(settings.mail_claim_lease_seconds)),
     )
 
 

@@ -5,6 +5,8 @@ Owns the templates in ``mailer/templates`` and every header Ringfence puts on a 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.headerregistry import Address
@@ -205,6 +207,14 @@ def _set_common_headers(message: EmailMessage, mail_from: str, *, idstring: str)
     message["Message-ID"] = make_msgid(idstring=idstring, domain=domain)
     # RFC 3834: tells vacation responders and ticket systems not to reply.
     message["Auto-Submitted"] = "auto-generated"
+
+
+def stable_message_id(message: EmailMessage, *parts: object) -> None:
+    """Give ``message`` a Message-ID made from ``parts`` (the outbox message's id and
+    payload), the same on every attempt to send it, in the domain it has already."""
+    domain = str(message["Message-ID"]).rstrip(">").rpartition("@")[2]
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    message.replace_header("Message-ID", f"<{digest.hexdigest()[:32]}@{domain}>")
 
 
 def _transfer_encoding(body: str) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from gateway.notifier import (
@@ -26,8 +28,8 @@ from mailer.celery_app import (
     celery_app,
     current_policy,
 )
-from mailer.delivery import Outgoing, current_ledger
-from mailer.messages import PASSWORD_RESET, render_notice
+from mailer.delivery import DeliveryLedger, Outgoing, current_ledger
+from mailer.messages import PASSWORD_RESET, render_notice, stable_message_id
 from mailer.transport import (
     OutboxTransport,
     PermanentDeliveryError,
@@ -85,11 +87,26 @@ def deliver_message(self: Any, message_id: int) -> dict[str, Any]:
     attempt = max(self.request.retries + 1, outgoing.attempt)
     out_of_attempts = attempt >= policy.max_attempts
     notice: InvitationNotice | PasswordResetNotice | None = None
+    recorded: list[str] = []
+
+    def accepted(detail: str) -> None:
+        # Recorded before QUIT: a worker that dies after the server took the message
+        # (during QUIT, or before the answer below) must not leave it to be sent again.
+        try:
+            ledger.record_sent(message_id, detail)
+            recorded.append(detail)
+        except Exception:
+            logger.exception("Message %s: sent, but not recorded yet", message_id)
+
     try:
         notice = _notice(outgoing)
         message = render_notice(outgoing.kind, notice, str(outgoing.transport["mail_from"]))
+        # The same Message-ID on every attempt, so a mail system can collapse the copy
+        # that an ambiguous failure (the worker died between DATA and our record) resends.
+        stable_message_id(message, outgoing.message_id, outgoing.payload)
         transport = transport_from_config(outgoing.transport)
-        detail = transport.send(message)
+        with claim_renewed(ledger, message_id, policy.claim_lease):
+            detail = transport.send(message, on_accepted=accepted)
     except PermanentDeliveryError as exc:
         # Retrying cannot help, and raising would only add a traceback (and, when eager,
         # an exception in the request that created the invitation).
@@ -135,9 +152,33 @@ def deliver_message(self: Any, message_id: int) -> dict[str, Any]:
         # link. Over SMTP the link stays out of the logs: it is a bearer credential.
         # Reset links never go to the log: whoever reads it could take over the account.
         logger.info("%s: accept link %s", _describe(outgoing, notice), notice.accept_url)
-    ledger.record_sent(message_id, detail)
+    if not recorded:
+        ledger.record_sent(message_id, detail)
     logger.info("%s: %s", _describe(outgoing, notice), detail)
     return {"status": "sent", "detail": detail}
+
+
+@contextmanager
+def claim_renewed(ledger: DeliveryLedger, message_id: int, lease: float) -> Iterator[None]:
+    """Renew the claim on ``message_id`` every third of its ``lease`` while the block
+    runs (a slow SMTP server must not look like a dead worker, whose message the sweep
+    takes over and sends again)."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(lease / 3):
+            try:
+                ledger.renew(message_id)
+            except Exception:  # the next renewal, or the outcome, will tell
+                logger.warning("Message %s: could not renew its claim", message_id)
+
+    renewer = threading.Thread(target=renew, name=f"renew-claim-{message_id}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        renewer.join()
 
 
 def _deliver_each(message_ids: Iterable[int], why: str) -> int:

@@ -12,7 +12,7 @@ import re
 import smtplib
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -42,9 +42,15 @@ class PermanentDeliveryError(DeliveryError):
     """Delivery will not succeed by retrying: SMTP 5xx, unusable configuration."""
 
 
+# Called with the outcome the moment the message is out of our hands (the SMTP server
+# accepted DATA, or the file is in place), before the connection is closed.
+Accepted = Callable[[str], None]
+
+
 class Transport(Protocol):
-    def send(self, message: EmailMessage) -> str:
-        """Deliver ``message``; return a human-readable outcome (SMTP reply, file path)."""
+    def send(self, message: EmailMessage, on_accepted: Accepted | None = None) -> str:
+        """Deliver ``message``; return a human-readable outcome (SMTP reply, file path),
+        and tell ``on_accepted`` as soon as it is delivered."""
         ...
 
 
@@ -57,16 +63,19 @@ class OutboxTransport:
 
     directory: Path
 
-    def send(self, message: EmailMessage) -> str:
+    def send(self, message: EmailMessage, on_accepted: Accepted | None = None) -> str:
         """Write ``message`` to ``<UTC timestamp>-invitation-<id>.eml``; return its path."""
         try:
-            return self._write(message)
+            path = self._write(message)
         except OSError as exc:
             # Disk full, a folder not yet mounted or made writable: like an SMTP server
             # that is away, it may work later, and the tasks handle it the same way.
             raise TransientDeliveryError(
                 f"outbox {self.directory}: cannot write the message: {exc}"
             ) from exc
+        if on_accepted is not None:
+            on_accepted(path)
+        return path
 
     def _write(self, message: EmailMessage) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -144,10 +153,11 @@ class SmtpTransport:
     def _where(self) -> str:
         return f"SMTP {self.host}:{self.port}"
 
-    def send(self, message: EmailMessage) -> str:
-        """Send ``message``; return the server's reply to DATA."""
+    def send(self, message: EmailMessage, on_accepted: Accepted | None = None) -> str:
+        """Send ``message``; return the server's reply to DATA (also given to
+        ``on_accepted`` before QUIT, which a slow or dying connection may never finish)."""
         try:
-            code, reply = self._deliver(message)
+            code, reply = self._deliver(message, on_accepted)
         except smtplib.SMTPRecipientsRefused as exc:
             replies = [
                 (rcpt_code, f"{rcpt}: {rcpt_code} {_text(msg)}")
@@ -183,7 +193,7 @@ class SmtpTransport:
             raise TransientDeliveryError(f"{self._where} unreachable: {exc}") from exc
         return f"{self._where} accepted the message: {code} {reply}"
 
-    def _deliver(self, message: EmailMessage) -> tuple[int, str]:
+    def _deliver(self, message: EmailMessage, on_accepted: Accepted | None) -> tuple[int, str]:
         context = self.ssl_context or ssl.create_default_context()
         client: _SMTP | _SMTP_SSL
         if self.security == "tls":
@@ -197,6 +207,8 @@ class SmtpTransport:
                 client.login(self.username, self.password)
             client.send_message(message)
             code, reply = client.last_data_reply or (250, b"")
+            if on_accepted is not None:
+                on_accepted(f"{self._where} accepted the message: {code} {_text(reply)}")
             return code, _text(reply)
         finally:
             _close_quietly(client)

@@ -24,6 +24,7 @@ class MemoryLedger:
         self.failures: list[tuple[int, str, bool]] = []
         self.sweeps: list[float] = []
         self.to_remind: list[InvitationNotice] = []
+        self.renewals = 0
 
     def add(self, notice: InvitationNotice, kind: str = "invitation") -> int:
         message_id = len(self.messages) + 1
@@ -40,6 +41,9 @@ class MemoryLedger:
         self.attempts[message_id] += 1
         kind, payload = self.messages[message_id]
         return Outgoing(message_id, kind, payload, dict(self.transport), self.attempts[message_id])
+
+    def renew(self, message_id: int) -> None:
+        self.renewals += 1
 
     def record_sent(self, message_id: int, detail: str) -> None:
         assert self.status[message_id] == "sending", "recorded without a claim"

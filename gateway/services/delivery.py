@@ -25,8 +25,6 @@ from gateway.security import unseal
 from gateway.services.base import SYSTEM, UnitOfWork
 from gateway.services.invitations import audit_each_workspace
 
-# A claim older than this is taken to belong to a worker that died mid-send.
-CLAIM_LEASE = timedelta(minutes=5)
 # Longer than the largest retry back-off: a retry still waiting this long was lost.
 RETRY_LOST_AFTER = timedelta(minutes=15)
 
@@ -69,7 +67,7 @@ class DatabaseLedger:
                     or_(
                         OutboxMessage.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
                         (OutboxMessage.status == DeliveryStatus.SENDING)
-                        & (OutboxMessage.claimed_at < now - CLAIM_LEASE),
+                        & (OutboxMessage.claimed_at < now - self._lease()),
                     ),
                 )
                 .values(
@@ -86,6 +84,23 @@ class DatabaseLedger:
             transport = self._services(session).settings.transport_config()
             session.commit()
             return Outgoing(message.id, message.kind, payload, transport, message.attempts)
+
+    def renew(self, message_id: int) -> None:
+        with self.session_factory() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == message_id,
+                    OutboxMessage.status == DeliveryStatus.SENDING,
+                )
+                .values(claimed_at=utcnow())
+            )
+            session.commit()
+
+    def _lease(self) -> timedelta:
+        # A claim older than this belongs to a worker that died mid-send (a live one
+        # renews it while sending).
+        return timedelta(seconds=self.settings.mail_claim_lease_seconds)
 
     def record_sent(self, message_id: int, detail: str) -> None:
         self._record(message_id, DeliveryStatus.SENT, detail)
@@ -156,7 +171,7 @@ class DatabaseLedger:
                                 < now - timedelta(seconds=older_than_seconds)
                             ),
                             (OutboxMessage.status == DeliveryStatus.SENDING)
-                            & (OutboxMessage.claimed_at < now - CLAIM_LEASE),
+                            & (OutboxMessage.claimed_at < now - self._lease()),
                             (OutboxMessage.status == DeliveryStatus.RETRY)
                             & (OutboxMessage.claimed_at < now - self._retry_lost_after()),
                         )
@@ -215,6 +230,9 @@ class WorkerLedger:
 
     def claim(self, message_id: int) -> Outgoing | None:
         return self._current().claim(message_id)
+
+    def renew(self, message_id: int) -> None:
+        self._current().renew(message_id)
 
     def record_sent(self, message_id: int, detail: str) -> None:
         self._current().record_sent(message_id, detail)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -47,6 +48,7 @@ from mailer.transport import (
 )
 from mailer.worker import prepare_worker, worker_argv
 from tests.ledger_fake import MemoryLedger
+from tests.smtp_support import Mailbox, running_smtp
 
 MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
 ACCEPT_URL = "https://ringfence.test/invitations/accept?token=tok-123&x=1"
@@ -514,11 +516,18 @@ def test_notifier_survives_an_unreachable_broker(
     )
     message_id = ledger.add(make_notice())
 
-    CeleryNotifier().message_queued(message_id)  # must not raise
+    started = time.monotonic()
+    CeleryNotifier().message_queued(message_id)  # must not raise, nor wait for the broker
+    assert time.monotonic() - started < 0.5
 
+    # The publisher's thread tried, failed, and said so.
+    deadline = time.monotonic() + 10
+    while not [r for r in caplog.records if r.name == "ringfence.mailer"]:
+        assert time.monotonic() < deadline, "the publisher logged nothing"
+        time.sleep(0.01)
     assert ledger.claims == []  # nothing ran: the sweep will requeue it
     (record,) = [r for r in caplog.records if r.name == "ringfence.mailer"]
-    assert record.getMessage() == f"Message {message_id}: could not deliver or queue it"
+    assert record.getMessage() == f"Message {message_id}: could not queue it"
     assert record.exc_info is not None
     assert "Connection refused" in str(record.exc_info[1])
 
@@ -625,3 +634,22 @@ def test_non_ascii_names_survive_the_round_trip(tmp_path: Path) -> None:
     text, html = parts(received)
     assert "Café: éditeur" in text
     assert "Zoë Ångström" in html
+
+
+def test_a_message_sent_again_keeps_its_message_id(ledger: MemoryLedger) -> None:
+    """The ambiguous case: the server took DATA and the worker died before recording it,
+    so the message is claimed and sent again. The copy has the same Message-ID, so mail
+    systems can collapse it; another message has its own."""
+    mailbox = Mailbox()
+    with running_smtp(mailbox) as port:
+        ledger.transport |= {"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_security": "none"}
+        first = ledger.add(make_notice())
+        other = ledger.add(make_notice(invitation_id=43, to_address="kim@example.org"))
+        deliver_message.apply((first,))
+        ledger.status[first] = "queued"  # what a taken-over claim amounts to
+        deliver_message.apply((first,))
+        deliver_message.apply((other,))
+    sent, again, another = mailbox.messages()
+    assert sent["Message-ID"] == again["Message-ID"]
+    assert another["Message-ID"] != sent["Message-ID"]
+    assert str(sent["Message-ID"]).endswith("@ringfence.test>")  # the sender's domain
