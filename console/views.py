@@ -44,7 +44,7 @@ from gateway.errors import (
     RingfenceError,
     Unauthorized,
 )
-from gateway.http import request_id, services
+from gateway.http import MAX_REASON, change_reason, request_id, services
 from gateway.models import InvitationStatus, UserStatus
 from gateway.permissions import Permission
 from gateway.rules import ALL_WORKSPACES
@@ -145,7 +145,15 @@ def _sign_in_and_csrf() -> Response | None:
             return _to_sign_in()
         assert session_id is not None
         g.console_viewer = Viewer(
-            Actor(user.id, f"{user.name} <{user.email}>", request_id()),
+            # As the API's current_actor builds it: audit events of console changes say
+            # where they came from, which request made them and the reason given.
+            Actor(
+                user.id,
+                f"{user.name} <{user.email}>",
+                request_id(),
+                source_address=request.remote_addr,
+                reason=_change_reason(),
+            ),
             user.id,
             user.name,
             user.email,
@@ -154,6 +162,21 @@ def _sign_in_and_csrf() -> Response | None:
     if request.method not in {"GET", "HEAD", "OPTIONS"}:
         console_session.require_csrf(g.console_viewer.session_id if "console_viewer" in g else None)
     return None
+
+
+def _change_reason() -> str | None:
+    """The reason typed in a form's optional ``reason`` field, else the
+    ``X-Ringfence-Reason`` header (as the API takes it); InvalidInput if unprintable or
+    longer than the API allows."""
+    typed = request.form.get("reason", "").strip() if request.method == "POST" else ""
+    if not typed:
+        return change_reason()
+    if len(typed) > MAX_REASON or not typed.isprintable():
+        raise InvalidInput(
+            f"The reason must be printable text of at most {MAX_REASON} characters",
+            errors={"reason": ["invalid"]},
+        )
+    return typed
 
 
 def _to_sign_in() -> Response:

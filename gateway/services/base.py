@@ -251,9 +251,27 @@ class Authorizer:
             )
 
     def require_all(self, actor: Actor, permission: Permission, workspaces: Iterable[str]) -> None:
-        """Every workspace in ``workspaces``; the global scope when there are none."""
-        for workspace in sorted(set(workspaces)) or [ALL_WORKSPACES]:
-            self.require(actor, permission, workspace)
+        """Every workspace in ``workspaces``; the global scope when there are none. The
+        workspaces come from someone else's roles (a person's, an invitation's): a
+        refusal names only one that ``actor`` may see (``workspaces:read``), never
+        another workspace's slug."""
+        missing = [
+            workspace
+            for workspace in sorted(set(workspaces)) or [ALL_WORKSPACES]
+            if not self.can(actor, permission, workspace)
+        ]
+        if not missing:
+            return
+        for workspace in missing:
+            if workspace == ALL_WORKSPACES or self.can(
+                actor, Permission.WORKSPACES_READ, workspace
+            ):
+                self.require(actor, permission, workspace)
+        raise Forbidden(
+            f"You need the permission '{permission}' in every workspace where they have "
+            "a role, some of which you cannot see",
+            permission=str(permission),
+        )
 
     def require_can_grant(
         self, actor: Actor, role: str, workspace: str, verb: str = "grant"

@@ -27,6 +27,7 @@ from gateway.errors import (
 from gateway.models import (
     AuditEvent,
     DeliveryStatus,
+    Grant,
     Invitation,
     InvitationGrant,
     InvitationStatus,
@@ -133,6 +134,22 @@ def audit_each_workspace(
     )
 
 
+class ScopedInvitation:
+    """An invitation as one admin may see it: the invitation's attributes, with
+    ``grants`` and ``invited_by_id`` limited to what they may see (see
+    :meth:`InvitationService.scoped`). Read-only: the invitation itself is unchanged."""
+
+    def __init__(
+        self, invitation: Invitation, grants: list[InvitationGrant], invited_by_id: int | None
+    ) -> None:
+        self.invitation = invitation
+        self.grants = grants
+        self.invited_by_id = invited_by_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.invitation, name)
+
+
 class InvitationService:
     def __init__(
         self,
@@ -229,8 +246,9 @@ class InvitationService:
         offset: int,
         limit: int,
         older_than_days: int | None = None,
-    ) -> Page[Invitation]:
-        """Invitations into workspaces where ``actor`` may invite, newest first.
+    ) -> Page[ScopedInvitation]:
+        """Invitations into workspaces where ``actor`` may invite, newest first, as
+        they may see them (:meth:`scoped`).
         ``older_than_days`` keeps those created at least that long ago and (without a
         ``status``) still waiting for an answer: the pending-invitations report."""
         query = select(Invitation)
@@ -253,9 +271,41 @@ class InvitationService:
             .offset(offset)
             .limit(limit)
         ).all()
-        return Page(items, total)
+        return Page(self.scoped(actor, items), total)
 
-    def get(self, actor: Actor, invitation_id: int) -> Invitation:
+    def get(self, actor: Actor, invitation_id: int) -> ScopedInvitation:
+        """One invitation into a workspace where ``actor`` may invite, as they may see it
+        (:meth:`scoped`); NotFound otherwise."""
+        return self.scoped(actor, [self._visible(actor, invitation_id)])[0]
+
+    def scoped(self, actor: Actor, invitations: Sequence[Invitation]) -> Sequence[ScopedInvitation]:
+        """The invitations with their roles only in workspaces ``actor`` may see (where
+        they may read people or invite), and the inviter's id only if ``actor`` may see
+        that person: an invitation into several workspaces must not tell one
+        workspace's admin about the others (as users.scoped does for people)."""
+        readable = self.authorizer.workspaces_where(actor, Permission.USERS_READ)
+        invitable = self.authorizer.workspaces_where(actor, Permission.USERS_INVITE)
+        if readable is None or invitable is None:
+            return [ScopedInvitation(i, list(i.grants), i.invited_by_id) for i in invitations]
+        workspaces = readable | invitable
+        inviters = {i.invited_by_id for i in invitations} - {None, actor.user_id}
+        seen = set(
+            self.session.scalars(
+                select(Grant.user_id).where(
+                    Grant.user_id.in_(inviters), Grant.workspace_slug.in_(workspaces)
+                )
+            )
+        ) | {actor.user_id}
+        return [
+            ScopedInvitation(
+                i,
+                [g for g in i.grants if g.workspace_slug in workspaces],
+                i.invited_by_id if i.invited_by_id in seen else None,
+            )
+            for i in invitations
+        ]
+
+    def _visible(self, actor: Actor, invitation_id: int) -> Invitation:
         invitation = self.session.get(Invitation, invitation_id)
         if invitation is None:
             raise NotFound(f"No invitation {invitation_id}")
@@ -628,7 +678,7 @@ class InvitationService:
         return self.session.scalars(query.order_by(User.id)).first()
 
     def _manageable(self, actor: Actor, invitation_id: int) -> Invitation:
-        invitation = self.get(actor, invitation_id)
+        invitation = self._visible(actor, invitation_id)
         self.authorizer.require_all(
             actor, Permission.USERS_INVITE, {g.workspace_slug for g in invitation.grants}
         )

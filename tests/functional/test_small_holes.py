@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.console_support import sign_in
 from tests.functional.test_access_reviews import items_of, started
 from tests.helpers import (
     ADMIN_EMAIL,
@@ -221,3 +222,95 @@ def test_a_reviewer_who_lost_the_right_no_longer_reads_their_items(server: LiveS
     restored = root.put(f"/users/{alice_id}/workspaces/acme/roles", json={"roles": ["admin"]})
     assert restored.status_code == 200, restored.text
     assert bob_item["id"] in {i["id"] for i in alice.get("/reviews/items").json()}
+
+
+# -- texts that name what the caller may not see ------------------------------------------
+
+
+def test_invitations_and_refusals_name_only_what_the_caller_may_see(server: LiveServer) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme", "globex")
+    alice_id, alice = invite_and_accept(
+        server, root, "alice@example.com", "Alice", [("acme", "admin")]
+    )
+    _, gina = invite_and_accept(server, root, "gina@example.com", "Gina", [("globex", "admin")])
+    # A person in both workspaces, and an invitation into both (by the super admin).
+    carol_id, _ = invite_and_accept(
+        server, root, "carol@example.com", "Carol", [("acme", "viewer"), ("globex", "viewer")]
+    )
+    both = root.post(
+        "/invitations",
+        json={
+            "email": "dave@example.com",
+            "name": "Dave",
+            "roles": [
+                {"workspace": "acme", "role": "editor"},
+                {"workspace": "globex", "role": "viewer"},
+            ],
+        },
+    ).json()
+    assert {r["workspace"] for r in both["roles"]} == {"acme", "globex"}
+
+    for admin, mine, other in ((alice, "acme", "globex"), (gina, "globex", "acme")):
+        shown = admin.get(f"/invitations/{both['id']}").json()
+        assert {r["workspace"] for r in shown["roles"]} == {mine}, shown
+        assert shown["invited_by_id"] is None  # the super admin is nobody they can see
+        listed = {i["id"]: i for i in admin.get("/invitations").json()}
+        assert {r["workspace"] for r in listed[both["id"]]["roles"]} == {mine}
+        for response in (
+            admin.post(f"/invitations/{both['id']}/revoke"),
+            admin.post(f"/invitations/{both['id']}/resend"),
+            admin.post(f"/users/{carol_id}/deactivate"),
+        ):
+            problem = assert_problem(response, 403, "forbidden")
+            assert other not in response.text, problem
+            assert "workspace" not in problem
+    # The super admin still sees everything, and the inviter.
+    full = root.get(f"/invitations/{both['id']}").json()
+    assert {r["workspace"] for r in full["roles"]} == {"acme", "globex"}
+    assert full["invited_by_id"] is not None
+    # An invitation an admin made is theirs to see in full, inviter included.
+    own = alice.post(
+        "/invitations",
+        json={
+            "email": "erin@example.com",
+            "name": "Erin",
+            "roles": [{"workspace": "acme", "role": "viewer"}],
+        },
+    ).json()
+    assert alice.get(f"/invitations/{own['id']}").json()["invited_by_id"] == alice_id
+    # A refusal about a workspace the caller may see still names it.
+    bob_id, _ = invite_and_accept(server, root, "bob@example.com", "Bob", [("acme", "viewer")])
+    assert_problem(alice.delete(f"/users/{bob_id}"), 403, "forbidden", "users:remove' in 'acme")
+
+
+# -- console changes are audited with their origin ----------------------------------------
+
+
+def test_console_changes_are_audited_with_address_request_id_and_reason(
+    server: LiveServer,
+) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme")
+    eve, _ = invite_and_accept(server, root, "eve@example.com", "Eve", [("acme", "viewer")])
+    console = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    console.client.headers["X-Request-ID"] = "console-deactivate-1"
+    deactivated = console.post(f"/console/users/{eve}/deactivate", {"reason": "left the company"})
+    assert deactivated.status_code in (200, 303), deactivated.text
+    console.client.headers["X-Request-ID"] = "console-reactivate-1"
+    console.client.headers["X-Ringfence-Reason"] = "came back"
+    reactivated = console.post(f"/console/users/{eve}/reactivate")
+    assert reactivated.status_code in (200, 303), reactivated.text
+    console.close()
+
+    events = {
+        e["action"]: e
+        for e in root.get("/audit", params={"target_id": eve, "page_size": 100}).json()
+        if e["action"] in ("user.deactivated", "user.reactivated")
+    }
+    assert events["user.deactivated"]["source_address"] == "127.0.0.1"
+    assert events["user.deactivated"]["request_id"] == "console-deactivate-1"
+    assert events["user.deactivated"]["reason"] == "left the company"
+    assert events["user.reactivated"]["source_address"] == "127.0.0.1"
+    assert events["user.reactivated"]["request_id"] == "console-reactivate-1"
+    assert events["user.reactivated"]["reason"] == "came back"
