@@ -74,7 +74,14 @@ def run_worker(
     app = prepare_worker(settings, ledger)
     if beat:
         settings.instance_dir.mkdir(parents=True, exist_ok=True)
-    app.worker_main(worker_argv(settings, concurrency, beat))
+    # Not app.worker_main(): it runs Celery's command line in click's non-standalone
+    # mode and drops the status, so a worker that stopped on an unrecoverable error (a
+    # broker gone for good, say) exited 0, and a supervisor that restarts on failure left
+    # mail stopped. In standalone mode the worker's status becomes the process's.
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app  # the --app option, as app.start() sets it
+    celery_command.main(args=worker_argv(settings, concurrency, beat), standalone_mode=True)
 
 
 def _ledger_from_entry_point(settings: Settings) -> DeliveryLedger:

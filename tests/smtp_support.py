@@ -3,6 +3,7 @@ accepts, and can refuse recipients or DATA with a fixed reply."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -63,6 +64,29 @@ class Mailbox:
     def messages(self) -> list[EmailMessage]:
         """Each accepted message, parsed, in order."""
         return [message for _, message in self.deliveries()]
+
+
+class SlowMailbox(Mailbox):
+    """Answers DATA after ``data_delay`` seconds, and QUIT only once ``quit_gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data_delay = 0.0
+        self.quit_gate = threading.Event()
+        self.quit_gate.set()
+        self.quitting = threading.Event()
+        self.data_started = threading.Event()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_started.set()
+        await asyncio.sleep(self.data_delay)
+        return await super().handle_DATA(server, session, envelope)
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.quitting.set()
+        while not self.quit_gate.is_set():
+            await asyncio.sleep(0.02)
+        return "221 Bye"
 
 
 def free_port() -> int:

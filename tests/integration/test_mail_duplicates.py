@@ -6,14 +6,12 @@ ledger on SQLite and PostgreSQL, the real ``deliver_message`` task."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.orm import Session as DbSession
 
 from gateway.config import Settings
@@ -22,28 +20,7 @@ from gateway.models import DeliveryStatus, OutboxMessage
 from mailer.delivery import current_ledger
 from mailer.tasks import deliver_message
 from tests.helpers import LiveServer, create_workspaces, invite
-from tests.smtp_support import Mailbox, running_smtp
-
-
-class SlowMailbox(Mailbox):
-    """Answers DATA after ``data_delay`` seconds, and QUIT only once ``quit_gate`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.data_delay = 0.0
-        self.quit_gate = threading.Event()
-        self.quit_gate.set()
-        self.quitting = threading.Event()
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        await asyncio.sleep(self.data_delay)
-        return await super().handle_DATA(server, session, envelope)
-
-    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.quitting.set()
-        while not self.quit_gate.is_set():
-            await asyncio.sleep(0.02)
-        return "221 Bye"
+from tests.smtp_support import SlowMailbox, running_smtp
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from mailer.celery_app import (
     reset_connections,
 )
 from tests.helpers import ADMIN_EMAIL, LiveServer, accept_invitation, create_workspaces, run_cli
-from tests.smtp_support import REFUSAL, Mailbox, free_port, running_smtp
+from tests.smtp_support import REFUSAL, Mailbox, SlowMailbox, free_port, running_smtp
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -546,3 +546,55 @@ def test_mailbox_refused_with_550_fails_at_once(start_stack: Callable[..., Stack
     assert mailbox.rcpt_commands == 1
     assert mailbox.deliveries() == []
     assert stack.invitation(invitation["id"])["delivery"]["attempts"] == 1
+
+
+def test_the_worker_outlives_redis_dying_under_a_task_or_exits_with_failure(
+    start_stack_on_sqlite: Callable[..., Stack],
+) -> None:
+    """Redis dies while the worker holds an unacknowledged task (its SMTP server is slow).
+    The worker must keep going and consume again once Redis is back, or exit non-zero so
+    that its supervisor restarts it; never stop quietly with status 0 (mail stalled for
+    minutes that way: a restart-on-failure policy saw a clean exit)."""
+    mailbox = SlowMailbox()
+    mailbox.data_delay = 3.0
+    stack = start_stack_on_sqlite(mailbox)
+    invite(stack, "ann@example.org")
+    assert mailbox.data_started.wait(30), stack.diagnostics()
+    stack.redis.stop()  # while the task is in DATA, unacknowledged
+    # The task ends (and would be acknowledged) while Redis is away.
+    stack.wait_for(lambda: mailbox.data_attempts or None, "the slow DATA to end")
+    stack.wait_for(lambda: "succeeded" in stack.worker.output() or None, "the task to end")
+    stack.redis.start()  # same port, empty
+    mailbox.data_delay = 0.0
+    later = invite(stack, "bo@example.org")
+
+    def outcome() -> str | None:
+        assert stack.worker.process is not None
+        code = stack.worker.process.poll()
+        if code is not None:
+            return f"exited with {code}"
+        sent = stack.invitation(later["id"])["delivery"]["status"] == "sent"
+        return "consuming again" if sent else None
+
+    result = stack.wait_for(outcome, "the worker to consume again, or to exit")
+    assert result != "exited with 0", stack.diagnostics()
+
+
+def test_a_worker_that_stops_on_an_unrecoverable_error_exits_with_failure(
+    tmp_path: Path,
+) -> None:
+    """Celery logs "Unrecoverable error" and stops; the process must then exit non-zero,
+    so that a restart-on-failure supervisor (deploy/) starts it again. (It exited 0: the
+    worker's status was dropped on the way out.) A broker URL whose database is not a
+    number is unrecoverable at once; a broker dying under a task ended the same way."""
+    settings = Settings(
+        instance_dir=tmp_path / "instance",
+        database_url=f"sqlite:///{tmp_path / 'ringfence.db'}",
+        broker_url=f"redis://127.0.0.1:{free_port()}/not-a-number",
+    )
+    worker = Worker(settings, tmp_path / "worker.log")
+    worker.start()
+    assert worker.process is not None
+    status = worker.process.wait(timeout=60)
+    assert "Unrecoverable error" in worker.output(), worker.log()
+    assert status != 0, worker.log()

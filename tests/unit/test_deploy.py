@@ -51,6 +51,8 @@ def test_compose_has_database_redis_two_replicas_behind_a_balancer_worker_and_be
     assert "gateway-a:8000" in nginx and "gateway-b:8000" in nginx
     assert "X-Forwarded-For" in nginx
     assert "--beat" in services["beat"]["command"] and "--no-beat" in services["worker"]["command"]
+    # A mail worker that stops is started again, whatever its exit status (issue 25).
+    assert services["worker"]["restart"] == services["beat"]["restart"] == "unless-stopped"
 
 
 def test_kubernetes_gateway_has_probes_resources_budget_and_secrets_by_reference() -> None:
@@ -91,6 +93,11 @@ def test_kubernetes_worker_beat_and_migration() -> None:
     for doc in docs.values():
         [container] = doc["spec"]["template"]["spec"]["containers"]
         assert "RINGFENCE_DATABASE_URL" in env_names(container)
+    # Deployments restart a container that exits, with any status (restartPolicy Always,
+    # the only one they allow): the worker and beat are never left stopped.
+    for name in ("Deployment/ringfence-worker", "Deployment/ringfence-beat"):
+        pod = docs[name]["spec"]["template"]["spec"]
+        assert pod.get("restartPolicy", "Always") == "Always"
 
 
 def test_dockerfile_is_multi_stage_and_non_root() -> None:
