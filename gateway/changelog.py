@@ -4,13 +4,16 @@ revisions they missed in order instead of reloading everything.
 
 The encoding is a list of objects with a ``type`` and the change's fields; decoding is
 strict (an unknown type raises), and a replica that cannot decode a revision reloads.
+Besides the engine's changes a revision may carry the end times of grants' rules
+(``expiry``) and the mark that it ended service tokens (``tokens_ended``: a client deleted,
+a token revoked, a key retired), on which every replica forgets the tokens it remembers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -67,11 +70,26 @@ def decode_change(data: dict[str, Any]) -> Change:
 
 
 Expiry = tuple[Rule, datetime | None]
+TOKENS_ENDED = "tokens_ended"
+# Entries that are not engine changes.
+_NOT_CHANGES = frozenset({"expiry", TOKENS_ENDED})
 
 
-def encode(changes: Iterable[Change], expiries: Iterable[Expiry] = ()) -> list[dict[str, Any]]:
+class Logged(NamedTuple):
+    """One revision as the log holds it."""
+
+    revision: int
+    changes: list[Change]
+    expiries: list[Expiry]
+    tokens_ended: bool
+
+
+def encode(
+    changes: Iterable[Change], expiries: Iterable[Expiry] = (), tokens_ended: bool = False
+) -> list[dict[str, Any]]:
     """The changes, then the end times the revision gave to grants' rules (the in-memory
-    expiry schedule of every replica needs them, see gateway/expiry.py)."""
+    expiry schedule of every replica needs them, see gateway/expiry.py), then whether it
+    ended service tokens (every replica's decision token cache must hear of it)."""
     entries = [encode_change(c) for c in changes]
     for rule, at in expiries:
         entries.append(
@@ -82,11 +100,17 @@ def encode(changes: Iterable[Change], expiries: Iterable[Expiry] = ()) -> list[d
                 "at": None if at is None else at.isoformat(),
             }
         )
+    if tokens_ended:
+        entries.append({"type": TOKENS_ENDED})
     return entries
 
 
 def decode(data: Sequence[dict[str, Any]]) -> list[Change]:
-    return [decode_change(d) for d in data if d["type"] != "expiry"]
+    return [decode_change(d) for d in data if d["type"] not in _NOT_CHANGES]
+
+
+def decode_tokens_ended(data: Sequence[dict[str, Any]]) -> bool:
+    return any(d["type"] == TOKENS_ENDED for d in data)
 
 
 def decode_expiries(data: Sequence[dict[str, Any]]) -> list[Expiry]:
@@ -101,19 +125,21 @@ def decode_expiries(data: Sequence[dict[str, Any]]) -> list[Expiry]:
 
 
 def record(
-    session: Session, revision: int, changes: Sequence[Change], expiries: Sequence[Expiry] = ()
+    session: Session,
+    revision: int,
+    changes: Sequence[Change],
+    expiries: Sequence[Expiry] = (),
+    tokens_ended: bool = False,
 ) -> None:
     """Add ``revision``'s changes to the log in the caller's transaction (every revision
     gets a row, even an empty one, so that a missing row always means "pruned")."""
-    session.add(PolicyChange(revision=revision, changes=encode(changes, expiries)))
+    session.add(PolicyChange(revision=revision, changes=encode(changes, expiries, tokens_ended)))
     if revision % PRUNE_EVERY == 0 and revision > KEEP_REVISIONS:
         oldest_kept = revision - KEEP_REVISIONS
         session.execute(delete(PolicyChange).where(PolicyChange.revision <= oldest_kept))
 
 
-def read_after(
-    session: Session, after: int, upto: int | None = None
-) -> list[tuple[int, list[Change], list[Expiry]]] | None:
+def read_after(session: Session, after: int, upto: int | None = None) -> list[Logged] | None:
     """Revisions ``after+1 .. upto`` (every logged one when ``upto`` is None) with their
     changes, in order; None if one is missing from the log (pruned, or written before
     the log existed) or cannot be decoded.
@@ -131,7 +157,13 @@ def read_after(
         return None
     try:
         return [
-            (int(revision), decode(payload), decode_expiries(payload)) for revision, payload in rows
+            Logged(
+                int(revision),
+                decode(payload),
+                decode_expiries(payload),
+                decode_tokens_ended(payload),
+            )
+            for revision, payload in rows
         ]
     except (KeyError, TypeError, ValueError):
         return None

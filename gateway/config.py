@@ -102,8 +102,12 @@ class Settings:
     token_issuer: str = ""
     decisions_allow_loopback: bool = False
     # How long a process takes a service token it accepted for decisions without checking it
-    # again (gateway/token_cache.py): revocations reach other processes within this time.
+    # again (gateway/token_cache.py); whatever ends a token makes every process forget
+    # the tokens it remembers as soon as it hears of the change.
     decision_token_cache_seconds: float = 2.0
+    # While the database is away, a remembered token works this long after this process
+    # last checked it (never past its expiry), then gets 503; it caps the cache time too.
+    decision_token_outage_grace_seconds: float = 300.0
     # When set, GET /metrics needs "Authorization: Bearer <this token>" (a scraper's
     # bearer_token); empty: /metrics is public, for scrapers inside a private network.
     metrics_token: str = field(default="", repr=False)

@@ -15,7 +15,13 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import ClientMixin, InvalidGrantError, TokenMixin, grants
+from authlib.oauth2.rfc6749 import (
+    ClientMixin,
+    InvalidGrantError,
+    InvalidRequestError,
+    TokenMixin,
+    grants,
+)
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -25,11 +31,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway import refusals
 from gateway.errors import Forbidden, InsufficientScope, Unauthorized
-from gateway.freshness import is_unreachable
+from gateway.freshness import DatabaseUnavailable, is_unreachable
 from gateway.http import DECISION_PATHS, bearer_token, services
 from gateway.models import OAuthClient
 from gateway.services.oauth import DECISIONS_SCOPE, SCOPES, ClientService
-from gateway.signing import ALGORITHM
+from gateway.sync import state_of
 from gateway.token_cache import DecisionTokenCache
 
 bp = Blueprint("oauth", __name__)
@@ -101,7 +107,19 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
 
-class Revocation(RevocationEndpoint):
+class AnyHint:
+    """RFC 7009 §2.1 and RFC 7662 §2.1: ``token_type_hint`` only speeds a lookup up, and
+    a server that cannot find the token by it must search every type it has. Ours are
+    all found by one lookup, so the hint is ignored (Authlib refuses hints outside
+    ``SUPPORTED_TOKEN_TYPES`` with ``unsupported_token_type``, which would leave an
+    access token sent with another hint unrevoked)."""
+
+    def check_params(self, request: Any, client: Any) -> None:
+        if "token" not in request.form:
+            raise InvalidRequestError()
+
+
+class Revocation(AnyHint, RevocationEndpoint):
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
     SUPPORTED_TOKEN_TYPES = ("access_token",)
 
@@ -113,10 +131,10 @@ class Revocation(RevocationEndpoint):
             services().tokens.revoke(request.client.model, token.value)
         except Forbidden as exc:
             raise InvalidGrantError("The token was issued to another client") from exc
-        current_app.extensions["ringfence_token_cache"].forget(token.value)
+        # Every process forgets its remembered tokens through the revision this committed.
 
 
-class Introspection(IntrospectionEndpoint):
+class Introspection(AnyHint, IntrospectionEndpoint):
     # Only authenticated clients may ask: a token's scope and client are not public.
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
     SUPPORTED_TOKEN_TYPES = ("access_token",)
@@ -219,8 +237,10 @@ def metadata() -> Response:
             "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
             "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
             "scopes_supported": sorted(SCOPES),
+            # Required by RFC 8414, and empty: there is no authorization endpoint.
             "response_types_supported": [],
-            "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],
+            # No token_endpoint_auth_signing_alg_values_supported: it is about
+            # private_key_jwt and client_secret_jwt, which are not offered.
         }
     )
     response.headers["Cache-Control"] = "public, max-age=300"
@@ -251,6 +271,7 @@ def require_decision_token() -> None:
     cache: DecisionTokenCache = current_app.extensions["ringfence_token_cache"]
     if cache.fresh(token):
         return
+    generation = cache.generation  # before the database is read, see remember()
     try:
         claims = services().tokens.require(token, DECISIONS_SCOPE)
     except (Unauthorized, InsufficientScope) as exc:
@@ -259,17 +280,30 @@ def require_decision_token() -> None:
         refusals.count("decision_token", refusals.reason_of(exc))
         raise
     except (OperationalError, InterfaceError) as exc:
-        if is_unreachable(exc) and cache.known(token):
-            return  # accepted before the database went away; the answer says stale
-        raise
-    cache.remember(token, float(claims["exp"]))
+        if not is_unreachable(exc):
+            raise
+        if cache.known(token):
+            return  # checked within the outage grace; the answer says stale
+        state_of(current_app.extensions["ringfence"].engine).wake.set()  # notice the outage
+        raise DatabaseUnavailable(
+            "The database cannot be reached to check this access token (a token is taken "
+            f"from memory only within {cache.outage_grace:g} s of its last check here); "
+            "retry shortly.",
+            retry_after=2,
+        ) from exc
+    cache.remember(token, float(claims["exp"]), generation)
 
 
 def init_app(app: Flask) -> None:
     """Register the endpoints, the Authlib server and the decision guard on ``app``."""
     app.extensions["ringfence_oauth"] = make_server()
-    app.extensions["ringfence_token_cache"] = DecisionTokenCache(
-        app.extensions["ringfence"].settings.decision_token_cache_seconds
+    gateway_state = app.extensions["ringfence"]
+    settings = gateway_state.settings
+    cache = DecisionTokenCache(
+        settings.decision_token_cache_seconds, settings.decision_token_outage_grace_seconds
     )
+    app.extensions["ringfence_token_cache"] = cache
+    # A revision that ended tokens, committed here or applied from elsewhere (gateway.sync).
+    state_of(gateway_state.engine).forget_tokens = cache.forget_all
     app.register_blueprint(bp)
     app.before_request(require_decision_token)

@@ -10,6 +10,11 @@ change log (``policy_changes``) and applies them in order. Only a gap the log ca
 Every apply and reload of one engine goes through one lock (:class:`SyncState`), so
 revisions are applied exactly once and in order even when the request thread, the
 poller and a ``min_revision`` wait race each other.
+
+A revision that ended service tokens (a deleted client, a revoked token, a retired key)
+makes the process forget the decision tokens it remembers (``SyncState.forget_tokens``,
+gateway.token_cache) when it commits or applies that revision, and on every full reload
+(the gap it skips may have held one).
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class SyncState:
     wake: threading.Event = field(default_factory=threading.Event)
     # Called with each revision this process committed (the watcher publishes it).
     publish: Callable[[int], None] | None = None
+    # Called when a revision ended service tokens (the decision token cache forgets).
+    forget_tokens: Callable[[], None] | None = None
 
     @property
     def staleness(self) -> float:
@@ -92,6 +99,15 @@ def _reload(engine: DecisionEngine, session: Session, state: SyncState) -> None:
 
     reload_engine(engine, session.get_bind(), session)  # type: ignore[arg-type]
     state.full_reloads += 1
+    _tokens_ended(state)
+
+
+def _tokens_ended(state: SyncState) -> None:
+    if state.forget_tokens is not None:
+        try:
+            state.forget_tokens()
+        except Exception:
+            log.exception("could not forget the remembered decision tokens")
 
 
 def _fill_from_log(engine: DecisionEngine, session: Session, upto: int, state: SyncState) -> bool:
@@ -100,33 +116,37 @@ def _fill_from_log(engine: DecisionEngine, session: Session, upto: int, state: S
     if revisions is None:
         log.info("change log has no revisions %s..%s; reloading", engine.revision + 1, upto)
         return False
-    for revision, changes, expiries in revisions:
-        if not _apply_logged(engine, revision, changes, expiries):
+    for logged in revisions:
+        if not _apply_logged(engine, logged, state):
             return False
         state.incremental_applies += 1
     return True
 
 
-def _apply_logged(
-    engine: DecisionEngine,
-    revision: int,
-    changes: Sequence[Change],
-    expiries: Sequence[changelog.Expiry],
-) -> bool:
+def _apply_logged(engine: DecisionEngine, logged: changelog.Logged, state: SyncState) -> bool:
     """Apply one logged revision, and give its grants' end times to the engine's expiry
     schedule, as the unit of work does in the process that committed it."""
-    if not engine.apply(changes, revision):
+    if not engine.apply(logged.changes, logged.revision):
         return False
-    schedule_for(engine).committed(changes, expiries)
+    schedule_for(engine).committed(logged.changes, logged.expiries)
+    if logged.tokens_ended:
+        _tokens_ended(state)
     return True
 
 
 def apply_committed(
-    engine: DecisionEngine, session: Session, changes: Sequence[Change], revision: int
+    engine: DecisionEngine,
+    session: Session,
+    changes: Sequence[Change],
+    revision: int,
+    tokens_ended: bool = False,
 ) -> None:
     """Bring ``engine`` to ``revision``, just committed through ``session`` with
-    ``changes``; then announce it to the other replicas."""
+    ``changes`` (and ending service tokens, if ``tokens_ended``); then announce it to
+    the other replicas."""
     state = state_of(engine)
+    if tokens_ended:
+        _tokens_ended(state)  # before anything that may wait: the next call is refused
     with state.lock:
         if not state.tracked:
             if not engine.apply(changes, revision):
@@ -168,8 +188,7 @@ def apply_notice(
             with session_factory() as session:
                 revisions = changelog.read_after(session, engine.revision)
                 applied = revisions is not None and all(
-                    _apply_logged(engine, revision, changes, expiries)
-                    for revision, changes, expiries in revisions
+                    _apply_logged(engine, logged, state) for logged in revisions
                 )
                 session.rollback()
         except Exception as exc:

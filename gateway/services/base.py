@@ -75,6 +75,8 @@ class ChangeSet:
     revision: int = 0
     # End times of time-limited grants' rules, for the engine's expiry schedule.
     expiries: list[tuple[Rule, datetime | None]] = field(default_factory=list)
+    # Whether the change ends service tokens (see end_tokens).
+    tokens_ended: bool = False
 
     def add_rule(self, rule: Rule) -> None:
         self.session.add(CasbinRule.from_rule(rule))
@@ -90,6 +92,12 @@ class ChangeSet:
 
     def engine(self, change: Change) -> None:
         self.engine_changes.append(change)
+
+    def end_tokens(self) -> None:
+        """The change ends service tokens (a client deleted, a token revoked, a key
+        retired): every process forgets the decision tokens it remembers once it
+        commits or applies it (gateway.token_cache)."""
+        self.tokens_ended = True
 
     def expire_rule(self, rule: Rule, at: datetime | None) -> None:
         """``rule`` stops counting for decisions at ``at`` (see :mod:`gateway.expiry`)."""
@@ -171,7 +179,11 @@ class UnitOfWork:
             yield changes
             changes.revision = self._bump_revision()
             changelog.record(
-                self.session, changes.revision, changes.engine_changes, changes.expiries
+                self.session,
+                changes.revision,
+                changes.engine_changes,
+                changes.expiries,
+                changes.tokens_ended,
             )
             for event in changes.events:
                 event.revision = changes.revision
@@ -181,7 +193,13 @@ class UnitOfWork:
             self.session.rollback()
             raise
         self.revision = changes.revision
-        sync.apply_committed(self.engine, self.session, changes.engine_changes, changes.revision)
+        sync.apply_committed(
+            self.engine,
+            self.session,
+            changes.engine_changes,
+            changes.revision,
+            changes.tokens_ended,
+        )
         schedule_for(self.engine).committed(changes.engine_changes, changes.expiries)
         for callback in changes.after_commit:
             try:

@@ -3,8 +3,11 @@
 Clients are installation-wide (a token with ``decisions:check`` may ask about every
 workspace), so managing them needs ``clients:read`` / ``clients:write`` in every
 workspace (``*``), which only a super admin holds. None of this changes what the engine
-decides, so changes are committed with :meth:`UnitOfWork.record` (audited, no revision
-bump).
+decides, so most changes are committed with :meth:`UnitOfWork.record` (audited, no
+revision bump). Whatever ends tokens (deleting a client, revoking a token, retiring a key)
+is a revision marked as such (:meth:`ChangeSet.end_tokens`), because every process that
+remembers decision tokens (gateway.token_cache) must forget them: at once here, and on
+the revision's notice or at the revision check in every other process.
 """
 
 from __future__ import annotations
@@ -133,15 +136,16 @@ class ClientService:
         """Revoke a client for good: no new tokens, and its tokens stop working at once."""
         self.authorizer.require(actor, Permission.CLIENTS_WRITE, ALL_WORKSPACES)
         client = self._live(actor, client_id)
-        client.revoked_at = utcnow()
-        self.uow.record(
-            actor,
-            "client.deleted",
-            "oauth_client",
-            target_id=client_id,
-            target_name=client.name,
-            before={"scopes": client.scopes.split()},
-        )
+        with self.uow.change(actor) as changes:
+            client.revoked_at = utcnow()
+            changes.audit(
+                "client.deleted",
+                "oauth_client",
+                target_id=client_id,
+                target_name=client.name,
+                before={"scopes": client.scopes.split()},
+            )
+            changes.end_tokens()
         return client
 
     def find_active(self, client_id: str) -> OAuthClient | None:
@@ -190,8 +194,10 @@ class KeyService:
 
     def retire(self, kid: str, actor: Actor = SYSTEM) -> SigningKey:
         """Stop a previous key verifying at once (say it leaked)."""
-        key = self.ring.retire(kid)
-        self.uow.record(actor, "signing_key.retired", "signing_key", target_id=kid)
+        with self.uow.change(actor) as changes:
+            key = self.ring.retire(kid)
+            changes.audit("signing_key.retired", "signing_key", target_id=kid)
+            changes.end_tokens()
         return key
 
     def list(self) -> list[tuple[SigningKey, str]]:
@@ -262,14 +268,16 @@ class TokenService:
             raise Forbidden("The token was issued to another client")
         if not self.ring.revoke(claims):
             return False
-        self.uow.record(
-            client_actor(caller.client_id, caller.name),
-            "token.revoked",
-            "access_token",
-            target_id=claims["jti"],
-            target_name=caller.name,
-            after={"client_id": caller.client_id, "expires": claims["exp"]},
-        )
+        # The revocation row joins the change's transaction.
+        with self.uow.change(client_actor(caller.client_id, caller.name)) as changes:
+            changes.audit(
+                "token.revoked",
+                "access_token",
+                target_id=claims["jti"],
+                target_name=caller.name,
+                after={"client_id": caller.client_id, "expires": claims["exp"]},
+            )
+            changes.end_tokens()
         return True
 
     def introspect(self, caller: OAuthClient, token: str) -> dict[str, Any]:

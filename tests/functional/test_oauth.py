@@ -338,9 +338,10 @@ def test_loopback_may_skip_the_token_only_when_the_setting_says_so(server: LiveS
 def test_accepted_tokens_are_remembered_for_the_cache_time(
     server: LiveServer,
 ) -> None:
-    """With the cache on, a token accepted once is not checked again for the cache time: a
-    deleted client's token still works within it (the documented propagation delay of
-    revocations to other processes) and is refused after it."""
+    """With the cache on, a token accepted once is not checked again for the cache time: in
+    a process that hears of no changes (no revision check, no Redis) a deleted client's
+    token still works within it, and is refused after it. Processes that hear of changes
+    forget it at once: tests/functional/test_token_revocation.py."""
     admin = server.admin()
     create_workspaces(admin, "acme")
     client_id, secret = create_client(server.settings, "decisions:check", name="cached")

@@ -92,7 +92,7 @@ def make_cluster(
 ) -> Iterator[Callable[..., Cluster]]:
     started: list[Any] = []
 
-    def make(poll_seconds: float = 1.0, wait_ms: int = 200) -> Cluster:
+    def make(poll_seconds: float = 1.0, wait_ms: int = 200, **overrides: Any) -> Cluster:
         created = run_cli(settings, "create-admin", "--email", OPS, "--name", "Ops")
         assert created.exit_code == 0, created.output
         redis_server = RedisServer(tmp_path / "redis").start()
@@ -112,6 +112,7 @@ def make_cluster(
             # Most checks here come from loopback without a service token; the database
             # outage test also checks with tokens (remembered ones keep working).
             decisions_allow_loopback=True,
+            **overrides,
         )
         a = Replica("a", replica_settings, tmp_path / "logs")
         b = Replica("b", replica_settings, tmp_path / "logs")
@@ -235,12 +236,17 @@ def test_without_redis_b_catches_up_by_polling_and_resubscribes(
         assert delay < 0.75, delay
 
 
-def service_token(cluster: Cluster) -> str:
-    """A new service client's ``decisions:check`` token, made through A."""
+def service_client(cluster: Cluster) -> tuple[str, str]:
+    """A new service client with ``decisions:check``, made through A: (id, secret)."""
     with cluster.admin(cluster.a) as admin:
         created = admin.post("/clients", json={"name": "svc", "scopes": ["decisions:check"]})
         assert created.status_code == 201, created.text
-    client_id, secret = created.json()["client"]["client_id"], created.json()["client_secret"]
+    return created.json()["client"]["client_id"], created.json()["client_secret"]
+
+
+def service_token(cluster: Cluster, client: tuple[str, str] | None = None) -> str:
+    """A ``decisions:check`` token of ``client`` (default: a new one), issued by A."""
+    client_id, secret = client or service_client(cluster)
     with cluster.a.client() as anonymous:
         issued = anonymous.post(
             "/oauth/token",
@@ -306,6 +312,48 @@ def test_without_the_database_decisions_continue_stale_and_writes_fail_cleanly(
     revision = cluster.set_ops_active(cluster.a, False)
     _, body = wait_for_answer(cluster, cluster.b, False, timeout=5)
     assert body["revision"] >= revision
+
+
+def test_the_other_replica_refuses_ended_tokens_as_soon_as_the_notice_arrives(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """B remembers tokens for ten minutes and checks revisions every 30 s: a client
+    deleted or a token revoked on A is refused by B within the notice's delay."""
+    cluster = make_cluster(poll_seconds=30, decision_token_cache_seconds=600)
+    doomed, kept = service_client(cluster), service_client(cluster)
+    of_doomed, revoked, other = (
+        service_token(cluster, doomed),
+        service_token(cluster, kept),
+        service_token(cluster, kept),
+    )
+
+    def status(token: str) -> int:
+        return cluster.check(cluster.b, Authorization=f"Bearer {token}").status_code
+
+    for token in (of_doomed, revoked, other):
+        assert status(token) == 200 and status(token) == 200  # checked, then remembered
+    reloads_before = metric(cluster.b, "ringfence_full_reloads_total")
+
+    with cluster.admin(cluster.a) as admin:
+        started = time.monotonic()
+        assert admin.delete(f"/clients/{doomed[0]}").status_code == 200
+    wait_until(lambda: status(of_doomed) == 401, "B to refuse the deleted client's token", 5)
+    assert time.monotonic() - started < 1.0
+    problem = assert_problem(
+        cluster.check(cluster.b, Authorization=f"Bearer {of_doomed}"), 401, "unauthorized"
+    )
+    assert problem["reason"] == "client-deleted"
+    assert status(other) == 200
+
+    with cluster.a.client() as anonymous:
+        started = time.monotonic()
+        answer = anonymous.post("/oauth/revoke", data={"token": revoked}, auth=kept)
+    assert answer.status_code == 200, answer.text
+    wait_until(lambda: status(revoked) == 401, "B to refuse the revoked token", 5)
+    assert time.monotonic() - started < 1.0
+    assert status(other) == 200
+    # Applied from the change log, not by reloading.
+    assert metric(cluster.b, "ringfence_full_reloads_total") == reloads_before
 
 
 def test_min_revision_waits_for_the_revision_or_refuses(
