@@ -68,6 +68,9 @@ class Settings:
     # A message being sent is claimed by its worker for this long; the worker renews the
     # claim while it sends, so only a dead worker's message is taken over (and sent again).
     mail_claim_lease_seconds: float = 60.0
+    # A consuming worker stamps its row this often; /readyz and /metrics count workers
+    # stamped within three times this as consuming.
+    mail_worker_heartbeat_seconds: float = 10.0
     # Audit retention: events older than this many days are archived to a JSON Lines
     # file in audit_archive_dir (default instance_dir/audit-archive) and deleted, by
     # `ringfence audit archive` or the worker's beat; 0 keeps every event in the database.

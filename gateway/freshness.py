@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -33,7 +34,7 @@ from gateway.http import (
     require_metrics_token,
     unexpected_error,
 )
-from gateway.models import DeliveryStatus, OutboxMessage
+from gateway.models import DeliveryStatus, MailWorker, OutboxMessage, utcnow
 from gateway.sync import SyncState, catch_up, state_of, wait_for_revision
 
 log = logging.getLogger("ringfence.freshness")
@@ -179,8 +180,26 @@ def readiness(app: Flask) -> tuple[dict[str, Any], int]:
         "stale": state.stale,
         "staleness_seconds": round(state.staleness, 3),
         "watcher": _watcher_status(app),
+        # Mail workers consuming; null without a broker (email is sent in-process).
+        "mail_workers_consuming": None if state.stale else consuming_mail_workers(app),
     }
     return body, 200 if ready else 503
+
+
+def consuming_mail_workers(app: Flask) -> int | None:
+    """How many mail workers stamped their row within three heartbeats (None without a
+    broker, or when the database cannot say): 0 means nobody is sending email."""
+    settings = app.extensions["ringfence"].settings
+    if not settings.broker_url:
+        return None
+    since = utcnow() - timedelta(seconds=3 * settings.mail_worker_heartbeat_seconds)
+    try:
+        with app.extensions["ringfence"].session_factory() as session:
+            query = select(func.count()).where(MailWorker.seen_at >= since)
+            return int(session.scalar(query) or 0)
+    except Exception:
+        log.debug("mail workers not read", exc_info=True)
+        return None
 
 
 def _watcher_status(app: Flask) -> str:
@@ -203,6 +222,8 @@ def _scrape(app: Flask) -> bytes:
     metrics.ENGINE_COUNTS.read = lambda: (state.incremental_applies, state.full_reloads)
     if not state.stale:  # with the database away, the last figures stand
         _scrape_mail_queue(app)
+        if (workers := consuming_mail_workers(app)) is not None:
+            metrics.MAIL_WORKERS_CONSUMING.set(workers)
     return metrics.generate_latest()
 
 

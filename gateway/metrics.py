@@ -114,6 +114,11 @@ AUTH_REFUSALS_UNTRACKED = Counter(
     "Refusals from sources beyond the sampler's table of sources, audited together",
     ["kind"],
 )
+MAIL_WORKERS_CONSUMING = Gauge(
+    "ringfence_mail_workers_consuming",
+    "Mail workers connected to the broker and consuming (stamped within three heartbeats);"
+    " read at scrape time, with a broker configured",
+)
 MAIL_QUEUE_DEPTH = Gauge(
     "ringfence_mail_queue_depth",
     "Outbox messages not sent yet, by status (queued, sending, retry); read at scrape time",
@@ -131,6 +136,7 @@ __all__ = [
     "LOGIN_FAILURES",
     "MAIL_DELIVERY_FAILURES",
     "MAIL_QUEUE_DEPTH",
+    "MAIL_WORKERS_CONSUMING",
     "MIN_REVISION_REFUSALS",
     "REVISION",
     "REVISION_LAG",

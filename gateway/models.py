@@ -306,6 +306,16 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class MailWorker(Base):
+    """A mail worker whose consumer is connected to the broker, as of ``seen_at`` (it
+    stamps its row while it consumes: mailer.worker.Heartbeat)."""
+
+    __tablename__ = "mail_workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class AppSetting(Base):
     """Settings changed at run time through the admin API (they override the environment)."""
 

@@ -173,6 +173,12 @@ class DeliveryLedger(Protocol):
         """The message to send now, or None if it is sent, failed or being sent already
         (so that a redelivered task never sends one attempt twice)."""
 
+    def worker_seen(self, name: str) -> None:
+        """Worker ``name`` is consuming (connected to the broker), as of now."""
+
+    def worker_gone(self, name: str) -> None:
+        """Worker ``name`` stopped consuming for good (a warm shutdown)."""
+
     def renew(self, message_id: int) -> None:
         """The message is still being sent: its claim's lease starts again (a worker
         renews it while it talks to the SMTP server, so that only a dead worker's claim

@@ -52,6 +52,8 @@ MAX_ATTEMPTS = 6
 SWEEP_AGE = 60.0
 # A worker renews its claim on a message every third of this while it sends.
 CLAIM_LEASE = 60.0
+# A worker whose consumer is connected stamps its row this often (mailer.worker).
+HEARTBEAT = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class DeliveryPolicy:
     max_attempts: int = MAX_ATTEMPTS  # first attempt included
     sweep_after: float = SWEEP_AGE  # age at which the sweep requeues a queued message
     claim_lease: float = CLAIM_LEASE  # seconds a send's claim lasts unless renewed
+    heartbeat: float = HEARTBEAT  # seconds between a consuming worker's stamps
 
 
 def beat_schedule(sweep_interval: float = SWEEP_INTERVAL) -> dict[str, Any]:
@@ -157,6 +160,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         max_attempts=max(1, int(settings.mail_max_attempts)),
         sweep_after=max(0.0, float(settings.outbox_sweep_after_seconds)),
         claim_lease=max(0.1, float(settings.mail_claim_lease_seconds)),
+        heartbeat=max(0.1, float(settings.mail_worker_heartbeat_seconds)),
     )
 
 

@@ -9,17 +9,18 @@ entry point, since ``mailer`` does not import the gateway's services itself.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from gateway.config import Settings, load_settings
 from gateway.logs import use_format
-from mailer.celery_app import configure_celery
-from mailer.delivery import DeliveryLedger, install_ledger
+from mailer.celery_app import configure_celery, current_policy
+from mailer.delivery import DeliveryLedger, current_ledger, install_ledger
 
 # A factory ``(settings: Settings) -> DeliveryLedger``, registered by the package that
 # owns the outbox table, e.g. in its pyproject.toml:
@@ -40,8 +41,49 @@ def prepare_worker(settings: Settings, ledger: DeliveryLedger) -> Celery:
         raise SystemExit("RINGFENCE_OUTBOX_SWEEP_INTERVAL_SECONDS must be more than 0")
     app = configure_celery(settings, worker=True)
     install_ledger(ledger)
+    if Heartbeat not in app.steps["consumer"]:
+        app.steps["consumer"].add(Heartbeat)
     _log_in_format(settings.log_format)
     return app
+
+
+class Heartbeat(bootsteps.StartStopStep):
+    """Stamps this worker's row (``ledger.worker_seen``) every policy ``heartbeat``
+    seconds while its consumer is connected to the broker. A consumer that loses the
+    broker is stopped and started again by Celery, and so is this step: the stamps stop
+    while nothing is consumed, and ``/readyz`` shows it (``mail_workers_consuming``)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._stop: threading.Event | None = None
+
+    def start(self, parent: Any) -> None:
+        self._stop = stop = threading.Event()
+        name, interval = str(parent.hostname), current_policy().heartbeat
+
+        def beat() -> None:
+            while True:
+                try:
+                    current_ledger().worker_seen(name)
+                except Exception:  # the database is away: the next stamp will tell
+                    logging.getLogger("ringfence.mailer").warning("heartbeat not recorded")
+                if stop.wait(interval):
+                    return
+
+        threading.Thread(target=beat, name="ringfence-heartbeat", daemon=True).start()
+
+    def stop(self, parent: Any) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def shutdown(self, parent: Any) -> None:
+        self.stop(parent)
+        try:
+            current_ledger().worker_gone(str(parent.hostname))
+        except Exception:  # its stamps simply grow old
+            logging.getLogger("ringfence.mailer").warning("worker's row not removed")
 
 
 def _log_in_format(log_format: str) -> None:

@@ -25,6 +25,7 @@ class MemoryLedger:
         self.sweeps: list[float] = []
         self.to_remind: list[InvitationNotice] = []
         self.renewals = 0
+        self.workers: set[str] = set()
 
     def add(self, notice: InvitationNotice, kind: str = "invitation") -> int:
         message_id = len(self.messages) + 1
@@ -41,6 +42,12 @@ class MemoryLedger:
         self.attempts[message_id] += 1
         kind, payload = self.messages[message_id]
         return Outgoing(message_id, kind, payload, dict(self.transport), self.attempts[message_id])
+
+    def worker_seen(self, name: str) -> None:
+        self.workers.add(name)
+
+    def worker_gone(self, name: str) -> None:
+        self.workers.discard(name)
 
     def renew(self, message_id: int) -> None:
         self.renewals += 1

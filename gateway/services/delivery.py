@@ -12,14 +12,14 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import metrics
 from gateway.config import Settings
 from gateway.db import make_engine, make_session_factory
 from gateway.engine import DecisionEngine
-from gateway.models import DeliveryStatus, Invitation, OutboxMessage, utcnow
+from gateway.models import DeliveryStatus, Invitation, MailWorker, OutboxMessage, utcnow
 from gateway.notifier import Notifier, Outgoing, TestOutcome
 from gateway.security import unseal
 from gateway.services.base import SYSTEM, UnitOfWork
@@ -84,6 +84,16 @@ class DatabaseLedger:
             transport = self._services(session).settings.transport_config()
             session.commit()
             return Outgoing(message.id, message.kind, payload, transport, message.attempts)
+
+    def worker_seen(self, name: str) -> None:
+        with self.session_factory() as session:
+            session.merge(MailWorker(name=name[:255], seen_at=utcnow()))
+            session.commit()
+
+    def worker_gone(self, name: str) -> None:
+        with self.session_factory() as session:
+            session.execute(delete(MailWorker).where(MailWorker.name == name[:255]))
+            session.commit()
 
     def renew(self, message_id: int) -> None:
         with self.session_factory() as session:
@@ -230,6 +240,12 @@ class WorkerLedger:
 
     def claim(self, message_id: int) -> Outgoing | None:
         return self._current().claim(message_id)
+
+    def worker_seen(self, name: str) -> None:
+        self._current().worker_seen(name)
+
+    def worker_gone(self, name: str) -> None:
+        self._current().worker_gone(name)
 
     def renew(self, message_id: int) -> None:
         self._current().renew(message_id)

@@ -598,3 +598,29 @@ def test_a_worker_that_stops_on_an_unrecoverable_error_exits_with_failure(
     status = worker.process.wait(timeout=60)
     assert "Unrecoverable error" in worker.output(), worker.log()
     assert status != 0, worker.log()
+
+
+def test_readyz_and_metrics_show_whether_a_worker_is_consuming(
+    start_stack_on_sqlite: Callable[..., Stack],
+) -> None:
+    """The worker stamps its row while its consumer is connected: with Redis gone, the
+    gateway reports no worker consuming (before mail piles up), and one again once the
+    worker is back on Redis."""
+    stack = start_stack_on_sqlite(Mailbox(), mail_worker_heartbeat_seconds=0.3)
+
+    def consuming() -> int | None:
+        with stack.server.client() as anonymous:
+            return anonymous.get("/readyz").json()["mail_workers_consuming"]  # type: ignore[no-any-return]
+
+    def scraped() -> float:
+        text = httpx.get(f"{stack.server.url}/metrics", timeout=30).text
+        [line] = [x for x in text.splitlines() if x.startswith("ringfence_mail_workers_consuming ")]
+        return float(line.split()[1])
+
+    stack.wait_for(lambda: consuming() == 1 or None, "the worker to be reported consuming")
+    assert scraped() == 1.0
+    stack.redis.stop()
+    stack.wait_for(lambda: consuming() == 0 or None, "no worker to be reported consuming")
+    assert scraped() == 0.0
+    stack.redis.start()
+    stack.wait_for(lambda: consuming() == 1 or None, "the worker to consume again")
