@@ -128,7 +128,7 @@ def start_watcher(
     state.tracked = True
     if not settings.watcher_url:
         return
-    watcher = RedisWatcher(settings.watcher_url)
+    watcher = RedisWatcher(settings.watcher_url, health_seconds=settings.watcher_health_seconds)
 
     def on_notice(message: str) -> None:
         revision = notice_revision(message)

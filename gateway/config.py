@@ -96,6 +96,9 @@ class Settings:
     # decision asking for X-Min-Revision may wait for it, and how many proxies (load
     # balancers) in front of the gateway to trust for the client address (0: none).
     watcher_url: str = ""
+    # The watcher pings Redis this often; no answer within 2 s means disconnected, and
+    # changes then arrive by the revision check (revision_poll_seconds) until it is back.
+    watcher_health_seconds: float = 5.0
     min_revision_wait_ms: int = 200
     trusted_proxies: int = 0
     # OAuth 2.0 for services (gateway/oauth_api.py): client token lifetime in seconds, the

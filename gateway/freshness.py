@@ -180,6 +180,9 @@ def readiness(app: Flask) -> tuple[dict[str, Any], int]:
         "stale": state.stale,
         "staleness_seconds": round(state.staleness, 3),
         "watcher": _watcher_status(app),
+        # How changes of other replicas reach this one: their notices, or (no watcher, or
+        # Redis away or frozen) the revision check every revision_poll_seconds.
+        "propagation": "notices" if _watcher_status(app) == "connected" else "polling",
         # Mail workers consuming; null without a broker (email is sent in-process).
         "mail_workers_consuming": None if state.stale else consuming_mail_workers(app),
     }

@@ -33,14 +33,21 @@ log = logging.getLogger("ringfence.watcher")
 
 CHANNEL = "/casbin"
 SOCKET_TIMEOUT = 2.0  # seconds: a frozen Redis must not hold a thread for long
-HEALTH_CHECK_SECONDS = 5  # the subscriber pings this often to notice a dead link
+HEALTH_CHECK_SECONDS = 5.0  # the subscriber pings this often to notice a dead link
 
 
 class RedisWatcher(Watcher):
     """Publishes revision notices and calls ``callback(message)`` for each received."""
 
-    def __init__(self, url: str, channel: str = CHANNEL, local_id: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        channel: str = CHANNEL,
+        local_id: str | None = None,
+        health_seconds: float = HEALTH_CHECK_SECONDS,
+    ) -> None:
         self.url = url
+        self.health_seconds = health_seconds
         self.channel = channel
         self.local_id = local_id or uuid.uuid4().hex
         self.connected = False  # subscribed right now
@@ -92,7 +99,7 @@ class RedisWatcher(Watcher):
             self.url,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=SOCKET_TIMEOUT,
-            health_check_interval=HEALTH_CHECK_SECONDS,
+            health_check_interval=self.health_seconds,
         )
 
     def message(self, revision: int) -> str:
@@ -153,15 +160,23 @@ class RedisWatcher(Watcher):
                 backoff = 0.2
                 self._deliver("resubscribed")  # notices may have been missed meanwhile
                 last_ping = time.monotonic()
+                awaiting_pong: float | None = None
                 while not self._stop.is_set():
-                    item = pubsub.get_message(timeout=1.0)
+                    item = pubsub.get_message(timeout=min(1.0, self.health_seconds))
                     if item and item.get("type") == "message":
                         data = item["data"]
                         self.received += 1
                         self._deliver(data.decode() if isinstance(data, bytes) else str(data))
-                    if time.monotonic() - last_ping > HEALTH_CHECK_SECONDS:
-                        pubsub.ping()  # a silent dead link raises here or on next read
-                        last_ping = time.monotonic()
+                    elif item and item.get("type") == "pong":
+                        awaiting_pong = None
+                    now = time.monotonic()
+                    # Connected means answering: a frozen Redis (or a stalled link) takes
+                    # a PING without a word, and reads just time out quietly.
+                    if awaiting_pong is not None and now - awaiting_pong > SOCKET_TIMEOUT:
+                        raise redis.TimeoutError("Redis did not answer PING")
+                    if awaiting_pong is None and now - last_ping > self.health_seconds:
+                        pubsub.ping()
+                        last_ping = awaiting_pong = now
             except (redis.RedisError, OSError) as exc:
                 log.debug("watcher connection failed: %s", exc)
             finally:

@@ -1,7 +1,9 @@
 """A small TCP proxy that a test controls: put it between a process and a server
 (PostgreSQL, Redis) and :meth:`TcpProxy.cut` the link as a network failure would
 (every open connection is reset and new ones are closed at once), then
-:meth:`TcpProxy.restore` it. Threads, no dependencies."""
+:meth:`TcpProxy.restore` it; or :meth:`TcpProxy.pause` it, as a stalled link looks
+(nothing is refused, nothing arrives: bytes and new connections wait), then
+:meth:`TcpProxy.resume` it. Threads, no dependencies."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._cut = False
         self._closed = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.accepted = 0
         threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True).start()
 
@@ -39,8 +43,17 @@ class TcpProxy:
         with self._lock:
             self._cut = False
 
+    def pause(self) -> None:
+        """Stop forwarding, resetting nothing: bytes sent either way wait in the
+        proxy's socket buffers, and new connections are accepted but go nowhere."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self._closed = True
+        self._flowing.set()
         self.cut()
         self._listener.close()
 
@@ -50,31 +63,39 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            with self._lock:
-                refuse = self._cut
-            if refuse:
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        self._flowing.wait()  # paused: the client is connected, to nothing yet
+        with self._lock:
+            refuse = self._cut
+        if refuse:
+            _reset(client)
+            return
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            _reset(client)
+            return
+        upstream.settimeout(None)
+        with self._lock:
+            if self._cut:
                 _reset(client)
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                _reset(client)
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                if self._cut:
-                    _reset(client)
-                    _reset(upstream)
-                    continue
-                self._open |= {client, upstream}
-                self.accepted += 1
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+                _reset(upstream)
+                return
+            self._open |= {client, upstream}
+            self.accepted += 1
+        self._pump(client, upstream)
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         peers = {a: b, b: a}
         try:
             while True:
-                readable, _, _ = select.select([a, b], [], [], 1.0)
+                # Paused: nothing is read, so senders fill the buffers and then wait.
+                while not self._flowing.wait(0.2):
+                    if self._cut and a not in self._open:
+                        return
+                readable, _, _ = select.select([a, b], [], [], 0.2)
                 if self._cut and a not in self._open:
                     break
                 for sock in readable:

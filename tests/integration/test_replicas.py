@@ -236,6 +236,28 @@ def test_without_redis_b_catches_up_by_polling_and_resubscribes(
         assert delay < 0.75, delay
 
 
+def test_a_frozen_redis_is_noticed_and_changes_arrive_by_polling(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Redis stops answering without closing anything (the link stalls): the watcher's
+    PING goes unanswered, so B reports the watcher disconnected and polling, instead of
+    "connected" for as long as the freeze lasts; changes still arrive by the revision
+    check, and notices again once Redis answers."""
+    cluster = make_cluster(poll_seconds=1.0, watcher_health_seconds=0.5)
+    cluster.redis_proxy.pause()
+    try:
+        wait_until(lambda: cluster.b.ready()["watcher"] == "disconnected", "B to notice", 10)  # type: ignore[index]
+        assert cluster.b.ready()["propagation"] == "polling"  # type: ignore[index]
+        assert metric(cluster.b, "ringfence_watcher_connected") == 0
+        revision = cluster.set_ops_active(cluster.a, False)
+        delay, body = wait_for_answer(cluster, cluster.b, False, timeout=10)
+        assert body["revision"] >= revision and delay < 1.0 + 1.0, delay
+    finally:
+        cluster.redis_proxy.resume()
+    wait_until(lambda: cluster.b.ready()["watcher"] == "connected", "B to resubscribe", 20)  # type: ignore[index]
+    assert cluster.b.ready()["propagation"] == "notices"  # type: ignore[index]
+
+
 def service_client(cluster: Cluster) -> tuple[str, str]:
     """A new service client with ``decisions:check``, made through A: (id, secret)."""
     with cluster.admin(cluster.a) as admin:
