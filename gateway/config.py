@@ -114,6 +114,10 @@ class Settings:
     # While the database is away, a remembered token works this long after this process
     # last checked it (never past its expiry), then gets 503; it caps the cache time too.
     decision_token_outage_grace_seconds: float = 300.0
+    # The longest a request waits on the database where it must not hang (a service
+    # token's check, /readyz): past it the database counts as unreachable (a stalled
+    # link answers nothing, and psycopg has no read timeout).
+    database_call_timeout_seconds: float = 1.0
     # When set, GET /metrics needs "Authorization: Bearer <this token>" (a scraper's
     # bearer_token); empty: /metrics is public, for scrapers inside a private network.
     metrics_token: str = field(default="", repr=False)

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway import metrics
+from gateway.bounded import BoundedCalls, DatabaseStalled
 from gateway.errors import BadRequest, Conflict, ServiceUnavailable
 from gateway.http import (
     is_decision_request,
@@ -163,8 +164,12 @@ def readiness(app: Flask) -> tuple[dict[str, Any], int]:
     gateway = app.extensions["ringfence"]
     engine = gateway.engine
     state = state_of(engine)
+    calls: BoundedCalls = app.extensions["ringfence_db_calls"]
     try:
-        catch_up(engine, gateway.db, gateway.session_factory, gateway.settings)
+        # Bounded: a stalled database must not hang the probe (nor its caller's check).
+        calls.run(lambda: catch_up(engine, gateway.db, gateway.session_factory, gateway.settings))
+    except DatabaseStalled:
+        log.debug("readiness: the database does not answer", exc_info=True)
     except Exception:
         log.debug("readiness: database unreachable", exc_info=True)
     lag = max(0, state.database_revision - engine.revision)
@@ -174,7 +179,9 @@ def readiness(app: Flask) -> tuple[dict[str, Any], int]:
         "status": "ready" if ready else "catching-up",
         "policy_loaded": True,
         "revision": engine.revision,
-        "database": "unreachable" if state.stale else "ok",
+        "database": (
+            "ok" if not state.stale else "unreachable" if not state.database_ok else "silent"
+        ),
         "database_revision": state.database_revision,
         "revision_lag": lag,
         "stale": state.stale,
@@ -196,10 +203,13 @@ def consuming_mail_workers(app: Flask) -> int | None:
     if not settings.broker_url:
         return None
     since = utcnow() - timedelta(seconds=3 * settings.mail_worker_heartbeat_seconds)
-    try:
+
+    def count() -> int:
         with app.extensions["ringfence"].session_factory() as session:
-            query = select(func.count()).where(MailWorker.seen_at >= since)
-            return int(session.scalar(query) or 0)
+            return int(session.scalar(select(func.count()).where(MailWorker.seen_at >= since)) or 0)
+
+    try:
+        return app.extensions["ringfence_db_calls"].run(count)
     except Exception:
         log.debug("mail workers not read", exc_info=True)
         return None
@@ -240,9 +250,13 @@ def _scrape_mail_queue(app: Flask) -> None:
         .where(OutboxMessage.status.in_(_UNSENT))
         .group_by(OutboxMessage.status)
     )
-    try:
+
+    def read() -> dict[DeliveryStatus, int]:
         with app.extensions["ringfence"].session_factory() as session:
-            counts = {status: count for status, count in session.execute(query).all()}
+            return {status: count for status, count in session.execute(query).all()}
+
+    try:
+        counts = app.extensions["ringfence_db_calls"].run(read)
     except Exception:
         log.debug("metrics: mail queue not read", exc_info=True)
         return

@@ -11,6 +11,7 @@ here answers problem+json as usual.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -30,10 +31,12 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway import refusals
+from gateway.bounded import BoundedCalls, DatabaseStalled
 from gateway.errors import Forbidden, InsufficientScope, Unauthorized
 from gateway.freshness import DatabaseUnavailable, is_unreachable
 from gateway.http import DECISION_PATHS, bearer_token, services
 from gateway.models import OAuthClient
+from gateway.services import Services
 from gateway.services.oauth import DECISIONS_SCOPE, SCOPES, ClientService
 from gateway.sync import state_of
 from gateway.token_cache import DecisionTokenCache
@@ -271,20 +274,27 @@ def require_decision_token() -> None:
     cache: DecisionTokenCache = current_app.extensions["ringfence_token_cache"]
     if cache.fresh(token):
         return
+    calls: BoundedCalls = current_app.extensions["ringfence_db_calls"]
+    gateway = current_app.extensions["ringfence"]
+    if cache.known(token):
+        # Checked within the outage grace: answered now, checked again off the request,
+        # so a slow or stalled database never holds a decision. Whatever ends a token
+        # makes the cache forget it at once (gateway.token_cache), so this only lets a
+        # change this process has not heard of yet through once more.
+        calls.start(_digest(token), lambda: _check_again(gateway, cache, token))
+        return
     generation = cache.generation  # before the database is read, see remember()
     try:
-        claims = services().tokens.require(token, DECISIONS_SCOPE)
+        claims = calls.run(lambda: check_token(gateway, token))
     except (Unauthorized, InsufficientScope) as exc:
         # Counted only: an audit write per refused call would put the database (and
         # the caller's words) on the decision path.
         refusals.count("decision_token", refusals.reason_of(exc))
         raise
-    except (OperationalError, InterfaceError) as exc:
-        if not is_unreachable(exc):
+    except (OperationalError, InterfaceError, DatabaseStalled) as exc:
+        if not isinstance(exc, DatabaseStalled) and not is_unreachable(exc):
             raise
-        if cache.known(token):
-            return  # checked within the outage grace; the answer says stale
-        state_of(current_app.extensions["ringfence"].engine).wake.set()  # notice the outage
+        state_of(gateway.engine).wake.set()  # notice the outage
         raise DatabaseUnavailable(
             "The database cannot be reached to check this access token (a token is taken "
             f"from memory only within {cache.outage_grace:g} s of its last check here); "
@@ -292,6 +302,32 @@ def require_decision_token() -> None:
             retry_after=2,
         ) from exc
     cache.remember(token, float(claims["exp"]), generation)
+
+
+def check_token(gateway: Any, token: str) -> dict[str, Any]:
+    """The claims of a live service token with ``decisions:check``, checked in full on a
+    session of its own (it runs on a thread of :class:`BoundedCalls`)."""
+    with gateway.session_factory() as session:
+        tokens = Services(
+            session, gateway.engine, gateway.notifier, gateway.settings, gateway.throttle
+        ).tokens
+        return tokens.require(token, DECISIONS_SCOPE)
+
+
+def _check_again(gateway: Any, cache: DecisionTokenCache, token: str) -> None:
+    generation = cache.generation
+    try:
+        claims = check_token(gateway, token)
+    except (Unauthorized, InsufficientScope):
+        cache.forget(token)  # the next call is checked in full, and refused
+        return
+    except Exception:  # unreachable or stalled: the outage grace decides
+        return
+    cache.remember(token, float(claims["exp"]), generation)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def init_app(app: Flask) -> None:
@@ -303,6 +339,7 @@ def init_app(app: Flask) -> None:
         settings.decision_token_cache_seconds, settings.decision_token_outage_grace_seconds
     )
     app.extensions["ringfence_token_cache"] = cache
+    app.extensions["ringfence_db_calls"] = BoundedCalls(settings.database_call_timeout_seconds)
     # A revision that ended tokens, committed here or applied from elsewhere (gateway.sync).
     state_of(gateway_state.engine).forget_tokens = cache.forget_all
     app.register_blueprint(bp)

@@ -66,6 +66,9 @@ class SyncState:
     publish: Callable[[int], None] | None = None
     # Called when a revision ended service tokens (the decision token cache forgets).
     forget_tokens: Callable[[], None] | None = None
+    # With a revision check running: unconfirmed for longer than this means the database
+    # is not answering (a stalled link raises nothing, it just waits), so stale too.
+    stale_after: float = 0.0
 
     @property
     def staleness(self) -> float:
@@ -74,8 +77,9 @@ class SyncState:
 
     @property
     def stale(self) -> bool:
-        """True while the database cannot be reached: answers come from memory."""
-        return not self.database_ok
+        """True while the database cannot be reached, or has not answered the revision
+        check for ``stale_after`` seconds: answers come from memory."""
+        return not self.database_ok or 0 < self.stale_after < self.staleness
 
 
 _STATES: weakref.WeakKeyDictionary[DecisionEngine, SyncState] = weakref.WeakKeyDictionary()
@@ -259,6 +263,8 @@ class RevisionPoller:
         self.state = state_of(engine)
         self.state.tracked = True
         self._interval = settings.revision_poll_seconds if settings.revision_poll_seconds > 0 else 2
+        # Three checks missed (each may take up to the database call bound as well).
+        self.state.stale_after = 3 * self._interval + settings.database_call_timeout_seconds
         self._stop = threading.Event()
         self._thread = self._new_thread()
 

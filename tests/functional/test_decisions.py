@@ -122,10 +122,11 @@ def test_check_names_the_subject_and_fails_closed(
             assert decision["allowed"] is False, workspace
             assert decision["reason"] == "unknown workspace"
 
-        # Invited but not yet accepted: known, not active.
+        # Invited but not yet accepted: no account yet (an invitation's placeholder is
+        # not one, and may share its address with another workspace's), so unknown.
         invite(admin, "paula@example.com", [("acme", "owner")], "Paula")
         pending = check(client, "paula@example.com", action="read")
-        assert pending["allowed"] is False and pending["reason"] == "subject is not active"
+        assert pending["allowed"] is False and pending["reason"] == "unknown subject"
 
         assert admin.post(f"/users/{john_id}/deactivate").status_code == 200
         for subject in (JOHN, f"user:{john_id}", str(john_id)):

@@ -1,0 +1,85 @@
+"""Database calls that a request must not wait on for long.
+
+psycopg has no read timeout: a query on a link that stalls (packets stop, nothing is
+refused) waits until TCP gives up, minutes later. On the decision path, and in
+``/readyz``, such a wait held request threads until every one of them waited, on every
+replica at once. So those calls run on a few threads of their own: the caller waits at
+most its bound and then treats the database as unreachable, while a stalled call holds
+only its own thread; with all of those stuck, further calls fail at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class DatabaseStalled(Exception):
+    """The database did not answer within the bound (or every thread waits on it)."""
+
+
+class BoundedCalls:
+    def __init__(self, timeout: float, workers: int = 4) -> None:
+        self.timeout = timeout
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._pid = -1
+        self._start()
+
+    def run(self, call: Callable[[], T], timeout: float | None = None) -> T:
+        """``call()``'s result, waiting at most ``timeout`` (default: the bound);
+        DatabaseStalled past it. ``call`` opens its own session: it may outlive the wait."""
+        bound = self.timeout if timeout is None else timeout
+        self._start_once_per_process()
+        if not self._slots.acquire(blocking=False):
+            raise DatabaseStalled("every database thread is waiting for an answer")
+        future = self._pool.submit(self._then_release, call)
+        try:
+            return future.result(bound)
+        except FutureTimeout as exc:
+            raise DatabaseStalled(f"the database did not answer within {bound:g} s") from exc
+
+    def start(self, key: str, call: Callable[[], None]) -> None:
+        """Run ``call()`` in the background, unless one started under ``key`` still runs
+        or every thread waits on the database; never waits itself."""
+        self._start_once_per_process()
+        with self._lock:
+            if key in self._running or not self._slots.acquire(blocking=False):
+                return
+            self._running.add(key)
+
+        def job() -> None:
+            try:
+                call()
+            finally:
+                with self._lock:
+                    self._running.discard(key)
+                self._slots.release()
+
+        self._pool.submit(job)
+
+    def _then_release(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        finally:
+            self._slots.release()
+
+    def _start_once_per_process(self) -> None:
+        # gunicorn forks after building the app: the parent's threads are not in the child.
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._start()
+
+    def _start(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.workers)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ringfence-db")
+        self._running = set()
+        self._pid = os.getpid()
