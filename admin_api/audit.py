@@ -26,10 +26,38 @@ blp = Blueprint("audit", __name__, url_prefix="/audit", description="The audit t
 EXPORT_TYPES = {"jsonl": "application/jsonl", "csv": "text/csv"}
 
 
+# X-Pagination is JSON (a header with content, as flask-smorest's pages have it).
+AUDIT_PAGE_HEADERS = {
+    "X-Pagination": {
+        "description": "The total of matching events and the page size (and the page, "
+        "for numbered pages), as JSON",
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["total", "page_size"],
+                    "properties": {
+                        "total": {"type": "integer", "minimum": 0},
+                        "page_size": {"type": "integer", "minimum": 1},
+                        "page": {"type": "integer", "minimum": 1},
+                    },
+                }
+            }
+        },
+    },
+    "X-Next-Cursor": {
+        "description": "The cursor of the next page; absent on the last one",
+        "schema": {"type": "string"},
+    },
+    "Link": {"description": '<next page URL>; rel="next"', "schema": {"type": "string"}},
+}
+
+
 @blp.route("")
 class Audit(MethodView):
     @blp.arguments(AuditPageQuerySchema, location="query")
-    @blp.response(200, AuditEventSchema(many=True))
+    @blp.response(200, AuditEventSchema(many=True), headers=AUDIT_PAGE_HEADERS)
     def get(self, query: dict[str, Any]) -> Any:
         """Changes in the workspaces you may audit, newest first. The next page is at
         ``cursor`` = the ``X-Next-Cursor`` header (also in ``Link: rel="next"``)."""

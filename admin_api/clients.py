@@ -35,7 +35,8 @@ class ClientCreateSchema(StrictSchema):
 
 
 class ClientListQuery(LenientQuery):
-    include_deleted = fields.Boolean(load_default=False)
+    # As the OpenAPI document says it: true or false (not 1, yes or on).
+    include_deleted = fields.Boolean(load_default=False, truthy={"true"}, falsy={"false"})
 
 
 class ClientSchema(Schema):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC
 from typing import Any
 
@@ -9,6 +10,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, val
 
 from gateway.models import InvitationStatus, UserStatus
 from gateway.notifier import name_problem
+from gateway.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from gateway.services.invitations import RoleInWorkspace, effective_status
 
 SLUG = validate.Regexp(
@@ -22,14 +24,35 @@ SLUG_OR_ALL = validate.Regexp(
 ROLE = validate.Regexp(r"^[a-z0-9_-]{1,63}$", error="Not a role name")
 
 
-def _plain_text(value: str) -> None:
-    # Names of people and workspaces go into email headers and bodies: a line break in
-    # one, as is or inside an RFC 2047 encoded word, could add headers (security finding 4).
-    if problem := name_problem(value):
-        raise ValidationError(problem)
+class PlainText(validate.Validator):
+    """Names of people and workspaces go into email headers and bodies: a line break in
+    one, as is or inside an RFC 2047 encoded word, could add headers (security finding
+    4). ``regex`` is the part the OpenAPI document can say (no control characters, as
+    gateway.notifier counts them); encoded words are checked here only."""
+
+    regex = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$")
+
+    def __call__(self, value: str) -> str:
+        if problem := name_problem(value):
+            raise ValidationError(problem)
+        return value
 
 
-NAME = validate.And(validate.Length(min=1, max=200), _plain_text)
+# A list, not validate.And: the OpenAPI document shows each validator of a field's list
+# (its length, its pattern), but nothing inside an And.
+NAME = [validate.Length(min=1, max=200), PlainText()]
+# gateway.passwords' length rule, in its words and in the OpenAPI document; whether a
+# password is too common is the service's to say.
+NEW_PASSWORD = [
+    validate.Length(
+        min=MIN_PASSWORD_LENGTH,
+        error=f"The password must have at least {MIN_PASSWORD_LENGTH} characters",
+    ),
+    validate.Length(
+        max=MAX_PASSWORD_LENGTH,
+        error=f"The password must have at most {MAX_PASSWORD_LENGTH} characters",
+    ),
+]
 
 
 class StrictSchema(Schema):
@@ -249,7 +272,7 @@ class InvitationSchema(Schema):
 class AcceptSchema(StrictSchema):
     token = fields.String(required=True, validate=validate.Length(min=1, max=200))
     # Required to create a new account; an existing account keeps its password.
-    password = fields.String(load_only=True, validate=validate.Length(max=1024))
+    password = fields.String(load_only=True, validate=NEW_PASSWORD)
     name = fields.String(validate=NAME)
 
 
@@ -364,7 +387,7 @@ class PasswordChangeSchema(StrictSchema):
     current_password = fields.String(
         required=True, load_only=True, validate=validate.Length(min=1, max=1024)
     )
-    new_password = fields.String(required=True, load_only=True, validate=validate.Length(max=1024))
+    new_password = fields.String(required=True, load_only=True, validate=NEW_PASSWORD)
 
 
 class PasswordResetRequestSchema(StrictSchema):
@@ -373,7 +396,7 @@ class PasswordResetRequestSchema(StrictSchema):
 
 class PasswordResetConfirmSchema(StrictSchema):
     token = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    new_password = fields.String(required=True, load_only=True, validate=validate.Length(max=1024))
+    new_password = fields.String(required=True, load_only=True, validate=NEW_PASSWORD)
 
 
 class AcceptedSchema(Schema):

@@ -20,7 +20,14 @@ from flask import current_app, request
 from gateway.errors import BadRequest
 from gateway.http import answered, decision_services
 from gateway.json_input import TOO_DEEP, Blueprint, TooDeeplyNested, loads
-from gateway.services.authzen import AuthZenService
+from gateway.services.authzen import (
+    MAX_NAME,
+    MAX_PAGE_LIMIT,
+    OWNER_PROPERTY,
+    SEMANTICS,
+    WORKSPACE_PROPERTY,
+    AuthZenService,
+)
 
 blp = Blueprint(
     "authzen",
@@ -31,59 +38,202 @@ blp = Blueprint(
 SCOPE = "/pdp/<workspace>"
 
 
-# Request bodies for the OpenAPI document, as plain JSON Schema: the service validates
-# (AuthZEN wants 400s, and a batch item's error is a deny, not a refusal).
-_ENTITY = {
-    "type": "object",
-    "required": ["type", "id"],
-    "properties": {
-        "type": {"type": "string"},
-        "id": {"type": "string"},
-        "properties": {"type": "object"},
-    },
-}
+# The bodies in the OpenAPI document, as plain JSON Schema: the service validates
+# (AuthZEN wants 400s, and a batch item's error is a deny, not a refusal), and these say
+# exactly what it accepts and answers.
+_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
+# An optional member may be null: the service reads null as "not given".
+_OBJECT = {"type": ["object", "null"]}
+
+
+def _entity(*, with_id: bool = True, workspace: bool = False) -> dict[str, Any]:
+    """A subject or resource; ``workspace``: ``properties.workspace`` is required (a
+    resource on the unscoped endpoints, which take the workspace from it)."""
+    properties: dict[str, Any] = {"type": _NAME, "properties": _OBJECT}
+    required = ["type"]
+    if with_id:
+        properties["id"] = _NAME
+        required.append("id")
+    if workspace:
+        properties["properties"] = {
+            "type": "object",
+            "required": [WORKSPACE_PROPERTY],
+            "properties": {WORKSPACE_PROPERTY: {"type": "string", "minLength": 1}},
+        }
+        required.append("properties")
+    return {"type": "object", "required": required, "properties": properties}
+
+
 _ACTION = {
     "type": "object",
     "required": ["name"],
-    "properties": {"name": {"type": "string"}, "properties": {"type": "object"}},
+    "properties": {"name": _NAME, "properties": _OBJECT},
 }
-_RESOURCE = {
-    **_ENTITY,
-    "description": "type is the Ringfence resource; properties.workspace the workspace "
-    "(unscoped endpoints only), properties.ownerID the owner",
-}
-_PARTS = {
-    "subject": _ENTITY,
-    "action": _ACTION,
-    "resource": _RESOURCE,
-    "context": {"type": "object"},
-}
-EVALUATION = {"type": "object", "required": ["subject", "action", "resource"], "properties": _PARTS}
-EVALUATIONS = {
-    "type": "object",
+_RESOURCE_NOTE = (
+    "type is the Ringfence resource; properties.workspace the workspace (unscoped "
+    "endpoints only: per workspace, another one there is a deny), properties.ownerID "
+    "the owner"
+)
+_OPTIONS = {
+    "type": ["object", "null"],
     "properties": {
-        **_PARTS,
-        "options": {
-            "type": "object",
-            "properties": {
-                "evaluations_semantic": {
-                    "enum": ["execute_all", "deny_on_first_deny", "permit_on_first_permit"]
-                }
+        "explain": {"type": "boolean", "description": "Ringfence: say why, in the context"}
+    },
+}
+_PAGE = {
+    "type": ["object", "null"],
+    "properties": {
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT},
+        "token": {
+            "type": ["string", "null"],
+            "description": "page.next_token of the previous page",
+        },
+    },
+}
+
+
+def _question(scoped: bool) -> dict[str, Any]:
+    resource = {**_entity(workspace=not scoped), "description": _RESOURCE_NOTE}
+    return {"subject": _entity(), "action": _ACTION, "resource": resource, "context": _OBJECT}
+
+
+def evaluation_request(scoped: bool) -> dict[str, Any]:
+    properties = {**_question(scoped), "options": _OPTIONS}
+    return {
+        "type": "object",
+        "required": ["subject", "action", "resource"],
+        "properties": properties,
+    }
+
+
+def evaluations_request(scoped: bool) -> dict[str, Any]:
+    semantic = {"evaluations_semantic": {"enum": list(SEMANTICS)}}
+    single = evaluation_request(scoped)
+    single["properties"]["evaluations"] = {"maxItems": 0}  # none (or null): one evaluation
+    return {
+        "type": "object",
+        "properties": {
+            "context": _OBJECT,
+            "options": _OPTIONS,
+            "evaluations": {
+                "type": ["array", "null"],
+                "items": {
+                    "description": "subject, action, resource and/or context, each replacing "
+                    "the default of the same name; an item that is not valid (after the "
+                    "defaults) is answered by a deny with context.error"
+                },
             },
         },
-        "evaluations": {"type": "array", "items": {"type": "object"}},
-    },
-}
-SEARCH = {
+        # With items, subject, action, resource and context are defaults for them (an
+        # item's problem is its own deny) and options.evaluations_semantic says when to
+        # stop; without, the request is one evaluation.
+        "anyOf": [
+            {
+                "required": ["evaluations"],
+                "properties": {
+                    "evaluations": {"type": "array", "minItems": 1},
+                    "options": {"properties": semantic},
+                },
+            },
+            single,
+        ],
+    }
+
+
+def search_request(kind: str, scoped: bool) -> dict[str, Any]:
+    parts = _question(scoped)
+    if kind == "subject":
+        parts["subject"] = _entity(with_id=False)
+    elif kind == "resource":
+        resource = _entity(with_id=False)
+        resource["properties"]["properties"] = {
+            "type": ["object", "null"],
+            "properties": {WORKSPACE_PROPERTY: {"type": ["string", "null"]}},
+        }
+        parts["resource"] = {**resource, "description": _RESOURCE_NOTE}
+    else:
+        del parts["action"]
+    return {
+        "type": "object",
+        "required": sorted(set(parts) - {"context"}),
+        "properties": {**parts, "page": _PAGE},
+    }
+
+
+_CONTEXT = {
     "type": "object",
     "properties": {
-        **_PARTS,
-        "page": {
+        "revision": {"type": "integer", "description": "Policy revision of the answer"},
+        "reason_admin": {
             "type": "object",
-            "properties": {"limit": {"type": "integer"}, "token": {"type": "string"}},
+            "description": "With a deny: why, by language",
+            "additionalProperties": {"type": "string"},
+        },
+        "explanation": {"type": "object", "description": "With options.explain"},
+        "error": {
+            "type": "object",
+            "description": "A batch item that is not valid (its answer is a deny)",
+            "required": ["status", "message"],
+            "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
         },
     },
 }
+EVALUATION_ANSWER = {
+    "type": "object",
+    "required": ["decision", "context"],
+    "properties": {"decision": {"type": "boolean"}, "context": _CONTEXT},
+}
+EVALUATIONS_ANSWER = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["evaluations"],
+            "properties": {"evaluations": {"type": "array", "items": EVALUATION_ANSWER}},
+            "description": "In request order; fewer than asked when evaluations_semantic "
+            "stopped early",
+        },
+        {**EVALUATION_ANSWER, "description": "Without items: one evaluation's answer"},
+    ]
+}
+_STRING = {"type": "string"}
+
+
+def search_answer(result: dict[str, Any]) -> dict[str, Any]:
+    page = {
+        "type": "object",
+        "required": ["next_token", "count", "total"],
+        "properties": {
+            "next_token": {"type": "string", "description": "Empty on the last page"},
+            "count": {"type": "integer", "minimum": 0},
+            "total": {"type": "integer", "minimum": 0},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["results", "page"],
+        "properties": {"results": {"type": "array", "items": result}, "page": page},
+    }
+
+
+SUBJECT_RESULT = {
+    "type": "object",
+    "required": ["type", "id"],
+    "properties": {"type": _STRING, "id": _STRING},
+}
+RESOURCE_RESULT = {
+    "type": "object",
+    "required": ["type", "id", "properties"],
+    "properties": {
+        "type": _STRING,
+        "id": {"type": "string", "description": "* for every resource of the type"},
+        "properties": {
+            "type": "object",
+            "required": [WORKSPACE_PROPERTY],
+            "properties": {WORKSPACE_PROPERTY: _STRING, OWNER_PROPERTY: _STRING},
+        },
+    },
+}
+ACTION_RESULT = {"type": "object", "required": ["name"], "properties": {"name": _STRING}}
 
 
 def _json_body() -> Any:
@@ -108,10 +258,12 @@ def _authzen() -> AuthZenService:
 def _post(
     path: str,
     call: Callable[[AuthZenService], Callable[..., Any]],
-    schema: dict[str, Any],
+    request_schema: Callable[[bool], dict[str, Any]],
+    answer: dict[str, Any],
     doc: str,
 ) -> None:
-    """Route ``path`` unscoped and per workspace to one service method."""
+    """Route ``path`` unscoped and per workspace to one service method; documented with
+    ``request_schema(scoped)`` and the 200 ``answer``."""
 
     def unscoped() -> Any:
         return answered(call(_authzen())(_json_body()))
@@ -119,42 +271,63 @@ def _post(
     def scoped(workspace: str) -> Any:
         return answered(call(_authzen())(_json_body(), workspace))
 
-    body = {"requestBody": {"content": {"application/json": {"schema": schema}}}}
     name = path.strip("/").replace("/", "_")
-    for endpoint, view, url in ((name, unscoped, path), (f"{name}_scoped", scoped, SCOPE + path)):
+    for endpoint, view, url, is_scoped in (
+        (name, unscoped, path, False),
+        (f"{name}_scoped", scoped, SCOPE + path, True),
+    ):
         view.__name__ = endpoint
         view.__doc__ = doc
+        body = {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": request_schema(is_scoped)}},
+            },
+            "responses": {
+                "200": {
+                    "description": "The answer (a deny is a 200 too)",
+                    "content": {"application/json": {"schema": answer}},
+                },
+                # AuthZEN's status for a request that is not valid (not a 422)
+                "400": "BAD_REQUEST",
+            },
+        }
         blp.route(url, methods=["POST"], endpoint=endpoint)(blp.doc(**body)(view))
 
 
 _post(
     "/access/v1/evaluation",
     lambda s: s.evaluate,
-    EVALUATION,
+    evaluation_request,
+    EVALUATION_ANSWER,
     "AuthZEN access evaluation: one decision (a deny is a 200)",
 )
 _post(
     "/access/v1/evaluations",
     lambda s: s.evaluate_many,
-    EVALUATIONS,
+    evaluations_request,
+    EVALUATIONS_ANSWER,
     "AuthZEN evaluations: a batch with defaults and an evaluations_semantic",
 )
 _post(
     "/access/v1/search/subject",
     lambda s: s.search_subjects,
-    SEARCH,
+    lambda scoped: search_request("subject", scoped),
+    search_answer(SUBJECT_RESULT),
     "AuthZEN subject search: who may; paged with page.limit and page.token",
 )
 _post(
     "/access/v1/search/resource",
     lambda s: s.search_resources,
-    SEARCH,
+    lambda scoped: search_request("resource", scoped),
+    search_answer(RESOURCE_RESULT),
     "AuthZEN resource search: where the subject may; paged",
 )
 _post(
     "/access/v1/search/action",
     lambda s: s.search_actions,
-    SEARCH,
+    lambda scoped: search_request("action", scoped),
+    search_answer(ACTION_RESULT),
     "AuthZEN action search: what the subject may do on the resource; paged",
 )
 

@@ -26,6 +26,16 @@ MAX_NAME = 255
 _name = validate.Length(min=1, max=MAX_NAME)
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON ``true`` or ``false``, as the OpenAPI document says: fields.Boolean also takes
+    ``1``, ``"yes"`` or ``"on"``, which a caller meaning something else might send."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class CheckRequestSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -43,7 +53,7 @@ class CheckRequestSchema(Schema):
             "owner-only permissions (resource:action:own)"
         },
     )
-    explain = fields.Boolean(
+    explain = StrictBoolean(
         load_default=False, metadata={"description": "Also say why (rule and role path)"}
     )
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
+from collections.abc import Iterable
 from contextvars import ContextVar
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
+from apispec import BasePlugin
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask_smorest import Api
+from flask_smorest.pagination import PaginationMetadataSchema
 from werkzeug.exceptions import HTTPException
 
 from gateway import refusals
@@ -88,12 +92,170 @@ def _first(message: Any) -> str:
     return str(message)
 
 
+def http_exception_headers(error: HTTPException) -> dict[str, str]:
+    """The headers Werkzeug would send with ``error`` (``Allow`` on a 405, say), but its
+    HTML content type; and those flask-smorest's ``abort(..., headers=...)`` gave it."""
+    headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+    headers.update(getattr(error, "data", {}).get("headers", {}) or {})
+    return headers
+
+
+# -- the errors in the OpenAPI document -------------------------------------------------
+
+# What every error answer is (problem_response): RFC 9457's members and the extension
+# members that gateway.errors' raisers add. More may come (RFC 9457 lets clients ignore
+# the ones they do not know), so the object stays open.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {
+            "type": "string",
+            "format": "uri-reference",
+            "description": f"{PROBLEM_TYPE_PREFIX}<kind>: what went wrong, for programs",
+            "examples": [f"{PROBLEM_TYPE_PREFIX}not-found"],
+        },
+        "title": {"type": "string", "description": "The kind of problem, for people"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string", "description": "This occurrence, for people"},
+        "errors": {
+            "type": "object",
+            "description": "Invalid input: field (or header) -> messages, nested like the "
+            "input for nested fields",
+            "additionalProperties": {"type": ["array", "object"]},
+        },
+        "request_id": {"type": "string", "description": "On a 500: the id in the server log"},
+        "permission": {"type": "string", "description": "The permission that was missing"},
+        "missing_permissions": {"type": "array", "items": {"type": "string"}},
+        "role": {"type": "string"},
+        "workspace": {"type": "string"},
+        "reason": {"type": "string", "description": "Why a token was refused"},
+        "scope": {"type": "string", "description": "The scope the token lacks"},
+        "retry_after": {"type": "integer", "description": "Seconds, as in Retry-After"},
+        "known_roles": {"type": "array", "items": {"type": "string"}},
+        "known_scopes": {"type": "array", "items": {"type": "string"}},
+        "allowed_domains": {"type": "array", "items": {"type": "string"}},
+        "reports": {"type": "array", "items": {"type": "string"}},
+        "problems": {"type": "array", "items": {"type": "string"}},
+        "invitation_id": {"type": "integer"},
+        "client_id": {"type": "string"},
+        "max_evaluations": {"type": "integer"},
+        "min_revision": {"type": "integer"},
+        "revision": {"type": "integer"},
+        "waited_ms": {"type": "integer"},
+    },
+    "additionalProperties": True,
+}
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_STRING = {"type": "string"}
+# Headers some errors always carry (RFC 9110, RFC 6750).
+PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "Bearer; with RFC 6750 error details when a token was refused",
+            "required": True,
+            "schema": _STRING,
+        }
+    },
+    405: {
+        "Allow": {
+            "description": "The methods the path answers",
+            "required": True,
+            "schema": _STRING,
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+}
+# The error responses listed on operations (any other status is the "default" one).
+UNAUTHORIZED, FORBIDDEN = HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN
+
+
+def problem_doc(status: int | None, description: str) -> dict[str, Any]:
+    """An OpenAPI response: problem+json, with the headers of that status."""
+    doc: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
+    }
+    if status in PROBLEM_HEADERS:
+        doc["headers"] = PROBLEM_HEADERS[status]
+    return doc
+
+
+class ProblemDocs(BasePlugin):
+    """Documents what the error handlers do on every operation: problem+json answers,
+    401 and 403 where a bearer token is required, and no security requirement on the
+    ``public`` endpoints (the ones that need no token, by Flask endpoint name)."""
+
+    def __init__(self, public: Iterable[str]) -> None:
+        self.public = frozenset(public)
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        rule = kwargs.get("rule")
+        for operation in (operations or {}).values():
+            if rule is not None and rule.endpoint in self.public:
+                operation["security"] = []
+            responses = operation.setdefault("responses", {})
+            if operation.get("security") != []:
+                responses.setdefault(str(int(UNAUTHORIZED)), UNAUTHORIZED.name)
+                responses.setdefault(str(int(FORBIDDEN)), FORBIDDEN.name)
+
+
 class ProblemApi(Api):
-    """flask-smorest's Api, with its errors rendered as RFC 9457 problem details."""
+    """flask-smorest's Api, with its errors rendered as RFC 9457 problem details, and
+    documented as they are (:class:`ProblemDocs`); ``public_endpoints`` need no token."""
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        public_endpoints: Iterable[str] = (),
+        spec_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        spec_kwargs = dict(spec_kwargs or {})
+        spec_kwargs["extra_plugins"] = [
+            *spec_kwargs.get("extra_plugins", ()),
+            ProblemDocs(public_endpoints),
+        ]
+        super().__init__(app, spec_kwargs=spec_kwargs)
 
     def handle_http_exception(self, error: HTTPException) -> Response:
-        headers = dict(getattr(error, "data", {}).get("headers", {}) or {})
-        return problem_response(http_exception_problem(error), headers)
+        return problem_response(http_exception_problem(error), http_exception_headers(error))
+
+    def _register_responses(self) -> None:
+        # flask-smorest's own would document its Error schema as application/json.
+        self.spec.components.schema("Problem", PROBLEM_SCHEMA)
+        for status in HTTPStatus:
+            response = (
+                problem_doc(status, status.phrase)
+                if status >= 400
+                else {"description": status.phrase}
+            )
+            self.spec.components.response(status.name, response, lazy=True)
+        self.spec.components.response(
+            self.DEFAULT_ERROR_RESPONSE_NAME, problem_doc(None, "Any other error"), lazy=True
+        )
+
+    def _register_pagination_header(self) -> None:
+        # X-Pagination is JSON: a header with content, not a schema (which would say the
+        # header value is an object in OpenAPI's "simple" style, k1,v1,k2,v2).
+        self.spec.components.header(
+            "PAGINATION",
+            {
+                "description": "Pagination metadata (JSON)",
+                "required": True,
+                "content": {"application/json": {"schema": PaginationMetadataSchema}},
+            },
+            lazy=True,
+        )
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -111,7 +273,7 @@ def register_error_handlers(app: Flask) -> None:
 
 def unexpected_error(error: Exception) -> Response:
     if isinstance(error, HTTPException):
-        return problem_response(http_exception_problem(error))
+        return problem_response(http_exception_problem(error), http_exception_headers(error))
     # Never leak internals: the trace goes to the log, the client gets an id for it.
     log.exception("unhandled error (request %s)", request_id())
     return problem_response(RingfenceError(request_id=request_id()).to_problem())
