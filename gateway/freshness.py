@@ -298,6 +298,27 @@ def is_unreachable(error: Exception) -> bool:
     return any(marker in message for marker in _UNREACHABLE_MARKERS)
 
 
+def committed_but_unread(revision: int) -> Response:
+    """The answer to a change that committed at ``revision`` when reading its result back
+    failed: a success (201 for a POST), with the revision and what to do next."""
+    body = {
+        "committed": True,
+        "revision": revision,
+        "detail": (
+            f"The change was committed (revision {revision}), but its result could not be "
+            "read back: the database stopped answering. Read the resource again to see it."
+        ),
+    }
+    response = Response(
+        current_app.json.dumps(body),
+        status=201 if request.method == "POST" else 200,
+        mimetype="application/json",
+    )
+    response.headers[REVISION_HEADER] = str(revision)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def install(app: Flask) -> None:
     """Register the freshness hooks, the probes and the metrics endpoint on ``app``."""
     app.extensions["ringfence_pid"] = os.getpid()
@@ -339,6 +360,12 @@ def install(app: Flask) -> None:
             return unexpected_error(error)  # a broken schema or query is a bug: 500
         log.warning("database error on %s %s: %s", request.method, request.path, error)
         state_of(app.extensions["ringfence"].engine).wake.set()  # let the check notice
+        services = g.get("services")
+        if services is not None and services.uow.revision:
+            # The change was committed; only reading its result back failed. Saying
+            # "nothing was changed" would make the caller believe a change that stands
+            # failed (and retry it): answer that it was made, and at which revision.
+            return committed_but_unread(services.uow.revision)
         problem = DatabaseUnavailable(
             "The database cannot be reached right now, so nothing was changed. Decisions "
             "keep working from memory; retry the change shortly.",
