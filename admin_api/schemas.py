@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
+from gateway.emails import normalise_email
 from gateway.models import InvitationStatus, UserStatus
 from gateway.notifier import name_problem
 from gateway.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
@@ -53,6 +54,15 @@ NEW_PASSWORD = [
         error=f"The password must have at most {MAX_PASSWORD_LENGTH} characters",
     ),
 ]
+
+
+class EmailAddress(fields.Email):
+    """An address in the one form Ringfence stores and compares (gateway.emails),
+    validated after normalising: a full-width at sign, capitals or surrounding spaces
+    name the same address, and would not pass ``fields.Email`` as typed."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return normalise_email(super()._deserialize(value, attr, data, **kwargs))
 
 
 class StrictSchema(Schema):
@@ -218,7 +228,7 @@ class RoleInWorkspaceSchema(StrictSchema):
 
 
 class InvitationCreateSchema(StrictSchema):
-    email = fields.Email(required=True, validate=validate.Length(max=320))
+    email = EmailAddress(required=True, validate=validate.Length(max=320))
     name = fields.String(required=True, validate=NAME, metadata={"example": "John Smith"})
     roles = fields.List(
         fields.Nested(RoleInWorkspaceSchema),
@@ -372,7 +382,7 @@ class EmailSettingsUpdateSchema(StrictSchema):
 
 
 class EmailTestSchema(StrictSchema):
-    to = fields.Email(required=True)
+    to = EmailAddress(required=True)
 
 
 class EmailTestResultSchema(Schema):

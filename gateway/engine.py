@@ -36,6 +36,7 @@ import casbin
 from casbin import persist
 from casbin.util import key_match
 
+from gateway.emails import fold_email
 from gateway.index import Grants, Index, Link, Match, PRule, RoleLayer, split_rules, user_id_of
 from gateway.rules import (
     ALL_WORKSPACES,
@@ -407,17 +408,23 @@ class DecisionEngine:
         return self._read(lambda: self._missed or committed_revision > self._revision, lambda: True)
 
     def resolve_subject(self, subject: str) -> int | None:
-        """A user id from an email address (any case), ``user:<id>`` or a plain id;
-        None if unknown. Only the canonical spellings: an id is ASCII digits without a
+        """A user id from an email address (any case, and any NFKC-equivalent spelling,
+        as everywhere in Ringfence: gateway.emails), ``user:<id>`` or a plain id; None if
+        unknown. Otherwise only the canonical spellings: an id is ASCII digits without a
         leading zero, and nothing is trimmed, so ``user:01``, ``user:1`` between spaces
         or with a full-width digit is an unknown subject (denied), never user 1 by
         another name (Casbin, comparing strings, would not take them for user 1 either)."""
+        # isascii() is constant time: the usual ASCII subject pays no NFKC.
+        if not subject.isascii():
+            # Only an address may be spelled in other characters (ids are ASCII digits).
+            email = fold_email(subject)
+            return self._ids_by_email.get(email) if "@" in email else None
         if "@" in subject:
             # One dict read: atomic, no stable state needed.
             return self._ids_by_email.get(subject.lower())
         digits = subject.removeprefix(USER_PREFIX)
-        # isascii() first: constant time, and it makes isdigit() mean 0-9 only.
-        if digits.isascii() and digits.isdigit() and digits[0] != "0":
+        # isascii() above makes isdigit() mean 0-9 only.
+        if digits.isdigit() and digits[0] != "0":
             user_id = int(digits)
             return user_id if user_id in self._known else None
         return None

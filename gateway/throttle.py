@@ -1,6 +1,7 @@
 """Sign-in throttling: after too many failures for one address or from one client, sign-in
-is refused for a while. Keyed by the address as typed (normalised), whether or not an
-account exists, so the answers reveal nothing about who has an account.
+is refused for a while. Keyed by the address as typed, whether or not an account exists,
+so the answers reveal nothing about who has an account; normalised as stored addresses
+are (gateway.emails), so look-alike spellings of one address share one count.
 
 Counters live in memory by default; ``RINGFENCE_RATE_LIMIT_STORAGE_URL`` (e.g. a Redis
 URL) shares them between replicas.
@@ -12,6 +13,7 @@ import time
 
 from limits import RateLimitItem, parse, storage, strategies
 
+from gateway.emails import normalise_email
 from gateway.errors import TooManyRequests
 
 
@@ -32,7 +34,7 @@ class LoginThrottle:
 
     def _keys(self, email: str, client: str) -> list[tuple[RateLimitItem, str]]:
         return [
-            (self._per_account, f"login-account:{email.strip().lower()}"),
+            (self._per_account, f"login-account:{normalise_email(email)}"),
             (self._per_client, f"login-client:{client}"),
         ]
 
@@ -51,13 +53,13 @@ class LoginThrottle:
             self._limiter.hit(item, key)
 
     def succeeded(self, email: str) -> None:
-        self._limiter.clear(self._per_account, f"login-account:{email.strip().lower()}")
+        self._limiter.clear(self._per_account, f"login-account:{normalise_email(email)}")
 
     def reset_requested(self, email: str, client: str) -> None:
         """Count a password reset request; TooManyRequests once the address typed (known
         or not, so the answer reveals nothing) or the client asked too often."""
         keys = [
-            (self._resets_per_account, f"reset-account:{email.strip().lower()}"),
+            (self._resets_per_account, f"reset-account:{normalise_email(email)}"),
             (self._resets_per_client, f"reset-client:{client}"),
         ]
         for item, key in keys:

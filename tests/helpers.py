@@ -75,6 +75,12 @@ def outbox_messages(settings: Settings) -> list[Any]:
     ]
 
 
+def full_width(text: str, keep: str = "") -> str:
+    """``text`` in full-width forms (U+FF01-U+FF5E: ``john`` as it looks in CJK text),
+    but for the characters in ``keep``: look-alike spellings of an address."""
+    return "".join(c if c in keep or not "!" <= c <= "~" else chr(ord(c) + 0xFEE0) for c in text)
+
+
 def accept_token(message: Any) -> str:
     """The invitation token from the accept link in an email's text part."""
     body = message.get_body(preferencelist=("plain",)).get_content()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from gateway import metrics
 from gateway.config import Settings
+from gateway.emails import normalise_email
 from gateway.errors import InvalidCredentials, TooManyRequests, Unauthorized
 from gateway.models import AuthSession, RefreshToken, User, UserStatus, UserToken, utcnow
 from gateway.refusals import RefusalSummary, with_reason
@@ -74,7 +75,7 @@ class AuthService:
         inactive, and failures are throttled per address and per ``client`` alike, so
         that login reveals nothing about who has an account. ``request_id`` (the HTTP
         layer's X-Request-ID) goes on the audit event, to find the request in the logs."""
-        typed = email.strip().lower()[:320]
+        typed = normalise_email(email)[:320]
         try:
             self.throttle.check(email, client)
         except TooManyRequests:

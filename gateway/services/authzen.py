@@ -41,6 +41,7 @@ from urllib.parse import quote
 
 import yaml
 
+from gateway.emails import normalise_email
 from gateway.engine import Decision
 from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.resource_directory import Resource, ResourceDirectory
@@ -221,11 +222,14 @@ class SubjectDirectory:
         aliases: dict[str, str] = {}
         for alias, value in data.items():
             email = value.get("email") if isinstance(value, dict) else value
-            if not isinstance(email, str) or "@" not in email:
+            # Stored as accounts are (gateway.emails), so a look-alike spelling in the
+            # directory names the account, not nobody.
+            email = normalise_email(email) if isinstance(email, str) else None
+            if email is None or "@" not in email:
                 raise ValueError(f"subject {alias!r}: no email")
-            emails[alias] = email.lower()
-            if alias.lower() != email.lower():
-                aliases.setdefault(email.lower(), alias)
+            emails[alias] = email
+            if normalise_email(alias) != email:
+                aliases.setdefault(email, alias)
         return cls(emails, aliases)
 
     def email_of(self, subject_id: str) -> str:
@@ -234,7 +238,7 @@ class SubjectDirectory:
 
     def public_id(self, email: str) -> str:
         """How searches name a user: their first alias, else their email."""
-        return self.aliases.get(email.lower(), email)
+        return self.aliases.get(normalise_email(email), email)
 
 
 @lru_cache(maxsize=8)

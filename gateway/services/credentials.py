@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
+from gateway.emails import normalise_email
 from gateway.errors import InvalidInput, InvalidResetToken, TooManyRequests
 from gateway.models import (
     OutboxMessage,
@@ -123,7 +124,7 @@ class CredentialService:
     ) -> None:
         """Count a reset request; TooManyRequests when the address typed or the client
         asked too often (the same for every address, known or not)."""
-        typed = email.strip().lower()[:320]
+        typed = normalise_email(email)[:320]
         try:
             self.throttle.reset_requested(typed, client)
         except TooManyRequests:
@@ -135,7 +136,7 @@ class CredentialService:
         """Email a one-time reset link to ``email`` if it belongs to an active account;
         otherwise only audit the request. Meant to run off the request (after
         :meth:`check_reset_allowed`), so that the answer cannot tell the two apart."""
-        typed = email.strip().lower()[:320]
+        typed = normalise_email(email)[:320]
         user = account_by_email(self.session, typed)
         token = new_token()
         if user is None or user.status != UserStatus.ACTIVE:

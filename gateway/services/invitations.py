@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.config import Settings
+from gateway.emails import normalise_email
 from gateway.engine import SubjectChanged
 from gateway.errors import (
     Conflict,
@@ -179,7 +180,7 @@ class InvitationService:
         The answer is the same whether or not the address has an account: an existing
         account gains the roles only when its owner accepts (by the emailed link or
         signed in), never by the inviter's word alone."""
-        email = email.strip().lower()
+        email = normalise_email(email)
         entries = sorted(set(roles), key=lambda r: (r.workspace, r.role))
         if not entries:
             raise InvalidInput("An invitation needs at least one role in a workspace")
@@ -517,7 +518,7 @@ class InvitationService:
         invitation = state.invitation
         if not state.usable or invitation is None:
             raise InvalidInvitationToken(state.reason)
-        if email.strip().lower() != invitation.email:
+        if normalise_email(email) != invitation.email:
             raise SsoRefused(
                 f"The identity provider signed you in as {email}, but the invitation is "
                 f"for {invitation.email}; sign in there with that address",

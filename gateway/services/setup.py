@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway.emails import normalise_email
 from gateway.engine import SubjectChanged
 from gateway.errors import Conflict
 from gateway.models import CasbinRule, Grant, User, UserStatus
@@ -42,7 +43,7 @@ class SetupService:
     def create_superadmin(self, email: str, name: str, password: str | None = None) -> CreatedAdmin:
         """An active user holding ``superadmin`` in every workspace. Without a password,
         a random one is generated: there is never a built-in default."""
-        email = email.strip().lower()
+        email = normalise_email(email)
         if account_by_email(self.session, email):
             raise Conflict(f"{email} already has an account")
         password = password or secrets.token_urlsafe(18)

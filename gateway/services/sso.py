@@ -15,6 +15,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.emails import normalise_email
 from gateway.errors import SsoRefused, Unauthorized
 from gateway.models import TokenPurpose, User, UserStatus, UserToken, utcnow
 from gateway.refusals import with_reason
@@ -70,7 +71,7 @@ class SsoService:
                     "The identity provider did not vouch for your email address, so it "
                     "cannot be matched to an account here"
                 )
-            email = identity.email.strip().lower()
+            email = normalise_email(identity.email)
             user = account_by_email(self.session, email)
             if user is None and self._invited(email):
                 # The provider vouched for this address: telling its owner that an

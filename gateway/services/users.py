@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, func, or_, select, true
 from sqlalchemy.orm import Session, selectinload
 
+from gateway.emails import normalise_email
 from gateway.engine import SubjectChanged, SubjectRemoved
 from gateway.errors import Conflict, Forbidden, NotFound
 from gateway.models import (
@@ -69,9 +70,10 @@ def scoped(view: UserView, readable: set[str] | None) -> UserView:
 def account_by_email(session: Session, email: str) -> User | None:
     """The account (active or deactivated) with this address, if any. Invitations'
     placeholders (pending) are not accounts: each inviting workspace has its own, so that
-    inviting an address never shows whether it has an account or another invitation."""
+    inviting an address never shows whether it has an account or another invitation.
+    ``email`` in any spelling: it is normalised as stored addresses are (gateway.emails)."""
     return session.scalar(
-        select(User).where(User.email == email, User.status != UserStatus.PENDING)
+        select(User).where(User.email == normalise_email(email), User.status != UserStatus.PENDING)
     )
 
 

@@ -20,6 +20,7 @@ from tests.helpers import (
     accept_token,
     assert_problem,
     create_workspaces,
+    full_width,
     invite,
     onboard,
     outbox_messages,
@@ -250,3 +251,26 @@ def test_concurrent_first_sign_ons_of_one_person_all_succeed(
         tokens = exchange(server, code)
         assert tokens.status_code == 200, tokens.text
         assert signed_in_as(server, tokens.json()) == ADMIN_EMAIL
+
+
+def test_a_look_alike_spelling_from_the_provider_is_the_same_address(
+    server: LiveServer, provider: OidcProvider
+) -> None:
+    """The provider's email claim is normalised as a typed address is (security finding
+    7): full-width letters or capitals sign the account in and accept its invitation."""
+    provider.user = Person("idp-ada", full_width(ADMIN_EMAIL, keep="@"), name="Ada")
+    callback = Browser(server).sign_on(provider)
+    assert callback.status_code == 200, callback.text
+    tokens = exchange(server, callback.json()["code"]).json()
+    assert signed_in_as(server, tokens) == ADMIN_EMAIL
+
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    invitation = invite(admin, "pat@example.com", [("acme", "editor")], "Pat")
+    token = accept_token(outbox_messages(server.settings)[-1])
+    provider.user = Person("idp-pat", full_width("PAT@example.com"), name="Pat Doe")
+    callback = Browser(server).sign_on(provider, f"/invite/{token}/sso")
+    assert callback.status_code == 200, callback.text
+    assert admin.get(f"/invitations/{invitation['id']}").json()["status"] == "accepted"
+    [pat] = [u for u in admin.get("/users").json() if u["email"] == "pat@example.com"]
+    assert pat["status"] == "active" and pat["roles"] == {"acme": ["editor"]}

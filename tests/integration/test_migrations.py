@@ -3,12 +3,15 @@ exactly, and every migration can be undone and redone."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from gateway.db import alembic_config, make_engine, upgrade
 from gateway.models import Base
+from tests.helpers import full_width
 
 
 def test_the_migrated_schema_matches_the_models_and_round_trips(database_url: str) -> None:
@@ -198,5 +201,121 @@ def test_upgrading_a_database_with_data_keeps_it_and_stops_reusing_ids(
         upgrade(engine)
         with Session(engine) as session:
             assert session.scalar(select(func.count(User.id))) == 5
+    finally:
+        engine.dispose()
+
+
+def _add_people(engine: Any, *people: tuple[int, str, str]) -> None:
+    """Rows as a database from before 0014 may hold them: (id, email, status) users,
+    each with an invitation to the same address."""
+    from sqlalchemy import text
+
+    with engine.begin() as connection:
+        for uid, email, status in people:
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, email, name, status, session_version, "
+                    "created_at, updated_at) VALUES (:id, :email, 'Someone', :status, 1, "
+                    "'2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"
+                ),
+                {"id": uid, "email": email, "status": status},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO invitations (id, user_id, email, name, status, expires_at, "
+                    "created_at, delivery_status, delivery_attempts, resend_count) VALUES "
+                    "(:id, :id, :email, 'Someone', 'pending', '2099-01-01 00:00:00.000000', "
+                    "'2026-01-01 00:00:00.000000', 'sent', 1, 0)"
+                ),
+                {"id": uid, "email": email},
+            )
+        if engine.dialect.name == "postgresql":
+            for table in ("users", "invitations"):
+                connection.execute(
+                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 10)")
+                )
+
+
+def _stored(engine: Any, table: str) -> list[str]:
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        query = text(f"SELECT email FROM {table} ORDER BY id")  # noqa: S608 - fixed names
+        return list(connection.execute(query).scalars())
+
+
+def test_stored_addresses_are_normalised_on_upgrade(database_url: str) -> None:
+    """Security finding 7: addresses stored before NFKC (full-width letters, capitals or
+    spaces put in by hand) come out of ``upgrade`` in the one form the application
+    compares; placeholders may share an account's address, as before."""
+    engine = make_engine(database_url)
+    try:
+        config = alembic_config(engine)
+        command.upgrade(config, "0013")
+        _add_people(
+            engine,
+            (1, full_width("john@example.com", keep="@."), "active"),
+            (2, full_width("JOHN@EXAMPLE.COM"), "pending"),  # a placeholder of John's
+            (3, " Ann@Example.com", "deactivated"),
+            (4, "bob@example.com", "active"),
+        )
+        upgrade(engine)
+        expected = ["john@example.com", "john@example.com", "ann@example.com", "bob@example.com"]
+        assert _stored(engine, "users") == expected
+        assert _stored(engine, "invitations") == expected
+        with engine.connect() as connection:
+            drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert drift == []
+        # Down and up again: the addresses stay normalised.
+        command.downgrade(config, "0013")
+        upgrade(engine)
+        assert _stored(engine, "users") == expected
+    finally:
+        engine.dispose()
+
+
+def test_the_upgrade_refuses_when_two_accounts_would_share_an_address(
+    database_url: str,
+) -> None:
+    """Two accounts whose addresses normalise to one: the upgrade stops, naming both,
+    and changes nothing; once an administrator renames one, it goes through."""
+    import pytest
+    from sqlalchemy import text
+
+    look_alike = full_width("john") + "@example.com"
+    engine = make_engine(database_url)
+    try:
+        config = alembic_config(engine)
+        command.upgrade(config, "0013")
+        _add_people(
+            engine,
+            (1, "john@example.com", "active"),
+            (2, look_alike, "deactivated"),
+            (3, full_width("ann@example.com"), "pending"),
+        )
+        with pytest.raises(RuntimeError) as refused:
+            upgrade(engine)
+        message = str(refused.value)
+        assert "would share an address" in message
+        assert "john@example.com: user 1 'john@example.com', user 2 " in message
+        assert ascii(look_alike) in message
+        # Nothing changed: still at 0013, every address as it was.
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert version.scalar_one() == "0013"
+        assert _stored(engine, "users") == [
+            "john@example.com",
+            look_alike,
+            full_width("ann@example.com"),
+        ]
+
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE users SET email = 'john.old@example.com' WHERE id = 2"))
+        upgrade(engine)
+        assert _stored(engine, "users") == [
+            "john@example.com",
+            "john.old@example.com",
+            "ann@example.com",
+        ]
     finally:
         engine.dispose()

@@ -1,8 +1,9 @@
 """Only canonical user references resolve (security finding 7): ``user:<id>`` and
 ``<id>`` in ASCII digits without a leading zero, nothing trimmed, and the email address
-in any case. Any other spelling of an id is an unknown subject, so it is denied, as
-Casbin (which compares strings) would deny it; the decision service, AuthZEN and owners
-go through the same resolution (owners too)."""
+in any case and any NFKC-equivalent spelling (gateway.emails). Any other spelling of an
+id is an unknown subject, so it is denied, as Casbin (which compares strings) would deny
+it; the decision service, AuthZEN and owners go through the same resolution (owners
+too)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from gateway.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceA
 from gateway.rules import GrantKey, grant_rule, permission_rule
 from gateway.services.decisions import DecisionService
 from tests.casbin_reference import MODEL
+from tests.helpers import full_width
 
 JOHN = 1
 MARY = 12
@@ -43,6 +45,11 @@ def engine() -> DecisionEngine:
         ("12", MARY),
         ("john@example.com", JOHN),
         ("John@Example.COM", JOHN),
+        # Any NFKC-equivalent spelling of the address (gateway.emails): full-width letters,
+        # at sign and dot; mathematical bold letters.
+        (full_width("john@example.com", keep="@."), JOHN),
+        (full_width("JOHN@example.com"), JOHN),
+        ("\U0001d423ohn@example.com", JOHN),  # bold j,
     ],
 )
 def test_canonical_references_resolve(engine: DecisionEngine, subject: str, user_id: int) -> None:
@@ -74,6 +81,8 @@ NOT_CANONICAL = [
     "USER:1",
     " john@example.com",
     "john@example.com ",
+    full_width("john@example.com") + "\u3000",  # an ideographic space: trimmed by nobody
+    "\u3000john@example.com",
 ]
 
 
