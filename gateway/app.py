@@ -28,6 +28,7 @@ from gateway import (
     decision_api,
     decision_log,
     freshness,
+    idempotency,
     oauth_api,
     sync,
 )
@@ -256,6 +257,8 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     register_error_handlers(app)
     app.teardown_appcontext(close_services)
     oauth_api.init_app(app)
+    # Before freshness: the answer it keeps must carry the revision header freshness adds.
+    idempotency.install(app)
     # After the decision token check: an unauthenticated caller must not make a replica
     # wait for a revision, nor learn which revision it holds.
     freshness.install(app)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -31,7 +32,12 @@ class BoundedCalls:
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._pid = -1
+        self.last_stalled = float("-inf")  # monotonic time of the last DatabaseStalled
         self._start()
+
+    def recently_stalled(self, within: float = 5.0) -> bool:
+        """Whether a call found the database silent in the last ``within`` seconds."""
+        return time.monotonic() - self.last_stalled < within
 
     def run(self, call: Callable[[], T], timeout: float | None = None) -> T:
         """``call()``'s result, waiting at most ``timeout`` (default: the bound);
@@ -39,11 +45,13 @@ class BoundedCalls:
         bound = self.timeout if timeout is None else timeout
         self._start_once_per_process()
         if not self._slots.acquire(blocking=False):
+            self.last_stalled = time.monotonic()
             raise DatabaseStalled("every database thread is waiting for an answer")
         future = self._pool.submit(self._then_release, call)
         try:
             return future.result(bound)
         except FutureTimeout as exc:
+            self.last_stalled = time.monotonic()
             raise DatabaseStalled(f"the database did not answer within {bound:g} s") from exc
 
     def start(self, key: str, call: Callable[[], None]) -> None:

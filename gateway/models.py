@@ -306,6 +306,29 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class IdempotencyKey(Base):
+    """An admin write sent with ``Idempotency-Key``: what it was (a fingerprint of method,
+    path and body), the revision it committed at (written in the change's own
+    transaction), and once answered, the answer a retry with the same key gets again."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("principal", "key", name="uq_idempotency_keys_principal"),
+        Index("ix_idempotency_keys_created_at", "created_at"),
+        NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal: Mapped[str] = mapped_column(String(100))  # "user:<id>": keys are per caller
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int | None] = mapped_column(Integer, default=None)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    response_body: Mapped[str | None] = mapped_column(Text, default=None)
+    response_headers: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class MailWorker(Base):
     """A mail worker whose consumer is connected to the broker, as of ``seen_at`` (it
     stamps its row while it consumes: mailer.worker.Heartbeat)."""

@@ -276,15 +276,16 @@ def require_decision_token() -> None:
         return
     calls: BoundedCalls = current_app.extensions["ringfence_db_calls"]
     gateway = current_app.extensions["ringfence"]
-    if cache.known(token):
-        # Checked within the outage grace: answered now, checked again off the request,
-        # so a slow or stalled database never holds a decision. Whatever ends a token
-        # makes the cache forget it at once (gateway.token_cache), so this only lets a
-        # change this process has not heard of yet through once more.
+    known = cache.known(token)
+    if known and (state_of(gateway.engine).stale or calls.recently_stalled()):
+        # The database is away or silent, and the token was checked within the outage
+        # grace: answered at once (never waiting on the database again and again), and
+        # checked again off the request, so that it is refused as soon as it can be.
         calls.start(_digest(token), lambda: _check_again(gateway, cache, token))
         return
     generation = cache.generation  # before the database is read, see remember()
     try:
+        # Bounded: a stalled link (psycopg has no read timeout) counts as unreachable.
         claims = calls.run(lambda: check_token(gateway, token))
     except (Unauthorized, InsufficientScope) as exc:
         # Counted only: an audit write per refused call would put the database (and
@@ -294,6 +295,8 @@ def require_decision_token() -> None:
     except (OperationalError, InterfaceError, DatabaseStalled) as exc:
         if not isinstance(exc, DatabaseStalled) and not is_unreachable(exc):
             raise
+        if known:
+            return  # checked within the outage grace; the answer says stale
         state_of(gateway.engine).wake.set()  # notice the outage
         raise DatabaseUnavailable(
             "The database cannot be reached to check this access token (a token is taken "

@@ -170,6 +170,9 @@ class UnitOfWork:
         self.session = session
         self.engine = engine
         self.revision = 0  # the last revision committed through this unit of work
+        # Called inside each change's transaction, just before COMMIT, with its revision
+        # (an idempotency key records what its request committed: gateway.idempotency).
+        self.in_commit: list[Callable[[Session, int], None]] = []
 
     @contextmanager
     def change(self, actor: Actor) -> Iterator[ChangeSet]:
@@ -188,6 +191,8 @@ class UnitOfWork:
             for event in changes.events:
                 event.revision = changes.revision
                 self.session.add(event)
+            for hook in self.in_commit:
+                hook(self.session, changes.revision)
             self.session.commit()
         except BaseException:
             self.session.rollback()
