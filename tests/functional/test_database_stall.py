@@ -11,22 +11,18 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.orm import Session
+from sqlalchemy import text
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.db import make_engine
-from gateway.models import Grant
 from tests.cluster import through_proxy, wait_until
 from tests.functional.test_token_revocation import check, serving
 from tests.helpers import (
-    ADMIN_EMAIL,
     LiveServer,
     client_token,
     create_client,
     create_workspaces,
-    onboard,
 )
 from tests.tcp_proxy import TcpProxy
 
@@ -126,55 +122,3 @@ def test_every_postgresql_session_is_bounded(settings: Settings) -> None:
         "idle_in_transaction_session_timeout": "1min",
     }
     assert search_path is not None and search_path.startswith("test_")  # the test's schema
-
-
-def test_a_change_committed_before_the_link_dropped_is_reported_made(
-    server: LiveServer, settings: Settings
-) -> None:
-    """The link to PostgreSQL drops right after a grant's COMMIT, while the endpoint reads
-    the person back for its answer: the answer says the change was made, at which
-    revision (it said 503 "nothing was changed", and the caller retried a change that
-    stood)."""
-    if not settings.database_url.startswith("postgresql"):
-        pytest.skip("a dropped link needs a database across the network (PostgreSQL)")
-    root = server.admin()
-    create_workspaces(root, "acme", "globex")
-    eve = onboard(server, root, "eve@example.com", "Eve", [("acme", "editor")])
-    proxy = TcpProxy("127.0.0.1", 5432)
-    app = create_app(replace(settings, database_url=through_proxy(settings.database_url, proxy)))
-    factory = app.extensions["ringfence"].session_factory
-
-    @event.listens_for(factory, "after_flush")
-    def granting(session: Session, _context: object) -> None:
-        if any(isinstance(row, Grant) for row in session.new):
-            session.info["drop_link_after_commit"] = True
-
-    @event.listens_for(factory, "after_commit")
-    def drop(session: Session) -> None:
-        if session.info.pop("drop_link_after_commit", False):
-            proxy.cut()
-
-    try:
-        with serving(app) as url:
-            login = httpx.post(
-                f"{url}/auth/login",
-                json={"email": ADMIN_EMAIL, "password": server.admin_password},
-                timeout=30,
-            )
-            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-            response = httpx.post(
-                f"{url}/users/{eve}/grants",
-                json={"workspace": "globex", "role": "viewer"},
-                headers=headers,
-                timeout=30,
-            )
-            assert proxy.is_cut  # the link did drop after the commit
-            assert response.status_code == 201, response.text
-            body = response.json()
-            assert body["committed"] is True and body["revision"] > 0
-            assert response.headers["X-Ringfence-Revision"] == str(body["revision"])
-            proxy.restore()
-    finally:
-        proxy.close()
-    # It stands: the grant is there.
-    assert root.get(f"/users/{eve}").json()["roles"] == {"acme": ["editor"], "globex": ["viewer"]}

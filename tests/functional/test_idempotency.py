@@ -86,7 +86,7 @@ def test_keys_are_each_callers_own_and_must_be_sane(server: LiveServer) -> None:
         assert_problem(response, 422, "invalid-input", "Idempotency-Key")
 
 
-def test_a_change_committed_before_its_answer_was_lost_is_replayed_as_made(
+def test_a_change_committed_before_the_link_dropped_is_reported_and_replayed_as_made(
     server: LiveServer, settings: Settings
 ) -> None:
     """The link drops right after the grant's COMMIT: the answer cannot be read back nor
@@ -124,7 +124,11 @@ def test_a_change_committed_before_its_answer_was_lost_is_replayed_as_made(
                 "Idempotency-Key": "grant-eve-globex",
             }
             first = httpx.post(f"{url}/users/{eve}/grants", json=grant, headers=headers, timeout=30)
+            # Answered as made (it was a 503 "nothing was changed", and a retry without
+            # a key would have made it twice): committed, at which revision.
             assert proxy.is_cut and first.status_code == 201, first.text
+            assert first.json()["committed"] is True and first.json()["revision"] > 0
+            assert first.headers["X-Ringfence-Revision"] == str(first.json()["revision"])
             proxy.restore()
             again = httpx.post(f"{url}/users/{eve}/grants", json=grant, headers=headers, timeout=30)
     finally:

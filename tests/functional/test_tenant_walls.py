@@ -33,6 +33,22 @@ USER_ROUTE = "<int(max=2147483647):user_id>"
 INVITATION_ROUTE = "<int(max=2147483647):invitation_id>"
 
 
+def routes_naming(server: LiveServer, fragment: str) -> set[tuple[str, str]]:
+    """(method, rule) of every route whose rule contains ``fragment``."""
+    return {
+        (method, rule.rule)
+        for rule in server.app.url_map.iter_rules()
+        if fragment in rule.rule
+        for method in rule.methods or ()
+        if method not in {"HEAD", "OPTIONS"}
+    }
+
+
+def api_routes_naming(server: LiveServer, fragment: str) -> set[tuple[str, str]]:
+    """:func:`routes_naming` without the console's (walked on their own below)."""
+    return {(m, r) for m, r in routes_naming(server, fragment) if not r.startswith("/console")}
+
+
 def answer(response: httpx.Response, *ids: int) -> tuple[int, Any]:
     """Status and body with the ids asked about (and invitation ids) blanked."""
     text = response.text
@@ -71,13 +87,7 @@ def test_another_workspaces_people_answer_like_unknown_ids(server: LiveServer) -
             f"/users/{u}/grants/globex/viewer"
         ),
     }
-    routes = {
-        (method, rule.rule)
-        for rule in server.app.url_map.iter_rules()
-        if USER_ROUTE in rule.rule and not rule.rule.startswith("/console")
-        for method in rule.methods or ()
-        if method not in {"HEAD", "OPTIONS"}
-    }
+    routes = api_routes_naming(server, USER_ROUTE)
     assert routes == set(calls), f"person routes without a wall case: {routes ^ set(calls)}"
     for route, call in calls.items():
         expected = answer(call(UNKNOWN_ID), UNKNOWN_ID)
@@ -108,13 +118,7 @@ def test_another_workspaces_people_answer_like_unknown_ids(server: LiveServer) -
             f"/invitations/{i}/accept"
         ),
     }
-    routes = {
-        (method, rule.rule)
-        for rule in server.app.url_map.iter_rules()
-        if INVITATION_ROUTE in rule.rule and not rule.rule.startswith("/console")
-        for method in rule.methods or ()
-        if method not in {"HEAD", "OPTIONS"}
-    }
+    routes = api_routes_naming(server, INVITATION_ROUTE)
     assert routes == set(invitation_calls), routes ^ set(invitation_calls)
     for route, call in invitation_calls.items():
         expected = answer(call(UNKNOWN_ID), UNKNOWN_ID)
@@ -194,13 +198,7 @@ def test_the_console_walls_hold_with_other_workspaces_people(server: LiveServer)
             f"/console/users/{u}/roles/globex", {"roles": ["viewer"]}
         ),
     }
-    routes = {
-        (method, rule.rule)
-        for rule in server.app.url_map.iter_rules()
-        if rule.rule.startswith(person)
-        for method in rule.methods or ()
-        if method not in {"HEAD", "OPTIONS"}
-    }
+    routes = routes_naming(server, person)
     assert routes == set(calls), routes ^ set(calls)
     for route, call in calls.items():
         unknown = call(UNKNOWN_ID)
