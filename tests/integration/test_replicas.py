@@ -133,6 +133,11 @@ def make_cluster(
             assert created_ws.status_code == 201, created_ws.text
             users = admin.get("/users", params={"q": "ops"}).json()
         [ops] = [u for u in users if u["email"] == OPS]
+        # B has heard of all this (the workspace, ops' grants) before any test asks it.
+        committed = (a.ready() or {})["revision"]
+        wait_until(
+            lambda: (b.ready() or {}).get("revision", -1) >= committed, "B to catch up with A"
+        )
         return Cluster(
             a, b, redis_server, redis_proxy, db_proxy, replica_settings, token, ops["id"]
         )
