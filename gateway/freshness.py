@@ -173,6 +173,7 @@ def readiness(app: Flask) -> tuple[dict[str, Any], int]:
     except Exception:
         log.debug("readiness: database unreachable", exc_info=True)
     lag = max(0, state.database_revision - engine.revision)
+    watcher = _watcher_status(app)
     behind = engine.is_behind(state.database_revision)
     ready = state.stale or not behind
     body = {
@@ -186,10 +187,10 @@ def readiness(app: Flask) -> tuple[dict[str, Any], int]:
         "revision_lag": lag,
         "stale": state.stale,
         "staleness_seconds": round(state.staleness, 3),
-        "watcher": _watcher_status(app),
+        "watcher": watcher,
         # How changes of other replicas reach this one: their notices, or (no watcher, or
         # Redis away or frozen) the revision check every revision_poll_seconds.
-        "propagation": "notices" if _watcher_status(app) == "connected" else "polling",
+        "propagation": "notices" if watcher == "connected" else "polling",
         # Mail workers consuming; null without a broker (email is sent in-process).
         "mail_workers_consuming": None if state.stale else consuming_mail_workers(app),
     }

@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 DATA_REPLY = "250 2.0.0 Queued as TEST1"
 REFUSAL = "550 5.1.1 mailbox unavailable"
@@ -87,6 +88,21 @@ class SlowMailbox(Mailbox):
         while not self.quit_gate.is_set():
             await asyncio.sleep(0.02)
         return "221 Bye"
+
+
+class Logins:
+    """Accepts (or refuses) every login and keeps each (user, password) it was sent."""
+
+    def __init__(self, accept: bool = True) -> None:
+        self.accept = accept
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        self.seen.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=self.accept, handled=False)
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
@@ -35,7 +34,7 @@ from tests.peer_support import (
     refused_port,
     tcp_peer,
 )
-from tests.smtp_support import Mailbox, free_port, running_smtp
+from tests.smtp_support import Logins, Mailbox, free_port, running_smtp
 
 SECRET = "s3cret-smtp-Pa55word"
 DATA_REPLY = "250 2.0.0 Queued as SETTINGS1"
@@ -228,20 +227,6 @@ def test_test_email_reports_what_the_server_said(
 
 
 # -- the password stays with the server it was given for ------------------------------
-
-
-class Logins:
-    """An aiosmtpd authenticator that accepts every login and keeps each (user, password)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
-
-    def __call__(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        assert isinstance(data, LoginPassword)
-        self.seen.append((data.login.decode(), data.password.decode()))
-        return AuthResult(success=True)
 
 
 @contextmanager

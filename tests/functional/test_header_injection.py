@@ -31,6 +31,7 @@ from tests.helpers import (
     outbox_messages,
 )
 from tests.smtp_support import Mailbox, running_smtp
+from tests.unit.test_mail_headers import INVITATION_HEADERS, RESET_HEADERS
 
 ATTACKER = "attacker@evil.example"
 MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
@@ -61,18 +62,6 @@ RAW = {
 }
 # What can be stored: PostgreSQL keeps no NUL in text, so that one is refused at input only.
 STORED = {**CRAFTED, **{label: name for label, name in RAW.items() if "\x00" not in name}}
-INVITATION_HEADERS = [
-    "Subject",
-    "To",
-    "From",
-    "Date",
-    "Message-ID",
-    "Auto-Submitted",
-    "X-Ringfence-Invitation",
-    "MIME-Version",
-    "Content-Type",
-]
-RESET_HEADERS = [h for h in INVITATION_HEADERS if h != "X-Ringfence-Invitation"]
 
 
 @pytest.fixture(params=["outbox", "smtp"])

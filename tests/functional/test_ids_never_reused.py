@@ -143,12 +143,11 @@ def test_a_removed_reviewers_assignments_go_to_nobody(server: LiveServer) -> Non
     doctor_is_clean(server)
 
 
-def test_a_decision_on_a_removed_persons_item_touches_nobody_elses_grant(
-    server: LiveServer,
-) -> None:
-    """Bob's editor grant is under review; Bob is removed and Cleo, the next person, is
-    made editor of acme too. Revoking Bob's item must not revoke Cleo's grant."""
-    root = server.admin()
+def bob_reviewed_removed_then_cleo(
+    server: LiveServer, root: httpx.Client
+) -> tuple[dict[str, Any], int]:
+    """acme; Bob's editor grant under review (his item), Bob removed, then Cleo made
+    editor of acme: (Bob's review item, Cleo's id)."""
     create_workspaces(root, "acme")
     bob = onboard(server, root, "bob@example.com", "Bob", [("acme", "editor")])
     campaign = start_review(root, "acme")
@@ -158,7 +157,16 @@ def test_a_decision_on_a_removed_persons_item_touches_nobody_elses_grant(
         if i["user"]["id"] == bob
     ]
     remove(root, bob)
-    cleo = onboard(server, root, "cleo@example.com", "Cleo", [("acme", "editor")])
+    return item, onboard(server, root, "cleo@example.com", "Cleo", [("acme", "editor")])
+
+
+def test_a_decision_on_a_removed_persons_item_touches_nobody_elses_grant(
+    server: LiveServer,
+) -> None:
+    """Bob's editor grant is under review; Bob is removed and Cleo, the next person, is
+    made editor of acme too. Revoking Bob's item must not revoke Cleo's grant."""
+    root = server.admin()
+    item, cleo = bob_reviewed_removed_then_cleo(server, root)
 
     decided = root.post(f"/reviews/items/{item['id']}/decision", json={"decision": "revoke"})
 
@@ -176,16 +184,7 @@ def test_an_item_whose_holder_id_was_reissued_before_the_upgrade_revokes_nothing
     created after the campaign started, so she is not its holder: revoking it (or its
     deadline) leaves her grant alone."""
     root = server.admin()
-    create_workspaces(root, "acme")
-    bob = onboard(server, root, "bob@example.com", "Bob", [("acme", "editor")])
-    campaign = start_review(root, "acme")
-    [item] = [
-        i
-        for i in root.get(f"/reviews/campaigns/{campaign['id']}/items").json()
-        if i["user"]["id"] == bob
-    ]
-    remove(root, bob)
-    cleo = onboard(server, root, "cleo@example.com", "Cleo", [("acme", "editor")])
+    item, cleo = bob_reviewed_removed_then_cleo(server, root)
     db = make_engine(server.settings.sqlalchemy_url)
     try:
         with Session(db) as session, session.begin():

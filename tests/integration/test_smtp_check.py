@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailer.messages import render_test_message
 from mailer.smtp_check import (
@@ -30,7 +29,7 @@ from tests.peer_support import (
     refused_port,
     tcp_peer,
 )
-from tests.smtp_support import DATA_REPLY, Mailbox, free_port, running_smtp
+from tests.smtp_support import DATA_REPLY, Logins, Mailbox, free_port, running_smtp
 
 MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
 
@@ -52,21 +51,6 @@ def send(cfg: dict[str, Any]) -> tuple[bool, str, float]:
     started = time.monotonic()
     outcome = send_test_message(render_test_message("ops@example.org", MAIL_FROM), cfg)
     return outcome.ok, outcome.detail, time.monotonic() - started
-
-
-class Logins:
-    """Accepts (or refuses) every login and keeps each (user, password) it was sent."""
-
-    def __init__(self, accept: bool = True) -> None:
-        self.accept = accept
-        self.seen: list[tuple[str, str]] = []
-
-    def __call__(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        assert isinstance(data, LoginPassword)
-        self.seen.append((data.login.decode(), data.password.decode()))
-        return AuthResult(success=self.accept, handled=False)
 
 
 @contextmanager
