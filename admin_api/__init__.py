@@ -11,20 +11,27 @@ from admin_api import (
     audit,
     auth,
     clients,
+    custom_roles,
     invitations,
+    mfa,
+    policy,
     reports,
     reviews,
+    roles,
     settings,
     users,
     workspaces,
 )
-from gateway.http import current_actor
+from admin_api import directory as directory_api
+from admin_api import streams as event_streams
+from gateway.web.http import current_actor
 
 # Everything else needs a signed-in caller.
 PUBLIC_ENDPOINTS = frozenset({"auth.Login", "auth.Refresh", "invitations.Accept"}) | {
     "auth.PasswordReset",
     "auth.PasswordResetConfirm",
     "auth.SsoExchange",
+    "mfa.Verify",
 }
 
 
@@ -43,7 +50,12 @@ BLUEPRINTS: tuple[Any, ...] = (
     settings.blp,
 )
 BLUEPRINTS += (reviews.blp, reports.blp)
+BLUEPRINTS += (directory_api.blp,)
 BLUEPRINTS += (clients.blp,)
+BLUEPRINTS += (event_streams.blp,)
+BLUEPRINTS += (roles.blp, custom_roles.blp)
+BLUEPRINTS += (policy.blp,)
+BLUEPRINTS += (mfa.blp, mfa.users_blp, mfa.workspaces_blp)
 for _blp in BLUEPRINTS:  # once, at import: blueprints are shared by every app
     _blp.before_request(_require_sign_in)
 

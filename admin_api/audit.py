@@ -11,15 +11,15 @@ from flask import Response, request
 from flask.views import MethodView
 from sqlalchemy.orm import Session
 
-from admin_api.pagination import MAX_OFFSET
 from admin_api.schemas import (
     AuditEventSchema,
     AuditExportQuerySchema,
     AuditPageQuerySchema,
 )
-from gateway.http import current_actor, services
-from gateway.json_input import Blueprint
 from gateway.services.audit import AuditFilter, csv_lines, jsonl_lines
+from gateway.services.base import page_offset
+from gateway.web.http import current_actor, services
+from gateway.web.json_input import Blueprint
 
 blp = Blueprint("audit", __name__, url_prefix="/audit", description="The audit trail")
 
@@ -65,7 +65,7 @@ class Audit(MethodView):
         page = query.pop("page", None)
         audit = services().audit
         if page is not None:
-            offset = min((page - 1) * page_size, MAX_OFFSET)
+            offset = page_offset(page, page_size)
             numbered = audit.list(current_actor(), AuditFilter(**query), offset, page_size)
             header = {"total": numbered.total, "page": page, "page_size": page_size}
             return numbered.items, 200, {"X-Pagination": json.dumps(header)}

@@ -17,10 +17,11 @@ from admin_api.schemas import (
     SsoExchangeSchema,
     TokenSchema,
 )
-from gateway.background import after_answer
-from gateway.http import current_actor, current_session_id, request_id, services
-from gateway.json_input import Blueprint
-from gateway.sso import exchange_code
+from gateway.logs import request_id
+from gateway.web.background import after_answer
+from gateway.web.http import current_actor, current_session_id, services
+from gateway.web.json_input import Blueprint
+from gateway.web.sso import exchange_code
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Sign in for an access token")
 

@@ -10,9 +10,9 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
 from admin_api.schemas import NAME, LenientQuery, StrictSchema
-from gateway.http import current_actor, services
-from gateway.json_input import Blueprint
 from gateway.services.oauth import SCOPES
+from gateway.web.http import current_actor, services
+from gateway.web.json_input import Blueprint
 
 blp = Blueprint(
     "clients",

@@ -15,8 +15,9 @@ from admin_api.schemas import (
     InvitationSchema,
     UserSchema,
 )
-from gateway.http import current_actor, request_id, services
-from gateway.json_input import Blueprint
+from gateway.logs import request_id
+from gateway.web.http import current_actor, services
+from gateway.web.json_input import Blueprint
 
 blp = Blueprint("invitations", __name__, url_prefix="/invitations", description="Inviting people")
 # Ids are 32-bit in the database: a larger id is a 404 from routing, not an overflow

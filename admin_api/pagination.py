@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from gateway.services.base import Page
+from gateway.services.base import MAX_OFFSET, Page
 
 T = TypeVar("T")
 
 # flask-smorest bounds page_size but not page; an absurd page must give an empty page,
-# not an offset that overflows the database's integer (a 500).
-MAX_OFFSET = 2**31 - 1
+# not an offset that overflows the database's integer (a 500): hence MAX_OFFSET.
 
 
 def window(pagination_parameters: Any) -> tuple[int, int]:

@@ -12,10 +12,10 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
 from admin_api.schemas import LenientQuery
-from gateway.http import current_actor, services
-from gateway.json_input import Blueprint
-from gateway.models import utcnow
+from gateway.db.models import utcnow
 from gateway.services.reports import Report, ReportParams
+from gateway.web.http import current_actor, services
+from gateway.web.json_input import Blueprint
 
 blp = Blueprint(
     "reports", __name__, url_prefix="/reports", description="Access reports for compliance"

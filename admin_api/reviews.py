@@ -10,9 +10,9 @@ from marshmallow import Schema, fields, validate
 
 from admin_api.pagination import items, window
 from admin_api.schemas import NAME, SLUG_OR_ALL, LenientQuery, StrictSchema
-from gateway.http import current_actor, services
-from gateway.json_input import Blueprint
 from gateway.services.reviews import ItemFilter
+from gateway.web.http import current_actor, services
+from gateway.web.json_input import Blueprint
 
 blp = Blueprint("reviews", __name__, url_prefix="/reviews", description="Access review campaigns")
 # 32-bit ids, as elsewhere: a larger one is a 404 from routing, not a driver overflow.

@@ -8,10 +8,12 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
+from gateway.db.models import InvitationStatus, UserStatus
 from gateway.emails import normalise_email
-from gateway.models import InvitationStatus, UserStatus
+from gateway.identity.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from gateway.notifier import name_problem
-from gateway.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from gateway.policy.validation import ROLE_NAME
+from gateway.services.base import AuditTarget
 from gateway.services.invitations import RoleInWorkspace, effective_status
 
 SLUG = validate.Regexp(
@@ -42,7 +44,7 @@ class PlainText(validate.Validator):
 # A list, not validate.And: the OpenAPI document shows each validator of a field's list
 # (its length, its pattern), but nothing inside an And.
 NAME = [validate.Length(min=1, max=200), PlainText()]
-# gateway.passwords' length rule, in its words and in the OpenAPI document; whether a
+# gateway.identity.passwords' length rule, in its words and in the OpenAPI document; whether a
 # password is too common is the service's to say.
 NEW_PASSWORD = [
     validate.Length(
@@ -115,6 +117,94 @@ class WorkspaceSchema(Schema):
     created_at = fields.DateTime()
 
 
+class RolesQuerySchema(Schema):
+    workspace = fields.String(
+        required=True,
+        validate=SLUG_OR_ALL,
+        metadata={"description": "The workspace (or * for the roles shared by every one)"},
+    )
+
+
+class RoleSchema(Schema):
+    name = fields.String(metadata={"description": "What a grant names"})
+    description = fields.String(allow_none=True)
+    workspace = fields.String(
+        allow_none=True,
+        metadata={"description": "The one workspace the role exists in; null: shared by all"},
+    )
+    source = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The policy file that defines it, relative to policies/; null "
+            "for a custom role"
+        },
+    )
+    custom = fields.Boolean(
+        metadata={"description": "Defined by the workspace's admins (POST /custom-roles)"}
+    )
+    inherits = fields.List(fields.String())
+    permissions = fields.List(
+        fields.String(),
+        metadata={"description": "As written in the file: wildcards and :own included"},
+    )
+    effective_permissions = fields.List(
+        fields.String(),
+        metadata={
+            "description": "Every catalogue permission the role gives, inherited ones "
+            "included and wildcards expanded; resource:action:own holds only on the "
+            "holder's own resources"
+        },
+    )
+
+
+# The policy files' rule for role names (a custom role may move into them: policy export).
+CUSTOM_ROLE_NAME = [
+    validate.Length(min=1, max=63),
+    validate.Regexp(
+        f"^{ROLE_NAME.pattern}$",
+        error="Use lowercase letters, digits, '_' and '-', starting with a letter",
+    ),
+]
+PERMISSION_NAME = validate.Regexp(
+    r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*(:own)?$", error="Not a permission (resource:action)"
+)
+
+
+class CustomRoleUpdateSchema(StrictSchema):
+    description = fields.String(load_default="", validate=[validate.Length(max=500), PlainText()])
+    permissions = fields.List(
+        fields.String(validate=PERMISSION_NAME),
+        required=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={
+            "description": "Catalogue permissions (GET /permissions), each one you hold in "
+            "the workspace; resource:action:own for the holder's own resources only"
+        },
+    )
+
+
+class CustomRoleCreateSchema(CustomRoleUpdateSchema):
+    name = fields.String(
+        required=True,
+        validate=CUSTOM_ROLE_NAME,
+        metadata={"description": "What grants name; not a role of policies/"},
+    )
+
+
+class CustomRoleSchema(Schema):
+    name = fields.String()
+    workspace = fields.String(attribute="workspace_slug")
+    description = fields.String()
+    permissions = fields.List(fields.String())
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class PermissionSchema(Schema):
+    name = fields.String(metadata={"description": "resource:action"})
+    description = fields.String()
+
+
 class RevisionSchema(Schema):
     revision = fields.Integer(
         metadata={"description": "Policy revision at which the change is in effect"}
@@ -152,6 +242,15 @@ class UserSchema(Schema):
         keys=fields.String(),
         values=fields.List(fields.String()),
         metadata={"description": "Roles per workspace (the invited roles while pending)"},
+    )
+    directory_roles = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={
+            "description": "Of ``roles``, those a company directory gave (SCIM: its groups' "
+            "mapping or the connection's default role), per workspace: the directory takes "
+            "them back, and removing one by hand is a 409; the others were granted by hand"
+        },
     )
     invitation = fields.Nested(InvitationSummarySchema, allow_none=True)
     last_login_at = fields.Function(lambda v: _iso(v.user.last_login_at))
@@ -292,7 +391,13 @@ class AcceptSchema(StrictSchema):
 class AuditQuerySchema(LenientQuery):
     # Ids are 32-bit in the database; a larger one would overflow in the driver (a 500).
     actor_id = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))
-    target_type = fields.String(validate=validate.Length(max=63))
+    # Listed, not enforced (OneOf): a type the trail does not hold finds nothing, as before.
+    target_type = fields.String(
+        validate=validate.Length(max=63),
+        metadata={
+            "description": "What the event is about: " + ", ".join(t.value for t in AuditTarget)
+        },
+    )
     target_id = fields.String(validate=validate.Length(max=63))
     workspace = fields.String(validate=validate.Length(max=63))
     action = fields.String(validate=validate.Length(max=63))

@@ -12,8 +12,8 @@ from admin_api.schemas import (
     EmailTestResultSchema,
     EmailTestSchema,
 )
-from gateway.http import current_actor, services
-from gateway.json_input import Blueprint
+from gateway.web.http import current_actor, services
+from gateway.web.json_input import Blueprint
 
 blp = Blueprint("settings", __name__, url_prefix="/settings", description="Email settings")
 

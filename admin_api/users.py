@@ -15,9 +15,9 @@ from admin_api.schemas import (
     UserQuerySchema,
     UserSchema,
 )
-from gateway.http import current_actor, services
-from gateway.json_input import Blueprint
 from gateway.services.users import UserFilter
+from gateway.web.http import current_actor, services
+from gateway.web.json_input import Blueprint
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="People and their roles")
 # Ids are 32-bit in the database: a larger id is a 404 from routing, not an overflow

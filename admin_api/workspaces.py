@@ -13,8 +13,8 @@ from admin_api.schemas import (
     WorkspaceRenameSchema,
     WorkspaceSchema,
 )
-from gateway.http import current_actor, services
-from gateway.json_input import Blueprint
+from gateway.web.http import current_actor, services
+from gateway.web.json_input import Blueprint
 
 blp = Blueprint("workspaces", __name__, url_prefix="/workspaces", description="Workspaces")
 

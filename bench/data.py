@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from gateway.rules import GrantKey, Rule, grant_rule, inheritance_rule, permission_rule
+from gateway.engine.rules import GrantKey, Rule, grant_rule, inheritance_rule, permission_rule
 
 RESOURCES = (
     "documents",

@@ -22,10 +22,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from bench.data import ACTIONS, BIG_WORKSPACE, RESOURCES
-from gateway import activity, decision_log
-from gateway.engine import DecisionEngine, RuleAdded, RuleRemoved, SubjectChanged
-from gateway.rules import GrantKey, grant_rule, permission_rule
-from gateway.services import reload_engine
+from gateway.audit import activity, decision_log
+from gateway.engine.engine import DecisionEngine, RuleAdded, RuleRemoved, SubjectChanged
+from gateway.engine.rules import GrantKey, grant_rule, permission_rule
+from gateway.replication.loading import reload_engine
 from gateway.services.decisions import DecisionService
 
 MODEL = Path(__file__).resolve().parents[1] / "model.conf"
@@ -167,11 +167,16 @@ def main() -> None:
     def dict_lookup(user: int, workspace: str, obj: str, act: str) -> bool:
         return (user, workspace, obj, act) in allowed
 
-    service = DecisionService(engine)
     subjects = {r: f"user:{r[0]}" for r in requests}
 
-    def service_check(user: int, workspace: str, obj: str, act: str) -> bool:
-        return service.check(subjects[(user, workspace, obj, act)], workspace, obj, act).allowed
+    def checks_through(service: DecisionService) -> Callable[[int, str, str, str], bool]:
+        def service_check(user: int, workspace: str, obj: str, act: str) -> bool:
+            return service.check(subjects[(user, workspace, obj, act)], workspace, obj, act).allowed
+
+        return service_check
+
+    service = DecisionService(engine)
+    service_check = checks_through(service)
 
     passes = 3
     out["dict"] = timed(dict_lookup, requests, passes)
@@ -183,31 +188,31 @@ def main() -> None:
     out["dict_again"] = timed(dict_lookup, requests, passes)  # drift check
 
     # -- the decision log's cost: the same checks with every decision logged ------------------
-    # Installed the way the app factory installs it (full sampling); its writer thread runs
-    # beside the checks, as in the gateway. /dev/null stands in for stdout, which carries
-    # this process's JSON result.
+    # Handed to the service the way the app factory hands it (full sampling); its writer
+    # thread runs beside the checks, as in the gateway. /dev/null stands in for stdout,
+    # which carries this process's JSON result.
     with tempfile.TemporaryDirectory() as tmp:
         for key, target in (
             ("service_log_file", str(Path(tmp) / "decisions.log")),
             ("service_log_devnull", "/dev/null"),
         ):
             log = decision_log.DecisionLog(target, 1.0)
-            decision_log.install(log)
-            out[key] = timed(service_check, requests, passes)
+            logged_check = checks_through(DecisionService(engine, decision_log=log))
+            out[key] = timed(logged_check, requests, passes)
             log.flush()
-            decision_log.install(None)  # closes it
+            log.close()
             out[key] |= {"written": log.written, "dropped": log.dropped}
     out["service_again"] = timed(service_check, requests, passes)  # log off again: drift
 
-    # -- last seen per workspace (gateway.activity): the same checks, each one noted ----------
-    # Installed as the app installs it; the flush interval is long enough that nothing is
+    # -- last seen per workspace (gateway.audit.activity): the same checks, each one noted -------
+    # Handed to the service as the app does; the flush interval is long enough that nothing is
     # written while timing (the write is one batched upsert per interval, off the checks).
     recorder = activity.ActivityRecorder(sessions, 3600)
-    activity.install(recorder)
-    out["service_activity"] = timed(service_check, requests, passes)
+    noted_check = checks_through(DecisionService(engine, activity=recorder))
+    out["service_activity"] = timed(noted_check, requests, passes)
     out["service_activity"] |= {"pairs": len(recorder.pairs), "dropped": recorder.dropped}
     recorder.pairs.clear()  # a benchmark's pairs are not written
-    activity.install(None)
+    recorder.close()
     out["service_activity_off"] = timed(service_check, requests, passes)  # drift
 
     # -- pycasbin on the same decisions ------------------------------------------------------

@@ -37,13 +37,14 @@ from sqlalchemy import create_engine, text
 
 from bench import peers
 from bench.data import SIZES, Dataset, generate
-from gateway.models import Base
-from gateway.rules import Rule
+from gateway.db.models import Base
+from gateway.engine.rules import Rule
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RESULTS = Path(__file__).resolve().parent / "results.md"
 # What `make bench-http` (bench/http.py) wrote last; `make bench` runs it first.
 HTTP_RESULTS = Path(__file__).resolve().parent / "http_results.md"
+SDK_RESULTS = Path(__file__).resolve().parent / "sdk_results.md"
 HTTP_BATCH = 100  # evaluations per request in bench/http.py's batches
 # Plain Casbin scans every rule per request: asked at these sizes only, a few times.
 CASBIN_REQUESTS = {"10k": 300, "100k": 10}
@@ -51,6 +52,10 @@ CASBIN_REQUESTS = {"10k": 300, "100k": 10}
 # unlogged one (a check is ~2.5-6 µs, so the log may add half of that at most).
 LOG_GOAL_US = 5.0
 LOG_GOAL_SHARE = 0.5
+# ringfence policy plan over the largest data (issue 20): it runs in CI against
+# production-sized grants.
+PLAN_GOAL_S = 30.0
+PLAN_GOAL_MB = 2048
 
 
 def copy_rows(cursor: Any, data: Dataset, rules: Sequence[Rule]) -> None:
@@ -174,7 +179,18 @@ def measure(
         found = {**loaded, **json.loads(done.stdout)}
         if not startup_only:
             found["peers"] = peers.run_all(data, label)
+    if not startup_only:
+        found.update(measure_plan(url, loaded["schema"]))
     return found
+
+
+def measure_plan(url: str, schema: str) -> dict[str, Any]:
+    """``policy plan`` of a change to widely held roles, in a fresh process of its own
+    (bench/plan.py), so that its peak memory is the plan's alone."""
+    command = [sys.executable, "-m", "bench.plan", "--url", url, "--schema", schema]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def machine() -> str:
@@ -320,6 +336,25 @@ def table(results: list[dict[str, Any]], postgres: str) -> str:
     )
     row("role definition changed (ms)", lambda r: fmt(r["role_change_ms"], digits=2))
     row("1M checks by never-seen ids: RSS growth (MB)", lambda r: fmt(r["unknown_ids_growth_mb"]))
+    row(
+        "policy plan, widely held roles changed: s / peak MB",
+        lambda r: f"{r['plan_s']:.1f} / {r['plan_peak_mb']:,.0f}" if "plan_s" in r else "not run",
+    )
+    row(
+        "policy plan: open + read / compute / render (s)",
+        lambda r: (
+            f"{r['plan_open_s'] + r['plan_read_s']:.1f} / {r['plan_compute_s']:.1f} "
+            f"/ {r['plan_render_s']:.1f}"
+            if "plan_s" in r
+            else "not run"
+        ),
+    )
+    row(
+        "policy plan: grants / people who gain or lose",
+        lambda r: (
+            f"{r['plan_grants']:,} / {r['plan_people_affected']:,}" if "plan_s" in r else "not run"
+        ),
+    )
 
     def concurrent(r: dict[str, Any]) -> str:
         c = r["concurrent"]
@@ -338,7 +373,7 @@ NOTES = """## Notes
 - The dict/set baseline is the cheapest possible: a function doing one set membership
   test of the 4-tuple (~0.2-0.3 µs here). `engine.check` answers a question asked
   before from its memo of recent answers (a dict of the current state's answers, emptied
-  as every change starts; see _forget_answers in gateway/engine.py): one dict lookup,
+  as every change starts; see _forget_answers in gateway/engine/engine.py): one dict lookup,
   the "remembered" row. A question asked the first time since the
   last change (the "first time asked" row; the memo emptied before each call, outside
   the clock) does the whole decision: the subject active, the workspace known, the
@@ -353,7 +388,7 @@ NOTES = """## Notes
   goal by 8-16x: a whole decision is some twenty CPython operations (attribute and dict
   reads, a tuple, a call), each 30-90 ns here, against the one hash lookup of the
   baseline; only the memo answers at dictionary speed.
-- Start-up reads PostgreSQL in bulk (gateway/bulk_load.py): grants grouped by (role,
+- Start-up reads PostgreSQL in bulk (gateway/engine/bulk_load.py): grants grouped by (role,
   workspace) with the user ids joined in the database, people as driver rows, the
   garbage collector paused. Before, row by row through SQLAlchemy, 1M took 34 s and
   1,039 MB peak. `python -m bench.run --sizes 1M --reuse --keep --startup-only --repeat 3`
@@ -377,10 +412,17 @@ NOTES = """## Notes
   log off again to show drift. A logged check only appends to a buffer; the writer
   thread formats and writes beside the checks and shares the GIL with them, which shows
   more in the mean and p99 than at p50.
-- The last seen rows (gateway.activity): the same checks with the recorder installed as
+- The last seen rows (gateway.audit.activity): the same checks with the recorder installed as
   the app installs it (each check adds its (user, workspace) pair to an in-memory set;
   the batched write to the database runs once per flush interval, not during the timing),
   then with recording off again to show drift.
+- The policy plan rows (bench/plan.py, a fresh process after the measurements): `ringfence
+  policy plan`'s path once the YAML files are read (connecting; the applied rules and
+  the live grants read; the plan computed (gateway/policy/plan.py); the plan rendered as
+  JSON) for a change to the widest held roles: `viewer`,
+  which six of the ten shared roles inherit, loses `reports:read` and `editor` gains
+  `users:delete`. The grants table is filled from the data's grant rules first (not
+  timed). Peak memory is the process's maximum RSS, interpreter and imports included.
 - The concurrency run: 8 threads check known answers (and, one check in ten, users
   whose grants a writer swaps between two roles that both allow the request) while the
   writer applies changes continuously; a wrong answer or an exception is counted.
@@ -479,23 +521,41 @@ def goals(results: list[dict[str, Any]]) -> list[str]:
         f"p99 {max(largest['grant_add']['p99'], largest['grant_remove']['p99']):.0f} µs",
         max(largest["grant_add"]["p99"], largest["grant_remove"]["p99"]) <= 1000,
     )
+    if "plan_s" in largest:
+        goal(
+            f"{largest['label']}: policy plan over 1M users / 10k workspaces in at most "
+            f"{PLAN_GOAL_S:g} s and {PLAN_GOAL_MB / 1024:g} GB",
+            f"{largest['plan_s']:.1f} s, {largest['plan_peak_mb']:,.0f} MB peak "
+            f"({largest['plan_people_affected']:,} people gain or lose)",
+            largest["plan_s"] <= PLAN_GOAL_S and largest["plan_peak_mb"] <= PLAN_GOAL_MB
+            if largest["label"] == "1M"
+            else None,
+        )
     http = HTTP_RESULTS.with_suffix(".json")
     if http.exists():
-        runs = json.loads(http.read_text(encoding="utf-8"))["runs"]
-        ratio = runs["check"]["rps"] / runs["healthz"]["rps"]
+        servers = json.loads(http.read_text(encoding="utf-8"))["servers"]
+        best = max(servers, key=lambda name: servers[name]["check"]["rps"])
+        runs, today = servers[best], servers["gunicorn"]
+        share = runs["check"]["rps"] / runs["floor"]["rps"]
         goal(
-            "HTTP: single checks at least 85% of the requests/s of /healthz",
-            f"{ratio:.0%} ({runs['check']['rps']:,.0f} vs {runs['healthz']['rps']:,.0f} req/s)",
-            ratio >= 0.85,
+            f"HTTP ({best}): single checks at least 70% of the raw-WSGI floor, same server",
+            f"{share:.0%} ({runs['check']['rps']:,.0f} vs {runs['floor']['rps']:,.0f} req/s)",
+            share >= 0.70,
+        )
+        times = runs["check"]["rps"] / today["check"]["rps"]
+        goal(
+            f"HTTP ({best}): single checks at least 6x gunicorn's, same run",
+            f"{times:.2f}x",
+            times >= 6,
         )
         per_second = runs["batch"]["rps"] * HTTP_BATCH
         goal(
-            f"HTTP: batches of {HTTP_BATCH} evaluations at least 200,000 decisions/s",
+            f"HTTP ({best}): batches of {HTTP_BATCH} evaluations at least 200,000 decisions/s",
             f"{per_second:,.0f} decisions/s ({per_second / 200_000:.0%} of the goal)",
             per_second >= 200_000,
         )
     else:
-        goal("HTTP: single checks at 85% of /healthz; batches 200k/s", "not measured", None)
+        goal("HTTP: single checks and batches (make bench-http)", "not measured", None)
     return out
 
 
@@ -578,7 +638,7 @@ def main() -> None:
     if args.startup_only:
         print(startup_table(results, postgres))
         return
-    report = table(results, postgres) + over_http()
+    report = table(results, postgres) + over_http() + sdk_figures()
     print(report)
     RESULTS.write_text(report, encoding="utf-8")
 
@@ -589,6 +649,17 @@ def over_http() -> str:
         return ""
     _title, _, body = HTTP_RESULTS.read_text(encoding="utf-8").partition("\n")
     return "\n## Over HTTP (`make bench-http`: bench/http_results.md)\n" + body
+
+
+def sdk_figures() -> str:
+    """bench/sdk_results.md (``make bench-sdk``) as a section of the report (empty if it
+    was never run)."""
+    if not SDK_RESULTS.exists():
+        return ""
+    _title, _, body = SDK_RESULTS.read_text(encoding="utf-8").partition("\n")
+    return "\n## The SDK (`make bench-sdk`: bench/sdk_results.md)\n" + body.replace(
+        "\n## ", "\n### "
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,17 @@ own files.
 
 from __future__ import annotations
 
+from console import (  # noqa: F401  (they register their pages on bp)
+    audit_pages,
+    bulk,
+    custom_roles,
+    directory,
+    mfa,
+    people,
+    reviews,
+    streams,
+    workspace_pages,
+)
 from console.views import bp
 
 __all__ = ["bp"]

@@ -1,6 +1,6 @@
 """The console's sign-in session and CSRF tokens.
 
-A console session *is* an :class:`~gateway.models.AuthSession` opened by the auth service,
+A console session *is* an :class:`~gateway.db.models.AuthSession` opened by the auth service,
 exactly like an API login; the cookie carries only its id, signed and time-stamped with
 the secret key (so a database copy alone cannot forge a cookie), and every request asks
 the auth service whether the session and the person are still live: deactivation or
@@ -18,11 +18,12 @@ import hashlib
 import hmac
 import secrets
 
-from flask import Response, current_app, request
+from flask import Response, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from gateway.config import Settings
 from gateway.errors import Forbidden
+from gateway.web.state import state
 
 SESSION_MAX_AGE = 12 * 3600  # seconds: a console sign-in lasts a working day at most
 CSRF_FIELD = "csrf_token"
@@ -30,7 +31,7 @@ CSRF_HEADER = "X-CSRF-Token"
 
 
 def settings() -> Settings:
-    return current_app.extensions["ringfence"].settings
+    return state().settings
 
 
 def secure_cookies() -> bool:
@@ -88,6 +89,26 @@ def start_session(response: Response, session_id: str) -> None:
 def end_session(response: Response) -> None:
     response.delete_cookie(
         cookie_name(SESSION_COOKIE), path="/", secure=secure_cookies(), httponly=True
+    )
+
+
+MFA_COOKIE = "ringfence_console_mfa"
+
+
+def set_mfa_ticket(response: Response, ticket: str) -> None:
+    """Keep the password step's single-use ticket for the code's page (HttpOnly, never in
+    the page or a URL), for as long as the ticket lasts."""
+    _set_cookie(response, MFA_COOKIE, ticket, 300)
+
+
+def mfa_ticket() -> str:
+    value = request.cookies.get(cookie_name(MFA_COOKIE), "")
+    return value if len(value) <= 200 else ""
+
+
+def end_mfa_ticket(response: Response) -> None:
+    response.delete_cookie(
+        cookie_name(MFA_COOKIE), path="/", secure=secure_cookies(), httponly=True
     )
 
 

@@ -38,24 +38,27 @@ from admin_api.schemas import (
     WorkspaceRenameSchema,
 )
 from console import session as console_session
+from gateway.db.models import UserStatus
+from gateway.engine.rules import ALL_WORKSPACES
 from gateway.errors import (
     InvalidInput,
+    MfaRequired,
     NotFound,
     RingfenceError,
     Unauthorized,
 )
-from gateway.http import MAX_REASON, change_reason, request_id, services
-from gateway.models import InvitationStatus, UserStatus
-from gateway.permissions import Permission
-from gateway.rules import ALL_WORKSPACES
+from gateway.logs import request_id
 from gateway.services import Actor
 from gateway.services.audit import AuditFilter
+from gateway.services.base import AuditTarget, page_offset
 from gateway.services.invitations import effective_status
+from gateway.services.permissions import Permission
 from gateway.services.roles import role_sources
 from gateway.services.settings import parse_domains
 from gateway.services.users import UserFilter, UserView
-from gateway.sso import ERROR_KEY as SSO_ERROR_KEY
-from gateway.sso import exchange_code
+from gateway.web.http import MAX_REASON, change_reason, services
+from gateway.web.sso import ERROR_KEY as SSO_ERROR_KEY
+from gateway.web.sso import exchange_code
 
 bp = Blueprint(
     "console",
@@ -80,7 +83,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 PUBLIC_ENDPOINTS = {"console.sign_in", "console.static", "console.sso_start", "console.sso_done"}
-LIVE_INVITATION = {InvitationStatus.PENDING, InvitationStatus.SENT, InvitationStatus.FAILED}
+PUBLIC_ENDPOINTS |= {"console.sign_in_code"}  # the second step (console/mfa.py)
 
 
 # -- the signed-in admin ---------------------------------------------------------------
@@ -101,7 +104,7 @@ class Viewer:
         return services().authorizer.can(self.actor, permission, workspace)
 
     def can_all(self, permission: Permission, workspaces: Iterable[str]) -> bool:
-        return all(self.can(permission, ws) for ws in set(workspaces) or {ALL_WORKSPACES})
+        return services().authorizer.can_all(self.actor, permission, workspaces)
 
     def where(self, permission: Permission) -> set[str] | None:
         key = f"where:{permission}"
@@ -249,8 +252,14 @@ def _nav() -> list[tuple[str, str, str]]:
         items.append(("console.workspaces", "Workspaces", "workspaces"))
     if v.anywhere(Permission.ROLE_MANAGEMENT_READ):
         items.append(("console.roles", "Roles", "roles"))
+    if v.anywhere(Permission.REVIEWS_READ) or v.anywhere(Permission.ROLE_MANAGEMENT_WRITE):
+        items.append(("console.reviews", "Reviews", "reviews"))
     if v.anywhere(Permission.AUDIT_READ):
         items.append(("console.audit", "Audit", "audit"))
+    if v.anywhere(Permission.DIRECTORY_MANAGE):
+        items.append(("console.directory", "Directory", "directory"))
+    if v.anywhere(Permission.EVENT_STREAMS_WRITE):
+        items.append(("console.event_streams", "Log streams", "event_streams"))
     if v.can(Permission.SETTINGS_WRITE, ALL_WORKSPACES):
         items.append(("console.settings", "Settings", "settings"))
     return items
@@ -325,6 +334,11 @@ def sign_in() -> Response:
             assert session_id is not None
             response = redirect(_safe_next(request.form.get("next")), 303)
             console_session.start_session(response, session_id)  # type: ignore[arg-type]
+            return response  # type: ignore[return-value]
+        except MfaRequired as exc:  # a right password: on to the code (console/mfa.py)
+            target = url_for("console.sign_in_code", next=request.form.get("next") or None)
+            response = redirect(target, 303)
+            console_session.set_mfa_ticket(response, str(exc.extensions["mfa_token"]))  # type: ignore[arg-type]
             return response  # type: ignore[return-value]
         except ValidationError as exc:
             errors = _field_errors(exc)
@@ -441,26 +455,19 @@ def _row(view: UserView) -> Row:
     invitation = view.invitation
     status = str(effective_status(invitation)) if invitation else None
     actions: set[str] = set()
-    workspaces = set(view.roles)
     if user.id != v.user_id:
+        # A pending person's row carries their invitation's buttons: those the
+        # invitation service would carry out.
         if user.status == UserStatus.PENDING and invitation is not None:
-            invited = {grant.workspace_slug for grant in invitation.grants}
-            if v.can_all(Permission.USERS_INVITE, invited):
-                if effective_status(invitation) in LIVE_INVITATION | {InvitationStatus.EXPIRED}:
-                    actions.add("resend")
-                if effective_status(invitation) in LIVE_INVITATION:
-                    actions.add("revoke")
+            actions |= services().invitations.allowed_actions(v.actor, invitation)
         if user.status != UserStatus.PENDING and any(
             v.can(Permission.ROLE_MANAGEMENT_WRITE, ws) for ws in _manageable_workspaces(view)
         ):
             actions.add("roles")
-        if v.can_all(Permission.USERS_DEACTIVATE, workspaces):
-            if user.status == UserStatus.ACTIVE:
-                actions.add("deactivate")
-            if user.status == UserStatus.DEACTIVATED:
-                actions.add("reactivate")
-        if v.can_all(Permission.USERS_REMOVE, workspaces):
-            actions.add("remove")
+        # Deactivate, reactivate and remove: exactly what the user service would carry
+        # out (the permissions, every role granted being one this admin could grant,
+        # and a workspace's last owner or the last super admin kept).
+        actions |= services().users.allowed_actions(v.actor, view)
     return Row(view, status, actions)
 
 
@@ -483,6 +490,7 @@ def _user_query() -> tuple[dict[str, Any], dict[str, list[str]]]:
 
 
 def _page_number() -> int:
+    """The ``page`` asked for, from 1 to MAX_PAGE (1 if it is not a number)."""
     try:
         return min(max(int(request.args.get("page", "1")), 1), MAX_PAGE)
     except ValueError:
@@ -498,8 +506,7 @@ def _users_context() -> dict[str, Any]:
         role=query.get("role"),
         search=query.get("q"),
     )
-    result = services().users.list(viewer().actor, where, (page - 1) * PAGE_SIZE, PAGE_SIZE)
-    pages = max(1, -(-result.total // PAGE_SIZE))
+    result = services().users.list(viewer().actor, where, page_offset(page, PAGE_SIZE), PAGE_SIZE)
     args: dict[str, Any] = {k: v for k, v in request.args.items() if k != "page" and v}
     workspaces = viewer().workspaces(Permission.USERS_READ)
     roles = sorted({r for slug, _ in workspaces for r in services().roles.roles_in(slug)})
@@ -507,7 +514,7 @@ def _users_context() -> dict[str, Any]:
         "rows": [_row(view) for view in result.items],
         "total": result.total,
         "page": page,
-        "pages": pages,
+        "pages": result.pages(PAGE_SIZE),
         "page_url": lambda n: url_for("console.users", **args, page=n),
         "filters": {k: request.args.get(k, "") for k in ("status", "workspace", "role", "q")},
         "filter_errors": errors,
@@ -563,15 +570,7 @@ def _invite_form_context(
     v = viewer()
     choices = []
     for slug, name in v.workspaces(Permission.USERS_INVITE):
-        roles = []
-        for role in services().roles.roles_in(slug):
-            try:
-                services().authorizer.require_can_grant(v.actor, role, slug)
-                grantable = True
-            except RingfenceError:
-                grantable = False
-            roles.append((role, grantable))
-        choices.append((slug, name, roles))
+        choices.append((slug, name, services().roles.grantable(v.actor, slug)))
     return {
         "form": form or {"name": "", "email": "", "roles": []},
         "errors": errors or {},
@@ -688,7 +687,8 @@ def _roles_panel_context(
                 "slug": slug,
                 "current": current,
                 "picked": (picked or {}).get(slug, current),
-                "roles": services().roles.roles_in(slug),
+                # Each role with whether this admin may grant (or take) it there.
+                "roles": services().roles.grantable(viewer().actor, slug),
                 "preview": (previews or {}).get(slug),
             }
         )
@@ -756,6 +756,9 @@ def _workspaces_page(
         active="workspaces",
         rows=rows,
         can_create=v.can(Permission.WORKSPACES_CREATE, ALL_WORKSPACES),
+        # Members where they may read people; delete (console/workspace_pages.py) where allowed.
+        counts=services().users.count_by_workspace(v.actor, [w.slug for w in page.items]),
+        deletable={w.slug for w in page.items if v.can(Permission.WORKSPACES_DELETE, w.slug)},
         errors=errors or {},
         form=form or {"slug": "", "name": ""},
         notice=notice,
@@ -790,24 +793,6 @@ def workspace_rename(slug: str) -> Response:
     return _workspaces_page(notice=f"Renamed {workspace.slug} to {workspace.name}.")
 
 
-@bp.get("/workspaces/<slug>")
-def workspace_members(slug: str) -> Response:
-    workspace = services().workspaces.get(viewer().actor, slug)
-    page = _page_number()
-    result = services().users.list(
-        viewer().actor, UserFilter(workspace=slug), (page - 1) * PAGE_SIZE, PAGE_SIZE
-    )
-    return _render(
-        "workspace.html",
-        active="workspaces",
-        workspace=workspace,
-        members=result.items,
-        total=result.total,
-        page=page,
-        pages=max(1, -(-result.total // PAGE_SIZE)),
-    )
-
-
 # -- roles ---------------------------------------------------------------------------
 
 
@@ -823,7 +808,11 @@ def roles() -> Response:
         for role in role_sources(policy)
     ]
     return _render(
-        "roles.html", active="roles", definitions=definitions, catalogue=policy.permissions
+        "roles.html",
+        active="roles",
+        definitions=definitions,
+        catalogue=policy.permissions,
+        custom_in=v.workspaces(Permission.ROLE_MANAGEMENT_READ),
     )
 
 
@@ -842,20 +831,23 @@ def audit() -> Response:
     except ValidationError as exc:
         errors, query = _field_errors(exc), {}
     page = _page_number()
-    result = services().audit.list(v.actor, AuditFilter(**query), (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    result = services().audit.list(
+        v.actor, AuditFilter(**query), page_offset(page, PAGE_SIZE), PAGE_SIZE
+    )
     people = services().users.list(v.actor, UserFilter(), 0, 500).items
     args: dict[str, Any] = {k: value for k, value in request.args.items() if k != "page" and value}
     context: dict[str, Any] = {
         "events": result.items,
         "total": result.total,
         "page": page,
-        "pages": max(1, -(-result.total // PAGE_SIZE)),
+        "pages": result.pages(PAGE_SIZE),
         "page_url": lambda n: url_for("console.audit", **args, page=n),
         "filters": {k: request.args.get(k, "") for k in AUDIT_FIELDS},
         "errors": errors,
         "people": people,
         "workspace_choices": v.workspaces(Permission.AUDIT_READ),
-        "target_types": ["user", "invitation", "workspace", "settings", "policy", "login"],
+        # Every kind of target the services write (their registry), none forgotten.
+        "target_types": [t.value for t in AuditTarget],
     }
     if _htmx() and request.headers.get("HX-Target") == "audit-results":
         return _render("_audit_results.html", **context)

@@ -27,7 +27,8 @@ import os
 import sys
 from typing import Any
 
-from gateway import sync
+from gateway.replication import sync
+from gateway.web.state import gateway_state
 
 # The app is built in the master (preload_app); its threads start in each worker.
 sync.START_THREADS_AFTER_FORK = True
@@ -60,9 +61,7 @@ def post_worker_init(worker: Any) -> None:
     # what keeps propagation in milliseconds under load.
     sys.setswitchinterval(0.001)
     # Threads and pooled connections do not survive fork: start this worker's own.
-    restart = worker.wsgi.extensions.get("ringfence_restart_after_fork")
-    if restart is not None:
-        restart()
+    gateway_state(worker.wsgi).restart_after_fork()
 
 
 # gunicorn >= 25's control socket has one default path per user: several replicas on

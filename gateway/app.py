@@ -7,7 +7,6 @@ import base64
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import swagger_ui_bundle
@@ -19,42 +18,47 @@ from werkzeug.routing import IntegerConverter
 
 import admin_api
 import console
-import gateway.reset_page
-import gateway.sso
-from gateway import (
+import gateway.web.changes_api
+import gateway.web.reset_page
+import gateway.web.sso
+from gateway.audit import activity, decision_log
+from gateway.config import Settings, load_settings
+from gateway.db.session import bound_request_waits, make_engine, make_session_factory
+from gateway.engine.engine import DecisionEngine
+from gateway.errors import ServiceUnavailable
+from gateway.identity.security import prepare_password_hashing
+from gateway.identity.signing import KeyRing
+from gateway.identity.token_cache import DecisionTokenCache
+from gateway.logs import configure_logging, request_id
+from gateway.notifier import Notifier
+from gateway.replication import sync
+from gateway.replication.loading import load_engine
+from gateway.replication.sync import RevisionPoller, apply_notice, catch_up, state_of
+from gateway.replication.watcher import RedisWatcher, notice_revision
+from gateway.services import login_throttle
+from gateway.services.authzen.directories import load_refinements, load_subject_directory
+from gateway.services.authzen.resources import load_resource_directory
+from gateway.web import (
     accept_page,
-    activity,
     authzen_api,
     decision_api,
-    decision_log,
     freshness,
     idempotency,
     oauth_api,
-    sync,
+    scim,
 )
-from gateway.check_lane import CheckLane
-from gateway.config import Settings, load_settings
-from gateway.db import make_engine, make_session_factory
-from gateway.engine import DecisionEngine
-from gateway.errors import ServiceUnavailable
-from gateway.http import (
+from gateway.web.bounded import BoundedCalls
+from gateway.web.check_lane import CheckLane
+from gateway.web.http import (
     ALWAYS_HEADERS,
     LANE_REQUEST_ID,
     ProblemApi,
     close_services,
+    is_decision_request,
     register_error_handlers,
-    request_id,
 )
-from gateway.json_input import JsonProvider
-from gateway.logs import configure_logging
-from gateway.notifier import Notifier
-from gateway.resource_directory import load_resource_directory
-from gateway.services import load_engine, login_throttle
-from gateway.services.authzen import load_refinements, load_subject_directory
-from gateway.signing import KeyRing
-from gateway.sync import RevisionPoller, apply_notice, catch_up, state_of
-from gateway.throttle import LoginThrottle
-from gateway.watcher import RedisWatcher, notice_revision
+from gateway.web.json_input import JsonProvider
+from gateway.web.state import EXTENSION, GatewayState
 
 # The interactive API docs (/docs, flask-smorest's Swagger UI page) and their files: our
 # own scripts and styles only (Swagger UI sets inline styles; its icons are data: URIs),
@@ -86,20 +90,8 @@ class CanonicalInt(IntegerConverter):
     regex = r"(?:0|[1-9][0-9]*)"
 
 
-@dataclass
-class GatewayState:
-    """What every request needs, kept in ``app.extensions["ringfence"]``."""
-
-    settings: Settings
-    db: Engine
-    session_factory: sessionmaker[Session]
-    engine: DecisionEngine
-    notifier: Notifier
-    throttle: LoginThrottle
-
-
 def default_notifier(settings: Settings) -> Notifier:
-    from mailer.celery_app import configure_celery
+    from mailer.configure import configure_celery
     from mailer.notifier import CeleryNotifier
 
     configure_celery(settings)
@@ -109,7 +101,12 @@ def default_notifier(settings: Settings) -> Notifier:
 def install_delivery_ledger(
     session_factory: sessionmaker[Session], engine: DecisionEngine, settings: Settings
 ) -> None:
-    """Let the mail tasks of this process record deliveries in this database."""
+    """Let the mail tasks of this process record deliveries in this database.
+
+    Process-wide on purpose, unlike everything in GatewayState: Celery tasks are module
+    functions found by name (in the worker, or run eagerly here), with no app to ask, so
+    they reach the ledger through mailer.delivery's one slot (the worker fills it from
+    the ``ringfence.delivery_ledger`` entry point)."""
     from gateway.services.delivery import DatabaseLedger
     from mailer.delivery import install_ledger
 
@@ -117,18 +114,17 @@ def install_delivery_ledger(
 
 
 def start_watcher(
-    app: Flask,
     engine: DecisionEngine,
     db: Engine,
     session_factory: sessionmaker[Session],
     settings: Settings,
-) -> None:
+) -> RedisWatcher | None:
     """Change notices on Redis: publish each revision committed here, and wake the
-    revision check when another replica commits one."""
+    revision check when another replica commits one (None: no watcher configured)."""
     state = state_of(engine)
     state.tracked = True
     if not settings.watcher_url:
-        return
+        return None
     watcher = RedisWatcher(settings.watcher_url, health_seconds=settings.watcher_health_seconds)
 
     def on_notice(message: str) -> None:
@@ -149,9 +145,28 @@ def start_watcher(
     watcher.set_update_callback(on_notice)
     watcher.on_connection_change(on_connection)
     state.publish = watcher.update
-    app.extensions["ringfence_watcher"] = watcher
     if not sync.START_THREADS_AFTER_FORK:
         watcher.start()
+    return watcher
+
+
+def bound_database_waits(app: Flask, seconds: float) -> None:
+    """No wait of an admin or console request for the database lasts longer than
+    ``seconds`` (RINGFENCE_DATABASE_REQUEST_WAIT_SECONDS): a stalled link gets a clean
+    503, not a request that hangs as long as the stall (decisions have their own bound:
+    gateway.web.bounded). First
+    of the hooks (the token and idempotency checks read the database), and lifted only
+    after the request's session is closed."""
+
+    @app.before_request
+    def bound() -> None:
+        if not is_decision_request():
+            bound_request_waits(seconds)
+
+    @app.teardown_appcontext
+    def lift(_exc: BaseException | None) -> None:
+        # Registered before close_services: teardowns run in reverse, so this is last.
+        bound_request_waits(None)
 
 
 def _request_id_if_any() -> str | None:
@@ -161,7 +176,8 @@ def _request_id_if_any() -> str | None:
 def install_housekeeping(
     db: Engine, session_factory: sessionmaker[Session], engine: DecisionEngine, settings: Settings
 ) -> None:
-    """Let the upkeep tasks of this process (grant expiry, review deadlines) use it."""
+    """Let the upkeep tasks of this process (grant expiry, review deadlines) use it:
+    process-wide on purpose, as the delivery ledger (Celery tasks have no app to ask)."""
     from gateway.services.housekeeping import DatabaseHousekeeping
     from mailer.housekeeping import install_housekeeping
 
@@ -173,6 +189,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     settings = (settings or load_settings()).with_secret()
     logging.getLogger("casbin").setLevel(logging.WARNING)  # it logs the model at INFO
     configure_logging(settings.log_level, settings.log_format)
+    prepare_password_hashing(settings.password_hash_profile)
     db = make_engine(settings.sqlalchemy_url)
     if not inspect(db).has_table("policy_state"):
         raise ServiceUnavailable(
@@ -190,6 +207,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     app = Flask("ringfence")
     app.json = JsonProvider(app)  # request.get_json: 400 for too deeply nested JSON too
     app.url_map.converters["int"] = CanonicalInt  # before any route is added
+    bound_database_waits(app, settings.database_request_wait_seconds)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -216,27 +234,29 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         },
     )
     install_delivery_ledger(session_factory, engine, settings)
-    decision_log.install(
-        decision_log.from_settings(
-            settings.decision_log, settings.decision_log_sample, _request_id_if_any
-        )
-    )
-    activity.install(activity.from_settings(session_factory, settings.activity_flush_seconds))
     install_housekeeping(db, session_factory, engine, settings)
-    app.extensions["ringfence"] = GatewayState(
+    app_state = GatewayState(
         settings,
         db,
         session_factory,
         engine,
         notifier or default_notifier(settings),
         login_throttle(settings),
+        token_cache=DecisionTokenCache(
+            settings.decision_token_cache_seconds, settings.decision_token_outage_grace_seconds
+        ),
+        db_calls=BoundedCalls(settings.database_call_timeout_seconds),
+        decision_log=decision_log.from_settings(
+            settings.decision_log, settings.decision_log_sample, _request_id_if_any
+        ),
+        activity=activity.from_settings(session_factory, settings.activity_flush_seconds),
     )
+    app.extensions[EXTENSION] = app_state  # the one key: read through gateway_state(app)
     if settings.revision_poll_seconds > 0 or settings.watcher_url:
-        poller = RevisionPoller(engine, db, session_factory, settings)
-        app.extensions["ringfence_poller"] = poller
+        app_state.poller = RevisionPoller(engine, db, session_factory, settings)
         if not sync.START_THREADS_AFTER_FORK:
-            poller.start()
-    start_watcher(app, engine, db, session_factory, settings)
+            app_state.poller.start()
+    app_state.watcher = start_watcher(engine, db, session_factory, settings)
     # The plain /v1/check with a remembered token, answered below Flask (the rest goes
     # through it); inside ProxyFix, which must see every request first.
     app.wsgi_app = CheckLane(app, app.wsgi_app)  # type: ignore[method-assign]
@@ -251,12 +271,15 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     admin_api.register(api)
     app.register_blueprint(accept_page.bp)
     app.register_blueprint(console.bp)
-    app.register_blueprint(gateway.reset_page.bp)
-    gateway.sso.init_app(app, settings)
+    app.register_blueprint(gateway.web.reset_page.bp)
+    scim.init_app(app)  # /scim/v2: company directories (their own tokens and errors)
+    gateway.web.sso.init_app(app, settings)
     accept_page.install_log_redaction()
     register_error_handlers(app)
     app.teardown_appcontext(close_services)
     oauth_api.init_app(app)
+    # GET /v1/changes and /v1/snapshot: the change feed (its own token check).
+    app.register_blueprint(gateway.web.changes_api.bp)
     # Before freshness: the answer it keeps must carry the revision header freshness adds.
     idempotency.install(app)
     # After the decision token check: an unauthenticated caller must not make a replica
@@ -278,7 +301,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
 
     @app.get("/healthz")
     def healthz() -> Any:
-        return {"status": "ok", "revision": app.extensions["ringfence"].engine.revision}
+        return {"status": "ok", "revision": engine.revision}
 
     @app.get("/docs/static/<path:filename>")
     def swagger_ui_static(filename: str) -> Response:

@@ -56,10 +56,31 @@ class InvalidCredentials(Unauthorized):
     title = "Invalid email or password"
 
 
+class MfaRequired(Unauthorized):
+    """The password was right; the second step (POST /auth/mfa/verify with the
+    ``mfa_token`` extension member) completes the sign-in."""
+
+    type = "mfa-required"
+    title = "A second factor is required"
+
+
+class InvalidMfaCode(Unauthorized):
+    type = "invalid-mfa-code"
+    title = "The code is not valid"
+
+
 class Forbidden(RingfenceError):
     status = 403
     type = "forbidden"
     title = "Permission denied"
+
+
+class MfaEnrolmentRequired(Forbidden):
+    """RINGFENCE_MFA_REQUIRED asks this person for a second factor: until they enrol
+    (POST /auth/mfa/totp, then /confirm) their session is good for nothing else."""
+
+    type = "mfa-enrolment-required"
+    title = "Set up two-step sign-in first"
 
 
 class NotFound(RingfenceError):

@@ -1,24 +1,39 @@
 """Log format (``RINGFENCE_LOG_FORMAT``: ``text`` or ``json``) and the request id on
 every log record.
 
-The request id is the one :func:`gateway.http.request_id` gives a request (the client's
-``X-Request-ID`` or a new one). :class:`gateway.notifier` implementations pass it to the
-mail tasks as a Celery header (:data:`REQUEST_ID_HEADER`), so a worker's lines about an
-email carry the id of the request that queued it.
+The request id is the one :func:`request_id` gives a request (the client's
+``X-Request-ID`` or a new one); it is defined here, below the HTTP layer, so that the
+mail worker can use this module without importing the web code.
+:class:`gateway.notifier` implementations pass it to the mail tasks as a Celery header
+(:data:`REQUEST_ID_HEADER`), so a worker's lines about an email carry the id of the
+request that queued it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import has_request_context
+from flask import g, has_request_context, request
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FORMATS = ("text", "json")
 REQUEST_ID_HEADER = "ringfence_request_id"
+
+
+def request_id() -> str:
+    """The id of the Flask request being answered (kept on ``g`` once chosen)."""
+    if "request_id" not in g:
+        g.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
+    return str(g.request_id)
+
+
+def request_id_from(incoming: str) -> str:
+    """The caller's ``X-Request-ID`` (printable, at most 100 characters), else a new one."""
+    return incoming[:100] if incoming.isprintable() and incoming else uuid.uuid4().hex
 
 
 def _task_request_id(task: Any) -> str | None:
@@ -41,8 +56,6 @@ def current_request_id() -> str | None:
     if task is not None:
         return _task_request_id(task)
     if has_request_context():
-        from gateway.http import request_id
-
         return request_id()
     return None
 

@@ -67,8 +67,8 @@ WATCHER_CONNECTED = Gauge(
 
 
 class EngineCounts(Collector):
-    """The engine's counts since start (kept in its sync state, gateway.sync), exposed as
-    counters when scraped: ``read`` is set by the app that serves ``/metrics``."""
+    """The engine's counts since start (kept in its sync state, gateway.replication.sync),
+    exposed as counters when scraped: ``read`` is set by the app that serves ``/metrics``."""
 
     def __init__(self) -> None:
         self.read: Callable[[], tuple[int, int]] | None = None
@@ -100,7 +100,7 @@ MAIL_DELIVERY_FAILURES = Counter(
     ["outcome"],
 )
 # Refusals of callers who are not signed in; the audit trail gets at most one event per
-# source and window of them (gateway.refusals). Both labels are from fixed sets in the
+# source and window of them (gateway.audit.refusals). Both labels are from fixed sets in the
 # code, never the caller's words.
 AUTH_REFUSALS = Counter(
     "ringfence_auth_refusals_total",

@@ -13,11 +13,12 @@ refuses it), :func:`one_line_text` makes a stored one harmless (the mailer appli
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import asdict, dataclass, fields
 from email.errors import HeaderParseError
 from email.header import decode_header
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # C0 controls (CR and LF among them), DEL, C1 controls (NEL among them), and the Unicode
 # line and paragraph separators: what some parser somewhere reads as the end of a line.
@@ -209,3 +210,76 @@ class Housekeeping(Protocol):
 
     def start_due_review(self) -> int | None:
         """Start the periodic review campaign if one is due; its id, or None."""
+
+
+# -- event streams ---------------------------------------------------------------------
+#
+# The audit trail delivered to SIEMs (gateway.services.streams, mailer.streams): the
+# gateway hands the worker a claimed batch of events as plain values; the worker sends
+# them and reports how far it got.
+
+STREAM_KINDS = ("webhook", "syslog", "file")
+
+
+def address_problem(address: str) -> str | None:
+    """Why an event stream may not connect to IP ``address`` (loopback, link-local,
+    private, or any other range that is not the public internet), or None."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"'{address}' is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for test, what in (
+        (ip.is_loopback, "a loopback"),
+        (ip.is_unspecified, "an unspecified"),
+        (ip.is_link_local, "a link-local"),
+        (ip.is_private, "a private"),
+        (ip.is_multicast, "a multicast"),
+        (ip.is_reserved, "a reserved"),
+        (not ip.is_global, "a non-public"),
+    ):
+        if test:
+            return f"{ip} is {what} address"
+    return None
+
+
+@dataclass(frozen=True)
+class StreamBatch:
+    """One claimed delivery of an event stream: its destination and the next events, in
+    audit order. ``through_id`` is the stream's position once all of them are delivered
+    (past the last event, when events that do not match were skipped after it)."""
+
+    stream_id: int
+    token: str  # the claim's: only its holder records the outcome
+    kind: str  # webhook | syslog | file
+    target: str  # https URL, host:port, or a file name in file_dir
+    secrets: tuple[str, ...]  # webhooks: whsec_... secrets, newest first
+    events: tuple[dict[str, Any], ...]  # audit records (gateway.audit.chain.record)
+    through_id: int
+    source: str  # the CloudEvents source: this installation's public URL
+    allow_private: bool
+    ca_file: str | None
+    timeout: float
+    file_dir: str
+
+
+@runtime_checkable
+class StreamLedger(Protocol):
+    """The event streams as the worker sees them; the gateway implements it."""
+
+    def streams_due(self) -> list[int]:
+        """Active streams with events to deliver whose retry wait is over."""
+
+    def streams_wait(self) -> float | None:
+        """Seconds until the next stream's retry wait is over (None: none is waiting)."""
+
+    def claim_stream(self, stream_id: int) -> StreamBatch | None:
+        """The next events of ``stream_id``, claimed (None: paused, being delivered,
+        waiting, or nothing new)."""
+
+    def record_stream(
+        self, stream_id: int, token: str, cursor: int, count: int, error: str | None
+    ) -> None:
+        """The claimed delivery ended: ``count`` events were delivered, up to ``cursor``;
+        ``error`` says why it stopped early (a retry after a back-off, or a pause)."""

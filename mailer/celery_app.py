@@ -3,8 +3,9 @@
 Owns the single ``celery_app`` instance, its delivery guarantees (late acks: a task lost
 with its worker is delivered again) and the periodic tasks run by beat. What to send, and
 through which transport, comes from the delivery ledger (:mod:`mailer.delivery`), and
-the retry and sweep timing from the :class:`DeliveryPolicy` that :func:`configure_celery`
-puts in the app's configuration, so the tasks never read ``Settings`` or the environment.
+the retry and sweep timing from the :class:`DeliveryPolicy` that
+:func:`mailer.configure.configure_celery` puts in the app's configuration, so the tasks
+never read ``Settings`` or the environment.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ REMINDER_INTERVAL = 3600.0
 # The gateway's own upkeep: audit retention (archive old events) and expiry events.
 HOUSEKEEPING_SCHEDULE = "ringfence-housekeeping"
 HOUSEKEEPING_INTERVAL = 3600.0
+STREAMS_SCHEDULE = "ringfence-deliver-streams"
+STREAMS_INTERVAL = 5.0
 # Seconds a broker connection may take to open, and, when publishing from the web
 # process, a command to be answered. Redis' default for both is to wait forever, so a
 # broker that accepts connections but answers nothing (frozen, failing over, a half-open
@@ -88,11 +91,17 @@ def beat_schedule(sweep_interval: float = SWEEP_INTERVAL) -> dict[str, Any]:
             "schedule": HOUSEKEEPING_INTERVAL,
             "options": {"expires": HOUSEKEEPING_INTERVAL},
         },
+        # Event streams: what a lost wake-up left, and retries whose back-off is over.
+        STREAMS_SCHEDULE: {
+            "task": "ringfence.deliver_streams",
+            "schedule": STREAMS_INTERVAL,
+            "options": {"expires": STREAMS_INTERVAL},
+        },
     }
 
 
 # Upkeep (mailer.housekeeping): ended time-limited grants, review deadlines, periodic
-# reviews. Decisions deny at a grant's end whatever the interval (gateway.expiry); the
+# reviews. Decisions deny at a grant's end whatever the interval (gateway.engine.expiry); the
 # task only makes it durable, so once a minute is plenty.
 EXPIRE_SCHEDULE = "ringfence-expire-grants"
 CLOSE_REVIEWS_SCHEDULE = "ringfence-close-due-reviews"
@@ -175,39 +184,3 @@ def reset_connections() -> None:
     ``broker_url`` (they are built once, on first use, for the URL of that moment)."""
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
-
-
-def configure_celery(settings: Settings, *, worker: bool = False) -> Celery:
-    """Configure and return ``celery_app`` for ``settings``; eager when no broker is set.
-    ``worker`` for the process that consumes tasks, else it only publishes them."""
-    # Imported here, not at module top, because tasks.py imports celery_app from here;
-    # importing it guarantees the tasks are registered whoever configures the app.
-    import mailer.housekeeping
-    import mailer.tasks  # noqa: F401
-
-    celery_app.conf.update(
-        {
-            DELIVERY_POLICY_KEY: delivery_policy(settings),
-            # A publish to a broker that does not answer fails after one or two timeouts.
-            "broker_transport_options": dict(
-                WORKER_TRANSPORT_OPTIONS if worker else PUBLISHER_TRANSPORT_OPTIONS
-            ),
-            "beat_schedule": beat_schedule(float(settings.outbox_sweep_interval_seconds)),
-        }
-    )
-    if settings.broker_url:
-        celery_app.conf.update(
-            broker_url=settings.broker_url,
-            task_always_eager=False,
-            task_eager_propagates=False,
-        )
-    else:
-        # Embedded default: no broker to run, tasks run in the caller's thread, and no
-        # beat either (the sweep and reminders run only with a worker).
-        celery_app.conf.update(
-            broker_url="memory://",  # never used while eager; avoids a "no hostname" warning
-            task_always_eager=True,
-            task_eager_propagates=True,
-        )
-    reset_connections()
-    return celery_app

@@ -20,6 +20,7 @@ from gateway.notifier import TestOutcome
 from mailer.celery_app import celery_app
 from mailer.messages import render_test_message
 from mailer.smtp_check import send_test_message
+from mailer.stream_tasks import WAKER
 from mailer.tasks import deliver_message
 from mailer.transport import DeliveryError, transport_from_config
 
@@ -101,6 +102,11 @@ class CeleryNotifier:
                 # reset email sent after the answer) can leave it set for good, and every
                 # later .get() in the process fails. Nothing here needs it between tasks.
                 _set_task_join_will_block(False)
+
+    def events_committed(self) -> None:
+        """Audit events were committed: start delivering the event streams (from a thread
+        of this process; never fails, never waits)."""
+        WAKER.wake()
 
     def send_test(self, to_address: str, transport: dict[str, Any]) -> TestOutcome:
         """Send a short test email to ``to_address`` now, through ``transport`` (the keys

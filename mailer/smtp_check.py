@@ -23,11 +23,13 @@ from email.message import EmailMessage
 from typing import Any
 
 from gateway.notifier import TestOutcome
+from mailer.tls import tls_context
 from mailer.transport import SECURITY_MODES
 
 # Connecting, the greeting and EHLO together must fit in this; every outcome before the
 # peer is known to speak SMTP is given after exactly this long (a closed port would
-# otherwise answer at once, a filtered or silent one after the timeout).
+# otherwise answer at once, a filtered or silent one after the timeout). The default of
+# the setting smtp_test_connect_seconds, which the configuration may carry.
 CONNECT_SECONDS = 5.0
 # Each later command's reply (STARTTLS, AUTH, MAIL, RCPT, DATA) may take this long.
 REPLY_SECONDS = 10.0
@@ -90,10 +92,11 @@ def send_test_message(
         raise ValueError(f"smtp_security must be one of {SECURITY_MODES}, got {security!r}")
     host = str(cfg["smtp_host"])
     port = int(cfg.get("smtp_port") or 587)
-    context = ssl_context or ssl.create_default_context()
-    deadline = time.monotonic() + CONNECT_SECONDS
+    context = ssl_context or tls_context()
+    connect_seconds = float(cfg.get("smtp_test_connect_seconds") or CONNECT_SECONDS)
+    deadline = time.monotonic() + connect_seconds
     try:
-        client = _greet(host, port, security, context, deadline)
+        client = _greet(host, port, security, context, connect_seconds, deadline)
     except _NotSmtp:
         # Padding every such outcome to the same length keeps the answer's timing from
         # telling a closed port from a filtered one or from a service that is not SMTP.
@@ -116,7 +119,12 @@ def send_test_message(
 
 
 def _greet(
-    host: str, port: int, security: str, context: ssl.SSLContext, deadline: float
+    host: str,
+    port: int,
+    security: str,
+    context: ssl.SSLContext,
+    connect_seconds: float,
+    deadline: float,
 ) -> _Client | _TlsClient:
     """A connection whose peer greeted with 220 and answered EHLO (or HELO)."""
     client: _Client | _TlsClient
@@ -124,9 +132,9 @@ def _greet(
         # smtplib connects here and raises SMTPConnectError unless the greeting is 220;
         # its message (the peer's banner) is dropped with the exception.
         if security == "tls":
-            client = _TlsClient(host, port, timeout=CONNECT_SECONDS, context=context)
+            client = _TlsClient(host, port, timeout=connect_seconds, context=context)
         else:
-            client = _Client(host, port, timeout=CONNECT_SECONDS)
+            client = _Client(host, port, timeout=connect_seconds)
     except (smtplib.SMTPException, OSError, UnicodeError) as exc:
         # OSError: refused, timed out, unresolvable, TLS handshake failed (ssl.SSLError);
         # UnicodeError: a host name IDNA cannot encode.

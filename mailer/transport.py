@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailer.messages import INVITATION_HEADER
+from mailer.tls import tls_context
 
 SECURITY_MODES = ("none", "starttls", "tls")
 
@@ -194,7 +195,7 @@ class SmtpTransport:
         return f"{self._where} accepted the message: {code} {reply}"
 
     def _deliver(self, message: EmailMessage, on_accepted: Accepted | None) -> tuple[int, str]:
-        context = self.ssl_context or ssl.create_default_context()
+        context = self.ssl_context or tls_context()
         client: _SMTP | _SMTP_SSL
         if self.security == "tls":
             client = _SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)

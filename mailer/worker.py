@@ -19,7 +19,8 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 
 from gateway.config import Settings, load_settings
 from gateway.logs import use_format
-from mailer.celery_app import configure_celery, current_policy
+from mailer.celery_app import current_policy
+from mailer.configure import configure_celery
 from mailer.delivery import DeliveryLedger, current_ledger, install_ledger
 
 # A factory ``(settings: Settings) -> DeliveryLedger``, registered by the package that

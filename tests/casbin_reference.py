@@ -9,7 +9,7 @@ from pathlib import Path
 import casbin
 from casbin.util import key_match
 
-from gateway.rules import Rule
+from gateway.engine.rules import Rule
 
 MODEL = Path(__file__).resolve().parents[1] / "model.conf"
 

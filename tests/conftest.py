@@ -6,64 +6,317 @@ from __future__ import annotations
 
 import os
 import re
-import threading
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
+import httpx._transports.default
+import hypothesis
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, make_url, text
-from werkzeug.serving import BaseWSGIServer, make_server
+from sqlalchemy import Engine, create_engine, make_url, text
+from werkzeug.routing.rules import Rule
 
-from gateway import activity
 from gateway.app import create_app
+from gateway.audit import activity
 from gateway.config import Settings
-from tests.helpers import ADMIN_EMAIL, LiveServer, run_cli
+from tests.helpers import ADMIN_EMAIL, LiveServer, close_app, run_cli, serving
 
 PG_URL = os.environ.get("RINGFENCE_TEST_DATABASE_URL", "")
+
+# How hard the property tests search: `make test` uses "ci"; `make test-thorough` ten times
+# the examples. The cases they found once are pinned as plain tests beside them.
+hypothesis.settings.register_profile("ci", max_examples=60, deadline=None)
+hypothesis.settings.register_profile("thorough", max_examples=600, deadline=None)
+hypothesis.settings.load_profile(os.environ.get("RINGFENCE_HYPOTHESIS_PROFILE", "ci"))
+
+
+# Every httpx client makes a new SSL context with the system's CA bundle loaded into it
+# (tens of milliseconds of CPU each, even for http://): py-spy found a quarter of the
+# suite's CPU there, in the thousands of clients the tests open. The tests' clients share
+# one such context instead (httpx takes a context as ``verify`` as it is); a client given
+# its own trust (a context, a CA file, ``verify=False``) or a certificate keeps making its
+# own. If httpx moves the function, this fails loudly rather than going slow quietly.
+_SHARED_SSL_CONTEXT = httpx.create_ssl_context()
+_make_ssl_context = httpx._transports.default.create_ssl_context
+
+
+def _shared_default_ssl_context(
+    verify: object = True, cert: object = None, trust_env: bool = True
+) -> object:
+    if verify is True and cert is None:
+        return _SHARED_SSL_CONTEXT
+    return _make_ssl_context(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
+
+
+httpx._transports.default.create_ssl_context = _shared_default_ssl_context  # type: ignore[assignment]
+
+
+# Werkzeug compiles two URL builders (generated Python, compile()) for each of the
+# app's ~190 routes, again for every app: 0.18 s of the 0.2 s create_app takes, once per
+# test (a quarter of the suite's CPU). A builder is a function of the rule's shape alone
+# (its parts, defaults and converters; the rule itself is its ``self`` argument), so the
+# tests' apps share one per shape. If werkzeug renames the method, this fails loudly.
+_compile_builder = Rule._compile_builder
+_BUILDERS: dict[tuple[object, ...], Callable[..., tuple[str, str]]] = {}
+
+
+def _shared_builder(self: Rule, append_unknown: bool = True) -> Callable[..., tuple[str, str]]:
+    converters = sorted((n, type(c).__qualname__, c.regex) for n, c in self._converters.items())
+    key = (
+        self.rule,
+        append_unknown,
+        tuple(self._trace),
+        repr(sorted((self.defaults or {}).items())),
+        tuple(converters),
+    )
+    if key not in _BUILDERS:
+        _BUILDERS[key] = _compile_builder(self, append_unknown)
+    return _BUILDERS[key]
+
+
+Rule._compile_builder = _shared_builder  # type: ignore[method-assign]
+
+
+# One secret per test session: the database templates seal their signing key with it.
+SESSION_SECRET = "test-secret-" + uuid.uuid4().hex
+# Sign-ins at argon2's cheapest cost (tests/unit/test_passwords_cost.py pins production's).
+TEST_HASH_PROFILE = "test-only-cheapest"
+
+
+# The tests that take tens of seconds each, longest kind first. Collected in file order,
+# they fell in one or two workers' first blocks (pytest-xdist's worksteal hands each
+# worker a contiguous block), which ran them one after another while the others ran out
+# of work: a minute or more of the suite's wall time with one core idle.
+HEAVY_TESTS = (
+    "tests/functional/test_schemathesis.py",
+    "tests/unit/test_differential.py",
+    "tests/browser/",
+    "tests/integration/",
+    "tests/conformance/",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist, order the tests so that each worker's first block (worksteal's initial
+    split: the collection cut in order, each worker the rest divided by the workers
+    left) starts with its share of the heavy tests, longest kind first, and the light
+    tests fill the rest: the heavy ones run early and side by side, and what is left at
+    the end is light, which idle workers steal. Every worker computes the same order."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+
+    def weight(item: pytest.Item) -> int:
+        kinds = [i for i, prefix in enumerate(HEAVY_TESTS) if item.nodeid.startswith(prefix)]
+        return kinds[0] if kinds else len(HEAVY_TESTS)
+
+    heavy = sorted((item for item in items if weight(item) < len(HEAVY_TESTS)), key=weight)
+    light = [item for item in items if weight(item) == len(HEAVY_TESTS)]
+    ordered: list[pytest.Item] = []
+    remaining = len(items)
+    for worker in range(workers):
+        size = remaining // (workers - worker)
+        remaining -= size
+        block = heavy[worker::workers][:size]
+        fill = size - len(block)
+        ordered += block + light[:fill]
+        del light[:fill]
+    assert len(ordered) == len(items)
+    items[:] = ordered
+
+
+_POSTGRES_ADMIN: list[Engine] = []  # one pool per process, made at first use
+# CREATE and DROP DATABASE take a checkpoint's time (fsync): a thread of their own runs
+# them while the tests go on (see TemplateCopies), instead of each test waiting.
+_BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-databases")
+
+
+def _on_postgres(*statements: str) -> None:
+    """Run ``statements`` on the server of RINGFENCE_TEST_DATABASE_URL, outside any
+    transaction (CREATE and DROP DATABASE need that)."""
+    if not _POSTGRES_ADMIN:
+        _POSTGRES_ADMIN.append(create_engine(PG_URL, isolation_level="AUTOCOMMIT"))
+    with _POSTGRES_ADMIN[0].connect() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+
+
+class TemplateCopies:
+    """Copies of one template database, each made while the test before runs: a test
+    renames the one ready to its own name (instant), which starts the next copy. With
+    ``CREATE DATABASE`` (and the ``DROP`` after each test) in the test's path, the
+    PostgreSQL tests spent a third of their time waiting on them."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.next = _BACKGROUND.submit(self._copy)
+
+    def _copy(self) -> str:
+        name = f"test_copy_{uuid.uuid4().hex[:12]}"
+        # FILE_COPY copies the template's files and takes a checkpoint: a third of the
+        # time of the default WAL_LOG, which writes every page of it to the WAL.
+        _on_postgres(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY')
+        return name
+
+    def take(self, target: str) -> None:
+        """The next copy, named ``target`` (an empty database of that name goes first)."""
+        ready = self.next.result()
+        self.next = _BACKGROUND.submit(self._copy)
+        _on_postgres(
+            f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)',
+            f'ALTER DATABASE "{ready}" RENAME TO "{target}"',
+        )
+
+    def close(self) -> None:
+        _on_postgres(f'DROP DATABASE IF EXISTS "{self.next.result()}"')
+
+
+def _database_of(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database per test: a SQLite file, or a PostgreSQL schema of its own."""
+    """A fresh, empty database per test: a SQLite file, or a PostgreSQL database of its own."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ringfence.db'}"
+        # Whatever app the test made: its last-seen recorder writes and stops (one
+        # writer thread per app, not one per test left running).
+        activity.close_all()
         return
     if not PG_URL:
         pytest.skip("RINGFENCE_TEST_DATABASE_URL is not set")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    # A test set up as ``init`` sets up gets its database copied from a template by
+    # ``admin_password`` (InitTemplates.set_up); only the others need an empty one.
+    if "admin_password" not in request.fixturenames:
+        _on_postgres(f'CREATE DATABASE "{name}" TEMPLATE template0')
     try:
-        yield url.render_as_string(hide_password=False)
+        yield _database_of(PG_URL, name)
     finally:
         # Whatever app the test made: its last-seen recorder writes what it holds now,
-        # while the schema exists (at interpreter exit it would be gone), and stops.
-        activity.install(None)
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        # while the database exists (at interpreter exit it would be gone), and stops.
+        activity.close_all()
+        _BACKGROUND.submit(_on_postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Settings:
+    """The test's settings; ``@pytest.mark.policies_dir(path)`` gives a test (or a
+    module, with ``pytestmark``) other role files than the product's ``policies/``."""
+    marker = request.node.get_closest_marker("policies_dir")
+    extra = {"policies_dir": marker.args[0]} if marker else {}
     return Settings(
         instance_dir=tmp_path / "instance",
         database_url=database_url,
-        secret_key="test-secret-" + uuid.uuid4().hex,
+        secret_key=SESSION_SECRET,
         public_url="http://ringfence.test",
         admin_email=ADMIN_EMAIL,
         admin_name="Ada Admin",
+        password_hash_profile=TEST_HASH_PROFILE,
+        # A decision's database call may take 5 s, not 1: with the suite's workers on two
+        # cores a plain token check took over a second now and then (and got its 503).
+        # The tests of the bound set their own (test_database_stall, test_faults).
+        database_call_timeout_seconds=5.0,
+        **extra,
     )
 
 
-@pytest.fixture
-def admin_password(settings: Settings) -> str:
-    """Set the database up exactly as a newcomer does (``ringfence init``); the printed
-    one-time super admin password."""
+def _init_inputs(settings: Settings) -> tuple[object, ...]:
+    """What ``ringfence init`` and the first start (its signing key) write depends on."""
+    return (
+        settings.policies_dir,
+        settings.model_path,
+        settings.admin_email,
+        settings.admin_name,
+        settings.allowed_email_domains,
+        settings.secret_key,
+        settings.password_hash_profile,
+    )
+
+
+class InitTemplates:
+    """A database set up by the real ``ringfence init`` (and the first start's signing
+    key), made once per test session, kind of database and set of init inputs (the
+    product's policies, the AuthZEN conformance policies...) and copied for each test: a
+    file copy for SQLite, ``CREATE DATABASE ... TEMPLATE`` for PostgreSQL. Migrating 15
+    revisions, applying policies/ and making an RSA key per test cost most of a second."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        # (kind, init inputs) -> (url, admin password)
+        self.templates: dict[tuple[str, tuple[object, ...]], tuple[str, str]] = {}
+        self.postgres_names: list[str] = []
+        self.copies: dict[str, TemplateCopies] = {}  # PostgreSQL template url -> its copies
+
+    def set_up(self, settings: Settings) -> str:
+        """Set ``settings``' empty database up as ``init`` does; the admin's password."""
+        kind = "postgresql" if settings.database_url.startswith("postgresql") else "sqlite"
+        key = (kind, _init_inputs(settings))
+        if key not in self.templates:
+            self.templates[key] = self._build(kind, settings, len(self.templates))
+        template_url, password = self.templates[key]
+        target = make_url(settings.database_url).database
+        assert target
+        if kind == "sqlite":
+            shutil.copyfile(make_url(template_url).database or "", target)
+        else:
+            self.copies[template_url].take(target)
+        return password
+
+    def _build(self, kind: str, settings: Settings, number: int) -> tuple[str, str]:
+        if kind == "sqlite":
+            url = f"sqlite:///{self.folder / f'template-{number}.db'}"
+        else:
+            name = f"test_template_{uuid.uuid4().hex[:12]}"
+            _on_postgres(f'CREATE DATABASE "{name}" TEMPLATE template0')
+            self.postgres_names.append(name)
+            url = _database_of(PG_URL, name)
+        template = replace(
+            settings,
+            database_url=url,
+            instance_dir=self.folder / f"{kind}-{number}",
+            revision_poll_seconds=0,
+        )
+        password = run_init(template)
+        close_app(create_app(template))  # the signing key
+        if kind == "postgresql":
+            self.copies[url] = TemplateCopies(make_url(url).database or "")
+        return url, password
+
+    def drop(self) -> None:
+        for copies in self.copies.values():
+            copies.close()
+        _BACKGROUND.shutdown(wait=True)  # the tests' databases dropped, then the templates
+        if self.postgres_names:
+            _on_postgres(
+                *(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in self.postgres_names)
+            )
+
+
+# The session's templates, whichever conftest's fixture made them first: the SDK's tests
+# (clients/python/tests) import these fixtures, and would otherwise build their own.
+_SESSION_TEMPLATES: list[InitTemplates] = []
+
+
+@pytest.fixture(scope="session")
+def init_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InitTemplates]:
+    if _SESSION_TEMPLATES:
+        yield _SESSION_TEMPLATES[0]
+        return
+    templates = InitTemplates(tmp_path_factory.mktemp("init-templates"))
+    _SESSION_TEMPLATES.append(templates)
+    yield templates
+    templates.drop()
+
+
+def run_init(settings: Settings) -> str:
+    """``ringfence init`` on ``settings``' database; the printed one-time password."""
     result = run_cli(settings, "init")
     assert result.exit_code == 0, result.output
     match = re.search(r"password: (\S+)", result.output)
@@ -72,28 +325,24 @@ def admin_password(settings: Settings) -> str:
 
 
 @pytest.fixture
+def admin_password(settings: Settings, init_templates: InitTemplates) -> str:
+    """The database set up exactly as a newcomer's ``ringfence init`` sets it up (a copy
+    of one it set up); the printed one-time super admin password."""
+    return init_templates.set_up(settings)
+
+
+@pytest.fixture
 def app(settings: Settings, admin_password: str) -> Iterator[Flask]:
     app = create_app(settings)
     yield app
-    # The revision poller would outlive the test (and its database) otherwise.
-    if poller := app.extensions.get("ringfence_poller"):
-        poller.stop()
-    # Close its pooled connections now: a long run otherwise holds PostgreSQL connections
-    # of finished tests until garbage collection, up to "too many clients".
-    app.extensions["ringfence"].db.dispose()
+    close_app(app)
 
 
 @pytest.fixture
 def server(app: Flask, settings: Settings, admin_password: str) -> Iterator[LiveServer]:
     """The gateway on a real HTTP socket on loopback."""
-    httpd: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(app) as httpd:
         yield LiveServer(f"http://127.0.0.1:{httpd.server_port}", app, settings, admin_password)
-    finally:
-        httpd.shutdown()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -4,23 +4,35 @@ decision API calls the functional tests share."""
 from __future__ import annotations
 
 import re
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from email import message_from_bytes, policy
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy.orm import Session
+from werkzeug.serving import BaseWSGIServer, make_server
 
-from gateway.config import Settings
-from gateway.db import make_engine
-from gateway.models import Invitation, utcnow
+from gateway.config import PROJECT_ROOT, Settings
+from gateway.db.models import Invitation, utcnow
+from gateway.db.session import make_engine
+from gateway.web.state import gateway_state
 
 ADMIN_EMAIL = "admin@example.com"
 PASSWORD = "a long enough password"
 PROBLEM = "urn:ringfence:problem:"
+# The product's roles plus the AuthZEN interop scenarios' (todo, api-gateway,
+# certification, search, idp) and their refinements: for the tests that need those roles
+# (``@pytest.mark.policies_dir(AUTHZEN_POLICIES)``); installations never apply them.
+AUTHZEN_POLICIES = PROJECT_ROOT / "tests" / "conformance" / "authzen" / "policies"
 _LIVE_SERVERS: dict[str, LiveServer] = {}
 
 
@@ -33,13 +45,49 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "RINGFENCE_ADMIN_EMAIL": settings.admin_email,
         "RINGFENCE_ADMIN_NAME": settings.admin_name,
         "RINGFENCE_POLICIES_DIR": str(settings.policies_dir),
+        "RINGFENCE_PASSWORD_HASH_PROFILE": settings.password_hash_profile,
     }
 
 
 def run_cli(settings: Settings, *args: str, input: str | None = None) -> Any:
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     return CliRunner().invoke(main, list(args), env=cli_env(settings), input=input)
+
+
+def edited_policies(settings: Settings, tmp_path: Path, edit: Any, name: str = "candidate") -> Path:
+    """A copy of ``settings``' policy folder with ``edit(roles)`` done to roles.yaml: a
+    candidate policy for ``ringfence policy plan`` or ``replay``."""
+    folder = tmp_path / name
+    shutil.copytree(settings.policies_dir, folder)
+    roles_file = folder / "roles.yaml"
+    data = yaml.safe_load(roles_file.read_text())
+    edit(data["roles"])
+    roles_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    return folder
+
+
+def close_app(app: Flask) -> None:
+    """Stop what a test's gateway runs beside requests: its revision poller would outlive
+    the test (and its database), and its pooled connections would be held until garbage
+    collection (on a long run, up to PostgreSQL's "too many clients")."""
+    gateway_state(app).close()
+
+
+@contextmanager
+def serving(app: Any, port: int = 0) -> Iterator[BaseWSGIServer]:
+    """``app`` (any WSGI app) on a real HTTP socket on loopback, in a thread, until the
+    block ends. The serve loop looks for the end every 20 ms (the standard library's
+    500 ms would cost every test that ends a server a quarter of a second)."""
+    httpd = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=lambda: httpd.serve_forever(poll_interval=0.02))
+    thread.daemon = True
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=5)
 
 
 @dataclass
@@ -294,7 +342,7 @@ def decision_headers(server: LiveServer) -> dict[str, str]:
 def sign_token(server: LiveServer, claims: dict[str, Any], audience: str, ttl: int) -> str:
     """A token signed with the server's current signing key, claims as given (setup for
     refusal tests: an expired token cannot be had by waiting)."""
-    from gateway.signing import KeyRing
+    from gateway.identity.signing import KeyRing
 
     db = make_engine(server.settings.sqlalchemy_url)
     try:

@@ -10,7 +10,6 @@ refuses what it should.
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,8 @@ from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from flask import Flask, jsonify
 from joserfc.jwk import RSAKey
-from werkzeug.serving import make_server
+
+from tests.helpers import serving
 
 
 @dataclass
@@ -218,12 +218,6 @@ def running_provider(
 ) -> Iterator[OidcProvider]:
     """An :class:`OidcProvider` serving on a free loopback port until the block ends."""
     provider = OidcProvider(client_id, client_secret, redirect_uri)
-    httpd = make_server("127.0.0.1", 0, provider.app, threaded=True)
-    provider.issuer = f"http://127.0.0.1:{httpd.server_port}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(provider.app) as httpd:
+        provider.issuer = f"http://127.0.0.1:{httpd.server_port}"
         yield provider
-    finally:
-        httpd.shutdown()
-        thread.join(timeout=5)

@@ -8,30 +8,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
-from gateway.engine import DecisionEngine, Snapshot, stored_rows
-from gateway.index import Grants
-from gateway.models import CasbinRule, PolicyState, User, UserStatus, Workspace
+from gateway.db.models import User
+from gateway.engine.engine import DecisionEngine
+from gateway.identity.throttle import LoginThrottle
 from gateway.notifier import Notifier
-from gateway.policy import catalogue_actions
-from gateway.resource_directory import load_resource_directory
+from gateway.policy.validation import catalogue_actions
 from gateway.services.audit import AuditService
 from gateway.services.auth import AuthService
-from gateway.services.authzen import (
-    AuthZenService,
-    PageTokens,
-    load_refinements,
-    load_subject_directory,
-)
+from gateway.services.authzen.directories import load_refinements, load_subject_directory
+from gateway.services.authzen.paging import PageTokens
+from gateway.services.authzen.resources import load_resource_directory
+from gateway.services.authzen.service import AuthZenService
 from gateway.services.base import Actor, Authorizer, UnitOfWork
 from gateway.services.credentials import CredentialService
+from gateway.services.custom_roles import CustomRoleService
 from gateway.services.decisions import DecisionService
+from gateway.services.directory import DirectoryService
 from gateway.services.grants import GrantService
 from gateway.services.invitations import InvitationService
+from gateway.services.mfa import MfaService
 from gateway.services.oauth import ClientService, KeyService, TokenService
+from gateway.services.people import PersonService
+from gateway.services.plan_inputs import PlanInputService
 from gateway.services.policies import PolicyService
 from gateway.services.reports import ReportService
 from gateway.services.reviews import ReviewService
@@ -39,11 +41,11 @@ from gateway.services.roles import RoleService
 from gateway.services.settings import SettingsService
 from gateway.services.setup import SetupService
 from gateway.services.sso import SsoService
+from gateway.services.streams import WAKE, StreamService
 from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
-from gateway.throttle import LoginThrottle
 
-__all__ = ["Actor", "Services", "authzen_service", "load_engine", "reload_engine"]
+__all__ = ["Actor", "Services", "authzen_service"]
 
 
 class Services:
@@ -63,6 +65,8 @@ class Services:
         self.authorizer = authorizer
         self.auth = AuthService(session, settings, throttle or login_throttle(settings), uow)
         self.audit = AuditService(session, authorizer)
+        # Records nothing (no decision log, no last seen): the decision endpoints use
+        # the app's own DecisionService, handed both (gateway.web.state).
         self.decisions = DecisionService(engine)
         self.workspaces = WorkspaceService(session, uow, authorizer)
         self.users = UserService(session, uow, authorizer)
@@ -72,12 +76,21 @@ class Services:
             session, uow, authorizer, self.grants, notifier, settings, self.settings
         )
         self.policies = PolicyService(session, uow)
-        self.setup = SetupService(session, uow)
+        self.plan_inputs = PlanInputService(session, authorizer, self.policies)
+        self.setup = SetupService(session, uow, settings.password_hash_profile)
         self.roles = RoleService(session, authorizer, engine, settings.policies_dir)
+        self.custom_roles = CustomRoleService(
+            session, uow, authorizer, engine, settings.policies_dir, settings.custom_roles
+        )
         self.reviews = ReviewService(
             session, uow, authorizer, engine, self.grants, self.users, self.workspaces
         )
         self.reports = ReportService(session, authorizer, engine, self.settings)
+        self.mfa = MfaService(
+            session, settings, self.auth, uow, self.users, authorizer, self.workspaces
+        )
+        self.auth.must_enrol = self.mfa.must_enrol
+        self.people = PersonService(session, authorizer, self.users, self.invitations, self.audit)
         self.clients = ClientService(session, uow, authorizer)
         self.keys = KeyService(session, uow, settings)
         self.tokens = TokenService(session, uow, settings, self.clients)
@@ -85,9 +98,22 @@ class Services:
             session, settings, self.auth.throttle, notifier, self.auth
         )
         self.sso = SsoService(session, self.auth, self.invitations)
+        self.directory = DirectoryService(
+            session,
+            uow,
+            authorizer,
+            engine,
+            self.users,
+            self.grants,
+            lambda: self.settings.email().allowed_domains,
+        )
         self.authzen = authzen_service(
             self.decisions, settings, lambda ids: user_emails(session, ids)
         )
+        self.streams = StreamService(session, uow, authorizer, settings)
+        wake = getattr(notifier, "events_committed", None)
+        if wake is not None:  # audit events committed in this session wake the streams
+            session.info[WAKE] = wake
 
 
 def authzen_service(
@@ -124,65 +150,4 @@ def login_throttle(settings: Settings) -> LoginThrottle:
         settings.login_failures_per_client,
         settings.password_resets_per_account,
         settings.password_resets_per_client,
-    )
-
-
-def load_engine(db: Engine, session: Session, settings: Settings) -> DecisionEngine:
-    """A decision engine holding everything committed so far."""
-    engine = DecisionEngine(settings.model_path)
-    reload_engine(engine, db, session)
-    return engine
-
-
-def reload_engine(engine: DecisionEngine, db: Engine, session: Session) -> None:
-    """Load ``engine`` from the database: the rules from the adapter's table (read in
-    bulk, not through the adapter's ORM, which takes minutes for millions of rows),
-    statuses and workspaces from our tables."""
-    # Read the revision first: a change committed while loading is then either seen or
-    # newer than the revision we report, never silently missed.
-    revision = session.scalar(select(PolicyState.revision).where(PolicyState.id == 1)) or 0
-    if db.dialect.name == "postgresql":
-        from gateway.bulk_load import read_snapshot
-
-        snapshot = read_snapshot(session.connection(), revision)
-    else:
-        snapshot = read_snapshot_by_rows(session, revision)
-    engine.load_snapshot(snapshot)
-    load_expiries(engine, session)
-    session.rollback()
-
-
-def read_snapshot_by_rows(session: Session, revision: int) -> Snapshot:
-    """The engine's state read row by row, on any database (PostgreSQL reads it in bulk:
-    ``gateway.bulk_load``)."""
-    active: set[int] = set()
-    ids_by_email: dict[str, int] = {}
-    for user_id, email, status in session.execute(select(User.id, User.email, User.status)):
-        if status != UserStatus.PENDING:  # placeholders of invitations: see bulk_load
-            ids_by_email[email] = user_id
-        if status == UserStatus.ACTIVE:
-            active.add(user_id)
-    workspaces = session.scalars(select(Workspace.slug)).all()
-    columns = (CasbinRule.v0, CasbinRule.v1, CasbinRule.v2, CasbinRule.v3, CasbinRule.v4)
-    rules = session.execute(
-        select(CasbinRule.ptype, *columns, CasbinRule.v5).execution_options(yield_per=50_000)
-    )
-    return Snapshot.build(stored_rows(rules), Grants(), active, ids_by_email, workspaces, revision)
-
-
-def load_expiries(engine: DecisionEngine, session: Session) -> None:
-    """The end times of time-limited grants, for decisions to deny from then on."""
-    from gateway.expiry import schedule_for
-    from gateway.models import Grant
-    from gateway.rules import GrantKey, grant_rule
-
-    rows = session.execute(
-        select(Grant.user_id, Grant.role, Grant.workspace_slug, Grant.expires_at).where(
-            Grant.expires_at.is_not(None)
-        )
-    )
-    schedule_for(engine).load(
-        (expires_at, grant_rule(GrantKey(user_id, role, workspace)))
-        for user_id, role, workspace, expires_at in rows
-        if expires_at is not None
     )

@@ -1,5 +1,5 @@
 """Reading the audit trail (events are written by the unit of work of each change, and
-chained by :mod:`gateway.audit_chain`): filtered pages with an opaque cursor, exports,
+chained by :mod:`gateway.audit.chain`): filtered pages with an opaque cursor, exports,
 verification and retention."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from gateway.audit_chain import (
+from gateway.audit.chain import (
     RECORD_FIELDS,
     Archived,
     Verification,
@@ -26,10 +26,10 @@ from gateway.audit_chain import (
     record,
     verify_database,
 )
+from gateway.db.models import AuditEvent, utcnow
 from gateway.errors import InvalidInput
-from gateway.models import AuditEvent, utcnow
-from gateway.permissions import Permission
 from gateway.services.base import Actor, Authorizer, Page
+from gateway.services.permissions import Permission
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,11 @@ class AuditService:
         more = len(rows) > limit
         items = rows[:limit]
         return CursorPage(items, encode_cursor(items[-1].id) if more and items else None, total)
+
+    def actions(self, actor: Actor) -> tuple[str, ...]:
+        """The actions of the events ``actor`` may audit, by name: a filter's choices."""
+        query = self._query(actor, AuditFilter()).with_only_columns(AuditEvent.action)
+        return tuple(self.session.scalars(query.distinct().order_by(AuditEvent.action)))
 
     def export(self, actor: Actor, where: AuditFilter) -> Iterator[dict[str, Any]]:
         """Every event matching ``where`` that ``actor`` may audit, oldest first, as

@@ -8,6 +8,7 @@ refresh token again means it was stolen or replayed: the whole session ends.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,26 +16,31 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway import metrics
+from gateway.audit.refusals import RefusalSummary, with_reason
 from gateway.config import Settings
-from gateway.emails import normalise_email
-from gateway.errors import InvalidCredentials, TooManyRequests, Unauthorized
-from gateway.models import AuthSession, RefreshToken, User, UserStatus, UserToken, utcnow
-from gateway.refusals import RefusalSummary, with_reason
-from gateway.security import (
-    issue_access_token,
-    new_token,
-    read_access_token,
-    token_digest,
-    verify_password,
+from gateway.db.models import (
+    AuthSession,
+    MfaFactor,
+    RefreshToken,
+    TokenPurpose,
+    User,
+    UserStatus,
+    UserToken,
+    utcnow,
 )
-from gateway.services.base import Actor, UnitOfWork
+from gateway.emails import normalise_email
+from gateway.errors import InvalidCredentials, MfaRequired, TooManyRequests, Unauthorized
+from gateway.identity.security import new_token, token_digest, verify_password
+from gateway.identity.signing import KeyRing, issue_access_token, read_access_token
+from gateway.identity.throttle import LoginThrottle
+from gateway.services.base import Actor, AuditTarget, UnitOfWork
 from gateway.services.users import account_by_email
-from gateway.signing import KeyRing
-from gateway.throttle import LoginThrottle
 
 # Last seen is kept to the minute: precise enough for activity reports, and at most one
 # write per person per minute.
 SEEN_GRANULARITY = timedelta(minutes=1)
+# How long the password step's ticket to the second step (gateway.services.mfa) lasts.
+MFA_CHALLENGE_TTL = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class AuthService:
         self.settings = settings
         self.throttle = throttle
         self.uow = uow
+        # Whether RINGFENCE_MFA_REQUIRED asks ``user`` for a second factor (wired by
+        # Services to MfaService.must_enrol; nobody, until then).
+        self.must_enrol: Callable[[User], bool] = lambda user: False
 
     def login(
         self, email: str, password: str, client: str = "", request_id: str | None = None
@@ -83,22 +92,62 @@ class AuthService:
             metrics.LOGIN_FAILURES.labels("throttled").inc()
             raise
         user = account_by_email(self.session, typed)
-        password_ok = verify_password(user.password_hash if user else None, password)
+        password_ok = verify_password(
+            user.password_hash if user else None, password, self.settings.password_hash_profile
+        )
         if user is None or not password_ok or user.status != UserStatus.ACTIVE:
             self.throttle.failed(email, client)
             self._audit_sign_in("auth.login_failed", user, typed, client, request_id)
             metrics.LOGIN_FAILURES.labels("invalid_credentials").inc()
             raise InvalidCredentials()
         self.throttle.succeeded(email)
+        if self._has_second_factor(user):
+            self._challenge(user, typed, client, request_id)
+        # Without a factor where one is required: a session good only for enrolling.
+        pending = self.must_enrol(user)
         self._audit_sign_in("auth.login", user, typed, client, request_id)
+        if pending:
+            self._audit_sign_in("mfa.enrolment_required", user, typed, client, request_id)
         user.last_login_at = utcnow()
         auth_session = AuthSession(
-            id=secrets.token_hex(16), user_id=user.id, session_version=user.session_version
+            id=secrets.token_hex(16),
+            user_id=user.id,
+            session_version=user.session_version,
+            mfa_pending=pending,
         )
         self.session.add(auth_session)
         issued = self._issue(user, auth_session)
         self.session.commit()
         return issued
+
+    def _has_second_factor(self, user: User) -> bool:
+        return (
+            self.session.scalar(
+                select(MfaFactor.id).where(
+                    MfaFactor.user_id == user.id, MfaFactor.confirmed_at.is_not(None)
+                )
+            )
+            is not None
+        )
+
+    def _challenge(self, user: User, typed: str, client: str, request_id: str | None) -> None:
+        """No session yet: a single-use ticket to the second step, in the refusal."""
+        ticket = new_token()
+        self.session.add(
+            UserToken(
+                token_hash=token_digest(ticket),
+                purpose=TokenPurpose.MFA_CHALLENGE,
+                user_id=user.id,
+                expires_at=utcnow() + MFA_CHALLENGE_TTL,
+            )
+        )
+        self._audit_sign_in("auth.mfa_challenged", user, typed, client, request_id)  # commits
+        raise MfaRequired(
+            "Enter a code from your authenticator app (or a recovery code)",
+            mfa_token=ticket,
+            expires_in=int(MFA_CHALLENGE_TTL.total_seconds()),
+            methods=["totp", "recovery_code"],
+        )
 
     def refresh(self, refresh_token: str, request_id: str | None = None) -> IssuedToken:
         """The next token pair for a valid, unused refresh token. A used one ends its
@@ -160,14 +209,14 @@ class AuthService:
         return user, claims.session_id
 
     def record_refusals(self, summary: RefusalSummary) -> None:
-        """Audit a sample of refusals of callers who are not signed in (gateway.refusals):
+        """Audit a sample of refusals of callers who are not signed in (gateway.audit.refusals):
         nobody is known, so the event says only where from, what kind, how many since
         the source's previous event, and why, by category."""
         self.session.rollback()  # nothing of the refused request is committed with it
         self.uow.record(
             Actor(None, "anonymous", source_address=summary.source),
             summary.action,
-            summary.target_type,
+            AuditTarget(summary.target_type),
             after={
                 "kind": summary.kind,
                 "refusals": summary.refusals,
@@ -176,6 +225,12 @@ class AuthService:
                 "source_address": summary.source,
             },
         )
+
+    def enrolment_only(self, session_id: str | None) -> bool:
+        """Whether the session is good only for enrolling a second factor (the session
+        was just read by :meth:`authenticate` or :meth:`session_user`: no query)."""
+        auth_session = self.session.get(AuthSession, session_id) if session_id else None
+        return bool(auth_session is not None and auth_session.mfa_pending)
 
     def session_user(self, session_id: str) -> User:
         """The active user of a live sign-in session (the web console keeps the session
@@ -237,7 +292,7 @@ class AuthService:
         self.uow.record(
             actor,
             action,
-            "user" if user else "login",
+            AuditTarget.USER if user else AuditTarget.LOGIN,
             target_id=user.id if user else None,
             target_name=user.name if user else email,
             after={"email": email, "source_address": client or None},

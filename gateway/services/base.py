@@ -7,6 +7,7 @@ the in-memory engine updated and are notifications sent.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,16 +16,18 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-import gateway.audit_chain  # noqa: F401 - chains every audit event a session flushes
-from gateway import changelog, sync
-from gateway.engine import Change, DecisionEngine, RuleAdded, RuleRemoved
-from gateway.errors import Forbidden
-from gateway.expiry import expire_due, schedule_for
-from gateway.models import AuditEvent, CasbinRule, PolicyState, User, Workspace
-from gateway.permissions import Permission
-from gateway.rules import ALL_WORKSPACES, Rule
+import gateway.audit.chain  # noqa: F401 - chains every audit event a session flushes
+from gateway.db.models import AuditEvent, CasbinRule, PolicyState, User, Workspace
+from gateway.db.session import DatabaseSilent
+from gateway.engine.engine import Change, DecisionEngine, RuleAdded, RuleRemoved
+from gateway.engine.expiry import expire_due, schedule_for
+from gateway.engine.rules import ALL_WORKSPACES, Rule
+from gateway.errors import Forbidden, ServiceUnavailable
+from gateway.replication import changelog, sync
+from gateway.services.permissions import Permission
 
 log = logging.getLogger("ringfence")
 T = TypeVar("T")
@@ -47,6 +50,28 @@ class Actor:
 SYSTEM = Actor(None, "system")
 
 
+class AuditTarget(enum.StrEnum):
+    """What an audit event is about (``AuditEvent.target_type``). Every event is written
+    through :meth:`ChangeSet.audit` (or :meth:`UnitOfWork.record`), which takes only
+    these, so this is the whole list: the console's audit filter offers exactly it, and
+    a new kind of target cannot be written without appearing there."""
+
+    USER = "user"
+    INVITATION = "invitation"
+    WORKSPACE = "workspace"
+    SETTINGS = "settings"
+    POLICY = "policy"
+    ROLE = "role"  # a custom role of one workspace (gateway.services.custom_roles)
+    LOGIN = "login"  # a sign-in, reset or sign-on attempt for no known account
+    REVIEW_CAMPAIGN = "review_campaign"
+    REVIEW_ITEM = "review_item"
+    OAUTH_CLIENT = "oauth_client"
+    SIGNING_KEY = "signing_key"
+    ACCESS_TOKEN = "access_token"  # noqa: S105 - a kind of target, not a secret
+    DIRECTORY_CONNECTION = "directory_connection"  # SCIM provisioning (gateway.services.directory)
+    EVENT_STREAM = "event_stream"
+
+
 def self_actor(user: User | None, client: str = "", request_id: str | None = None) -> Actor:
     """A person acting on their own account (password, single sign-on, accepting an
     invitation), or ``anonymous`` when nobody known: with the request id and the client
@@ -57,10 +82,29 @@ def self_actor(user: User | None, client: str = "", request_id: str | None = Non
     )
 
 
+# Offsets are bound by the database's 32-bit integers: a page beyond them is an empty
+# page, not an offset that overflows inside the driver (a 500).
+MAX_OFFSET = 2**31 - 1
+
+
+def page_offset(page: int, size: int) -> int:
+    """The offset of numbered page ``page`` (from 1) of ``size`` items."""
+    return min((max(page, 1) - 1) * size, MAX_OFFSET)
+
+
+def page_count(total: int, size: int) -> int:
+    """How many pages of ``size`` items ``total`` items fill; at least one (an empty
+    result is one empty page)."""
+    return max(1, -(-total // size))
+
+
 @dataclass(frozen=True)
 class Page(Generic[T]):
     items: Sequence[T]
     total: int
+
+    def pages(self, size: int) -> int:
+        return page_count(self.total, size)
 
 
 @dataclass
@@ -96,17 +140,17 @@ class ChangeSet:
     def end_tokens(self) -> None:
         """The change ends service tokens (a client deleted, a token revoked, a key
         retired): every process forgets the decision tokens it remembers once it
-        commits or applies it (gateway.token_cache)."""
+        commits or applies it (gateway.identity.token_cache)."""
         self.tokens_ended = True
 
     def expire_rule(self, rule: Rule, at: datetime | None) -> None:
-        """``rule`` stops counting for decisions at ``at`` (see :mod:`gateway.expiry`)."""
+        """``rule`` stops counting for decisions at ``at`` (see :mod:`gateway.engine.expiry`)."""
         self.expiries.append((rule, at))
 
     def audit(
         self,
         action: str,
-        target_type: str,
+        target_type: AuditTarget,
         target_id: Any = None,
         target_name: str | None = None,
         workspace: str | None = None,
@@ -117,7 +161,8 @@ class ChangeSet:
             actor_id=self.actor.user_id,
             actor_name=self.actor.name,
             action=action,
-            target_type=target_type,
+            # A plain string, and a refusal of any type not registered in AuditTarget.
+            target_type=AuditTarget(target_type).value,
             target_id=None if target_id is None else str(target_id),
             target_name=target_name,
             workspace=workspace,
@@ -134,7 +179,7 @@ class ChangeSet:
         self,
         workspaces: Iterable[str],
         action: str,
-        target_type: str,
+        target_type: AuditTarget,
         target_id: Any = None,
         target_name: str | None = None,
         before: dict[str, Any] | None = None,
@@ -165,13 +210,23 @@ def _roles_in(snapshot: dict[str, Any] | None, workspace: str | None) -> dict[st
     return {**snapshot, "roles": {workspace: roles[workspace]} if workspace in roles else {}}
 
 
+class CommitOutcomeUnknown(ServiceUnavailable):
+    """The link stalled or dropped while COMMIT was on its way: the server may have
+    committed (it reads the COMMIT once the link moves again) or not. Neither "made" nor
+    "nothing was changed" would be true; a retry with the same Idempotency-Key, or
+    reading the resource, tells."""
+
+    type = "commit-outcome-unknown"
+    title = "The database stopped answering during COMMIT: the change may have been made"
+
+
 class UnitOfWork:
     def __init__(self, session: Session, engine: DecisionEngine) -> None:
         self.session = session
         self.engine = engine
         self.revision = 0  # the last revision committed through this unit of work
         # Called inside each change's transaction, just before COMMIT, with its revision
-        # (an idempotency key records what its request committed: gateway.idempotency).
+        # (an idempotency key records what its request committed: gateway.web.idempotency).
         self.in_commit: list[Callable[[Session, int], None]] = []
 
     @contextmanager
@@ -193,7 +248,18 @@ class UnitOfWork:
                 self.session.add(event)
             for hook in self.in_commit:
                 hook(self.session, changes.revision)
-            self.session.commit()
+            try:
+                self.session.commit()
+            except DBAPIError as exc:
+                if exc.connection_invalidated or isinstance(exc.orig, DatabaseSilent):
+                    raise CommitOutcomeUnknown(
+                        f"The change would be revision {changes.revision}; whether the "
+                        "database committed it is not known yet. Read the resource again "
+                        "or retry with the same Idempotency-Key once the database answers.",
+                        revision=changes.revision,
+                        retry_after=2,
+                    ) from exc
+                raise
         except BaseException:
             self.session.rollback()
             raise
@@ -214,7 +280,7 @@ class UnitOfWork:
                 # reach the caller as an error. It is logged for the operator.
                 log.exception("after-commit action failed")
 
-    def record(self, actor: Actor, action: str, target_type: str, **fields: Any) -> None:
+    def record(self, actor: Actor, action: str, target_type: AuditTarget, **fields: Any) -> None:
         """Commit one audit event that changes nothing the engine decides with (sign-ins,
         sign-outs): no revision bump, so decisions' revisions stay meaningful."""
         changes = ChangeSet(self.session, actor)
@@ -273,16 +339,25 @@ class Authorizer:
                 workspace=workspace,
             )
 
+    def can_all(self, actor: Actor, permission: Permission, workspaces: Iterable[str]) -> bool:
+        """Whether :meth:`require_all` would let ``actor`` through."""
+        return not self._missing(actor, permission, workspaces)
+
+    def _missing(
+        self, actor: Actor, permission: Permission, workspaces: Iterable[str]
+    ) -> list[str]:
+        return [
+            workspace
+            for workspace in sorted(set(workspaces)) or [ALL_WORKSPACES]
+            if not self.can(actor, permission, workspace)
+        ]
+
     def require_all(self, actor: Actor, permission: Permission, workspaces: Iterable[str]) -> None:
         """Every workspace in ``workspaces``; the global scope when there are none. The
         workspaces come from someone else's roles (a person's, an invitation's): a
         refusal names only one that ``actor`` may see (``workspaces:read``), never
         another workspace's slug."""
-        missing = [
-            workspace
-            for workspace in sorted(set(workspaces)) or [ALL_WORKSPACES]
-            if not self.can(actor, permission, workspace)
-        ]
+        missing = self._missing(actor, permission, workspaces)
         if not missing:
             return
         for workspace in missing:
@@ -302,13 +377,7 @@ class Authorizer:
         """No escalation: ``actor`` may grant ``role`` in ``workspace`` only if they hold
         every permission it gives there themselves. Taking a role away needs the same
         right (``verb="remove"``): nobody strips a role they could not have given."""
-        if actor.user_id is None:
-            return
-        missing = sorted(
-            f"{resource}:{action}"
-            for resource, action in self.engine.role_permissions(role, workspace)
-            if not self.engine.holds(actor.user_id, workspace, resource, action)
-        )
+        missing = self._beyond(actor, role, workspace)
         if missing:
             raise Forbidden(
                 f"You cannot {verb} '{role}' in '{workspace}': it gives permissions you do "
@@ -317,6 +386,21 @@ class Authorizer:
                 workspace=workspace,
                 missing_permissions=missing,
             )
+
+    def can_grant(self, actor: Actor, role: str, workspace: str) -> bool:
+        """Whether :meth:`require_can_grant` would let ``actor`` grant (or take away)
+        ``role`` in ``workspace``: what a form may offer them."""
+        return not self._beyond(actor, role, workspace)
+
+    def _beyond(self, actor: Actor, role: str, workspace: str) -> list[str]:
+        """The permissions ``role`` gives in ``workspace`` that ``actor`` lacks there."""
+        if actor.user_id is None:
+            return []
+        return sorted(
+            f"{resource}:{action}"
+            for resource, action in self.engine.role_permissions(role, workspace)
+            if not self.engine.holds(actor.user_id, workspace, resource, action)
+        )
 
     def workspaces_where(self, actor: Actor, permission: Permission) -> set[str] | None:
         """Workspaces where ``actor`` holds ``permission``; None means all of them."""

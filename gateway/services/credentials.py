@@ -18,9 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
-from gateway.emails import normalise_email
-from gateway.errors import InvalidInput, InvalidResetToken, TooManyRequests
-from gateway.models import (
+from gateway.db.models import (
     OutboxMessage,
     TokenPurpose,
     User,
@@ -28,13 +26,15 @@ from gateway.models import (
     UserToken,
     utcnow,
 )
+from gateway.emails import normalise_email
+from gateway.errors import InvalidInput, InvalidResetToken, TooManyRequests
+from gateway.identity.passwords import password_problem
+from gateway.identity.security import hash_password, new_token, seal, token_digest, verify_password
+from gateway.identity.throttle import LoginThrottle
 from gateway.notifier import Notifier, PasswordResetNotice, reset_payload
-from gateway.passwords import password_problem
-from gateway.security import hash_password, new_token, seal, token_digest, verify_password
 from gateway.services.auth import AuthService, IssuedToken, claim_user_token
-from gateway.services.base import ChangeSet, self_actor
+from gateway.services.base import AuditTarget, ChangeSet, self_actor
 from gateway.services.users import account_by_email
-from gateway.throttle import LoginThrottle
 
 log = logging.getLogger("ringfence")
 
@@ -99,7 +99,7 @@ class CredentialService:
                 "ask for a password reset email to set one"
             )
             raise InvalidInput(message, errors={"current_password": [message]})
-        if not verify_password(user.password_hash, current):
+        if not verify_password(user.password_hash, current, self.settings.password_hash_profile):
             # A stolen access token must not become a way to guess the password.
             self.throttle.failed(user.email, client)
             self._audit(user, "auth.password_change_failed", client, request_id)
@@ -107,10 +107,10 @@ class CredentialService:
             message = "The current password is not correct"
             raise InvalidInput(message, errors={"current_password": [message]})
         _field_problem("new_password", new)
-        if verify_password(user.password_hash, new):
+        if verify_password(user.password_hash, new, self.settings.password_hash_profile):
             message = "The new password must differ from the current one"
             raise InvalidInput(message, errors={"new_password": [message]})
-        user.password_hash = hash_password(new)
+        user.password_hash = hash_password(new, self.settings.password_hash_profile)
         ended = self.auth.end_all_sessions(user, "password changed")
         self._void_reset_links(user)
         self._audit(user, "auth.password_changed", client, request_id, sessions_ended=ended)
@@ -200,7 +200,7 @@ class CredentialService:
         if not claim_user_token(self.session, row.id):
             self.session.rollback()
             raise InvalidResetToken("This link was used already; ask for a new one.")
-        user.password_hash = hash_password(new_password)
+        user.password_hash = hash_password(new_password, self.settings.password_hash_profile)
         ended = self.auth.end_all_sessions(user, "password reset")
         self._void_reset_links(user)
         self._audit(user, "auth.password_reset", client, request_id, sessions_ended=ended)
@@ -248,7 +248,7 @@ class CredentialService:
         changes = ChangeSet(self.session, actor)
         changes.audit(
             action,
-            "user" if user else "login",
+            AuditTarget.USER if user else AuditTarget.LOGIN,
             target_id=user.id if user else None,
             target_name=user.name if user else after.get("email"),
             after={**after, "source_address": client or None},

@@ -8,15 +8,28 @@ denied (or get empty answers), never an error.
 
 from __future__ import annotations
 
-from gateway import activity
-from gateway.decision_log import logged
-from gateway.engine import Decision, DecisionEngine
-from gateway.expiry import expire_due
+from collections.abc import Callable
+
+from gateway.audit.activity import ActivityRecorder
+from gateway.audit.decision_log import DecisionLog
+from gateway.engine.engine import Decision, DecisionEngine
+from gateway.engine.expiry import expire_due
 
 
 class DecisionService:
-    def __init__(self, engine: DecisionEngine) -> None:
+    def __init__(
+        self,
+        engine: DecisionEngine,
+        *,
+        activity: ActivityRecorder | None = None,
+        decision_log: DecisionLog | None = None,
+    ) -> None:
+        """``activity`` notes who was asked about where (last seen), ``decision_log``
+        keeps a line per decision; either None: not recorded (the decision endpoints
+        pass the app's, gateway.web.state)."""
         self.engine = engine
+        self.activity = activity
+        self.decision_log = decision_log
 
     def check(
         self,
@@ -32,16 +45,44 @@ class DecisionService:
         """The engine's answer from memory. ``owner`` names the resource's owner (resolved
         like ``subject``; unknown: no owner), which owner-only permissions need;
         ``explain`` adds the matched rule and role path (or why nothing matched).
-        ``seen`` records the subject as active in the workspace (gateway.activity);
+        ``seen`` records the subject as active in the workspace (the activity recorder);
         searches, which ask about people rather than for them, pass False."""
         expire_due(self.engine)  # time-limited grants that ended deny from that moment
         user_id = self.engine.resolve_subject(subject)
         decision = self.engine.check(
             user_id, workspace, resource, action, owner=self._owner(owner), explain=explain
         )
-        if seen:
-            activity.note(user_id, workspace, decision)
-        return logged(decision, subject, workspace, resource, action)
+        if seen and (recorder := self.activity) is not None:
+            recorder.note(user_id, workspace, decision)
+        if (decisions := self.decision_log) is not None:
+            decisions.record(subject, workspace, resource, action, decision)
+        return decision
+
+    def asker(self) -> Callable[[str, str, str, str, str | None], Decision]:
+        """:meth:`check` (without ``explain``, subject seen) for the questions of one
+        request, such as an AuthZEN batch: what does not change between them is done once
+        (grants that ended dropped before the first, the engine and the recorders looked
+        up), each question is still recorded and logged."""
+        engine = self.engine
+        expire_due(engine)
+        check, resolve = engine.check, engine.resolve_subject
+        recorder, decisions = self.activity, self.decision_log
+
+        def ask(
+            subject: str, workspace: str, resource: str, action: str, owner: str | None
+        ) -> Decision:
+            user_id = resolve(subject)
+            if owner is None:
+                decision = check(user_id, workspace, resource, action)
+            else:
+                decision = check(user_id, workspace, resource, action, owner=resolve(owner))
+            if recorder is not None:
+                recorder.note(user_id, workspace, decision)
+            if decisions is not None:
+                decisions.record(subject, workspace, resource, action, decision)
+            return decision
+
+        return ask
 
     def permissions(self, subject: str, workspace: str) -> set[tuple[str, str]]:
         """(resource, action) pairs ``subject`` holds in ``workspace``, patterns as the

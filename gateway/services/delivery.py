@@ -17,13 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import metrics
 from gateway.config import Settings
-from gateway.db import make_engine, make_session_factory
-from gateway.engine import DecisionEngine
-from gateway.models import DeliveryStatus, Invitation, MailWorker, OutboxMessage, utcnow
-from gateway.notifier import Notifier, Outgoing, TestOutcome
-from gateway.security import unseal
+from gateway.db.models import DeliveryStatus, Invitation, MailWorker, OutboxMessage, utcnow
+from gateway.db.session import make_engine, make_session_factory
+from gateway.engine.engine import DecisionEngine
+from gateway.identity.security import unseal
+from gateway.notifier import Notifier, Outgoing, StreamBatch, TestOutcome
 from gateway.services.base import SYSTEM, UnitOfWork
 from gateway.services.invitations import audit_each_workspace
+from gateway.services.streams import StreamDesk
 
 # Longer than the largest retry back-off: a retry still waiting this long was lost.
 RETRY_LOST_AFTER = timedelta(minutes=15)
@@ -49,6 +50,23 @@ class DatabaseLedger:
         self.session_factory = session_factory
         self.engine = engine
         self.settings = settings
+        self.streams = StreamDesk(session_factory, settings)
+
+    # The event streams' ledger (gateway.notifier.StreamLedger), on the same database.
+
+    def streams_due(self) -> list[int]:
+        return self.streams.streams_due()
+
+    def streams_wait(self) -> float | None:
+        return self.streams.streams_wait()
+
+    def claim_stream(self, stream_id: int) -> StreamBatch | None:
+        return self.streams.claim_stream(stream_id)
+
+    def record_stream(
+        self, stream_id: int, token: str, cursor: int, count: int, error: str | None
+    ) -> None:
+        self.streams.record_stream(stream_id, token, cursor, count, error)
 
     def _services(self, session: Session) -> Any:
         from gateway.services import Services
@@ -264,6 +282,20 @@ class WorkerLedger:
 
     def housekeeping(self) -> dict[str, Any]:
         return self._current().housekeeping()
+
+    def streams_due(self) -> list[int]:
+        return self._current().streams_due()
+
+    def streams_wait(self) -> float | None:
+        return self._current().streams_wait()
+
+    def claim_stream(self, stream_id: int) -> StreamBatch | None:
+        return self._current().claim_stream(stream_id)
+
+    def record_stream(
+        self, stream_id: int, token: str, cursor: int, count: int, error: str | None
+    ) -> None:
+        self._current().record_stream(stream_id, token, cursor, count, error)
 
 
 def ledger_for_settings(settings: Settings) -> WorkerLedger:

@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.engine import DecisionEngine
+from gateway.db.models import DirectoryGrant, Grant, User, UserStatus, utcnow
+from gateway.engine.engine import DecisionEngine
+from gateway.engine.rules import ALL_WORKSPACES, GrantKey, grant_rule
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
-from gateway.models import Grant, User, UserStatus, utcnow
-from gateway.permissions import Permission
-from gateway.rules import ALL_WORKSPACES, GrantKey, grant_rule
-from gateway.services.base import Actor, Authorizer, ChangeSet, UnitOfWork
+from gateway.services.base import Actor, AuditTarget, Authorizer, ChangeSet, UnitOfWork
+from gateway.services.permissions import Permission
 from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
 
@@ -42,6 +42,19 @@ def add_grant(
     changes.add_rule(rule)
     if expires_at is not None:
         changes.expire_rule(rule, expires_at)
+
+
+def require_not_from_directory(session: Session, grant: Grant) -> None:
+    """A role a company directory gave (its default role, or a group's mapped role) is
+    changed in the directory or its mapping, not by hand: the directory would give it
+    back at its next change (gateway.services.directory)."""
+    if session.get(DirectoryGrant, grant.id) is not None:
+        raise Conflict(
+            f"'{grant.role}' in '{grant.workspace_slug}' is given by a company directory: "
+            "change the person's groups there, or the connection's role mapping",
+            role=grant.role,
+            workspace=grant.workspace_slug,
+        )
 
 
 def remove_grant(changes: ChangeSet, user: User, grant: Grant) -> None:
@@ -91,6 +104,7 @@ class GrantService:
         for role in sorted(set(current) - wanted):
             self.authorizer.require_can_grant(actor, role, workspace, verb="remove")
             self.users.protect_last_holder(user, role, workspace, "demote")
+            require_not_from_directory(self.session, current[role])
         with self.uow.change(actor) as changes:
             before = sorted(current)
             for role in sorted(set(current) - wanted):
@@ -99,7 +113,7 @@ class GrantService:
                 add_grant(changes, user, workspace, role, actor.user_id)
             changes.audit(
                 "grant.replaced",
-                "user",
+                AuditTarget.USER,
                 user.id,
                 user.name,
                 workspace,
@@ -135,7 +149,13 @@ class GrantService:
             if expires_at is not None:
                 after["expires_at"] = {role: expires_at.isoformat()}
             changes.audit(
-                "grant.added", "user", user.id, user.name, workspace, {"roles": roles}, after
+                "grant.added",
+                AuditTarget.USER,
+                user.id,
+                user.name,
+                workspace,
+                {"roles": roles},
+                after,
             )
         return changes.revision
 
@@ -149,7 +169,7 @@ class GrantService:
         remove_grant(changes, user, grant)
         changes.audit(
             action,
-            "user",
+            AuditTarget.USER,
             user.id,
             user.name,
             workspace,
@@ -159,7 +179,7 @@ class GrantService:
 
     def expire_ended(self, actor: Actor, now: datetime | None = None) -> int:
         """Remove every grant whose end time has passed, audited as ``grant.expired``, in
-        one change; how many. (Decisions denied already: see gateway.expiry.)"""
+        one change; how many. (Decisions denied already: see gateway.engine.expiry.)"""
         now = now or utcnow()
         ended = self.session.scalars(
             select(Grant)
@@ -192,12 +212,13 @@ class GrantService:
             raise NotFound(f"User {user_id} has no role '{role}' in '{workspace}'")
         self.authorizer.require_can_grant(actor, role, workspace, verb="remove")
         self.users.protect_last_holder(user, role, workspace, "demote")
+        require_not_from_directory(self.session, grant)
         roles = sorted(g.role for g in user.grants if g.workspace_slug == workspace)
         with self.uow.change(actor) as changes:
             remove_grant(changes, user, grant)
             changes.audit(
                 "grant.removed",
-                "user",
+                AuditTarget.USER,
                 user.id,
                 user.name,
                 workspace,

@@ -13,11 +13,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.config import Settings
-from gateway.db import make_engine, make_session_factory
-from gateway.engine import DecisionEngine
+from gateway.db.session import make_engine, make_session_factory
+from gateway.engine.engine import DecisionEngine
+from gateway.replication.loading import load_engine
+from gateway.replication.sync import catch_up
 from gateway.services.base import SYSTEM
 from gateway.services.delivery import _Silent
-from gateway.sync import catch_up
 
 
 class DatabaseHousekeeping:
@@ -69,8 +70,6 @@ class WorkerHousekeeping:
 
     def _get(self) -> DatabaseHousekeeping:
         if self._current is None or self._pid != os.getpid():
-            from gateway.services import load_engine
-
             db = make_engine(self.settings.sqlalchemy_url)
             factory = make_session_factory(db)
             with factory() as session:

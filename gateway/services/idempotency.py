@@ -20,8 +20,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.db.models import IdempotencyKey, utcnow
 from gateway.errors import Conflict, InvalidInput
-from gateway.models import IdempotencyKey, utcnow
 
 # How long a key is kept; a retry later than this runs as a new request.
 KEPT_FOR = timedelta(hours=24)

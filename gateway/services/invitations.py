@@ -14,18 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.config import Settings
-from gateway.emails import normalise_email
-from gateway.engine import SubjectChanged
-from gateway.errors import (
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    InvalidInvitationToken,
-    NotFound,
-    SsoRefused,
-    TooManyRequests,
-)
-from gateway.models import (
+from gateway.db.models import (
     AuditEvent,
     DeliveryStatus,
     Grant,
@@ -39,12 +28,31 @@ from gateway.models import (
     Workspace,
     utcnow,
 )
+from gateway.emails import normalise_email
+from gateway.engine.engine import SubjectChanged
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidInvitationToken,
+    NotFound,
+    SsoRefused,
+    TooManyRequests,
+)
+from gateway.identity.passwords import require_acceptable_password
+from gateway.identity.security import hash_password, new_token, seal, token_digest
 from gateway.notifier import InvitationNotice, Notifier, invitation_payload
-from gateway.passwords import require_acceptable_password
-from gateway.permissions import Permission
-from gateway.security import hash_password, new_token, seal, token_digest
-from gateway.services.base import SYSTEM, Actor, Authorizer, ChangeSet, Page, UnitOfWork
+from gateway.services.base import (
+    SYSTEM,
+    Actor,
+    AuditTarget,
+    Authorizer,
+    ChangeSet,
+    Page,
+    UnitOfWork,
+)
 from gateway.services.grants import GrantService, add_grant
+from gateway.services.permissions import Permission
 from gateway.services.settings import SettingsService
 from gateway.services.users import account_by_email, user_snapshot
 
@@ -82,6 +90,19 @@ def effective_status(invitation: Invitation) -> InvitationStatus:
     return InvitationStatus.PENDING
 
 
+def can_resend(invitation: Invitation) -> bool:
+    """Whether the invitation may be resent: it is still waiting for an answer, expired
+    or not (its :func:`effective_status` is pending, sent, failed or expired). The
+    resend interval is a separate, passing limit (:meth:`InvitationService.resend`)."""
+    return invitation.status in (InvitationStatus.PENDING, InvitationStatus.EXPIRED)
+
+
+def can_revoke(invitation: Invitation) -> bool:
+    """Whether the invitation may be revoked: its link still works (pending, sent or
+    failed, not expired)."""
+    return invitation.status == InvitationStatus.PENDING and invitation.expires_at > utcnow()
+
+
 def status_condition(status: InvitationStatus, now: datetime) -> ColumnElement[bool]:
     """The SQL condition for invitations whose :func:`effective_status` is ``status``."""
     live = (Invitation.status == InvitationStatus.PENDING) & (Invitation.expires_at > now)
@@ -116,6 +137,10 @@ class TokenState:
     has_account: bool = False
 
 
+def _workspaces_of(invitation: Invitation) -> set[str]:
+    return {g.workspace_slug for g in invitation.grants}
+
+
 def audit_each_workspace(
     changes: ChangeSet,
     invitation: Invitation,
@@ -127,7 +152,7 @@ def audit_each_workspace(
     changes.audit_each(
         {g.workspace_slug for g in invitation.grants},
         action,
-        "invitation",
+        AuditTarget.INVITATION,
         invitation.id,
         invitation.email,
         before,
@@ -317,13 +342,27 @@ class InvitationService:
 
     # -- changing ------------------------------------------------------------------
 
+    def allowed_actions(self, actor: Actor, invitation: Invitation) -> frozenset[str]:
+        """What ``actor`` may do to ``invitation`` now, of ``resend`` and ``revoke``:
+        exactly what :meth:`resend` and :meth:`revoke` would not refuse (bar the resend
+        interval), so that a form offers no button the service turns down."""
+        if not self.authorizer.can_all(actor, Permission.USERS_INVITE, _workspaces_of(invitation)):
+            return frozenset()
+        allowed = set()
+        if can_resend(invitation):
+            allowed.add("resend")
+        if can_revoke(invitation):
+            allowed.add("revoke")
+        return frozenset(allowed)
+
     def resend(self, actor: Actor, invitation_id: int) -> Invitation:
         """A new token and expiry, and a new email; the old link stops working.
         Pending (or sent, failed, expired) invitations only, at most once per interval."""
         invitation = self._manageable(actor, invitation_id)
-        status = effective_status(invitation)
-        if invitation.status not in (InvitationStatus.PENDING, InvitationStatus.EXPIRED):
-            raise Conflict(f"Invitation {invitation_id} is {status}; it cannot be resent")
+        if not can_resend(invitation):
+            raise Conflict(
+                f"Invitation {invitation_id} is {effective_status(invitation)}; it cannot be resent"
+            )
         interval = timedelta(seconds=self.settings.resend_interval_seconds)
         if invitation.resent_at is not None and utcnow() < invitation.resent_at + interval:
             wait = int((invitation.resent_at + interval - utcnow()).total_seconds()) + 1
@@ -347,7 +386,7 @@ class InvitationService:
     def revoke(self, actor: Actor, invitation_id: int) -> Invitation:
         """The link stops working; the person stays pending with no live invitation."""
         invitation = self._manageable(actor, invitation_id)
-        if invitation.status != InvitationStatus.PENDING or invitation.expires_at <= utcnow():
+        if not can_revoke(invitation):
             raise Conflict(f"Invitation {invitation_id} is {effective_status(invitation)}")
         with self.uow.change(actor) as changes:
             before = invitation_snapshot(invitation)
@@ -384,7 +423,7 @@ class InvitationService:
             select(AuditEvent.id)
             .where(
                 AuditEvent.action == "invitation.expired",
-                AuditEvent.target_type == "invitation",
+                AuditEvent.target_type == AuditTarget.INVITATION,
                 AuditEvent.target_id == cast(Invitation.id, String),
                 # Since it was last sent: a resent invitation may expire (again) later.
                 AuditEvent.at >= func.coalesce(Invitation.resent_at, Invitation.created_at),
@@ -468,7 +507,7 @@ class InvitationService:
                     errors={"password": ["required to create an account"]},
                 )
             require_acceptable_password(password)
-            user.password_hash = hash_password(password)
+            user.password_hash = hash_password(password, self.settings.password_hash_profile)
 
         return self._redeem(token, name, set_password, client=client, request_id=request_id)
 
@@ -680,9 +719,7 @@ class InvitationService:
 
     def _manageable(self, actor: Actor, invitation_id: int) -> Invitation:
         invitation = self._visible(actor, invitation_id)
-        self.authorizer.require_all(
-            actor, Permission.USERS_INVITE, {g.workspace_slug for g in invitation.grants}
-        )
+        self.authorizer.require_all(actor, Permission.USERS_INVITE, _workspaces_of(invitation))
         return invitation
 
     def _supersede_tokens(self, invitation: Invitation) -> None:

@@ -6,7 +6,7 @@ workspace (``*``), which only a super admin holds. None of this changes what the
 decides, so most changes are committed with :meth:`UnitOfWork.record` (audited, no
 revision bump). Whatever ends tokens (deleting a client, revoking a token, retiring a key)
 is a revision marked as such (:meth:`ChangeSet.end_tokens`), because every process that
-remembers decision tokens (gateway.token_cache) must forget them: at once here, and on
+remembers decision tokens (gateway.identity.token_cache) must forget them: at once here, and on
 the revision's notice or at the revision check in every other process.
 """
 
@@ -21,6 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
+from gateway.db.models import OAuthClient, SigningKey, utcnow
+from gateway.engine.rules import ALL_WORKSPACES
 from gateway.errors import (
     Forbidden,
     InsufficientScope,
@@ -28,20 +30,20 @@ from gateway.errors import (
     InvalidToken,
     NotFound,
 )
-from gateway.models import OAuthClient, SigningKey, utcnow
-from gateway.permissions import Permission
-from gateway.rules import ALL_WORKSPACES
-from gateway.security import new_token, token_digest
-from gateway.services.base import SYSTEM, Actor, Authorizer, UnitOfWork
-from gateway.signing import DECISIONS_AUDIENCE, KeyRing
+from gateway.identity.security import new_token, token_digest
+from gateway.identity.signing import DECISIONS_AUDIENCE, KeyRing
+from gateway.services.base import SYSTEM, Actor, AuditTarget, Authorizer, UnitOfWork
+from gateway.services.permissions import Permission
 
 DECISIONS_SCOPE = "decisions:check"
 INTROSPECT_SCOPE = "tokens:introspect"
+REPLICATE_SCOPE = "decisions:replicate"
 # What a client may be given; anything else is refused when the client is created (a
 # typo must not silently grant nothing) and at the token endpoint.
 SCOPES = {
     DECISIONS_SCOPE: "Ask for decisions: POST /v1/check and everything under /access/v1/",
     INTROSPECT_SCOPE: "Introspect tokens issued to other clients (RFC 7662)",
+    REPLICATE_SCOPE: "Follow the change log: GET /v1/changes and GET /v1/snapshot",
 }
 
 
@@ -92,7 +94,7 @@ class ClientService:
         self.uow.record(
             actor,
             "client.created",
-            "oauth_client",
+            AuditTarget.OAUTH_CLIENT,
             target_id=client.client_id,
             target_name=name,
             after={"scopes": wanted},
@@ -126,7 +128,7 @@ class ClientService:
         self.uow.record(
             actor,
             "client.secret_rotated",
-            "oauth_client",
+            AuditTarget.OAUTH_CLIENT,
             target_id=client_id,
             target_name=client.name,
         )
@@ -140,7 +142,7 @@ class ClientService:
             client.revoked_at = utcnow()
             changes.audit(
                 "client.deleted",
-                "oauth_client",
+                AuditTarget.OAUTH_CLIENT,
                 target_id=client_id,
                 target_name=client.name,
                 before={"scopes": client.scopes.split()},
@@ -186,7 +188,7 @@ class KeyService:
         self.uow.record(
             actor,
             "signing_key.rotated",
-            "signing_key",
+            AuditTarget.SIGNING_KEY,
             target_id=key.kid,
             after={"kid": key.kid, "still_verifying": previous, "retired": retired},
         )
@@ -196,7 +198,7 @@ class KeyService:
         """Stop a previous key verifying at once (say it leaked)."""
         with self.uow.change(actor) as changes:
             key = self.ring.retire(kid)
-            changes.audit("signing_key.retired", "signing_key", target_id=kid)
+            changes.audit("signing_key.retired", AuditTarget.SIGNING_KEY, target_id=kid)
             changes.end_tokens()
         return key
 
@@ -251,7 +253,7 @@ class TokenService:
     def require(self, token: str, scope: str) -> dict[str, Any]:
         """The claims of a live service token holding ``scope``; else InvalidToken (401)
         or InsufficientScope (403). Refusals are counted by the caller, never audited
-        one by one (gateway.refusals)."""
+        one by one (gateway.audit.refusals)."""
         claims = self.verify(token)
         if scope not in str(claims.get("scope", "")).split():
             raise InsufficientScope(scope)
@@ -272,7 +274,7 @@ class TokenService:
         with self.uow.change(client_actor(caller.client_id, caller.name)) as changes:
             changes.audit(
                 "token.revoked",
-                "access_token",
+                AuditTarget.ACCESS_TOKEN,
                 target_id=claims["jti"],
                 target_name=caller.name,
                 after={"client_id": caller.client_id, "expires": claims["exp"]},

@@ -18,9 +18,7 @@ from casbin.util import key_match
 from sqlalchemy import ColumnElement, func, or_, select, true
 from sqlalchemy.orm import Session, selectinload
 
-from gateway.engine import DecisionEngine
-from gateway.errors import Forbidden, InvalidInput, NotFound
-from gateway.models import (
+from gateway.db.models import (
     AuditEvent,
     Grant,
     Invitation,
@@ -31,10 +29,12 @@ from gateway.models import (
     Workspace,
     utcnow,
 )
-from gateway.permissions import Permission
-from gateway.rules import ALL_WORKSPACES
+from gateway.engine.engine import DecisionEngine
+from gateway.engine.rules import ALL_WORKSPACES
+from gateway.errors import Forbidden, InvalidInput, NotFound
 from gateway.services.base import Actor, Authorizer
 from gateway.services.invitations import effective_status
+from gateway.services.permissions import Permission
 from gateway.services.settings import SettingsService
 
 MAX_ROWS = 10_000
@@ -93,6 +93,10 @@ class ReportService:
 
     def names(self) -> list[str]:
         return sorted(self._reports)
+
+    def catalogue(self) -> list[tuple[str, str]]:
+        """(name, description) of every report, by name."""
+        return [(name, self._reports[name][0]) for name in self.names()]
 
     def run(self, actor: Actor, name: str, params: ReportParams) -> Report:
         """Report ``name`` over the workspaces ``actor`` may review."""

@@ -31,10 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload
 
-from gateway.engine import DecisionEngine
-from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
-from gateway.expiry import expire_due
-from gateway.models import (
+from gateway.db.models import (
     Grant,
     ReviewCampaign,
     ReviewItem,
@@ -43,10 +40,13 @@ from gateway.models import (
     UserStatus,
     utcnow,
 )
-from gateway.permissions import Permission
-from gateway.rules import ALL_WORKSPACES
-from gateway.services.base import Actor, Authorizer, ChangeSet, Page, UnitOfWork
+from gateway.engine.engine import DecisionEngine
+from gateway.engine.expiry import expire_due
+from gateway.engine.rules import ALL_WORKSPACES
+from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gateway.services.base import Actor, AuditTarget, Authorizer, ChangeSet, Page, UnitOfWork
 from gateway.services.grants import GrantService
+from gateway.services.permissions import Permission
 from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
 
@@ -187,7 +187,7 @@ class ReviewService:
             self.session.flush()
             changes.audit(
                 "review.started",
-                "review_campaign",
+                AuditTarget.REVIEW_CAMPAIGN,
                 campaign.id,
                 campaign.name,
                 _where(workspace),
@@ -435,7 +435,7 @@ class ReviewService:
                 removed = True
             changes.audit(
                 "review.decided",
-                "review_item",
+                AuditTarget.REVIEW_ITEM,
                 item.id,
                 f"{item.user_name} <{item.user_email}>: {item.role} in {item.workspace_slug}",
                 _where(item.workspace_slug),
@@ -557,7 +557,7 @@ class ReviewService:
                     item.flagged = True
                     changes.audit(
                         "review.flagged",
-                        "review_item",
+                        AuditTarget.REVIEW_ITEM,
                         item.id,
                         f"{item.user_name} <{item.user_email}>: {item.role} in "
                         f"{item.workspace_slug}",
@@ -567,7 +567,7 @@ class ReviewService:
                     counts["flagged"] += 1
             changes.audit(
                 "review.closed",
-                "review_campaign",
+                AuditTarget.REVIEW_CAMPAIGN,
                 campaign.id,
                 campaign.name,
                 _where(campaign.workspace_slug),

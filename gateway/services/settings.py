@@ -10,13 +10,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
+from gateway.db.models import AppSetting
+from gateway.engine.rules import ALL_WORKSPACES
 from gateway.errors import InvalidInput
-from gateway.models import AppSetting
+from gateway.identity.security import seal, unseal
 from gateway.notifier import Notifier, TestOutcome
-from gateway.permissions import Permission
-from gateway.rules import ALL_WORKSPACES
-from gateway.security import seal, unseal
-from gateway.services.base import Actor, Authorizer, UnitOfWork
+from gateway.services.base import Actor, AuditTarget, Authorizer, UnitOfWork
+from gateway.services.permissions import Permission
 
 EMAIL = "email"
 EMAIL_FIELDS = (
@@ -133,7 +133,7 @@ class SettingsService:
             after = self.email()
             change.audit(
                 "settings.email.updated",
-                "settings",
+                AuditTarget.SETTINGS,
                 EMAIL,
                 "email",
                 None,
@@ -159,6 +159,7 @@ class SettingsService:
             "smtp_username": email.smtp_username,
             "smtp_password": password,
             "smtp_timeout": email.smtp_timeout,
+            "smtp_test_connect_seconds": self.settings.smtp_test_connect_seconds,
             "mail_from": email.mail_from,
             "outbox_dir": str(self.settings.outbox_path),
         }
@@ -170,7 +171,7 @@ class SettingsService:
         with self.uow.change(actor) as change:
             change.audit(
                 "settings.email.tested",
-                "settings",
+                AuditTarget.SETTINGS,
                 EMAIL,
                 "email",
                 None,

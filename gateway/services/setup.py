@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway.db.models import CasbinRule, Grant, User, UserStatus
 from gateway.emails import normalise_email
-from gateway.engine import SubjectChanged
+from gateway.engine.engine import SubjectChanged
+from gateway.engine.rules import ALL_WORKSPACES, GrantKey, grant_rule, rule_to_grant
 from gateway.errors import Conflict
-from gateway.models import CasbinRule, Grant, User, UserStatus
-from gateway.rules import ALL_WORKSPACES, GrantKey, grant_rule, rule_to_grant
-from gateway.security import hash_password
-from gateway.services.base import SYSTEM, UnitOfWork
+from gateway.identity.security import hash_password
+from gateway.services.base import SYSTEM, AuditTarget, UnitOfWork
 from gateway.services.grants import add_grant
 from gateway.services.users import SUPERADMIN_ROLE, account_by_email
 
@@ -26,9 +26,10 @@ class CreatedAdmin:
 
 
 class SetupService:
-    def __init__(self, session: Session, uow: UnitOfWork) -> None:
+    def __init__(self, session: Session, uow: UnitOfWork, password_hash_profile: str) -> None:
         self.session = session
         self.uow = uow
+        self.password_hash_profile = password_hash_profile
 
     def superadmin_count(self) -> int:
         return (
@@ -52,7 +53,7 @@ class SetupService:
                 email=email,
                 name=name,
                 status=UserStatus.ACTIVE,
-                password_hash=hash_password(password),
+                password_hash=hash_password(password, self.password_hash_profile),
             )
             self.session.add(user)
             self.session.flush()
@@ -60,7 +61,7 @@ class SetupService:
             changes.engine(SubjectChanged(user.id, user.email, active=True))
             changes.audit(
                 "user.created",
-                "user",
+                AuditTarget.USER,
                 user.id,
                 name,
                 None,

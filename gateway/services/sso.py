@@ -15,13 +15,13 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.audit.refusals import with_reason
+from gateway.db.models import TokenPurpose, User, UserStatus, UserToken, utcnow
 from gateway.emails import normalise_email
 from gateway.errors import SsoRefused, Unauthorized
-from gateway.models import TokenPurpose, User, UserStatus, UserToken, utcnow
-from gateway.refusals import with_reason
-from gateway.security import new_token, token_digest
+from gateway.identity.security import new_token, token_digest
 from gateway.services.auth import AuthService, IssuedToken, claim_user_token
-from gateway.services.base import Actor, ChangeSet, self_actor
+from gateway.services.base import Actor, AuditTarget, ChangeSet, self_actor
 from gateway.services.invitations import InvitationService
 from gateway.services.users import account_by_email
 
@@ -172,7 +172,7 @@ class SsoService:
         user = self.session.get(User, row.user_id) if row else None
         refused = _code_refusal(row, user)
         # Not audited here: anyone can send a made-up code, so the HTTP layer counts
-        # refusals and audits them by sample (gateway.refusals). The answer does not say
+        # refusals and audits them by sample (gateway.audit.refusals). The answer does not say
         # which it was (whether a code exists is not the caller's to learn).
         if refused is not None or row is None or user is None:
             raise with_reason(
@@ -220,7 +220,7 @@ class SsoService:
             after["reason"] = reason
         changes.audit(
             action,
-            "user" if user else "login",
+            AuditTarget.USER if user else AuditTarget.LOGIN,
             target_id=user.id if user else None,
             target_name=user.name if user else identity.email,
             after=after,

@@ -11,10 +11,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, func, or_, select, true
 from sqlalchemy.orm import Session, selectinload
 
-from gateway.emails import normalise_email
-from gateway.engine import SubjectChanged, SubjectRemoved
-from gateway.errors import Conflict, Forbidden, NotFound
-from gateway.models import (
+from gateway.db.models import (
+    DirectoryGrant,
     Grant,
     Invitation,
     InvitationGrant,
@@ -25,9 +23,15 @@ from gateway.models import (
     WorkspaceActivity,
     utcnow,
 )
-from gateway.permissions import Permission
-from gateway.rules import ALL_WORKSPACES, GrantKey, grant_rule
-from gateway.services.base import Actor, Authorizer, Page, UnitOfWork
+from gateway.emails import normalise_email
+from gateway.engine.engine import SubjectChanged, SubjectRemoved
+from gateway.engine.rules import ALL_WORKSPACES, GrantKey, grant_rule
+from gateway.errors import Conflict, Forbidden, NotFound
+from gateway.services.base import Actor, AuditTarget, Authorizer, Page, UnitOfWork
+from gateway.services.permissions import Permission
+
+# Workspace → roles (a module-level name: UserService has a method called ``list``).
+RolesByWorkspace = dict[str, list[str]]
 
 SUPERADMIN_ROLE = "superadmin"
 OWNER_ROLE = "owner"
@@ -48,6 +52,9 @@ class UserView:
     invitation: Invitation | None  # the latest invitation, if any
     # Workspace → when the person was last seen there by the check endpoints.
     workspaces_last_seen: dict[str, datetime] = field(default_factory=dict)
+    # Workspace → the roles of ``roles`` a company directory gave (its groups' mapping or
+    # its connection's default role): taken back by the directory, not by hand.
+    directory_roles: dict[str, list[str]] = field(default_factory=dict)
 
 
 def roles_by_workspace(grants: list[Grant]) -> dict[str, list[str]]:
@@ -64,7 +71,8 @@ def scoped(view: UserView, readable: set[str] | None) -> UserView:
         return view
     roles = {ws: r for ws, r in view.roles.items() if ws in readable}
     seen = {ws: at for ws, at in view.workspaces_last_seen.items() if ws in readable}
-    return UserView(view.user, roles, view.invitation, seen)
+    given = {ws: r for ws, r in view.directory_roles.items() if ws in readable}
+    return UserView(view.user, roles, view.invitation, seen, given)
 
 
 def account_by_email(session: Session, email: str) -> User | None:
@@ -126,8 +134,13 @@ class UserService:
             .limit(limit)
         ).all()
         seen = self.last_seen_by_workspace(user.id for user in users)
+        given = self.directory_roles_by_user(user.id for user in users)
         return Page(
-            [scoped(self.view(user, seen.get(user.id, {})), readable) for user in users], total
+            [
+                scoped(self.view(user, seen.get(user.id, {}), given.get(user.id, {})), readable)
+                for user in users
+            ],
+            total,
         )
 
     def get(self, actor: Actor, user_id: int) -> UserView:
@@ -158,6 +171,36 @@ class UserService:
         )
         return or_(User.grants.any(grant), pending_invitation)
 
+    def count_by_workspace(self, actor: Actor, slugs: Iterable[str]) -> dict[str, int]:
+        """Members per workspace as :meth:`list` counts them (a grant there, or invited
+        there and not yet an account), for the workspaces among ``slugs`` where ``actor``
+        may read people; the others are left out."""
+        readable = self.authorizer.workspaces_where(actor, Permission.USERS_READ)
+        wanted = [s for s in slugs if readable is None or s in readable]
+        counts = dict.fromkeys(wanted, 0)
+        if not wanted:
+            return counts
+        granted = (
+            select(Grant.workspace_slug, func.count(func.distinct(Grant.user_id)))
+            .where(Grant.workspace_slug.in_(wanted))
+            .group_by(Grant.workspace_slug)
+        )
+        invited = (
+            select(InvitationGrant.workspace_slug, func.count(func.distinct(User.id)))
+            .join(Invitation, Invitation.id == InvitationGrant.invitation_id)
+            .join(User, User.id == Invitation.user_id)
+            .where(
+                InvitationGrant.workspace_slug.in_(wanted),
+                Invitation.status == InvitationStatus.PENDING,
+                User.status == UserStatus.PENDING,
+            )
+            .group_by(InvitationGrant.workspace_slug)
+        )
+        for query in (granted, invited):  # disjoint: a pending person holds no grant
+            for slug, count in self.session.execute(query):
+                counts[slug] += count
+        return counts
+
     def visible_user(self, actor: Actor, user_id: int) -> User:
         """The user, if ``actor`` may read them through a workspace (``users:read``);
         otherwise NotFound, worded exactly as for an id that does not exist."""
@@ -187,9 +230,31 @@ class UserService:
                 seen[user_id][slug] = at
         return seen
 
-    def view(self, user: User, last_seen: dict[str, datetime] | None = None) -> UserView:
-        """A person with their roles per workspace, latest invitation and where they were
-        last seen (``last_seen``, if the caller read it for many people at once)."""
+    def directory_roles_by_user(self, user_ids: Iterable[int]) -> dict[int, RolesByWorkspace]:
+        """User id → workspace → the roles a directory connection gave them there (every
+        workspace: scope it for readers)."""
+        ids = list(user_ids)
+        given: dict[int, defaultdict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        if ids:
+            rows = self.session.execute(
+                select(Grant.user_id, Grant.workspace_slug, Grant.role)
+                .join(DirectoryGrant, DirectoryGrant.grant_id == Grant.id)
+                .where(Grant.user_id.in_(ids))
+                .order_by(Grant.workspace_slug, Grant.role)
+            )
+            for user_id, workspace, role in rows:
+                given[user_id][workspace].append(role)
+        return {user_id: dict(roles) for user_id, roles in given.items()}
+
+    def view(
+        self,
+        user: User,
+        last_seen: dict[str, datetime] | None = None,
+        directory_roles: RolesByWorkspace | None = None,
+    ) -> UserView:
+        """A person with their roles per workspace (and which a directory gave), latest
+        invitation and where they were last seen (``last_seen`` and ``directory_roles``,
+        if the caller read them for many people at once)."""
         invitation = self.session.scalar(
             select(Invitation)
             .where(Invitation.user_id == user.id)
@@ -205,7 +270,9 @@ class UserService:
             roles = {ws: sorted(r) for ws, r in sorted(invited.items())}
         if last_seen is None:
             last_seen = self.last_seen_by_workspace([user.id]).get(user.id, {})
-        return UserView(user, roles, invitation, last_seen)
+        if directory_roles is None:
+            directory_roles = self.directory_roles_by_user([user.id]).get(user.id, {})
+        return UserView(user, roles, invitation, last_seen, directory_roles)
 
     # -- changing ------------------------------------------------------------------
 
@@ -232,7 +299,13 @@ class UserService:
                 user.session_version += 1  # ends every existing token at once
             changes.engine(SubjectChanged(user.id, user.email, active=status == UserStatus.ACTIVE))
             changes.audit_each(
-                before["roles"], action, "user", user.id, user.name, before, user_snapshot(user)
+                before["roles"],
+                action,
+                AuditTarget.USER,
+                user.id,
+                user.name,
+                before,
+                user_snapshot(user),
             )
         return self.view(user)
 
@@ -253,25 +326,60 @@ class UserService:
                 invitation.revoked_at = utcnow()
             self.session.delete(user)
             changes.engine(SubjectRemoved(user.id, user.email))
-            changes.audit_each(before["roles"], "user.removed", "user", user.id, user.name, before)
+            changes.audit_each(
+                before["roles"], "user.removed", AuditTarget.USER, user.id, user.name, before
+            )
         return changes.revision
 
     def _target(self, actor: Actor, user_id: int, permission: Permission) -> User:
-        """The user ``actor`` wants to change, if they may: the permission is needed in
-        every workspace where the user holds a role (or is invited)."""
+        """The user ``actor`` wants to change, if they may (:meth:`_require_may_change`)."""
         user = self.visible_user(actor, user_id)
+        self._require_may_change(actor, user, permission)
+        return user
+
+    def _require_may_change(
+        self, actor: Actor, user: User, permission: Permission, view: UserView | None = None
+    ) -> None:
+        """Forbidden unless ``actor`` may change ``user``'s status with ``permission``: it
+        is needed in every workspace where the user holds a role (or is invited; ``view``
+        is the user's, when the caller has it)."""
         if actor.user_id == user.id:
             raise Forbidden("You cannot change your own account status")
         workspaces = {grant.workspace_slug for grant in user.grants}
-        view = self.view(user)
-        workspaces |= set(view.roles)
+        workspaces |= set((view or self.view(user)).roles)
         self.authorizer.require_all(actor, permission, workspaces)
         # Deactivating or removing someone takes all their roles: only who could have
         # granted each of them may (an admin does not remove the workspace's owner).
         verb = "remove" if permission == Permission.USERS_REMOVE else "deactivate"
         for grant in sorted(user.grants, key=lambda g: (g.workspace_slug, g.role)):
             self.authorizer.require_can_grant(actor, grant.role, grant.workspace_slug, verb=verb)
-        return user
+
+    def allowed_actions(self, actor: Actor, view: UserView) -> set[str]:
+        """Which of "deactivate", "reactivate" and "remove" :meth:`deactivate`,
+        :meth:`reactivate` and :meth:`remove` would carry out for ``actor`` on the
+        person of ``view`` now, by the same checks: what a console offers. The person is
+        one ``actor`` sees (their view came from this service)."""
+        user = view.user
+
+        def permitted(permission: Permission, taking_roles: str | None = None) -> bool:
+            try:
+                self._require_may_change(actor, user, permission, view)
+                if taking_roles:
+                    self.protect_last_holders(user, taking_roles)
+            except (Forbidden, Conflict):
+                return False
+            return True
+
+        actions: set[str] = set()
+        if user.status == UserStatus.ACTIVE and permitted(
+            Permission.USERS_DEACTIVATE, "deactivate"
+        ):
+            actions.add("deactivate")
+        if user.status == UserStatus.DEACTIVATED and permitted(Permission.USERS_DEACTIVATE):
+            actions.add("reactivate")
+        if permitted(Permission.USERS_REMOVE, "remove"):
+            actions.add("remove")
+        return actions
 
     def protect_last_holders(self, user: User, verb: str) -> None:
         """Conflict if ``user`` is the last active holder of a role that must always have

@@ -5,12 +5,13 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from gateway.engine import WorkspaceAdded, WorkspaceRemoved
+from gateway.db.models import CustomRole, Grant, InvitationGrant, Workspace
+from gateway.engine.engine import WorkspaceAdded, WorkspaceRemoved
+from gateway.engine.rules import GrantKey, grant_rule
 from gateway.errors import Conflict, NotFound
-from gateway.models import Grant, InvitationGrant, Workspace
-from gateway.permissions import Permission
-from gateway.rules import GrantKey, grant_rule
-from gateway.services.base import Actor, Authorizer, Page, UnitOfWork
+from gateway.services.base import Actor, AuditTarget, Authorizer, Page, UnitOfWork
+from gateway.services.custom_roles import delete_custom_role
+from gateway.services.permissions import Permission
 
 
 def workspace_view(workspace: Workspace) -> dict[str, object]:
@@ -33,7 +34,12 @@ class WorkspaceService:
             self.session.add(workspace)
             changes.engine(WorkspaceAdded(slug))
             changes.audit(
-                "workspace.created", "workspace", slug, name, slug, after=workspace_view(workspace)
+                "workspace.created",
+                AuditTarget.WORKSPACE,
+                slug,
+                name,
+                slug,
+                after=workspace_view(workspace),
             )
         return workspace
 
@@ -65,7 +71,7 @@ class WorkspaceService:
             workspace.name = name
             changes.audit(
                 "workspace.renamed",
-                "workspace",
+                AuditTarget.WORKSPACE,
                 slug,
                 name,
                 slug,
@@ -86,11 +92,17 @@ class WorkspaceService:
             self.session.execute(
                 delete(InvitationGrant).where(InvitationGrant.workspace_slug == slug)
             )
+            custom = self.session.scalars(
+                select(CustomRole).where(CustomRole.workspace_slug == slug)
+            ).all()
+            for role in custom:
+                delete_custom_role(changes, role, "the workspace was deleted")
+            self.session.flush()  # the roles before the workspace their key refers to
             self.session.delete(workspace)
             changes.engine(WorkspaceRemoved(slug))
             changes.audit(
                 "workspace.deleted",
-                "workspace",
+                AuditTarget.WORKSPACE,
                 slug,
                 workspace.name,
                 slug,

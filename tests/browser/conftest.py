@@ -5,7 +5,6 @@ mail goes to a real SMTP server on loopback, so emailed links can be opened as t
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,10 +12,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from gateway.config import Settings
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, serving
 from tests.smtp_support import Mailbox, free_port, running_smtp
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,7 +29,10 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an asyncio loop running in
+# the main thread while it is open, and the tests a worker runs after the browser tests
+# (asyncio.run in the SDK's) cannot start one of their own. A launch is about a second.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.skip("no system Chromium (apt-get install chromium)")
@@ -42,6 +43,16 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="session")
+def axe() -> str:
+    """axe-core's script (tests/browser/a11y.py), as ``make`` installed it."""
+    from tests.browser.a11y import AXE
+
+    if not AXE.exists():
+        pytest.skip("no axe-core (make installs it: npm ci --prefix tests/browser)")
+    return AXE.read_text()
 
 
 @pytest.fixture
@@ -77,14 +88,8 @@ def settings(settings: Settings, mailbox: tuple[Mailbox, int], port: int) -> Set
 @pytest.fixture
 def server(app: Flask, settings: Settings, admin_password: str, port: int) -> Iterator[LiveServer]:
     """The gateway on the port its public URL names."""
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(app, port):
         yield LiveServer(settings.public_url, app, settings, admin_password)
-    finally:
-        httpd.shutdown()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

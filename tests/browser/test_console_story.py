@@ -67,6 +67,19 @@ def sign_in(page: Any, url: str, email: str, password: str) -> None:
     page.wait_for_url(re.compile(r"/console/(users|workspaces)"))
 
 
+def super_admin_console(
+    chromium: Any, server: LiveServer, **context_options: Any
+) -> tuple[Any, Any, Watch]:
+    """A new desktop-sized browser context with the console open, signed in as the super
+    admin: the context (close it at the end), its page and what watches the page."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, **context_options)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    watch = Watch(page)
+    sign_in(page, server.url, ADMIN_EMAIL, server.admin_password)
+    return context, page, watch
+
+
 def test_onboarding_story_in_the_console(
     server: LiveServer, chromium: Any, mailbox: tuple[Mailbox, int], artifacts: Path
 ) -> None:
@@ -189,7 +202,7 @@ def test_onboarding_story_in_the_console(
     assert rows.count() == 1
     assert "grant.replaced" in rows.first.inner_text()
     assert "John Smith" in rows.first.inner_text()
-    assert "roles editor → admin" in rows.first.inner_text()
+    assert "roles in acme: editor → admin" in rows.first.inner_text()
     shot(page, artifacts, "08-audit")
 
     # -- roles, settings and a test email ---------------------------------------------------

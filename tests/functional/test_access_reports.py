@@ -11,8 +11,8 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from gateway.db import make_engine
-from gateway.models import Invitation, User, utcnow
+from gateway.db.models import Invitation, User, utcnow
+from gateway.db.session import make_engine
 from tests.helpers import (
     LiveServer,
     assert_problem,

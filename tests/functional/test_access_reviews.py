@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.db import make_engine
-from gateway.models import AuditEvent, ReviewItem, utcnow
+from gateway.db.models import AuditEvent, ReviewItem, utcnow
+from gateway.db.session import make_engine
 from tests.helpers import (
     LiveServer,
     assert_problem,
@@ -341,7 +341,7 @@ def test_periodic_campaigns_start_when_due(server: LiveServer, world: World) -> 
         "RINGFENCE_REVIEW_EVERY_DAYS": "90",
         "RINGFENCE_REVIEW_ON_DEADLINE": "revoke",
     }
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     first = CliRunner().invoke(main, ["review", "start", "--if-due"], env=env)
     assert first.exit_code == 0 and "started: 6 grant(s)" in first.output, first.output

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from gateway.audit_chain import RECORD_FIELDS, read_jsonl
-from gateway.models import utcnow
-from gateway.policy_version import content_hash
+from gateway.audit.chain import RECORD_FIELDS, read_jsonl
+from gateway.db.models import utcnow
+from gateway.policy.version import content_hash
 from gateway.services.audit import csv_value
 from tests.helpers import (
     ADMIN_EMAIL,
@@ -251,7 +251,7 @@ def test_expiries_and_policy_versions_are_audited(server: LiveServer, tmp_path: 
         )
     )
     changed = replace(server.settings, policies_dir=policies)
-    result = run_cli(changed, "policy", "apply", "--reason", "CHG-42 auditors")
+    result = run_cli(changed, "policy", "apply", "--yes", "--reason", "CHG-42 auditors")
     assert result.exit_code == 0 and "Policy applied" in result.output, result.output
     [applied] = events(admin, action="policy.applied")[:1]
     assert applied["reason"] == "CHG-42 auditors" and "auditor" in applied["after"]["roles"]

@@ -19,8 +19,8 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from sqlalchemy import text
 
-from gateway.db import make_engine
-from gateway.signing import ADMIN_AUDIENCE
+from gateway.db.session import make_engine
+from gateway.identity.signing import ADMIN_AUDIENCE
 from tests.helpers import (
     ADMIN_EMAIL,
     PASSWORD,

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 
 from gateway.app import create_app
-from gateway.changelog import decode, encode
 from gateway.config import Settings
-from gateway.db import make_engine, make_session_factory
-from gateway.engine import (
+from gateway.db.models import AuditEvent, PolicyChange
+from gateway.db.session import make_engine, make_session_factory
+from gateway.engine.engine import (
     RuleAdded,
     RuleRemoved,
     SubjectChanged,
@@ -22,11 +22,11 @@ from gateway.engine import (
     WorkspaceAdded,
     WorkspaceRemoved,
 )
-from gateway.expiry import schedule_for
-from gateway.models import AuditEvent, PolicyChange
-from gateway.rules import GrantKey, grant_rule
-from gateway.services import load_engine
-from gateway.sync import catch_up, committed_revision, state_of
+from gateway.engine.expiry import schedule_for
+from gateway.engine.rules import GrantKey, grant_rule
+from gateway.replication.changelog import decode, encode
+from gateway.replication.loading import load_engine
+from gateway.replication.sync import catch_up, committed_revision, state_of
 from tests.helpers import LiveServer, assert_problem, decision_headers, post_check, run_cli
 
 

@@ -1,4 +1,4 @@
-"""gateway.check_lane over real HTTP: the plain check with a remembered token is answered
+"""gateway.web.check_lane over real HTTP: the plain check with a remembered token is answered
 below Flask with the same status, body and headers as the Flask route; every request it
 is not sure of goes through Flask, and fails closed like it."""
 
@@ -12,7 +12,9 @@ import httpx
 import pytest
 from flask import request, request_started
 
-from gateway.check_lane import CheckLane
+from gateway.web.check_lane import CheckLane
+from gateway.web.http import decision_services_of
+from gateway.web.state import gateway_state
 from tests.helpers import (
     ADMIN_EMAIL,
     LiveServer,
@@ -191,7 +193,7 @@ def test_a_failing_decision_is_never_an_allow(server: LiveServer) -> None:
         def check(self, *_: Any, **__: Any) -> Any:
             raise RuntimeError("the engine is broken")
 
-    services = server.app.extensions["ringfence_decisions"]
+    services = decision_services_of(gateway_state(server.app))
     working = services.decisions
     services.decisions = Broken()
     try:
@@ -202,3 +204,45 @@ def test_a_failing_decision_is_never_an_allow(server: LiveServer) -> None:
     assert_problem(failed, 500, "internal-error")
     assert handled_by_flask == ["/v1/check"]
     assert check(server, QUESTIONS[0]).json()["allowed"] is True
+
+
+def test_batches_take_the_lane_and_answer_like_flask(server: LiveServer) -> None:
+    """The usual AuthZEN batch, unscoped and per workspace, is answered below Flask with
+    Flask's status, bytes and headers; a body the typed path declines goes to Flask."""
+    create_workspaces(server.admin(), "acme")
+    check(server, QUESTIONS[0])  # the token is checked in full (by Flask) and remembered
+    items = [
+        {
+            "subject": {"type": "user", "id": subject},
+            "action": {"name": action},
+            "resource": {"type": resource, "id": "r-1", "properties": {"workspace": workspace}},
+        }
+        for subject, workspace, resource, action in QUESTIONS
+    ]
+    items.append({**items[0], "resource": {"type": "documents", "id": "r-2"}})  # no workspace
+    batches = [
+        ("/access/v1/evaluations", {"evaluations": items}),
+        ("/pdp/acme/access/v1/evaluations", {"evaluations": items}),
+        (
+            "/pdp/acme/access/v1/evaluations",
+            {"evaluations": items[:2], "options": {"explain": True}},
+        ),
+    ]
+
+    def send() -> list[httpx.Response]:
+        return [
+            post_decision(server, path, body, headers={"X-Request-ID": "same"})
+            for path, body in batches
+        ]
+
+    with flask_requests(server) as handled_by_flask:
+        by_lane = send()
+    assert handled_by_flask == ["/pdp/acme/access/v1/evaluations"]  # explain: Flask's
+    with through_flask(server), flask_requests(server) as handled_by_flask:
+        by_flask = send()
+    assert len(handled_by_flask) == len(batches)
+    assert [comparable(r) for r in by_lane] == [comparable(r) for r in by_flask]
+    unscoped = [answer["decision"] for answer in by_lane[0].json()["evaluations"]]
+    assert unscoped == [*ALLOWED, False]
+    assert by_lane[0].json()["evaluations"][-1]["context"]["error"]["status"] == 400
+    assert [a["decision"] for a in by_lane[1].json()["evaluations"]] == [*ALLOWED, True]

@@ -88,8 +88,8 @@ def test_policy_apply_changes_only_what_changed(settings: Settings, admin_passwo
 def test_doctor_reports_a_grant_without_its_rule(settings: Settings, admin_password: str) -> None:
     from sqlalchemy import delete
 
-    from gateway.db import make_engine, make_session_factory
-    from gateway.models import CasbinRule
+    from gateway.db.models import CasbinRule
+    from gateway.db.session import make_engine, make_session_factory
 
     engine = make_engine(settings.sqlalchemy_url)
     with make_session_factory(engine)() as session:

@@ -20,6 +20,7 @@ from tests.helpers import (
     ADMIN_EMAIL,
     PASSWORD,
     LiveServer,
+    close_app,
     create_workspaces,
     invite,
     invite_and_accept,
@@ -36,6 +37,10 @@ PAGES = (
     "/console/roles",
     "/console/audit",
     "/console/settings",
+    "/console/reviews",
+    "/console/reviews/queue",
+    "/console/reports",
+    "/console/reports/admins",
 )
 
 
@@ -132,7 +137,7 @@ def test_cookies_are_secure_when_served_over_https(
     )
     for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
         assert flag in session_cookie
-    app.extensions["ringfence"].db.dispose()  # a second app: its pool is ours to close
+    close_app(app)  # a second app: its pool and writer threads are ours to close
 
 
 # -- CSRF ----------------------------------------------------------------------------
@@ -257,8 +262,9 @@ def test_role_preview_lists_what_the_person_gains_and_loses(
     up = root.post(f"/console/users/{eve}/roles/acme/preview", {"roles": ["admin"]}, htmx=True)
     assert up.status_code == 200
     assert (
-        "Gains: audit:read, documents:delete, reviews:read, reviews:write, "
-        "role_management:read, role_management:write, users:deactivate, users:invite, users:read"
+        "Gains: audit:read, directory:manage, documents:delete, event_streams:write, reviews:read, "
+        "reviews:write, role_management:define, role_management:read, role_management:write, "
+        "users:deactivate, users:invite, users:read, users:reset_mfa"
     ) in up.text
     assert "Loses" not in up.text
     down = root.post(f"/console/users/{eve}/roles/acme/preview", {"roles": ["viewer"]}, htmx=True)
@@ -286,7 +292,15 @@ def test_what_an_admin_sees_follows_their_permissions(server: LiveServer) -> Non
 
     adam = sign_in(server, "adam@example.com", PASSWORD)
     page = adam.get("/console/users").text
-    assert nav_labels(page) == ["Users", "Workspaces", "Roles", "Audit"]
+    assert nav_labels(page) == [
+        "Users",
+        "Workspaces",
+        "Roles",
+        "Reviews",
+        "Audit",
+        "Directory",
+        "Log streams",
+    ]
     eve_row = re.search(rf'<tr id="user-{eve}">(.*?)</tr>', page, re.S)
     assert eve_row is not None
     assert "Deactivate" in eve_row.group(1) and "Manage roles" in eve_row.group(1)

@@ -5,10 +5,12 @@ test_isolation.py."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
+from gateway.db.models import utcnow
 from tests.console_support import sign_in
 from tests.functional.test_isolation import database_state
 from tests.helpers import (
@@ -28,6 +30,13 @@ PUBLIC = {
     ("GET", "/console/static/<path:filename>"),
     ("GET", "/console/sso/start"),
     ("GET", "/console/sso/done"),
+}
+# The second step of signing in, and the person's own second factor (test_console_mfa.py).
+PUBLIC |= {("GET", "/console/sign-in/code"), ("POST", "/console/sign-in/code")}
+PUBLIC |= {("GET", "/console/account/two-step")}
+PUBLIC |= {
+    ("POST", f"/console/account/two-step/{p}")
+    for p in ("start", "confirm", "recovery-codes", "remove")
 }
 ACME = ("acme", "eve@example.com", "pat@example.com", "Eve", "Pat")
 
@@ -49,6 +58,27 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
     pending = invite(root, "pat@example.com", [("acme", "viewer")], "Pat")
     invite_and_accept(server, root, "gina@example.com", "Gina", [("globex", "owner")])
     gina = sign_in(server, "gina@example.com", PASSWORD)
+    deadline = (utcnow() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    review = root.post(
+        "/reviews/campaigns",
+        json={"name": "Acme review", "workspace": "acme", "deadline": deadline},
+    ).json()["id"]
+    item = root.get(f"/reviews/campaigns/{review}/items").json()[0]["id"]
+    directory = root.post("/directory-connections", json={"workspace": "acme", "name": "Okta"})
+    dc = directory.json()["connection"]["id"]
+    es = root.post(
+        "/event-streams",
+        json={
+            "workspace": "acme",
+            "name": "Acme SIEM",
+            "kind": "file",
+            "target": "acme.jsonl",
+            "event_types": ["*"],
+        },
+    ).json()["stream"]["id"]
+    stream_page = "/console/event-streams/<int(max=2147483647):stream_id>"
+    auditor = {"name": "auditor", "permissions": ["audit:read"]}
+    assert root.post("/workspaces/acme/custom-roles", json=auditor).status_code == 201
     before = database_state(server)
 
     def refused(response: httpx.Response) -> None:
@@ -59,9 +89,18 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         for name in ACME:
             assert name not in response.text, (response.request.url, name)
 
+    def invisible_addresses(response: httpx.Response) -> None:
+        # For pages whose own words hold a name ("Everyone"): acme's slug and addresses.
+        assert response.status_code == 200, (response.request.url, response.text[:500])
+        for secret in ACME[:3]:
+            assert secret not in response.text, (response.request.url, secret)
+
     u, i = eve, pending["id"]
     user = "/console/users/<int(max=2147483647):user_id>"
     invitation = "/console/invitations/<int(max=2147483647):invitation_id>"
+    campaign = "/console/reviews/<int(max=2147483647):campaign_id>"
+    member = "/console/workspaces/<slug>/members/<int(max=2147483647):user_id>"
+    connection = "/console/directory/<int(max=2147483647):connection_id>"
     cases: dict[tuple[str, str], Any] = {
         ("GET", "/console/"): lambda: invisible(gina.get("/console/users")),
         ("GET", "/console/account"): lambda: invisible(gina.get("/console/account")),
@@ -88,6 +127,13 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         ("POST", f"{user}/reactivate"): lambda: refused(
             gina.post(f"/console/users/{u}/reactivate")
         ),
+        ("GET", user): lambda: refused(gina.get(f"/console/users/{u}")),
+        ("GET", "/console/users/bulk"): lambda: invisible_addresses(
+            gina.get("/console/users/bulk", params={"action": "deactivate", "user": [u]})
+        ),
+        ("POST", "/console/users/bulk"): lambda: refused(
+            gina.post("/console/users/bulk", {"action": "deactivate", "user": [u]})
+        ),
         ("GET", f"{user}/remove"): lambda: refused(gina.get(f"/console/users/{u}/remove")),
         ("POST", f"{user}/remove"): lambda: refused(gina.post(f"/console/users/{u}/remove")),
         ("GET", f"{user}/roles"): lambda: refused(gina.get(f"/console/users/{u}/roles")),
@@ -98,6 +144,21 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
             gina.post(f"/console/users/{u}/roles/acme", {"roles": ["viewer"]})
         ),
         ("GET", "/console/workspaces"): lambda: invisible(gina.get("/console/workspaces")),
+        # Acme's custom roles: the 404 of a workspace that does not exist.
+        ("GET", "/console/workspaces/<slug>/roles"): lambda: refused(
+            gina.get("/console/workspaces/acme/roles")
+        ),
+        ("POST", "/console/workspaces/<slug>/roles"): lambda: refused(
+            gina.post(
+                "/console/workspaces/acme/roles", {"name": "mine", "permissions": ["audit:read"]}
+            )
+        ),
+        ("POST", "/console/workspaces/<slug>/roles/<name>"): lambda: refused(
+            gina.post("/console/workspaces/acme/roles/auditor", {"permissions": ["users:read"]})
+        ),
+        ("POST", "/console/workspaces/<slug>/roles/<name>/delete"): lambda: refused(
+            gina.post("/console/workspaces/acme/roles/auditor/delete")
+        ),
         ("POST", "/console/workspaces"): lambda: refused(
             gina.post("/console/workspaces", {"slug": "acme2", "name": "Acme 2"})
         ),
@@ -107,9 +168,94 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         ("POST", "/console/workspaces/<slug>/rename"): lambda: refused(
             gina.post("/console/workspaces/acme/rename", {"name": "Mine"})
         ),
+        ("GET", "/console/workspaces/<slug>/delete"): lambda: refused(
+            gina.get("/console/workspaces/acme/delete")
+        ),
+        ("POST", "/console/workspaces/<slug>/delete"): lambda: refused(
+            gina.post("/console/workspaces/acme/delete", {"confirm": "acme"})
+        ),
+        ("POST", "/console/workspaces/<slug>/mfa-policy"): lambda: refused(
+            gina.post("/console/workspaces/acme/mfa-policy", {"required": "off"})
+        ),
+        ("POST", f"{member}/deactivate"): lambda: refused(
+            gina.post(f"/console/workspaces/acme/members/{u}/deactivate")
+        ),
+        ("POST", f"{member}/reactivate"): lambda: refused(
+            gina.post(f"/console/workspaces/acme/members/{u}/reactivate")
+        ),
+        ("GET", f"{member}/take-out"): lambda: refused(
+            gina.get(f"/console/workspaces/acme/members/{u}/take-out")
+        ),
+        ("POST", f"{member}/take-out"): lambda: refused(
+            gina.post(f"/console/workspaces/acme/members/{u}/take-out")
+        ),
         ("GET", "/console/roles"): lambda: invisible(gina.get("/console/roles")),
         ("GET", "/console/audit"): lambda: invisible(
             gina.get("/console/audit", params={"workspace": "acme"})
+        ),
+        ("GET", "/console/reviews"): lambda: invisible(gina.get("/console/reviews")),
+        ("POST", "/console/reviews"): lambda: refused(
+            gina.post("/console/reviews", {"name": "X", "workspace": "acme", "deadline": deadline})
+        ),
+        ("GET", "/console/reviews/queue"): lambda: invisible(gina.get("/console/reviews/queue")),
+        ("POST", "/console/reviews/queue/keep"): lambda: refused(
+            gina.post("/console/reviews/queue/keep", {"item": [str(item)]})
+        ),
+        ("GET", f"{campaign}"): lambda: refused(gina.get(f"/console/reviews/{review}")),
+        ("GET", f"{campaign}/close"): lambda: refused(gina.get(f"/console/reviews/{review}/close")),
+        ("POST", f"{campaign}/close"): lambda: refused(
+            gina.post(f"/console/reviews/{review}/close")
+        ),
+        ("POST", "/console/reviews/items/<int(max=2147483647):item_id>/decision"): lambda: refused(
+            gina.post(f"/console/reviews/items/{item}/decision", {"decision": "keep"})
+        ),
+        ("GET", "/console/reports"): lambda: invisible_addresses(gina.get("/console/reports")),
+        ("GET", "/console/reports/<name>"): lambda: invisible_addresses(
+            gina.get("/console/reports/admins")
+        ),
+        # Company directories: acme's connection is not there for her (globex's owner).
+        ("GET", "/console/directory"): lambda: invisible(gina.get("/console/directory")),
+        ("POST", "/console/directory"): lambda: refused(
+            gina.post("/console/directory", {"workspace": "acme", "name": "Mine"})
+        ),
+        ("GET", connection): lambda: refused(gina.get(f"/console/directory/{dc}")),
+        ("POST", f"{connection}/rotate-token"): lambda: refused(
+            gina.post(f"/console/directory/{dc}/rotate-token")
+        ),
+        ("POST", f"{connection}/revoke"): lambda: refused(
+            gina.post(f"/console/directory/{dc}/revoke")
+        ),
+        ("POST", f"{connection}/roles"): lambda: refused(
+            gina.post(f"/console/directory/{dc}/roles", {"group_roles": "it = viewer"})
+        ),
+        ("GET", "/console/audit/export"): lambda: invisible(
+            gina.get("/console/audit/export", params={"format": "csv", "workspace": "acme"})
+        ),
+        ("GET", "/console/event-streams"): lambda: invisible(gina.get("/console/event-streams")),
+        ("POST", "/console/event-streams"): lambda: refused(
+            gina.post(
+                "/console/event-streams",
+                {
+                    "workspace": "acme",
+                    "name": "Mine",
+                    "kind": "file",
+                    "target": "mine.jsonl",
+                    "event_types": "*",
+                },
+            )
+        ),
+        ("GET", stream_page): lambda: refused(gina.get(f"/console/event-streams/{es}")),
+        ("POST", f"{stream_page}/resume"): lambda: refused(
+            gina.post(f"/console/event-streams/{es}/resume")
+        ),
+        ("POST", f"{stream_page}/replay"): lambda: refused(
+            gina.post(f"/console/event-streams/{es}/replay", {"from_audit_id": "1"})
+        ),
+        ("POST", f"{stream_page}/rotate-secret"): lambda: refused(
+            gina.post(f"/console/event-streams/{es}/rotate-secret")
+        ),
+        ("POST", f"{stream_page}/delete"): lambda: refused(
+            gina.post(f"/console/event-streams/{es}/delete")
         ),
         ("GET", "/console/settings"): lambda: refused(gina.get("/console/settings")),
         ("POST", "/console/settings/email"): lambda: refused(

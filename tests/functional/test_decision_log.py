@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway import decision_log
+from gateway.audit import decision_log
+from gateway.audit.decision_log import DecisionLog
 from gateway.config import Settings
-from gateway.decision_log import DecisionLog
-from gateway.engine import Decision
+from gateway.engine.engine import Decision
 from gateway.services.decisions import DecisionService
-from tests.helpers import ADMIN_EMAIL, LiveServer, create_workspaces, post_check, post_decision
+from gateway.web.state import gateway_state
+from tests.helpers import (
+    ADMIN_EMAIL,
+    LiveServer,
+    close_app,
+    create_workspaces,
+    post_check,
+    post_decision,
+)
 
 # The log does not depend on the database: SQLite is enough.
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -36,14 +41,8 @@ def settings(settings: Settings, log_path: Path) -> Settings:
     return replace(settings, decision_log=str(log_path))
 
 
-@pytest.fixture(autouse=True)
-def no_log_afterwards() -> Iterator[None]:
-    yield
-    decision_log.install(None)
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    current = decision_log.current()
+def lines(server: LiveServer, path: Path) -> list[dict[str, Any]]:
+    current = gateway_state(server.app).decision_log
     assert current is not None and current.flush()
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -66,7 +65,7 @@ def test_each_decision_is_one_json_line(server: LiveServer, log_path: Path) -> N
             headers={"X-Request-ID": "req-evaluation-1"},
         )
     assert evaluation.status_code == 200
-    logged = lines(log_path)
+    logged = lines(server, log_path)
     assert [(e["subject"], e["decision"]) for e in logged] == [
         (ADMIN_EMAIL, "allow"),
         ("nobody@example.com", "deny"),
@@ -121,15 +120,15 @@ def test_a_forked_worker_writes_its_own_decisions(tmp_path: Path) -> None:
 
 @sqlite_only
 def test_a_log_that_cannot_be_written_never_fails_a_decision(
-    server: LiveServer, log_path: Path, tmp_path: Path
+    server: LiveServer, log_path: Path
 ) -> None:
     admin = server.admin()
     create_workspaces(admin, "acme")
-    # The log's folder becomes a plain file: every write fails from now on.
-    blocker = tmp_path / "blocked"
-    blocker.write_text("not a folder")
-    broken = DecisionLog(str(blocker / "decisions.jsonl"))
-    decision_log.install(broken)
+    # The log's folder becomes a plain file before its first line: every write fails.
+    assert not log_path.parent.exists()
+    log_path.parent.write_text("not a folder")
+    broken = gateway_state(server.app).decision_log
+    assert broken is not None
     with server.client() as caller:
         for _ in range(20):
             response = post_check(caller, ADMIN_EMAIL, "acme", "documents", "read")
@@ -142,33 +141,22 @@ def test_a_log_that_cannot_be_written_never_fails_a_decision(
 
 
 @sqlite_only
-def test_what_the_log_costs_a_decision(settings: Settings, admin_password: str) -> None:
-    """Decisions straight through the service, without and with the log (to a file),
-    in alternating rounds; the median cost per decision of each is printed."""
+def test_a_burst_of_decisions_is_logged_whole(settings: Settings, admin_password: str) -> None:
+    """Decisions straight through the service as fast as it answers: every one is written,
+    none dropped. What the log costs a decision is measured by `make bench` (bench/run.py
+    holds its budget), not asserted here under the suite's load."""
     from gateway.app import create_app
 
     app = create_app(settings)
     try:
-        service = DecisionService(app.extensions["ringfence"].engine)
-        decisions, rounds = 5000, 5
-        timings: dict[str, list[float]] = {"off": [], "on": []}
-        active = decision_log.current()
+        state = gateway_state(app)
+        active = state.decision_log
         assert active is not None
-        for _ in range(rounds):
-            for mode in ("off", "on"):
-                decision_log.install(active if mode == "on" else None, close_previous=False)
-                started = time.perf_counter()
-                for _ in range(decisions):
-                    service.check(ADMIN_EMAIL, "acme", "documents", "read")
-                timings[mode].append((time.perf_counter() - started) / decisions * 1e6)
-                active.flush(60)
-        off, on = statistics.median(timings["off"]), statistics.median(timings["on"])
-        print(f"\ndecision: {off:.1f} us without the log, {on:.1f} us with it (median)")
-        assert active.written == decisions * rounds and active.dropped == 0
-        # Generous on a shared 2-core machine: the hot path only queues a tuple.
-        assert on < off + 50, (off, on)
+        service = DecisionService(state.engine, activity=state.activity, decision_log=active)
+        decisions = 5000
+        for _ in range(decisions):
+            service.check(ADMIN_EMAIL, "acme", "documents", "read")
+        assert active.flush(60)
+        assert active.written == decisions and active.dropped == 0
     finally:
-        decision_log.install(None)
-        active.close()
-        if poller := app.extensions.get("ringfence_poller"):
-            poller.stop()
+        close_app(app)

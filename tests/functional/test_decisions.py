@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import (
     ADMIN_EMAIL,
+    AUTHZEN_POLICIES,
     LiveServer,
     assert_problem,
     create_workspaces,
@@ -182,7 +183,7 @@ def test_plain_and_unusual_check_bodies_get_the_same_answers(
     server: LiveServer, acme: tuple[httpx.Client, int]
 ) -> None:
     """The plain body (the four names, nothing else) with a remembered token is answered
-    without the schemas (gateway.check_lane); any other shape goes through them. Both
+    without the schemas (gateway.web.check_lane); any other shape goes through them. Both
     must give the same answers, and a body that is only nearly plain must still be
     refused by the schema."""
     _, john_id = acme
@@ -371,9 +372,10 @@ def test_authzen_evaluation(server: LiveServer, acme: tuple[httpx.Client, int]) 
         assert long.headers["X-Request-ID"] == "r" * 100  # kept bounded
 
 
+@pytest.mark.policies_dir(AUTHZEN_POLICIES)
 def test_check_with_owner_and_explain(server: LiveServer) -> None:
-    """Owner-only permissions through /v1/check (the Todo roles of policies/todo.yaml),
-    and the explanation on request."""
+    """Owner-only permissions through /v1/check (the AuthZEN Todo scenario's roles,
+    tests/conformance/authzen/policies/todo.yaml), and the explanation on request."""
     admin = server.admin()
     create_workspaces(admin, "todo")
     morty = onboard(server, admin, "morty@example.com", "Morty", [("todo", "todo_editor")])

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -16,8 +17,9 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
-from gateway.db import make_engine
-from gateway.models import AppSetting
+from gateway.config import Settings
+from gateway.db.models import AppSetting
+from gateway.db.session import make_engine
 from tests.console_support import sign_in
 from tests.helpers import (
     ADMIN_EMAIL,
@@ -41,9 +43,14 @@ DATA_REPLY = "250 2.0.0 Queued as SETTINGS1"
 # What the test email says of anything that is not an SMTP server answering: the same
 # words for a refused port, a silent one, an SSH or HTTP service, none of their bytes.
 NO_SMTP_SERVER = "could not connect, or the server did not answer as an SMTP server"
-# ... and after the same time: the fixed connect timeout of the test (5 s), whatever
-# the peer did, so that the test cannot time ports either.
-TEST_CONNECT_SECONDS = 5.0
+# ... and after the same time: the fixed connect timeout of the test (5 s by default;
+# 1 s here), whatever the peer did, so that the test cannot time ports either.
+TEST_CONNECT_SECONDS = 1.0
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, smtp_test_connect_seconds=TEST_CONNECT_SECONDS)
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.db import make_engine
-from gateway.models import AuditEvent, CasbinRule, Grant, utcnow
+from gateway.db.models import AuditEvent, CasbinRule, Grant, utcnow
+from gateway.db.session import make_engine
 from tests.helpers import (
     LiveServer,
     assert_problem,

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
-from gateway.db import make_engine
-from gateway.models import Invitation, User, Workspace
+from gateway.db.models import Invitation, User, Workspace
+from gateway.db.session import make_engine
 from tests.helpers import (
     ADMIN_EMAIL,
     LiveServer,

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.models import Grant
+from gateway.db.models import Grant
+from gateway.web.state import gateway_state
 from tests.cluster import through_proxy
 from tests.functional.test_token_revocation import serving
 from tests.helpers import (
@@ -99,7 +100,7 @@ def test_a_change_committed_before_the_link_dropped_is_reported_and_replayed_as_
     eve = onboard(server, root, "eve@example.com", "Eve", [("acme", "editor")])
     proxy = TcpProxy("127.0.0.1", 5432)
     app = create_app(replace(settings, database_url=through_proxy(settings.database_url, proxy)))
-    factory = app.extensions["ringfence"].session_factory
+    factory = gateway_state(app).session_factory
 
     @event.listens_for(factory, "after_flush")
     def granting(session: Session, _context: object) -> None:

@@ -12,8 +12,8 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.db import make_engine
-from gateway.models import Invitation, ReviewItem, ReviewItemReviewer, Workspace, utcnow
+from gateway.db.models import Invitation, ReviewItem, ReviewItemReviewer, Workspace, utcnow
+from gateway.db.session import make_engine
 from tests.helpers import (
     LiveServer,
     assert_problem,

@@ -13,9 +13,10 @@ from urllib.parse import unquote
 import httpx
 from sqlalchemy.orm import Session
 
-from gateway.db import make_engine
-from gateway.models import Invitation, utcnow
+from gateway.db.models import Invitation, utcnow
+from gateway.db.session import make_engine
 from gateway.services.delivery import DatabaseLedger
+from gateway.web.state import gateway_state
 from mailer.tasks import deliver_message
 from tests.helpers import (
     PASSWORD,
@@ -355,7 +356,7 @@ def test_reminders_go_once_with_a_new_link(server: LiveServer) -> None:
     for invitation in (waiting, done):
         age_invitation(server, invitation["id"], days=after_days + 1)
     emails_before = len(outbox_messages(server.settings))
-    state = server.app.extensions["ringfence"]
+    state = gateway_state(server.app)
     ledger = DatabaseLedger(state.session_factory, state.engine, state.settings)
 
     message_ids = ledger.queue_reminders()

@@ -11,10 +11,12 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.db import make_engine
-from gateway.models import (
+from gateway.db.models import (
     AuditEvent,
     CasbinRule,
+    CustomRole,
+    DirectoryConnection,
+    EventStream,
     Grant,
     Invitation,
     OAuthClient,
@@ -22,6 +24,7 @@ from gateway.models import (
     User,
     Workspace,
 )
+from gateway.db.session import make_engine
 from tests.helpers import LiveServer, create_workspaces, invite, invite_and_accept, onboard
 
 # Public, or acting only on the caller's own session: nothing of another workspace.
@@ -55,7 +58,15 @@ PUBLIC |= {
     ("POST", "/invitations/<int(max=2147483647):invitation_id>/accept"),
 }
 NOT_ADMIN += ("/reset/",)  # the password reset page
+# A person's own second factor, and the second step of signing in (tests/functional/test_mfa.py).
+PUBLIC |= {("GET", "/auth/mfa"), ("POST", "/auth/mfa/verify")}
+PUBLIC |= {("POST", f"/auth/mfa/{p}") for p in ("totp", "totp/confirm", "totp/remove")}
+PUBLIC |= {("POST", "/auth/mfa/recovery-codes")}
+STREAM = "<int(max=2147483647):stream_id>"
 NOT_ADMIN += ("/pdp/", "/.well-known/authzen-configuration")  # AuthZEN decisions, discovery
+# SCIM: a directory connection's token, never an admin's; its wall between two workspaces'
+# directories is walked in tests/functional/test_directory.py.
+NOT_ADMIN += ("/scim/",)
 
 
 def database_state(server: LiveServer) -> dict[str, Any]:
@@ -67,10 +78,32 @@ def database_state(server: LiveServer) -> dict[str, Any]:
                 for model in (User, Workspace, Grant, Invitation, AuditEvent, CasbinRule)
             }
             counts["revision"] = session.scalar(select(PolicyState.revision))
+            counts["custom_roles"] = [
+                (r.workspace_slug, r.name, r.description, r.permissions)
+                for r in session.scalars(select(CustomRole).order_by(CustomRole.id))
+            ]
+            # Not their cursors: delivery moves them whoever acts.
+            counts["event_streams"] = sorted(
+                session.execute(
+                    select(EventStream.id, EventStream.name, EventStream.target)
+                    .add_columns(EventStream.event_types, EventStream.status)
+                    .add_columns(EventStream.sealed_secrets)
+                ).all()
+            )
             counts["statuses"] = sorted(session.execute(select(User.id, User.status)).all())
             counts["clients"] = sorted(
                 session.execute(
                     select(OAuthClient.client_id, OAuthClient.secret_hash, OAuthClient.revoked_at)
+                ).all()
+            )
+            counts["directory_connections"] = sorted(
+                session.execute(
+                    select(
+                        DirectoryConnection.id,
+                        DirectoryConnection.token_hash,
+                        DirectoryConnection.default_role,
+                        DirectoryConnection.revoked_at,
+                    )
                 ).all()
             )
             return counts
@@ -107,6 +140,13 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
         json={"name": "Acme review", "workspace": "acme", "deadline": deadline},
     ).json()
     [eve_item] = root.get(f"/reviews/campaigns/{review['id']}/items").json()
+    stream_body = {"name": "SIEM", "kind": "file", "target": "acme.jsonl", "event_types": ["*"]}
+    acme_stream = root.post("/event-streams", json={**stream_body, "workspace": "acme"})
+    s = acme_stream.json()["stream"]["id"]
+    auditor = {"name": "auditor", "permissions": ["audit:read", "documents:read"]}
+    assert root.post("/workspaces/acme/custom-roles", json=auditor).status_code == 201
+    directory = root.post("/directory-connections", json={"workspace": "acme", "name": "Okta"})
+    d = directory.json()["connection"]["id"]
     before = database_state(server)
 
     def refused(response: httpx.Response) -> None:
@@ -137,6 +177,15 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
         ),
         ("POST", "/users/<int(max=2147483647):user_id>/reactivate"): lambda: refused(
             gina.post(f"/users/{u}/reactivate")
+        ),
+        ("POST", "/users/<int(max=2147483647):user_id>/mfa/reset"): lambda: refused(
+            gina.post(f"/users/{u}/mfa/reset")
+        ),
+        ("GET", "/workspaces/<slug>/mfa-policy"): lambda: refused(
+            gina.get("/workspaces/acme/mfa-policy")
+        ),
+        ("PUT", "/workspaces/<slug>/mfa-policy"): lambda: refused(
+            gina.put("/workspaces/acme/mfa-policy", json={"required": "everyone"})
         ),
         ("PUT", "/users/<int(max=2147483647):user_id>/workspaces/<workspace>/roles"): lambda: (
             refused(gina.put(f"/users/{u}/workspaces/acme/roles", json={"roles": ["viewer"]}))
@@ -207,14 +256,89 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
             gina.post(f"/reviews/campaigns/{review['id']}/close")
         ),
         ("GET", "/reviews/items"): lambda: invisible(gina.get("/reviews/items")),
+        # Directory connections: acme's are not there for her (she manages globex's).
+        ("GET", "/directory-connections"): lambda: [
+            invisible(gina.get("/directory-connections")),
+            invisible(gina.get("/directory-connections", params={"workspace": "acme"})),
+        ],
+        ("POST", "/directory-connections"): lambda: refused(
+            gina.post("/directory-connections", json={"workspace": "acme", "name": "Mine"})
+        ),
+        ("GET", "/directory-connections/<int(max=2147483647):connection_id>"): lambda: refused(
+            gina.get(f"/directory-connections/{d}")
+        ),
+        ("DELETE", "/directory-connections/<int(max=2147483647):connection_id>"): lambda: refused(
+            gina.delete(f"/directory-connections/{d}")
+        ),
+        (
+            "POST",
+            "/directory-connections/<int(max=2147483647):connection_id>/rotate-token",
+        ): lambda: refused(gina.post(f"/directory-connections/{d}/rotate-token")),
+        ("PUT", "/directory-connections/<int(max=2147483647):connection_id>/roles"): lambda: (
+            refused(
+                gina.put(f"/directory-connections/{d}/roles", json={"group_roles": {"x": "viewer"}})
+            )
+        ),
         ("POST", "/reviews/items/<int(max=2147483647):item_id>/decision"): lambda: refused(
             gina.post(f"/reviews/items/{eve_item['id']}/decision", json={"decision": "revoke"})
+        ),
+        # Roles: acme's do not exist for her; her own workspace's and the catalogue say
+        # nothing of acme.
+        ("GET", "/roles"): lambda: [
+            refused(gina.get("/roles", params={"workspace": "acme"})),
+            invisible(gina.get("/roles", params={"workspace": "globex"})),
+        ],
+        ("GET", "/permissions"): lambda: invisible(gina.get("/permissions")),
+        # The applied policy and the grants policy plan --gateway reads: globex's only.
+        ("GET", "/policy/applied"): lambda: invisible(gina.get("/policy/applied")),
+        ("GET", "/policy/grants"): lambda: invisible(gina.get("/policy/grants")),
+        # Acme's custom roles: the answer of a workspace that does not exist.
+        ("GET", "/workspaces/<slug>/custom-roles"): lambda: refused(
+            gina.get("/workspaces/acme/custom-roles")
+        ),
+        ("POST", "/workspaces/<slug>/custom-roles"): lambda: refused(
+            gina.post(
+                "/workspaces/acme/custom-roles",
+                json={"name": "mine", "permissions": ["documents:read"]},
+            )
+        ),
+        ("GET", "/workspaces/<slug>/custom-roles/<name>"): lambda: refused(
+            gina.get("/workspaces/acme/custom-roles/auditor")
+        ),
+        ("PUT", "/workspaces/<slug>/custom-roles/<name>"): lambda: refused(
+            gina.put("/workspaces/acme/custom-roles/auditor", json={"permissions": ["audit:read"]})
+        ),
+        ("DELETE", "/workspaces/<slug>/custom-roles/<name>"): lambda: refused(
+            gina.delete("/workspaces/acme/custom-roles/auditor")
         ),
         ("GET", "/reports"): lambda: invisible(gina.get("/reports")),
         ("GET", "/reports/<name>"): lambda: [
             invisible(gina.get(f"/reports/{name}", params={"days": 0, "min_workspaces": 1}))
             for name in gina.get("/reports").json()["reports"]
         ],
+        # Event streams: acme's answers as one that does not exist; her list has none.
+        ("GET", "/event-streams"): lambda: [
+            invisible(gina.get("/event-streams")),
+            invisible(gina.get("/event-streams", params={"workspace": "acme"})),
+        ],
+        ("POST", "/event-streams"): lambda: [
+            refused(gina.post("/event-streams", json={**stream_body, "workspace": ws}))
+            for ws in ("acme", "*")
+        ],
+        ("GET", f"/event-streams/{STREAM}"): lambda: refused(gina.get(f"/event-streams/{s}")),
+        ("PATCH", f"/event-streams/{STREAM}"): lambda: refused(
+            gina.patch(f"/event-streams/{s}", json={"target": "mine.jsonl"})
+        ),
+        ("DELETE", f"/event-streams/{STREAM}"): lambda: refused(gina.delete(f"/event-streams/{s}")),
+        ("POST", f"/event-streams/{STREAM}/rotate-secret"): lambda: refused(
+            gina.post(f"/event-streams/{s}/rotate-secret")
+        ),
+        ("POST", f"/event-streams/{STREAM}/resume"): lambda: refused(
+            gina.post(f"/event-streams/{s}/resume")
+        ),
+        ("POST", f"/event-streams/{STREAM}/replay"): lambda: refused(
+            gina.post(f"/event-streams/{s}/replay", json={"from_audit_id": 1})
+        ),
     }
     routes = admin_routes(server)
     assert not routes - set(cases), f"admin routes without an isolation case: {routes - set(cases)}"

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from gateway.errors import TooManyRequests
-from gateway.throttle import LoginThrottle
+from gateway.identity.throttle import LoginThrottle
 from tests.helpers import (
     ADMIN_EMAIL,
     PASSWORD,

@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session
 
 from gateway.app import create_app
 from gateway.config import Settings, load_settings
-from gateway.db import make_engine
-from gateway.models import OAuthClient, SigningKey, utcnow
-from gateway.security import token_digest
-from gateway.signing import ADMIN_AUDIENCE, DECISIONS_AUDIENCE, KeyRing
+from gateway.db.models import OAuthClient, SigningKey, utcnow
+from gateway.db.session import make_engine
+from gateway.identity.security import token_digest
+from gateway.identity.signing import ADMIN_AUDIENCE, DECISIONS_AUDIENCE, KeyRing
 from tests.helpers import (
     ADMIN_EMAIL,
     LiveServer,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,12 +13,18 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from werkzeug.serving import make_server
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.logs import use_format
-from tests.helpers import LiveServer, create_workspaces, post_invitation, run_cli
+from tests.helpers import (
+    LiveServer,
+    close_app,
+    create_workspaces,
+    post_invitation,
+    run_cli,
+    serving,
+)
 from tests.smtp_support import REFUSAL, Mailbox, running_smtp
 
 
@@ -105,8 +110,8 @@ def test_the_queue_gauge_counts_unsent_messages(server: LiveServer) -> None:
 
 
 def database_revision(settings: Settings) -> int:
-    from gateway.db import make_engine, make_session_factory
-    from gateway.sync import committed_revision
+    from gateway.db.session import make_engine, make_session_factory
+    from gateway.replication.sync import committed_revision
 
     db = make_engine(settings.sqlalchemy_url)
     try:
@@ -176,29 +181,25 @@ def test_json_logs_carry_the_request_id_into_the_mail_task(
     # Built here, not by the server fixture: the format is set on the handlers of this
     # test's phase, which caplog.text writes through.
     app = create_app(replace(settings, log_format="json"))
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        live = LiveServer(f"http://127.0.0.1:{httpd.server_port}", app, settings, admin_password)
-        admin = live.admin()
-        create_workspaces(admin, "acme")
-        response = admin.post(
-            "/invitations",
-            json={
-                "email": "john@example.com",
-                "name": "John",
-                "roles": [{"workspace": "acme", "role": "viewer"}],
-            },
-            headers={"X-Request-ID": "req-ops-42"},
-        )
-        assert response.status_code == 201, response.text
+        with serving(app) as httpd:
+            live = LiveServer(
+                f"http://127.0.0.1:{httpd.server_port}", app, settings, admin_password
+            )
+            admin = live.admin()
+            create_workspaces(admin, "acme")
+            response = admin.post(
+                "/invitations",
+                json={
+                    "email": "john@example.com",
+                    "name": "John",
+                    "roles": [{"workspace": "acme", "role": "viewer"}],
+                },
+                headers={"X-Request-ID": "req-ops-42"},
+            )
+            assert response.status_code == 201, response.text
     finally:
-        httpd.shutdown()
-        thread.join(timeout=5)
-        if poller := app.extensions.get("ringfence_poller"):
-            poller.stop()
-        app.extensions["ringfence"].db.dispose()
+        close_app(app)
 
     lines = [json.loads(line) for line in caplog.text.splitlines() if line.strip()]
     assert lines and all(

@@ -14,8 +14,8 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.db import make_engine
-from gateway.models import OutboxMessage, TokenPurpose, UserToken, utcnow
+from gateway.db.models import OutboxMessage, TokenPurpose, UserToken, utcnow
+from gateway.db.session import make_engine
 from tests.helpers import (
     ADMIN_EMAIL,
     PASSWORD,

@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Settings, load_settings
+from gateway.web.state import gateway_state
 from tests.functional.test_sso import CALLBACK
 from tests.helpers import LiveServer, assert_problem, decision_headers
 from tests.oidc_provider import OidcProvider, running_provider
@@ -86,7 +87,7 @@ def flood(server: LiveServer, method: str, path: str, **kwargs: Any) -> None:
 def next_window(server: LiveServer) -> None:
     """Move this gateway's refusal sampler one window ahead (a real minute is too long
     for a test): what the next refusal of a source sees after the window passed."""
-    sampler = server.app.extensions["ringfence_refusals"]
+    sampler = gateway_state(server.app).refusals
     later = sampler.clock() + sampler.window + 1
     sampler.clock = lambda: later
 

@@ -29,7 +29,7 @@ JSON = {"Content-Type": "application/json"}
 DEEP_BODIES = {
     "arrays": b"[" * 100_000,
     "objects": b'{"a":' * 50_000,
-    # Small enough for the check lane (gateway.check_lane reads up to 8 KiB itself).
+    # Small enough for the check lane (gateway.web.check_lane reads up to 8 KiB itself).
     "lane-sized": b"[" * 8_000,
 }
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from gateway.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
-from gateway.rules import GrantKey, grant_rule
+from gateway.engine.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
+from gateway.engine.rules import GrantKey, grant_rule
 from tests.helpers import LiveServer, decision_headers, run_cli
 
 

@@ -77,6 +77,7 @@ def test_another_workspaces_people_answer_like_unknown_ids(server: LiveServer) -
         ("DELETE", f"/users/{USER_ROUTE}"): lambda u: gina.delete(f"/users/{u}"),
         ("POST", f"/users/{USER_ROUTE}/deactivate"): lambda u: gina.post(f"/users/{u}/deactivate"),
         ("POST", f"/users/{USER_ROUTE}/reactivate"): lambda u: gina.post(f"/users/{u}/reactivate"),
+        ("POST", f"/users/{USER_ROUTE}/mfa/reset"): lambda u: gina.post(f"/users/{u}/mfa/reset"),
         ("PUT", f"/users/{USER_ROUTE}/workspaces/<workspace>/roles"): lambda u: gina.put(
             f"/users/{u}/workspaces/globex/roles", json={"roles": ["viewer"]}
         ),
@@ -186,6 +187,7 @@ def test_the_console_walls_hold_with_other_workspaces_people(server: LiveServer)
 
     person = "/console/users/<int(max=2147483647):user_id>"
     calls: dict[tuple[str, str], Any] = {
+        ("GET", person): lambda u: gina.get(f"/console/users/{u}"),  # a person's page
         ("POST", f"{person}/deactivate"): lambda u: gina.post(f"/console/users/{u}/deactivate"),
         ("POST", f"{person}/reactivate"): lambda u: gina.post(f"/console/users/{u}/reactivate"),
         ("GET", f"{person}/remove"): lambda u: gina.get(f"/console/users/{u}/remove"),
@@ -212,4 +214,48 @@ def test_the_console_walls_hold_with_other_workspaces_people(server: LiveServer)
         unknown = gina.post(f"/console/invitations/{UNKNOWN_ID}/{action}")
         foreign = gina.post(f"/console/invitations/{acme_invite['id']}/{action}")
         assert foreign.status_code == unknown.status_code == 404, action
+    assert database_state(server) == before
+
+
+def test_another_workspaces_event_streams_answer_like_unknown_ids(server: LiveServer) -> None:
+    """Gina, admin of globex with her own stream, calls every stream route with the ids
+    of acme's stream and of the installation-wide one: each answer is the unknown id's."""
+    root = server.admin()
+    create_workspaces(root, "acme", "globex")
+    _, gina = invite_and_accept(server, root, "gina@example.com", "Gina", [("globex", "admin")])
+    body = {"name": "SIEM", "kind": "file", "event_types": ["*"]}
+    ids = {
+        where: root.post(
+            "/event-streams", json={**body, "workspace": where, "target": f"{name}.jsonl"}
+        ).json()["stream"]["id"]
+        for where, name in (("acme", "acme"), ("*", "all"))
+    }
+    own = gina.post("/event-streams", json={**body, "workspace": "globex", "target": "g.jsonl"})
+    assert own.status_code == 201, own.text
+    before = database_state(server)
+    stream = "<int(max=2147483647):stream_id>"
+    calls: dict[tuple[str, str], Any] = {
+        ("GET", f"/event-streams/{stream}"): lambda s: gina.get(f"/event-streams/{s}"),
+        ("PATCH", f"/event-streams/{stream}"): lambda s: gina.patch(
+            f"/event-streams/{s}", json={"name": "Mine"}
+        ),
+        ("DELETE", f"/event-streams/{stream}"): lambda s: gina.delete(f"/event-streams/{s}"),
+        ("POST", f"/event-streams/{stream}/rotate-secret"): lambda s: gina.post(
+            f"/event-streams/{s}/rotate-secret"
+        ),
+        ("POST", f"/event-streams/{stream}/resume"): lambda s: gina.post(
+            f"/event-streams/{s}/resume"
+        ),
+        ("POST", f"/event-streams/{stream}/replay"): lambda s: gina.post(
+            f"/event-streams/{s}/replay", json={"from_audit_id": 1}
+        ),
+    }
+    routes = api_routes_naming(server, stream)
+    assert routes == set(calls), f"stream routes without a wall case: {routes ^ set(calls)}"
+    for route, call in calls.items():
+        expected = answer(call(UNKNOWN_ID), UNKNOWN_ID)
+        assert expected[0] == 404, (route, expected)
+        for where, stream_id in ids.items():
+            assert answer(call(stream_id), stream_id) == expected, (route, where)
+    assert [s["id"] for s in gina.get("/event-streams").json()] == [own.json()["stream"]["id"]]
     assert database_state(server) == before

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,22 +22,23 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.signing import DECISIONS_AUDIENCE
+from gateway.identity.signing import DECISIONS_AUDIENCE
 from tests.cluster import through_proxy, wait_until
 from tests.helpers import (
     ADMIN_EMAIL,
     LiveServer,
     assert_problem,
     client_token,
+    close_app,
     create_client,
     create_workspaces,
     run_cli,
     sign_token,
 )
+from tests.helpers import serving as serving_wsgi
 from tests.tcp_proxy import TcpProxy
 
 # Far longer than any test: a token refused within a test was not forgotten by age.
@@ -72,17 +72,11 @@ def form(url: str, path: str, data: dict[str, str], **kwargs: Any) -> httpx.Resp
 def serving(app: Flask) -> Iterator[str]:
     """``app`` on a real HTTP socket on loopback (another gateway process's stand-in:
     its own engine, token cache and revision check); its URL."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
+        with serving_wsgi(app) as httpd:
+            yield f"http://127.0.0.1:{httpd.server_port}"
     finally:
-        httpd.shutdown()
-        thread.join(timeout=5)
-        if poller := app.extensions.get("ringfence_poller"):
-            poller.stop()
-        app.extensions["ringfence"].db.dispose()
+        close_app(app)
 
 
 def accepted(url: str, token: str) -> None:
@@ -299,7 +293,7 @@ def test_the_metadata_advertises_exactly_what_is_offered(server: LiveServer) -> 
             "client_secret_basic",
             "client_secret_post",
         ],
-        "scopes_supported": ["decisions:check", "tokens:introspect"],
+        "scopes_supported": ["decisions:check", "decisions:replicate", "tokens:introspect"],
         # No authorization endpoint: no response type at all (RFC 8414 requires the field).
         "response_types_supported": [],
     }

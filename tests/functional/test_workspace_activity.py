@@ -18,10 +18,11 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from gateway import activity
+from gateway.audit import activity
 from gateway.config import Settings
-from gateway.db import make_engine
-from gateway.models import User, UserStatus, Workspace, WorkspaceActivity, utcnow
+from gateway.db.models import User, UserStatus, Workspace, WorkspaceActivity, utcnow
+from gateway.db.session import make_engine
+from gateway.web.state import gateway_state
 from tests.cluster import Replica, wait_until
 from tests.console_support import Console, sign_in
 from tests.helpers import (
@@ -43,6 +44,13 @@ def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
     flush interval."""
     flush = getattr(request, "param", None)
     return settings if flush is None else replace(settings, activity_flush_seconds=flush)
+
+
+def flush(server: LiveServer) -> None:
+    """Write what the gateway's last-seen recorder holds, now (none when it is off)."""
+    recorder = gateway_state(server.app).activity
+    if recorder is not None:
+        recorder.flush()
 
 
 @pytest.fixture
@@ -114,7 +122,7 @@ def test_checks_then_a_flush_show_in_user_details(
     answer = post_decision(server, "/access/v1/evaluation", evaluation(f"user:{eve}", "globex"))
     assert answer.status_code == 200 and answer.json()["decision"] is True
     assert stored(server) == {}  # nothing written before the flush
-    activity.flush()
+    flush(server)
     after = utcnow()
 
     seen = last_seen(root, eve)
@@ -140,7 +148,7 @@ def test_a_later_time_wins_and_an_earlier_one_does_not_overwrite(
     set_stored(server, eve, "globex", past)
     post_check(server.client(), "eve@example.com", "acme", "documents", "read")
     post_check(server.client(), "eve@example.com", "globex", "documents", "read")
-    activity.flush()
+    flush(server)
 
     rows = stored(server)
     assert rows[(eve, "acme")] == future  # the stored later time stays
@@ -166,7 +174,7 @@ def test_denied_checks_count_for_known_people_and_unknown_ones_record_nothing(
         assert answer["allowed"] is False
     denied = post_decision(server, "/access/v1/evaluation", evaluation("ghost@example.com", "acme"))
     assert denied.status_code == 200 and denied.json()["decision"] is False
-    activity.flush()
+    flush(server)
 
     assert set(stored(server)) == {(eve, "acme"), (gina, "acme")}
 
@@ -180,7 +188,7 @@ def test_batch_evaluations_record_each_item(server: LiveServer, people: dict[str
     answers = post_decision(server, "/access/v1/evaluations", body)
     assert answers.status_code == 200
     assert [e["decision"] for e in answers.json()["evaluations"]] == [True, False]
-    activity.flush()
+    flush(server)
     assert set(stored(server)) == {(eve, "acme"), (gina, "acme")}
 
 
@@ -199,7 +207,7 @@ def test_searches_do_not_record(server: LiveServer, people: dict[str, int]) -> N
         response = post_decision(server, f"/pdp/acme/access/v1/search/{kind}", body)
         assert response.status_code == 200, response.text
         assert response.json()["results"], kind  # each found something: it did ask
-    activity.flush()
+    flush(server)
     assert stored(server) == {}
 
 
@@ -209,7 +217,7 @@ def test_an_admin_of_another_workspace_does_not_see_activity_there(
     eve = people["eve"]
     post_check(server.client(), "eve@example.com", "acme", "documents", "read")
     post_check(server.client(), "eve@example.com", "globex", "documents", "read")
-    activity.flush()
+    flush(server)
 
     gina = server.login("gina@example.com", PASSWORD)
     assert set(last_seen(gina, eve)) == {"globex"}
@@ -222,11 +230,11 @@ def test_an_admin_of_another_workspace_does_not_see_activity_there(
 def test_a_flush_interval_of_zero_records_nothing(
     server: LiveServer, people: dict[str, int]
 ) -> None:
-    assert activity.current() is None
+    assert gateway_state(server.app).activity is None
     assert post_check(server.client(), "eve@example.com", "acme", "documents", "read").json()[
         "allowed"
     ]
-    activity.flush()
+    flush(server)
     assert stored(server) == {}
     assert last_seen(server.admin(), people["eve"]) == {}
 
@@ -239,7 +247,7 @@ def test_removing_a_person_or_workspace_removes_their_activity(
     for subject in ("eve@example.com", "gina@example.com"):
         for workspace in ("acme", "globex"):
             post_check(server.client(), subject, workspace, "documents", "read")
-    activity.flush()
+    flush(server)
     assert len(stored(server)) == 4
 
     assert root.delete(f"/users/{gina}").status_code == 200
@@ -258,9 +266,9 @@ def test_pairs_of_people_removed_before_the_flush_are_skipped_not_fatal(
     post_check(server.client(), "eve@example.com", "acme", "documents", "read")
     assert root.delete(f"/users/{gina}").status_code == 200
     assert root.delete("/workspaces/acme").status_code == 200
-    activity.flush()  # gina's and acme's pairs: gone from the database, skipped
+    flush(server)  # gina's and acme's pairs: gone from the database, skipped
     assert set(stored(server)) == {(eve, "globex")}
-    recorder = activity.current()
+    recorder = gateway_state(server.app).activity
     assert recorder is not None and recorder.failures == 0
     assert recorder.written == 1  # eve in globex; the other two pairs were skipped
 
@@ -298,16 +306,16 @@ def test_a_failing_database_never_reaches_a_decision(
         assert post_check(server.client(), "eve@example.com", "acme", "documents", "read").json()[
             "allowed"
         ]
-        recorder = activity.current()
+        recorder = gateway_state(server.app).activity
         assert recorder is not None
-        activity.flush()  # logged, not raised
+        flush(server)  # logged, not raised
         assert recorder.failures == 1
         assert post_check(server.client(), "eve@example.com", "acme", "documents", "read").json()[
             "allowed"
         ]
         with db.begin() as connection:  # back: the kept pairs are written at the next flush
             connection.execute(text("ALTER TABLE activity_away RENAME TO workspace_activity"))
-        activity.flush()
+        flush(server)
         assert set(stored(server)) == {(people["eve"], "acme")}
     finally:
         db.dispose()
@@ -316,7 +324,7 @@ def test_a_failing_database_never_reaches_a_decision(
 def test_the_window_is_capped_and_drops_are_counted(
     server: LiveServer, people: dict[str, int]
 ) -> None:
-    recorder = activity.current()
+    recorder = gateway_state(server.app).activity
     assert recorder is not None
     recorder.max_pairs = 2
     for subject, workspace in [
@@ -327,7 +335,7 @@ def test_the_window_is_capped_and_drops_are_counted(
     ]:
         post_check(server.client(), subject, workspace, "documents", "read")
     assert recorder.dropped == 1
-    activity.flush()
+    flush(server)
     assert set(stored(server)) == {(people["eve"], "acme"), (people["eve"], "globex")}
 
 
@@ -335,7 +343,7 @@ def test_a_forked_worker_records_with_a_thread_of_its_own(
     server: LiveServer, people: dict[str, int]
 ) -> None:
     """gunicorn builds the app, then forks: the worker's writer thread must run."""
-    recorder = activity.current()
+    recorder = gateway_state(server.app).activity
     assert recorder is not None
     parent_thread = recorder._thread
     pid = os.fork()
@@ -361,7 +369,7 @@ def test_the_console_shows_last_activity_to_readers_of_the_workspace(
     eve = people["eve"]
     post_check(server.client(), "eve@example.com", "acme", "documents", "read")
     post_check(server.client(), "eve@example.com", "globex", "documents", "read")
-    activity.flush()
+    flush(server)
     seen = last_seen(server.admin(), eve)
     shown = {
         ws: datetime.fromisoformat(at).strftime("%Y-%m-%d %H:%M UTC") for ws, at in seen.items()

@@ -18,12 +18,12 @@ from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from gateway.audit_chain import GENESIS, read_jsonl
+from gateway.audit.chain import GENESIS, read_jsonl
 from gateway.config import Settings
-from gateway.db import alembic_config, make_engine, upgrade
-from gateway.engine import DecisionEngine
-from gateway.models import AuditChain, AuditEvent, utcnow
-from gateway.services.base import Actor, UnitOfWork
+from gateway.db.models import AuditChain, AuditEvent, utcnow
+from gateway.db.session import alembic_config, make_engine, upgrade
+from gateway.engine.engine import DecisionEngine
+from gateway.services.base import Actor, AuditTarget, UnitOfWork
 from tests.helpers import LiveServer, create_workspaces, run_cli
 
 
@@ -202,7 +202,10 @@ def test_concurrent_appends_do_not_fork_the_chain(server: LiveServer) -> None:
                     barrier.wait()
                     for i in range(each):
                         uow.record(
-                            Actor(None, f"writer {number}"), "test.append", "test", target_id=i
+                            Actor(None, f"writer {number}"),
+                            "test.append",
+                            AuditTarget.SETTINGS,
+                            target_id=i,
                         )
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
@@ -248,7 +251,7 @@ def test_the_migration_chains_events_written_before_it(settings: Settings) -> No
         # New events continue the same chain.
         with Session(db) as session:
             UnitOfWork(session, DecisionEngine(settings.model_path)).record(
-                Actor(None, "system"), "test.after", "test"
+                Actor(None, "system"), "test.after", AuditTarget.SETTINGS
             )
         assert "OK: 4 events verified" in verify(settings).output
         command.downgrade(alembic_config(db), "0003")
@@ -310,7 +313,7 @@ def test_retention_archives_old_events_and_the_chain_stays_verifiable(
 def run_cli_env(settings: Settings, *args: str) -> Any:
     from click.testing import CliRunner
 
-    from gateway.cli import main
+    from gateway.cli.main import main
     from tests.helpers import cli_env
 
     env = cli_env(settings)

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy.orm import Session as DbSession
 
 from gateway.config import Settings
-from gateway.db import make_engine
-from gateway.models import DeliveryStatus, OutboxMessage
+from gateway.db.models import DeliveryStatus, OutboxMessage
+from gateway.db.session import make_engine
 from mailer.delivery import current_ledger
 from mailer.tasks import deliver_message
 from tests.helpers import LiveServer, create_workspaces, invite

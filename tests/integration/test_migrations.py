@@ -9,8 +9,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from gateway.db import alembic_config, make_engine, upgrade
-from gateway.models import Base
+from gateway.db.models import Base
+from gateway.db.session import alembic_config, make_engine, upgrade
 from tests.helpers import full_width
 
 
@@ -39,8 +39,8 @@ def test_permission_rules_stored_before_the_owner_condition_keep_working(
     from sqlalchemy.orm import Session
 
     from gateway.config import Settings
-    from gateway.engine import DecisionEngine, SubjectChanged, WorkspaceAdded
-    from gateway.services import reload_engine
+    from gateway.engine.engine import DecisionEngine, SubjectChanged, WorkspaceAdded
+    from gateway.replication.loading import reload_engine
 
     engine = make_engine(database_url)
     try:
@@ -85,7 +85,7 @@ def test_upgrading_a_database_with_data_keeps_it_and_stops_reusing_ids(
     from sqlalchemy import func, select, text
     from sqlalchemy.orm import Session
 
-    from gateway.models import AppSetting, ReviewItemReviewer, User, utcnow
+    from gateway.db.models import AppSetting, ReviewItemReviewer, User, utcnow
 
     before_start, start, after_start = (f"2026-01-0{day} 00:00:00.000000" for day in (1, 2, 3))
     engine = make_engine(database_url)
@@ -317,5 +317,64 @@ def test_the_upgrade_refuses_when_two_accounts_would_share_an_address(
             "john.old@example.com",
             "ann@example.com",
         ]
+    finally:
+        engine.dispose()
+
+
+def test_directory_external_ids_become_unique_in_any_case_on_upgrade(
+    database_url: str,
+) -> None:
+    """0022: two directory users of one connection whose externalId differs only in case
+    stop the upgrade, which names them and changes nothing; once one is gone it goes
+    through, and the key is the lower-cased id."""
+    import pytest
+    from sqlalchemy import text
+
+    at = {"at": "2026-01-01 00:00:00.000000"}
+    engine = make_engine(database_url)
+    try:
+        command.upgrade(alembic_config(engine), "0021")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO workspaces (id, slug, name, created_at) "
+                    "VALUES (1, 'acme', 'Acme', :at)"
+                ),
+                at,
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO directory_connections (id, workspace_slug, name, token_hash, "
+                    "group_roles, created_by_name, created_at) "
+                    "VALUES (1, 'acme', 'Okta', :token, '{}', 'Ada', :at)"
+                ),
+                {**at, "token": "0" * 64},
+            )
+            for uid, external_id in ((1, "00uA"), (2, "00ua"), (3, None)):
+                connection.execute(
+                    text(
+                        "INSERT INTO directory_users (id, scim_id, connection_id, user_name, "
+                        "user_name_key, external_id, active, created_account, resource, "
+                        "version, created_at, updated_at) VALUES (:id, :scim, 1, :name, :name, "
+                        ":ext, true, false, '{}', 1, :at, :at)"
+                    ),
+                    {**at, "id": uid, "scim": f"s{uid}", "name": f"u{uid}", "ext": external_id},
+                )
+        with pytest.raises(RuntimeError) as refused:
+            upgrade(engine)
+        assert "differs only in case" in str(refused.value)
+        assert "connection 1: '00ua'" in str(refused.value)
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert version.scalar_one() == "0021"
+
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM directory_users WHERE id = 2"))
+        upgrade(engine)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT external_id, external_id_key FROM directory_users ORDER BY id")
+            ).all()
+        assert [tuple(row) for row in rows] == [("00uA", "00ua"), (None, None)]
     finally:
         engine.dispose()

@@ -1,4 +1,4 @@
-"""Start-up in bulk from PostgreSQL (``gateway.bulk_load``) gives the engine exactly the
+"""Start-up in bulk from PostgreSQL (``gateway.engine.bulk_load``) gives the engine exactly the
 state the row-by-row read gives: the same grants, role layer, malformed rules, people
 and workspaces, and so the same answers, on rules of every shape the table can hold."""
 
@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from gateway.bulk_load import read_snapshot
 from gateway.config import Settings
-from gateway.db import make_engine, upgrade
-from gateway.engine import DecisionEngine, Snapshot
-from gateway.models import CasbinRule, User, UserStatus, Workspace
-from gateway.services import read_snapshot_by_rows
+from gateway.db.models import CasbinRule, User, UserStatus, Workspace
+from gateway.db.session import make_engine, upgrade
+from gateway.engine.bulk_load import read_snapshot
+from gateway.engine.engine import DecisionEngine, Snapshot
+from gateway.replication.loading import read_snapshot_by_rows
 
 postgres_only = pytest.mark.parametrize(
     "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True

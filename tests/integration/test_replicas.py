@@ -16,7 +16,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,16 @@ import httpx
 import pytest
 
 from gateway.config import Settings
-from tests.cluster import REDIS_SERVER, RedisServer, Replica, through_proxy, wait_until
-from tests.helpers import ADMIN_EMAIL, assert_problem, run_cli
-from tests.tcp_proxy import TcpProxy
+from tests.cluster import (
+    OPS,
+    REDIS_SERVER,
+    Cluster,
+    Replica,
+    start_cluster,
+    stop_all,
+    wait_until,
+)
+from tests.helpers import assert_problem
 
 pytestmark = [
     pytest.mark.postgres,
@@ -36,47 +42,9 @@ pytestmark = [
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
 ]
 
-OPS = "ops@example.com"
-
 
 def check_body(subject: str) -> dict[str, str]:
     return {"subject": subject, "workspace": "acme", "resource": "users", "action": "read"}
-
-
-@dataclass
-class Cluster:
-    a: Replica
-    b: Replica
-    redis: RedisServer
-    redis_proxy: TcpProxy
-    db_proxy: TcpProxy
-    settings: Settings  # as the replicas see them (through the proxies)
-    token: str
-    ops_id: int
-
-    def admin(self, replica: Replica) -> httpx.Client:
-        return replica.client(self.token)
-
-    def check(self, replica: Replica, subject: str = OPS, **headers: str) -> httpx.Response:
-        with replica.client() as client:
-            return client.post(
-                "/v1/check",
-                json={
-                    "subject": subject,
-                    "workspace": "acme",
-                    "resource": "users",
-                    "action": "read",
-                },
-                headers=headers,
-            )
-
-    def set_ops_active(self, replica: Replica, active: bool) -> int:
-        """Deactivate or reactivate ops through ``replica``'s admin API; the revision."""
-        verb = "reactivate" if active else "deactivate"
-        with self.admin(replica) as admin:
-            response = admin.post(f"/users/{self.ops_id}/{verb}")
-        assert response.status_code == 200, response.text
-        return int(response.headers["X-Ringfence-Revision"])
 
 
 def metric(replica: Replica, name: str) -> float:
@@ -90,64 +58,16 @@ def metric(replica: Replica, name: str) -> float:
 def make_cluster(
     settings: Settings, admin_password: str, tmp_path: Path
 ) -> Iterator[Callable[..., Cluster]]:
+    """A :class:`tests.cluster.Cluster` maker (poll_seconds, wait_ms, replica settings)."""
     started: list[Any] = []
 
     def make(poll_seconds: float = 1.0, wait_ms: int = 200, **overrides: Any) -> Cluster:
-        created = run_cli(settings, "create-admin", "--email", OPS, "--name", "Ops")
-        assert created.exit_code == 0, created.output
-        redis_server = RedisServer(tmp_path / "redis").start()
-        started.append(redis_server)
-        redis_proxy = TcpProxy("127.0.0.1", redis_server.port)
-        url = settings.database_url
-        from sqlalchemy import make_url
-
-        db_proxy = TcpProxy(make_url(url).host or "127.0.0.1", make_url(url).port or 5432)
-        started.extend([redis_proxy, db_proxy])
-        replica_settings = replace(
-            settings,
-            database_url=through_proxy(url, db_proxy),
-            watcher_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
-            revision_poll_seconds=poll_seconds,
-            min_revision_wait_ms=wait_ms,
-            # Most checks here come from loopback without a service token; the database
-            # outage test also checks with tokens (remembered ones keep working).
-            decisions_allow_loopback=True,
-            **overrides,
-        )
-        a = Replica("a", replica_settings, tmp_path / "logs")
-        b = Replica("b", replica_settings, tmp_path / "logs")
-        started.extend([a, b])
-        for replica in (a, b):
-            replica.start(wait=False)
-        for replica in (a, b):
-            replica.wait_ready()
-            wait_until(lambda r=replica: r.ready()["watcher"] == "connected", "watcher")  # type: ignore[misc, index]
-        with a.client() as anonymous:
-            login = anonymous.post(
-                "/auth/login", json={"email": ADMIN_EMAIL, "password": admin_password}
-            )
-        assert login.status_code == 200, login.text
-        token = login.json()["access_token"]
-        with a.client(token) as admin:
-            created_ws = admin.post("/workspaces", json={"slug": "acme", "name": "Acme"})
-            assert created_ws.status_code == 201, created_ws.text
-            users = admin.get("/users", params={"q": "ops"}).json()
-        [ops] = [u for u in users if u["email"] == OPS]
-        # B has heard of all this (the workspace, ops' grants) before any test asks it.
-        committed = (a.ready() or {})["revision"]
-        wait_until(
-            lambda: (b.ready() or {}).get("revision", -1) >= committed, "B to catch up with A"
-        )
-        return Cluster(
-            a, b, redis_server, redis_proxy, db_proxy, replica_settings, token, ops["id"]
+        return start_cluster(
+            settings, admin_password, tmp_path, started, poll_seconds, wait_ms, **overrides
         )
 
     yield make
-    for thing in reversed(started):
-        if isinstance(thing, TcpProxy):
-            thing.close()
-        else:
-            thing.stop()
+    stop_all(started)
 
 
 def wait_for_answer(

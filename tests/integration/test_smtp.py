@@ -19,7 +19,8 @@ import mailer.delivery
 from gateway.config import Settings
 from gateway.notifier import InvitationNotice
 from gateway.notifier import TestOutcome as SendTestOutcome
-from mailer.celery_app import configure_celery, mail_config
+from mailer.celery_app import mail_config
+from mailer.configure import configure_celery
 from mailer.messages import render_invitation
 from mailer.notifier import CeleryNotifier
 from mailer.smtp_check import NO_SMTP_SERVER
@@ -411,6 +412,7 @@ def test_send_test_to_a_closed_port_says_no_smtp_server(tmp_path: Path) -> None:
             "smtp_port": port,
             "smtp_security": "none",
             "smtp_timeout": 2.0,
+            "smtp_test_connect_seconds": 0.5,  # every such outcome waits this long
         }
 
         outcome = CeleryNotifier().send_test("ops@example.org", transport)  # must not raise

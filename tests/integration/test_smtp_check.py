@@ -14,7 +14,6 @@ from aiosmtpd.controller import Controller
 
 from mailer.messages import render_test_message
 from mailer.smtp_check import (
-    CONNECT_SECONDS,
     NO_AUTH,
     NO_SMTP_SERVER,
     NO_STARTTLS,
@@ -32,6 +31,8 @@ from tests.peer_support import (
 from tests.smtp_support import DATA_REPLY, Logins, Mailbox, free_port, running_smtp
 
 MAIL_FROM = "Ringfence <no-reply@ringfence.test>"
+# The fixed time of every outcome before a peer shows it speaks SMTP (5 s by default).
+CONNECT_SECONDS = 1.5
 
 
 def config(port: int, **overrides: Any) -> dict[str, Any]:
@@ -42,6 +43,7 @@ def config(port: int, **overrides: Any) -> dict[str, Any]:
         "smtp_username": "",
         "smtp_password": "",
         "smtp_timeout": 60.0,  # the test's own timeouts apply, not this
+        "smtp_test_connect_seconds": CONNECT_SECONDS,
         "mail_from": MAIL_FROM,
         **overrides,
     }

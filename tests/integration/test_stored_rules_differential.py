@@ -19,7 +19,7 @@ from sqlalchemy import create_engine
 from sqlalchemy_adapter import Adapter
 
 from gateway.app import create_app
-from gateway.models import CasbinRule
+from gateway.db.models import CasbinRule
 from tests.helpers import (
     LiveServer,
     accept_invitation,

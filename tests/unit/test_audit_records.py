@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from gateway.audit_chain import GENESIS, HASHED_FIELDS, compute_hash, verify_records
-from gateway.decision_log import line
-from gateway.engine import Decision
+from gateway.audit.chain import GENESIS, HASHED_FIELDS, compute_hash, verify_records
+from gateway.audit.decision_log import line
+from gateway.engine.engine import Decision
 from gateway.errors import InvalidInput
 from gateway.services.audit import csv_cell, csv_value, decode_cursor, encode_cursor
 

@@ -3,28 +3,29 @@ defaults and semantics, owner-only permissions, the searches and their page toke
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import PROJECT_ROOT
-from gateway.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
+from gateway.engine.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
+from gateway.engine.rules import GrantKey, grant_rule, inheritance_rule, permission_rule
 from gateway.errors import BadRequest, PayloadTooLarge
-from gateway.policy import catalogue_actions
-from gateway.resource_directory import ResourceDirectory, load_resource_directory
-from gateway.rules import GrantKey, grant_rule, inheritance_rule, permission_rule
-from gateway.services.authzen import (
+from gateway.policy.validation import catalogue_actions
+from gateway.services.authzen.directories import Refinements, SubjectDirectory, load_refinements
+from gateway.services.authzen.paging import PageTokens
+from gateway.services.authzen.resources import ResourceDirectory, load_resource_directory
+from gateway.services.authzen.service import AuthZenService
+from gateway.services.authzen.wire import (
+    SEMANTICS,
     Action,
-    AuthZenService,
     Entity,
-    PageTokens,
-    Refinements,
-    SubjectDirectory,
+    TypedOptions,
     _Invalid,
-    load_refinements,
     parse_action,
     parse_action_in_steps,
     parse_entity,
@@ -32,6 +33,7 @@ from gateway.services.authzen import (
 )
 from gateway.services.decisions import DecisionService
 from tests.casbin_reference import MODEL
+from tests.helpers import AUTHZEN_POLICIES
 
 RICK, MORTY, BETH, GONE = 1, 2, 3, 4
 EMAILS = {
@@ -406,7 +408,7 @@ def test_action_search_reads_wildcards_as_the_catalogues_actions(engine: Decisio
 
 
 def test_the_shipped_catalogue_lists_actions_per_resource() -> None:
-    actions = catalogue_actions(PROJECT_ROOT / "policies")
+    actions = catalogue_actions(AUTHZEN_POLICIES)
     assert actions["record"] == {"delete", "read", "soft_delete", "write"}
     assert actions["legal_record"] == {"delete", "edit", "view"}
     assert catalogue_actions(PROJECT_ROOT / "no-such-folder") == {}
@@ -520,7 +522,7 @@ def test_refinements_refuse_what_they_cannot_mean(bad: Any) -> None:
 
 
 def test_the_shipped_refinements_load() -> None:
-    refinements = load_refinements(PROJECT_ROOT / "policies" / "authzen" / "refinements.yaml")
+    refinements = load_refinements(AUTHZEN_POLICIES / "authzen" / "refinements.yaml")
     archived = Entity("record", "record-2", {"status": "archived"})
     assert refinements.resource("certification", archived) == "archived_record"
     assert refinements.resource("acme", archived) == "record"
@@ -706,3 +708,121 @@ def test_entities_parse_inline_as_in_steps(value: Any, with_id: bool) -> None:
 )
 def test_actions_parse_inline_as_in_steps(value: Any) -> None:
     assert _outcome(parse_action, value) == _outcome(parse_action_in_steps, value)
+
+
+# -- batches in JSON at engine speed (evaluate_many_json) --------------------------------
+
+_subject_ids = st.sampled_from(["morty", "beth", "opaque-rick", "rick@citadel.test", "user:2", "x"])
+_entity_values = st.one_of(
+    st.builds(
+        _body,
+        type=st.one_of(
+            st.sampled_from(["user", "USER", "identity", "group", "todo", ""]), _missing
+        ),
+        id=st.one_of(_subject_ids, st.integers(), _missing),
+        properties=st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "workspace": st.sampled_from(["todo", "other", "", 3]),
+                    "ownerID": st.sampled_from(["morty", "beth", "", 5]),
+                },
+            ),
+            st.just([]),
+            _missing,
+        ),
+    ),
+    st.none(),
+    st.just("user"),
+)
+_action_values = st.one_of(
+    st.builds(
+        _body,
+        name=st.one_of(st.sampled_from(["read", "UPDATE", "create", "delete", ""]), _missing),
+        properties=st.one_of(st.none(), st.just({"deep": True}), _missing),
+    ),
+    st.none(),
+)
+_parts = {
+    "subject": st.one_of(_entity_values, _missing),
+    "action": st.one_of(_action_values, _missing),
+    "resource": st.one_of(_entity_values, _missing),
+    "context": st.one_of(st.none(), st.just({"x": 1}), st.just(2), _missing),
+}
+
+
+@given(
+    defaults=st.fixed_dictionaries(_parts),
+    items=st.lists(st.one_of(st.fixed_dictionaries(_parts).map(lambda d: _body(**d)), st.just(1))),
+    options=st.one_of(
+        _missing,
+        st.none(),
+        st.builds(
+            _body,
+            evaluations_semantic=st.one_of(st.sampled_from([*SEMANTICS, None, "first"]), _missing),
+            explain=st.one_of(st.booleans(), st.just("yes"), _missing),
+        ),
+    ),
+    scope=st.sampled_from([None, "todo", "other"]),
+    refined=st.booleans(),
+)
+# The engine is only read: one for every example.
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_batches_in_json_answer_as_the_batch_path(
+    engine: DecisionEngine,
+    defaults: dict[str, Any],
+    items: list[Any],
+    options: Any,
+    scope: str | None,
+    refined: bool,
+) -> None:
+    """The typed batch path (JSON in, JSON out) answers exactly what evaluate_many answers,
+    as Flask writes it, or declines (None) and leaves the request to it: then only for
+    what it does not take (an invalid part, explain, too many items, no items)."""
+    authzen = service(
+        engine, refinements=Refinements.from_mapping(REFINEMENTS) if refined else None
+    )
+    body = {**_body(**defaults), "evaluations": items, **_body(options=options)}
+    fast = authzen.evaluate_many_json(json.dumps(body).encode(), scope)
+    try:
+        expected: Any = authzen.evaluate_many(body, scope)
+    except (BadRequest, PayloadTooLarge) as refused:
+        assert fast is None, refused
+        return
+    if fast is None:
+        return
+    assert (
+        fast.body == (json.dumps(expected, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    )
+    allowed = sum(answer["decision"] for answer in expected["evaluations"])
+    assert (fast.allowed, fast.denied) == (allowed, len(expected["evaluations"]) - allowed)
+
+
+def test_the_usual_batches_take_the_typed_path(authzen: AuthZenService) -> None:
+    items = [
+        question(subject, action) for subject in ("morty", "beth") for action in ("read", "update")
+    ]
+    for body, scope in (
+        ({"evaluations": items}, "todo"),
+        ({**question("morty"), "evaluations": [{}, {"action": {"name": "create"}}]}, "todo"),
+        ({"evaluations": [question(workspace="todo"), question(workspace="nope")]}, None),
+        ({"evaluations": [question("rick@citadel.test", "update", owner="morty")]}, "todo"),
+        ({"evaluations": items, "options": {"evaluations_semantic": "deny_on_first_deny"}}, "todo"),
+    ):
+        fast = authzen.evaluate_many_json(json.dumps(body).encode(), scope)
+        assert fast is not None, body
+        assert json.loads(fast.body) == authzen.evaluate_many(body, scope)
+    # Anything else is left to evaluate_many: not JSON, too deep, explain, too many.
+    for raw in (
+        b"{",
+        b'{"evaluations": [' + b"[" * 5000 + b"]" * 5000 + b"]}",
+        json.dumps({"evaluations": items, "options": {"explain": True}}).encode(),
+        json.dumps({"evaluations": [question()] * 6}).encode(),
+        json.dumps({"evaluations": [{**question(), "subject": None}]}).encode(),
+    ):
+        assert authzen.evaluate_many_json(raw, "todo") is None
+
+
+def test_the_typed_batch_knows_the_semantics() -> None:
+    assert get_args(get_type_hints(TypedOptions)["evaluations_semantic"]) == SEMANTICS

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from gateway import sync
 from gateway.config import PROJECT_ROOT, Settings
+from gateway.replication import sync
 
 DEPLOY = PROJECT_ROOT / "deploy"
 

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from gateway.emails import fold_email, normalise_email
 from gateway.errors import TooManyRequests
-from gateway.services.authzen import SubjectDirectory
-from gateway.throttle import LoginThrottle
+from gateway.identity.throttle import LoginThrottle
+from gateway.services.authzen.directories import SubjectDirectory
 from tests.helpers import full_width
 
 JOHN = "john@example.com"

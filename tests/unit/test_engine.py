@@ -10,7 +10,7 @@ from typing import Any
 import casbin
 import pytest
 
-from gateway.engine import (
+from gateway.engine.engine import (
     Decision,
     DecisionEngine,
     RuleAdded,
@@ -20,7 +20,7 @@ from gateway.engine import (
     WorkspaceAdded,
     WorkspaceRemoved,
 )
-from gateway.rules import GrantKey, Rule, grant_rule, inheritance_rule, permission_rule
+from gateway.engine.rules import GrantKey, Rule, grant_rule, inheritance_rule, permission_rule
 from gateway.services.decisions import DecisionService
 from tests.casbin_reference import MODEL, reference
 
@@ -605,7 +605,7 @@ def test_the_memo_is_empty_before_a_writer_changes_anything(
 def test_the_memo_is_bounded_and_keeps_only_ordinary_answers(
     engine: DecisionEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.engine.MAX_REMEMBERED", 8)
+    monkeypatch.setattr("gateway.engine.engine.MAX_REMEMBERED", 8)
     for n in range(100):
         engine.check(JOHN, "acme", f"resource-{n}", "read")
         assert len(engine._remembered) <= 8

@@ -1,4 +1,4 @@
-"""The in-memory expiry schedule of time-limited grants (gateway.expiry), on a real
+"""The in-memory expiry schedule of time-limited grants (gateway.engine.expiry), on a real
 decision engine: ended grants stop counting at their end time, and a grant removed and
 given again does not inherit an old end time."""
 
@@ -7,9 +7,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from gateway.config import Settings
-from gateway.engine import DecisionEngine, RuleAdded, RuleRemoved, SubjectChanged, WorkspaceAdded
-from gateway.expiry import ExpirySchedule, expire_due, schedule_for
-from gateway.rules import GrantKey, Rule, grant_rule, permission_rule
+from gateway.engine.engine import (
+    DecisionEngine,
+    RuleAdded,
+    RuleRemoved,
+    SubjectChanged,
+    WorkspaceAdded,
+)
+from gateway.engine.expiry import ExpirySchedule, expire_due, schedule_for
+from gateway.engine.rules import GrantKey, Rule, grant_rule, permission_rule
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.accept_page import install_log_redaction
+from gateway.web.accept_page import install_log_redaction
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from mailer.celery_app import (
     REMINDER_SCHEDULE,
     SWEEP_SCHEDULE,
     celery_app,
-    configure_celery,
     mail_config,
 )
+from mailer.configure import configure_celery
 from mailer.delivery import DeliveryLedger, current_ledger
 from mailer.messages import render_invitation, render_notice, render_reminder
 from mailer.notifier import CeleryNotifier

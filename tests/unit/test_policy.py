@@ -10,19 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.engine.rules import Rule
 from gateway.errors import PolicyInvalid
-from gateway.permissions import Permission
-from gateway.policy import (
-    PolicyProblem,
-    PolicySet,
+from gateway.policy.testing import (
     PolicyTestCase,
-    RoleDefinition,
     format_results,
-    load_policies,
     load_policy_tests,
     run_policy_tests,
 )
-from gateway.rules import Rule
+from gateway.policy.validation import PolicyProblem, PolicySet, RoleDefinition, load_policies
+from gateway.services.permissions import Permission
+from tests.helpers import AUTHZEN_POLICIES
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
@@ -82,9 +80,22 @@ def test_shipped_policies_load() -> None:
     assert policy.roles["superadmin"].permissions == ("*",)
 
 
-def test_shipped_policy_tests_pass() -> None:
+def test_the_default_policy_holds_only_the_products_roles() -> None:
+    """Every installation applies policies/ and the console lists it: no test suite's or
+    example's roles (the AuthZEN scenarios' are in tests/conformance/authzen/policies)."""
     policy = load_policies(POLICIES)
-    cases = load_policy_tests(POLICIES, policy)
+    assert set(policy.roles) == {"viewer", "editor", "admin", "owner", "superadmin"}
+    assert {role.source for role in policy.roles.values()} == {"roles.yaml"}
+    assert sorted(path.name for path in POLICIES.glob("*.yaml")) == [
+        "permissions.yaml",
+        "roles.yaml",
+    ]
+
+
+@pytest.mark.parametrize("directory", [POLICIES, AUTHZEN_POLICIES], ids=["product", "authzen"])
+def test_shipped_policy_tests_pass(directory: Path) -> None:
+    policy = load_policies(directory)
+    cases = load_policy_tests(directory, policy)
     assert len(cases) > 20
     results = run_policy_tests(policy, cases, MODEL)
     report = format_results(results)
@@ -109,10 +120,14 @@ def test_default_roles_grant_what_the_design_says() -> None:
         "users:read",
         "users:invite",
         "users:deactivate",
+        "users:reset_mfa",
         "role_management:read",
         "role_management:write",
+        "role_management:define",
         "audit:read",
+        "directory:manage",
         "documents:delete",
+        "event_streams:write",
         "reviews:read",
         "reviews:write",
     }

@@ -1,4 +1,4 @@
-"""The refusal sampler (gateway/refusals.py): one event per source and window with the
+"""The refusal sampler (gateway/audit/refusals.py): one event per source and window with the
 count since the previous one, bounded memory, and no free text in what it lets through."""
 
 from __future__ import annotations
@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway import metrics
-from gateway.errors import InsufficientScope, InvalidToken, Unauthorized
-from gateway.refusals import (
+from gateway.audit.refusals import (
     OTHER_SOURCES,
     RefusalSampler,
     category,
@@ -15,6 +14,7 @@ from gateway.refusals import (
     source_key,
     with_reason,
 )
+from gateway.errors import InsufficientScope, InvalidToken, Unauthorized
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""The pure grant ↔ Casbin rule translation of ``gateway.rules``: no database, no Casbin."""
+"""The pure grant ↔ Casbin rule translation of ``gateway.engine.rules``: no database, no Casbin."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.rules import (
+from gateway.engine.rules import (
     ALL_WORKSPACES,
     GrantKey,
     Rule,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
-from gateway.rules import GrantKey, grant_rule, permission_rule
+from gateway.engine.engine import DecisionEngine, RuleAdded, SubjectChanged, WorkspaceAdded
+from gateway.engine.rules import GrantKey, grant_rule, permission_rule
 from gateway.services.decisions import DecisionService
 from tests.casbin_reference import MODEL
 from tests.helpers import full_width

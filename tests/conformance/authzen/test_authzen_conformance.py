@@ -16,7 +16,17 @@ import httpx
 import pytest
 
 from gateway.config import Settings
-from tests.helpers import ADMIN_EMAIL, LiveServer, create_workspaces, onboard, post_decision
+from tests.helpers import (
+    ADMIN_EMAIL,
+    AUTHZEN_POLICIES,
+    LiveServer,
+    create_workspaces,
+    onboard,
+    post_decision,
+)
+
+# The scenarios' roles (policies/ here: the product's roles and the scenarios').
+pytestmark = pytest.mark.policies_dir(AUTHZEN_POLICIES)
 
 DATA = Path(__file__).parent
 TODO_USERS: dict[str, dict[str, Any]] = json.loads((DATA / "todo/users.json").read_text())
@@ -67,7 +77,8 @@ def resource_directory() -> list[dict[str, Any]]:
 def settings(settings: Settings, tmp_path: Path) -> Settings:
     """The project's settings with the scenarios' subject directory (the Todo
     directory as published, the certification and search scenarios' names), their
-    resource directory, and the refinements they need (policies/authzen/refinements.yaml)."""
+    resource directory, and the refinements they need (policies/authzen/refinements.yaml
+    here)."""
     subjects = {
         **TODO_USERS,
         **{name: email for name, (email, _) in CERTIFICATION_PEOPLE.items()},
@@ -246,7 +257,8 @@ def test_certification_cases(server: LiveServer) -> None:
 
 def search_roles(user: dict[str, str]) -> list[tuple[str, str]]:
     """The search scenario's person as grants in the workspace ``search``
-    (policies/search.yaml): managers manage their department, others are its members."""
+    (policies/search.yaml here): managers manage their department, others are its
+    members."""
     manager = user["role"] == "manager"
     department = user["department"].lower()
     roles = [

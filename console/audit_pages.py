@@ -1,0 +1,50 @@
+"""The audit trail made readable (console/views.py has the page): each change in words
+(``gateway.services.audit_words``), the filter's actions from the service, and the
+export of what the filters show, as the API's ``GET /audit/export`` streams it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from marshmallow import ValidationError
+
+from admin_api.audit import EXPORT_TYPES, _closing
+from admin_api.schemas import AuditExportQuerySchema
+from console.views import AUDIT_FIELDS, _field_errors, bp, viewer
+from gateway.errors import InvalidInput
+from gateway.services.audit import AuditFilter, csv_lines, jsonl_lines
+from gateway.services.audit_words import describe
+from gateway.web.http import services
+
+
+@bp.context_processor
+def _audit_words() -> dict[str, Any]:
+    return {
+        "describe": describe,
+        # Asked only by the audit page's template.
+        "audit_actions": lambda: _with_families(services().audit.actions(viewer().actor)),
+    }
+
+
+def _with_families(actions: tuple[str, ...]) -> list[str]:
+    """Each family ("grant", which the filter takes for every grant.*), then the actions."""
+    return sorted({a.split(".")[0] for a in actions if "." in a}) + list(actions)
+
+
+@bp.get("/audit/export")
+def audit_export() -> Response:
+    """The events the audit page's filters select, oldest first, as CSV or JSON Lines."""
+    raw = {k: request.args[k] for k in (*AUDIT_FIELDS, "format") if request.args.get(k)}
+    try:
+        query = AuditExportQuerySchema().load(raw)
+    except ValidationError as exc:
+        raise InvalidInput("Those filters are not valid", errors=_field_errors(exc)) from exc
+    kind = query.pop("format")
+    records = services().audit.export(viewer().actor, AuditFilter(**query))
+    lines = jsonl_lines(records) if kind == "jsonl" else csv_lines(records)
+    return Response(
+        _closing(lines, services().session),
+        mimetype=EXPORT_TYPES[kind],
+        headers={"Content-Disposition": f'attachment; filename="audit.{kind}"'},
+    )

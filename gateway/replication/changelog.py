@@ -1,0 +1,169 @@
+"""The change log: each revision's engine changes as plain JSON, stored in
+``policy_changes`` in the revision's own transaction, so that replicas can apply the
+revisions they missed in order instead of reloading everything.
+
+The encoding is a list of objects with a ``type`` and the change's fields; decoding is
+strict (an unknown type raises), and a replica that cannot decode a revision reloads.
+Besides the engine's changes a revision may carry the end times of grants' rules
+(``expiry``) and the mark that it ended service tokens (``tokens_ended``: a client deleted,
+a token revoked, a key retired), on which every replica forgets the tokens it remembers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from gateway.db.models import PolicyChange
+from gateway.engine.engine import (
+    Change,
+    RuleAdded,
+    RuleRemoved,
+    SubjectChanged,
+    SubjectRemoved,
+    WorkspaceAdded,
+    WorkspaceRemoved,
+)
+from gateway.engine.rules import Rule
+
+# How many revisions the log keeps; a replica further behind reloads in full.
+KEEP_REVISIONS = 10_000
+# Pruning runs in one of this many revisions' transactions (cheap, and never in a hot loop).
+PRUNE_EVERY = 100
+
+
+def encode_change(change: Change) -> dict[str, Any]:
+    match change:
+        case RuleAdded(rule):
+            return {"type": "rule_added", "ptype": rule.ptype, "values": list(rule.values)}
+        case RuleRemoved(rule):
+            return {"type": "rule_removed", "ptype": rule.ptype, "values": list(rule.values)}
+        case SubjectChanged(user_id, email, active):
+            return {"type": "subject_changed", "user_id": user_id, "email": email, "active": active}
+        case SubjectRemoved(user_id, email):
+            return {"type": "subject_removed", "user_id": user_id, "email": email}
+        case WorkspaceAdded(slug):
+            return {"type": "workspace_added", "slug": slug}
+        case WorkspaceRemoved(slug):
+            return {"type": "workspace_removed", "slug": slug}
+    raise TypeError(f"not an engine change: {change!r}")
+
+
+def decode_change(data: dict[str, Any]) -> Change:
+    kind = data["type"]
+    if kind in ("rule_added", "rule_removed"):
+        rule = Rule(str(data["ptype"]), tuple(str(v) for v in data["values"]))
+        return RuleAdded(rule) if kind == "rule_added" else RuleRemoved(rule)
+    if kind == "subject_changed":
+        return SubjectChanged(int(data["user_id"]), str(data["email"]), bool(data["active"]))
+    if kind == "subject_removed":
+        return SubjectRemoved(int(data["user_id"]), str(data["email"]))
+    if kind == "workspace_added":
+        return WorkspaceAdded(str(data["slug"]))
+    if kind == "workspace_removed":
+        return WorkspaceRemoved(str(data["slug"]))
+    raise ValueError(f"unknown change type {kind!r}")
+
+
+Expiry = tuple[Rule, datetime | None]
+TOKENS_ENDED = "tokens_ended"
+# Entries that are not engine changes.
+_NOT_CHANGES = frozenset({"expiry", TOKENS_ENDED})
+
+
+class Logged(NamedTuple):
+    """One revision as the log holds it."""
+
+    revision: int
+    changes: list[Change]
+    expiries: list[Expiry]
+    tokens_ended: bool
+
+
+def encode(
+    changes: Iterable[Change], expiries: Iterable[Expiry] = (), tokens_ended: bool = False
+) -> list[dict[str, Any]]:
+    """The changes, then the end times the revision gave to grants' rules (the in-memory
+    expiry schedule of every replica needs them, see gateway/engine/expiry.py), then whether it
+    ended service tokens (every replica's decision token cache must hear of it)."""
+    entries = [encode_change(c) for c in changes]
+    for rule, at in expiries:
+        entries.append(
+            {
+                "type": "expiry",
+                "ptype": rule.ptype,
+                "values": list(rule.values),
+                "at": None if at is None else at.isoformat(),
+            }
+        )
+    if tokens_ended:
+        entries.append({"type": TOKENS_ENDED})
+    return entries
+
+
+def decode(data: Sequence[dict[str, Any]]) -> list[Change]:
+    return [decode_change(d) for d in data if d["type"] not in _NOT_CHANGES]
+
+
+def decode_tokens_ended(data: Sequence[dict[str, Any]]) -> bool:
+    return any(d["type"] == TOKENS_ENDED for d in data)
+
+
+def decode_expiries(data: Sequence[dict[str, Any]]) -> list[Expiry]:
+    return [
+        (
+            Rule(str(d["ptype"]), tuple(str(v) for v in d["values"])),
+            None if d["at"] is None else datetime.fromisoformat(d["at"]),
+        )
+        for d in data
+        if d["type"] == "expiry"
+    ]
+
+
+def record(
+    session: Session,
+    revision: int,
+    changes: Sequence[Change],
+    expiries: Sequence[Expiry] = (),
+    tokens_ended: bool = False,
+) -> None:
+    """Add ``revision``'s changes to the log in the caller's transaction (every revision
+    gets a row, even an empty one, so that a missing row always means "pruned")."""
+    session.add(PolicyChange(revision=revision, changes=encode(changes, expiries, tokens_ended)))
+    if revision % PRUNE_EVERY == 0 and revision > KEEP_REVISIONS:
+        oldest_kept = revision - KEEP_REVISIONS
+        session.execute(delete(PolicyChange).where(PolicyChange.revision <= oldest_kept))
+
+
+def read_after(session: Session, after: int, upto: int | None = None) -> list[Logged] | None:
+    """Revisions ``after+1 .. upto`` (every logged one when ``upto`` is None) with their
+    changes, in order; None if one is missing from the log (pruned, or written before
+    the log existed) or cannot be decoded.
+
+    Revisions commit in order (the revision bump holds the ``policy_state`` row lock
+    until commit), so when revision N is visible, every revision before it is too."""
+    if upto is not None and upto <= after:
+        return []
+    query = select(PolicyChange.revision, PolicyChange.changes).where(PolicyChange.revision > after)
+    if upto is not None:
+        query = query.where(PolicyChange.revision <= upto)
+    rows = session.execute(query.order_by(PolicyChange.revision)).all()
+    last = upto if upto is not None else after + len(rows)
+    if [row[0] for row in rows] != list(range(after + 1, last + 1)):
+        return None
+    try:
+        return [
+            Logged(
+                int(revision),
+                decode(payload),
+                decode_expiries(payload),
+                decode_tokens_ended(payload),
+            )
+            for revision, payload in rows
+        ]
+    except (KeyError, TypeError, ValueError):
+        return None

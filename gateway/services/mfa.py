@@ -1,0 +1,468 @@
+"""Multi-factor authentication: a person's authenticator app (TOTP, RFC 6238) and one-time
+recovery codes, and the second step of signing in.
+
+Enrolment: the person asks for a secret (shown once, with its otpauth:// URI for a QR
+code; stored sealed with the secret key), and a first code from the app confirms it;
+confirming makes ten recovery codes, shown once and stored hashed. From then on a right
+password answers ``mfa-required`` with a single-use ticket (gateway.services.auth) and
+:meth:`MfaService.verify` turns ticket and code into a session. A TOTP code is accepted
+once (the factor remembers the last time step used), guesses are throttled per person
+and per client like passwords, and everything is audited, never a secret or a code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway.config import MFA_POLICIES, Settings
+from gateway.db.models import (
+    AuthSession,
+    MfaFactor,
+    MfaRecoveryCode,
+    TokenPurpose,
+    User,
+    UserStatus,
+    UserToken,
+    Workspace,
+    utcnow,
+)
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidMfaCode,
+    TooManyRequests,
+    Unauthorized,
+)
+from gateway.identity import totp
+from gateway.identity.security import seal, token_digest, unseal
+from gateway.services.auth import AuthService, IssuedToken, claim_user_token
+from gateway.services.base import Actor, AuditTarget, Authorizer, UnitOfWork, self_actor
+from gateway.services.permissions import Permission
+from gateway.services.users import UserService
+from gateway.services.workspaces import WorkspaceService
+
+TOTP = "totp"
+# "admins" in RINGFENCE_MFA_REQUIRED: whoever may change something in Ringfence.
+ADMIN_PERMISSIONS = tuple(p for p in Permission if not p.value.endswith(":read"))
+ISSUER = "Ringfence"
+EXPIRED = "The sign-in has expired or is not valid; sign in again"
+WRONG_CODE = "The code is not valid, or was used already"
+
+
+@dataclass(frozen=True)
+class MfaStatus:
+    totp: bool  # an authenticator app is confirmed
+    totp_enrolled_at: datetime | None
+    pending: bool  # an enrolment waits for its first code
+    recovery_codes_left: int
+
+
+@dataclass(frozen=True)
+class WorkspacePolicy:
+    workspace: str
+    required: str  # the workspace's own: off | admins | everyone
+    installation: str  # RINGFENCE_MFA_REQUIRED, which applies as well
+
+
+@dataclass(frozen=True)
+class TotpEnrolment:
+    secret: str
+    otpauth_uri: str
+
+
+@dataclass(frozen=True)
+class RecoveryCodes:
+    recovery_codes: list[str]
+
+
+class MfaService:
+    def __init__(
+        self,
+        session: Session,
+        settings: Settings,
+        auth: AuthService,
+        uow: UnitOfWork,
+        users: UserService,
+        authorizer: Authorizer,
+        workspaces: WorkspaceService,
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.auth = auth
+        self.throttle = auth.throttle
+        self.uow = uow
+        self.users = users
+        self.authorizer = authorizer
+        self.workspaces = workspaces
+
+    # -- the installation's policy (RINGFENCE_MFA_REQUIRED) -----------------------------
+
+    def must_enrol(self, user: User) -> bool:
+        """Whether a policy asks ``user`` for a second factor: the installation's, or that
+        of a workspace where they have a role; ``everyone``, or ``admins``: holders of any
+        of the gateway's own permissions other than ``:read`` ones (the installation's:
+        in any of their workspaces; a workspace's: in that one)."""
+        slugs = {grant.workspace_slug for grant in user.grants}
+        policies = dict.fromkeys(slugs, self.settings.mfa_required)
+        if self.settings.mfa_required == "everyone":
+            return True
+        if slugs:
+            for slug, policy in self.session.execute(
+                select(Workspace.slug, Workspace.mfa_required).where(Workspace.slug.in_(slugs))
+            ):
+                if policy == "everyone":
+                    return True
+                if policy == "admins":
+                    policies[slug] = "admins"
+        actor = Actor(user.id, user.name)
+        return any(
+            self.authorizer.can(actor, permission, slug)
+            for slug, policy in policies.items()
+            if policy == "admins"
+            for permission in ADMIN_PERMISSIONS
+        )
+
+    def workspace_policy(self, actor: Actor, slug: str) -> WorkspacePolicy:
+        workspace = self.workspaces.get(actor, slug)  # NotFound where they may not read
+        return WorkspacePolicy(slug, workspace.mfa_required, self.settings.mfa_required)
+
+    def set_workspace_policy(self, actor: Actor, slug: str, required: str) -> WorkspacePolicy:
+        """Who of the workspace's members must use a second factor; needs
+        ``settings:write`` there. Takes effect at each member's next sign-in."""
+        workspace = self.workspaces.get(actor, slug)
+        self.authorizer.require(actor, Permission.SETTINGS_WRITE, slug)
+        if required not in MFA_POLICIES:
+            raise InvalidInput(
+                "Use off, admins or everyone", errors={"required": ["Use off, admins or everyone"]}
+            )
+        before = workspace.mfa_required
+        with self.uow.events_only(actor) as changes:
+            workspace.mfa_required = required
+            changes.audit(
+                "workspace.mfa_policy_changed",
+                AuditTarget.WORKSPACE,
+                slug,
+                workspace.name,
+                slug,
+                before={"mfa_required": before},
+                after={"mfa_required": required},
+            )
+        return self.workspace_policy(actor, slug)
+
+    # -- the person's own factors -------------------------------------------------------
+
+    def status(self, user_id: int) -> MfaStatus:
+        factor = self._factor(user_id)
+        confirmed = factor is not None and factor.confirmed_at is not None
+        return MfaStatus(
+            totp=confirmed,
+            totp_enrolled_at=factor.confirmed_at if factor else None,
+            pending=factor is not None and not confirmed,
+            recovery_codes_left=self._codes_left(user_id),
+        )
+
+    def begin_totp(self, actor: Actor) -> TotpEnrolment:
+        """A new secret for the caller's authenticator app, to be confirmed by a code.
+        An unconfirmed enrolment is replaced; a confirmed one must be removed first."""
+        user = self._user(actor)
+        factor = self._factor(user.id)
+        if factor is not None and factor.confirmed_at is not None:
+            raise Conflict("An authenticator app is set up already; remove it first")
+        secret = totp.new_secret()
+        sealed = seal(self.settings.secret_key, {"secret": secret})
+        try:
+            with self.uow.events_only(actor) as changes:
+                if factor is None:
+                    self.session.add(MfaFactor(user_id=user.id, kind=TOTP, sealed_secret=sealed))
+                else:
+                    factor.sealed_secret, factor.last_step = sealed, None
+                changes.audit(
+                    "mfa.enrolment_started",
+                    AuditTarget.USER,
+                    user.id,
+                    user.name,
+                    after={"kind": TOTP},
+                )
+        except IntegrityError as exc:
+            # Two enrolments started at the same moment (two tabs, a double click): the
+            # person's one factor row is the other's; this one changed nothing.
+            raise Conflict(
+                "Another enrolment was started at the same moment; use that one, or start again"
+            ) from exc
+        return TotpEnrolment(secret, totp.provisioning_uri(secret, user.email, ISSUER))
+
+    def pending_enrolment(self, actor: Actor) -> TotpEnrolment | None:
+        """The enrolment waiting for its first code, to show again (a console page after
+        a mistyped code); None once confirmed: from then on the secret is never shown."""
+        user = self._user(actor)
+        factor = self._factor(user.id)
+        if factor is None or factor.confirmed_at is not None:
+            return None
+        secret = self._secret(factor)
+        return TotpEnrolment(secret, totp.provisioning_uri(secret, user.email, ISSUER))
+
+    def confirm_totp(self, actor: Actor, code: str) -> RecoveryCodes:
+        """Turn the waiting enrolment on with a first code; the answer holds the recovery
+        codes, the only time they are shown."""
+        user = self._user(actor)
+        factor = self._factor(user.id)
+        if factor is None or factor.confirmed_at is not None:
+            raise Conflict("No enrolment is waiting for a code; start one first")
+        step = self._checked_step(actor, user, factor, code)
+        now = utcnow()
+        with self.uow.events_only(actor) as changes:
+            factor.confirmed_at, factor.last_step, factor.last_used_at = now, step, now
+            codes = self._new_recovery_codes(user.id)
+            # Sessions good only for enrolling become whole: the factor is proven.
+            self.session.execute(
+                update(AuthSession)
+                .where(AuthSession.user_id == user.id, AuthSession.mfa_pending.is_(True))
+                .values(mfa_pending=False)
+                .execution_options(synchronize_session=False)
+            )
+            changes.audit(
+                "mfa.enrolled",
+                AuditTarget.USER,
+                user.id,
+                user.name,
+                after={"kind": TOTP, "recovery_codes": len(codes)},
+            )
+        return RecoveryCodes(codes)
+
+    def renew_recovery_codes(self, actor: Actor, code: str) -> RecoveryCodes:
+        """New recovery codes for old (all of which stop working), with a current code."""
+        user = self._user(actor)
+        factor = self._confirmed(user.id)
+        step = self._checked_step(actor, user, factor, code)
+        with self.uow.events_only(actor) as changes:
+            self._use_step(factor, step)
+            codes = self._new_recovery_codes(user.id)
+            changes.audit(
+                "mfa.recovery_codes_renewed",
+                AuditTarget.USER,
+                user.id,
+                user.name,
+                after={"recovery_codes": len(codes)},
+            )
+        return RecoveryCodes(codes)
+
+    def remove_totp(self, actor: Actor, code: str) -> None:
+        """Turn two-step sign-in off, with a current code (or a recovery code)."""
+        user = self._user(actor)
+        factor = self._confirmed(user.id)
+        if self.must_enrol(user):
+            raise Conflict(
+                "This installation requires two-step sign-in of you: it cannot be turned off"
+            )
+        if totp.is_totp_code(code):
+            step = self._checked_step(actor, user, factor, code)
+            self._use_step(factor, step)
+        elif self._use_recovery_code(user.id, code) is None:
+            self._refuse_code(actor, user, InvalidInput(WRONG_CODE, errors={"code": [WRONG_CODE]}))
+        with self.uow.events_only(actor) as changes:
+            self._remove_factors(user.id)
+            changes.audit("mfa.removed", AuditTarget.USER, user.id, user.name, after={"kind": TOTP})
+
+    # -- an admin's reset ---------------------------------------------------------------
+
+    def reset(self, actor: Actor, user_id: int) -> int:
+        """Take away every second factor of a person who lost them (they sign in with the
+        password alone, and may enrol again), and end all their sessions; how many ended.
+        Only for a person ``actor`` sees (another tenant's is NotFound, as an unknown id),
+        with ``users:reset_mfa`` in every workspace where they hold a role and the right
+        to grant each of their roles (an admin does not weaken the owner's sign-in)."""
+        user = self.users.visible_user(actor, user_id)
+        if actor.user_id == user.id:
+            raise Forbidden(
+                "Turn your own second factor off with a code (POST /auth/mfa/totp/remove)"
+            )
+        self.authorizer.require_all(
+            actor, Permission.USERS_RESET_MFA, {grant.workspace_slug for grant in user.grants}
+        )
+        for grant in sorted(user.grants, key=lambda g: (g.workspace_slug, g.role)):
+            self.authorizer.require_can_grant(
+                actor, grant.role, grant.workspace_slug, verb="reset the factors of a holder of"
+            )
+        factor = self._factor(user.id)
+        if factor is None:
+            raise Conflict(f"User {user_id} has no second factor")
+        with self.uow.events_only(actor) as changes:
+            self._remove_factors(user.id)
+            ended = self.auth.end_all_sessions(user, "second factors reset")
+            changes.audit_each(
+                {grant.workspace_slug for grant in user.grants},
+                "mfa.reset",
+                AuditTarget.USER,
+                user.id,
+                user.name,
+                before={"totp": factor.confirmed_at is not None},
+                after={"totp": False, "sessions_ended": ended},
+            )
+        return ended
+
+    # -- the second step of signing in --------------------------------------------------
+
+    def verify(
+        self, ticket: str, code: str, client: str = "", request_id: str | None = None
+    ) -> IssuedToken:
+        """A session for the holder of the password step's ticket and a right code: a
+        TOTP code of a step not used before, or an unused recovery code. The ticket is
+        used once, by the first right code; wrong codes are throttled."""
+        row = self.session.scalar(
+            select(UserToken).where(
+                UserToken.token_hash == token_digest(ticket),
+                UserToken.purpose == TokenPurpose.MFA_CHALLENGE,
+            )
+        )
+        user = self.session.get(User, row.user_id) if row else None
+        if row is None or user is None:
+            raise Unauthorized(EXPIRED)
+        actor = self_actor(user, client, request_id)
+        if (
+            row.used_at is not None
+            or row.expires_at <= utcnow()
+            or user.status != UserStatus.ACTIVE
+        ):
+            self.uow.record(actor, "auth.mfa_expired", AuditTarget.USER, target_id=user.id)
+            raise Unauthorized(EXPIRED)
+        try:
+            self.throttle.second_factor_check(user.id, client)
+        except TooManyRequests:
+            self.uow.record(actor, "auth.mfa_throttled", AuditTarget.USER, target_id=user.id)
+            raise
+        # The ticket is claimed and the code used in one transaction: of two concurrent
+        # uses one wins; a wrong code undoes the claim.
+        if not claim_user_token(self.session, row.id):
+            self.session.rollback()
+            raise Unauthorized(EXPIRED)
+        method, reason = self._use_code(user.id, code)
+        if method is None:
+            self.session.rollback()
+            self.throttle.second_factor_failed(user.id, client)
+            self.uow.record(
+                actor,
+                "auth.mfa_failed",
+                AuditTarget.USER,
+                target_id=user.id,
+                target_name=user.name,
+                after={"reason": reason, "source_address": client or None},
+            )
+            raise InvalidMfaCode(WRONG_CODE)
+        self.throttle.second_factor_succeeded(user.id)
+        after: dict[str, object] = {"method": method}
+        if method == "recovery_code":
+            after["recovery_codes_left"] = self._codes_left(user.id)
+        self.uow.record(  # commits the claim and the code's use
+            actor, "auth.mfa_verified", AuditTarget.USER, target_id=user.id, after=after
+        )
+        return self.auth.start_session(user, "auth.login", client, request_id)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _user(self, actor: Actor) -> User:
+        user = self.session.get(User, actor.user_id) if actor.user_id is not None else None
+        if user is None:
+            raise Unauthorized("Sign in as a person to manage your own factors")
+        return user
+
+    def _factor(self, user_id: int) -> MfaFactor | None:
+        return self.session.scalar(
+            select(MfaFactor).where(MfaFactor.user_id == user_id, MfaFactor.kind == TOTP)
+        )
+
+    def _confirmed(self, user_id: int) -> MfaFactor:
+        factor = self._factor(user_id)
+        if factor is None or factor.confirmed_at is None:
+            raise Conflict("No authenticator app is set up")
+        return factor
+
+    def _codes_left(self, user_id: int) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(MfaRecoveryCode)
+                .where(MfaRecoveryCode.user_id == user_id, MfaRecoveryCode.used_at.is_(None))
+            )
+            or 0
+        )
+
+    def _secret(self, factor: MfaFactor) -> str:
+        return str(unseal(self.settings.secret_key, factor.sealed_secret)["secret"])
+
+    def _checked_step(self, actor: Actor, user: User, factor: MfaFactor, code: str) -> int:
+        """The step of a right TOTP code (signed in: wrong ones are a 422, throttled)."""
+        client = actor.source_address or ""
+        self.throttle.second_factor_check(user.id, client)
+        step = totp.matching_step(self._secret(factor), code, factor.last_step)
+        if step is None:
+            self.throttle.second_factor_failed(user.id, client)
+            self._refuse_code(actor, user, InvalidInput(WRONG_CODE, errors={"code": [WRONG_CODE]}))
+        assert step is not None
+        return step
+
+    def _refuse_code(self, actor: Actor, user: User, error: Exception) -> None:
+        self.session.rollback()
+        self.uow.record(
+            actor, "mfa.code_refused", AuditTarget.USER, target_id=user.id, target_name=user.name
+        )
+        raise error
+
+    def _use_step(self, factor: MfaFactor, step: int) -> bool:
+        """Record ``step`` as used, if no later or equal one was (concurrent uses: one)."""
+        used = self.session.execute(
+            update(MfaFactor)
+            .where(
+                MfaFactor.id == factor.id,
+                or_(MfaFactor.last_step.is_(None), MfaFactor.last_step < step),
+            )
+            .values(last_step=step, last_used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        return used.rowcount == 1  # type: ignore[attr-defined]
+
+    def _use_recovery_code(self, user_id: int, code: str) -> str | None:
+        used = self.session.execute(
+            update(MfaRecoveryCode)
+            .where(
+                MfaRecoveryCode.user_id == user_id,
+                MfaRecoveryCode.code_hash == totp.recovery_digest(code),
+                MfaRecoveryCode.used_at.is_(None),
+            )
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        return "recovery_code" if used.rowcount == 1 else None  # type: ignore[attr-defined]
+
+    def _use_code(self, user_id: int, code: str) -> tuple[str | None, str]:
+        """Use ``code`` (TOTP or recovery) for the person: the method, or None and why."""
+        factor = self._factor(user_id)
+        if factor is None or factor.confirmed_at is None:
+            return None, "no factor"
+        if totp.is_totp_code(code):
+            secret = self._secret(factor)
+            step = totp.matching_step(secret, code, None)
+            if step is None:
+                return None, "wrong code"
+            if not self._use_step(factor, step):
+                return None, "code used already"
+            return TOTP, ""
+        method = self._use_recovery_code(user_id, code)
+        return (method, "") if method else (None, "wrong or used recovery code")
+
+    def _new_recovery_codes(self, user_id: int) -> list[str]:
+        self.session.execute(delete(MfaRecoveryCode).where(MfaRecoveryCode.user_id == user_id))
+        codes = totp.new_recovery_codes()
+        self.session.add_all(
+            MfaRecoveryCode(user_id=user_id, code_hash=totp.recovery_digest(code)) for code in codes
+        )
+        return codes
+
+    def _remove_factors(self, user_id: int) -> None:
+        self.session.execute(delete(MfaRecoveryCode).where(MfaRecoveryCode.user_id == user_id))
+        self.session.execute(delete(MfaFactor).where(MfaFactor.user_id == user_id))

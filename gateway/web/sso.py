@@ -1,0 +1,253 @@
+"""Single sign-on over OpenID Connect (Authlib's Flask client), the browser side.
+
+``GET /auth/sso/login`` sends the browser to the provider; ``GET /invite/<token>/sso``
+does the same to accept an invitation; ``GET /auth/sso/callback`` checks the answer
+(state, then the ID token's signature, issuer, audience and nonce, all by Authlib) and
+hands the person a one-time code for ``POST /auth/sso/exchange`` (never tokens in a
+URL). State, nonce and the PKCE verifier wait in Flask's signed session cookie, so the
+callback only works in the browser that started the round trip.
+
+Configured by ``RINGFENCE_OIDC_ISSUER``, ``_CLIENT_ID`` and ``_CLIENT_SECRET``, with
+discovery from the issuer's ``/.well-known/openid-configuration``; off when the issuer
+is empty (every route then answers 404 ``sso-not-configured``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.integrations.base_client import MismatchingStateError, OAuthError
+from authlib.integrations.flask_client import OAuth
+from flask import Blueprint, Flask, jsonify, redirect, session
+from flask import request as flask_request
+from joserfc.errors import JoseError
+from requests import RequestException
+from werkzeug.wrappers import Response
+
+from gateway.audit.refusals import with_reason
+from gateway.config import Settings
+from gateway.errors import (
+    IdentityProviderUnavailable,
+    InvalidInput,
+    InvalidInvitationToken,
+    RingfenceError,
+    SsoFailed,
+    SsoNotConfigured,
+    Unauthorized,
+)
+from gateway.logs import request_id
+from gateway.notifier import name_problem
+from gateway.services.auth import IssuedToken
+from gateway.services.sso import ExternalIdentity, SsoCode
+from gateway.web.http import note_refusal, services
+from gateway.web.state import gateway_state, state
+
+log = logging.getLogger("ringfence.sso")
+bp = Blueprint("sso", __name__)
+
+PROVIDER = "oidc"
+_INVITATION_KEY = "ringfence_sso_invitation"
+# A per-request return target (``?next=``), by name from this allow-list only: never a URL
+# from the request, so the callback cannot be turned into an open redirect.
+RETURN_TARGETS = {"console": "/console/sso/done"}
+_RETURN_KEY = "ringfence_sso_next"
+_BINDING_KEY = "ringfence_sso_binding"
+# Where a refusal for a named target waits for that target's page to show it.
+ERROR_KEY = "ringfence_sso_error"
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Register the provider (when configured) and the routes."""
+    # The session cookie holds only the round trip's state; its own name keeps it apart
+    # from any other app's cookie on the host, and Lax lets the provider's top-level
+    # redirect back carry it.
+    app.config.update(
+        SESSION_COOKIE_NAME="ringfence_sso",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=600,
+    )
+    if settings.oidc_issuer:
+        oauth = OAuth(app)
+        oauth.register(
+            PROVIDER,
+            client_id=settings.oidc_client_id,
+            client_secret=settings.oidc_client_secret,
+            server_metadata_url=settings.oidc_issuer.rstrip("/")
+            + "/.well-known/openid-configuration",
+            client_kwargs={
+                "scope": "openid email profile",
+                "code_challenge_method": "S256",
+                "default_timeout": settings.oidc_timeout,
+            },
+        )
+        gateway_state(app).sso = oauth
+    app.register_blueprint(bp)
+
+
+def _client() -> Any:
+    oauth = state().sso
+    if oauth is None:
+        raise SsoNotConfigured("This gateway has no single sign-on provider configured")
+    return oauth.create_client(PROVIDER)
+
+
+def _settings() -> Settings:
+    return state().settings
+
+
+def _metadata(client: Any) -> dict[str, Any]:
+    try:
+        metadata: dict[str, Any] = client.load_server_metadata()
+    except (RequestException, ValueError) as exc:
+        log.warning("OIDC discovery failed: %s", exc)
+        raise IdentityProviderUnavailable(
+            "The identity provider's configuration could not be read; try again later"
+        ) from exc
+    # OpenID Connect Discovery 1.0, 4.3: the issuer must be exactly the one configured,
+    # else ID tokens of another issuer would be accepted.
+    if metadata.get("issuer", "").rstrip("/") != _settings().oidc_issuer.rstrip("/"):
+        raise IdentityProviderUnavailable(
+            "The identity provider's discovery document names another issuer"
+        )
+    return metadata
+
+
+def _to_provider() -> Response:
+    client = _client()
+    _metadata(client)
+    redirect_uri = _settings().public_url.rstrip("/") + "/auth/sso/callback"
+    try:
+        response: Response = client.authorize_redirect(redirect_uri)
+    except RequestException as exc:
+        raise IdentityProviderUnavailable("The identity provider could not be reached") from exc
+    return response
+
+
+@bp.get("/auth/sso/login")
+def login() -> Response:
+    """Start single sign-on: a redirect to the identity provider."""
+    _client()
+    session.pop(_INVITATION_KEY, None)
+    session.pop(_RETURN_KEY, None)
+    session.pop(_BINDING_KEY, None)
+    target = flask_request.args.get("next")
+    if target is not None:
+        # ``binding`` is the target's own proof that this browser started the sign-in
+        # (the console's: a digest of its cookie); it is handed back with the code.
+        binding = flask_request.args.get("binding", "")
+        if target not in RETURN_TARGETS or not (0 < len(binding) <= 128 and binding.isalnum()):
+            raise InvalidInput("Unknown sign-in return target", errors={"next": ["unknown"]})
+        session[_RETURN_KEY], session[_BINDING_KEY] = target, binding
+    return _to_provider()
+
+
+@bp.get("/invite/<token>/sso")
+def accept_with_sso(token: str) -> Response:
+    """Accept an invitation with single sign-on: the provider's verified email must be
+    the invited address."""
+    _client()
+    token = token[:200]
+    state = services().invitations.token_state(token)
+    if not state.usable:
+        raise InvalidInvitationToken(state.reason)
+    session[_INVITATION_KEY] = token
+    session.pop(_RETURN_KEY, None)
+    return _to_provider()
+
+
+@bp.get("/auth/sso/callback")
+def callback() -> Response:
+    """The provider's answer: sign the person in (or accept their invitation), and hand
+    back a one-time code for ``POST /auth/sso/exchange``."""
+    client = _client()
+    target = session.pop(_RETURN_KEY, None)
+    binding = str(session.pop(_BINDING_KEY, ""))
+    if target in RETURN_TARGETS:
+        back = _settings().public_url.rstrip("/") + RETURN_TARGETS[target]
+        try:
+            code = _callback(client)
+        except RingfenceError as exc:
+            # The target's page shows the refusal (kept in the signed session cookie, so
+            # nobody can put a message of theirs on it).
+            session[ERROR_KEY] = exc.detail or exc.title
+            return redirect(back + "?" + urlencode({"binding": binding}), code=303)
+        return redirect(back + "?" + urlencode({"code": code.code, "binding": binding}), code=303)
+    code = _callback(client)
+    return_url = _settings().oidc_return_url
+    if return_url:
+        separator = "&" if "?" in return_url else "?"
+        return redirect(return_url + separator + urlencode({"code": code.code}), code=303)
+    return jsonify(code=code.code, expires_in=code.expires_in, exchange="POST /auth/sso/exchange")
+
+
+def _callback(client: Any) -> SsoCode:
+    try:
+        return _signed_on(client)
+    except SsoFailed as exc:
+        # Refusals of a known identity are audited by the service (auth.sso_refused).
+        # These failed before anyone was identified: anyone can send them, with words of
+        # their choosing (?error=...), so they are counted and audited by sample.
+        note_refusal("sso_callback", exc)
+        raise
+
+
+def exchange_code(code: str) -> IssuedToken:
+    """Session tokens for a one-time sign-on code (``POST /auth/sso/exchange``, and the
+    console's end of the round trip). Anyone can send a made-up code: a refusal is
+    counted, and audited by sample (gateway.audit.refusals)."""
+    try:
+        return services().sso.exchange(code, flask_request.remote_addr or "", request_id())
+    except Unauthorized as exc:
+        note_refusal("sso_code", exc)
+        raise
+
+
+def _signed_on(client: Any) -> SsoCode:
+    invitation = session.pop(_INVITATION_KEY, None)
+    try:
+        token = client.authorize_access_token()
+    except MismatchingStateError as exc:
+        raise with_reason(
+            SsoFailed(
+                "The sign-on answer does not belong to a sign-on started in this browser "
+                "(state mismatch); start again"
+            ),
+            "state-mismatch",
+        ) from exc
+    except OAuthError as exc:
+        raise with_reason(
+            SsoFailed(f"The identity provider refused: {exc.error}", error=exc.error),
+            "provider-error",
+        ) from exc
+    except (JoseError, ValueError) as exc:
+        # Signature, issuer, audience, expiry or nonce of the ID token.
+        raise with_reason(
+            SsoFailed(f"The ID token is not acceptable: {exc}"), "id-token-invalid"
+        ) from exc
+    except RequestException as exc:
+        raise IdentityProviderUnavailable("The identity provider could not be reached") from exc
+    claims = token.get("userinfo")
+    if not claims or not claims.get("sub"):
+        raise with_reason(SsoFailed("The identity provider sent no ID token"), "no-id-token")
+    verified = claims.get("email_verified")
+    # A name with control characters (it would go into emails' headers) is left out, as
+    # the admin API refuses it: the invitation's name is used instead.
+    name = str(claims.get("name") or "")
+    identity = ExternalIdentity(
+        issuer=str(claims.get("iss") or _metadata(client)["issuer"]),
+        subject=str(claims["sub"]),
+        email=str(claims.get("email") or ""),
+        email_verified=verified is True or str(verified).lower() == "true",
+        name="" if name_problem(name) else name,
+    )
+    client_address, rid = flask_request.remote_addr or "", request_id()
+    sso = services().sso
+    return (
+        sso.accept_invitation(invitation, identity, client_address, rid)
+        if invitation
+        else sso.sign_in(identity, client_address, rid)
+    )

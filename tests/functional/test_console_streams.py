@@ -1,0 +1,76 @@
+"""Event streams in the console (issue 24): an acme admin creates one through the form
+(field errors from the API's validation, next to the field), sees it, replays it and
+deletes it; a globex admin gets 404 for every one of its pages and buttons, as for an
+unknown id; the pages keep the console's strict CSP with nothing inline."""
+
+from __future__ import annotations
+
+import re
+
+from tests.console_support import sign_in
+from tests.functional.test_console import INLINE_SCRIPT, INLINE_STYLE
+from tests.helpers import PASSWORD, LiveServer, create_workspaces, invite_and_accept
+
+UNKNOWN_ID = 2_000_000_000
+
+
+def test_an_admin_manages_a_stream_in_the_console_and_another_workspace_sees_none(
+    server: LiveServer,
+) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme", "globex")
+    invite_and_accept(server, root, "olive@example.com", "Olive", [("acme", "admin")])
+    invite_and_accept(server, root, "gina@example.com", "Gina", [("globex", "admin")])
+    olive = sign_in(server, "olive@example.com", PASSWORD)
+    gina = sign_in(server, "gina@example.com", PASSWORD)
+
+    page = olive.get("/console/event-streams")
+    assert page.status_code == 200 and 'aria-current="page">Log streams<' in page.text
+    assert '<option value="*"' not in page.text  # every event: super admins only
+    form = {"workspace": "acme", "name": "Corp SIEM", "kind": "webhook", "event_types": "user.*"}
+    bad = olive.post("/console/event-streams", {**form, "target": "http://siem.example.com/"})
+    assert bad.status_code == 422
+    assert re.search(r'id="stream-target-error" class="field-error">Must be an https', bad.text)
+    made = olive.post(
+        "/console/event-streams",
+        {**form, "kind": "file", "target": "acme.jsonl", "event_types": "user.*, workspace.*"},
+    )
+    assert made.status_code == 201, made.text[:500]
+    [stream] = root.get("/event-streams").json()
+    assert (stream["workspace"], stream["event_types"]) == ("acme", ["user.*", "workspace.*"])
+    url = f"/console/event-streams/{stream['id']}"
+    shown = olive.get(url)
+    assert shown.status_code == 200 and "acme.jsonl" in shown.text
+    for response in (page, shown):
+        assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
+        assert not INLINE_SCRIPT.search(response.text) and not INLINE_STYLE.search(response.text)
+    assert olive.post(f"{url}/replay", {"from_audit_id": "x"}).status_code == 422
+    replayed = olive.post(f"{url}/replay", {"from_audit_id": "1"})
+    assert replayed.status_code == 200 and "Replaying every matching event" in replayed.text
+    assert olive.post(f"{url}/rotate-secret").status_code == 409  # a file has no secret
+    assert olive.post(f"{url}/resume").status_code == 200
+
+    # Globex's admin: the list shows nothing of acme's, each page and button is a 404.
+    assert "Corp SIEM" not in gina.get("/console/event-streams").text
+    for path in ("", "/resume", "/replay", "/rotate-secret", "/delete"):
+        for stream_id in (stream["id"], UNKNOWN_ID):
+            call = gina.get if not path else gina.post
+            response = call(f"/console/event-streams/{stream_id}{path}")
+            assert response.status_code == 404, (path, stream_id)
+            assert "acme" not in response.text and "Corp SIEM" not in response.text
+    refused = gina.post("/console/event-streams", {**form, "target": "https://x.example/"})
+    assert refused.status_code in (403, 404)
+    assert "acme.jsonl" not in refused.text
+
+    deleted = olive.post(f"{url}/delete")
+    assert deleted.status_code == 200 and "Deleted Corp SIEM" in deleted.text
+    assert root.get("/event-streams").json() == []
+    actions = [
+        e["action"] for e in root.get("/audit", params={"target_type": "event_stream"}).json()
+    ]
+    assert set(actions) == {
+        "event_stream.created",
+        "event_stream.replayed",
+        "event_stream.resumed",
+        "event_stream.deleted",
+    }
