@@ -142,7 +142,7 @@ def test_without_redis_b_catches_up_by_polling_and_resubscribes(
 ) -> None:
     cluster = make_cluster(poll_seconds=1.5)
     cluster.redis_proxy.cut()
-    wait_until(lambda: cluster.b.ready()["watcher"] == "disconnected", "B to notice")  # type: ignore[index]
+    wait_until(lambda: cluster.b.watcher() == "disconnected", "B to notice")
     assert metric(cluster.b, "ringfence_watcher_connected") == 0
 
     # Decisions keep coming from memory; changes arrive by the revision check.
@@ -152,8 +152,8 @@ def test_without_redis_b_catches_up_by_polling_and_resubscribes(
     assert delay < 1.5 + 1.0, delay
 
     cluster.redis_proxy.restore()
-    wait_until(lambda: cluster.b.ready()["watcher"] == "connected", "B to resubscribe", 20)  # type: ignore[index]
-    wait_until(lambda: cluster.a.ready()["watcher"] == "connected", "A to resubscribe", 20)  # type: ignore[index]
+    wait_until(lambda: cluster.b.watcher() == "connected", "B to resubscribe", 20)
+    wait_until(lambda: cluster.a.watcher() == "connected", "A to resubscribe", 20)
     # Through Redis again: faster than the poll interval, every time.
     for active in (True, False, True):
         cluster.set_ops_active(cluster.a, active)
@@ -171,7 +171,7 @@ def test_a_frozen_redis_is_noticed_and_changes_arrive_by_polling(
     cluster = make_cluster(poll_seconds=1.0, watcher_health_seconds=0.5)
     cluster.redis_proxy.pause()
     try:
-        wait_until(lambda: cluster.b.ready()["watcher"] == "disconnected", "B to notice", 10)  # type: ignore[index]
+        wait_until(lambda: cluster.b.watcher() == "disconnected", "B to notice", 10)
         assert cluster.b.ready()["propagation"] == "polling"  # type: ignore[index]
         assert metric(cluster.b, "ringfence_watcher_connected") == 0
         revision = cluster.set_ops_active(cluster.a, False)
@@ -179,7 +179,7 @@ def test_a_frozen_redis_is_noticed_and_changes_arrive_by_polling(
         assert body["revision"] >= revision and delay < 1.0 + 1.0, delay
     finally:
         cluster.redis_proxy.resume()
-    wait_until(lambda: cluster.b.ready()["watcher"] == "connected", "B to resubscribe", 20)  # type: ignore[index]
+    wait_until(lambda: cluster.b.watcher() == "connected", "B to resubscribe", 20)
     assert cluster.b.ready()["propagation"] == "notices"  # type: ignore[index]
 
 
@@ -309,7 +309,7 @@ def test_min_revision_waits_for_the_revision_or_refuses(
     cluster = make_cluster(poll_seconds=30, wait_ms=300)
     # Without notices and with a long poll interval, only the wait's own check helps.
     cluster.redis_proxy.cut()
-    wait_until(lambda: cluster.b.ready()["watcher"] == "disconnected", "B to notice")  # type: ignore[index]
+    wait_until(lambda: cluster.b.watcher() == "disconnected", "B to notice")
     # (readyz itself checks the database; make a change after it.)
     revision = cluster.set_ops_active(cluster.a, False)
 
