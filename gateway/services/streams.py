@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import event, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import flag_modified
 
 from gateway.audit.chain import record
 from gateway.config import Settings
@@ -54,6 +55,17 @@ MAX_PATTERNS = 50
 MAX_STREAMS = 100  # per workspace, and installation-wide
 BATCH = 200  # events per claim
 SCAN = 5000  # audit events read per claim looking for matches
+
+
+# What resume and replay write (gateway.services.streams.StreamService._restart).
+RESTARTED = (
+    "status",
+    "paused_reason",
+    "failures",
+    "next_attempt_at",
+    "claim_token",
+    "claimed_until",
+)
 
 
 def lease(settings: Settings) -> timedelta:
@@ -328,6 +340,7 @@ class StreamService:
         with self.uow.events_only(actor) as changes:
             before = view(stream)
             stream.cursor = max(0, from_audit_id - 1)
+            flag_modified(stream, "cursor")  # as _restart's columns, for the same reason
             self._restart(stream)
             self._audit(
                 changes,
@@ -346,6 +359,11 @@ class StreamService:
         # A delivery under way finishes, but cannot record over this (its token is gone).
         stream.claim_token = None
         stream.claimed_until = None
+        # Written even where the value read earlier was already this one: a delivery may
+        # have claimed the stream (or recorded a failure) since, and its claim must end
+        # here, or its record would overwrite the replayed cursor when it finishes.
+        for column in RESTARTED:
+            flag_modified(stream, column)
 
     def _audit(
         self,
@@ -482,13 +500,20 @@ class StreamDesk:
         self, stream_id: int, token: str, cursor: int, count: int, error: str | None
     ) -> None:
         with self.session_factory() as session:
-            stream = session.scalar(
-                select(EventStream).where(
-                    EventStream.id == stream_id, EventStream.claim_token == token
-                )
+            # Hold the row before reading it, and only while the claim is ours (a row lock
+            # on PostgreSQL, the write lock on SQLite): read first, a replay or resume
+            # committed between the read and the write was overwritten by this record (a
+            # lost update: the replay never happened, and a test once waited for it).
+            held = session.execute(
+                update(EventStream)
+                .where(EventStream.id == stream_id, EventStream.claim_token == token)
+                .values(claim_token=token)
             )
-            if stream is None:  # deleted, replayed or resumed meanwhile: not ours to record
+            if held.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()  # deleted, replayed or resumed meanwhile: not ours
                 return
+            stream = session.get(EventStream, stream_id)
+            assert stream is not None
             changes = ChangeSet(session, SYSTEM)
             self._outcome(stream, changes, cursor, count, error)
             session.add_all(changes.events)

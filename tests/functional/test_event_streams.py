@@ -17,9 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from gateway.audit.chain import compute_hash
 from gateway.config import Settings
+from gateway.db.models import EventStream
+from gateway.notifier import StreamBatch
+from gateway.services.streams import StreamDesk
+from gateway.web.state import gateway_state
+from mailer.stream_tasks import WAKER
 from mailer.streams import StreamError, pinned_address
 from tests.cluster import wait_until
 from tests.helpers import LiveServer, create_workspaces, invite_and_accept
@@ -319,3 +325,43 @@ def test_destinations_outside_the_public_internet_are_refused(server: LiveServer
     with pytest.raises(StreamError, match=r"resolves to (127\.0\.0\.1|::1) is a loopback address"):
         pinned_address("localhost", 443, allow_private=False)
     assert pinned_address("localhost", 443, allow_private=True) in ("127.0.0.1", "::1")
+
+
+def test_a_delivery_claimed_while_a_replay_is_made_cannot_undo_the_replay(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay read the stream, a delivery claimed it, the replay committed, and the
+    delivery recorded its batch: the replay stands (its cursor, and the stream due again).
+    Before, the replay wrote only the columns that differed from what it had read, so
+    the claim it never saw survived, and the delivery's record put the cursor back at the
+    end: the replay was lost (a CI run waited 30 s for it)."""
+    # Delivery only when this test asks for it, so that the claim comes where it must.
+    monkeypatch.setattr(WAKER, "wake", lambda: None)
+    root = server.admin()
+    made = new_stream(root, "file", "replay.jsonl", "workspace.created")
+    stream_id = made["stream"]["id"]
+    create_workspaces(root, "acme")
+    [created] = root.get("/audit", params={"action": "workspace.created"}).json()
+    desk = StreamDesk(gateway_state(server.app).session_factory, server.settings)
+    claims: list[StreamBatch | None] = []
+
+    def claim_once_the_replay_read_it(stream: EventStream, *_: Any) -> None:
+        if stream.id == stream_id and not claims:
+            claims.append(None)  # the claim loads the stream too: once is enough
+            claims[0] = desk.claim_stream(stream_id)
+
+    event.listen(EventStream, "load", claim_once_the_replay_read_it)
+    try:
+        replayed = root.post(
+            f"/event-streams/{stream_id}/replay", json={"from_audit_id": created["id"]}
+        )
+    finally:
+        event.remove(EventStream, "load", claim_once_the_replay_read_it)
+    assert replayed.status_code == 200, replayed.text
+    [batch] = claims
+    assert batch is not None and [e["id"] for e in batch.events] == [created["id"]]
+    desk.record_stream(stream_id, batch.token, batch.through_id, len(batch.events), None)
+
+    assert stream_id in desk.streams_due()
+    again = desk.claim_stream(stream_id)
+    assert again is not None and again.events[0]["id"] == created["id"]
