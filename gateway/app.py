@@ -45,7 +45,7 @@ from gateway.web import (
     freshness,
     idempotency,
     oauth_api,
-    scim,
+    scim_mount,
 )
 from gateway.web.bounded import BoundedCalls
 from gateway.web.check_lane import CheckLane
@@ -272,7 +272,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
     app.register_blueprint(accept_page.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(gateway.web.reset_page.bp)
-    scim.init_app(app)  # /scim/v2: company directories (their own tokens and errors)
+    scim_mount.init_app(app)  # /scim/v2: company directories (their own tokens and errors)
     gateway.web.sso.init_app(app, settings)
     accept_page.install_log_redaction()
     register_error_handlers(app)

@@ -44,6 +44,7 @@ from scim2_models import (
     Resource,
     ResourceType,
     ResponseParameters,
+    SCIMException,
     ScimFilter,
     ScimProvider,
     SearchRequest,
@@ -53,6 +54,7 @@ from scim2_models import (
     UniquenessException,
     User,
 )
+from scim2_server.handler import ScimHandler
 from scim2_server.storage import ScimStorage, SearchPage
 from scim2_server.utils import parametrize
 from werkzeug.exceptions import HTTPException
@@ -74,7 +76,6 @@ from gateway.web.http import bearer_token, services
 from gateway.web.state import gateway_state
 
 log = logging.getLogger("ringfence.scim")
-URL_PREFIX = "/scim/v2"
 MAX_RESULTS = 1000  # a page of a list; directories page with startIndex and count
 
 CONFIG = ServiceProviderConfig(
@@ -349,16 +350,31 @@ class DirectoryStorage(ScimStorage):
 
 class DirectoryScimServer(ScimServer):
     """scim2-flask's server with the directory's token required on every endpoint, and
-    every error of the blueprint in the SCIM error schema."""
+    every error in the SCIM error schema, serving the routes of
+    :mod:`gateway.web.scim_mount`."""
 
     limiter: ConnectionLimiter
 
-    def create_blueprint(self) -> Any:
-        blueprint = super().create_blueprint()
-        blueprint.before_request(self._authenticate)
-        blueprint.register_error_handler(RingfenceError, self._ringfence_error)
-        blueprint.register_error_handler(Exception, self._unexpected_error)
-        return blueprint
+    def serve(self) -> Response:
+        """The current request, routed by scim2-server (as scim2-flask's fallback route
+        does), once its connection is known."""
+        try:
+            self._authenticate()
+            return self._to_response(self.handler.handle(self.read_request()))
+        except Exception as error:
+            return self.error_response(error)
+
+    def error_response(self, error: Exception) -> Response:
+        """Any error of a SCIM request (the app's hooks' too) in the SCIM error schema."""
+        if isinstance(error, SCIMException):
+            return self._handle_scim_exception(error)
+        if isinstance(error, RingfenceError):
+            return self._ringfence_error(error)
+        if isinstance(error, HTTPException):
+            return self._handle_http_exception(error)
+        # Never leak internals: the trace goes to the log, the directory gets an id for it.
+        log.exception("unhandled SCIM error (request %s)", request_id())
+        return self._ringfence_error(RingfenceError(f"Internal error, request {request_id()}"))
 
     def _authenticate(self) -> None:
         """The request's connection, from ``Authorization: Bearer rfd_...`` (401
@@ -368,13 +384,6 @@ class DirectoryScimServer(ScimServer):
 
     def get_subject(self) -> Any:
         return g.get("scim_connection")
-
-    def _unexpected_error(self, error: Exception) -> Response:
-        if isinstance(error, HTTPException):  # scim2-flask's own handler, by class
-            return self._handle_http_exception(error)
-        # Never leak internals: the trace goes to the log, the directory gets an id for it.
-        log.exception("unhandled SCIM error (request %s)", request_id())
-        return self._ringfence_error(RingfenceError(f"Internal error, request {request_id()}"))
 
     def _ringfence_error(self, error: RingfenceError) -> Response:
         status = HTTPStatus(error.status)
@@ -418,10 +427,15 @@ class ConnectionLimiter:
             )
 
 
-def init_app(app: Flask) -> None:
+def build_server(app: Flask, url_prefix: str) -> DirectoryScimServer:
+    """``app``'s SCIM server, for the routes :mod:`gateway.web.scim_mount` registered
+    under ``url_prefix``."""
     settings = gateway_state(app).settings
-    server = DirectoryScimServer(DirectoryStorage(), PROVIDER, url_prefix=URL_PREFIX)
+    server = DirectoryScimServer(DirectoryStorage(), PROVIDER, url_prefix=url_prefix)
     server.limiter = ConnectionLimiter(
         settings.rate_limit_storage_url, settings.scim_requests_per_connection
     )
-    server.init_app(app)
+    # What scim2-flask's init_app sets up, without its blueprint (the mount's routes).
+    server.service = server._create_service(app)
+    server.handler = ScimHandler(server.service, server.storage)
+    return server
