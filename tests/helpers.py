@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +34,10 @@ PROBLEM = "urn:ringfence:problem:"
 # certification, search, idp) and their refinements: for the tests that need those roles
 # (``@pytest.mark.policies_dir(AUTHZEN_POLICIES)``); installations never apply them.
 AUTHZEN_POLICIES = PROJECT_ROOT / "tests" / "conformance" / "authzen" / "policies"
-_LIVE_SERVERS: dict[str, LiveServer] = {}
+# Weak: a server (its app, engine, everything a test built) is gone with its test. Held
+# here for ever, they piled up by the hundred in a worker, and every full garbage
+# collection walked them all (the suite's gen-2 collections, and 2-4 s at its end).
+_LIVE_SERVERS: weakref.WeakValueDictionary[str, LiveServer] = weakref.WeakValueDictionary()
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
