@@ -88,68 +88,45 @@ SESSION_SECRET = "test-secret-" + uuid.uuid4().hex
 TEST_HASH_PROFILE = "test-only-cheapest"
 
 
-# The tests that take tens of seconds each. Collected in file order, they fell in one or
-# two workers' first blocks (pytest-xdist's worksteal hands each worker a contiguous
-# block), which ran them one after another while the others ran out of work.
-# Those that keep a core busy, longest kind first:
-BUSY_TESTS = (
+# The tests that take tens of seconds each, longest kind first. Collected in file order,
+# they fell in one or two workers' first blocks (pytest-xdist's worksteal hands each
+# worker a contiguous block), which ran them one after another while the others ran out
+# of work: a minute or more of the suite's wall time with one core idle.
+HEAVY_TESTS = (
     "tests/functional/test_schemathesis.py",
     "tests/unit/test_differential.py",
     "tests/browser/",
+    "tests/integration/",
     "tests/conformance/",
 )
-# Those that mostly wait (for a gunicorn replica, a Celery worker or Redis to start, a
-# retry, a timeout): run side by side with busy ones, they fill a core the others leave.
-WAITING_TESTS = ("tests/integration/",)
-
-
-def _kind(item: pytest.Item, prefixes: tuple[str, ...]) -> int | None:
-    kinds = [i for i, prefix in enumerate(prefixes) if item.nodeid.startswith(prefix)]
-    return kinds[0] if kinds else None
-
-
-def _spread(few: list[pytest.Item], many: list[pytest.Item]) -> list[pytest.Item]:
-    """``few`` spaced evenly through the first nine tenths of ``many``: none at the end,
-    where a long test would keep one worker busy while the others have finished."""
-    if not few:
-        return many
-    step = max(1, len(many) * 9 // 10 // len(few))
-    spread: list[pytest.Item] = []
-    for index, item in enumerate(few):
-        spread += [*many[index * step : (index + 1) * step], item]
-    return spread + many[len(few) * step :]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under xdist, order the tests so that each worker's first block (worksteal's initial
     split: the collection cut in order, each worker the rest divided by the workers
-    left) starts with its share of the busy heavy tests, longest kind first, and has its
-    share of the waiting ones spread through the light tests that fill the rest: at any
-    time about as many workers compute as there are cores, while the others wait (py-spy
-    and time(1): with every worker's waiting tests at once, the cores sat idle for a
-    sixth of the run). Every worker computes the same order."""
+    left) starts with its share of the heavy tests, longest kind first, and the light
+    tests fill the rest: the heavy ones run early and side by side, and what is left at
+    the end is light, which idle workers steal. Every worker computes the same order."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers < 2:
         return
-    busy = sorted(
-        (item for item in items if _kind(item, BUSY_TESTS) is not None),
-        key=lambda item: _kind(item, BUSY_TESTS) or 0,
-    )
-    waiting = [item for item in items if _kind(item, WAITING_TESTS) is not None]
-    chosen = {id(item) for item in busy + waiting}
-    light = [item for item in items if id(item) not in chosen]
+
+    def weight(item: pytest.Item) -> int:
+        kinds = [i for i, prefix in enumerate(HEAVY_TESTS) if item.nodeid.startswith(prefix)]
+        return kinds[0] if kinds else len(HEAVY_TESTS)
+
+    heavy = sorted((item for item in items if weight(item) < len(HEAVY_TESTS)), key=weight)
+    light = [item for item in items if weight(item) == len(HEAVY_TESTS)]
     ordered: list[pytest.Item] = []
     remaining = len(items)
     for worker in range(workers):
         size = remaining // (workers - worker)
         remaining -= size
-        first = busy[worker::workers]
-        waits = waiting[worker::workers]
-        fill = max(0, size - len(first) - len(waits))
-        ordered += first + _spread(waits, light[:fill])
+        block = heavy[worker::workers][:size]
+        fill = size - len(block)
+        ordered += block + light[:fill]
         del light[:fill]
-    ordered += light  # (only when the heavy tests outnumber a block)
-    assert sorted(map(id, ordered)) == sorted(map(id, items))
+    assert len(ordered) == len(items)
     items[:] = ordered
 
 
