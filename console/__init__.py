@@ -13,6 +13,7 @@ from console import (  # noqa: F401  (they register their pages on bp)
     bulk,
     custom_roles,
     directory,
+    invite_many,
     mfa,
     people,
     reviews,

@@ -205,6 +205,41 @@ class InvitationService:
         The answer is the same whether or not the address has an account: an existing
         account gains the roles only when its owner accepts (by the emailed link or
         signed in), never by the inviter's word alone."""
+        email, entries, user = self._admissible(actor, email, roles)
+        with self.uow.change(actor) as changes:
+            if user is None:
+                user = User(email=email, name=name, status=UserStatus.PENDING)
+                self.session.add(user)
+            user.name = name
+            self.session.flush()
+            invitation = Invitation(
+                user_id=user.id,
+                email=email,
+                name=name,
+                expires_at=utcnow() + timedelta(days=self.settings.invitation_ttl_days),
+                invited_by_id=actor.user_id,
+                grants=[InvitationGrant(workspace_slug=r.workspace, role=r.role) for r in entries],
+            )
+            self.session.add(invitation)
+            self.session.flush()
+            self._queue_email(changes, invitation, "invitation")
+            audit_each_workspace(
+                changes, invitation, "invitation.created", after=invitation_snapshot(invitation)
+            )
+        # Delivery may have happened already (eager mode), recorded by another session.
+        self.session.refresh(invitation)
+        return invitation
+
+    def check(self, actor: Actor, email: str, roles: Sequence[RoleInWorkspace]) -> None:
+        """Raise what :meth:`create` would refuse this invitation with, changing nothing:
+        a bulk invite's preview flags its bad rows with it before anything is sent."""
+        self._admissible(actor, email, roles)
+
+    def _admissible(
+        self, actor: Actor, email: str, roles: Sequence[RoleInWorkspace]
+    ) -> tuple[str, list[RoleInWorkspace], User | None]:
+        """:meth:`create`'s checks: the normalised email, the roles in order, and the
+        person's placeholder in the inviter's workspaces (if any)."""
         email = normalise_email(email)
         entries = sorted(set(roles), key=lambda r: (r.workspace, r.role))
         if not entries:
@@ -239,29 +274,7 @@ class InvitationService:
                 f"{email} already has a pending invitation ({live.id}); resend or revoke it",
                 invitation_id=live.id,
             )
-        with self.uow.change(actor) as changes:
-            if user is None:
-                user = User(email=email, name=name, status=UserStatus.PENDING)
-                self.session.add(user)
-            user.name = name
-            self.session.flush()
-            invitation = Invitation(
-                user_id=user.id,
-                email=email,
-                name=name,
-                expires_at=utcnow() + timedelta(days=self.settings.invitation_ttl_days),
-                invited_by_id=actor.user_id,
-                grants=[InvitationGrant(workspace_slug=r.workspace, role=r.role) for r in entries],
-            )
-            self.session.add(invitation)
-            self.session.flush()
-            self._queue_email(changes, invitation, "invitation")
-            audit_each_workspace(
-                changes, invitation, "invitation.created", after=invitation_snapshot(invitation)
-            )
-        # Delivery may have happened already (eager mode), recorded by another session.
-        self.session.refresh(invitation)
-        return invitation
+        return email, entries, user
 
     # -- reading -------------------------------------------------------------------
 

@@ -149,10 +149,28 @@ def test_a_review_and_a_persons_page_in_the_browser_by_keyboard_at_two_widths(
     bob_row = page.locator("tr", has_text="bob@example.com")
     assert "acme: editor, viewer" in bob_row.locator("td[data-label=Roles]").inner_text()
 
+    # -- bulk invite: a pasted list previewed (a bad row flagged), then the good rows sent -----
+    page.get_by_role("link", name="Invite many").click()
+    page.get_by_role("heading", name="Invite many people").wait_for()
+    page.get_by_label("One person per line: name, email, roles").fill(
+        "Dora Dev, dora@example.com, acme:viewer\nNo Such Role, nobody@example.com, acme:astronaut"
+    )
+    page.get_by_role("button", name="Preview").click()
+    page.get_by_text("1 of 2 rows ready to send.").wait_for()
+    preview = page.get_by_role("table", name="The preview").inner_text()
+    assert "Ready" in preview and "astronaut" in preview
+    assert_accessible(page, axe, "a bulk invite's preview")
+    shot(page, artifacts, "reviews-7-bulk-invite-preview")
+    page.get_by_role("button", name="Send 1 invitation").click()
+    page.get_by_text("Sent 1 invitation; 1 row not sent").wait_for()
+    assert "Invited" in page.get_by_role("table", name="What was sent").inner_text()
+    assert_accessible(page, axe, "a bulk invite sent")
+
     # -- workspaces: member counts, the members page, deleting one by typing its slug --------
     page.get_by_role("link", name="Workspaces", exact=True).click()
     page.wait_for_load_state()
-    assert page.locator("#workspace-acme td[data-label=Members]").inner_text() == "2"
+    # Bob and Carol, and Dora, invited just now.
+    assert page.locator("#workspace-acme td[data-label=Members]").inner_text() == "3"
     assert_accessible(page, axe, "workspaces")
     page.get_by_role("link", name="Members of Acme").click()
     page.get_by_role("button", name="Deactivate Bob").wait_for()
@@ -166,7 +184,7 @@ def test_a_review_and_a_persons_page_in_the_browser_by_keyboard_at_two_widths(
     page.locator("#confirm-slug-error").wait_for()
     expect(confirm).to_have_attribute("aria-invalid", "true")
     assert_accessible(page, axe, "a refused deletion")
-    shot(page, artifacts, "reviews-7-delete-workspace")
+    shot(page, artifacts, "reviews-8-delete-workspace")
     confirm.fill("globex")
     page.keyboard.press("Enter")
     message.filter(has_text="Deleted workspace Globex (globex)").wait_for()
@@ -196,7 +214,7 @@ def test_a_review_and_a_persons_page_in_the_browser_by_keyboard_at_two_widths(
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, url
         assert_accessible(page, axe, f"{url} on a phone")
     page.get_by_role("link", name="Download CSV").wait_for()
-    shot(page, artifacts, "reviews-8-report-phone")
+    shot(page, artifacts, "reviews-9-report-phone")
     # The refusals the story asks for (a revocation without a reason, a mistyped slug) are all.
     assert len(watch.problems) == 2, watch.problems
     assert re.fullmatch(r"422 \S+/decision", watch.problems[0])

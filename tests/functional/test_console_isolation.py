@@ -12,6 +12,7 @@ import httpx
 
 from gateway.db.models import utcnow
 from tests.console_support import sign_in
+from tests.functional.test_console_invite_many import outcomes
 from tests.functional.test_isolation import database_state
 from tests.helpers import (
     PASSWORD,
@@ -95,6 +96,12 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         for secret in ACME[:3]:
             assert secret not in response.text, (response.request.url, secret)
 
+    def not_sent(response: httpx.Response) -> None:
+        assert response.status_code == 200, response.text[:500]
+        assert "Sent 0 invitations" in response.text
+        acme, nowhere = outcomes(response.text).values()
+        assert acme.replace("acme", "X") == nowhere.replace("none", "X"), (acme, nowhere)
+
     u, i = eve, pending["id"]
     user = "/console/users/<int(max=2147483647):user_id>"
     invitation = "/console/invitations/<int(max=2147483647):invitation_id>"
@@ -133,6 +140,20 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         ),
         ("POST", "/console/users/bulk"): lambda: refused(
             gina.post("/console/users/bulk", {"action": "deactivate", "user": [u]})
+        ),
+        ("GET", "/console/users/invite-many"): lambda: invisible(
+            gina.get("/console/users/invite-many")
+        ),
+        # Acme's person into acme, by name: not sent, in the words of a workspace that
+        # does not exist (only what Gina typed comes back).
+        ("POST", "/console/users/invite-many"): lambda: not_sent(
+            gina.post(
+                "/console/users/invite-many",
+                {
+                    "action": "send",
+                    "rows": "Eve, eve@example.com, acme:viewer\nEve, eve2@example.com, none:viewer",
+                },
+            )
         ),
         ("GET", f"{user}/remove"): lambda: refused(gina.get(f"/console/users/{u}/remove")),
         ("POST", f"{user}/remove"): lambda: refused(gina.post(f"/console/users/{u}/remove")),
