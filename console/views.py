@@ -50,6 +50,7 @@ from gateway.errors import (
 from gateway.logs import request_id
 from gateway.services import Actor
 from gateway.services.audit import AuditFilter
+from gateway.services.audit_words import audit_lines
 from gateway.services.base import AuditTarget, page_offset
 from gateway.services.invitations import effective_status
 from gateway.services.permissions import Permission
@@ -837,7 +838,8 @@ def audit() -> Response:
     people = services().users.list(v.actor, UserFilter(), 0, 500).items
     args: dict[str, Any] = {k: value for k, value in request.args.items() if k != "page" and value}
     context: dict[str, Any] = {
-        "events": result.items,
+        # One line per change: an invitation to two workspaces is one line naming both.
+        "lines": audit_lines(result.items),
         "total": result.total,
         "page": page,
         "pages": result.pages(PAGE_SIZE),

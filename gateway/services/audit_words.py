@@ -2,10 +2,13 @@
 changed from what to what ("roles in acme: editor → viewer", "status active →
 deactivated"), never a Python repr, a whole settings record, a secret's value or a
 server's file path. The raw record stays available as it is (the console's details and
-the export)."""
+the export). Events that are one change told per workspace read as one line
+(:func:`audit_lines`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.db.models import AuditEvent
@@ -47,6 +50,11 @@ def _secret(key: str) -> bool:
 
 def describe(event: AuditEvent) -> str:
     """What ``event`` changed, in words; "—" when it records no change of values."""
+    return "; ".join(changes(event)) or "—"
+
+
+def changes(event: AuditEvent) -> list[str]:
+    """What ``event`` changed, each value's change in words."""
     before, after = event.before or {}, event.after or {}
     parts: list[str] = []
     if "roles" in before or "roles" in after:
@@ -69,4 +77,56 @@ def describe(event: AuditEvent) -> str:
             parts.append(f"{label} was {_value(was)}")
         else:
             parts.append(f"{label}: {_value(was)} → {_value(now)}")
-    return "; ".join(parts) or "—"
+    return parts
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    """One change as people read the trail: the events one change wrote about one target,
+    in order. An invitation to two workspaces writes one event per workspace (so each
+    workspace's admins see their part), and reads as one line naming both."""
+
+    events: tuple[AuditEvent, ...]
+
+    @property
+    def first(self) -> AuditEvent:
+        return self.events[0]
+
+    @property
+    def written(self) -> list[AuditEvent]:
+        """The events in the order they were written (the trail lists the newest first)."""
+        return sorted(self.events, key=lambda e: e.id or 0)
+
+    @property
+    def workspaces(self) -> list[str]:
+        return list(dict.fromkeys(e.workspace for e in self.written if e.workspace))
+
+    @property
+    def change(self) -> str:
+        """The events' changes in words, each once (the invitee's name, told to each
+        workspace, once; each workspace's roles), "—" when none records one."""
+        parts = dict.fromkeys(part for e in self.written for part in changes(e))
+        return "; ".join(parts) or "—"
+
+
+def _one_change(a: AuditEvent, b: AuditEvent) -> bool:
+    """Whether ``a`` and ``b`` are the same change told per workspace: the same revision
+    (or, for changes that make none, the same request), actor, action and target."""
+    change_a, change_b = a.revision or a.request_id, b.revision or b.request_id
+    return (
+        change_a is not None
+        and change_a == change_b
+        and (a.actor_id, a.action, a.target_type, a.target_id)
+        == (b.actor_id, b.action, b.target_type, b.target_id)
+    )
+
+
+def audit_lines(events: Iterable[AuditEvent]) -> list[AuditLine]:
+    """``events`` (in the trail's order) as lines: neighbours that are one change join."""
+    lines: list[AuditLine] = []
+    for event in events:
+        if lines and _one_change(lines[-1].events[-1], event):
+            lines[-1] = AuditLine((*lines[-1].events, event))
+        else:
+            lines.append(AuditLine((event,)))
+    return lines

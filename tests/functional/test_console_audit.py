@@ -47,9 +47,25 @@ def test_the_audit_trail_in_words_with_details_and_export(server: LiveServer) ->
     assert records and all(r["workspace"] == "acme" for r in records)
     assert alice.get("/console/audit/export", params={"since": "yesterday"}).status_code == 422
 
+    # One line per change: Pat's invitation, one event per workspace, reads as one line
+    # naming both (for whoever sees both), with each event in its details.
+    everything = sign_in(server, server.settings.admin_email, server.admin_password)
+    whole = everything.get("/console/audit", params={"action": "invitation.created"}).text
+    [pats] = [r for r in whole.split("<tr>") if 'data-label="When"' in r and "pat@" in r]
+    assert '<td data-label="Workspace">acme, globex</td>' in pats
+    assert "roles in acme: viewer; email: pat@example.com" in pats
+    assert "roles in globex: viewer" in pats and pats.count("email: pat@example.com") == 1
+    assert pats.count("<dt>Chain</dt>") == 2 and "(globex), revision" in pats
+    assert (
+        alice.get("/console/audit", params={"action": "invitation.created"}).text.count(
+            "pat@example.com"
+        )
+        >= 1
+    )  # her half: acme's
+
     gina = sign_in(server, "gina@example.com", PASSWORD)
     theirs = gina.get("/console/audit/export", params={"format": "csv", "workspace": "acme"})
     assert theirs.status_code == 200 and len(theirs.text.strip().splitlines()) == 1  # header
     assert "name: Globex → Globex Corporation" in gina.get("/console/audit").text
-    for console in (alice, gina):
+    for console in (alice, gina, everything):
         console.close()
