@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC
+from email.utils import getaddresses
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
@@ -65,6 +66,16 @@ class EmailAddress(fields.Email):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         return normalise_email(super()._deserialize(value, attr, data, **kwargs))
+
+
+def sender_address(value: str) -> None:
+    """``ops@example.com`` or ``Ringfence <ops@example.com>``: a From header with one
+    address in it, not "not an address" (which mail servers refuse at the first send)."""
+    problem = "Not a sender address: give ops@example.com or Name <ops@example.com>"
+    found = getaddresses([value])
+    if len(found) != 1 or "\n" in value or "\r" in value:
+        raise ValidationError(problem)
+    validate.Email(error=problem)(found[0][1])
 
 
 class StrictSchema(Schema):
@@ -332,7 +343,11 @@ class InvitationCreateSchema(StrictSchema):
     roles = fields.List(
         fields.Nested(RoleInWorkspaceSchema),
         required=True,
-        validate=validate.Length(min=1, max=50),
+        # Worded for the person filling in the form, not "Length must be between 1 and 50".
+        validate=[
+            validate.Length(min=1, error="Pick at least one role"),
+            validate.Length(max=50, error="At most {max} roles in one invitation"),
+        ],
         metadata={"description": "Roles per workspace, e.g. editor in acme, viewer in globex"},
     )
 
@@ -474,7 +489,7 @@ class EmailSettingsUpdateSchema(StrictSchema):
     smtp_username = fields.String(validate=validate.Length(max=320))
     smtp_password = fields.String(load_only=True, validate=validate.Length(max=1024))
     smtp_timeout = fields.Float(validate=validate.Range(min=1, max=120))
-    mail_from = fields.String(validate=validate.Length(min=3, max=320))
+    mail_from = fields.String(validate=[validate.Length(min=3, max=320), sender_address])
     allowed_domains = fields.List(
         fields.String(
             validate=validate.Regexp(

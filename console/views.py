@@ -38,7 +38,7 @@ from admin_api.schemas import (
     WorkspaceRenameSchema,
 )
 from console import session as console_session
-from gateway.db.models import UserStatus
+from gateway.db.models import InvitationStatus, UserStatus
 from gateway.engine.rules import ALL_WORKSPACES
 from gateway.errors import (
     InvalidInput,
@@ -542,12 +542,20 @@ def _panel(template: str, status: int = 200, **context: Any) -> Response:
 
 
 def _after_change(
-    message: str, user_id: int | None = None, removed: int | None = None, refresh: bool = False
+    message: str,
+    user_id: int | None = None,
+    removed: int | None = None,
+    refresh: bool = False,
+    kind: str = "ok",
 ) -> Response:
     """What a change answers: with htmx the changed row, an emptied panel and a message
-    (out-of-band swaps); without, the Users page with the message."""
+    (out-of-band swaps); without, the Users page with the message. ``kind`` "error"
+    announces what went wrong with a change that was made (an invitation whose email
+    failed), as an alert, not a success."""
     if not _htmx():
-        return _render("users.html", active="users", notice=message, **_users_context())
+        return _render(
+            "users.html", active="users", notice=message, notice_kind=kind, **_users_context()
+        )
     row = None
     if user_id is not None:
         try:
@@ -555,7 +563,7 @@ def _after_change(
         except NotFound:
             removed = user_id
     response = _render(
-        "_changed.html", message=message, row=None if refresh else row, removed=removed
+        "_changed.html", message=message, kind=kind, row=None if refresh else row, removed=removed
     )
     if refresh:  # a new row: the table reloads itself with the filters in use
         response.headers["HX-Trigger"] = "users-changed"
@@ -609,6 +617,14 @@ def invite() -> Response:
         if "role" in errors:  # the service names the role; the form calls them roles
             errors.setdefault("roles", []).extend(errors.pop("role"))
         return _panel("_invite.html", status=422, **_invite_form_context(form, errors))
+    if effective_status(invitation) == InvitationStatus.FAILED:
+        return _after_change(
+            f"Invited {invitation.name} <{invitation.email}>, but the invitation email could "
+            "not be sent; their row says why. Resend it once email works.",
+            invitation.user_id,
+            refresh=True,
+            kind="error",
+        )
     return _after_change(
         f"Invited {invitation.name} <{invitation.email}>; "
         f"invitation {effective_status(invitation)}.",

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Mapping
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, render_template, request, url_for
 
 from gateway.errors import InvalidInput, RingfenceError
 from gateway.identity.passwords import MIN_PASSWORD_LENGTH
@@ -83,7 +83,13 @@ def _invitation_page(
 ) -> tuple[str, int, dict[str, str]]:
     state = services().invitations.token_state(token)
     if not state.usable or state.invitation is None:
-        return _page(410, title="This invitation link does not work", error=state.reason)
+        return _page(
+            410,
+            title="This invitation link does not work",
+            error=state.reason,
+            # A used link is most often one already accepted: its owner signs in.
+            sign_in=url_for("console.sign_in"),
+        )
     invitation = state.invitation
     return _page(
         status,
@@ -122,8 +128,14 @@ def accept(token: str) -> tuple[str, int, dict[str, str]]:
     except InvalidInput as exc:
         return _invitation_page(token, 422, name=name, field_errors=[exc.detail])
     except RingfenceError as exc:
-        return _page(exc.status, title="This invitation link does not work", error=exc.detail)
+        return _page(
+            exc.status,
+            title="This invitation link does not work",
+            error=exc.detail,
+            sign_in=url_for("console.sign_in"),
+        )
     return _page(
         title="Welcome to Ringfence",
+        sign_in=url_for("console.sign_in"),
         message=f"Your account {user.email} is active with the new roles. You can sign in now.",
     )

@@ -227,7 +227,7 @@ def test_form_errors_come_from_the_apis_validation_next_to_the_field(
     assert bad.status_code == 422
     assert re.search(r'id="invite-name-error" class="field-error">Length must be', bad.text)
     assert re.search(r'id="invite-email-error" class="field-error">Not a valid email', bad.text)
-    assert re.search(r'id="invite-roles-error" class="field-error">Length must be', bad.text)
+    assert 'id="invite-roles-error" class="field-error">Pick at least one role' in bad.text
     assert 'aria-describedby="invite-email-hint invite-email-error" aria-invalid="true"' in bad.text
 
     # The company-domain allow-list (a service rule) lands next to the email field too.

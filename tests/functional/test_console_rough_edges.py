@@ -1,0 +1,94 @@
+"""Rough edges of the console found by trying it as a new workspace admin (issue 23), each
+with its test: the words a person needs where a validator's were, a failed invitation
+announced as a failure, a sender address that is one, and a way to sign in from the
+acceptance page."""
+
+from __future__ import annotations
+
+import re
+
+from tests.console_support import sign_in
+from tests.helpers import (
+    ADMIN_EMAIL,
+    LiveServer,
+    accept_token,
+    create_workspaces,
+    invite,
+    outbox_messages,
+)
+from tests.smtp_support import REFUSAL, Mailbox, running_smtp
+
+
+def test_an_invitation_without_roles_asks_to_pick_one(server: LiveServer) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme")
+    console = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    form = console.post(
+        "/console/users/invite", {"name": "Ann", "email": "ann@example.com"}, htmx=True
+    )
+    assert form.status_code == 422
+    assert re.search(
+        r'id="invite-roles-error" class="field-error">Pick at least one role', form.text
+    )
+    assert "Length must be between" not in form.text
+    api = root.post("/invitations", json={"name": "Ann", "email": "ann@example.com", "roles": []})
+    assert api.status_code == 422 and api.json()["errors"]["roles"] == ["Pick at least one role"]
+
+
+def test_a_failed_invitation_is_announced_as_a_failure(server: LiveServer) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme")
+    console = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    with running_smtp(Mailbox(rcpt_refusal=REFUSAL)) as port:
+        email = {"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_security": "none"}
+        assert root.patch("/settings/email", json=email).status_code == 200
+        invited = console.post(
+            "/console/users/invite",
+            {"name": "Fay", "email": "fay@example.com", "roles": ["acme:viewer"]},
+            htmx=True,
+        )
+        plain = console.post(
+            "/console/users/invite",
+            {"name": "Gus", "email": "gus@example.com", "roles": ["acme:viewer"]},
+        )
+    assert invited.status_code == 200, invited.text
+    assert re.search(
+        r'class="message error" role="alert"[^>]*>Invited Fay &lt;fay@example.com&gt;, but the '
+        r"invitation email could not be sent",
+        invited.text,
+    )
+    assert 'class="message ok"' not in invited.text
+    # Without htmx (the Users page) as well.
+    assert re.search(r'class="message error" role="alert">Invited Gus', plain.text)
+
+
+def test_the_sender_address_must_be_an_address(server: LiveServer) -> None:
+    root = server.admin()
+    for bad in ("not an address", "a@example.com, b@example.com", "Ops <ops>"):
+        refused = root.patch("/settings/email", json={"mail_from": bad})
+        assert refused.status_code == 422, bad
+        assert refused.json()["errors"]["mail_from"] == [
+            "Not a sender address: give ops@example.com or Name <ops@example.com>"
+        ]
+    for good in ("ops@example.com", "Ringfence <ops@example.com>"):
+        assert root.patch("/settings/email", json={"mail_from": good}).status_code == 200, good
+
+
+def test_the_acceptance_page_links_to_sign_in_once_accepted_or_used(server: LiveServer) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme")
+    invite(root, "hal@example.com", [("acme", "viewer")], "Hal")
+    token = accept_token(outbox_messages(server.settings)[-1])
+    with server.client() as browser:
+        page = browser.get(f"/invite/{token}")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        form = {"password": "a long enough passphrase 42"}
+        if csrf:
+            form["csrf_token"] = csrf.group(1)
+        accepted = browser.post(f"/invite/{token}", data=form)
+        assert accepted.status_code == 200, accepted.text
+        assert "You can sign in now." in accepted.text
+        assert '<a href="/console/sign-in">Sign in to Ringfence</a>' in accepted.text
+        used = browser.get(f"/invite/{token}")
+        assert used.status_code == 410
+        assert '<a href="/console/sign-in">Sign in to Ringfence</a>' in used.text
