@@ -158,9 +158,18 @@ class TemplateCopies:
 
     def _copy(self) -> str:
         name = f"test_copy_{uuid.uuid4().hex[:12]}"
-        # FILE_COPY copies the template's files and takes a checkpoint: a third of the
-        # time of the default WAL_LOG, which writes every page of it to the WAL.
-        _on_postgres(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY')
+        # A template must have no session while it is copied, and the apps that set it
+        # up may have left one: the event streams' thread (one per process, outliving
+        # apps) reads through the last app's ledger, and a stray read opens a pooled
+        # connection that nobody closes ("source database is being accessed by other
+        # users", once in a run). Nothing uses a template: such sessions are ended.
+        sessions = f"datname = '{self.template}' AND pid <> pg_backend_pid()"  # our own name
+        _on_postgres(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {sessions}",  # noqa: S608
+            # FILE_COPY copies the template's files and takes a checkpoint: a third of
+            # the time of the default WAL_LOG, which writes every page of it to the WAL.
+            f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY',
+        )
         return name
 
     def take(self, target: str) -> None:
