@@ -18,7 +18,7 @@ from flask import Response, request
 from marshmallow import ValidationError
 
 from admin_api.schemas import InvitationCreateSchema
-from console.views import _field_errors, _render, bp, viewer
+from console.views import _field_errors, _render, bp, no_workspaces_yet, viewer
 from gateway.errors import InvalidInput, RingfenceError
 from gateway.services.permissions import Permission
 from gateway.web.http import services
@@ -164,6 +164,7 @@ def _page(status: int = 200, **context: Any) -> Response:
         status=status,
         active="users",
         workspaces=workspaces,
+        no_workspaces_yet=not workspaces and no_workspaces_yet(),
         # In the viewer's own first workspace: never a slug they cannot see.
         example=EXAMPLE.format(w=workspaces[0][0]) if workspaces else "",
         max_rows=MAX_ROWS,

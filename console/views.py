@@ -434,8 +434,24 @@ def index() -> Response:
 
 @bp.get("/account")
 def account() -> Response:
-    """Where someone without any admin permission lands: who they are, and sign-out."""
-    return _render("account.html", active="account")
+    """Who they are and what they can use here (where someone without any admin
+    permission lands: then, that they have none)."""
+    return _render(
+        "account.html",
+        active="account",
+        pages=_nav(),
+        everywhere=viewer().where(Permission.USERS_READ) is None,
+    )
+
+
+def no_workspaces_yet() -> bool:
+    """Whether there is no workspace to invite anyone into and this admin could create
+    one (an invite form then says so, and links to it, rather than read as a refusal)."""
+    v = viewer()
+    return (
+        v.anywhere(Permission.WORKSPACES_CREATE)
+        and services().workspaces.list(v.actor, 0, 1).total == 0
+    )
 
 
 # -- users ---------------------------------------------------------------------------
@@ -585,6 +601,7 @@ def _invite_form_context(
         "errors": errors or {},
         "choices": choices,
         "allowed_domains": services().settings.email().allowed_domains,
+        "no_workspaces_yet": not choices and no_workspaces_yet(),
     }
 
 

@@ -10,10 +10,12 @@ import re
 from tests.console_support import sign_in
 from tests.helpers import (
     ADMIN_EMAIL,
+    PASSWORD,
     LiveServer,
     accept_token,
     create_workspaces,
     invite,
+    invite_and_accept,
     outbox_messages,
 )
 from tests.smtp_support import REFUSAL, Mailbox, running_smtp
@@ -92,3 +94,31 @@ def test_the_acceptance_page_links_to_sign_in_once_accepted_or_used(server: Live
         used = browser.get(f"/invite/{token}")
         assert used.status_code == 410
         assert '<a href="/console/sign-in">Sign in to Ringfence</a>' in used.text
+
+
+def test_the_account_page_says_what_one_can_use_and_an_empty_install_how_to_start(
+    server: LiveServer,
+) -> None:
+    root = server.admin()
+    console = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    # No workspace yet: the invite forms say so and link to making one, not a refusal.
+    for form in ("/console/users/invite", "/console/users/invite-many"):
+        page = console.get(form).text
+        assert "There are no workspaces yet" in page, form
+        assert 'href="/console/workspaces">Create a workspace</a>' in page
+        assert "You may not invite anyone" not in page
+    account = console.get("/console/account").text
+    assert "no administrative permissions" not in account
+    assert "You are a super admin" in account and '<a href="/console/users">Users</a>' in account
+
+    create_workspaces(root, "acme")
+    val, _ = invite_and_accept(server, root, "val@example.com", "Val", [("acme", "viewer")])
+    member = sign_in(server, "val@example.com", PASSWORD)
+    theirs = member.get("/console/account").text  # a viewer may read the workspaces
+    assert '<li><a href="/console/workspaces">Workspaces</a></li></ul>' in theirs
+    assert "super admin" not in theirs and "/console/users" not in theirs
+    refused = member.get("/console/users/invite-many").text
+    assert "You may not invite anyone to any workspace." in refused
+    assert "There are no workspaces yet" not in refused
+    assert root.delete(f"/users/{val}/grants/acme/viewer").status_code == 200
+    assert "You have no administrative permissions" in member.get("/console/account").text
