@@ -18,6 +18,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.db.models import Grant
 from gateway.db.session import POSTGRES_LINK, make_engine
+from gateway.web.http import close_services, services
 from gateway.web.state import gateway_state
 from tests.cluster import through_proxy, wait_until
 from tests.functional.test_token_revocation import check, serving
@@ -26,6 +27,7 @@ from tests.helpers import (
     LiveServer,
     assert_problem,
     client_token,
+    close_app,
     create_client,
     create_workspaces,
     run_cli,
@@ -239,3 +241,28 @@ def test_a_commit_the_link_stalls_under_is_not_reported_as_failed(
     assert problem["revision"] > 0 and answer.headers["Retry-After"]
     assert took < WAIT + 1.0, took
     assert after.json()["roles"] == {"*": ["superadmin"], "acme": ["viewer"]}
+
+
+def test_a_link_that_drops_as_the_request_ends_leaves_its_answer_alone(
+    settings: Settings, admin_password: str
+) -> None:
+    """The request's work is done (a change may have committed) and the link drops before
+    its session closes: the ROLLBACK that ends the session fails. That must not turn the
+    answer into a bare 500 ("committed but reported failed" in a fault-injection run);
+    the app goes on with a new connection."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("a dropped link needs a database across the network (PostgreSQL)")
+    app = create_app(settings)
+    killer = make_engine(settings.database_url)
+    try:
+        with app.test_request_context("/"):
+            session = services().session
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with killer.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            close_services(None)  # the teardown: logs, does not raise
+        with app.test_client() as client:
+            assert client.get("/readyz").status_code == 200
+    finally:
+        killer.dispose()
+        close_app(app)
