@@ -489,7 +489,13 @@ class EmailSettingsUpdateSchema(StrictSchema):
     smtp_username = fields.String(validate=validate.Length(max=320))
     smtp_password = fields.String(load_only=True, validate=validate.Length(max=1024))
     smtp_timeout = fields.Float(validate=validate.Range(min=1, max=120))
-    mail_from = fields.String(validate=[validate.Length(min=3, max=320), sender_address])
+    mail_from = fields.String(
+        validate=[validate.Length(min=3, max=320), sender_address],
+        metadata={
+            "description": "One address, plain or with a name: Name <ops@example.com>",
+            "example": "Ringfence <no-reply@example.com>",
+        },
+    )
     allowed_domains = fields.List(
         fields.String(
             validate=validate.Regexp(

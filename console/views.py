@@ -581,7 +581,9 @@ def _after_change(
     response = _render(
         "_changed.html", message=message, kind=kind, row=None if refresh else row, removed=removed
     )
-    if refresh:  # a new row: the table reloads itself with the filters in use
+    # A new row, or one fewer: the table (and its count of people) reloads itself with
+    # the filters in use; the count went stale after a removal.
+    if refresh or removed is not None:
         response.headers["HX-Trigger"] = "users-changed"
     return response
 

@@ -122,3 +122,21 @@ def test_the_account_page_says_what_one_can_use_and_an_empty_install_how_to_star
     assert "There are no workspaces yet" not in refused
     assert root.delete(f"/users/{val}/grants/acme/viewer").status_code == 200
     assert "You have no administrative permissions" in member.get("/console/account").text
+
+
+def test_a_removal_reloads_the_count_and_the_domain_warning_is_announced(
+    server: LiveServer,
+) -> None:
+    root = server.admin()
+    create_workspaces(root, "acme")
+    bob, _ = invite_and_accept(server, root, "bob@example.com", "Bob", [("acme", "viewer")])
+    console = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    assert '<p class="count" id="users-count">2 people' in console.get("/console/users").text
+    removed = console.post(f"/console/users/{bob}/remove", htmx=True)
+    assert removed.status_code == 200, removed.text
+    # The table, count included, reloads itself (users.html: hx-trigger users-changed).
+    assert removed.headers["HX-Trigger"] == "users-changed"
+    assert '<p class="count" id="users-count">1 person' in console.get("/console/users").text
+    # The company-domain warning shows inside a live region that is always there.
+    form = console.get("/console/users/invite").text
+    assert re.search(r'<div role="status"><p id="invite-email-warning"[^>]*hidden>', form)
