@@ -7,9 +7,11 @@ Owns the mapping of SMTP and network failures onto two outcomes the tasks act on
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import smtplib
+import socket
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping
@@ -56,6 +58,31 @@ class Transport(Protocol):
 
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+# What a failed connection means, for the admins who read a delivery's reason (workspace
+# admins among them): not "[Errno 111] Connection refused".
+CONNECTION_WORDS = {
+    errno.ECONNREFUSED: "it refused the connection (nothing listens on that port)",
+    errno.ECONNRESET: "it reset the connection",
+    errno.ECONNABORTED: "the connection was aborted",
+    errno.EHOSTUNREACH: "no route to it",
+    errno.ENETUNREACH: "its network cannot be reached",
+    errno.ETIMEDOUT: "it did not answer in time",
+}
+
+
+def in_words(exc: OSError) -> str:
+    """``exc``, a failed connection to a mail server, in words an admin can act on."""
+    if isinstance(exc, socket.gaierror):
+        return "its name does not resolve (check the host name)"
+    if isinstance(exc, TimeoutError):
+        return "it did not answer in time"
+    if isinstance(exc, ssl.SSLError):
+        return f"the TLS handshake failed ({exc.reason or 'check the security setting'})"
+    if exc.errno in CONNECTION_WORDS:
+        return CONNECTION_WORDS[exc.errno]
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -191,7 +218,7 @@ class SmtpTransport:
         except OSError as exc:
             # Refused, reset, timed out, name not resolved: the server may be back soon.
             # (smtplib.SMTPException is an OSError too, hence this comes last.)
-            raise TransientDeliveryError(f"{self._where} unreachable: {exc}") from exc
+            raise TransientDeliveryError(f"{self._where} unreachable: {in_words(exc)}") from exc
         return f"{self._where} accepted the message: {code} {reply}"
 
     def _deliver(self, message: EmailMessage, on_accepted: Accepted | None) -> tuple[int, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import time
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -44,6 +45,7 @@ from mailer.transport import (
     OutboxTransport,
     SmtpTransport,
     TransientDeliveryError,
+    in_words,
     transport_from_config,
 )
 from mailer.worker import prepare_worker, worker_argv
@@ -653,3 +655,23 @@ def test_a_message_sent_again_keeps_its_message_id(ledger: MemoryLedger) -> None
     assert sent["Message-ID"] == again["Message-ID"]
     assert another["Message-ID"] != sent["Message-ID"]
     assert str(sent["Message-ID"]).endswith("@ringfence.test>")  # the sender's domain
+
+
+def test_an_unreachable_server_is_said_in_words_not_errno_text() -> None:
+    """A delivery's reason is read by workspace admins: what failed and what to check,
+    not "[Errno 111] Connection refused" (a real refused connection on loopback)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", "x"
+    with pytest.raises(TransientDeliveryError) as refused:
+        SmtpTransport("127.0.0.1", port, security="none", timeout=2).send(message)
+    assert str(refused.value).endswith(
+        "unreachable: it refused the connection (nothing listens on that port)"
+    )
+    assert "Errno" not in str(refused.value)
+    assert in_words(socket.gaierror(-2, "Name or service not known")) == (
+        "its name does not resolve (check the host name)"
+    )
+    assert in_words(TimeoutError("timed out")) == "it did not answer in time"
