@@ -778,7 +778,9 @@ class InvitationService:
         )
         return f"{inviter.name} <{inviter.email}>" if inviter else ""
 
-    def _notice(self, invitation: Invitation, token: str) -> InvitationNotice:
+    def named_grants(self, invitation: Invitation) -> tuple[tuple[str, str], ...]:
+        """The invitation's roles as (workspace name, role): as its email and its
+        acceptance page show them (a workspace gone since keeps its slug)."""
         names = dict(
             self.session.execute(
                 select(Workspace.slug, Workspace.name).where(
@@ -786,15 +788,18 @@ class InvitationService:
                 )
             ).all()
         )
+        return tuple(
+            (names.get(g.workspace_slug, g.workspace_slug), g.role) for g in invitation.grants
+        )
+
+    def _notice(self, invitation: Invitation, token: str) -> InvitationNotice:
         inviter = self._inviter(invitation).split(" <")[0] or "Your administrator"
         return InvitationNotice(
             invitation_id=invitation.id,
             to_address=invitation.email,
             to_name=invitation.name,
             inviter_name=inviter,
-            grants=tuple(
-                (names.get(g.workspace_slug, g.workspace_slug), g.role) for g in invitation.grants
-            ),
+            grants=self.named_grants(invitation),
             accept_url=f"{self.settings.public_url.rstrip('/')}/invite/{quote(token)}",
             expires_at=invitation.expires_at.isoformat(),
         )

@@ -97,7 +97,7 @@ def _invitation_page(
         name=extra.pop("name", None) or invitation.name,
         email=invitation.email,
         inviter=state.inviter or "Your administrator",
-        roles=[(g.workspace_slug, g.role) for g in invitation.grants],
+        roles=services().invitations.named_grants(invitation),  # as its email names them
         has_account=state.has_account,
         expires_at=invitation.expires_at.strftime("%d %B %Y at %H:%M UTC"),
         show_form=True,

@@ -38,7 +38,7 @@ def test_the_link_shows_the_invitation_and_activates_the_account(
         assert "default-src 'none'" in page.headers["content-security-policy"]
         assert page.headers["referrer-policy"] == "no-referrer"
         assert "ann@example.com" in page.text
-        assert "<td>acme</td><td>viewer</td>" in page.text
+        assert "<td>Acme</td><td>viewer</td>" in page.text
         assert "Ada Admin" in page.text  # who invited her
         assert 'name="password"' in page.text and 'value="Ann"' in page.text
 

@@ -83,6 +83,8 @@ def test_the_acceptance_page_links_to_sign_in_once_accepted_or_used(server: Live
     token = accept_token(outbox_messages(server.settings)[-1])
     with server.client() as browser:
         page = browser.get(f"/invite/{token}")
+        # The workspace by its name, as the email names it, not its slug.
+        assert "<tr><td>Acme</td><td>viewer</td></tr>" in page.text
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         form = {"password": "a long enough passphrase 42"}
         if csrf:
