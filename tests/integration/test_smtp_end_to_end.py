@@ -125,8 +125,8 @@ def test_invitation_over_smtp_to_a_signed_in_user(
         page = browser.get(path)
         assert page.status_code == 200, page.text
         assert "john@example.com" in page.text
-        assert "<td>acme</td><td>editor</td>" in page.text
-        assert "<td>globex</td><td>viewer</td>" in page.text
+        assert "<td>Acme</td><td>editor</td>" in page.text
+        assert "<td>Globex</td><td>viewer</td>" in page.text
         assert "Ada Admin" in page.text
         done = browser.post(path, data={"name": "John A. Smith", "password": PASSWORD})
         assert done.status_code == 200, done.text
