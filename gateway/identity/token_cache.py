@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 
 # Enough for every service of a large installation; beyond it the oldest half is dropped.
 MAX_TOKENS = 10_000
@@ -42,13 +43,13 @@ class DecisionTokenCache:
         # Bumped by forget_all: a check that began before it must not remember its
         # token afterwards (it may have read the database before the token was ended).
         self.generation = 0
+        # Monotonic seconds; a test moves it on rather than sleep through the cache time.
+        self.clock: Callable[[], float] = time.monotonic
 
     def fresh(self, token: str) -> bool:
         """Checked within the last ``ttl`` seconds and not expired since."""
         entry = self._accepted.get(_digest(token))
-        return (
-            entry is not None and time.monotonic() - entry[0] < self.ttl and time.time() < entry[1]
-        )
+        return entry is not None and self.clock() - entry[0] < self.ttl and time.time() < entry[1]
 
     def known(self, token: str) -> bool:
         """Checked within the last ``outage_grace`` seconds and not expired: usable while
@@ -56,7 +57,7 @@ class DecisionTokenCache:
         entry = self._accepted.get(_digest(token))
         return (
             entry is not None
-            and time.monotonic() - entry[0] < self.outage_grace
+            and self.clock() - entry[0] < self.outage_grace
             and time.time() < entry[1]
         )
 
@@ -71,7 +72,7 @@ class DecisionTokenCache:
             if len(self._accepted) >= MAX_TOKENS:
                 for key in list(self._accepted)[: MAX_TOKENS // 2]:
                     del self._accepted[key]
-            self._accepted[_digest(token)] = (time.monotonic(), float(expires_at))
+            self._accepted[_digest(token)] = (self.clock(), float(expires_at))
 
     def forget(self, token: str) -> None:
         with self._lock:
