@@ -38,6 +38,8 @@ class Row:
     email: str
     roles: list[tuple[str, str]] = field(default_factory=list)  # (workspace, role)
     problem: str | None = None
+    # The row through the invite schema, once checked (what a send invites).
+    loaded: dict[str, Any] | None = None
     sent: bool = False
 
     @property
@@ -123,7 +125,7 @@ def check_rows(rows: list[Row]) -> None:
         if row.problem is not None:
             continue
         try:
-            args = _loaded(row)
+            args = row.loaded = _loaded(row)
             key = args["email"].casefold()
             if key in first_line:
                 raise InvalidInput(f"{row.email} is already on line {first_line[key]}")
@@ -131,6 +133,7 @@ def check_rows(rows: list[Row]) -> None:
             services().invitations.check(actor, args["email"], args["roles"])
         except (ValidationError, RingfenceError) as exc:
             row.problem = _problem(exc)
+            row.loaded = None
 
 
 def _loaded(row: Row) -> dict[str, Any]:
@@ -194,12 +197,11 @@ def invite_many() -> Response:
         return _page(text=text, rows=rows)
     actor = viewer().actor
     for row in rows:
-        if row.problem is not None:
+        if row.problem is not None or (args := row.loaded) is None:
             continue
         try:
-            args = _loaded(row)
             services().invitations.create(actor, args["email"], args["name"], args["roles"])
             row.sent = True
-        except (ValidationError, RingfenceError) as exc:  # changed since the check above
+        except RingfenceError as exc:  # changed since the check above
             row.problem = _problem(exc)
     return _page(text="", rows=rows, done=True)

@@ -38,13 +38,18 @@ def server_of(app: Flask) -> DirectoryScimServer:
     return server
 
 
+def _current() -> DirectoryScimServer:
+    # The app itself, not its proxy: the servers are kept by app, weakly.
+    return server_of(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
 def _serve(path: str = "") -> Response:
-    return server_of(current_app._get_current_object()).serve()  # type: ignore[attr-defined]
+    return _current().serve()
 
 
 def _error(error: Exception) -> Response:
     """Errors of this blueprint (the app's hooks included) in the SCIM error schema."""
-    return server_of(current_app._get_current_object()).error_response(error)  # type: ignore[attr-defined]
+    return _current().error_response(error)
 
 
 def init_app(app: Flask) -> None:
