@@ -7,6 +7,8 @@ import base64
 import hashlib
 import logging
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import swagger_ui_bundle
@@ -100,17 +102,20 @@ def default_notifier(settings: Settings) -> Notifier:
 
 def install_delivery_ledger(
     session_factory: sessionmaker[Session], engine: DecisionEngine, settings: Settings
-) -> None:
-    """Let the mail tasks of this process record deliveries in this database.
+) -> Callable[[], None]:
+    """Let the mail tasks of this process record deliveries in this database, until
+    the returned function is called (when the app closes).
 
     Process-wide on purpose, unlike everything in GatewayState: Celery tasks are module
     functions found by name (in the worker, or run eagerly here), with no app to ask, so
-    they reach the ledger through mailer.delivery's one slot (the worker fills it from
-    the ``ringfence.delivery_ledger`` entry point)."""
+    they reach the ledger through mailer.delivery (the worker installs its own, from the
+    ``ringfence.delivery_ledger`` entry point)."""
     from gateway.services.delivery import DatabaseLedger
-    from mailer.delivery import install_ledger
+    from mailer.delivery import install_ledger, uninstall_ledger
 
-    install_ledger(DatabaseLedger(session_factory, engine, settings))
+    ledger = DatabaseLedger(session_factory, engine, settings)
+    install_ledger(ledger)
+    return partial(uninstall_ledger, ledger)
 
 
 def start_watcher(
@@ -233,7 +238,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
             "security": [{"bearerAuth": []}],
         },
     )
-    install_delivery_ledger(session_factory, engine, settings)
+    uninstall_ledger = install_delivery_ledger(session_factory, engine, settings)
     install_housekeeping(db, session_factory, engine, settings)
     app_state = GatewayState(
         settings,
@@ -251,6 +256,7 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
         ),
         activity=activity.from_settings(session_factory, settings.activity_flush_seconds),
     )
+    app_state.on_close.append(uninstall_ledger)
     app.extensions[EXTENSION] = app_state  # the one key: read through gateway_state(app)
     if settings.revision_poll_seconds > 0 or settings.watcher_url:
         app_state.poller = RevisionPoller(engine, db, session_factory, settings)

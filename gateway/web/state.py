@@ -85,6 +85,9 @@ class GatewayState:
     decisions: DecisionServices | None = None
     # The process this state's threads and pooled connections belong to.
     pid: int = field(default_factory=os.getpid)
+    # What else ``close`` undoes, newest first: what the app factory plugged into the
+    # process for this app (its delivery ledger).
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def restart_after_fork(self) -> None:
         """gunicorn's ``preload_app`` builds the app before forking workers: their
@@ -111,6 +114,8 @@ class GatewayState:
             self.decision_log.close(timeout=2.0)
         if self.activity is not None:
             self.activity.close()
+        while self.on_close:
+            self.on_close.pop()()
         self.db.dispose()
 
 

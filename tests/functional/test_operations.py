@@ -12,11 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.logs import use_format
+from mailer.delivery import current_ledger
 from tests.helpers import (
     LiveServer,
     close_app,
@@ -229,3 +231,18 @@ def test_a_json_line_holds_the_exception() -> None:
     assert line["level"] == "ERROR" and line["message"] == "it failed"
     assert line["request_id"] is None  # neither a request nor a task
     assert "RuntimeError: boom" in line["exception"]
+
+
+def test_an_app_that_closes_gives_the_mail_tasks_back_to_the_app_still_open(
+    app: Flask, settings: Settings
+) -> None:
+    """The mail and stream tasks find their ledger process-wide (they have no app to
+    ask). A second app in the process takes it over; once closed, it hands it back:
+    before, the tasks and the event streams' poll went on reading the closed app's
+    database (in the suite: "database ... does not exist")."""
+    first = current_ledger()
+    second_app = create_app(settings)
+    second = current_ledger()
+    assert second is not first
+    close_app(second_app)
+    assert current_ledger() is first

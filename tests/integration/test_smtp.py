@@ -73,7 +73,7 @@ def eager(tmp_path: Path, celery_conf: None) -> None:
 def install(monkeypatch: pytest.MonkeyPatch, transport: dict[str, Any]) -> MemoryLedger:
     """A fresh in-memory ledger for the tasks, sending through ``transport``."""
     ledger = MemoryLedger(transport)
-    monkeypatch.setattr(mailer.delivery, "_ledger", ledger)
+    monkeypatch.setattr(mailer.delivery, "_ledgers", [ledger])
     return ledger
 
 

@@ -28,7 +28,7 @@ from mailer.celery_app import (
     mail_config,
 )
 from mailer.configure import configure_celery
-from mailer.delivery import DeliveryLedger, current_ledger
+from mailer.delivery import DeliveryLedger, current_ledger, install_ledger, uninstall_ledger
 from mailer.messages import render_invitation, render_notice, render_reminder
 from mailer.notifier import CeleryNotifier
 from mailer.tasks import (
@@ -66,7 +66,7 @@ def eager(tmp_path: Path, celery_conf: None) -> None:
 def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryLedger:
     """A fresh in-memory ledger for the tasks, delivering to the outbox tmp_path/outbox."""
     fake = MemoryLedger(mail_config(Settings(instance_dir=tmp_path, mail_from=MAIL_FROM)))
-    monkeypatch.setattr(mailer.delivery, "_ledger", fake)
+    monkeypatch.setattr(mailer.delivery, "_ledgers", [fake])
     return fake
 
 
@@ -587,10 +587,33 @@ def test_worker_argv(tmp_path: Path) -> None:
     ]
 
 
+def test_ledgers_stack_and_an_uninstalled_one_gives_the_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two apps in one process: the newer one's ledger serves; once it closes, the
+    older one's serves again (not the closed app's database); with none left, none."""
+    monkeypatch.setattr(mailer.delivery, "_ledgers", [])
+    older, newer = MemoryLedger({}), MemoryLedger({})
+    install_ledger(older)
+    install_ledger(newer)
+    assert current_ledger() is newer
+
+    uninstall_ledger(older)  # an app that closes out of order takes only its own
+    assert current_ledger() is newer
+    install_ledger(older)
+    uninstall_ledger(newer)
+    assert current_ledger() is older
+
+    uninstall_ledger(older)
+    uninstall_ledger(older)  # closing twice is harmless
+    with pytest.raises(RuntimeError, match="no delivery ledger"):
+        current_ledger()
+
+
 def test_prepare_worker_configures_celery_and_installs_the_ledger(
     tmp_path: Path, celery_conf: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mailer.delivery, "_ledger", None)
+    monkeypatch.setattr(mailer.delivery, "_ledgers", [])
     fake: DeliveryLedger = MemoryLedger({})
     settings = Settings(instance_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")
 
@@ -604,13 +627,13 @@ def test_prepare_worker_configures_celery_and_installs_the_ledger(
 def test_a_worker_needs_a_broker(
     tmp_path: Path, celery_conf: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mailer.delivery, "_ledger", None)
+    monkeypatch.setattr(mailer.delivery, "_ledgers", [])
     with pytest.raises(SystemExit, match="RINGFENCE_BROKER_URL"):
         prepare_worker(Settings(instance_dir=tmp_path), MemoryLedger({}))
     monkeypatch.delenv("RINGFENCE_BROKER_URL", raising=False)
     with pytest.raises(SystemExit, match="RINGFENCE_BROKER_URL"):
         mailer.worker.app  # what ``celery -A mailer.worker`` looks up  # noqa: B018
-    assert mailer.delivery._ledger is None
+    assert mailer.delivery._ledgers == []
 
 
 def test_outbox_file_shows_the_link_verbatim(tmp_path: Path) -> None:
