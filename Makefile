@@ -3,6 +3,11 @@
 # replicas), `make bench-http` (decisions over HTTP, gunicorn and granian, driven by wrk);
 # `make chaos` (faults under load, judged by the revision oracle; not in `make test`).
 PYTHON ?= python3
+# Python writes its bytecode caches, whatever the environment says: with
+# PYTHONDONTWRITEBYTECODE set (as on this machine), every process the tests start (the
+# gateway's replicas, Celery workers) compiled the gateway from source again, and pytest
+# re-did its assertion rewriting in each worker.
+unexport PYTHONDONTWRITEBYTECODE
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -37,12 +42,19 @@ run: $(VENV)/.installed
 ## printed after theirs; either failing fails the target. Lint runs first: it is quick.
 TEST_WORKERS ?= 4
 PYTEST_ARGS ?=
+# The tests' temporary folders (each SQLite test's database among them) in memory where
+# the machine has a tmpfs at /dev/shm: SQLite fsyncs every commit, 4 ms on this disk,
+# and the SQLite half of the suite commits tens of thousands of times. pytest's own
+# numbering and clean-up apply there (PYTEST_DEBUG_TEMPROOT); only failed tests' folders
+# are kept (tmp_path_retention_policy).
+TEST_TEMPROOT ?= $(shell [ -d /dev/shm ] && [ -w /dev/shm ] && echo /dev/shm)
 test: $(VENV)/.installed $(AXE)
 	@start=$$(date +%s); status=0; types=$$(mktemp); \
 	$(MAKE) --no-print-directory lint || status=$$?; \
 	if [ $$status -eq 0 ]; then \
 	  $(BIN)/mypy > $$types 2>&1 & types_pid=$$!; \
-	  $(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS) || status=$$?; \
+	  PYTEST_DEBUG_TEMPROOT=$(TEST_TEMPROOT) \
+	    $(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS) || status=$$?; \
 	  wait $$types_pid || status=1; \
 	  echo "$(BIN)/mypy (beside the tests):"; cat $$types; \
 	fi; \
@@ -54,7 +66,7 @@ test: $(VENV)/.installed $(AXE)
 ## "thorough"); not part of make test.
 .PHONY: test-thorough
 test-thorough: $(VENV)/.installed
-	RINGFENCE_HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	RINGFENCE_HYPOTHESIS_PROFILE=thorough PYTEST_DEBUG_TEMPROOT=$(TEST_TEMPROOT) $(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
