@@ -507,7 +507,10 @@ class EmailSettingsUpdateSchema(StrictSchema):
     )
 
 
-class EmailTestSchema(StrictSchema):
+class EmailTestSchema(EmailSettingsUpdateSchema):
+    """Whom to send the test to and, optionally, settings to try instead of the saved ones
+    (any field of ``PATCH /settings/email``, checked the same way; nothing is saved)."""
+
     to = EmailAddress(required=True)
 
 

@@ -41,11 +41,17 @@ class EmailSettings(MethodView):
 class EmailTest(MethodView):
     @blp.arguments(EmailTestSchema)
     @blp.response(200, EmailTestResultSchema)
-    def post(self, args: dict[str, str]) -> Any:
+    def post(self, args: dict[str, Any]) -> Any:
         """Send a test email now and report what the SMTP server answered.
+
+        With only ``to``, the saved settings are tested. Any other field of ``PATCH
+        /settings/email`` given beside it is tried instead of the saved value, with the
+        same checks (a new host, port, security or user name needs ``smtp_password`` while
+        one is stored; without it the saved password is used), and nothing is saved.
 
         ``detail`` is an SMTP reply (its code and at most 200 printable characters), a
         fixed reason, or, for anything that is not an SMTP server (refused, silent, TLS
         failed, another protocol), always the same words after the same fixed time.
         """
-        return services().settings.send_test_email(current_actor(), args["to"])
+        changes = {k: v for k, v in args.items() if k != "to"}
+        return services().settings.send_test_email(current_actor(), args["to"], changes)

@@ -17,6 +17,7 @@ from console import (  # noqa: F401  (they register their pages on bp)
     mfa,
     people,
     reviews,
+    settings_pages,
     streams,
     workspace_pages,
 )

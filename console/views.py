@@ -906,8 +906,8 @@ def settings() -> Response:
     return _settings_page()
 
 
-@bp.post("/settings/email")
-def settings_save() -> Response:
+def email_form() -> tuple[dict[str, str], dict[str, Any]]:
+    """The email settings form as sent (to show again) and as the API's changes."""
     form = {
         k: request.form.get(k, "")[:1100]
         for k in (
@@ -931,6 +931,12 @@ def settings_save() -> Response:
         if not changes[number]:
             changes.pop(number)
     changes["allowed_domains"] = parse_domains(form["allowed_domains"])
+    return form, changes
+
+
+@bp.post("/settings/email")
+def settings_save() -> Response:
+    form, changes = email_form()
     try:
         args = EmailSettingsUpdateSchema().load(changes)
         services().settings.update_email(viewer().actor, args)

@@ -13,8 +13,11 @@ refuses it), :func:`one_line_text` makes a stored one harmless (the mailer appli
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
+import socket
+import ssl
 from dataclasses import asdict, dataclass, fields
 from email.errors import HeaderParseError
 from email.header import decode_header
@@ -146,6 +149,32 @@ class TestOutcome:
 
     ok: bool
     detail: str  # the server's reply, or why it failed
+
+
+# What a failed connection means, for the admins who read a delivery's reason (workspace
+# admins among them) or a check of the settings: not "[Errno 111] Connection refused".
+CONNECTION_WORDS = {
+    errno.ECONNREFUSED: "it refused the connection (nothing listens on that port)",
+    errno.ECONNRESET: "it reset the connection",
+    errno.ECONNABORTED: "the connection was aborted",
+    errno.EHOSTUNREACH: "no route to it",
+    errno.ENETUNREACH: "its network cannot be reached",
+    errno.ETIMEDOUT: "it did not answer in time",
+}
+
+
+def in_words(exc: OSError) -> str:
+    """``exc``, a failed connection to a server (a mail server, an identity provider),
+    in words an admin can act on."""
+    if isinstance(exc, socket.gaierror):
+        return "its name does not resolve (check the host name)"
+    if isinstance(exc, TimeoutError):
+        return "it did not answer in time"
+    if isinstance(exc, ssl.SSLError):
+        return f"the TLS handshake failed ({exc.reason or 'check the security setting'})"
+    if exc.errno in CONNECTION_WORDS:
+        return CONNECTION_WORDS[exc.errno]
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 class Notifier(Protocol):

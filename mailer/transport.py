@@ -7,11 +7,9 @@ Owns the mapping of SMTP and network failures onto two outcomes the tasks act on
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import smtplib
-import socket
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping
@@ -22,6 +20,7 @@ from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.notifier import in_words
 from mailer.messages import INVITATION_HEADER
 from mailer.tls import tls_context
 
@@ -58,31 +57,6 @@ class Transport(Protocol):
 
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-# What a failed connection means, for the admins who read a delivery's reason (workspace
-# admins among them): not "[Errno 111] Connection refused".
-CONNECTION_WORDS = {
-    errno.ECONNREFUSED: "it refused the connection (nothing listens on that port)",
-    errno.ECONNRESET: "it reset the connection",
-    errno.ECONNABORTED: "the connection was aborted",
-    errno.EHOSTUNREACH: "no route to it",
-    errno.ENETUNREACH: "its network cannot be reached",
-    errno.ETIMEDOUT: "it did not answer in time",
-}
-
-
-def in_words(exc: OSError) -> str:
-    """``exc``, a failed connection to a mail server, in words an admin can act on."""
-    if isinstance(exc, socket.gaierror):
-        return "its name does not resolve (check the host name)"
-    if isinstance(exc, TimeoutError):
-        return "it did not answer in time"
-    if isinstance(exc, ssl.SSLError):
-        return f"the TLS handshake failed ({exc.reason or 'check the security setting'})"
-    if exc.errno in CONNECTION_WORDS:
-        return CONNECTION_WORDS[exc.errno]
-    return exc.strerror or str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Run-time settings an admin changes through the API: email (SMTP) delivery and the
 company-domain allow-list. Stored in ``app_settings``; unset fields fall back to the
-environment's :class:`Settings`. The SMTP password is sealed at rest and never returned."""
+environment's :class:`Settings`. The SMTP password is sealed at rest and never returned.
+Single sign-on's settings (the environment's only) are read and checked here too."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from sqlalchemy.orm import Session
 from gateway.config import Settings
 from gateway.db.models import AppSetting
 from gateway.engine.rules import ALL_WORKSPACES
-from gateway.errors import InvalidInput
+from gateway.errors import InvalidInput, SsoNotConfigured
 from gateway.identity.security import seal, unseal
 from gateway.notifier import Notifier, TestOutcome
 from gateway.services.base import Actor, AuditTarget, Authorizer, UnitOfWork
 from gateway.services.permissions import Permission
+from gateway.services.sso_settings import ProviderCheck, SsoOverview, check_provider, overview
 
 EMAIL = "email"
 EMAIL_FIELDS = (
@@ -33,6 +35,8 @@ EMAIL_FIELDS = (
 # (or remove it), or anyone with settings:write could have it sent to a server of theirs.
 SERVER_FIELDS = ("smtp_host", "smtp_port", "smtp_security", "smtp_username")
 SERVER_CHANGED = "required when the server changes"
+# What a test with unsaved settings tries (the company-domain list plays no part in it).
+TRIED_FIELDS = (*SERVER_FIELDS, "smtp_timeout", "mail_from")
 
 
 @dataclass(frozen=True)
@@ -98,17 +102,8 @@ class SettingsService:
         """Change some email settings; ``smtp_password`` is write-only (empty clears it) and
         required with any change of host, port, security or user name while one is set."""
         self.authorizer.require(actor, Permission.SETTINGS_WRITE, ALL_WORKSPACES)
-        unknown = set(changes) - {*EMAIL_FIELDS, "smtp_password"}
-        if unknown:
-            raise InvalidInput(f"Unknown email settings: {', '.join(sorted(unknown))}")
         before = self.email()
-        moved = _server_changes(before, changes)
-        if moved and before.password_set and "smtp_password" not in changes:
-            raise InvalidInput(
-                f"Changing {', '.join(moved)} needs the SMTP password again: send "
-                "smtp_password in the same request (an empty one removes the stored password)",
-                errors={"smtp_password": [SERVER_CHANGED]},
-            )
+        _check_changes(before, changes)
         stored = self._stored()
         for field in EMAIL_FIELDS:
             if field in changes:
@@ -164,10 +159,22 @@ class SettingsService:
             "outbox_dir": str(self.settings.outbox_path),
         }
 
-    def send_test_email(self, actor: Actor, to_address: str) -> TestOutcome:
-        """Send a test message now with the current settings; the SMTP outcome."""
+    def send_test_email(
+        self, actor: Actor, to_address: str, changes: dict[str, Any] | None = None
+    ) -> TestOutcome:
+        """Send a test message now; the SMTP outcome. With ``changes`` (what
+        :meth:`update_email` takes, checked the same way), the saved settings as they
+        would be with them, saving nothing: the stored password goes only to the server
+        and user name it was given for, as a saved change would have it."""
         self.authorizer.require(actor, Permission.SETTINGS_WRITE, ALL_WORKSPACES)
-        outcome = self.notifier.send_test(to_address, self.transport_config())
+        tried: dict[str, Any] | None = None
+        transport = self.transport_config()
+        if changes:
+            transport, tried = self._tried(changes)
+        outcome = self.notifier.send_test(to_address, transport)
+        after: dict[str, Any] = {"to": to_address, "ok": outcome.ok, "detail": outcome.detail}
+        if tried is not None:
+            after["tried"] = tried
         with self.uow.change(actor) as change:
             change.audit(
                 "settings.email.tested",
@@ -175,9 +182,55 @@ class SettingsService:
                 EMAIL,
                 "email",
                 None,
-                after={"to": to_address, "ok": outcome.ok, "detail": outcome.detail},
+                after=after,
             )
         return outcome
+
+    def _tried(self, changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The transport configuration of the saved settings with ``changes`` (unsaved),
+        and what the audit event records of it (never the password: where it came from)."""
+        before = self.email()
+        _check_changes(before, changes)
+        transport = self.transport_config()
+        for field in TRIED_FIELDS:
+            if field in changes:
+                transport[field] = changes[field]
+        if "smtp_password" in changes:
+            transport["smtp_password"] = changes["smtp_password"]
+            password = "typed" if changes["smtp_password"] else "none"
+        else:
+            password = "saved" if before.password_set else "none"
+        tried = {field: transport[field] for field in TRIED_FIELDS}
+        return transport, {**tried, "password": password}
+
+    def sso(self, actor: Actor) -> SsoOverview:
+        """Single sign-on's configuration (never the client secret), for whoever may
+        change the installation's settings (``settings:write`` everywhere)."""
+        self.authorizer.require(actor, Permission.SETTINGS_WRITE, ALL_WORKSPACES)
+        return overview(self.settings)
+
+    def check_sso_provider(self, actor: Actor) -> ProviderCheck:
+        """Whether the identity provider answers its discovery document as the sign-in
+        needs, in words; changes nothing. SsoNotConfigured while single sign-on is off."""
+        self.authorizer.require(actor, Permission.SETTINGS_WRITE, ALL_WORKSPACES)
+        if not self.settings.oidc_issuer:
+            raise SsoNotConfigured("This gateway has no single sign-on provider configured")
+        return check_provider(self.settings)
+
+
+def _check_changes(before: EmailSettings, changes: dict[str, Any]) -> None:
+    """Refuse ``changes`` that no save may make: unknown fields, and a move of the server
+    (or the user name) without the password while one is stored."""
+    unknown = set(changes) - {*EMAIL_FIELDS, "smtp_password"}
+    if unknown:
+        raise InvalidInput(f"Unknown email settings: {', '.join(sorted(unknown))}")
+    moved = _server_changes(before, changes)
+    if moved and before.password_set and "smtp_password" not in changes:
+        raise InvalidInput(
+            f"Changing {', '.join(moved)} needs the SMTP password again: send "
+            "smtp_password in the same request (an empty one removes the stored password)",
+            errors={"smtp_password": [SERVER_CHANGED]},
+        )
 
 
 def _server_changes(before: EmailSettings, changes: dict[str, Any]) -> list[str]:

@@ -285,6 +285,16 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         ("POST", "/console/settings/email/test"): lambda: refused(
             gina.post("/console/settings/email/test", {"to": "gina@example.com"})
         ),
+        ("POST", "/console/settings/email/try"): lambda: refused(
+            gina.post(
+                "/console/settings/email/try",
+                {"smtp_host": "127.0.0.1", "smtp_security": "none", "try_to": "gina@example.com"},
+            )
+        ),
+        ("GET", "/console/settings/sso"): lambda: refused(gina.get("/console/settings/sso")),
+        ("POST", "/console/settings/sso/check"): lambda: refused(
+            gina.post("/console/settings/sso/check")
+        ),
     }
     routes = console_routes(server)
     assert not routes - set(cases), (

@@ -3,6 +3,7 @@ write-only), who may, and the test email against a real SMTP server (aiosmtpd)."
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 import time
@@ -174,6 +175,10 @@ def test_a_workspace_admin_may_not_see_or_change_email_settings(
         adam.get("/settings/email"),
         adam.patch("/settings/email", json={"smtp_host": "evil.example.org"}),
         adam.post("/settings/email/test", json={"to": "adam@example.com"}),
+        adam.post(
+            "/settings/email/test",
+            json={"to": "adam@example.com", "smtp_host": "127.0.0.1", "smtp_security": "none"},
+        ),
     ):
         assert_problem(response, 403, "forbidden", "settings:write")
     with server.client() as anonymous:
@@ -475,3 +480,302 @@ def test_the_test_email_shows_an_smtp_reply_as_its_code_and_200_printable_charac
     assert text == ("5.1.1 [2J first line 5.1.1 " + "x" * 400)[:200]
     [event] = audit(admin, action="settings.email.tested")
     assert event["after"]["detail"] == tested.json()["detail"]
+
+
+# -- settings tried before they are saved ---------------------------------------------
+
+
+def test_unsaved_settings_are_tested_and_nothing_is_saved(
+    server: LiveServer, smtp: tuple[Mailbox, int]
+) -> None:
+    inbox, port = smtp
+    admin = server.admin()
+    # What is saved: the outbox folder (no SMTP host), with a sender of its own.
+    saved = admin.patch("/settings/email", json={"mail_from": "Saved <saved@ringfence.test>"})
+    assert saved.status_code == 200, saved.text
+    before = admin.get("/settings/email").json()
+    stored_before = stored_settings(server)
+    good = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_security": "none",
+        "mail_from": "Tried <tried@ringfence.test>",
+    }
+
+    sent = admin.post("/settings/email/test", json={"to": "ops@example.org", **good})
+
+    # A good setup, unsaved: the email goes through the server it names ...
+    assert sent.status_code == 200, sent.text
+    assert sent.json() == {"ok": True, "detail": DATA_REPLY}
+    [envelope] = inbox.envelopes
+    assert envelope.rcpt_tos == ["ops@example.org"]
+    assert envelope.mail_from == "tried@ringfence.test"
+    # ... and the saved settings stay as they were.
+    assert admin.get("/settings/email").json() == before
+    assert stored_settings(server) == stored_before
+
+    # A bad setup, unsaved: nobody listens there. Not sent, said in words, nothing saved.
+    with refused_port() as closed_port:
+        failed = admin.post(
+            "/settings/email/test",
+            json={"to": "ops@example.org", **good, "smtp_port": closed_port},
+        )
+    assert failed.status_code == 200, failed.text
+    assert failed.json() == {"ok": False, "detail": NO_SMTP_SERVER}
+    assert len(inbox.envelopes) == 1
+    assert admin.get("/settings/email").json() == before
+    assert stored_settings(server) == stored_before
+
+    # The saved settings are what a test without settings still uses: the outbox.
+    plain = admin.post("/settings/email/test", json={"to": "ops@example.org"})
+    assert plain.status_code == 200 and plain.json()["ok"] is True, plain.text
+    assert "outbox" in plain.json()["detail"] or plain.json()["detail"].endswith(".eml")
+    assert len(inbox.envelopes) == 1
+
+    # Each test is audited, the unsaved ones with what was tried; no save is.
+    tested = audit(admin, action="settings.email.tested")
+    assert [(e["after"]["ok"], "tried" in e["after"]) for e in tested] == [
+        (True, False),
+        (False, True),
+        (True, True),
+    ]
+    assert tested[2]["after"]["tried"] == {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_security": "none",
+        "smtp_username": "",
+        "smtp_timeout": 10.0,
+        "mail_from": "Tried <tried@ringfence.test>",
+        "password": "none",
+    }
+    assert tested[1]["after"]["detail"] == NO_SMTP_SERVER
+    assert len(audit(admin, action="settings.email.updated")) == 1
+
+
+def test_unsaved_settings_are_checked_as_a_save_checks_them(server: LiveServer) -> None:
+    admin = server.admin()
+    before = admin.get("/settings/email").json()
+
+    for body, field in (
+        ({"smtp_hots": "smtp.example.com"}, "smtp_hots"),
+        ({"smtp_host": "smtp.example.com", "password": SECRET}, "password"),
+        ({"smtp_security": "ssl"}, "smtp_security"),
+        ({"smtp_port": 0}, "smtp_port"),
+        ({"smtp_timeout": 500}, "smtp_timeout"),
+        ({"mail_from": "not an address"}, "mail_from"),
+        ({"allowed_domains": ["not a domain"]}, "allowed_domains"),
+    ):
+        patched = admin.patch("/settings/email", json=body)
+        tested = admin.post("/settings/email/test", json={"to": "ops@example.org", **body})
+        saved_problem = assert_problem(patched, 422, "invalid-input")
+        problem = assert_problem(tested, 422, "invalid-input")
+        assert problem["errors"] == saved_problem["errors"], (body, problem)
+        assert field in problem["errors"], problem
+
+    assert admin.get("/settings/email").json() == before
+    assert audit(admin, action="settings.email.tested") == []
+    assert audit(admin, action="settings.email.updated") == []
+
+
+def test_a_tried_setup_gets_the_saved_password_only_for_its_own_server(
+    server: LiveServer,
+) -> None:
+    port, other_port = free_port(), free_port()
+    admin = server.admin()
+    with (
+        smtp_with_auth("127.0.0.1", port) as (inbox, logins),
+        smtp_with_auth("127.0.0.1", other_port) as (other_inbox, other_logins),
+    ):
+        saved = admin.patch(
+            "/settings/email",
+            json={**SERVER, "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_password": SECRET},
+        )
+        assert saved.status_code == 200, saved.text
+        before = admin.get("/settings/email").json()
+        stored_before = stored_settings(server)
+
+        # The same server with another sender, the password left out: the saved one is
+        # used, and never shown.
+        same = admin.post(
+            "/settings/email/test",
+            json={"to": "ops@example.org", "smtp_port": port, "mail_from": "T <t@ringfence.test>"},
+        )
+        assert same.json() == {"ok": True, "detail": DATA_REPLY}, same.text
+        assert logins.seen == [("mailer", SECRET)]
+        assert inbox.envelopes[-1].mail_from == "t@ringfence.test"
+
+        # Another server without a password: refused as a save is, and it hears nothing.
+        moved = admin.post(
+            "/settings/email/test", json={"to": "ops@example.org", "smtp_port": other_port}
+        )
+        problem = assert_problem(moved, 422, "invalid-input", "password")
+        assert problem["errors"] == {"smtp_password": ["required when the server changes"]}
+        assert other_logins.seen == [] and other_inbox.envelopes == []
+
+        # With its own password typed, that one goes there; still nothing is saved.
+        typed = admin.post(
+            "/settings/email/test",
+            json={"to": "ops@example.org", "smtp_port": other_port, "smtp_password": "pw2"},
+        )
+        assert typed.json() == {"ok": True, "detail": DATA_REPLY}, typed.text
+        assert other_logins.seen == [("mailer", "pw2")]
+        # A wrong password is said as the server said it, and the saved one still works.
+        other_logins.accept = False
+        refused = admin.post(
+            "/settings/email/test",
+            json={"to": "ops@example.org", "smtp_port": other_port, "smtp_password": "wrong"},
+        )
+        assert refused.json()["ok"] is False and refused.json()["detail"].startswith("535")
+        assert admin.get("/settings/email").json() == before
+        assert stored_settings(server) == stored_before
+        again = admin.post("/settings/email/test", json={"to": "ops@example.org"})
+        assert again.json()["ok"] is True, again.text
+        assert logins.seen == [("mailer", SECRET)] * 2
+
+    for response in (same, moved, typed, refused):
+        assert SECRET not in response.text and "pw2" not in response.text
+    tested = audit(admin, action="settings.email.tested")
+    assert SECRET not in str(tested) and "pw2" not in str(tested) and "wrong" not in str(tested)
+    assert [e["after"].get("tried", {}).get("password") for e in tested] == [
+        None,
+        "typed",
+        "typed",
+        "saved",
+    ]
+    assert len(audit(admin, action="settings.email.updated")) == 1
+
+
+def test_a_tried_setup_never_echoes_a_service_that_is_not_smtp(server: LiveServer) -> None:
+    admin = server.admin()
+    with tcp_peer(SSH_BANNER) as ssh, tcp_peer(HTTP_ANSWER) as http:
+        for port in (ssh.port, http.port):
+            tested = admin.post(
+                "/settings/email/test",
+                json={
+                    "to": "ops@example.org",
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": port,
+                    "smtp_security": "none",
+                },
+            )
+            assert tested.status_code == 200, tested.text
+            assert tested.json() == {"ok": False, "detail": NO_SMTP_SERVER}
+    recorded = str([e["after"] for e in audit(admin, action="settings.email.tested")])
+    for leaked in ("OpenSSH", "internal", "HTTP/1.1", "X-Internal"):
+        assert leaked not in recorded
+    assert admin.get("/settings/email").json()["smtp_host"] == ""
+
+
+def test_the_console_tests_the_form_as_typed_before_saving(
+    server: LiveServer, smtp: tuple[Mailbox, int]
+) -> None:
+    inbox, port = smtp
+    admin = server.admin()
+    before = admin.get("/settings/email").json()
+    console = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    page = console.get("/console/settings")
+    assert "Send a test email with these settings" in page.text
+    assert f'value="{ADMIN_EMAIL}"' in page.text  # the test goes to the admin by default
+    form = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": str(port),
+        "smtp_security": "none",
+        "smtp_username": "",
+        "smtp_password": "",
+        "smtp_timeout": "10",
+        "mail_from": "Console <console@ringfence.test>",
+        "allowed_domains": "",
+        "try_to": "ops@example.org",
+    }
+
+    # With htmx: only the outcome, beside the button; the form stays as typed.
+    sent = console.post("/console/settings/email/try", form, htmx=True)
+    assert sent.status_code == 200, sent.text
+    assert 'id="try-result"' in sent.text and "<h1>" not in sent.text
+    assert f"Sent with the settings in the form (not saved): {DATA_REPLY}" in sent.text
+    assert inbox.envelopes[-1].mail_from == "console@ringfence.test"
+    assert inbox.envelopes[-1].rcpt_tos == ["ops@example.org"]
+    # Without script: the whole page, the form as typed, the outcome in it.
+    whole = console.post("/console/settings/email/try", form)
+    assert whole.status_code == 200, whole.text
+    assert (
+        "<h1>Settings</h1>" in whole.text
+        and 'value="Console &lt;console@ringfence.test&gt;"' in (whole.text)
+    )
+    assert f"Sent with the settings in the form (not saved): {DATA_REPLY}" in whole.text
+    assert len(inbox.envelopes) == 2
+
+    # A bad setup: not sent, in the saved test's words.
+    with refused_port() as closed_port:
+        failed = console.post(
+            "/console/settings/email/try", {**form, "smtp_port": str(closed_port)}, htmx=True
+        )
+    assert failed.status_code == 200, failed.text
+    assert f"Not sent with the settings in the form (not saved): {NO_SMTP_SERVER}" in failed.text
+    assert 'role="alert"' in failed.text
+
+    # Settings no save would take: listed beside the button (htmx), marked on the fields
+    # (without script); nothing sent.
+    bad = {**form, "smtp_port": "0", "mail_from": "not an address", "try_to": "nobody"}
+    listed = console.post("/console/settings/email/try", bad, htmx=True)
+    assert listed.status_code == 422, listed.text
+    text = html.unescape(listed.text)
+    assert "Not sent, and nothing saved" in text
+    assert "SMTP port: " in text and "Sender (From): Not a sender address" in text
+    assert "Send the test to: Not a valid email address." in text
+    marked = console.post("/console/settings/email/try", bad)
+    assert marked.status_code == 422
+    assert 'id="s-smtp_port-error"' in marked.text and 'id="s-try_to-error"' in marked.text
+    assert len(inbox.envelopes) == 2
+
+    assert admin.get("/settings/email").json() == before
+    assert audit(admin, action="settings.email.updated") == []
+    assert [e["after"]["ok"] for e in audit(admin, action="settings.email.tested")] == [
+        False,
+        True,
+        True,
+    ]
+    console.close()
+
+
+def test_the_console_tries_the_saved_password_only_with_its_server(server: LiveServer) -> None:
+    port = free_port()
+    admin = server.admin()
+    with smtp_with_auth("127.0.0.1", port) as (_, logins):
+        saved = admin.patch(
+            "/settings/email",
+            json={**SERVER, "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_password": SECRET},
+        )
+        assert saved.status_code == 200, saved.text
+        console = sign_in(server, ADMIN_EMAIL, server.admin_password)
+        form = {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": str(port),
+            "smtp_security": "none",
+            "smtp_username": "mailer",
+            "smtp_password": "",
+            "smtp_timeout": "10",
+            "mail_from": "R <r@ringfence.test>",
+            "allowed_domains": "",
+            "try_to": "ops@example.org",
+        }
+        # The password left empty: the saved one, for the saved server.
+        kept = console.post("/console/settings/email/try", form, htmx=True)
+        assert f"(not saved): {DATA_REPLY}" in kept.text, kept.text
+        assert logins.seen == [("mailer", SECRET)]
+        # Another user name with the password left empty: asked for, as a save asks.
+        moved = console.post(
+            "/console/settings/email/try", {**form, "smtp_username": "other"}, htmx=True
+        )
+        assert moved.status_code == 422
+        assert "SMTP password: required when the server changes" in moved.text
+        # The box that removes the stored password: tried without one.
+        bare = console.post(
+            "/console/settings/email/try", {**form, "clear_password": "1"}, htmx=True
+        )
+        assert bare.status_code == 200, bare.text
+        assert logins.seen == [("mailer", SECRET), ("mailer", "")]
+        for response in (kept, moved, bare):
+            assert SECRET not in response.text
+        console.close()
+    assert admin.get("/settings/email").json()["password_set"] is True
