@@ -49,6 +49,13 @@ class AppliedPolicySchema(Schema):
         fields.Nested(PolicyRuleSchema),
         metadata={"description": "The rules of the custom roles of the workspaces shown"},
     )
+    installation_roles = fields.List(
+        fields.String(),
+        metadata={
+            "description": "The roles granted only in every workspace (*), never in one "
+            "(scope: installation), as the policy last applied recorded them"
+        },
+    )
 
 
 class PolicyGrantsQuerySchema(LenientQuery):

@@ -153,6 +153,12 @@ class RoleSchema(Schema):
     custom = fields.Boolean(
         metadata={"description": "Defined by the workspace's admins (POST /custom-roles)"}
     )
+    scope = fields.String(
+        metadata={
+            "description": "workspace: granted in any one workspace; installation: granted "
+            "only in every workspace (*), so listed only for workspace *"
+        }
+    )
     inherits = fields.List(fields.String())
     permissions = fields.List(
         fields.String(),

@@ -78,6 +78,11 @@ def _refusal(action: str, view: UserView, workspace: str, role: str) -> str | No
         return "invited, not yet an account"
     if not v.can(Permission.ROLE_MANAGEMENT_WRITE, workspace):
         return f"you may not change roles in {workspace}"
+    if action == "add-role":
+        try:  # an installation-wide role is given in every workspace only: the service says
+            services().grants.require_grantable_here(workspace, [role])
+        except InvalidInput as exc:
+            return exc.detail or exc.title
     if dict(services().roles.grantable(v.actor, workspace)).get(role) is not True:
         return f"you may not give or take {role} in {workspace}"
     held = role in view.roles.get(workspace, [])

@@ -54,7 +54,6 @@ from gateway.services.audit_words import audit_lines
 from gateway.services.base import AuditTarget, page_offset
 from gateway.services.invitations import effective_status
 from gateway.services.permissions import Permission
-from gateway.services.roles import role_sources
 from gateway.services.settings import parse_domains
 from gateway.services.users import UserFilter, UserView
 from gateway.web.http import MAX_REASON, change_reason, services
@@ -526,7 +525,13 @@ def _users_context() -> dict[str, Any]:
     result = services().users.list(viewer().actor, where, page_offset(page, PAGE_SIZE), PAGE_SIZE)
     args: dict[str, Any] = {k: v for k, v in request.args.items() if k != "page" and v}
     workspaces = viewer().workspaces(Permission.USERS_READ)
+    # Roles given or taken per workspace (bulk); the filter also finds installation-wide
+    # ones (held in every workspace) for those who see everyone.
     roles = sorted({r for slug, _ in workspaces for r in services().roles.roles_in(slug)})
+    everywhere = viewer().can(Permission.USERS_READ, ALL_WORKSPACES)
+    filter_roles = sorted(
+        {*roles, *(services().roles.roles_in(ALL_WORKSPACES) if everywhere else [])}
+    )
     return {
         "rows": [_row(view) for view in result.items],
         "total": result.total,
@@ -536,7 +541,8 @@ def _users_context() -> dict[str, Any]:
         "filters": {k: request.args.get(k, "") for k in ("status", "workspace", "role", "q")},
         "filter_errors": errors,
         "workspace_choices": workspaces,
-        "role_choices": roles,
+        "role_choices": filter_roles,
+        "bulk_role_choices": roles,
         "statuses": [s.value for s in UserStatus],
         "can_invite": viewer().anywhere(Permission.USERS_INVITE),
     }
@@ -597,7 +603,7 @@ def _invite_form_context(
     v = viewer()
     choices = []
     for slug, name in v.workspaces(Permission.USERS_INVITE):
-        choices.append((slug, name, services().roles.grantable(v.actor, slug)))
+        choices.append((slug, name, services().roles.choices(v.actor, slug)))
     return {
         "form": form or {"name": "", "email": "", "roles": []},
         "errors": errors or {},
@@ -723,8 +729,9 @@ def _roles_panel_context(
                 "slug": slug,
                 "current": current,
                 "picked": (picked or {}).get(slug, current),
-                # Each role with whether this admin may grant (or take) it there.
-                "roles": services().roles.grantable(viewer().actor, slug),
+                # Each role with its description and whether this admin may grant (or
+                # take) it there.
+                "roles": services().roles.choices(viewer().actor, slug),
                 "preview": (previews or {}).get(slug),
             }
         )
@@ -835,20 +842,20 @@ def workspace_rename(slug: str) -> Response:
 @bp.get("/roles")
 def roles() -> Response:
     v = viewer()
-    policy = services().roles.definitions(v.actor)
-    holders: dict[str, list[Any]] = {}
-    for holder in services().roles.holders(v.actor):
-        holders.setdefault(holder.role, []).append(holder)
-    definitions = [
-        (role, sorted(policy.effective_permissions(role.name)), holders.get(role.name, []))
-        for role in role_sources(policy)
-    ]
+    search = request.args.get("q", "")[:200]
+    context: dict[str, Any] = {
+        # Grouped and filtered by the service (name, description or permission).
+        "groups": services().roles.browse(v.actor, search),
+        "catalogue": services().roles.catalogue(v.actor),
+        "search": search,
+    }
+    if _htmx() and request.headers.get("HX-Target") == "roles-results":
+        return _render("_roles_results.html", **context)
     return _render(
         "roles.html",
         active="roles",
-        definitions=definitions,
-        catalogue=policy.permissions,
         custom_in=v.workspaces(Permission.ROLE_MANAGEMENT_READ),
+        **context,
     )
 
 

@@ -117,15 +117,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     heavy = sorted((item for item in items if weight(item) < len(HEAVY_TESTS)), key=weight)
     light = [item for item in items if weight(item) == len(HEAVY_TESTS)]
-    ordered: list[pytest.Item] = []
-    remaining = len(items)
+    sizes, remaining = [], len(items)
     for worker in range(workers):
-        size = remaining // (workers - worker)
-        remaining -= size
-        block = heavy[worker::workers][:size]
-        fill = size - len(block)
-        ordered += block + light[:fill]
-        del light[:fill]
+        sizes.append(remaining // (workers - worker))
+        remaining -= sizes[-1]
+    shares = [heavy[worker::workers] for worker in range(workers)]
+    # Where a share is larger than its block (a run of mostly heavy tests, such as one
+    # file of them), the rest fills the other blocks first, then the light tests do.
+    fill = [item for share, size in zip(shares, sizes, strict=True) for item in share[size:]]
+    fill += light
+    ordered: list[pytest.Item] = []
+    for share, size in zip(shares, sizes, strict=True):
+        block = share[:size]
+        ordered += block + fill[: size - len(block)]
+        del fill[: size - len(block)]
     assert len(ordered) == len(items)
     items[:] = ordered
 

@@ -38,6 +38,9 @@ class LiveState:
     custom_rules: list[Rule]  # the rules of those workspaces' custom roles
     grants: list[GrantKey]
     people: dict[int, Person]
+    # The installation-wide roles the gateway's applied policy recorded; None: a gateway
+    # that does not say (older than scopes).
+    installation_roles: frozenset[str] | None = None
 
 
 def _get(session: requests.Session, url: str, params: dict[str, Any] | None = None) -> Any:
@@ -80,6 +83,9 @@ def _read_once(session: requests.Session, base: str) -> tuple[int, LiveState]:
         [Rule(r["ptype"], tuple(r["values"])) for r in applied["custom_rules"]],
         grants,
         people,
+        None
+        if applied.get("installation_roles") is None
+        else frozenset(applied["installation_roles"]),
     )
     return after, state
 

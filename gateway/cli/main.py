@@ -29,6 +29,7 @@ from gateway.policy.plan import (
     render_json,
     render_markdown,
     render_text,
+    scope_changes,
 )
 from gateway.policy.replay import EXAMPLES, replay
 from gateway.policy.replay import render_json as render_replay_json
@@ -287,6 +288,8 @@ class _Sides:
     # The domains the plan covers ("*" and some workspaces) when the grants are those a
     # gateway's token may read; None: everything.
     domains: set[str] | None = None
+    # The baseline's installation-wide roles (scope: installation); None: not known.
+    installation_roles: frozenset[str] | None = None
 
     @property
     def candidate_rules(self) -> list[Any]:
@@ -309,6 +312,7 @@ def _policy_sides(
             _git_policy_files(directory, against, Path(tmp))
             baseline_policy = _load_policy(settings, Path(tmp))
         sides.baseline_rules = baseline_policy.rules()
+        sides.installation_roles = baseline_policy.installation_roles()
         sides.catalogue |= set(baseline_policy.permissions)
         sides.baseline = f"git {against}"
         if live is not None:
@@ -322,11 +326,13 @@ def _policy_sides(
             sides.note = f"the database did not answer: {type(exc).__name__}"
     elif live is not None:
         sides.baseline_rules = list(live.rules)
+        sides.installation_roles = live.installation_roles
         sides.baseline = f"the applied policy at {live.url}"
         _take_gateway_state(sides, live)
     else:
         with policy_reader(settings) as policies:
             sides.baseline_rules = sorted(policies.current_rules())
+            sides.installation_roles = policies.applied_installation_roles()
             _read_live(sides, policies)
     return sides
 
@@ -431,6 +437,12 @@ def _plan_of(
         adoptions=[str(c) for c in sides.collisions if c.adopts],
         collisions=[str(c) for c in sides.collisions if not c.adopts],
         custom_roles=sides.custom_roles,
+        scopes=scope_changes(
+            sides.candidate.installation_roles()
+            if sides.installation_roles is None
+            else sides.installation_roles,
+            sides.candidate.installation_roles(),
+        ),
     )
 
 

@@ -64,6 +64,38 @@ class RoleChange:
 
 
 @dataclass(frozen=True)
+class ScopeChange:
+    """``role`` becomes installation-wide only (granted in every workspace, ``*``, never
+    in one: ``scope: installation``), or stops being so."""
+
+    role: str
+    before: str  # "installation" or "workspace"
+    after: str
+
+    def __str__(self) -> str:
+        if self.after == "installation":
+            return (
+                f"{self.role} becomes installation-wide only: granted in every workspace "
+                "(*), no longer in one (grants of it in one workspace stay until removed)"
+            )
+        return f"{self.role} may be granted in one workspace again (no longer installation-wide)"
+
+
+def scope_changes(before: Iterable[str], after: Iterable[str]) -> list[ScopeChange]:
+    """The flips between two sets of installation-wide roles (of roles on both sides or
+    new ones marked so)."""
+    old, new = set(before), set(after)
+    return [
+        ScopeChange(
+            role,
+            "installation" if role in old else "workspace",
+            "installation" if role in new else "workspace",
+        )
+        for role in sorted(old ^ new)
+    ]
+
+
+@dataclass(frozen=True)
 class PermissionImpact:
     """In ``workspace`` (``*``: the grants in every workspace), the people who gain and
     lose ``permission``."""
@@ -122,10 +154,12 @@ class Plan:
     adoptions: list[str] = field(default_factory=list)
     collisions: list[str] = field(default_factory=list)
     custom_roles: int = 0  # custom roles in force (on both sides of the comparison)
+    # Roles whose scope flips (installation-wide only, or granted per workspace again).
+    scopes: list[ScopeChange] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.rules_added or self.rules_removed or self.adoptions)
+        return bool(self.rules_added or self.rules_removed or self.adoptions or self.scopes)
 
     @property
     def exit_code(self) -> int:
@@ -482,6 +516,8 @@ def _summary(plan: Plan) -> str:
         parts.append(f"{len(plan.escalations)} ESCALATION PATHS")
     if plan.adoptions:
         parts.append(f"{len(plan.adoptions)} custom roles adopted")
+    if plan.scopes:
+        parts.append(f"{len(plan.scopes)} roles change scope")
     if plan.collisions:
         parts.append(f"{len(plan.collisions)} COLLISIONS with custom roles (apply refuses)")
     return "; ".join(parts) + "."
@@ -509,6 +545,9 @@ def render_text(plan: Plan, *, details: bool = False) -> str:
     if plan.adoptions:
         lines += ["", "Custom roles the files take over:"]
         lines += [f"  {a}" for a in plan.adoptions]
+    if plan.scopes:
+        lines += ["", "Where roles may be granted:"]
+        lines += [f"  {change}" for change in plan.scopes]
     if plan.roles:
         lines += ["", "Roles (effective permissions):"]
         for change in plan.roles:
@@ -567,6 +606,10 @@ def render_markdown(plan: Plan, *, details: bool = False) -> str:
     if plan.adoptions:
         lines += ["### Custom roles adopted", ""]
         lines += [f"- {_cell(a)}" for a in plan.adoptions]
+        lines.append("")
+    if plan.scopes:
+        lines += ["### Where roles may be granted", ""]
+        lines += [f"- `{c.role}`: {_cell(str(c).removeprefix(c.role + ' '))}" for c in plan.scopes]
         lines.append("")
     if plan.roles:
         lines += [
@@ -659,4 +702,5 @@ def plan_from_json(text: str) -> Plan:
         adoptions=list(data.get("adoptions", [])),
         collisions=list(data.get("collisions", [])),
         custom_roles=int(data.get("custom_roles", 0)),
+        scopes=[ScopeChange(**row) for row in data.get("scopes", [])],
     )

@@ -260,6 +260,11 @@ def _grant_problem(policy: PolicySet, role: str, workspace: str) -> str | None:
             f"role {role!r} is specific to workspace {definition.workspace!r} "
             f"and cannot be granted in {where}"
         )
+    if definition.installation_only and workspace != ALL_WORKSPACES:
+        return (
+            f"role {role!r} is installation-wide (scope: installation) and is granted "
+            f"only in every workspace ('*'), not in {workspace!r}"
+        )
     return None
 
 

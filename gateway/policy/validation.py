@@ -32,7 +32,12 @@ from gateway.errors import PolicyInvalid
 
 WILDCARD = "*"
 _POLICY_KEYS = ("permissions", "roles")
-_ROLE_KEYS = ("description", "permissions", "inherits", "workspace")
+_ROLE_KEYS = ("description", "permissions", "inherits", "workspace", "scope")
+# Where a role may be granted: in any one workspace (the default), or only in every
+# workspace at once (``*``: an installation-wide role such as the super admin's).
+SCOPE_WORKSPACE = "workspace"
+SCOPE_INSTALLATION = "installation"
+SCOPES = (SCOPE_WORKSPACE, SCOPE_INSTALLATION)
 
 ROLE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _PERMISSION_PART = re.compile(r"[a-z][a-z0-9_]*")
@@ -49,7 +54,8 @@ class RoleDefinition:
 
     ``workspace`` is None for a role shared by every workspace, or the slug of the one
     workspace the role exists in. ``source`` is the file it comes from, relative to
-    the policies directory.
+    the policies directory. ``scope`` is ``installation`` for a role granted only in
+    every workspace at once (``*``), never in one, and ``workspace`` otherwise.
     """
 
     name: str
@@ -58,6 +64,11 @@ class RoleDefinition:
     inherits: tuple[str, ...]
     workspace: str | None
     source: str
+    scope: str = SCOPE_WORKSPACE
+
+    @property
+    def installation_only(self) -> bool:
+        return self.scope == SCOPE_INSTALLATION
 
     @property
     def domain(self) -> str:
@@ -83,15 +94,21 @@ class PolicySet:
         return sorted(rules)
 
     def role_names(self, workspace: str) -> set[str]:
-        """Roles that may be granted in ``workspace``: shared ones and its own.
+        """Roles whose rules hold in ``workspace``: shared ones and its own.
 
-        For ``*`` (every workspace) that is the shared roles only.
+        For ``*`` (every workspace) that is the shared roles only. (An installation-wide
+        role is among them: its rules hold everywhere, though it is granted only in
+        ``*``: :meth:`installation_roles`.)
         """
         return {
             role.name
             for role in self.roles.values()
             if role.workspace is None or role.workspace == workspace
         }
+
+    def installation_roles(self) -> frozenset[str]:
+        """The roles granted only in every workspace at once (``scope: installation``)."""
+        return frozenset(role.name for role in self.roles.values() if role.installation_only)
 
     def effective_permissions(self, role: str) -> frozenset[str]:
         """Catalogue permissions ``role`` holds, directly or inherited, wildcards expanded;
@@ -341,6 +358,28 @@ def _catalogue_actions(
     return {resource: frozenset(names) for resource, names in actions.items()}
 
 
+def installation_roles(directory: Path) -> frozenset[str]:
+    """The roles of ``directory`` granted only in every workspace at once (``scope:
+    installation``); read again only when a file changed, and empty while the files are
+    not valid."""
+    policy = current_policy(directory)
+    return policy.installation_roles() if policy is not None else frozenset()
+
+
+def current_policy(directory: Path) -> PolicySet | None:
+    """The policy of ``directory``, read again only when a file changed; None while the
+    files are not valid. For what the services show and check on every request (the
+    roles' descriptions and scopes), without parsing the YAML each time."""
+    files = _policy_files(directory) if directory.is_dir() else []
+    return _current_policy(directory, tuple((p.name, p.stat().st_mtime_ns) for p in files))
+
+
+@lru_cache(maxsize=4)
+def _current_policy(directory: Path, _stamp: tuple[tuple[str, int], ...]) -> PolicySet | None:
+    policy, problems = _check_policies(directory)
+    return None if problems else policy
+
+
 def _check_policies(directory: Path) -> tuple[PolicySet, list[PolicyProblem]]:
     problems: list[PolicyProblem] = []
     if not directory.is_dir():
@@ -493,12 +532,33 @@ def _role_workspace(raw: _RawRole, problems: list[PolicyProblem] | None) -> str 
     return None
 
 
+def _role_scope(raw: _RawRole, problems: list[PolicyProblem] | None) -> str:
+    """The scope of a role (``workspace`` when not given); reports a bad value when asked
+    to."""
+    if not isinstance(raw.body, dict) or raw.body.get("scope") is None:
+        return SCOPE_WORKSPACE
+    value = raw.body["scope"]
+    if isinstance(value, str) and value in SCOPES:
+        return value
+    if problems is not None:
+        got = f"{value!r}{_did_you_mean(value, SCOPES)}" if isinstance(value, str) else ""
+        problems.append(
+            PolicyProblem(
+                raw.source,
+                f"roles.{raw.name}",
+                f"'scope' must be one of: {', '.join(SCOPES)}, got {got or _type_name(value)}",
+            )
+        )
+    return SCOPE_WORKSPACE
+
+
 def _check_roles(
     raw_roles: Mapping[str, _RawRole],
     catalogue: Mapping[str, str],
     problems: list[PolicyProblem],
 ) -> dict[str, RoleDefinition]:
     workspaces = {name: _role_workspace(raw, None) for name, raw in raw_roles.items()}
+    scopes = {name: _role_scope(raw, None) for name, raw in raw_roles.items()}
     roles: dict[str, RoleDefinition] = {}
     edges: dict[str, list[str]] = {}
     for name, raw in raw_roles.items():
@@ -528,6 +588,16 @@ def _check_roles(
             description = ""
 
         workspace = _role_workspace(raw, problems)
+        scope = _role_scope(raw, problems)
+        if scope == SCOPE_INSTALLATION and workspace is not None:
+            problems.append(
+                PolicyProblem(
+                    raw.source,
+                    entry,
+                    f"an installation-wide role (scope: {SCOPE_INSTALLATION}) cannot belong "
+                    f"to workspace {workspace!r}: omit one of 'scope' and 'workspace'",
+                )
+            )
 
         permissions: list[str] = []
         for permission in _string_list(
@@ -547,6 +617,17 @@ def _check_roles(
                         raw.source,
                         entry,
                         f"inherits unknown role {parent!r}{_did_you_mean(parent, raw_roles)}",
+                    )
+                )
+                continue
+            if scopes[parent] == SCOPE_INSTALLATION and scope != SCOPE_INSTALLATION:
+                problems.append(
+                    PolicyProblem(
+                        raw.source,
+                        entry,
+                        f"a role granted per workspace cannot inherit {parent!r}, which is "
+                        f"installation-wide only (scope: {SCOPE_INSTALLATION}): it would "
+                        "give its permissions in one workspace",
                     )
                 )
                 continue
@@ -583,6 +664,7 @@ def _check_roles(
             inherits=tuple(inherits),
             workspace=workspace,
             source=raw.source,
+            scope=scope,
         )
 
     for cycle in _cycles(edges):

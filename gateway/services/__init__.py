@@ -16,7 +16,7 @@ from gateway.db.models import User
 from gateway.engine.engine import DecisionEngine
 from gateway.identity.throttle import LoginThrottle
 from gateway.notifier import Notifier
-from gateway.policy.validation import catalogue_actions
+from gateway.policy.validation import catalogue_actions, installation_roles
 from gateway.services.audit import AuditService
 from gateway.services.auth import AuthService
 from gateway.services.authzen.directories import load_refinements, load_subject_directory
@@ -70,7 +70,15 @@ class Services:
         self.decisions = DecisionService(engine)
         self.workspaces = WorkspaceService(session, uow, authorizer)
         self.users = UserService(session, uow, authorizer)
-        self.grants = GrantService(session, uow, authorizer, engine, self.users, self.workspaces)
+        self.grants = GrantService(
+            session,
+            uow,
+            authorizer,
+            engine,
+            self.users,
+            self.workspaces,
+            lambda: installation_roles(settings.policies_dir),
+        )
         self.settings = SettingsService(session, uow, authorizer, notifier, settings)
         self.invitations = InvitationService(
             session, uow, authorizer, self.grants, notifier, settings, self.settings

@@ -347,6 +347,7 @@ class DirectoryService:
             raise InvalidInput("A group name is empty", errors={"group_roles": ["empty name"]})
         roles = set(mapping.values()) | ({default_role} if default_role else set())
         self.grants.require_roles_exist(workspace, roles)
+        self.grants.require_grantable_here(workspace, roles)
         for role in sorted(roles):
             self.authorizer.require_can_grant(actor, role, workspace)
         return dict(sorted(mapping.items()))

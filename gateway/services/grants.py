@@ -3,7 +3,7 @@ written in the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -72,6 +72,7 @@ class GrantService:
         engine: DecisionEngine,
         users: UserService,
         workspaces: WorkspaceService,
+        installation_roles: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
         self.session = session
         self.uow = uow
@@ -79,6 +80,28 @@ class GrantService:
         self.engine = engine
         self.users = users
         self.workspaces = workspaces
+        # The roles granted only in every workspace (``scope: installation`` in policies/).
+        self.installation_roles = installation_roles
+
+    def require_grantable_here(self, workspace: str, roles: Iterable[str]) -> None:
+        """An installation-wide role (``scope: installation``, the super admin's) is
+        granted in every workspace at once (``*``), never in one: 422 naming it."""
+        if workspace == ALL_WORKSPACES:
+            return
+        everywhere = sorted(set(roles) & self.installation_roles())
+        if everywhere:
+            names = ", ".join(map(repr, everywhere))
+            what = (
+                "an installation-wide role" if len(everywhere) == 1 else "installation-wide roles"
+            )
+            raise InvalidInput(
+                f"{names} {'is' if len(everywhere) == 1 else 'are'} {what}: granted only in "
+                f"every workspace (workspace '*'), never in one such as '{workspace}'",
+                errors={
+                    "role": [f"'{r}' is granted only in every workspace (*)" for r in everywhere]
+                },
+                installation_roles=everywhere,
+            )
 
     def require_roles_exist(self, workspace: str, roles: Iterable[str]) -> None:
         """Roles must be defined in ``policies/`` (shared, or of this workspace)."""
@@ -99,6 +122,8 @@ class GrantService:
         wanted = set(roles)
         if wanted == set(current):
             return self.engine.revision
+        # Only roles newly given: one held from before scopes can still be kept or taken.
+        self.require_grantable_here(workspace, wanted - set(current))
         for role in sorted(wanted - set(current)):
             self.authorizer.require_can_grant(actor, role, workspace)
         for role in sorted(set(current) - wanted):
@@ -134,6 +159,7 @@ class GrantService:
         must be in the future); the new revision."""
         user = self._target(actor, user_id, workspace)
         self.require_roles_exist(workspace, [role])
+        self.require_grantable_here(workspace, [role])
         self.authorizer.require_can_grant(actor, role, workspace)
         if expires_at is not None and expires_at <= utcnow():
             raise InvalidInput(

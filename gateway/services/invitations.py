@@ -251,6 +251,9 @@ class InvitationService:
             self.grants.require_roles_exist(
                 workspace, [r.role for r in entries if r.workspace == workspace]
             )
+            self.grants.require_grantable_here(
+                workspace, [r.role for r in entries if r.workspace == workspace]
+            )
             for entry in entries:
                 if entry.workspace == workspace:
                     self.authorizer.require_can_grant(actor, entry.role, workspace)

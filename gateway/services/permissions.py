@@ -46,3 +46,24 @@ class Permission(StrEnum):
 INSTALLATION_WIDE = frozenset(
     {Permission.WORKSPACES_CREATE, Permission.CLIENTS_READ, Permission.CLIENTS_WRITE}
 )
+
+
+# What holding each administrative permission lets a person do, in plain words: a role
+# giving any of them is a powerful one, and granting it is announced with these words
+# (the console's role-change preview) before the raw permission list.
+ADMINISTRATIVE = {
+    Permission.USERS_INVITE: "invite people",
+    Permission.ROLE_MANAGEMENT_WRITE: "change people's roles",
+    Permission.ROLE_MANAGEMENT_DEFINE: "define the workspace's own roles",
+    Permission.USERS_DEACTIVATE: "deactivate people",
+    Permission.USERS_REMOVE: "remove people",
+    Permission.USERS_RESET_MFA: "reset people's two-step sign-in",
+    Permission.SETTINGS_WRITE: "change settings",
+    Permission.DIRECTORY_MANAGE: "connect a company directory",
+    Permission.EVENT_STREAMS_WRITE: "send the audit trail elsewhere",
+    Permission.REVIEWS_WRITE: "run access reviews",
+    Permission.WORKSPACES_UPDATE: "rename the workspace",
+    Permission.WORKSPACES_DELETE: "delete the workspace",
+    Permission.WORKSPACES_CREATE: "create workspaces",
+    Permission.CLIENTS_WRITE: "manage the services' OAuth clients",
+}

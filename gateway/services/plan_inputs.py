@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -36,6 +36,7 @@ class AppliedPolicy:
     workspaces: list[str]  # the workspaces the caller reads, sorted
     rules: list[Rule]  # the applied rules of policies/ for "*" and those workspaces, sorted
     custom_rules: list[Rule]  # the rules of those workspaces' custom roles, sorted
+    installation_roles: list[str] = field(default_factory=list)  # scope: installation
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,14 @@ class PlanInputService:
         seen = {ALL_WORKSPACES, *workspaces}
         rules = sorted(r for r in self.policies.current_rules() if rule_domain(r) in seen)
         custom = sorted(r for r in self.policies.custom_rules() if rule_domain(r) in seen)
-        return AppliedPolicy(int(revision or 0), readable is None, workspaces, rules, custom)
+        return AppliedPolicy(
+            int(revision or 0),
+            readable is None,
+            workspaces,
+            rules,
+            custom,
+            sorted(self.policies.applied_installation_roles()),
+        )
 
     def grants(self, actor: Actor, cursor: str | None, limit: int) -> GrantPage:
         """Up to ``limit`` grants in force (an ended time-limited grant gives nothing, as

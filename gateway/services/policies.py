@@ -13,7 +13,16 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from gateway.db.models import CasbinRule, CustomRole, Grant, User, UserStatus, Workspace, utcnow
+from gateway.db.models import (
+    AuditEvent,
+    CasbinRule,
+    CustomRole,
+    Grant,
+    User,
+    UserStatus,
+    Workspace,
+    utcnow,
+)
 from gateway.engine.rules import ROLE_PREFIX, GrantKey, Rule, is_policy_rule
 from gateway.errors import Conflict
 from gateway.policy.plan import Person
@@ -70,6 +79,9 @@ class PolicyPlan:
     removed: list[Rule]
     orphaned_grants: list[str]  # grants whose role the new policy no longer defines
     collisions: list[Collision] = field(default_factory=list)
+    # The installation-wide roles (scope: installation) applied before, and the new ones.
+    installation_before: frozenset[str] = frozenset()
+    installation_after: frozenset[str] = frozenset()
 
     @property
     def conflicts(self) -> list[Collision]:
@@ -77,7 +89,8 @@ class PolicyPlan:
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.removed)
+        scopes = self.installation_before != self.installation_after
+        return bool(self.added or self.removed or scopes)
 
 
 GRANTS_BATCH = 20_000  # grants read at a time by live_grants
@@ -113,6 +126,21 @@ class PolicyService:
         )
         rows = self.session.scalars(select(CasbinRule).where(policy_rows))
         return {rule for rule in map(CasbinRule.to_rule, rows) if is_policy_rule(rule)}
+
+    def applied_installation_roles(self) -> frozenset[str]:
+        """The installation-wide roles of the policy last applied, as its
+        ``policy.applied`` event recorded them (none before roles had a scope)."""
+        after = self.session.scalar(
+            select(AuditEvent.after)
+            .where(
+                AuditEvent.target_type == AuditTarget.POLICY,
+                AuditEvent.action == "policy.applied",
+            )
+            .order_by(AuditEvent.id.desc())
+            .limit(1)
+        )
+        names = (after or {}).get("installation_roles") or []
+        return frozenset(str(name) for name in names)
 
     def live_grants(self) -> tuple[list[GrantKey], dict[int, Person], list[str]]:
         """What ``policy plan`` computes on: every grant in force (an ended time-limited
@@ -158,7 +186,14 @@ class PolicyService:
             if grant.role not in policy.role_names(grant.workspace_slug)
             and (grant.workspace_slug, grant.role) not in custom_names
         ]
-        return PolicyPlan(sorted(wanted - current), sorted(current - wanted), orphaned, collisions)
+        return PolicyPlan(
+            sorted(wanted - current),
+            sorted(current - wanted),
+            orphaned,
+            collisions,
+            self.applied_installation_roles(),
+            policy.installation_roles(),
+        )
 
     def apply(
         self, actor: Actor, policy: PolicySet, version: dict[str, Any] | None = None
@@ -207,6 +242,8 @@ class PolicyService:
                     "added": [str(r) for r in plan.added],
                     "removed": [str(r) for r in plan.removed],
                     "roles": sorted(policy.roles),
+                    # What policy plan compares a change of scope with (none: before scopes).
+                    "installation_roles": sorted(policy.installation_roles()),
                     "version": version,
                 },
             )

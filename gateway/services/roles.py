@@ -8,7 +8,7 @@ a role gives are the engine's, so a preview says what decisions will actually ch
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
@@ -17,9 +17,17 @@ from sqlalchemy.orm import Session
 from gateway.db.models import CustomRole, Grant, User, Workspace
 from gateway.engine.engine import DecisionEngine
 from gateway.errors import Forbidden, NotFound
-from gateway.policy.validation import PolicySet, RoleDefinition, load_policies
+from gateway.policy.validation import (
+    SCOPE_INSTALLATION,
+    SCOPE_WORKSPACE,
+    PolicySet,
+    RoleDefinition,
+    current_policy,
+    installation_roles,
+    load_policies,
+)
 from gateway.services.base import Actor, Authorizer
-from gateway.services.permissions import Permission
+from gateway.services.permissions import ADMINISTRATIVE, Permission
 
 WILDCARD = "*"
 
@@ -52,6 +60,17 @@ class RoleInfo:
     permissions: list[str]  # as written in the file (wildcards, ``:own``)
     effective_permissions: list[str]  # catalogue permissions, inherited and expanded
     custom: bool = False
+    scope: str = SCOPE_WORKSPACE  # "installation": granted only in every workspace (*)
+
+
+@dataclass(frozen=True)
+class RoleChoice:
+    """A role a form offers in one workspace: its description, and whether the actor may
+    give (or take) it there."""
+
+    name: str
+    description: str | None
+    grantable: bool
 
 
 @dataclass(frozen=True)
@@ -63,10 +82,40 @@ class RolePreview:
     after: list[str]
     gained: list[str]  # catalogue permissions
     lost: list[str]
+    # What the administrative permissions gained let them do, in plain words (empty: the
+    # change gives no admin rights): see gateway.services.permissions.ADMINISTRATIVE.
+    powers: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return self.before != self.after
+
+    @property
+    def warning(self) -> str | None:
+        """The plain-words warning a powerful change comes with, or None."""
+        if not self.powers:
+            return None
+        where = "every workspace" if self.workspace == WILDCARD else self.workspace
+        return f"Gives admin rights in {where}: they can {', '.join(self.powers)}."
+
+
+@dataclass(frozen=True)
+class RoleEntry:
+    """One role of ``policies/`` as the Roles page shows it."""
+
+    definition: RoleDefinition
+    permissions: list[str]  # effective, catalogue permissions
+    holders: list[RoleHolder]
+
+
+@dataclass(frozen=True)
+class RoleGroup:
+    """Roles of one kind: installation-wide, shared by every workspace, or one
+    workspace's own."""
+
+    key: str
+    title: str
+    roles: list[RoleEntry]
 
 
 def require_visible_workspace(
@@ -157,6 +206,7 @@ class RoleService:
                     inherits=list(definition.inherits),
                     permissions=list(definition.permissions),
                     effective_permissions=sorted(policy.effective_permissions(name)),
+                    scope=definition.scope,
                 )
             )
         return roles
@@ -177,8 +227,13 @@ class RoleService:
         ]
 
     def roles_in(self, workspace: str) -> list[str]:
-        """Roles that may be granted in ``workspace``, sorted."""
-        return sorted(self.engine.roles_in(workspace))
+        """Roles that may be granted in ``workspace``, sorted: those whose rules hold
+        there, but an installation-wide one (``scope: installation``) only in ``*``
+        (what :meth:`GrantService.require_grantable_here` accepts)."""
+        roles = self.engine.roles_in(workspace)
+        if workspace != WILDCARD:
+            roles -= installation_roles(self.policies_dir)
+        return sorted(roles)
 
     def grantable(self, actor: Actor, workspace: str) -> list[tuple[str, bool]]:
         """The roles of ``workspace`` (:meth:`roles_in`), each with whether ``actor`` may
@@ -187,6 +242,24 @@ class RoleService:
             (role, self.authorizer.can_grant(actor, role, workspace))
             for role in self.roles_in(workspace)
         ]
+
+    def choices(self, actor: Actor, workspace: str) -> list[RoleChoice]:
+        """:meth:`grantable` with each role's description (of ``policies/``, or of the
+        workspace's custom role): what the invite form and the roles panel offer."""
+        policy = current_policy(self.policies_dir)
+        custom = dict(
+            self.session.execute(
+                select(CustomRole.name, CustomRole.description).where(
+                    CustomRole.workspace_slug == workspace
+                )
+            ).all()
+        )
+        choices = []
+        for role, allowed in self.grantable(actor, workspace):
+            definition = policy.roles.get(role) if policy is not None else None
+            description = definition.description if definition else custom.get(role)
+            choices.append(RoleChoice(role, description, allowed))
+        return choices
 
     def permissions_of(
         self, roles: Sequence[str], workspace: str, catalogue: Iterable[str]
@@ -205,10 +278,39 @@ class RoleService:
         catalogue = load_policies(self.policies_dir).permissions
         old = self.permissions_of(before, workspace, catalogue)
         new = self.permissions_of(after, workspace, catalogue)
+        gained = new - old
         return RolePreview(
-            workspace, sorted(before), sorted(after), sorted(new - old), sorted(old - new)
+            workspace,
+            sorted(before),
+            sorted(after),
+            sorted(gained),
+            sorted(old - new),
+            [words for permission, words in ADMINISTRATIVE.items() if permission in gained],
         )
 
-
-def role_sources(policy: PolicySet) -> list[RoleDefinition]:
-    return sorted(policy.roles.values(), key=lambda r: (r.source, r.name))
+    def browse(self, actor: Actor, search: str = "") -> list[RoleGroup]:
+        """The roles of ``policies/`` for the Roles page, grouped: installation-wide, shared
+        by every workspace, then each workspace's own; with ``search``, only those whose
+        name, description or one of whose permissions contains it (any case). For those
+        who may read roles somewhere (:meth:`definitions`); holders as :meth:`holders`."""
+        policy = self.definitions(actor)
+        held: dict[str, list[RoleHolder]] = {}
+        for holder in self.holders(actor):
+            held.setdefault(holder.role, []).append(holder)
+        needle = search.strip().casefold()
+        groups: dict[str, RoleGroup] = {}
+        for role in sorted(policy.roles.values(), key=lambda r: r.name):
+            permissions = sorted(policy.effective_permissions(role.name))
+            haystack = [role.name, role.description, *role.permissions, *permissions]
+            if needle and not any(needle in text.casefold() for text in haystack):
+                continue
+            if role.scope == SCOPE_INSTALLATION:
+                key, title = "installation", "Installation-wide (granted in every workspace only)"
+            elif role.workspace is None:
+                key, title = "shared", "Shared by every workspace"
+            else:
+                key, title = f"workspace-{role.workspace}", f"Only in workspace {role.workspace}"
+            group = groups.setdefault(key, RoleGroup(key, title, []))
+            group.roles.append(RoleEntry(role, permissions, held.get(role.name, [])))
+        order = {"installation": "0", "shared": "1"}
+        return [groups[key] for key in sorted(groups, key=lambda k: order.get(k, "2" + k))]

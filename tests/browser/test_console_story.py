@@ -163,7 +163,9 @@ def test_onboarding_story_in_the_console(
     acme.get_by_label("editor", exact=True).uncheck()
     acme.get_by_label("admin", exact=True).check()
     preview = panel.locator("#preview-acme")
-    preview.get_by_text("Gains:").wait_for()
+    # Admin rights said in words first; the raw permissions folded under their count.
+    preview.get_by_text("Gives admin rights in acme: they can invite people").wait_for()
+    preview.get_by_text("Gains 13 permissions").click()
     assert "audit:read" in preview.inner_text() and "users:invite" in preview.inner_text()
     assert "Loses" not in preview.inner_text()  # admin inherits everything editor gives
     shot(page, artifacts, "06-manage-roles-preview")
@@ -211,6 +213,7 @@ def test_onboarding_story_in_the_console(
     page.wait_for_load_state()  # htmx takes over the page once it has loaded
     admin_role = page.locator("#role-admin")
     assert "policies/roles.yaml" in admin_role.inner_text()
+    admin_role.get_by_text("Held by 1").click()  # holders folded under their count
     assert "John Smith (john@example.com) in acme" in admin_role.inner_text()
     shot(page, artifacts, "09-roles")
     page.get_by_role("link", name="Settings").click()

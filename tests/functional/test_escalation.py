@@ -27,11 +27,12 @@ def test_an_admin_grants_only_roles_within_their_own_permissions(server: LiveSer
         "cannot grant 'owner'",
     )
     assert "users:remove" in problem["missing_permissions"]
+    # superadmin is granted in every workspace only (scope: installation), never in one.
     assert_problem(
         adam.put(f"/users/{eve}/workspaces/acme/roles", json={"roles": ["superadmin"]}),
-        403,
-        "forbidden",
-        "cannot grant 'superadmin'",
+        422,
+        "invalid-input",
+        "'superadmin' is an installation-wide role",
     )
     assert_problem(
         post_invitation(adam, "mallory@example.com", [("acme", "owner")]),

@@ -16,6 +16,8 @@ from tests.helpers import (
 )
 
 PRODUCT_ROLES = ["admin", "editor", "owner", "superadmin", "viewer"]
+# superadmin is installation-wide (scope: installation): granted in "*" only.
+WORKSPACE_ROLES = ["admin", "editor", "owner", "viewer"]
 
 
 @pytest.mark.policies_dir(AUTHZEN_POLICIES)  # workspace-specific and owner-only roles
@@ -26,13 +28,14 @@ def test_roles_of_a_workspace_with_their_definitions(server: LiveServer) -> None
     response = admin.get("/roles", params={"workspace": "acme"})
     assert response.status_code == 200, response.text
     roles = {role["name"]: role for role in response.json()}
-    assert list(roles) == PRODUCT_ROLES  # sorted; no other workspace's roles
+    assert list(roles) == WORKSPACE_ROLES  # sorted; no other workspace's roles
     assert roles["editor"] == {
         "name": "editor",
         "description": "Viewer who also writes documents",
         "workspace": None,
         "source": "roles.yaml",
         "custom": False,
+        "scope": "workspace",
         "inherits": ["viewer"],
         "permissions": ["documents:write"],
         "effective_permissions": [
@@ -42,11 +45,8 @@ def test_roles_of_a_workspace_with_their_definitions(server: LiveServer) -> None
             "workspaces:read",
         ],
     }
-    catalogue = load_policies(AUTHZEN_POLICIES).permissions
-    assert roles["superadmin"]["effective_permissions"] == sorted(catalogue)
-
     todo = {role["name"]: role for role in admin.get("/roles?workspace=todo").json()}
-    assert set(todo) == {*PRODUCT_ROLES, "todo_admin", "todo_editor", "todo_evil_genius"} | {
+    assert set(todo) == {*WORKSPACE_ROLES, "todo_admin", "todo_editor", "todo_evil_genius"} | {
         "todo_viewer"
     }
     editor = todo["todo_editor"]
@@ -60,8 +60,11 @@ def test_roles_of_a_workspace_with_their_definitions(server: LiveServer) -> None
     ]
 
     # "*": the roles shared by every workspace, which a grant in "*" accepts.
-    shared = admin.get("/roles", params={"workspace": "*"})
-    assert [role["name"] for role in shared.json()] == PRODUCT_ROLES
+    shared = {role["name"]: role for role in admin.get("/roles?workspace=*").json()}
+    assert list(shared) == PRODUCT_ROLES
+    catalogue = load_policies(AUTHZEN_POLICIES).permissions
+    assert shared["superadmin"]["effective_permissions"] == sorted(catalogue)
+    assert shared["superadmin"]["scope"] == "installation"
 
     # What the list says exists is what a grant accepts.
     user_id, _ = invite_and_accept(server, admin, "t@example.com", "T", [("acme", "viewer")])
@@ -89,7 +92,7 @@ def test_tenant_walls(server: LiveServer) -> None:
     _, globex_admin = invite_and_accept(server, root, "g@globex.test", "G", [("globex", "admin")])
     _, editor = invite_and_accept(server, root, "e@acme.test", "E", [("acme", "editor")])
 
-    assert [r["name"] for r in acme_admin.get("/roles?workspace=acme").json()] == PRODUCT_ROLES
+    assert [r["name"] for r in acme_admin.get("/roles?workspace=acme").json()] == WORKSPACE_ROLES
     assert acme_admin.get("/permissions").status_code == 200
 
     other = assert_problem(acme_admin.get("/roles?workspace=globex"), 404, "not-found")

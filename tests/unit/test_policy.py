@@ -182,8 +182,10 @@ def test_catalogue_file_is_sorted() -> None:
 
 
 def test_effective_permissions_agree_with_casbin() -> None:
-    """What ``effective_permissions`` says is exactly what Casbin allows."""
+    """What ``effective_permissions`` says is exactly what Casbin allows (a role granted
+    in acme, or in every workspace for an installation-wide one)."""
     policy = load_policies(POLICIES)
+    everywhere = policy.installation_roles()
     cases = [
         PolicyTestCase(
             source="generated",
@@ -191,11 +193,12 @@ def test_effective_permissions_agree_with_casbin() -> None:
             name=f"{role} {permission}",
             entry=f"{role}/{permission}",
             principal=f"holder-of-{role}",
-            grants=(("acme", role),),
+            grants=(("*" if role in everywhere else "acme", role),),
             workspace=workspace,
             resource=permission.partition(":")[0],
             action=permission.partition(":")[2],
-            expected=workspace == "acme" and permission in policy.effective_permissions(role),
+            expected=(workspace == "acme" or role in everywhere)
+            and permission in policy.effective_permissions(role),
         )
         for role in policy.role_names("acme")
         for permission in policy.permissions

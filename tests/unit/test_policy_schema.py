@@ -130,6 +130,24 @@ VALID = {
             permissions: null
         """,
     ),
+    "installation-wide role": (
+        "extra.yaml",
+        """
+        roles:
+          root:
+            description: Everything, everywhere
+            scope: installation
+            permissions: ["*"]
+          root_too:
+            description: Inherits it, installation-wide as well
+            scope: installation
+            inherits: [root]
+          reader:
+            description: Scope given as the default
+            scope: workspace
+            permissions: [documents:read]
+        """,
+    ),
     "shared role with workspace null": (
         "extra.yaml",
         "roles: {reader: {description: R, workspace: null, permissions: [documents:read]}}",
@@ -283,6 +301,22 @@ INVALID = {
         "extra.yaml",
         "roles: {reader: {description: R, workspace: [acme], inherits: [viewer]}}",
         "'workspace' must be a workspace slug",
+    ),
+    "unknown scope": (
+        "extra.yaml",
+        "roles: {reader: {description: R, scope: instalation, inherits: [viewer]}}",
+        "'scope' must be one of: workspace, installation, got 'instalation' (did you mean",
+    ),
+    "scope not a string": (
+        "extra.yaml",
+        "roles: {reader: {description: R, scope: [installation], inherits: [viewer]}}",
+        "'scope' must be one of: workspace, installation, got a list",
+    ),
+    "installation-wide role of one workspace": (
+        "extra.yaml",
+        "roles: {reader: {description: R, scope: installation, workspace: acme, "
+        + "inherits: [viewer]}}",
+        "an installation-wide role (scope: installation) cannot belong to workspace 'acme'",
     ),
     # ---- test files
     "test file not a mapping": ("tests/a_test.yaml", "[a]", "a test file must be a mapping"),
@@ -442,6 +476,12 @@ VALIDATOR_ONLY = {
         "extra.yaml",
         "permissions: {documents:read: Again}",
         "is already defined in",
+    ),
+    "a workspace role inherits an installation-wide one": (
+        "extra.yaml",
+        "roles: {root: {description: R, scope: installation, permissions: ['*']}, "
+        + "deputy: {description: D, inherits: [root]}}",
+        "a role granted per workspace cannot inherit 'root', which is installation-wide only",
     ),
     "undefined principal": (
         "tests/a_test.yaml",
