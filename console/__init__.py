@@ -11,6 +11,7 @@ from __future__ import annotations
 from console import (  # noqa: F401  (they register their pages on bp)
     audit_pages,
     bulk,
+    confirmations,
     custom_roles,
     directory,
     invite_many,

@@ -18,7 +18,7 @@ from console.views import (
     bp,
     viewer,
 )
-from gateway.errors import InvalidInput
+from gateway.errors import Conflict, InvalidInput
 from gateway.services.base import page_offset
 from gateway.services.permissions import Permission
 from gateway.services.users import UserFilter
@@ -44,6 +44,7 @@ def _members_page(
     notice: str | None = None,
     confirm_out: int | None = None,
     errors: dict[str, list[str]] | None = None,
+    confirm_deactivate: int | None = None,
 ) -> Response:
     v = viewer()
     workspace = services().workspaces.get(v.actor, slug)
@@ -55,6 +56,14 @@ def _members_page(
     leaving = None
     if confirm_out is not None:
         leaving = rows.get(confirm_out) or _row(services().users.get(v.actor, confirm_out))
+    # Deactivating asks first (console/confirmations.py), as the Users row does.
+    deactivating = None
+    if confirm_deactivate is not None:
+        deactivating = rows.get(confirm_deactivate) or _row(
+            services().users.get(v.actor, confirm_deactivate)
+        )
+        if "deactivate" not in deactivating.actions:
+            raise Conflict(f"{deactivating.view.user.name} is not someone you may deactivate now")
     return _render(
         "workspace.html",
         status=status,
@@ -70,6 +79,7 @@ def _members_page(
         page=page,
         pages=result.pages(PAGE_SIZE),
         leaving=leaving,
+        deactivating=deactivating,
         notice=notice,
         mfa=services().mfa.workspace_policy(v.actor, slug),
         can_set_mfa=v.can(Permission.SETTINGS_WRITE, slug),

@@ -141,6 +141,10 @@ def _workspaces_of(invitation: Invitation) -> set[str]:
     return {g.workspace_slug for g in invitation.grants}
 
 
+def _roles_of(invitation: Invitation) -> list[RoleInWorkspace]:
+    return [RoleInWorkspace(g.workspace_slug, g.role) for g in invitation.grants]
+
+
 def audit_each_workspace(
     changes: ChangeSet,
     invitation: Invitation,
@@ -359,9 +363,10 @@ class InvitationService:
     # -- changing ------------------------------------------------------------------
 
     def allowed_actions(self, actor: Actor, invitation: Invitation) -> frozenset[str]:
-        """What ``actor`` may do to ``invitation`` now, of ``resend`` and ``revoke``:
-        exactly what :meth:`resend` and :meth:`revoke` would not refuse (bar the resend
-        interval), so that a form offers no button the service turns down."""
+        """What ``actor`` may do to ``invitation`` now, of ``resend``, ``revoke`` and
+        ``invite_again``: exactly what :meth:`resend`, :meth:`revoke` and
+        :meth:`invite_again` would not refuse (bar the resend interval), so that a form
+        offers no button the service turns down."""
         if not self.authorizer.can_all(actor, Permission.USERS_INVITE, _workspaces_of(invitation)):
             return frozenset()
         allowed = set()
@@ -369,7 +374,27 @@ class InvitationService:
             allowed.add("resend")
         if can_revoke(invitation):
             allowed.add("revoke")
+        if invitation.status == InvitationStatus.REVOKED:
+            try:  # create's own checks: roles still grantable, no newer live invitation
+                self._admissible(actor, invitation.email, _roles_of(invitation))
+            except (Forbidden, NotFound, InvalidInput, Conflict):
+                pass
+            else:
+                allowed.add("invite_again")
         return frozenset(allowed)
+
+    def invite_again(self, actor: Actor, invitation_id: int) -> Invitation:
+        """A fresh invitation to a revoked one's person, with its name and roles: a new
+        invitation (link, expiry, email, audit event) made by :meth:`create`, with all of
+        its checks (``users:invite`` and each role grantable in each workspace, the
+        company domains, no other live invitation). The revoked one stays revoked."""
+        invitation = self._manageable(actor, invitation_id)
+        if invitation.status != InvitationStatus.REVOKED:
+            raise Conflict(
+                f"Invitation {invitation_id} is {effective_status(invitation)}, not revoked; "
+                "resend it instead"
+            )
+        return self.create(actor, invitation.email, invitation.name, _roles_of(invitation))
 
     def resend(self, actor: Actor, invitation_id: int) -> Invitation:
         """A new token and expiry, and a new email; the old link stops working.

@@ -173,7 +173,7 @@ def test_a_review_and_a_persons_page_in_the_browser_by_keyboard_at_two_widths(
     assert page.locator("#workspace-acme td[data-label=Members]").inner_text() == "3"
     assert_accessible(page, axe, "workspaces")
     page.get_by_role("link", name="Members of Acme").click()
-    page.get_by_role("button", name="Deactivate Bob").wait_for()
+    page.get_by_role("link", name="Deactivate… Bob").wait_for()
     assert_accessible(page, axe, "members")
     page.get_by_role("link", name="Workspaces", exact=True).click()
     page.get_by_role("link", name="Delete… Globex").click()

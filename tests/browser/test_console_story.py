@@ -174,7 +174,11 @@ def test_onboarding_story_in_the_console(
     assert "acme: admin" in john_row.locator("td[data-label=Roles]").inner_text()
 
     # -- deactivate ----------------------------------------------------------------------
-    john_row.get_by_role("button", name="Deactivate John Smith").click()
+    john_row.get_by_role("link", name="Deactivate… John Smith").click()
+    # It asks first, saying what happens (tests/functional/test_console_confirmations.py).
+    page.get_by_role("heading", name="Deactivate John Smith?").wait_for()
+    expect(page.locator("#deactivate-title")).to_be_focused()
+    page.get_by_role("button", name="Deactivate John Smith").click()
     john_row.locator(".badge-deactivated").wait_for()
     assert john_row.get_by_role("button", name="Reactivate John Smith").is_visible()
     assert "Deactivated John Smith" in message.inner_text()

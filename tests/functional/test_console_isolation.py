@@ -131,6 +131,18 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         ("POST", f"{user}/deactivate"): lambda: refused(
             gina.post(f"/console/users/{u}/deactivate")
         ),
+        # The confirmations before deactivating and revoking, and inviting again
+        # (test_console_confirmations.py compares them with unknown ids).
+        ("GET", f"{user}/deactivate"): lambda: refused(gina.get(f"/console/users/{u}/deactivate")),
+        ("GET", f"{invitation}/revoke"): lambda: refused(
+            gina.get(f"/console/invitations/{i}/revoke")
+        ),
+        ("POST", f"{invitation}/invite-again"): lambda: refused(
+            gina.post(f"/console/invitations/{i}/invite-again")
+        ),
+        ("GET", f"{member}/deactivate"): lambda: refused(
+            gina.get(f"/console/workspaces/acme/members/{u}/deactivate")
+        ),
         ("POST", f"{user}/reactivate"): lambda: refused(
             gina.post(f"/console/users/{u}/reactivate")
         ),

@@ -139,7 +139,8 @@ def test_the_invite_form_offers_exactly_the_grantable_roles(
     assert "acme:owner" in root_form and "disabled" not in root_form
 
 
-STATUS_BUTTONS = {"deactivate": ">Deactivate<", "reactivate": ">Reactivate<", "remove": "Remove…"}
+# Deactivate… and Remove… lead to a confirmation (test_console_confirmations.py).
+STATUS_BUTTONS = {"deactivate": ">Deactivate…<", "reactivate": ">Reactivate<", "remove": "Remove…"}
 
 
 def _status_buttons(console: Console, email: str, person: int) -> set[str]:

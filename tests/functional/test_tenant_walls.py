@@ -189,6 +189,7 @@ def test_the_console_walls_hold_with_other_workspaces_people(server: LiveServer)
     calls: dict[tuple[str, str], Any] = {
         ("GET", person): lambda u: gina.get(f"/console/users/{u}"),  # a person's page
         ("POST", f"{person}/deactivate"): lambda u: gina.post(f"/console/users/{u}/deactivate"),
+        ("GET", f"{person}/deactivate"): lambda u: gina.get(f"/console/users/{u}/deactivate"),
         ("POST", f"{person}/reactivate"): lambda u: gina.post(f"/console/users/{u}/reactivate"),
         ("GET", f"{person}/remove"): lambda u: gina.get(f"/console/users/{u}/remove"),
         ("POST", f"{person}/remove"): lambda u: gina.post(f"/console/users/{u}/remove"),
@@ -210,10 +211,13 @@ def test_the_console_walls_hold_with_other_workspaces_people(server: LiveServer)
             assert response.status_code == unknown.status_code, (route, who)
             for secret in ("olive@", "Olive", "pat@", "Pat", "admin@example.com", "acme"):
                 assert secret not in response.text, (route, who, secret)
-    for action in ("resend", "revoke"):
+    for action in ("resend", "revoke", "invite-again"):
         unknown = gina.post(f"/console/invitations/{UNKNOWN_ID}/{action}")
         foreign = gina.post(f"/console/invitations/{acme_invite['id']}/{action}")
         assert foreign.status_code == unknown.status_code == 404, action
+    unknown = gina.get(f"/console/invitations/{UNKNOWN_ID}/revoke")  # the confirmation
+    foreign = gina.get(f"/console/invitations/{acme_invite['id']}/revoke")
+    assert foreign.status_code == unknown.status_code == 404
     assert database_state(server) == before
 
 
