@@ -68,9 +68,12 @@ def copy_rows(cursor: Any, data: Dataset, rules: Sequence[Rule]) -> None:
         for user_id in range(1, data.users + 1):
             email = f"user{user_id}@example.com"
             copy.write_row((user_id, email, f"User {user_id}", "active", 1, now, now))
-    with cursor.copy("COPY workspaces (id, slug, name, created_at) FROM STDIN") as copy:
+    # Every NOT NULL column the models fill in Python (create_all gives no server default).
+    with cursor.copy(
+        "COPY workspaces (id, slug, name, created_at, mfa_required) FROM STDIN"
+    ) as copy:
         for number, slug in enumerate(data.workspaces, 1):
-            copy.write_row((number, slug, slug, now))
+            copy.write_row((number, slug, slug, now, "off"))
     with cursor.copy("COPY casbin_rule (ptype, v0, v1, v2, v3, v4) FROM STDIN") as copy:
         for rule in rules:
             copy.write_row((rule.ptype, *rule.values, *[None] * (5 - len(rule.values))))
