@@ -9,6 +9,7 @@ own files.
 from __future__ import annotations
 
 from console import (  # noqa: F401  (they register their pages on bp)
+    account_pages,
     audit_pages,
     bulk,
     confirmations,

@@ -431,18 +431,6 @@ def index() -> Response:
     return redirect(url_for(nav[0][0]) if nav else url_for("console.account"), 303)  # type: ignore[return-value]
 
 
-@bp.get("/account")
-def account() -> Response:
-    """Who they are and what they can use here (where someone without any admin
-    permission lands: then, that they have none)."""
-    return _render(
-        "account.html",
-        active="account",
-        pages=_nav(),
-        everywhere=viewer().where(Permission.USERS_READ) is None,
-    )
-
-
 def no_workspaces_yet() -> bool:
     """Whether there is no workspace to invite anyone into and this admin could create
     one (an invite form then says so, and links to it, rather than read as a refusal)."""

@@ -17,6 +17,7 @@ from gateway.engine.engine import DecisionEngine
 from gateway.identity.throttle import LoginThrottle
 from gateway.notifier import Notifier
 from gateway.policy.validation import catalogue_actions, installation_roles
+from gateway.services.account import AccountService
 from gateway.services.audit import AuditService
 from gateway.services.auth import AuthService
 from gateway.services.authzen.directories import load_refinements, load_subject_directory
@@ -99,6 +100,7 @@ class Services:
         )
         self.auth.must_enrol = self.mfa.must_enrol
         self.people = PersonService(session, authorizer, self.users, self.invitations, self.audit)
+        self.account = AccountService(session, self.invitations)
         self.clients = ClientService(session, uow, authorizer)
         self.keys = KeyService(session, uow, settings)
         self.tokens = TokenService(session, uow, settings, self.clients)

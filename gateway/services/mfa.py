@@ -64,6 +64,16 @@ class MfaStatus:
 
 
 @dataclass(frozen=True)
+class FactorsOfPerson:
+    """Another person's second factors, as an admin who may reset them sees them."""
+
+    totp: bool  # an authenticator app is confirmed
+    totp_enrolled_at: datetime | None
+    pending: bool  # an enrolment waits for its first code
+    resettable: bool  # :meth:`MfaService.reset` would take something away now
+
+
+@dataclass(frozen=True)
 class WorkspacePolicy:
     workspace: str
     required: str  # the workspace's own: off | admins | everyone
@@ -277,21 +287,7 @@ class MfaService:
         Only for a person ``actor`` sees (another tenant's is NotFound, as an unknown id),
         with ``users:reset_mfa`` in every workspace where they hold a role and the right
         to grant each of their roles (an admin does not weaken the owner's sign-in)."""
-        user = self.users.visible_user(actor, user_id)
-        if actor.user_id == user.id:
-            raise Forbidden(
-                "Turn your own second factor off with a code (POST /auth/mfa/totp/remove)"
-            )
-        self.authorizer.require_all(
-            actor, Permission.USERS_RESET_MFA, {grant.workspace_slug for grant in user.grants}
-        )
-        for grant in sorted(user.grants, key=lambda g: (g.workspace_slug, g.role)):
-            self.authorizer.require_can_grant(
-                actor, grant.role, grant.workspace_slug, verb="reset the factors of a holder of"
-            )
-        factor = self._factor(user.id)
-        if factor is None:
-            raise Conflict(f"User {user_id} has no second factor")
+        user, factor = self._resettable(actor, user_id)
         with self.uow.events_only(actor) as changes:
             self._remove_factors(user.id)
             ended = self.auth.end_all_sessions(user, "second factors reset")
@@ -305,6 +301,55 @@ class MfaService:
                 after={"totp": False, "sessions_ended": ended},
             )
         return ended
+
+    def factors_for_admin(self, actor: Actor, user_id: int) -> FactorsOfPerson | None:
+        """What a console shows ``actor`` of another person's second factors: whether
+        they have one and whether :meth:`reset` would take it away, by the same checks;
+        None where :meth:`reset` would refuse ``actor`` whatever the factors (their own,
+        a person beyond their rights), who then sees nothing of them. NotFound, as an
+        unknown id, for a person ``actor`` does not see."""
+        user = self.users.visible_user(actor, user_id)
+        try:
+            self._require_may_reset(actor, user)
+        except Forbidden:
+            return None
+        factor = self._factor(user.id)
+        confirmed = factor is not None and factor.confirmed_at is not None
+        return FactorsOfPerson(
+            totp=confirmed,
+            totp_enrolled_at=factor.confirmed_at if factor else None,
+            pending=factor is not None and not confirmed,
+            resettable=factor is not None,
+        )
+
+    def require_resettable(self, actor: Actor, user_id: int) -> None:
+        """Refuse as :meth:`reset` would (NotFound, Forbidden, Conflict), changing
+        nothing: what a confirmation asks before it offers the reset."""
+        self._resettable(actor, user_id)
+
+    def _resettable(self, actor: Actor, user_id: int) -> tuple[User, MfaFactor]:
+        user = self.users.visible_user(actor, user_id)
+        self._require_may_reset(actor, user)
+        factor = self._factor(user.id)
+        if factor is None:
+            raise Conflict(f"User {user_id} has no second factor")
+        return user, factor
+
+    def _require_may_reset(self, actor: Actor, user: User) -> None:
+        """Forbidden unless ``actor`` may reset ``user``'s factors: someone else, with
+        ``users:reset_mfa`` in every workspace where they hold a role and the right to
+        grant each of their roles."""
+        if actor.user_id == user.id:
+            raise Forbidden(
+                "Turn your own second factor off with a code (POST /auth/mfa/totp/remove)"
+            )
+        self.authorizer.require_all(
+            actor, Permission.USERS_RESET_MFA, {grant.workspace_slug for grant in user.grants}
+        )
+        for grant in sorted(user.grants, key=lambda g: (g.workspace_slug, g.role)):
+            self.authorizer.require_can_grant(
+                actor, grant.role, grant.workspace_slug, verb="reset the factors of a holder of"
+            )
 
     # -- the second step of signing in --------------------------------------------------
 

@@ -39,6 +39,8 @@ PUBLIC |= {
     ("POST", f"/console/account/two-step/{p}")
     for p in ("start", "confirm", "recovery-codes", "remove")
 }
+# One's own password (test_console_account.py: it takes no one else's id).
+PUBLIC |= {("POST", "/console/account/password")}
 ACME = ("acme", "eve@example.com", "pat@example.com", "Eve", "Pat")
 
 
@@ -147,6 +149,17 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
             gina.post(f"/console/users/{u}/reactivate")
         ),
         ("GET", user): lambda: refused(gina.get(f"/console/users/{u}")),
+        # Resetting a person's two-step sign-in, and accepting an invitation that is not
+        # hers (test_console_account.py compares them with unknown ids).
+        ("GET", f"{user}/two-step/reset"): lambda: refused(
+            gina.get(f"/console/users/{u}/two-step/reset")
+        ),
+        ("POST", f"{user}/two-step/reset"): lambda: refused(
+            gina.post(f"/console/users/{u}/two-step/reset")
+        ),
+        ("POST", "/console/account/invitations/<int(max=2147483647):invitation_id>/accept"): (
+            lambda: refused(gina.post(f"/console/account/invitations/{i}/accept"))
+        ),
         ("GET", "/console/users/bulk"): lambda: invisible_addresses(
             gina.get("/console/users/bulk", params={"action": "deactivate", "user": [u]})
         ),
