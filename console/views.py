@@ -305,9 +305,11 @@ def _flatten(messages: Any) -> list[str]:
 
 
 def _safe_next(target: str | None) -> str:
+    """Where a sign-in goes: the page asked for, or the first the person may use
+    (``index``: not Users for someone who may not read people)."""
     if target and target.startswith("/console/") and not target.startswith("//"):
         return target
-    return url_for("console.users")
+    return url_for("console.index")
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
@@ -407,7 +409,7 @@ def sso_done() -> Response:
     if message is not None:
         response = _sign_in_page({"_form": [message]}, status)
     else:
-        response = redirect(url_for("console.users"), 303)  # type: ignore[assignment]
+        response = redirect(url_for("console.index"), 303)  # type: ignore[assignment]
         console_session.start_session(response, session_id)
     console_session.end_sso(response)  # the binding is spent either way
     return response

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 
-from tests.console_support import sign_in
+import httpx
+
+from tests.console_support import csrf_of, sign_in
 from tests.helpers import (
     ADMIN_EMAIL,
     PASSWORD,
@@ -142,3 +144,31 @@ def test_a_removal_reloads_the_count_and_the_domain_warning_is_announced(
     # The company-domain warning shows inside a live region that is always there.
     form = console.get("/console/users/invite").text
     assert re.search(r'<div role="status"><p id="invite-email-warning"[^>]*hidden>', form)
+
+
+def test_a_sign_in_lands_on_the_first_page_one_may_use(server: LiveServer) -> None:
+    """Not on an empty Users page for someone who may not read people: a viewer lands on
+    Workspaces, someone with no role anywhere on their account page, an admin on Users;
+    a page asked for (``next``) still wins."""
+    root = server.admin()
+    create_workspaces(root, "acme")
+    invite_and_accept(server, root, "val@example.com", "Val", [("acme", "viewer")])
+    bare, _ = invite_and_accept(server, root, "bo@example.com", "Bo", [("acme", "viewer")])
+    assert root.delete(f"/users/{bare}/grants/acme/viewer").status_code == 200
+
+    def landing(email: str, password: str, next_page: str = "") -> str:
+        with httpx.Client(base_url=server.url, timeout=30) as browser:
+            page = browser.get("/console/sign-in")
+            form = {"email": email, "password": password, "csrf_token": csrf_of(page.text)}
+            answer = browser.post("/console/sign-in", data={**form, "next": next_page})
+            assert answer.status_code == 303, answer.text
+            while answer.status_code == 303:
+                location = answer.headers["Location"]
+                answer = browser.get(location)
+            assert answer.status_code == 200, answer.text
+            return httpx.URL(location).path
+
+    assert landing("val@example.com", PASSWORD) == "/console/workspaces"
+    assert landing("bo@example.com", PASSWORD) == "/console/account"
+    assert landing(ADMIN_EMAIL, server.admin_password) == "/console/users"
+    assert landing("val@example.com", PASSWORD, "/console/account") == "/console/account"
