@@ -294,9 +294,12 @@ class UserSchema(Schema):
                 "expires_at": _iso(g.expires_at),
             }
             for g in v.user.grants
-            if g.workspace_slug in v.roles
+            if g.role in v.roles.get(g.workspace_slug, ())
         ],
-        metadata={"description": "Active grants with their end dates (null: no end)"},
+        metadata={
+            "description": "Active grants with their end dates (null: no end); a grant "
+            "whose end has passed is left out at once"
+        },
     )
 
 

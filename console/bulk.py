@@ -1,6 +1,7 @@
 """Bulk work on people in the console: tick several people on the Users page, pick what
 to do (deactivate, reactivate, remove, give or take a role in a workspace), then one
-confirmation lists everyone affected and, for anyone it cannot be done to, why. Carried
+confirmation lists everyone affected and, for anyone it cannot be done to, why (a role
+given may have an end, ``until``, shown in the confirmation). Carried
 out only if it can be done to everyone ticked (checked again when confirmed), one
 service call, and so one audit event, per person: the same checks and events as doing
 each by hand."""
@@ -8,13 +9,17 @@ each by hand."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Response, request
+from marshmallow import ValidationError
 
-from console.views import _render, _users_context, bp, viewer
-from gateway.db.models import UserStatus
+from admin_api.schemas import GrantSchema
+from console.views import _fmt_time, _render, _users_context, bp, viewer
+from gateway.db.models import UserStatus, utcnow
 from gateway.errors import Conflict, InvalidInput, NotFound, RingfenceError
+from gateway.services.grants import require_future_end
 from gateway.services.permissions import Permission
 from gateway.services.users import UserView
 from gateway.web.http import services
@@ -35,6 +40,32 @@ class Entry:
     user_id: int
     view: UserView | None
     refusal: str | None  # why it cannot be done to them; None: it can
+
+
+def _until(workspace: str, role: str) -> datetime | None:
+    """The optional end of a role given (``until``, UTC when no zone is written), parsed
+    as the API parses ``expires_at`` and held to the grant service's rule (in the future)
+    before anyone is changed; None: no end."""
+    text = request.values.get("until", "")[:64].strip()
+    if not text:
+        return None
+    try:
+        at: datetime = GrantSchema().load(
+            {"workspace": workspace, "role": role, "expires_at": text}
+        )["expires_at"]
+    except ValidationError as exc:
+        raise InvalidInput(
+            "Until: not a date and time. Write it as YYYY-MM-DD HH:MM, in UTC.",
+            errors={"until": ["not a date and time"]},
+        ) from exc
+    try:
+        require_future_end(at)
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"Until: the end must be in the future (it is {_fmt_time(utcnow())} now).",
+            errors={"until": ["must be in the future"]},
+        ) from exc
+    return at
 
 
 def _request() -> tuple[str, list[int], str, str]:
@@ -117,19 +148,29 @@ def _page(status: int, **context: Any) -> Response:
 @bp.get("/users/bulk")
 def bulk_confirm() -> Response:
     action, ids, workspace, role = _request()
+    until = _until(workspace, role) if action == "add-role" else None
     entries = _entries(action, ids, workspace, role)
-    return _page(200, action=action, entries=entries, workspace=workspace, role=role, done=False)
+    return _page(
+        200, action=action, entries=entries, workspace=workspace, role=role, until=until, done=False
+    )
 
 
 @bp.post("/users/bulk")
 def bulk_apply() -> Response:
     action, ids, workspace, role = _request()
+    until = _until(workspace, role) if action == "add-role" else None
     entries = _entries(action, ids, workspace, role)
     if any(e.refusal for e in entries):
         # Nothing half-done: everyone, or no one. Someone unknown (to this admin) is a 404.
         status = 404 if any(e.view is None for e in entries) else 409
         return _page(
-            status, action=action, entries=entries, workspace=workspace, role=role, done=False
+            status,
+            action=action,
+            entries=entries,
+            workspace=workspace,
+            role=role,
+            until=until,
+            done=False,
         )
     actor = viewer().actor
     done: list[str] = []
@@ -144,7 +185,7 @@ def bulk_apply() -> Response:
             elif action == "remove":
                 services().users.remove(actor, entry.user_id)
             elif action == "add-role":
-                services().grants.add(actor, entry.user_id, workspace, role, None)
+                services().grants.add(actor, entry.user_id, workspace, role, until)
             else:
                 services().grants.remove(actor, entry.user_id, workspace, role)
         except RingfenceError as exc:  # changed by someone else since the check
@@ -158,7 +199,9 @@ def bulk_apply() -> Response:
         "deactivate": "Deactivated",
         "reactivate": "Reactivated",
         "remove": "Removed",
-        "add-role": f"Gave {role} in {workspace} to",
+        "add-role": f"Gave {role} in {workspace}"
+        + (f" until {_fmt_time(until)}" if until else "")
+        + " to",
         "remove-role": f"Took {role} in {workspace} from",
     }[action]
     message = f"{what} {len(done)}: {', '.join(done)}."

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,6 +30,7 @@ from admin_api.schemas import (
     AuditQuerySchema,
     EmailSettingsUpdateSchema,
     EmailTestSchema,
+    GrantSchema,
     InvitationCreateSchema,
     LoginSchema,
     RolesSchema,
@@ -38,7 +39,7 @@ from admin_api.schemas import (
     WorkspaceRenameSchema,
 )
 from console import session as console_session
-from gateway.db.models import InvitationStatus, UserStatus
+from gateway.db.models import InvitationStatus, UserStatus, utcnow
 from gateway.engine.rules import ALL_WORKSPACES
 from gateway.errors import (
     InvalidInput,
@@ -52,6 +53,7 @@ from gateway.services import Actor
 from gateway.services.audit import AuditFilter
 from gateway.services.audit_words import audit_lines
 from gateway.services.base import AuditTarget, page_offset
+from gateway.services.grants import require_future_end
 from gateway.services.invitations import effective_status
 from gateway.services.permissions import Permission
 from gateway.services.settings import parse_domains
@@ -221,6 +223,8 @@ def _template_helpers() -> dict[str, Any]:
 
 
 def _fmt_time(value: datetime | None) -> str:
+    if value is not None and value.tzinfo is not None:
+        value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
 
 
@@ -704,20 +708,98 @@ def remove(user_id: int) -> Response:
 # roles
 
 
+def _until_field(value: datetime | None) -> str:
+    """A role's end as its ``Until`` field shows it (``datetime-local``, UTC)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if value else ""
+
+
+def _where(workspace: str) -> str:
+    return "every workspace" if workspace == ALL_WORKSPACES else workspace
+
+
+@dataclass
+class Ends:
+    """The ``Until`` fields of one workspace's roles form, read: the ends to set (role →
+    end, None: no end; a held role whose field is as shown keeps its end), the fields as
+    typed (to show again) and the problems, beside each role's field."""
+
+    ends: dict[str, datetime | None]
+    typed: dict[str, str]
+    errors: dict[str, list[str]]
+
+
+def _picked_ends(view: UserView, workspace: str, wanted: list[str]) -> Ends:
+    held = view.ends_in(workspace)
+    current = view.roles.get(workspace, [])
+    read = Ends({}, {}, {})
+    for role in wanted:
+        text = request.form.get(f"until-{role}", "")[:64].strip()
+        read.typed[role] = text
+        if role in current and text == _until_field(held.get(role)):
+            continue  # untouched: the end it has (to the second) stays
+        if not text:
+            read.ends[role] = None
+            continue
+        try:  # parsed as the API parses expires_at (no zone: UTC)
+            args = GrantSchema().load({"workspace": workspace, "role": role, "expires_at": text})
+        except ValidationError:
+            read.errors[role] = ["Not a date and time: write it as YYYY-MM-DD HH:MM, in UTC."]
+            continue
+        read.ends[role] = args["expires_at"]
+    return read
+
+
+def _end_problem(error: InvalidInput) -> str:
+    """The grant service's refusal of an end, in the words the field shows."""
+    if "future" in str(_flatten(error.extensions.get("errors", {}))):
+        return f"The end must be in the future (it is {_fmt_time(utcnow())} now)."
+    return error.detail or error.title
+
+
+def _timing(view: UserView, workspace: str, read: Ends) -> list[str]:
+    """The ends a save would set, in words: "editor in acme until 2027-01-31 17:00 UTC"."""
+    held = view.ends_in(workspace)
+    current = view.roles.get(workspace, [])
+    lines = []
+    for role, at in sorted(read.ends.items()):
+        where = _where(workspace)
+        was = ""
+        if role in current:
+            if at == held.get(role):
+                continue
+            was = f" (was until {_fmt_time(held[role])})" if role in held else " (was: no end)"
+        if at is not None:
+            lines.append(f"{role} in {where} until {_fmt_time(at)}{was}")
+        elif role in current:
+            lines.append(f"{role} in {where}: no end any more{was}")
+    return lines
+
+
 def _roles_panel_context(
     user_id: int,
     previews: dict[str, Any] | None = None,
     picked: dict[str, list[str]] | None = None,
     errors: dict[str, list[str]] | None = None,
+    read: dict[str, Ends] | None = None,
 ) -> dict[str, Any]:
     view = services().users.get(viewer().actor, user_id)
     sections = []
     for slug in _manageable_workspaces(view):
         current = view.roles.get(slug, [])
+        held = view.ends_in(slug)
+        typed = read[slug] if read and slug in read else None
         sections.append(
             {
                 "slug": slug,
                 "current": current,
+                # Role → its end, in the "now:" line and pre-filled in its Until field.
+                "ends": held,
+                "until": {
+                    **{role: _until_field(at) for role, at in held.items()},
+                    **(typed.typed if typed else {}),
+                },
+                "until_errors": typed.errors if typed else {},
+                "timing": _timing(view, slug, typed) if typed else [],
                 "picked": (picked or {}).get(slug, current),
                 # Each role with its description and whether this admin may grant (or
                 # take) it there.
@@ -728,14 +810,15 @@ def _roles_panel_context(
     return {"row": _row(view), "sections": sections, "errors": errors or {}}
 
 
-def _picked_roles(user_id: int, workspace: str) -> tuple[list[str], list[str]]:
-    """(current roles, roles ticked in the form), validated as the API's RolesSchema."""
+def _picked_roles(user_id: int, workspace: str) -> tuple[UserView, list[str], list[str]]:
+    """(the person, current roles, roles ticked in the form), validated as the API's
+    RolesSchema."""
     view = services().users.get(viewer().actor, user_id)
     try:
         args = RolesSchema().load({"roles": request.form.getlist("roles")[:60]})
     except ValidationError as exc:
         raise InvalidInput("Those are not role names", errors=exc.messages) from exc
-    return view.roles.get(workspace, []), sorted(set(args["roles"]))
+    return view, view.roles.get(workspace, []), sorted(set(args["roles"]))
 
 
 @bp.get("/users/<int(max=2147483647):user_id>/roles")
@@ -745,25 +828,59 @@ def roles_panel(user_id: int) -> Response:
 
 @bp.post("/users/<int(max=2147483647):user_id>/roles/<workspace>/preview")
 def roles_preview(user_id: int, workspace: str) -> Response:
-    current, wanted = _picked_roles(user_id, workspace)
+    view, current, wanted = _picked_roles(user_id, workspace)
     preview = services().roles.preview(viewer().actor, workspace, current, wanted)
+    read = _picked_ends(view, workspace, wanted)
+    for role, at in read.ends.items():
+        try:  # the grant service's rule for an end, asked before anything is saved
+            require_future_end(at, role)
+        except InvalidInput as exc:
+            read.errors[role] = [_end_problem(exc)]
     if _htmx():
-        return _render("_preview.html", preview=preview, slug=workspace)
+        return _render(
+            "_preview.html",
+            preview=preview,
+            slug=workspace,
+            timing=_timing(view, workspace, read),
+            until_errors=read.errors,
+        )
     return _panel(
         "_roles.html",
-        **_roles_panel_context(user_id, {workspace: preview}, {workspace: wanted}),
+        status=422 if read.errors else 200,
+        **_roles_panel_context(
+            user_id, {workspace: preview}, {workspace: wanted}, read={workspace: read}
+        ),
     )
 
 
 @bp.post("/users/<int(max=2147483647):user_id>/roles/<workspace>")
 def roles_save(user_id: int, workspace: str) -> Response:
-    current, wanted = _picked_roles(user_id, workspace)
-    services().grants.replace(viewer().actor, user_id, workspace, wanted)
-    view = services().users.get(viewer().actor, user_id)
-    where = "every workspace" if workspace == ALL_WORKSPACES else workspace
+    view, current, wanted = _picked_roles(user_id, workspace)
+    read = _picked_ends(view, workspace, wanted)
+    ends_before = view.ends_in(workspace)  # read now: the person's grants change below
+    if not read.errors:
+        try:
+            services().grants.replace(viewer().actor, user_id, workspace, wanted, read.ends)
+        except InvalidInput as exc:
+            role = exc.extensions.get("role")
+            if role not in wanted or "expires_at" not in exc.extensions.get("errors", {}):
+                raise
+            read.errors[role] = [_end_problem(exc)]
+    if read.errors:  # nothing saved: the form again, each problem beside its field
+        return _panel(
+            "_roles.html",
+            status=422,
+            **_roles_panel_context(user_id, None, {workspace: wanted}, read={workspace: read}),
+        )
+    after = services().users.get(viewer().actor, user_id)
+    ends = after.ends_in(workspace)
+
+    def said(roles: list[str], held: dict[str, datetime]) -> str:
+        return ", ".join(f"{r} (until {_fmt_time(held[r])})" if r in held else r for r in roles)
+
     message = (
-        f"{view.user.name} now has {', '.join(wanted) or 'no roles'} in {where} "
-        f"(before: {', '.join(current) or 'none'})."
+        f"{after.user.name} now has {said(wanted, ends) or 'no roles'} in {_where(workspace)} "
+        f"(before: {said(current, ends_before) or 'none'})."
     )
     return _after_change(message, user_id)
 

@@ -3,7 +3,7 @@ written in the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from gateway.engine.rules import ALL_WORKSPACES, GrantKey, grant_rule
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.services.base import Actor, AuditTarget, Authorizer, ChangeSet, UnitOfWork
 from gateway.services.permissions import Permission
-from gateway.services.users import UserService
+from gateway.services.users import UserService, in_force
 from gateway.services.workspaces import WorkspaceService
 
 
@@ -61,6 +61,30 @@ def remove_grant(changes: ChangeSet, user: User, grant: Grant) -> None:
     changes.remove_rule(grant_rule(GrantKey(user.id, grant.role, grant.workspace_slug)))
     user.grants.remove(grant)
     changes.session.delete(grant)
+
+
+def require_future_end(expires_at: datetime | None, role: str | None = None) -> None:
+    """A grant's end, if it has one, is in the future (422 otherwise; ``role``, when
+    given, is named in the problem so that a form can put the message beside its field)."""
+    if expires_at is not None and expires_at <= utcnow():
+        named = {} if role is None else {"role": role}
+        raise InvalidInput(
+            "expires_at must be in the future"
+            if role is None
+            else f"The end of '{role}' must be in the future",
+            errors={"expires_at": ["must be in the future"]},
+            **named,
+        )
+
+
+def ends_snapshot(grants: Iterable[Grant]) -> dict[str, str]:
+    """Role → end time (ISO 8601) of the time-limited ones among ``grants``: what the
+    audit trail records (``expires_at``) beside the roles."""
+    return {
+        g.role: g.expires_at.isoformat()
+        for g in sorted(grants, key=lambda g: g.role)
+        if g.expires_at is not None
+    }
 
 
 class GrantService:
@@ -114,13 +138,39 @@ class GrantService:
                 known_roles=sorted(known),
             )
 
-    def replace(self, actor: Actor, user_id: int, workspace: str, roles: list[str]) -> int:
-        """Make ``roles`` exactly the user's roles in ``workspace``; the new revision."""
+    def replace(
+        self,
+        actor: Actor,
+        user_id: int,
+        workspace: str,
+        roles: list[str],
+        ends: Mapping[str, datetime | None] | None = None,
+    ) -> int:
+        """Make ``roles`` exactly the user's roles in ``workspace``; the new revision.
+
+        ``ends`` sets the end of roles of ``roles`` (None: no end), each in the future: a
+        role given gets its end, a role held gets it in place of the one it had (a time
+        limit set, moved or lifted: the same grant, its rule's end changed in memory and
+        in the change log). A role not named in ``ends`` is given without an end, or kept
+        with the end it has. Putting an end on a role counts as taking it at that time:
+        the permission to grant and remove it, not a directory's role, not a last owner's.
+        A grant whose end has passed is gone: ticking its role gives it again."""
         user = self._target(actor, user_id, workspace)
         self.require_roles_exist(workspace, roles)
-        current = {g.role: g for g in user.grants if g.workspace_slug == workspace}
+        now = utcnow()
+        here = [g for g in user.grants if g.workspace_slug == workspace]
+        current = {g.role: g for g in here if in_force(g, now)}
+        ended = {g.role: g for g in here if not in_force(g, now)}
         wanted = set(roles)
-        if wanted == set(current):
+        ends = {role: at for role, at in (ends or {}).items() if role in wanted}
+        for role, at in sorted(ends.items()):
+            require_future_end(at, role)
+        retimed = {
+            role: at
+            for role, at in ends.items()
+            if role in current and current[role].expires_at != at
+        }
+        if wanted == set(current) and not retimed:
             return self.engine.revision
         # Only roles newly given: one held from before scopes can still be kept or taken.
         self.require_grantable_here(workspace, wanted - set(current))
@@ -130,22 +180,53 @@ class GrantService:
             self.authorizer.require_can_grant(actor, role, workspace, verb="remove")
             self.users.protect_last_holder(user, role, workspace, "demote")
             require_not_from_directory(self.session, current[role])
+        for role, at in sorted(retimed.items(), key=lambda item: item[0]):
+            self.authorizer.require_can_grant(actor, role, workspace)
+            self.authorizer.require_can_grant(actor, role, workspace, verb="remove")
+            require_not_from_directory(self.session, current[role])
+            if at is not None:
+                self.users.protect_last_holder(user, role, workspace, "put an end to")
         with self.uow.change(actor) as changes:
             before = sorted(current)
+            ends_before = ends_snapshot(current.values())
+            for role in sorted(wanted - set(current)):
+                if role in ended:
+                    self._clear_ended(changes, user, ended[role])
             for role in sorted(set(current) - wanted):
                 remove_grant(changes, user, current[role])
             for role in sorted(wanted - set(current)):
-                add_grant(changes, user, workspace, role, actor.user_id)
+                add_grant(changes, user, workspace, role, actor.user_id, ends.get(role))
+            for role, at in sorted(retimed.items(), key=lambda item: item[0]):
+                current[role].expires_at = at
+                changes.expire_rule(grant_rule(GrantKey(user.id, role, workspace)), at)
+            ends_after = ends_snapshot(
+                g for g in user.grants if g.workspace_slug == workspace and g.role in wanted
+            )
             changes.audit(
                 "grant.replaced",
                 AuditTarget.USER,
                 user.id,
                 user.name,
                 workspace,
-                {"roles": before},
-                {"roles": sorted(wanted)},
+                {"roles": before, **({"expires_at": ends_before} if ends_before else {})},
+                {"roles": sorted(wanted), **({"expires_at": ends_after} if ends_after else {})},
             )
         return changes.revision
+
+    def _clear_ended(self, changes: ChangeSet, user: User, grant: Grant) -> None:
+        """Remove a grant whose end has passed (it already decides nothing) before its role
+        is given again, audited as the cleanup would (``grant.expired``)."""
+        assert grant.expires_at is not None
+        self.revoke_in(
+            changes,
+            user,
+            grant,
+            "grant.expired",
+            role=grant.role,
+            expired_at=grant.expires_at.isoformat(),
+        )
+        # The row goes before its successor is written (one grant per role and workspace).
+        changes.session.flush()
 
     def add(
         self,
@@ -161,15 +242,17 @@ class GrantService:
         self.require_roles_exist(workspace, [role])
         self.require_grantable_here(workspace, [role])
         self.authorizer.require_can_grant(actor, role, workspace)
-        if expires_at is not None and expires_at <= utcnow():
-            raise InvalidInput(
-                "expires_at must be in the future",
-                errors={"expires_at": ["must be in the future"]},
-            )
-        roles = sorted(g.role for g in user.grants if g.workspace_slug == workspace)
+        require_future_end(expires_at)
+        now = utcnow()
+        here = [g for g in user.grants if g.workspace_slug == workspace]
+        roles = sorted(g.role for g in here if in_force(g, now))
         if role in roles:
             raise Conflict(f"User {user_id} already has role '{role}' in '{workspace}'")
+        # A grant of the role whose end has passed is gone: given again, as after the cleanup.
+        ended = next((g for g in here if g.role == role), None)
         with self.uow.change(actor) as changes:
+            if ended is not None:
+                self._clear_ended(changes, user, ended)
             add_grant(changes, user, workspace, role, actor.user_id, expires_at)
             after: dict[str, Any] = {"roles": sorted([*roles, role])}
             if expires_at is not None:

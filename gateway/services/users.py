@@ -56,12 +56,37 @@ class UserView:
     # its connection's default role): taken back by the directory, not by hand.
     directory_roles: dict[str, list[str]] = field(default_factory=dict)
 
+    def ends_in(self, workspace: str) -> dict[str, datetime]:
+        """Role → end time of the person's time-limited roles of ``roles`` in
+        ``workspace`` (roles without an end are left out)."""
+        held = self.roles.get(workspace, [])
+        return {
+            g.role: g.expires_at
+            for g in self.user.grants
+            if g.workspace_slug == workspace and g.role in held and g.expires_at is not None
+        }
+
+
+def in_force(grant: Grant, now: datetime | None = None) -> bool:
+    """Whether ``grant`` still counts: no end, or an end still to come. A grant whose end
+    has passed decides nothing from that moment (gateway.engine.expiry) and reads as gone
+    everywhere, though its row waits for the cleanup (``ringfence grants expire``)."""
+    return grant.expires_at is None or grant.expires_at > (now or utcnow())
+
 
 def roles_by_workspace(grants: list[Grant]) -> dict[str, list[str]]:
+    """Workspace → the roles of the grants in force (ended time-limited ones left out)."""
+    now = utcnow()
     roles: dict[str, list[str]] = defaultdict(list)
     for grant in grants:
-        roles[grant.workspace_slug].append(grant.role)
+        if in_force(grant, now):
+            roles[grant.workspace_slug].append(grant.role)
     return {workspace: sorted(r) for workspace, r in sorted(roles.items())}
+
+
+def grant_in_force() -> ColumnElement[bool]:
+    """:func:`in_force` as a query condition on ``Grant``."""
+    return Grant.expires_at.is_(None) | (Grant.expires_at > utcnow())
 
 
 def scoped(view: UserView, readable: set[str] | None) -> UserView:
@@ -151,11 +176,11 @@ class UserService:
         )
 
     def _in_workspaces(self, workspaces: set[str] | None, role: str | None = None) -> Any:
-        """Users with a grant in one of ``workspaces`` (None: any), or people without an
+        """Users with a grant in force in one of ``workspaces`` (None: any), or people without an
         account yet invited into one of them. An existing account invited into a workspace
         is not visible there until the person accepts: an invitation must not open
         someone else's account to the inviter."""
-        grant: ColumnElement[bool] = (
+        grant: ColumnElement[bool] = grant_in_force() & (
             true() if workspaces is None else Grant.workspace_slug.in_(workspaces)
         )
         invited: ColumnElement[bool] = (
@@ -182,7 +207,7 @@ class UserService:
             return counts
         granted = (
             select(Grant.workspace_slug, func.count(func.distinct(Grant.user_id)))
-            .where(Grant.workspace_slug.in_(wanted))
+            .where(Grant.workspace_slug.in_(wanted), grant_in_force())
             .group_by(Grant.workspace_slug)
         )
         invited = (
