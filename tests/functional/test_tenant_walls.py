@@ -193,6 +193,12 @@ def test_the_console_walls_hold_with_other_workspaces_people(server: LiveServer)
         ("POST", f"{person}/reactivate"): lambda u: gina.post(f"/console/users/{u}/reactivate"),
         ("GET", f"{person}/remove"): lambda u: gina.get(f"/console/users/{u}/remove"),
         ("POST", f"{person}/remove"): lambda u: gina.post(f"/console/users/{u}/remove"),
+        ("GET", f"{person}/two-step/reset"): lambda u: gina.get(
+            f"/console/users/{u}/two-step/reset"
+        ),
+        ("POST", f"{person}/two-step/reset"): lambda u: gina.post(
+            f"/console/users/{u}/two-step/reset"
+        ),
         ("GET", f"{person}/roles"): lambda u: gina.get(f"/console/users/{u}/roles"),
         ("POST", f"{person}/roles/<workspace>/preview"): lambda u: gina.post(
             f"/console/users/{u}/roles/globex/preview", {"roles": ["viewer"]}
