@@ -450,8 +450,12 @@ class AuditPageQuerySchema(AuditQuerySchema):
 class AuditExportQuerySchema(AuditQuerySchema):
     format = fields.String(
         load_default="jsonl",
-        validate=validate.OneOf(["jsonl", "csv"]),
-        metadata={"description": "jsonl (one event per line, verifiable) or csv"},
+        validate=validate.OneOf(["jsonl", "csv", "bundle"]),
+        metadata={
+            "description": "jsonl (one event per line, verifiable), csv, or bundle (JSON "
+            "Lines: a header, the events, the signed checkpoints covering them and the "
+            "JWKS that verifies those: `ringfence audit verify-export`)"
+        },
     )
 
 

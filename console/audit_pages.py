@@ -9,11 +9,10 @@ from typing import Any
 from flask import Response, request
 from marshmallow import ValidationError
 
-from admin_api.audit import EXPORT_TYPES, _closing
+from admin_api.audit import export_response
 from admin_api.schemas import AuditExportQuerySchema
 from console.views import AUDIT_FIELDS, _field_errors, bp, viewer
 from gateway.errors import InvalidInput
-from gateway.services.audit import AuditFilter, csv_lines, jsonl_lines
 from gateway.services.audit_words import describe
 from gateway.web.http import services
 
@@ -41,10 +40,4 @@ def audit_export() -> Response:
     except ValidationError as exc:
         raise InvalidInput("Those filters are not valid", errors=_field_errors(exc)) from exc
     kind = query.pop("format")
-    records = services().audit.export(viewer().actor, AuditFilter(**query))
-    lines = jsonl_lines(records) if kind == "jsonl" else csv_lines(records)
-    return Response(
-        _closing(lines, services().session),
-        mimetype=EXPORT_TYPES[kind],
-        headers={"Content-Disposition": f'attachment; filename="audit.{kind}"'},
-    )
+    return export_response(kind, viewer().actor, query)

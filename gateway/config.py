@@ -218,6 +218,15 @@ class Settings:
             "`<instance>/audit-archive`"
         ),
     )
+    audit_checkpoint_every: int = field(
+        default=1000,
+        metadata=doc(
+            "sign a checkpoint of the audit chain's head (a JWS with the token signing "
+            "key) in the transaction whose events cross each multiple of this many "
+            "events; `0`: only on demand (`POST /audit/checkpoints`, `ringfence audit "
+            "checkpoint`)"
+        ),
+    )
     decision_log: str = field(
         default="off",
         metadata=doc(
@@ -467,6 +476,8 @@ class Settings:
                 f"RINGFENCE_MFA_REQUIRED: {self.mfa_required!r} is not one of "
                 + ", ".join(MFA_POLICIES)
             )
+        if self.audit_checkpoint_every < 0:
+            raise ValueError("RINGFENCE_AUDIT_CHECKPOINT_EVERY: must be 0 (off) or more")
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -53,6 +53,9 @@ RECORD_FIELDS = (*HASHED_FIELDS, "prev_hash", "hash")
 # The session setting that lets the retention job delete archived events on PostgreSQL
 # (the trigger of migration 0006 refuses every other UPDATE and DELETE).
 RETENTION_SETTING = "ringfence.audit_retention"
+# Keys of Session.info: the chain head before this transaction's first append, and now.
+HEAD_FROM = "ringfence.audit_head_from"
+HEAD_TO = "ringfence.audit_head_to"
 
 
 def format_time(value: datetime) -> str:
@@ -119,6 +122,10 @@ def _chain_new_events(session: Session, _flush_context: Any, _instances: Any) ->
         .where(AuditChain.id == CHAIN_ROW)
         .values(head_id=head_id, head_hash=head_hash)
     )
+    # Where the head was when this transaction first appended, and where it is now: the
+    # signed checkpoints (gateway.services.checkpoints) read it before COMMIT.
+    session.info.setdefault(HEAD_FROM, head.head_id)
+    session.info[HEAD_TO] = (head_id, head_hash)
 
 
 def record_fields(audit_event: AuditEvent) -> dict[str, Any]:
@@ -127,7 +134,23 @@ def record_fields(audit_event: AuditEvent) -> dict[str, Any]:
     return values
 
 
+def head_moved(session: Session) -> tuple[int, int, str] | None:
+    """``(head id before, head id now, head hash now)`` if this session's transaction
+    appended events, else None."""
+    moved = session.info.get(HEAD_TO)
+    if moved is None:
+        return None
+    return session.info[HEAD_FROM], moved[0], moved[1]
+
+
+def _forget_head(session: Session, *_args: Any) -> None:
+    session.info.pop(HEAD_FROM, None)
+    session.info.pop(HEAD_TO, None)
+
+
 event.listen(Session, "before_flush", _chain_new_events)
+event.listen(Session, "after_commit", _forget_head)
+event.listen(Session, "after_rollback", _forget_head)
 
 
 # -- verifying -------------------------------------------------------------------------

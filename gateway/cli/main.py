@@ -839,7 +839,13 @@ def audit_verify(settings: Settings, archives: tuple[str, ...], files_only: bool
 
 
 @audit.command("export")
-@click.option("--format", "kind", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option(
+    "--format",
+    "kind",
+    type=click.Choice(["jsonl", "csv", "bundle"]),
+    default="jsonl",
+    help="bundle: JSON Lines with the signed checkpoints and the keys (verify-export).",
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File (default stdout).")
 @click.option("--actor", help="Part of the actor's recorded name or email.")
 @click.option("--action", help="An action or its prefix (user, user.removed, ...).")
@@ -857,7 +863,8 @@ def audit_export(
     until: Any,
     **filters: Any,
 ) -> None:
-    """Every matching event, oldest first, as JSON Lines (verifiable) or CSV."""
+    """Every matching event, oldest first, as JSON Lines (verifiable), CSV, or a bundle
+    with the signed checkpoints and the public keys that verify it offline."""
     from datetime import UTC
 
     from gateway.services.audit import AuditFilter, csv_lines, jsonl_lines
@@ -869,10 +876,82 @@ def audit_export(
     )
     with open_services(settings) as services:
         records = services.audit.export(services_actor(), where)
-        lines = jsonl_lines(records) if kind == "jsonl" else csv_lines(records)
+        if kind == "bundle":
+            lines = services.checkpoints.bundle(services_actor(), records, vars(where))
+        else:
+            lines = jsonl_lines(records) if kind == "jsonl" else csv_lines(records)
         with click.open_file(output or "-", "w", encoding="utf-8") as out:
             for chunk in lines:
                 out.write(chunk)
+
+
+@audit.command("checkpoint")
+@click.pass_obj
+def audit_checkpoint(settings: Settings) -> None:
+    """Sign the audit chain's head now (a checkpoint, JWS with the signing key)."""
+    with open_services(settings) as services:
+        checkpoint = services.checkpoints.create(services_actor())
+        click.echo(
+            f"Checkpoint {checkpoint.id}: event {checkpoint.head_id}, hash "
+            f"{checkpoint.head_hash}, signed by key {checkpoint.kid}"
+        )
+
+
+@audit.command("verify-export")
+@click.argument("export", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--jwks",
+    "jwks_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A saved JWK Set to verify the checkpoints with, instead of the export's own.",
+)
+def audit_verify_export(export: str, jwks_file: str | None) -> None:
+    """Check an exported trail offline: every event's hash and link, and every signed
+    checkpoint (its signature, and that it names the recomputed hash of its event).
+    Needs no database; exits 1 on any failure, naming the first bad event."""
+    import json
+    from pathlib import Path
+
+    from gateway.audit.chain import read_jsonl
+    from gateway.audit.checkpoints import keyset_ok, verify_export
+
+    jwks = None
+    if jwks_file:
+        try:
+            jwks = json.loads(Path(jwks_file).read_text(encoding="utf-8"))
+        except (ValueError, UnicodeError) as exc:
+            _fail(f"{jwks_file}: not JSON ({exc})")
+        if not isinstance(jwks, dict) or not keyset_ok(jwks):
+            _fail(f"{jwks_file}: not a JWK Set")
+    try:
+        result = verify_export(read_jsonl(Path(export)), jwks)
+    except ValueError as exc:
+        _fail(f"BROKEN: {exc}")
+        return
+    span = f" ({result.first_id}..{result.last_id})" if result.events else ""
+    click.echo(f"{export}: {result.events} events{span}")
+    if result.gaps:
+        click.echo(f"  a filtered export: {result.gaps} gaps between ids (links not checked there)")
+    for claims in result.checkpoints:
+        click.echo(
+            f"  checkpoint at event {claims['head_id']} ({claims['count']} events, issuer "
+            f"{claims.get('iss')}): signature and hash verified"
+        )
+    if not result.ok:
+        first = f" (first bad event: {result.bad_event})" if result.bad_event is not None else ""
+        for problem in result.problems:
+            click.secho(f"  {problem}", fg="red", err=True)
+        _fail(f"BROKEN: {len(result.problems)} problems{first}")
+    covered = result.covered_to
+    if covered is None:
+        click.secho(
+            "OK, but no signed checkpoint covers these events: their hashes and links are "
+            "consistent, nothing more",
+            fg="yellow",
+        )
+        return
+    after = f"; events after {covered} are not signed yet" if covered != result.last_id else ""
+    click.secho(f"OK: chain intact and signed up to event {covered}{after}", fg="green")
 
 
 @audit.command("archive")

@@ -456,6 +456,25 @@ class AuditChain(Base):
     anchored_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
+class AuditCheckpoint(Base):
+    """A signed checkpoint of the audit chain: a compact JWS, signed with the signing key
+    of the moment, over the chain's head (event id and hash), the count of events chained
+    since the start, the time and the issuer. Written every
+    ``RINGFENCE_AUDIT_CHECKPOINT_EVERY`` events and on demand; exports carry them, so an
+    auditor verifies a trail offline with the public keys alone."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    head_id: Mapped[int] = mapped_column(Integer, index=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer)
+    kid: Mapped[str] = mapped_column(String(64))
+    jws: Mapped[str] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(String(16))  # auto | manual
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class PolicyState(Base):
     """A single row holding the policy revision, bumped by every committed change."""
 

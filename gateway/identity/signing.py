@@ -30,7 +30,7 @@ from joserfc.errors import (
     MissingClaimError,
 )
 from joserfc.jwk import RSAKey
-from joserfc.jws import extract_compact
+from joserfc.jws import extract_compact, serialize_compact
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
@@ -143,15 +143,39 @@ class KeyRing:
         _private_keys[kid] = private
         return key
 
+    def jwks_of(self, kids: Collection[str]) -> dict[str, Any]:
+        """The public keys ``kids`` (retired ones too: what they signed stays theirs), as a
+        JWK Set: what verifies the audit checkpoints of an export offline."""
+        rows = self.session.scalars(select(SigningKey).where(SigningKey.kid.in_(list(kids))))
+        return {
+            "keys": [
+                {**key.public_jwk, "kid": key.kid, "alg": key.algorithm, "use": "sig"}
+                for key in sorted(rows, key=lambda key: key.kid)
+            ]
+        }
+
+    def _private_key(self, key: SigningKey) -> RSAKey:
+        private = _private_keys.get(key.kid)
+        if private is None:
+            pem = unseal(self.settings.secret_key, key.sealed_private_key)["pem"]
+            private = _private_keys.setdefault(key.kid, RSAKey.import_key(pem))
+        return private
+
+    def sign_document(self, header: dict[str, Any], payload: dict[str, Any]) -> tuple[str, str]:
+        """A compact JWS of ``payload`` (JSON) signed now with the signing key, whose kid
+        goes into ``header``; and that kid. For documents that are not tokens (the audit
+        checkpoints)."""
+        key = self.ensure_signing_key()
+        body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        token = serialize_compact({**header, "kid": key.kid}, body, self._private_key(key))
+        return token, key.kid
+
     # -- tokens --------------------------------------------------------------------------
 
     def sign(self, claims: dict[str, Any], audience: str, ttl: int) -> str:
         """A JWT of ``claims`` for ``audience``, valid ``ttl`` seconds, signed now."""
         key = self.ensure_signing_key()
-        private = _private_keys.get(key.kid)
-        if private is None:
-            pem = unseal(self.settings.secret_key, key.sealed_private_key)["pem"]
-            private = _private_keys.setdefault(key.kid, RSAKey.import_key(pem))
+        private = self._private_key(key)
         now = int(time.time())
         payload = {
             "iss": self.settings.issuer,

@@ -25,6 +25,7 @@ from gateway.services.authzen.paging import PageTokens
 from gateway.services.authzen.resources import load_resource_directory
 from gateway.services.authzen.service import AuthZenService
 from gateway.services.base import Actor, Authorizer, UnitOfWork
+from gateway.services.checkpoints import SETTINGS_KEY, CheckpointService
 from gateway.services.credentials import CredentialService
 from gateway.services.custom_roles import CustomRoleService
 from gateway.services.decisions import DecisionService
@@ -66,6 +67,8 @@ class Services:
         self.authorizer = authorizer
         self.auth = AuthService(session, settings, throttle or login_throttle(settings), uow)
         self.audit = AuditService(session, authorizer)
+        self.checkpoints = CheckpointService(session, authorizer, settings)
+        session.info[SETTINGS_KEY] = settings  # signs a checkpoint every N audit events
         # Records nothing (no decision log, no last seen): the decision endpoints use
         # the app's own DecisionService, handed both (gateway.web.state).
         self.decisions = DecisionService(engine)

@@ -219,9 +219,12 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
         ("GET", "/audit"): lambda: invisible(gina.get("/audit", params={"page_size": 100})),
         ("GET", "/audit/export"): lambda: [
             invisible(gina.get("/audit/export", params={"format": kind, "workspace": ws}))
-            for kind in ("jsonl", "csv")
+            for kind in ("jsonl", "csv", "bundle")
             for ws in ("acme", "")
         ],
+        # Checkpoints speak of the whole trail: super admins' only.
+        ("GET", "/audit/checkpoints"): lambda: refused(gina.get("/audit/checkpoints")),
+        ("POST", "/audit/checkpoints"): lambda: refused(gina.post("/audit/checkpoints")),
         ("GET", "/settings/email"): lambda: refused(gina.get("/settings/email")),
         ("PATCH", "/settings/email"): lambda: refused(
             gina.patch("/settings/email", json={"smtp_host": "evil.example"})
