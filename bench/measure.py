@@ -73,7 +73,7 @@ def timed_cold(engine: DecisionEngine, requests: Sequence[Request], passes: int)
     distinct = list(dict.fromkeys(requests))
     samples: list[int] = []
     for _ in range(passes):
-        engine._remembered.clear()
+        engine._memo.answers.clear()
         for user, workspace, obj, act in distinct:
             start = clock()
             check(user, workspace, obj, act)

@@ -19,7 +19,10 @@ the same pages), so the engine remembers up to ``MAX_REMEMBERED`` answers of the
 kind (known active user, known workspace, no owner) between two changes. Every writer
 replaces the memo with an empty one before it ends its change, and a reader only
 remembers an answer it computed on a stable state, in the memo it fetched on that state:
-a remembered answer is never older than the state it is read on.
+a remembered answer is never older than the state it is read on. The same :class:`Memo`
+serves answers derived from the engine's (the SDK's in-process replica remembers its own
+answers, keyed by the question as asked, through :meth:`DecisionEngine.memo` and
+:meth:`DecisionEngine.remembered`): every writer forgets them all.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import casbin
 from casbin import persist
@@ -61,10 +64,36 @@ from gateway.engine.rules import (
 log = logging.getLogger("ringfence.engine")
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 # Bounded: the key holds strings that clients chose (resource, action), so an endless
 # variety of them must not grow memory; at the bound the memo starts again.
 MAX_REMEMBERED = 65_536
+
+
+class Memo(Generic[K, V]):
+    """Answers remembered for one state of an engine (see "Recent answers" in the module
+    docstring). Readers look up :attr:`answers` (always the current state's dict);
+    the engine's writers call :meth:`forget`, which puts an empty dict in its place, as
+    they start; an answer is stored only through :meth:`remember`, into the dict its
+    reader fetched on the stable state it computed on (the engine's ``_decide_once``
+    and :meth:`DecisionEngine.remembered`). Bounded by ``MAX_REMEMBERED``."""
+
+    __slots__ = ("answers",)
+
+    def __init__(self) -> None:
+        self.answers: dict[K, V] = {}
+
+    def forget(self) -> None:
+        self.answers = {}
+
+    @staticmethod
+    def remember(answers: dict[K, V], key: K, value: V) -> None:
+        """Store into ``answers``, the dict fetched on the state ``value`` was computed on."""
+        if len(answers) >= MAX_REMEMBERED:
+            answers.clear()
+        answers[key] = value
 
 
 @dataclass(frozen=True)
@@ -206,8 +235,10 @@ class DecisionEngine:
         self._refuse: str | None = None  # why every decision denies, if it does
         self._decisions: dict[tuple[bool, str], Decision] = {}
         # (user id, workspace, resource, action) -> Decision, for the current state only
-        # (see "Recent answers" in the module docstring).
-        self._remembered: dict[tuple[int | None, str, str, str], Decision] = {}
+        # (see "Recent answers" in the module docstring); every memo of this engine's
+        # answers (its own first) is forgotten by every writer.
+        self._memo: Memo[tuple[int | None, str, str, str], Decision] = Memo()
+        self._memos: list[Memo[Any, Any]] = [self._memo]
         self._set_revision(0)
 
     @property
@@ -334,7 +365,30 @@ class DecisionEngine:
         even one that has changed by the time they would store), and after the writer
         ends only answers decided on the new state. A reader that still finds the old
         memo fetched it before the writer started: its answer is the state it asked."""
-        self._remembered = {}
+        for memo in self._memos:
+            memo.forget()
+
+    def memo(self) -> Memo[Any, Any]:
+        """A new memo of answers derived from this engine's, forgotten by every writer
+        as the engine's own is; fill it through :meth:`remembered` only."""
+        memo: Memo[Any, Any] = Memo()
+        with self._write_lock:
+            self._memos = [*self._memos, memo]
+        return memo
+
+    def remembered(
+        self, memo: Memo[K, V], key: K, compute: Callable[[], V], keep: Callable[[V], bool]
+    ) -> V:
+        """``compute()`` (reading this engine), its value remembered in ``memo`` under
+        ``key`` if ``keep(value)`` and no writer ran from before it started to after it
+        ended (so it was computed on one stable state, the state whose memo was fetched;
+        see :meth:`_forget_answers`)."""
+        seq = self._seq
+        answers = memo.answers  # the memo of the state at ``seq``, if it is even
+        value = compute()
+        if not seq & 1 and self._seq == seq and keep(value):
+            memo.remember(answers, key, value)
+        return value
 
     def _apply_one(self, change: Change) -> bool:
         """Apply one change; True if the role layer changed."""
@@ -456,7 +510,7 @@ class DecisionEngine:
         # _forget_answers for why any answer found there may be trusted). The memo holds
         # answers without an owner or explanation: looked up first, as nearly every
         # question is of that kind.
-        decision = self._remembered.get((user_id, workspace, resource, action))
+        decision = self._memo.answers.get((user_id, workspace, resource, action))
         if decision is not None and owner is None and not explain:
             return decision
         if explain:
@@ -473,7 +527,7 @@ class DecisionEngine:
         usual kind of answer (active user, known workspace, no owner)."""
         seq = self._seq
         if not seq & 1:
-            remembered = self._remembered  # the memo of the state at ``seq``
+            remembered = self._memo.answers  # the memo of the state at ``seq``
             try:
                 if (
                     self._refuse is None
@@ -486,9 +540,7 @@ class DecisionEngine:
                         # Computed on the stable state the memo belongs to. A writer
                         # starting after this test swaps in a new memo before it ends,
                         # so the answer goes with the old one.
-                        if len(remembered) >= MAX_REMEMBERED:
-                            remembered.clear()
-                        remembered[(user_id, workspace, resource, action)] = decision
+                        Memo.remember(remembered, (user_id, workspace, resource, action), decision)
                 else:
                     decision = self._decide(user_id, workspace, resource, action, owner)
             except Exception:

@@ -32,8 +32,9 @@ class ExpirySchedule:
         self._lock = threading.Lock()
         self._entries: list[tuple[float, Rule]] = []
         self._when: dict[Rule, float] = {}
-        # Read without the lock on the hot path: a float is replaced atomically.
-        self._next = _NEVER
+        # The earliest end time (a POSIX timestamp), or infinity: read without the lock
+        # on the hot path (a float is replaced atomically), written only by _reset_next.
+        self.earliest = _NEVER
 
     def load(self, entries: Iterable[tuple[datetime, Rule]]) -> None:
         """Replace every entry (with the engine's own load)."""
@@ -73,7 +74,7 @@ class ExpirySchedule:
 
     def next_at(self) -> float:
         """The earliest end time (a POSIX timestamp), or infinity."""
-        return self._next
+        return self.earliest
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -86,7 +87,7 @@ class ExpirySchedule:
                 del self._entries[index]
 
     def _reset_next(self) -> None:
-        self._next = self._entries[0][0] if self._entries else _NEVER
+        self.earliest = self._entries[0][0] if self._entries else _NEVER
 
 
 # Sorts after every real rule, so (t, _MAX_RULE) bounds all entries at time t.

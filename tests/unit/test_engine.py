@@ -565,7 +565,7 @@ def test_a_remembered_answer_never_outlives_a_change(engine: DecisionEngine) -> 
     grant = grant_rule(GrantKey(JOHN, "editor", "acme"))
     assert engine.check(JOHN, "acme", "documents", "write").allowed
     assert engine.check(JOHN, "acme", "documents", "write").allowed  # from the memo
-    assert (JOHN, "acme", "documents", "write") in engine._remembered
+    assert (JOHN, "acme", "documents", "write") in engine._memo.answers
 
     engine.apply([RuleRemoved(grant)], revision=2)
     assert engine.check(JOHN, "acme", "documents", "write") == Decision(False, 2, "no rule allows")
@@ -588,12 +588,12 @@ def test_the_memo_is_empty_before_a_writer_changes_anything(
     # before its first change (a reader scheduled mid-change would otherwise get an
     # answer about a state that no longer exists once the writer ends).
     assert engine.check(JOHN, "acme", "documents", "write").allowed
-    assert engine._remembered
+    assert engine._memo.answers
     memo_sizes: list[int] = []
     apply_one = engine._apply_one
 
     def spy(change: Any) -> bool:
-        memo_sizes.append(len(engine._remembered))
+        memo_sizes.append(len(engine._memo.answers))
         return apply_one(change)
 
     monkeypatch.setattr(engine, "_apply_one", spy)
@@ -608,13 +608,59 @@ def test_the_memo_is_bounded_and_keeps_only_ordinary_answers(
     monkeypatch.setattr("gateway.engine.engine.MAX_REMEMBERED", 8)
     for n in range(100):
         engine.check(JOHN, "acme", f"resource-{n}", "read")
-        assert len(engine._remembered) <= 8
-    engine._remembered.clear()
+        assert len(engine._memo.answers) <= 8
+    engine._memo.answers.clear()
     engine.check(99, "acme", "documents", "read")  # unknown user
     engine.check(JOHN, "nowhere", "documents", "read")  # unknown workspace
     engine.check(JOHN, "acme", "documents", "read", owner=JOHN)  # owner-dependent
     engine.check(JOHN, "acme", "documents", "read", explain=True)
-    assert engine._remembered == {}
+    assert engine._memo.answers == {}
+
+
+def test_a_derived_memo_is_forgotten_by_every_writer(engine: DecisionEngine) -> None:
+    # The SDK's in-process replica remembers its own answers through engine.memo():
+    # the same Memo, forgotten by every writer (apply, load) before it changes anything.
+    memo = engine.memo()
+    key = ("john@example.com", "acme", "documents", "write")
+    seen: list[dict[Any, Any]] = []
+
+    def answer() -> bool:
+        return engine.check(JOHN, "acme", "documents", "write").allowed
+
+    assert engine.remembered(memo, key, answer, lambda _: True) is True
+    assert memo.answers == {key: True}
+    apply_one = engine._apply_one
+
+    def spy(change: Any) -> bool:
+        seen.append(dict(memo.answers))
+        return apply_one(change)
+
+    engine._apply_one = spy  # type: ignore[method-assign]
+    engine.apply([RuleRemoved(grant_rule(GrantKey(JOHN, "editor", "acme")))], revision=2)
+    assert seen == [{}] and memo.answers == {}
+    assert engine.remembered(memo, key, answer, lambda _: True) is False
+    assert memo.answers == {key: False}
+    engine.load_rules([], [], [], 3)
+    assert memo.answers == {}
+    # keep() says no: computed, returned, not remembered.
+    assert engine.remembered(memo, key, answer, lambda _: False) is False
+    assert memo.answers == {}
+
+
+def test_a_derived_answer_is_not_remembered_if_a_writer_ran_meanwhile(
+    engine: DecisionEngine,
+) -> None:
+    memo = engine.memo()
+
+    def answer_while_a_writer_runs() -> bool:
+        allowed = engine.check(JOHN, "acme", "documents", "write").allowed
+        engine.apply([RuleRemoved(grant_rule(GrantKey(JOHN, "editor", "acme")))], revision=2)
+        return allowed
+
+    # The answer (computed before the change) is returned, but never stored: neither in
+    # the memo of the old state (gone) nor in the new state's.
+    assert engine.remembered(memo, "k", answer_while_a_writer_runs, lambda _: True) is True
+    assert memo.answers == {}
 
 
 def test_concurrent_readers_never_get_an_answer_older_than_asked(

@@ -6,6 +6,7 @@ at that revision), following the feed on its thread, and the fallbacks when stal
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from itertools import product
 
@@ -13,8 +14,11 @@ import httpx
 import pytest
 from conftest import JOHN, MARY, Gateway
 from ringfence_client import Question, RingfenceClient
+from ringfence_client import replica as replica_module
 from ringfence_client.replica import NOT_HELD, STALE, LocalDecider, ReplicaStale
 
+from gateway.engine.engine import RuleAdded, RuleRemoved, SubjectChanged
+from gateway.engine.rules import GrantKey, grant_rule, inheritance_rule, permission_rule
 from tests.cluster import wait_until
 from tests.helpers import ADMIN_EMAIL, create_client, onboard
 
@@ -163,3 +167,115 @@ def test_it_follows_the_feed_and_falls_back_when_stale(gateway: Gateway) -> None
         assert acme.check(JOHN, "globex", "documents", "read").reason == NOT_HELD
         acme.fallback = "remote"
         assert acme.check(JOHN, "globex", "documents", "read").allowed
+
+
+# -- repeated questions: the replica's memo ---------------------------------------------
+
+
+def loaded(expiries: list[dict[str, object]] | None = None) -> LocalDecider:
+    """A replica loaded from a snapshot document by hand (no gateway): john (id 1) an
+    editor in acme, mary (2) nothing, both active."""
+    rules = [
+        permission_rule("viewer", "documents:read"),
+        permission_rule("editor", "documents:write"),
+        inheritance_rule("editor", "viewer"),
+        grant_rule(GrantKey(1, "editor", "acme")),
+    ]
+    state = {
+        "revision": 1,
+        "rules": [[rule.ptype, *rule.values] for rule in rules],
+        "subjects": [
+            {"user_id": 1, "email": JOHN, "active": True},
+            {"user_id": 2, "email": MARY, "active": True},
+        ],
+        "workspaces": ["acme"],
+        "expiries": expiries or [],
+    }
+    replica = LocalDecider(None, max_staleness=3600, fallback="deny")  # type: ignore[arg-type]
+    replica._load(state, time.monotonic())
+    return replica
+
+
+def test_a_remembered_answer_never_outlives_an_applied_change() -> None:
+    replica = loaded()
+    question = (JOHN, "acme", "documents", "write")
+    first = replica.check(*question)
+    assert first.allowed and first.revision == 1
+    assert replica._memo.answers[question] is first
+    assert replica.check(*question) is first  # from the memo
+    # Every writer of the engine forgets the replica's answers before it changes anything.
+    grant = grant_rule(GrantKey(1, "editor", "acme"))
+    assert replica.engine.apply([RuleRemoved(grant)], 2)
+    assert replica._memo.answers == {}
+    assert (replica.check(*question).allowed, replica.revision) == (False, 2)
+    assert replica.engine.apply([SubjectChanged(1, JOHN, False)], 3)
+    assert replica.check(*question).reason == "subject is not active"
+    assert replica.engine.apply([SubjectChanged(1, JOHN, True), RuleAdded(grant)], 4)
+    assert replica.check(*question).allowed
+    # The subject as asked is the key: another spelling is a question of its own.
+    assert replica.check(JOHN.upper(), "acme", "documents", "write").allowed
+    assert len(replica._memo.answers) == 2
+    empty = {"revision": 5, "rules": [], "subjects": [], "workspaces": [], "expiries": []}
+    replica._load(empty, time.monotonic())
+    assert replica._memo.answers == {}
+    assert replica.check(*question).reason == "unknown subject"
+
+
+def test_a_remembered_answer_is_never_given_past_the_staleness_bound() -> None:
+    replica = loaded()
+    assert replica.check(JOHN, "acme", "documents", "read").allowed
+    assert replica._memo.answers
+    replica.max_staleness = 0  # more stale than its bound from now on
+    denied = replica.check(JOHN, "acme", "documents", "read")
+    assert (denied.allowed, denied.reason, denied.stale) == (False, STALE, True)
+    replica.fallback = "raise"
+    with pytest.raises(ReplicaStale):
+        replica.check(JOHN, "acme", "documents", "read")
+    replica.max_staleness = 3600
+    assert replica.check(JOHN, "acme", "documents", "read").allowed
+
+
+def test_a_remembered_allow_ends_with_its_time_limited_grant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ends = datetime.now(UTC) + timedelta(hours=1)
+    replica = loaded(
+        [
+            {
+                "type": "expiry",
+                "ptype": "g",
+                "values": list(grant_rule(GrantKey(1, "editor", "acme")).values),
+                "at": ends.isoformat(),
+            }
+        ]
+    )
+    question = (JOHN, "acme", "documents", "write")
+    assert replica.check(*question).allowed
+    assert question in replica._memo.answers
+    # The wall clock passes the end: the remembered allow is not given, the grant leaves
+    # memory (a writer: the memo is forgotten) and the answer is the gateway's deny.
+    monkeypatch.setattr(replica_module, "_time", lambda: ends.timestamp() + 1)
+    assert replica.check(*question).reason == "no rule allows"
+    assert replica.revision == 1
+
+
+def test_owner_and_explain_questions_are_not_answered_from_the_memo() -> None:
+    replica = loaded()
+    assert replica.check(JOHN, "acme", "documents", "read").allowed
+    why = replica.check(JOHN, "acme", "documents", "read", explain=True)
+    assert why.explanation is not None and why.explanation.rule is not None
+    assert list(replica._memo.answers) == [(JOHN, "acme", "documents", "read")]
+
+
+def test_a_failed_decision_denies_and_is_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    replica = loaded()
+
+    def broken(*_: object) -> bool:
+        raise RuntimeError("index broken")
+
+    monkeypatch.setattr(replica.engine._index, "allows", broken)
+    failed = replica.check(JOHN, "acme", "documents", "read")
+    assert (failed.allowed, failed.reason) == (False, "the decision failed")
+    assert replica._memo.answers == {}

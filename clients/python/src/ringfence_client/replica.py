@@ -14,6 +14,14 @@ the gateway's head revision. Past ``max_staleness`` it does not answer from memo
 :class:`ReplicaStale`. The client needs a token with ``decisions:replicate`` (and
 ``decisions:check`` for the remote fallback): ``scope=None`` asks for all of its
 client's scopes.
+
+Repeated questions: the replica remembers its answers (the SDK's ``Decision``) keyed by
+the question as asked, in a memo of the engine's (:meth:`DecisionEngine.memo`, the same
+code as the engine's own memo): every change applied, every reload and every
+time-limited grant that ends forgets them all at once, and an answer is remembered only
+if it was computed on one state. A question asked again costs one dict lookup, the
+staleness test (one monotonic clock read) and, only while a time-limited grant is
+scheduled to end, one wall clock read.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.engine.engine import DecisionEngine, SubjectChanged
+from gateway.engine.engine import FAILED, DecisionEngine, Memo, SubjectChanged
 from gateway.engine.expiry import expire_due, schedule_for
 from gateway.replication.changelog import decode, decode_expiries
 from ringfence_client.client import RingfenceClient
@@ -38,6 +46,18 @@ log = logging.getLogger("ringfence_client.replica")
 Fallback = Literal["remote", "deny", "raise"]
 STALE = "replica is stale"
 NOT_HELD = "workspace not replicated here"
+
+
+_monotonic = time.monotonic
+_time = time.time
+_NEVER = float("inf")
+
+Question = tuple[str, str, str, str]
+
+
+def _worth_keeping(answer: Decision) -> bool:
+    """A failed decision (the engine's fail-closed deny) is never remembered."""
+    return answer.reason != FAILED
 
 
 class ReplicaStale(GatewayUnavailable):
@@ -88,6 +108,9 @@ class LocalDecider:
         self._thread: threading.Thread | None = None
         self._answers: dict[int, tuple[Any, Decision]] = {}
         self._schedule = schedule_for(self.engine)
+        # (subject as asked, workspace, resource, action) -> the SDK's answer, for the
+        # engine's current state only: forgotten by every writer of the engine.
+        self._memo: Memo[Question, Decision] = self.engine.memo()
 
     # -- state ------------------------------------------------------------------------
 
@@ -231,25 +254,57 @@ class LocalDecider:
         email, id or ``user:<id>``, inactive people, unknown workspaces, owner-only
         permissions, time-limited grants that ended); past ``max_staleness``, the
         fallback's. A local answer's ``staleness`` is None: read :attr:`staleness`."""
-        if time.monotonic() > self._fresh_until:  # past max_staleness, or never loaded
+        # The hot path: a question asked before on the current state (the memo holds
+        # local answers only, so its workspace is held), while fresh and before the next
+        # end of a time-limited grant (the wall clock is read only if one is scheduled).
+        answer = self._memo.answers.get((subject, workspace, resource, action))
+        if (
+            answer is not None
+            and owner is None
+            and not explain
+            and _monotonic() <= self._fresh_until
+            and ((ends := self._schedule.earliest) == _NEVER or _time() < ends)
+        ):
+            return answer
+        return self._check(subject, workspace, resource, action, owner, explain)
+
+    def _check(
+        self,
+        subject: str,
+        workspace: str,
+        resource: str,
+        action: str,
+        owner: str | None,
+        explain: bool,
+    ) -> Decision:
+        if _monotonic() > self._fresh_until:  # past max_staleness, or never loaded
             return self._fallback(subject, workspace, resource, action, owner, explain, STALE)
         if self.workspaces is not None and workspace not in self.workspaces:
             return self._fallback(subject, workspace, resource, action, owner, explain, NOT_HELD)
         engine = self.engine
-        now = time.time()
-        if now >= self._schedule.next_at():
+        now = _time()
+        if now >= self._schedule.earliest:
             expire_due(engine, now)  # time-limited grants that ended deny from that moment
-        if owner is None and not explain:  # nearly every question: no keywords to pass
-            decided = engine.check(engine.resolve_subject(subject), workspace, resource, action)
-        else:
-            decided = engine.check(
-                engine.resolve_subject(subject),
-                workspace,
-                resource,
-                action,
-                owner=None if owner is None else engine.resolve_subject(owner),
-                explain=explain,
+        if owner is None and not explain:  # nearly every question: remembered
+            return engine.remembered(
+                self._memo,
+                (subject, workspace, resource, action),
+                lambda: self._answer(
+                    engine.check(engine.resolve_subject(subject), workspace, resource, action)
+                ),
+                _worth_keeping,
             )
+        decided = engine.check(
+            engine.resolve_subject(subject),
+            workspace,
+            resource,
+            action,
+            owner=None if owner is None else engine.resolve_subject(owner),
+            explain=explain,
+        )
+        return self._answer(decided)
+
+    def _answer(self, decided: Any) -> Decision:
         # The engine answers with a few shared, immutable decisions per revision: each is
         # turned into the SDK's once (keyed by identity, the object kept to be sure).
         known = self._answers.get(id(decided))
