@@ -15,6 +15,7 @@ from console import (  # noqa: F401  (they register their pages on bp)
     confirmations,
     custom_roles,
     directory,
+    forgot_password,
     invite_many,
     mfa,
     people,

@@ -39,6 +39,8 @@ PUBLIC |= {
     ("POST", f"/console/account/two-step/{p}")
     for p in ("start", "confirm", "recovery-codes", "remove")
 }
+# Forgot your password? (test_console_forgot_password.py): signed out, by its nature.
+PUBLIC |= {("GET", "/console/forgot-password"), ("POST", "/console/forgot-password")}
 # One's own password (test_console_account.py: it takes no one else's id).
 PUBLIC |= {("POST", "/console/account/password")}
 ACME = ("acme", "eve@example.com", "pat@example.com", "Eve", "Pat")
