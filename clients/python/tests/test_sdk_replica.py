@@ -279,3 +279,24 @@ def test_a_failed_decision_denies_and_is_not_remembered(
     failed = replica.check(JOHN, "acme", "documents", "read")
     assert (failed.allowed, failed.reason) == (False, "the decision failed")
     assert replica._memo.answers == {}
+
+
+def test_on_a_quiet_gateway_it_stays_fresh_within_its_bound(gateway: Gateway) -> None:
+    """With nothing changing, the feed's long poll answers only at its timeout, and an
+    answer confirms the head as of when the poll began. A poll longer than the bound
+    (the default 25 s against 5 s) left the replica stale most of the time, every check
+    going to the fallback. The follower's polls are a third of the bound at most, so it
+    stays fresh. (A bound of 0.9 s, watched for 2 s: a few polls' worth.)"""
+    with (
+        replicating(gateway) as client,
+        LocalDecider(client, max_staleness=0.9, fallback="deny") as replica,
+    ):
+        seen_stale = []
+        until = time.monotonic() + 2.0
+        while time.monotonic() < until:
+            decision = replica.check(JOHN, "acme", "documents", "read")
+            seen_stale.append(decision.stale)
+            time.sleep(0.05)
+        assert replica.poll_timeout == 25.0  # the default, unchanged
+        assert not any(seen_stale), f"stale in {sum(seen_stale)} of {len(seen_stale)}"
+        assert decision.allowed

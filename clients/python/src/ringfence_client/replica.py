@@ -217,10 +217,18 @@ class LocalDecider:
         self._thread.start()
         return self
 
+    def poll_wait(self) -> float:
+        """How long one long poll of the feed waits: ``poll_timeout``, but at most a
+        third of ``max_staleness``. An answer confirms the head only as of when its poll
+        began, so a poll longer than the bound left a replica on a quiet gateway stale
+        until it returned (every check to the fallback); with a third, the staleness
+        stays under two polls and the round trips."""
+        return min(self.poll_timeout, self.max_staleness / 3)
+
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                self.sync(timeout=self.poll_timeout)
+                self.sync(timeout=self.poll_wait())
             except RingfenceError as error:
                 log.warning("could not follow the change feed: %s", error)
                 self._stop.wait(self.retry_every)
