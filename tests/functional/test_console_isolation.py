@@ -276,6 +276,13 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         ("POST", f"{connection}/roles"): lambda: refused(
             gina.post(f"/console/directory/{dc}/roles", {"group_roles": "it = viewer"})
         ),
+        # The chain's checkpoints are super admins' (test_console_checkpoints.py).
+        ("GET", "/console/audit/checkpoints"): lambda: refused(
+            gina.get("/console/audit/checkpoints")
+        ),
+        ("POST", "/console/audit/checkpoints"): lambda: refused(
+            gina.post("/console/audit/checkpoints")
+        ),
         ("GET", "/console/audit/export"): lambda: invisible(
             gina.get("/console/audit/export", params={"format": "csv", "workspace": "acme"})
         ),
