@@ -600,7 +600,7 @@ def main() -> None:
             for line in args.from_log.read_text(encoding="utf-8").splitlines()
             if line.startswith("{")
         ]
-        report = table(logged, f"PostgreSQL {postgres_version(url)}") + over_http()
+        report = table(logged, f"PostgreSQL {postgres_version(url)}") + over_http() + sdk_figures()
         print(report)
         RESULTS.write_text(report, encoding="utf-8")
         return
