@@ -42,6 +42,18 @@ def event_types(required: bool = False) -> fields.List:
     )
 
 
+def decision_sample() -> fields.Float:
+    return fields.Float(
+        validate=validate.Range(min=0.0, max=1.0),
+        allow_nan=False,
+        metadata={
+            "description": "The share of the workspace's check decisions sent too, as "
+            "decision events (0: none, 1: every decision; each stream samples on its own)",
+            "example": 0.01,
+        },
+    )
+
+
 def target(required: bool = False) -> fields.String:
     return fields.String(
         required=required, validate=validate.Length(min=1, max=2000), metadata=TARGET_DOC
@@ -58,12 +70,14 @@ class StreamCreateSchema(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf(STREAM_KINDS))
     target = target(required=True)
     event_types = event_types(required=True)
+    decision_sample = decision_sample()
 
 
 class StreamUpdateSchema(StrictSchema):
     name = fields.String(validate=NAME)
     target = target()
     event_types = event_types()
+    decision_sample = decision_sample()
 
 
 class StreamQuerySchema(LenientQuery):
@@ -88,6 +102,12 @@ class StreamSchema(Schema):
     kind = fields.String()
     target = fields.String()
     event_types = fields.List(fields.String())
+    decision_sample = fields.Float(
+        metadata={"description": "The share of check decisions sent (0: none)"}
+    )
+    decision_cursor = fields.Integer(
+        metadata={"description": "The last decision event id delivered or skipped"}
+    )
     status = fields.String(metadata={"description": "active or paused"})
     paused_reason = fields.String(allow_none=True)
     cursor = fields.Integer(metadata={"description": "The last audit id delivered or skipped"})
@@ -133,6 +153,7 @@ class Streams(MethodView):
             args["kind"],
             args["target"],
             args["event_types"],
+            args.get("decision_sample", 0.0),
         )
 
 
@@ -146,7 +167,7 @@ class StreamById(MethodView):
     @blp.arguments(StreamUpdateSchema)
     @blp.response(200, StreamSchema)
     def patch(self, args: dict[str, Any], stream_id: int) -> Any:
-        """Rename it, or change its destination or event types."""
+        """Rename it, or change its destination, event types or decision sample rate."""
         return services().streams.update(current_actor(), stream_id, **args)
 
     @blp.response(204)

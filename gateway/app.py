@@ -23,7 +23,7 @@ import console
 import gateway.web.changes_api
 import gateway.web.reset_page
 import gateway.web.sso
-from gateway.audit import activity, decision_log
+from gateway.audit import activity, decision_feed, decision_log
 from gateway.config import Settings, load_settings
 from gateway.db.session import bound_request_waits, make_engine, make_session_factory
 from gateway.engine.engine import DecisionEngine
@@ -255,7 +255,11 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
             settings.decision_log, settings.decision_log_sample, _request_id_if_any
         ),
         activity=activity.from_settings(session_factory, settings.activity_flush_seconds),
+        decision_feed=decision_feed.from_settings(session_factory, _request_id_if_any),
     )
+    if app_state.decision_feed is not None:
+        # A batch of sampled decisions written: stream delivery starts at once.
+        app_state.decision_feed.on_written = getattr(app_state.notifier, "events_committed", None)
     app_state.on_close.append(uninstall_ledger)
     app.extensions[EXTENSION] = app_state  # the one key: read through gateway_state(app)
     if settings.revision_poll_seconds > 0 or settings.watcher_url:

@@ -87,6 +87,12 @@ class EngineCounts(Collector):
 
 ENGINE_COUNTS = EngineCounts()
 REGISTRY.register(ENGINE_COUNTS)
+DECISION_EVENTS_DROPPED = Counter(
+    "ringfence_decision_events_dropped_total",
+    "Sampled decision events for event streams not kept, by reason (queue_full: the "
+    "writer was behind; write_failed: the database refused the batch)",
+    ["reason"],
+)
 LOGIN_FAILURES = Counter(
     "ringfence_login_failures_total",
     "Password sign-ins refused, by reason (invalid_credentials, throttled)",

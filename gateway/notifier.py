@@ -291,6 +291,12 @@ class StreamBatch:
     ca_file: str | None
     timeout: float
     file_dir: str
+    # What the events are: AUDIT records, or DECISIONS (sampled decision events, their
+    # ids decision event ids: a lane of its own, with its own cursor).
+    lane: str = "audit"
+
+
+AUDIT, DECISIONS = "audit", "decisions"
 
 
 @runtime_checkable
@@ -308,7 +314,13 @@ class StreamLedger(Protocol):
         waiting, or nothing new)."""
 
     def record_stream(
-        self, stream_id: int, token: str, cursor: int, count: int, error: str | None
+        self,
+        stream_id: int,
+        token: str,
+        cursor: int,
+        count: int,
+        error: str | None,
+        lane: str = "audit",
     ) -> None:
         """The claimed delivery ended: ``count`` events were delivered, up to ``cursor``;
         ``error`` says why it stopped early (a retry after a back-off, or a pause)."""

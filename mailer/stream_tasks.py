@@ -14,7 +14,7 @@ import os
 import threading
 from typing import Any
 
-from gateway.notifier import StreamBatch, StreamLedger
+from gateway.notifier import DECISIONS, StreamBatch, StreamLedger
 from mailer.celery_app import STREAMS_INTERVAL, celery_app
 from mailer.delivery import current_ledger
 from mailer.streams import StreamError, deliver
@@ -51,7 +51,7 @@ def deliver_batch(ledger: StreamLedger, batch: StreamBatch) -> tuple[int, str | 
         error = f"unexpected error: {type(exc).__name__}: {exc}"
     complete = error is None and len(done) == len(batch.events)
     cursor = batch.through_id if complete else (done[-1] if done else 0)
-    ledger.record_stream(batch.stream_id, batch.token, cursor, len(done), error)
+    ledger.record_stream(batch.stream_id, batch.token, cursor, len(done), error, batch.lane)
     if error:
         logger.warning(
             "Event stream %s: %d event(s) delivered, then: %s", batch.stream_id, len(done), error
@@ -76,7 +76,7 @@ def deliver_streams() -> dict[str, Any]:
             if error:
                 failed += 1
                 break
-            if len(batch.events) < BATCH and count == len(batch.events):
+            if batch.lane == DECISIONS and len(batch.events) < BATCH:
                 break  # it had all there was; what came since, its wake-up brings
     return {"delivered": delivered, "failed": failed}
 

@@ -1,5 +1,8 @@
 """Where event streams deliver: signed webhooks, syslog over TCP+TLS, JSON Lines files.
 
+Sampled decision events (a stream's ``decision_sample``) travel the same ways as
+CloudEvents of type ``com.ringfence.decision.allow`` / ``.deny``, ids ``decision-<n>``.
+
 Each audit event travels as a CloudEvents 1.0 JSON event (structured mode) whose
 ``data`` is the audit record, hash and previous hash included, so a receiver can check
 the chain; ``auditid``, ``audithash`` and ``auditprevhash`` repeat them as extension
@@ -31,7 +34,7 @@ from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
-from gateway.notifier import StreamBatch, address_problem
+from gateway.notifier import AUDIT, DECISIONS, StreamBatch, address_problem
 from mailer.tls import tls_context
 
 SPEC_VERSION = "1.0"
@@ -47,8 +50,11 @@ class StreamError(Exception):
     """A delivery failed; the stream retries after a back-off, then pauses."""
 
 
-def cloud_event(source: str, event: dict[str, Any]) -> dict[str, Any]:
-    """The CloudEvents 1.0 event of audit record ``event``."""
+def cloud_event(source: str, event: dict[str, Any], lane: str = AUDIT) -> dict[str, Any]:
+    """The CloudEvents 1.0 event of audit record ``event`` (or of a sampled decision
+    event, ``lane`` DECISIONS)."""
+    if lane == DECISIONS:
+        return decision_cloud_event(source, event)
     return {
         "specversion": SPEC_VERSION,
         "id": str(event["id"]),
@@ -62,6 +68,30 @@ def cloud_event(source: str, event: dict[str, Any]) -> dict[str, Any]:
         "auditprevhash": event["prev_hash"],
         "data": event,
     }
+
+
+def decision_cloud_event(source: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The CloudEvents 1.0 event of a sampled decision: not an audit event (no chain),
+    its id ``decision-<n>`` in the decision events' own sequence."""
+    return {
+        "specversion": SPEC_VERSION,
+        "id": f"decision-{event['id']}",
+        "source": source,
+        "type": f"com.ringfence.decision.{event['decision']}",
+        "time": event["at"],
+        "subject": f"subject/{event['subject']}",
+        "datacontenttype": "application/json",
+        "decisionid": event["id"],
+        "workspace": event["workspace"],
+        "data": event,
+    }
+
+
+def message_id(batch: StreamBatch, event: dict[str, Any]) -> str:
+    """The Standard Webhooks ``webhook-id`` of one event: the same at every retry."""
+    if batch.lane == DECISIONS:
+        return f"ringfence-{batch.stream_id}-decision-{event['id']}"
+    return f"ringfence-{batch.stream_id}-{event['id']}"
 
 
 def encoded(value: dict[str, Any]) -> bytes:
@@ -155,14 +185,14 @@ def _webhook(batch: StreamBatch, delivered: Delivered) -> None:
     connection = PinnedHTTPSConnection(url.hostname, url.port or 443, batch)
     try:
         for event in _in_time(batch):
-            body = encoded(cloud_event(batch.source, event))
-            message_id = f"ringfence-{batch.stream_id}-{event['id']}"
+            body = encoded(cloud_event(batch.source, event, batch.lane))
+            webhook_id = message_id(batch, event)
             now = datetime.now(UTC)
-            signature = " ".join(signer.sign(message_id, now, body) for signer in signers)
+            signature = " ".join(signer.sign(webhook_id, now, body) for signer in signers)
             headers = {
                 "Content-Type": CONTENT_TYPE,
                 "User-Agent": "Ringfence-EventStreams/1",
-                "webhook-id": message_id,
+                "webhook-id": webhook_id,
                 "webhook-timestamp": str(int(now.timestamp())),
                 "webhook-signature": signature,
             }
@@ -191,17 +221,23 @@ def _webhook(batch: StreamBatch, delivered: Delivered) -> None:
 def syslog_line(batch: StreamBatch, event: dict[str, Any]) -> bytes:
     """One RFC 5424 message (the CloudEvent as its MSG) with RFC 5425 octet counting."""
     host = (urlsplit(batch.source).hostname or "ringfence")[:255]
-    action = "".join(c for c in str(event["action"]) if 33 <= ord(c) <= 126)[:32] or "-"
-    params = " ".join(
-        f'{name}="{_sd_escape(str(value))}"'
-        for name, value in (
+    if batch.lane == DECISIONS:
+        kind = f"decision.{event['decision']}"
+        fields: tuple[tuple[str, Any], ...] = (
+            ("decisionId", event["id"]),
+            ("workspace", event["workspace"]),
+        )
+    else:
+        kind = str(event["action"])
+        fields = (
             ("auditId", event["id"]),
             ("hash", event["hash"]),
             ("prevHash", event["prev_hash"]),
         )
-    )
+    action = "".join(c for c in kind if 33 <= ord(c) <= 126)[:32] or "-"
+    params = " ".join(f'{name}="{_sd_escape(str(value))}"' for name, value in fields)
     header = f"<{SYSLOG_PRI}>1 {event['at']} {host} ringfence - {action} [{SD_ID} {params}] "
-    message = header.encode() + encoded(cloud_event(batch.source, event))
+    message = header.encode() + encoded(cloud_event(batch.source, event, batch.lane))
     return f"{len(message)} ".encode() + message
 
 
@@ -236,7 +272,9 @@ def _file(batch: StreamBatch, delivered: Delivered) -> None:
     folder = Path(batch.file_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / batch.target
-    lines = b"".join(encoded(cloud_event(batch.source, event)) + b"\n" for event in batch.events)
+    lines = b"".join(
+        encoded(cloud_event(batch.source, event, batch.lane)) + b"\n" for event in batch.events
+    )
     try:
         with open(path, "ab") as out:
             out.write(lines)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -827,8 +828,47 @@ class EventStream(Base):
     created_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_by_name: Mapped[str] = mapped_column(String(400), default="system")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Sampled decision events (0: none, 1: every decision), and the last decision event
+    # id delivered or skipped: a lane of its own beside the audit ``cursor``.
+    decision_sample: Mapped[float] = mapped_column(Float, default=0.0)
+    decision_cursor: Mapped[int] = mapped_column(Integer, default=0)
 
     workspace: Mapped[Workspace | None] = relationship()
+
+
+class DecisionEvent(Base):
+    """A sampled decision of the check endpoints, kept for the event streams that asked
+    for decisions (gateway.audit.decision_feed writes them in batches, off the request;
+    gateway.services.streams delivers them). Not an audit event: no chain, and gone once
+    every stream that wants decisions is past it. Ids are given under the lock of
+    ``decision_event_head``, so they are in commit order, as the audit ids are.
+    ``draw`` is the decision's random draw: a stream sampling at rate r takes the events
+    whose draw is below r (the same ones at every retry)."""
+
+    __tablename__ = "decision_events"
+    __table_args__ = (Index("ix_decision_events_workspace_id", "workspace", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    subject: Mapped[str] = mapped_column(Text)
+    workspace: Mapped[str] = mapped_column(Text)
+    resource: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    revision: Mapped[int | None] = mapped_column(Integer, default=None)
+    request_id: Mapped[str | None] = mapped_column(Text, default=None)
+    draw: Mapped[float] = mapped_column(Float)
+
+
+class DecisionEventHead(Base):
+    """The last decision event id given (a single row): writers lock it while they
+    insert, so a reader never sees a later id before an earlier one."""
+
+    __tablename__ = "decision_event_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    head_id: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class MfaFactor(Base):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.audit.activity import ActivityRecorder
+from gateway.audit.decision_feed import DecisionFeed
 from gateway.audit.decision_log import DecisionLog
 from gateway.engine.engine import Decision, DecisionEngine
 from gateway.engine.expiry import expire_due
@@ -23,13 +24,16 @@ class DecisionService:
         *,
         activity: ActivityRecorder | None = None,
         decision_log: DecisionLog | None = None,
+        decision_events: DecisionFeed | None = None,
     ) -> None:
         """``activity`` notes who was asked about where (last seen), ``decision_log``
-        keeps a line per decision; either None: not recorded (the decision endpoints
-        pass the app's, gateway.web.state)."""
+        keeps a line per decision, ``decision_events`` keeps the sampled decisions event
+        streams asked for; each None: not recorded (the decision endpoints pass the app's,
+        gateway.web.state)."""
         self.engine = engine
         self.activity = activity
         self.decision_log = decision_log
+        self.decision_events = decision_events
 
     def check(
         self,
@@ -56,6 +60,8 @@ class DecisionService:
             recorder.note(user_id, workspace, decision)
         if (decisions := self.decision_log) is not None:
             decisions.record(subject, workspace, resource, action, decision)
+        if (feed := self.decision_events) is not None:
+            feed.record(subject, workspace, resource, action, decision)
         return decision
 
     def asker(self) -> Callable[[str, str, str, str, str | None], Decision]:
@@ -66,7 +72,7 @@ class DecisionService:
         engine = self.engine
         expire_due(engine)
         check, resolve = engine.check, engine.resolve_subject
-        recorder, decisions = self.activity, self.decision_log
+        recorder, decisions, feed = self.activity, self.decision_log, self.decision_events
 
         def ask(
             subject: str, workspace: str, resource: str, action: str, owner: str | None
@@ -80,6 +86,8 @@ class DecisionService:
                 recorder.note(user_id, workspace, decision)
             if decisions is not None:
                 decisions.record(subject, workspace, resource, action, decision)
+            if feed is not None:
+                feed.record(subject, workspace, resource, action, decision)
             return decision
 
         return ask

@@ -21,7 +21,7 @@ from gateway.db.models import DeliveryStatus, Invitation, MailWorker, OutboxMess
 from gateway.db.session import make_engine, make_session_factory
 from gateway.engine.engine import DecisionEngine
 from gateway.identity.security import unseal
-from gateway.notifier import Notifier, Outgoing, StreamBatch, TestOutcome
+from gateway.notifier import AUDIT, Notifier, Outgoing, StreamBatch, TestOutcome
 from gateway.services.base import SYSTEM, UnitOfWork
 from gateway.services.invitations import audit_each_workspace
 from gateway.services.streams import StreamDesk
@@ -64,9 +64,15 @@ class DatabaseLedger:
         return self.streams.claim_stream(stream_id)
 
     def record_stream(
-        self, stream_id: int, token: str, cursor: int, count: int, error: str | None
+        self,
+        stream_id: int,
+        token: str,
+        cursor: int,
+        count: int,
+        error: str | None,
+        lane: str = AUDIT,
     ) -> None:
-        self.streams.record_stream(stream_id, token, cursor, count, error)
+        self.streams.record_stream(stream_id, token, cursor, count, error, lane)
 
     def _services(self, session: Session) -> Any:
         from gateway.services import Services
@@ -293,9 +299,15 @@ class WorkerLedger:
         return self._current().claim_stream(stream_id)
 
     def record_stream(
-        self, stream_id: int, token: str, cursor: int, count: int, error: str | None
+        self,
+        stream_id: int,
+        token: str,
+        cursor: int,
+        count: int,
+        error: str | None,
+        lane: str = AUDIT,
     ) -> None:
-        self._current().record_stream(stream_id, token, cursor, count, error)
+        self._current().record_stream(stream_id, token, cursor, count, error, lane)
 
 
 def ledger_for_settings(settings: Settings) -> WorkerLedger:

@@ -32,17 +32,25 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import event, func, or_, select, update
+from sqlalchemy import and_, event, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
 from gateway.audit.chain import record
+from gateway.audit.decision_feed import decision_head, prune
 from gateway.config import Settings
-from gateway.db.models import AuditChain, AuditEvent, EventStream, Workspace, utcnow
+from gateway.db.models import (
+    AuditChain,
+    AuditEvent,
+    DecisionEvent,
+    EventStream,
+    Workspace,
+    utcnow,
+)
 from gateway.engine.rules import ALL_WORKSPACES
 from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.identity.security import seal, unseal
-from gateway.notifier import STREAM_KINDS, StreamBatch, address_problem
+from gateway.notifier import AUDIT, DECISIONS, STREAM_KINDS, StreamBatch, address_problem
 from gateway.services.base import SYSTEM, Actor, AuditTarget, Authorizer, ChangeSet, UnitOfWork
 from gateway.services.permissions import Permission
 
@@ -163,7 +171,24 @@ def view(stream: EventStream) -> dict[str, Any]:
         "kind": stream.kind,
         "target": stream.target,
         "event_types": list(stream.event_types),
+        "decision_sample": stream.decision_sample,
         "status": stream.status,
+    }
+
+
+def decision_record(row: DecisionEvent) -> dict[str, Any]:
+    """What a decision event carries (never a token: the check's body has none)."""
+    return {
+        "id": row.id,
+        "at": row.at.isoformat(timespec="microseconds"),
+        "subject": row.subject,
+        "workspace": row.workspace,
+        "resource": row.resource,
+        "action": row.action,
+        "decision": "allow" if row.allowed else "deny",
+        "reason": row.reason,
+        "revision": row.revision,
+        "request_id": row.request_id,
     }
 
 
@@ -206,8 +231,12 @@ class StreamService:
 
     # -- changing ----------------------------------------------------------------------
 
-    def _check(self, kind: str, target: str, event_types: Strings) -> None:
+    def _check(
+        self, kind: str, target: str, event_types: Strings, decision_sample: float = 0.0
+    ) -> None:
         errors: dict[str, Strings] = {}
+        if not 0.0 <= decision_sample <= 1.0:
+            errors["decision_sample"] = ["A rate from 0 (no decision events) to 1 (every decision)"]
         try:
             host, port = destination(kind, target)
         except ValueError as exc:
@@ -237,9 +266,11 @@ class StreamService:
         kind: str,
         target: str,
         event_types: Strings,
+        decision_sample: float = 0.0,
     ) -> StreamWithSecret:
         """A stream of ``workspace``'s events (``*``: every event, super admins), from
-        the next event on; a webhook's signing secret is in the answer, once."""
+        the next event on; a webhook's signing secret is in the answer, once.
+        ``decision_sample``: the share of the workspace's decisions sent too (0: none)."""
         if workspace == ALL_WORKSPACES:
             self.authorizer.require(actor, Permission.EVENT_STREAMS_WRITE, ALL_WORKSPACES)
             owner = None
@@ -250,7 +281,7 @@ class StreamService:
             ):
                 raise NotFound(f"No workspace '{workspace}'")
             self.authorizer.require(actor, Permission.EVENT_STREAMS_WRITE, workspace)
-        self._check(kind, target, event_types)
+        self._check(kind, target, event_types, decision_sample)
         count = self.session.scalar(
             select(func.count())
             .select_from(EventStream)
@@ -274,6 +305,8 @@ class StreamService:
             status=ACTIVE,
             # From the next event on: its own creation's event is the first it may send.
             cursor=head,
+            decision_sample=decision_sample,
+            decision_cursor=decision_head(self.session),
             failures=0,
             delivered=0,
             created_by_id=actor.user_id,
@@ -292,16 +325,22 @@ class StreamService:
         name: str | None = None,
         target: str | None = None,
         event_types: Strings | None = None,
+        decision_sample: float | None = None,
     ) -> EventStream:
         stream = self.get(actor, stream_id)
         before = view(stream)
         new_target = stream.target if target is None else target
         new_types = list(stream.event_types) if event_types is None else event_types
-        self._check(stream.kind, new_target, new_types)
+        new_sample = stream.decision_sample if decision_sample is None else decision_sample
+        self._check(stream.kind, new_target, new_types, new_sample)
         with self.uow.events_only(actor) as changes:
             stream.name = stream.name if name is None else name
             stream.target = new_target
             stream.event_types = list(dict.fromkeys(new_types))
+            if new_sample > 0 and not stream.decision_sample > 0:
+                # Decisions from now on, not those kept for other streams meanwhile.
+                stream.decision_cursor = decision_head(self.session)
+            stream.decision_sample = new_sample
             self._audit(changes, "event_stream.updated", stream, before, view(stream))
         return stream
 
@@ -408,12 +447,19 @@ class StreamDesk:
         now = utcnow()
         with self.session_factory() as session:
             head = session.scalar(select(AuditChain.head_id).where(AuditChain.id == 1)) or 0
+            decisions = decision_head(session)
             return list(
                 session.scalars(
                     select(EventStream.id)
                     .where(
                         EventStream.status == ACTIVE,
-                        EventStream.cursor < head,
+                        or_(
+                            EventStream.cursor < head,
+                            and_(
+                                EventStream.decision_sample > 0,
+                                EventStream.decision_cursor < decisions,
+                            ),
+                        ),
                         or_(
                             EventStream.next_attempt_at.is_(None),
                             EventStream.next_attempt_at <= now,
@@ -471,9 +517,15 @@ class StreamDesk:
                     through = row.id
                 if len(rows) < SCAN:
                     break
+            lane = AUDIT
             if not events:
-                # Nothing this stream wants: skip what was read, release the claim.
+                # Nothing this stream wants of the trail: skip what was read; then its
+                # sampled decisions, if it wants them (audit events first, each lane in
+                # order).
                 stream.cursor = through
+                events, through = self._decisions(session, stream, workspace)
+                lane = DECISIONS
+            if not events:
                 stream.claim_token = None
                 stream.claimed_until = None
                 session.commit()
@@ -494,10 +546,40 @@ class StreamDesk:
                 ca_file=str(self.settings.stream_ca_file) if self.settings.stream_ca_file else None,
                 timeout=self.settings.stream_timeout_seconds,
                 file_dir=str(self.settings.stream_file_path),
+                lane=lane,
             )
 
+    def _decisions(
+        self, session: Session, stream: EventStream, workspace: str | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The stream's next sampled decision events, and the decision cursor once they
+        are delivered (past the ones it does not take, up to the head read first: every
+        id up to it is committed, since ids are given under the head's lock)."""
+        if not stream.decision_sample > 0:
+            return [], stream.decision_cursor
+        head = decision_head(session)
+        query = select(DecisionEvent).where(
+            DecisionEvent.id > stream.decision_cursor,
+            DecisionEvent.id <= head,
+            DecisionEvent.draw < stream.decision_sample,
+        )
+        if workspace is not None:
+            query = query.where(DecisionEvent.workspace == workspace)
+        rows = session.scalars(query.order_by(DecisionEvent.id).limit(BATCH)).all()
+        if len(rows) < BATCH:
+            if not rows:
+                stream.decision_cursor = max(stream.decision_cursor, head)
+            return [decision_record(r) for r in rows], head
+        return [decision_record(r) for r in rows], rows[-1].id
+
     def record_stream(
-        self, stream_id: int, token: str, cursor: int, count: int, error: str | None
+        self,
+        stream_id: int,
+        token: str,
+        cursor: int,
+        count: int,
+        error: str | None,
+        lane: str = AUDIT,
     ) -> None:
         with self.session_factory() as session:
             # Hold the row before reading it, and only while the claim is ours (a row lock
@@ -515,18 +597,30 @@ class StreamDesk:
             stream = session.get(EventStream, stream_id)
             assert stream is not None
             changes = ChangeSet(session, SYSTEM)
-            self._outcome(stream, changes, cursor, count, error)
+            self._outcome(stream, changes, cursor, count, error, lane)
             session.add_all(changes.events)
+            if lane == DECISIONS and error is None:
+                session.flush()
+                prune(session, utcnow())  # what every stream is past
             session.commit()
 
     def _outcome(
-        self, stream: EventStream, changes: ChangeSet, cursor: int, count: int, error: str | None
+        self,
+        stream: EventStream,
+        changes: ChangeSet,
+        cursor: int,
+        count: int,
+        error: str | None,
+        lane: str = AUDIT,
     ) -> None:
         now = utcnow()
         stream.claim_token = None
         stream.claimed_until = None
         if count or error is None:
-            stream.cursor = max(stream.cursor, cursor)
+            if lane == DECISIONS:
+                stream.decision_cursor = max(stream.decision_cursor, cursor)
+            else:
+                stream.cursor = max(stream.cursor, cursor)
         if count:
             stream.delivered += count
             stream.last_delivered_at = now

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.activity import ActivityRecorder
+from gateway.audit.decision_feed import DecisionFeed
 from gateway.audit.decision_log import DecisionLog
 from gateway.audit.refusals import RefusalSampler
 from gateway.config import Settings
@@ -48,7 +49,10 @@ class DecisionServices:
         self, state: GatewayState, emails_of: Callable[[set[int]], dict[int, str]]
     ) -> None:
         self.decisions = DecisionService(
-            state.engine, activity=state.activity, decision_log=state.decision_log
+            state.engine,
+            activity=state.activity,
+            decision_log=state.decision_log,
+            decision_events=state.decision_feed,
         )
         # Only a subject search asks the database (for emails): ``emails_of`` opens the
         # request's session then.
@@ -72,6 +76,8 @@ class GatewayState:
     # Where decisions are logged and "last seen" is noted (None: off).
     decision_log: DecisionLog | None = None
     activity: ActivityRecorder | None = None
+    # The sampled decisions event streams asked for (gateway.audit.decision_feed).
+    decision_feed: DecisionFeed | None = None
     # The revision check and the Redis notices (None: not configured).
     poller: RevisionPoller | None = None
     watcher: RedisWatcher | None = None
@@ -114,6 +120,8 @@ class GatewayState:
             self.decision_log.close(timeout=2.0)
         if self.activity is not None:
             self.activity.close()
+        if self.decision_feed is not None:
+            self.decision_feed.close(timeout=2.0)
         while self.on_close:
             self.on_close.pop()()
         self.db.dispose()
