@@ -1,7 +1,8 @@
 """Event streams in the console: send a workspace's audit events (or every event, for a
 super admin) to a SIEM: create one (a webhook's signing secret is shown once), see how
-far delivery got and why it paused, resume it, replay from an audit id, rotate the
-secret, delete it. Thin handlers over ``gateway.services.streams`` with the admin API's
+far delivery got and why it paused, edit it (name, destination, audit actions, the
+share of decisions sent), resume it, replay from an audit id, rotate the secret, delete
+it. Thin handlers over ``gateway.services.streams`` with the admin API's
 schemas (``/event-streams``): the same checks, the same audit events. Every page is
 whole, so every action works without script."""
 
@@ -12,7 +13,7 @@ from typing import Any
 from flask import Response, request
 from marshmallow import ValidationError
 
-from admin_api.streams import ReplaySchema, StreamCreateSchema
+from admin_api.streams import ReplaySchema, StreamCreateSchema, StreamUpdateSchema
 from console.views import _field_errors, _render, bp, viewer
 from gateway.engine.rules import ALL_WORKSPACES
 from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -43,8 +44,23 @@ def _list_page(
         scopes=_scopes(),
         kinds=STREAM_KINDS,
         errors=errors or {},
-        form=form or {"workspace": "", "name": "", "kind": "webhook", "target": "", "types": ""},
+        form=form or dict(EMPTY_FORM),
     )
+
+
+EMPTY_FORM = {
+    "workspace": "",
+    "name": "",
+    "kind": "webhook",
+    "target": "",
+    "types": "",
+    "decision_sample": "0",
+}
+
+
+def _rate(text: str) -> str:
+    """The decision rate as the form shows it: ``0.25``, ``1``, ``0``."""
+    return f"{float(text):g}"
 
 
 def _stream_page(
@@ -53,16 +69,31 @@ def _stream_page(
     secret: str | None = None,
     errors: dict[str, list[str]] | None = None,
     notice: str | None = None,
+    edit: dict[str, str] | None = None,
 ) -> Response:
+    stream = services().streams.get(viewer().actor, stream_id)
     return _render(
         "event_stream.html",
         status=status,
         active="event_streams",
-        stream=services().streams.get(viewer().actor, stream_id),
+        stream=stream,
         secret=secret,
         errors=errors or {},
         notice=notice,
+        edit=edit
+        or {
+            "name": stream.name,
+            "target": stream.target,
+            "types": " ".join(stream.event_types),
+            "decision_sample": _rate(str(stream.decision_sample)),
+        },
     )
+
+
+def _form_rate(text: str) -> Any:
+    """The decision rate typed in the form, for the schema (which refuses a non-number)."""
+    text = text.strip()
+    return text if text else "0"
 
 
 @bp.get("/event-streams")
@@ -78,6 +109,7 @@ def event_stream_create() -> Response:
         "kind": request.form.get("kind", "")[:20],
         "target": request.form.get("target", "")[:2100].strip(),
         "types": request.form.get("event_types", "")[:4000],
+        "decision_sample": request.form.get("decision_sample", "")[:30].strip(),
     }
     try:
         args = StreamCreateSchema().load(
@@ -87,6 +119,7 @@ def event_stream_create() -> Response:
                 "kind": form["kind"],
                 "target": form["target"],
                 "event_types": form["types"].replace(",", " ").split(),
+                "decision_sample": _form_rate(form["decision_sample"]),
             }
         )
         made = services().streams.create(
@@ -96,6 +129,7 @@ def event_stream_create() -> Response:
             args["kind"],
             args["target"],
             args["event_types"],
+            args["decision_sample"],
         )
     except (ValidationError, InvalidInput) as exc:
         return _list_page(422, _field_errors(exc), form)
@@ -107,6 +141,30 @@ def event_stream_create() -> Response:
 @bp.get(f"/event-streams/{STREAM_ID}")
 def event_stream(stream_id: int) -> Response:
     return _stream_page(stream_id)
+
+
+@bp.post(f"/event-streams/{STREAM_ID}/edit")
+def event_stream_edit(stream_id: int) -> Response:
+    services().streams.get(viewer().actor, stream_id)  # someone else's: a 404 first
+    edit = {
+        "name": request.form.get("name", "")[:300].strip(),
+        "target": request.form.get("target", "")[:2100].strip(),
+        "types": request.form.get("event_types", "")[:4000],
+        "decision_sample": request.form.get("decision_sample", "")[:30].strip(),
+    }
+    try:
+        args = StreamUpdateSchema().load(
+            {
+                "name": edit["name"],
+                "target": edit["target"],
+                "event_types": edit["types"].replace(",", " ").split(),
+                "decision_sample": _form_rate(edit["decision_sample"]),
+            }
+        )
+        services().streams.update(viewer().actor, stream_id, **args)
+    except (ValidationError, InvalidInput) as exc:
+        return _stream_page(stream_id, 422, errors=_field_errors(exc), edit=edit)
+    return _stream_page(stream_id, notice="Saved.")
 
 
 @bp.post(f"/event-streams/{STREAM_ID}/resume")
@@ -150,5 +208,5 @@ def event_stream_delete(stream_id: int) -> Response:
         kinds=STREAM_KINDS,
         errors={},
         notice=f"Deleted {name}: nothing more is sent.",
-        form={"workspace": "", "name": "", "kind": "webhook", "target": "", "types": ""},
+        form=dict(EMPTY_FORM),
     )

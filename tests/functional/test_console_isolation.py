@@ -300,6 +300,12 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
             )
         ),
         ("GET", stream_page): lambda: refused(gina.get(f"/console/event-streams/{es}")),
+        ("POST", f"{stream_page}/edit"): lambda: refused(
+            gina.post(
+                f"/console/event-streams/{es}/edit",
+                {"name": "Mine", "target": "mine.jsonl", "event_types": "*"},
+            )
+        ),
         ("POST", f"{stream_page}/resume"): lambda: refused(
             gina.post(f"/console/event-streams/{es}/resume")
         ),
