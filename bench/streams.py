@@ -16,6 +16,11 @@ thread, woken by each commit, as without a broker):
   ``--changes`` times with no stream, then with 10 active streams (JSON Lines files,
   delivering in the background as the changes come): p50 and p99, and the difference.
   Goal: at most 1 ms added at p50.
+* **decision events at rate 1**: ``--checks`` ``POST /v1/check`` through the app's WSGI
+  stack (the check lane, a remembered service token) with no stream wanting decisions,
+  then with a JSON Lines stream of acme taking every decision (``decision_sample`` 1,
+  its writer and delivery running meanwhile): p50 and p99, and the difference. Goal:
+  nothing measurable added at p50.
 
 Writes bench/streams_results.md.
 """
@@ -71,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--changes", type=int, default=300)
+    parser.add_argument("--checks", type=int, default=3000)
     parser.add_argument(
         "--url",
         default="",
@@ -156,6 +162,65 @@ def main() -> None:
                 )
         with_streams = renames("with")
 
+        # -- /v1/check, without and with a stream of every decision ----------------------
+        made_client = CliRunner().invoke(
+            cli, ["client", "create", "--name", "bench", "--scope", "decisions:check"], env=env
+        )
+        found = re.search(r"client_id:\s+(\S+)[\s\S]*client_secret:\s+(\S+)", made_client.output)
+        assert found, made_client.output
+        web = app.test_client()
+        token = web.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(found.group(1), found.group(2)),
+        ).get_json()["access_token"]
+        question = {
+            "subject": "admin@example.com",
+            "workspace": "acme",
+            "resource": "documents",
+            "action": "read",
+        }
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def checks() -> list[float]:
+            samples = []
+            for _ in range(args.checks):
+                start = time.perf_counter()
+                answer = web.post("/v1/check", json=question, headers=headers)
+                samples.append((time.perf_counter() - start) * 1000)
+                assert answer.status_code == 200, answer.data
+            return samples
+
+        checks()[:0]  # warm-up: the token remembered, the lane taken
+        feed = state.decision_feed
+        assert feed is not None
+        checks_without = checks()
+        with state.session_factory() as session:
+            services(session).streams.create(
+                SYSTEM, "decisions", "acme", "file", "decisions.jsonl", ["bench.none"], 1.0
+            )
+        feed.refresh()
+        checks_with = checks()
+        feed.flush()
+        kept, dropped = feed.written, feed.dropped
+        # The decision path's own part, alone: DecisionFeed.record with a stream at
+        # rate 1 (a feed without a writer, so only the call is timed).
+        from gateway.audit.decision_feed import DecisionFeed
+
+        alone = DecisionFeed(state.session_factory, limit=10**7)
+        alone.close()
+        alone.wants = ({"acme": 1.0}, 0.0)
+        calls = 200_000
+        start = time.perf_counter()
+        for _ in range(calls):
+            alone.record("admin@example.com", "acme", "documents", "read", None)
+        record_ns = (time.perf_counter() - start) / calls * 1e9
+        alone.wants = ({}, 0.0)
+        start = time.perf_counter()
+        for _ in range(calls):
+            alone.record("admin@example.com", "acme", "documents", "read", None)
+        idle_ns = (time.perf_counter() - start) / calls * 1e9
+
         # -- delivery to one receiver --------------------------------------------------
         with state.session_factory() as session:
             made = services(session).streams.create(
@@ -182,6 +247,8 @@ def main() -> None:
     rate = args.events / elapsed
     p50_without, p50_with = statistics.median(without), statistics.median(with_streams)
     added = p50_with - p50_without
+    c50_without, c50_with = statistics.median(checks_without), statistics.median(checks_with)
+    check_added = c50_with - c50_without
     rows = [
         "# Event streams (issue 24)",
         "",
@@ -201,6 +268,15 @@ def main() -> None:
         f"{_percentile(with_streams, 0.99):.2f} ms | | |",
         f"| added at p50 by 10 streams | {added:+.2f} ms | <= 1 ms | "
         f"{'yes' if added <= 1 else 'no'} |",
+        f"| POST /v1/check (check lane), no stream wants decisions | p50 {c50_without:.3f} ms, "
+        f"p99 {_percentile(checks_without, 0.99):.3f} ms | | |",
+        f"| the same, a stream taking every decision (rate 1) | p50 {c50_with:.3f} ms, p99 "
+        f"{_percentile(checks_with, 0.99):.3f} ms ({kept} decision events written, {dropped} "
+        "dropped) | | |",
+        f"| added at p50 by decision events at rate 1 | {check_added * 1000:+.0f} µs | "
+        f"nothing measurable | {'yes' if check_added <= 0.02 else 'no'} |",
+        f"| the decision path's own part (DecisionFeed.record) | {record_ns:.0f} ns a "
+        f"decision kept, {idle_ns:.0f} ns when no stream wants it | | |",
         "",
     ]
     target = RESULTS.with_name(f"streams_results{'_postgresql' if args.url else ''}.md")

@@ -14,6 +14,11 @@ delivery needs: nothing more is written in a change (no delay, no failure added 
 nothing on the decision path), each event is delivered at least once and in order,
 and replaying from an audit id is moving the cursor back.
 
+A stream may also take sampled decisions (``decision_sample``, 0..1): a second lane,
+``decision_events`` (written off the request by gateway.audit.decision_feed, ids in
+commit order under their head's lock), with a cursor of its own (``decision_cursor``),
+delivered after the audit events by the same claim, back-off and pause.
+
 :class:`StreamService` is the admin side (audited); :class:`StreamDesk` the worker's
 (:class:`gateway.notifier.StreamLedger`): a claim is a conditional update with a lease,
 so one delivery per stream runs at a time, whatever number of workers.
