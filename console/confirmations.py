@@ -44,7 +44,7 @@ def _offered(row: Row, action: str, words: str) -> None:
 def _back() -> str:
     """Where Cancel leads without script: the console page the confirmation came from
     (``back``, a path under /console/), else Users."""
-    return _safe_next(request.args.get("back"))
+    return _safe_next(request.args.get("back"), "console.users")
 
 
 @bp.get(f"/users/{USER_ID}/deactivate")

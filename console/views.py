@@ -308,12 +308,13 @@ def _flatten(messages: Any) -> list[str]:
 # -- signing in and out --------------------------------------------------------------
 
 
-def _safe_next(target: str | None) -> str:
-    """Where a sign-in goes: the page asked for, or the first the person may use
-    (``index``: not Users for someone who may not read people)."""
+def _safe_next(target: str | None, otherwise: str = "console.index") -> str:
+    """``target`` if it is a console page, else the page of endpoint ``otherwise``: for a
+    sign-in, the first page the person may use (``index``: not Users for someone who
+    may not read people)."""
     if target and target.startswith("/console/") and not target.startswith("//"):
         return target
-    return url_for("console.index")
+    return url_for(otherwise)
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
