@@ -82,6 +82,40 @@ def _shared_builder(self: Rule, append_unknown: bool = True) -> Callable[..., tu
 Rule._compile_builder = _shared_builder  # type: ignore[method-assign]
 
 
+# Parsing the rules themselves (Rule.compile: their parts, the order of their static and
+# variable pieces, one converter object per variable) was 9 ms of create_app's 30, again
+# for every app. Those are a function of the rule's text, its host and subdomain and
+# the map's converters and options: the tests' apps share them (the parts are read,
+# never changed, by the map's matcher; converters keep no state of their map). The
+# builders are bound to the rule as werkzeug binds them. If werkzeug's compile comes to
+# set anything else, a rule served from here lacks it and fails loudly.
+_compile_rule = Rule.compile
+_COMPILED: dict[tuple[object, ...], tuple[list[object], list[object], dict[str, object]]] = {}
+
+
+def _shared_compile(self: Rule) -> None:
+    rule_map = self.map
+    key = (
+        self.rule,
+        self.host,
+        self.subdomain,
+        self.merge_slashes,
+        rule_map.host_matching,
+        tuple(sorted((name, id(kind)) for name, kind in rule_map.converters.items())),
+    )
+    if key not in _COMPILED:
+        _compile_rule(self)
+        _COMPILED[key] = (self._parts, self._trace, self._converters)
+        return
+    self._parts, self._trace, self._converters = _COMPILED[key]
+    self.arguments.update(self._converters)
+    self._build = self._compile_builder(False).__get__(self, None)
+    self._build_unknown = self._compile_builder(True).__get__(self, None)
+
+
+Rule.compile = _shared_compile  # type: ignore[method-assign]
+
+
 # One secret per test session: the database templates seal their signing key with it.
 SESSION_SECRET = "test-secret-" + uuid.uuid4().hex
 # Sign-ins at argon2's cheapest cost (tests/unit/test_passwords_cost.py pins production's).
