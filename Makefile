@@ -102,7 +102,7 @@ $(PEERS_VENV)/.installed:
 	$(PEERS_VENV)/bin/pip install --quiet "oso>=0.27,<0.28" || echo "oso did not install: the benchmark reports it not run"
 	touch $@
 .PHONY: bench
-bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEERS_VENV)/.installed bench-http bench-sdk bench-scim
+bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEERS_VENV)/.installed bench-http bench-sdk bench-scim bench-streams
 	$(BIN)/python -m bench.run --sizes $(SIZES) $(BENCH_ARGS)
 ## The SDK (issue 21, not a test): a local replica's checks beside a dict lookup and the
 ## gateway's engine (100k and 1M users), its memory, the SDK against a raw httpx client

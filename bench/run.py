@@ -45,6 +45,8 @@ RESULTS = Path(__file__).resolve().parent / "results.md"
 # What `make bench-http` (bench/http.py) wrote last; `make bench` runs it first.
 HTTP_RESULTS = Path(__file__).resolve().parent / "http_results.md"
 SDK_RESULTS = Path(__file__).resolve().parent / "sdk_results.md"
+SCIM_RESULTS = Path(__file__).resolve().parent / "scim_results.md"
+STREAMS_RESULTS = Path(__file__).resolve().parent / "streams_results.md"
 HTTP_BATCH = 100  # evaluations per request in bench/http.py's batches
 # Plain Casbin scans every rule per request: asked at these sizes only, a few times.
 CASBIN_REQUESTS = {"10k": 300, "100k": 10}
@@ -600,7 +602,9 @@ def main() -> None:
             for line in args.from_log.read_text(encoding="utf-8").splitlines()
             if line.startswith("{")
         ]
-        report = table(logged, f"PostgreSQL {postgres_version(url)}") + over_http() + sdk_figures()
+        report = (
+            table(logged, f"PostgreSQL {postgres_version(url)}") + over_http() + other_benchmarks()
+        )
         print(report)
         RESULTS.write_text(report, encoding="utf-8")
         return
@@ -641,7 +645,7 @@ def main() -> None:
     if args.startup_only:
         print(startup_table(results, postgres))
         return
-    report = table(results, postgres) + over_http() + sdk_figures()
+    report = table(results, postgres) + over_http() + other_benchmarks()
     print(report)
     RESULTS.write_text(report, encoding="utf-8")
 
@@ -654,15 +658,21 @@ def over_http() -> str:
     return "\n## Over HTTP (`make bench-http`: bench/http_results.md)\n" + body
 
 
-def sdk_figures() -> str:
-    """bench/sdk_results.md (``make bench-sdk``) as a section of the report (empty if it
-    was never run)."""
-    if not SDK_RESULTS.exists():
-        return ""
-    _title, _, body = SDK_RESULTS.read_text(encoding="utf-8").partition("\n")
-    return "\n## The SDK (`make bench-sdk`: bench/sdk_results.md)\n" + body.replace(
-        "\n## ", "\n### "
-    )
+def other_benchmarks() -> str:
+    """The figures of the other benchmarks ``make bench`` runs first, each a section of
+    the report (empty if it was never run): the SDK (issue 21), SCIM provisioning (18)
+    and event streams (24)."""
+    sections = [
+        (SDK_RESULTS, "The SDK (`make bench-sdk`: bench/sdk_results.md)"),
+        (SCIM_RESULTS, "SCIM provisioning (`make bench-scim`: bench/scim_results.md)"),
+        (STREAMS_RESULTS, "Event streams (`make bench-streams`: bench/streams_results.md)"),
+    ]
+    report = ""
+    for path, title in sections:
+        if path.exists():
+            _title, _, body = path.read_text(encoding="utf-8").partition("\n")
+            report += f"\n## {title}\n" + body.replace("\n## ", "\n### ")
+    return report
 
 
 if __name__ == "__main__":
