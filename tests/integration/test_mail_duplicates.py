@@ -37,7 +37,9 @@ def settings(settings: Settings, mailbox: SlowMailbox, celery_conf: None) -> Ite
             smtp_port=port,
             smtp_security="none",
             smtp_timeout=10.0,
-            mail_claim_lease_seconds=0.4,
+            # Renewed every third of it: on two cores shared by the suite's workers a
+            # renewal can come a few hundred ms late (a 0.4 s lease lapsed once in CI).
+            mail_claim_lease_seconds=1.0,
             # No broker answers: each invitation's email waits in the outbox, and the
             # test runs the delivery task itself, as a worker would.
             broker_url="redis://127.0.0.1:1/0",
@@ -94,7 +96,7 @@ def test_a_slow_send_keeps_its_claim(server: LiveServer, mailbox: SlowMailbox) -
     create_workspaces(admin, "acme")
     invite(admin, "bo@example.com", [("acme", "viewer")])
     message_id = newest_message_id(server)
-    mailbox.data_delay = 1.5  # nearly four leases
+    mailbox.data_delay = 2.5  # two and a half leases: a claim not renewed would lapse
 
     worker = threading.Thread(target=deliver_message.apply, args=((message_id,),))
     worker.start()
@@ -102,7 +104,7 @@ def test_a_slow_send_keeps_its_claim(server: LiveServer, mailbox: SlowMailbox) -
     while outbox_status(server, message_id) != DeliveryStatus.SENDING:
         assert time.monotonic() < deadline, "never claimed"
         time.sleep(0.02)
-    deadline = time.monotonic() + 1.3
+    deadline = time.monotonic() + 2.2
     while time.monotonic() < deadline:
         assert current_ledger().unsent(older_than_seconds=0) == [], "taken over while sending"
         assert current_ledger().claim(message_id) is None
