@@ -1,6 +1,7 @@
 """``make bench-scim``: SCIM provisioning's figures (issue 18), not a test.
 
-    python -m bench.scim [--users 1000] [--groups 20] [--deactivate 100] [--url postgresql://...]
+    python -m bench.scim [--users 1000] [--groups 20] [--deactivate 100] [--clients 4]
+        [--url postgresql://...]
 
 A gateway in process (``ringfence init``, then ``create_app``) on SQLite in a temporary
 folder, or on PostgreSQL (``--url``: a database ``ringfence_bench_scim`` is created there,
@@ -8,7 +9,8 @@ dropped first), served over real HTTP on loopback (werkzeug, threaded); a direct
 connection whose groups map to ``editor``; one SCIM client, as a directory is:
 
 * **provisioning**: ``--users`` POST /Users one after the other: users/s. Goal: at least
-  200 users/s on PostgreSQL.
+  200 users/s on PostgreSQL. Then as many other people pushed by ``--clients`` clients at
+  once (4; directories such as Okta push on several connections): users/s.
 * **groups**: ``--groups`` POST /Groups, each with its share of the users as members in
   the one request (every member gets ``editor``): the time per group.
 * **deactivation**: ``--deactivate`` people deactivated as Okta does (PATCH, no path,
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--groups", type=int, default=20)
     parser.add_argument("--deactivate", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=4, help="clients pushing at once")
     parser.add_argument("--url", default="", help="a PostgreSQL server; default: SQLite")
     args = parser.parse_args()
     database_url = _fresh_database(args.url) if args.url else ""
@@ -143,22 +146,40 @@ def _run(base: str, settings: Any, password: str, args: Any, create_client: Any)
         timeout=60,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
     )
+
+    def person(n: int) -> dict[str, Any]:
+        return {
+            "schemas": [USER],
+            "userName": f"person{n}@example.com",
+            "name": {"givenName": "Person", "familyName": str(n)},
+            "emails": [{"value": f"person{n}@example.com", "type": "work", "primary": True}],
+            "active": True,
+        }
+
     ids: list[str] = []
     started = time.perf_counter()
     for n in range(args.users):
-        response = scim.post(
-            "/Users",
-            json={
-                "schemas": [USER],
-                "userName": f"person{n}@example.com",
-                "name": {"givenName": "Person", "familyName": str(n)},
-                "emails": [{"value": f"person{n}@example.com", "type": "work", "primary": True}],
-                "active": True,
-            },
-        )
+        response = scim.post("/Users", json=person(n))
         response.raise_for_status()
         ids.append(response.json()["id"])
     provisioning = time.perf_counter() - started
+
+    # As directories that push on several connections at once (Okta does): --clients
+    # clients, each its own connection, the same number of other people between them.
+    def push(numbers: range) -> None:
+        with httpx.Client(base_url=str(scim.base_url), headers=scim.headers, timeout=60) as own:
+            for n in numbers:
+                own.post("/Users", json=person(n)).raise_for_status()
+
+    first = args.users * 10
+    slices = [range(first + c, first + args.users, args.clients) for c in range(args.clients)]
+    threads = [threading.Thread(target=push, args=(numbers,)) for numbers in slices]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    concurrent = time.perf_counter() - started
 
     share = max(1, len(ids) // max(1, args.groups))
     group_times = []
@@ -208,6 +229,10 @@ def _run(base: str, settings: Any, password: str, args: Any, create_client: Any)
         "users": len(ids),
         "provisioning_s": provisioning,
         "users_per_s": len(ids) / provisioning,
+        "clients": args.clients,
+        "concurrent_users": args.users,
+        "concurrent_s": concurrent,
+        "concurrent_users_per_s": args.users / concurrent,
         "groups": args.groups,
         "members_per_group": share,
         "group_p50_ms": statistics.median(group_times) * 1000,
@@ -227,12 +252,16 @@ def _report(f: dict[str, Any], backend: str, args: Any) -> None:
         "",
         f"`python -m bench.scim --users {args.users} --groups {args.groups} "
         f"--deactivate {args.deactivate}`: one directory, one connection, over HTTP on "
-        "loopback (werkzeug, threaded), one request at a time.",
+        "loopback (werkzeug, threaded), one request at a time; then as many other people "
+        f"pushed by {args.clients} clients at once.",
         "",
         "| measure | value | goal |",
         "|---|---|---|",
         f"| users created | {f['users']} in {f['provisioning_s']:.1f} s: "
         f"**{f['users_per_s']:.0f} users/s** | ≥ 200/s on PostgreSQL ({met_rate} here) |",
+        f"| users created by {f['clients']} clients at once | {f['concurrent_users']} in "
+        f"{f['concurrent_s']:.1f} s: **{f['concurrent_users_per_s']:.0f} users/s** | (the same "
+        "goal, for a directory pushing on several connections) |",
         f"| groups of {f['members_per_group']} members, one POST each | p50 "
         f"{f['group_p50_ms']:.0f} ms, max {f['group_max_ms']:.0f} ms | — |",
         f"| deactivation → first deny on /v1/check ({f['deactivated']} people) | p50 "
