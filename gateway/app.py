@@ -255,7 +255,9 @@ def create_app(settings: Settings | None = None, notifier: Notifier | None = Non
             settings.decision_log, settings.decision_log_sample, _request_id_if_any
         ),
         activity=activity.from_settings(session_factory, settings.activity_flush_seconds),
-        decision_feed=decision_feed.from_settings(session_factory, _request_id_if_any),
+        decision_feed=decision_feed.from_settings(
+            session_factory, _request_id_if_any, start_after_fork=sync.START_THREADS_AFTER_FORK
+        ),
     )
     if app_state.decision_feed is not None:
         # A batch of sampled decisions written: stream delivery starts at once.

@@ -12,38 +12,37 @@ goes on using the database of an app that is gone, while the others keep theirs.
 
 from __future__ import annotations
 
-import threading
-
 from gateway.notifier import DeliveryLedger, Outgoing
 
 __all__ = ["DeliveryLedger", "Outgoing", "current_ledger", "install_ledger", "uninstall_ledger"]
 
 
+# No lock: appending, deleting an item and reading the last are each one step under the
+# interpreter's lock, and apps are made and closed one at a time. (A lock here would be
+# read by the event streams' thread, and a gunicorn worker forked while that thread held
+# it would inherit it held for ever.)
 _ledgers: list[DeliveryLedger] = []
-_lock = threading.Lock()
 
 
 def install_ledger(ledger: DeliveryLedger) -> None:
     """Serve the tasks of this process from ``ledger`` (until it is uninstalled, or a
     newer one is installed)."""
-    with _lock:
-        _ledgers.append(ledger)
+    _ledgers.append(ledger)
 
 
 def uninstall_ledger(ledger: DeliveryLedger) -> None:
     """Take ``ledger`` out (its app closed); the one installed before it serves again.
     A ledger not installed is ignored: closing twice is harmless."""
-    with _lock:
-        for index in range(len(_ledgers) - 1, -1, -1):
-            if _ledgers[index] is ledger:
-                del _ledgers[index]
-                return
+    for index in range(len(_ledgers) - 1, -1, -1):
+        if _ledgers[index] is ledger:
+            del _ledgers[index]
+            return
 
 
 def current_ledger() -> DeliveryLedger:
-    with _lock:
-        if not _ledgers:
-            raise RuntimeError(
-                "no delivery ledger installed (gateway.app or ringfence worker does it)"
-            )
+    try:
         return _ledgers[-1]
+    except IndexError:
+        raise RuntimeError(
+            "no delivery ledger installed (gateway.app or ringfence worker does it)"
+        ) from None

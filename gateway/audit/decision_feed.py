@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -75,7 +76,13 @@ class DecisionFeed(DecisionLog):
         request_id: Callable[[], str | None] = lambda: None,
         limit: int = BUFFER_SIZE,
         refresh_seconds: float = REFRESH_SECONDS,
+        start_after_fork: bool = False,
     ) -> None:
+        # A preloading server's parent (gunicorn, gateway.replication.sync's
+        # START_THREADS_AFTER_FORK): no thread of ours queries the database there, where
+        # a fork could copy a lock it held (the engine's, the driver's) into a worker,
+        # held for ever. Each forked worker starts its writer (DecisionLog._after_fork).
+        self._writer_waits_for_fork = start_after_fork
         self.session_factory = session_factory
         self.limit = limit
         self.refresh_seconds = refresh_seconds
@@ -86,6 +93,14 @@ class DecisionFeed(DecisionLog):
         # which wakes stream delivery); the streams' sweep covers a lost wake-up.
         self.on_written: Callable[[], None] | None = None
         super().__init__("decision_events", 1.0, request_id)
+
+    def _start_writer(self) -> None:
+        if self._writer_waits_for_fork:
+            self._writer_waits_for_fork = False  # the forked worker's call starts it
+            self._thread = threading.Thread(target=lambda: None, name="decision-events-idle")
+            self._thread.start()  # ended at once: close() and flush() find it so
+            return
+        super()._start_writer()
 
     # -- the hot path ---------------------------------------------------------------
 
@@ -225,6 +240,8 @@ def prune(session: Session, now: datetime) -> int:
 
 
 def from_settings(
-    session_factory: sessionmaker[Session], request_id: Callable[[], str | None]
+    session_factory: sessionmaker[Session],
+    request_id: Callable[[], str | None],
+    start_after_fork: bool = False,
 ) -> DecisionFeed:
-    return DecisionFeed(session_factory, request_id)
+    return DecisionFeed(session_factory, request_id, start_after_fork=start_after_fork)

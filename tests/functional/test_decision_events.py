@@ -230,3 +230,25 @@ def test_rate_zero_keeps_nothing_and_costs_a_lookup(server: LiveServer) -> None:
             assert session.query(DecisionEvent).count() == 0
     finally:
         feed.close()
+
+
+def test_a_preloading_parent_runs_no_writer_and_each_forked_worker_its_own(
+    server: LiveServer,
+) -> None:
+    """Under gunicorn (START_THREADS_AFTER_FORK) the app is built in the parent, then
+    forked. A writer there queried the database every second, and a fork at the wrong
+    moment could copy a lock it held into a worker, held for ever (a worker's first
+    request once hung). The parent's feed has no writer; the fork hook starts one."""
+    factory = sessionmaker(bind=gateway_state(server.app).db)
+    feed = DecisionFeed(factory, limit=2, start_after_fork=True)
+    try:
+        assert not feed._thread.is_alive()
+        feed._after_fork()  # what os.register_at_fork runs in the child
+        assert feed._thread.is_alive() and feed._thread.name == "decision-log"
+        feed.wants = ({"acme": 1.0}, 0.0)
+        feed.record("ann@example.com", "acme", "documents", "read", None)
+        assert feed.flush()
+        with factory() as session:
+            assert session.query(DecisionEvent).count() == 1
+    finally:
+        feed.close()
