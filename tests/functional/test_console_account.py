@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pyotp
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from gateway.db.models import AuditEvent, MfaFactor
-from gateway.db.session import make_engine
 from tests.console_support import sign_in
+from tests.functional.test_mfa import database
 from tests.helpers import (
     PASSWORD,
     LiveServer,
@@ -39,16 +36,6 @@ from tests.helpers import (
 
 UNKNOWN_ID = 2_000_000_000
 NEW_PASSWORD = "a brand new passphrase, long"
-
-
-@contextmanager
-def database(server: LiveServer) -> Iterator[Session]:
-    db = make_engine(server.settings.sqlalchemy_url)
-    try:
-        with Session(db) as session:
-            yield session
-    finally:
-        db.dispose()
 
 
 def text(response: httpx.Response) -> str:
