@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local two-replica Ringfence cluster on this machine, against the local PostgreSQL
-# and Redis: two gunicorn replicas (deploy/gunicorn.conf.py) sharing one database, with
+# and Redis: two replicas (`ringfence serve`, granian) sharing one database, with
 # change notices on Redis.
 #
 #   deploy/local-cluster.sh start    # init the database, start replicas on :8001 and :8002
@@ -69,7 +69,7 @@ start() {
   "$PYTHON" -m gateway.cli init
   for port in $PORTS; do
     RINGFENCE_HOST=127.0.0.1 RINGFENCE_PORT="$port" \
-      "$PYTHON" -m gunicorn -c deploy/gunicorn.conf.py >>"$CLUSTER_DIR/replica-$port.log" 2>&1 &
+      "$PYTHON" -m gateway.cli serve >>"$CLUSTER_DIR/replica-$port.log" 2>&1 &
     echo $! > "$CLUSTER_DIR/replica-$port.pid"
   done
   for port in $PORTS; do

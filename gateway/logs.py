@@ -101,7 +101,7 @@ def use_format(logger: logging.Logger, log_format: str) -> None:
 
 def configure_logging(level: str, log_format: str) -> None:
     """The process's logging: a stderr handler on the root logger unless one is set up
-    already (gunicorn's or a test runner's), in ``log_format``."""
+    already (a test runner's, say), in ``log_format``."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"RINGFENCE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
     logging.basicConfig(level=level, format=TEXT_FORMAT)

@@ -1,7 +1,7 @@
 """Prometheus metrics of one gateway process (served at ``/metrics``).
 
-Metrics are per process: run one gunicorn worker per replica (threads for
-concurrency, as ``deploy/gunicorn.conf.py`` does) and scrape every replica, or each
+Metrics are per process: run one worker per replica (threads for concurrency, as
+``ringfence serve`` does by default) and scrape every replica, or each
 worker's numbers are only its own. Gauges are filled in at scrape time from the
 state they describe, so they are never out of date. Whatever is counted since start is
 a counter, exposed with ``_total`` (prometheus_client adds it to a Counter's name).

@@ -19,7 +19,7 @@ __all__ = ["DeliveryLedger", "Outgoing", "current_ledger", "install_ledger", "un
 
 # No lock: appending, deleting an item and reading the last are each one step under the
 # interpreter's lock, and apps are made and closed one at a time. (A lock here would be
-# read by the event streams' thread, and a gunicorn worker forked while that thread held
+# read by the event streams' thread, and a server worker forked while that thread held
 # it would inherit it held for ever.)
 _ledgers: list[DeliveryLedger] = []
 

@@ -55,7 +55,7 @@ class Publisher:
             )
 
     def _start_once_per_process(self) -> None:
-        # After a fork (gunicorn's workers) the parent's thread is not in the child.
+        # After a fork (the server's workers) the parent's thread is not in the child.
         if self._pid == os.getpid():
             return
         with self._lock:

@@ -1,7 +1,7 @@
 """A local multi-replica cluster for tests and the benchmarks (propagation, chaos): a
 private ``redis-server``, TCP proxies (:mod:`tests.tcp_proxy`) in front of it and of
-PostgreSQL, gateway replicas as separate gunicorn processes (``deploy/gunicorn.conf.py``,
-as ``deploy/local-cluster.sh`` starts them) on loopback ports, and a mail worker
+PostgreSQL, gateway replicas as separate ``ringfence serve`` processes (granian, as
+``deploy/local-cluster.sh`` starts them) on loopback ports, and a mail worker
 (``ringfence worker``) as a child process.
 """
 
@@ -29,7 +29,6 @@ from tests.helpers import ADMIN_EMAIL, run_cli
 from tests.tcp_proxy import TcpProxy
 
 REDIS_SERVER = shutil.which("redis-server")
-GUNICORN_CONF = PROJECT_ROOT / "deploy" / "gunicorn.conf.py"
 T = TypeVar("T")
 
 
@@ -146,7 +145,7 @@ def through_proxy(database_url: str, proxy: TcpProxy) -> str:
 
 
 class Replica:
-    """One gateway replica: gunicorn with ``deploy/gunicorn.conf.py`` as a child process."""
+    """One gateway replica: ``ringfence serve`` (granian, as deployed) as a child process."""
 
     def __init__(self, name: str, settings: Settings, log_dir: Path, **env: str) -> None:
         self.name = name
@@ -165,12 +164,12 @@ class Replica:
             RINGFENCE_PORT=str(self.port),
             RINGFENCE_ACCESS_LOG="",
             PYTHONUNBUFFERED="1",
-            **self.extra_env,
         )
+        env.update(self.extra_env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)],
+                [sys.executable, "-m", "gateway.cli", "serve"],
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdout=log,

@@ -251,7 +251,7 @@ def _flush_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # gunicorn preloads the app, then forks: each worker needs its own writer thread.
+    # `ringfence serve` builds the app, then forks: each worker needs its own writer thread.
     for recorder in list(_live):
         recorder.restart_after_fork()
 

@@ -78,7 +78,7 @@ class DecisionFeed(DecisionLog):
         refresh_seconds: float = REFRESH_SECONDS,
         start_after_fork: bool = False,
     ) -> None:
-        # A preloading server's parent (gunicorn, gateway.replication.sync's
+        # A preloading server's parent (ringfence serve, gateway.replication.sync's
         # START_THREADS_AFTER_FORK): no thread of ours queries the database there, where
         # a fork could copy a lock it held (the engine's, the driver's) into a worker,
         # held for ever. Each forked worker starts its writer (DecisionLog._after_fork).

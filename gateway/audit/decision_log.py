@@ -61,7 +61,7 @@ class DecisionLog:
         self._thread.start()
 
     def _after_fork(self) -> None:
-        """In a forked child (a gunicorn worker of a preloaded app): threads do not
+        """In a forked child (a worker of a preloaded app): threads do not
         survive fork, so without a writer of its own the child would buffer decisions
         until it dropped them. The parent's pending lines are the parent's to write."""
         if self._stopping:
@@ -121,7 +121,7 @@ class DecisionLog:
             if self._stream is None:
                 self._stream = self._open()
             # One write per batch of whole lines: with O_APPEND, processes sharing the
-            # file (gunicorn workers) do not interleave within a line.
+            # file (the served workers) do not interleave within a line.
             self._stream.write(text)
             self._stream.flush()
             self.written += count

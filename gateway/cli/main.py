@@ -727,38 +727,64 @@ def doctor(settings: Settings, urls: tuple[str, ...], max_lag: int) -> None:
 
 
 @main.command()
-@click.option("--host", help="Address to listen on (default 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default 8000).")
-@click.option("--workers", type=int, default=1, show_default=True)
-@click.option("--threads", type=int, default=8, show_default=True)
+@click.option("--host", help="Address to listen on (default: the host setting, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default: the port setting, 8000).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="WEB_CONCURRENCY",
+    help="Worker processes, forked from one built app (env WEB_CONCURRENCY).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    envvar="RINGFENCE_THREADS",
+    help="Threads running requests in each worker (env RINGFENCE_THREADS).",
+)
+@click.option(
+    "--graceful-timeout",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    envvar="RINGFENCE_GRACEFUL_TIMEOUT",
+    help="Seconds a stopping worker gets to finish its requests (env RINGFENCE_GRACEFUL_TIMEOUT).",
+)
 @click.pass_obj
 def serve(
-    settings: Settings, host: str | None, port: int | None, workers: int, threads: int
+    settings: Settings,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    threads: int,
+    graceful_timeout: int,
 ) -> None:
-    """Serve the gateway with gunicorn (run `ringfence init` first)."""
-    from gunicorn.app.base import BaseApplication
+    """Serve the gateway with granian (run `ringfence init` first).
+
+    The app is built once, then forked into the workers; `kill -HUP` reloads the
+    workers gracefully, TERM stops them after their requests. The access log goes to
+    stdout unless RINGFENCE_ACCESS_LOG is set to an empty value."""
+    import os
 
     from gateway.app import create_app
+    from gateway.cli.server import ServerOptions
+    from gateway.cli.server import serve as serve_app
 
-    bind = f"{host or settings.host}:{port or settings.port}"
-
-    class Server(BaseApplication):
-        def load_config(self) -> None:
-            self.cfg.set("bind", bind)
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("accesslog", "-")
-            # gunicorn >= 25 opens a control socket at one path per user, which a second
-            # gateway on the host would share; signals are the interface (as in deploy/).
-            if "control_socket_disable" in self.cfg.settings:
-                self.cfg.set("control_socket_disable", True)
-
-        def load(self) -> Any:
-            return create_app(settings)
-
+    options = ServerOptions(
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        threads=threads,
+        access_log=bool(os.environ.get("RINGFENCE_ACCESS_LOG", "-")),
+        log_level=settings.log_level,
+        graceful_timeout=graceful_timeout,
+    )
+    bind = f"{options.host}:{options.port}"
     click.echo(f"Ringfence on http://{bind}  (API docs: http://{bind}/docs)")
-    Server().run()
+    serve_app(lambda: create_app(settings), options)
 
 
 @main.command()

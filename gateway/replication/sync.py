@@ -40,8 +40,8 @@ from gateway.replication.loading import reload_engine
 
 log = logging.getLogger("ringfence.sync")
 
-# Set by a server that builds the app before forking workers (gunicorn's preload, see
-# deploy/gunicorn.conf.py): background threads then start in each worker only, since a
+# Set by a server that builds the app before forking workers (``ringfence serve``, see
+# gateway/cli/server.py): background threads then start in each worker only, since a
 # lock held by a thread of the parent at fork time would stay locked in the child.
 START_THREADS_AFTER_FORK = False
 
@@ -281,7 +281,7 @@ class RevisionPoller:
         return self
 
     def restart_after_fork(self) -> None:
-        """Threads do not survive ``fork`` (gunicorn's preload): start a new one."""
+        """Threads do not survive ``fork`` (a preloading server): start a new one."""
         self._stop = threading.Event()
         self._thread = self._new_thread()
         self._thread.start()

@@ -80,7 +80,7 @@ class BoundedCalls:
             self._slots.release()
 
     def _start_once_per_process(self) -> None:
-        # gunicorn forks after building the app: the parent's threads are not in the child.
+        # `ringfence serve` forks after building the app: the parent's threads are not in the child.
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():

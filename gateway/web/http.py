@@ -216,7 +216,7 @@ class ProblemApi(Api):
     documented as they are (:class:`ProblemDocs`); ``public_endpoints`` need no token.
 
     Blueprints are routed at once and documented when the OpenAPI document is first
-    read: building it costs ~75 ms of every start (each gunicorn worker, each test's
+    read: building it costs ~75 ms of every start (each served worker, each test's
     app), and most processes never serve it."""
 
     def __init__(

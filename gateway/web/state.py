@@ -3,7 +3,7 @@ object kept on the Flask app.
 
 :func:`gateway.app.create_app` builds one :class:`GatewayState` per app and stores it
 under the app's only extension key; every module of the web layer (and ``admin_api``,
-``console``, the check lane, gunicorn's fork hook) reaches it through
+``console``, the check lane, the server's fork hook) reaches it through
 :func:`gateway_state` (an app at hand) or :func:`state` (the current app). The services
 never see it: they are handed the plain collaborators they need (the engine, a session,
 the decision log, the activity recorder), so they stay free of Flask.
@@ -96,9 +96,9 @@ class GatewayState:
     on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def restart_after_fork(self) -> None:
-        """gunicorn's ``preload_app`` builds the app before forking workers: their
-        threads and pooled connections stay behind in the parent, so each worker starts
-        its own (called by gunicorn's ``post_worker_init``, and again by the first
+        """``ringfence serve`` builds the app before forking workers: their threads and
+        pooled connections stay behind in the parent, so each worker starts its own
+        (called by gateway.cli.server.worker_app in each worker, and again by the first
         request, which is free once done). The decision log and the activity recorder
         restart their writers themselves, at any fork (gateway.audit)."""
         if self.pid == os.getpid():

@@ -235,7 +235,7 @@ def test_rate_zero_keeps_nothing_and_costs_a_lookup(server: LiveServer) -> None:
 def test_a_preloading_parent_runs_no_writer_and_each_forked_worker_its_own(
     server: LiveServer,
 ) -> None:
-    """Under gunicorn (START_THREADS_AFTER_FORK) the app is built in the parent, then
+    """Under `ringfence serve` (START_THREADS_AFTER_FORK) the app is built in the parent, then
     forked. A writer there queried the database every second, and a fork at the wrong
     moment could copy a lock it held into a worker, held for ever (a worker's first
     request once hung). The parent's feed has no writer; the fork hook starts one."""

@@ -97,7 +97,7 @@ def test_sampling_keeps_about_that_share(tmp_path: Path) -> None:
 
 
 def test_a_forked_worker_writes_its_own_decisions(tmp_path: Path) -> None:
-    # gunicorn preloads the app, so the log is made in the master and its writer thread
+    # `ringfence serve` preloads the app, so the log is made in the master and its writer thread
     # does not survive the fork: the worker must start its own.
     path = tmp_path / "forked.jsonl"
     shared = DecisionLog(str(path))

@@ -342,7 +342,7 @@ def test_the_window_is_capped_and_drops_are_counted(
 def test_a_forked_worker_records_with_a_thread_of_its_own(
     server: LiveServer, people: dict[str, int]
 ) -> None:
-    """gunicorn builds the app, then forks: the worker's writer thread must run."""
+    """`ringfence serve` builds the app, then forks: the worker's writer thread must run."""
     recorder = gateway_state(server.app).activity
     assert recorder is not None
     parent_thread = recorder._thread
@@ -403,10 +403,10 @@ def test_the_console_shows_last_activity_to_readers_of_the_workspace(
 
 
 @pytest.mark.parametrize("flush_seconds", [0.5, 3600])
-def test_a_gunicorn_worker_records_and_writes_what_it_holds_when_it_stops(
+def test_a_served_worker_records_and_writes_what_it_holds_when_it_stops(
     settings: Settings, admin_password: str, tmp_path: Path, flush_seconds: float
 ) -> None:
-    """The deployment's way: gunicorn builds the app, then forks the worker. With a short
+    """The deployment's way: `ringfence serve` builds the app, then forks the worker. With a short
     interval the worker's own writer thread writes while it runs; with an hour, what it
     holds when stopped is written at exit (only the exit can have written it)."""
     created = run_cli(settings, "create-admin", "--email", "ops@example.com", "--name", "Ops")

@@ -1,4 +1,4 @@
-"""Two real gateway replicas (gunicorn processes on loopback ports) on one PostgreSQL
+"""Two real gateway replicas (`ringfence serve` processes on loopback ports) on one PostgreSQL
 schema, with change notices on a private Redis; TCP proxies the test controls stand in
 front of Redis and of PostgreSQL, so the links can be cut and restored.
 

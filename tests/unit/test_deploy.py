@@ -1,18 +1,14 @@
 """The deployment files parse and say what they must (no Docker engine or cluster here:
-the compose file and Kubernetes manifests are checked as YAML, the gunicorn config as
-Python, the script with bash -n)."""
+the compose file and Kubernetes manifests are checked as YAML, the script with bash -n)."""
 
 from __future__ import annotations
 
-import runpy
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gateway.config import PROJECT_ROOT, Settings
-from gateway.replication import sync
 
 DEPLOY = PROJECT_ROOT / "deploy"
 
@@ -26,16 +22,17 @@ def env_names(container: dict[str, Any]) -> set[str]:
     return {e["name"] for e in container.get("env", [])}
 
 
-def test_gunicorn_config_uses_gthread_preload_and_starts_threads_in_workers() -> None:
-    before = sync.START_THREADS_AFTER_FORK
-    try:
-        config = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
-        assert sync.START_THREADS_AFTER_FORK is True
-    finally:
-        sync.START_THREADS_AFTER_FORK = before
-    assert config["worker_class"] == "gthread" and config["preload_app"] is True
-    assert config["wsgi_app"] == "gateway.app:create_app()"
-    assert config["graceful_timeout"] > 0 and callable(config["post_worker_init"])
+def test_every_replica_runs_ringfence_serve() -> None:
+    """One way to serve, tested by the suite's replicas (tests/cluster.py): the image,
+    Kubernetes and the local cluster all run ``ringfence serve`` (granian)."""
+    assert '\nCMD ["ringfence", "serve"]' in (DEPLOY / "Dockerfile").read_text()
+    [container] = manifests("gateway.yaml")["Deployment/ringfence-gateway"]["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert container["args"] == ["ringfence", "serve"]
+    script = (DEPLOY / "local-cluster.sh").read_text()
+    assert script.count('"$PYTHON" -m gateway.cli serve') == 1
+    assert "gunicorn" not in script
 
 
 def test_compose_has_database_redis_two_replicas_behind_a_balancer_worker_and_beat() -> None:
@@ -103,11 +100,10 @@ def test_kubernetes_worker_beat_and_migration() -> None:
 def test_dockerfile_is_multi_stage_and_non_root() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert dockerfile.count("FROM ") >= 2 and "COPY --from=build" in dockerfile
-    assert "USER 10001" in dockerfile and "gunicorn.conf.py" in dockerfile
+    assert "USER 10001" in dockerfile
 
 
 def test_local_cluster_script_is_valid_bash() -> None:
     script = DEPLOY / "local-cluster.sh"
     assert script.stat().st_mode & 0o111
     subprocess.run(["bash", "-n", str(script)], check=True)
-    assert Path(script).read_text().count("gunicorn -c deploy/gunicorn.conf.py") == 1

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.cli.server import ACCESS_LOG_FORMAT
 from gateway.web.accept_page import install_log_redaction
 
 
@@ -16,7 +17,7 @@ def logged() -> Iterator[tuple[io.StringIO, logging.Logger, logging.Logger]]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     install_log_redaction()
-    loggers = logging.getLogger("gunicorn.access"), logging.getLogger("werkzeug")
+    loggers = logging.getLogger("granian.access"), logging.getLogger("werkzeug")
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
@@ -27,17 +28,18 @@ def logged() -> Iterator[tuple[io.StringIO, logging.Logger, logging.Logger]]:
         logger.setLevel(level)
 
 
-def test_gunicorns_access_log_is_formatted_and_redacted(
+def test_the_servers_access_log_is_formatted_and_redacted(
     logged: tuple[io.StringIO, logging.Logger, logging.Logger],
 ) -> None:
     stream, access, _ = logged
-    # As gunicorn's glogging.Logger.access logs: its format and one mapping of atoms.
-    atoms = {"h": "127.0.0.1", "r": "GET /invite/s3cr3t-t0ken HTTP/1.1", "s": "200", "B": 29}
-    access.info('%(h)s "%(r)s" %(s)s %(B)s', atoms)
-    access.info('"%(r)s"', {"r": "GET /auth/sso/callback?state=x&code=c0de HTTP/1.1"})
+    # As granian logs a request: ringfence serve's format and one mapping of atoms.
+    atoms = {"addr": "127.0.0.1", "method": "GET", "path": "/invite/s3cr3t-t0ken"}
+    atoms |= {"protocol": "HTTP/1.1", "status": 200, "dt_ms": 1.25}
+    access.info(ACCESS_LOG_FORMAT, atoms)
+    access.info('"%(path)s"', {"path": "/auth/sso/callback?state=x&code=c0de"})
     assert stream.getvalue().splitlines() == [
-        '127.0.0.1 "GET /invite/[redacted] HTTP/1.1" 200 29',
-        '"GET /auth/sso/callback?state=x&code=[redacted] HTTP/1.1"',
+        '127.0.0.1 - "GET /invite/[redacted] HTTP/1.1" 200 1.2ms',
+        '"/auth/sso/callback?state=x&code=[redacted]"',
     ]
 
 
