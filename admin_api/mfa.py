@@ -45,6 +45,9 @@ class MfaStatusSchema(Schema):
     totp_enrolled_at = fields.DateTime(allow_none=True)
     pending = fields.Boolean(metadata={"description": "An enrolment waits for its first code"})
     recovery_codes_left = fields.Integer()
+    passkeys = fields.Integer(
+        metadata={"description": "Passkeys and security keys (added in the console)"}
+    )
 
 
 class TotpEnrolmentSchema(Schema):

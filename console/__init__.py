@@ -18,6 +18,7 @@ from console import (  # noqa: F401  (they register their pages on bp)
     forgot_password,
     invite_many,
     mfa,
+    passkeys,
     people,
     reviews,
     settings_pages,

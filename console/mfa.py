@@ -39,6 +39,7 @@ def _code_page(errors: list[str] | None = None, status: int = 200) -> Response:
         status=status,
         errors=errors or [],
         next=request.values.get("next", ""),
+        methods=services().mfa.ticket_methods(console_session.mfa_ticket()),
     )
     if new_cookie:
         console_session.set_pre_session(response, new_cookie)
@@ -148,6 +149,8 @@ def two_step_remove() -> Response:
 # A session good only for enrolling (RINGFENCE_MFA_REQUIRED) reaches these pages only.
 ENROLMENT_PAGES = {"console.two_step", "console.two_step_start", "console.two_step_confirm"}
 ENROLMENT_PAGES |= {"console.sign_out", "console.static"}
+# A passkey is a factor too (console/passkeys.py).
+ENROLMENT_PAGES |= {"console.passkeys", "console.passkey_options", "console.passkey_add"}
 
 
 @bp.before_request

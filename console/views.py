@@ -58,7 +58,7 @@ from gateway.services.invitations import effective_status
 from gateway.services.permissions import Permission
 from gateway.services.settings import parse_domains
 from gateway.services.users import UserFilter, UserView
-from gateway.web.http import MAX_REASON, change_reason, services
+from gateway.web.http import MAX_REASON, change_reason, problem_response, services
 from gateway.web.sso import ERROR_KEY as SSO_ERROR_KEY
 from gateway.web.sso import exchange_code
 
@@ -86,6 +86,9 @@ SECURITY_HEADERS = {
 }
 PUBLIC_ENDPOINTS = {"console.sign_in", "console.static", "console.sso_start", "console.sso_done"}
 PUBLIC_ENDPOINTS |= {"console.sign_in_code"}  # the second step (console/mfa.py)
+# Passkeys' sign-in ceremonies, passwordless and as the second step (console/passkeys.py).
+PUBLIC_ENDPOINTS |= {"console.passkey_sign_in_options", "console.passkey_sign_in"}
+PUBLIC_ENDPOINTS |= {"console.passkey_second_options", "console.passkey_second"}
 
 
 # -- the signed-in admin ---------------------------------------------------------------
@@ -271,7 +274,10 @@ def _nav() -> list[tuple[str, str, str]]:
 
 @bp.errorhandler(RingfenceError)
 def _error(error: RingfenceError) -> Response:
-    """Refusals become a message on the page (htmx shows it in the message area)."""
+    """Refusals become a message on the page (htmx shows it in the message area); a
+    script's JSON request (passkeys' ceremonies) gets them as problem+json."""
+    if request.is_json:
+        return problem_response(error.to_problem())
     if isinstance(error, Unauthorized):
         return _to_sign_in()
     message = error.detail or error.title

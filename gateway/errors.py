@@ -69,6 +69,14 @@ class InvalidMfaCode(Unauthorized):
     title = "The code is not valid"
 
 
+class InvalidPasskey(Unauthorized):
+    """A passkey's answer that does not verify (gateway.services.passkeys): the same
+    answer whatever went wrong, so that it tells nobody which accounts or keys exist."""
+
+    type = "invalid-passkey"
+    title = "The passkey was not accepted"
+
+
 class Forbidden(RingfenceError):
     status = 403
     type = "forbidden"

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -904,4 +906,53 @@ class MfaRecoveryCode(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class PasskeyCredential(Base):
+    """A person's passkey or security key (WebAuthn; gateway.services.passkeys): a second
+    factor, and a sign-in of its own when the authenticator keeps it (discoverable). The
+    public key is public; ``sign_count`` is the authenticator's counter at its last use
+    (a counter that does not grow means a cloned authenticator). ``user_handle`` is the
+    random WebAuthn user id the person's passkeys carry: a passwordless sign-in names its
+    account by it, never by an id or an address."""
+
+    __tablename__ = "passkey_credentials"
+    __table_args__ = NEVER_REUSED
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)  # base64url
+    user_handle: Mapped[str] = mapped_column(String(100), index=True)  # base64url
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # COSE_Key
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    name: Mapped[str] = mapped_column(String(64))
+    transports: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    aaguid: Mapped[str] = mapped_column(String(36), default="")
+    backed_up: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class PasskeyChallenge(Base):
+    """SHA-256 of a WebAuthn challenge handed to a browser, for one ceremony: its
+    ``purpose`` (register, sign_in, second_factor), the person it is for (none for a
+    passwordless sign-in), and SHA-256 of what binds it to that browser (its console
+    session, sign-in cookie or second-step ticket). Used once, by a conditional update,
+    and only until ``expires_at``."""
+
+    __tablename__ = "passkey_challenges"
+    __table_args__ = NEVER_REUSED
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    challenge_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, default=None
+    )
+    binding_hash: Mapped[str] = mapped_column(String(64))
+    # A registration's: the WebAuthn user id its options named, kept with the passkey.
+    user_handle: Mapped[str | None] = mapped_column(String(100), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -55,6 +55,20 @@ class LoginThrottle:
     def succeeded(self, email: str) -> None:
         self._limiter.clear(self._per_account, f"login-account:{normalise_email(email)}")
 
+    def client_check(self, client: str) -> None:
+        """TooManyRequests once ``client`` failed too often, at anything counted against
+        it (passwords, codes, passkeys): a sign-in that names no account, a passkey's."""
+        item, key = self._per_client, f"login-client:{client}"
+        if not self._limiter.test(item, key):
+            reset = self._limiter.get_window_stats(item, key).reset_time
+            wait = max(1, int(reset - time.time()) + 1)
+            raise TooManyRequests(
+                f"Too many failed sign-ins; try again in {wait} s", retry_after=wait
+            )
+
+    def client_failed(self, client: str) -> None:
+        self._limiter.hit(self._per_client, f"login-client:{client}")
+
     def second_factor_check(self, user_id: int, client: str) -> None:
         """TooManyRequests once the person's second step (their codes, per account, as
         typed addresses are) or the client failed too often."""

@@ -34,6 +34,7 @@ from gateway.services.grants import GrantService
 from gateway.services.invitations import InvitationService
 from gateway.services.mfa import MfaService
 from gateway.services.oauth import ClientService, KeyService, TokenService
+from gateway.services.passkeys import PasskeyService
 from gateway.services.people import PersonService
 from gateway.services.plan_inputs import PlanInputService
 from gateway.services.policies import PolicyService
@@ -102,6 +103,7 @@ class Services:
             session, settings, self.auth, uow, self.users, authorizer, self.workspaces
         )
         self.auth.must_enrol = self.mfa.must_enrol
+        self.passkeys = PasskeyService(session, settings, self.auth, uow, self.mfa)
         self.people = PersonService(session, authorizer, self.users, self.invitations, self.audit)
         self.account = AccountService(session, self.invitations)
         self.clients = ClientService(session, uow, authorizer)

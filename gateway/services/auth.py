@@ -21,6 +21,7 @@ from gateway.config import Settings
 from gateway.db.models import (
     AuthSession,
     MfaFactor,
+    PasskeyCredential,
     RefreshToken,
     TokenPurpose,
     User,
@@ -121,17 +122,30 @@ class AuthService:
         return issued
 
     def _has_second_factor(self, user: User) -> bool:
-        return (
-            self.session.scalar(
-                select(MfaFactor.id).where(
-                    MfaFactor.user_id == user.id, MfaFactor.confirmed_at.is_not(None)
-                )
+        return bool(self.second_factors(user.id))
+
+    def second_factors(self, user_id: int) -> list[str]:
+        """The second steps open to the person, as ``methods`` names them: ``totp`` (a
+        confirmed authenticator app), ``webauthn`` (a passkey or security key), and
+        ``recovery_code`` beside either; empty: the password alone signs them in."""
+        methods = []
+        if self.session.scalar(
+            select(MfaFactor.id).where(
+                MfaFactor.user_id == user_id, MfaFactor.confirmed_at.is_not(None)
             )
-            is not None
-        )
+        ):
+            methods.append("totp")
+        if self.session.scalar(
+            select(PasskeyCredential.id).where(PasskeyCredential.user_id == user_id).limit(1)
+        ):
+            methods.append("webauthn")
+        return [*methods, "recovery_code"] if methods else []
 
     def _challenge(self, user: User, typed: str, client: str, request_id: str | None) -> None:
-        """No session yet: a single-use ticket to the second step, in the refusal."""
+        """No session yet: a single-use ticket to the second step, in the refusal. (The
+        API's second step takes codes; a passkey's is a browser's ceremony, in the
+        console, with the same ticket.)"""
+        methods = self.second_factors(user.id)
         ticket = new_token()
         self.session.add(
             UserToken(
@@ -143,10 +157,12 @@ class AuthService:
         )
         self._audit_sign_in("auth.mfa_challenged", user, typed, client, request_id)  # commits
         raise MfaRequired(
-            "Enter a code from your authenticator app (or a recovery code)",
+            "Enter a code from your authenticator app (or a recovery code)"
+            if "totp" in methods
+            else "Use your passkey or security key (or a recovery code)",
             mfa_token=ticket,
             expires_in=int(MFA_CHALLENGE_TTL.total_seconds()),
-            methods=["totp", "recovery_code"],
+            methods=methods,
         )
 
     def refresh(self, refresh_token: str, request_id: str | None = None) -> IssuedToken:

@@ -1,5 +1,8 @@
 """Multi-factor authentication: a person's authenticator app (TOTP, RFC 6238) and one-time
-recovery codes, and the second step of signing in.
+recovery codes, and the second step of signing in. Passkeys and security keys (WebAuthn)
+are factors too: gateway.services.passkeys registers them and verifies their ceremonies,
+with the rules kept here (which factors a person has, the last one kept while a policy
+asks for one, the recovery codes, the second step's ticket, the admin's reset).
 
 Enrolment: the person asks for a secret (shown once, with its otpauth:// URI for a QR
 code; stored sealed with the secret key), and a first code from the app confirms it;
@@ -24,6 +27,8 @@ from gateway.db.models import (
     AuthSession,
     MfaFactor,
     MfaRecoveryCode,
+    PasskeyChallenge,
+    PasskeyCredential,
     TokenPurpose,
     User,
     UserStatus,
@@ -53,6 +58,10 @@ ADMIN_PERMISSIONS = tuple(p for p in Permission if not p.value.endswith(":read")
 ISSUER = "Ringfence"
 EXPIRED = "The sign-in has expired or is not valid; sign in again"
 WRONG_CODE = "The code is not valid, or was used already"
+LAST_FACTOR = (
+    "Two-step sign-in is required of you here: keep at least one authenticator app, "
+    "passkey or security key"
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class MfaStatus:
     totp_enrolled_at: datetime | None
     pending: bool  # an enrolment waits for its first code
     recovery_codes_left: int
+    passkeys: int = 0  # passkeys and security keys registered
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,7 @@ class FactorsOfPerson:
     totp_enrolled_at: datetime | None
     pending: bool  # an enrolment waits for its first code
     resettable: bool  # :meth:`MfaService.reset` would take something away now
+    passkeys: int = 0  # passkeys and security keys registered
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,7 @@ class MfaService:
             totp_enrolled_at=factor.confirmed_at if factor else None,
             pending=factor is not None and not confirmed,
             recovery_codes_left=self._codes_left(user_id),
+            passkeys=self.passkey_count(user_id),
         )
 
     def begin_totp(self, actor: Actor) -> TotpEnrolment:
@@ -229,13 +241,7 @@ class MfaService:
         with self.uow.events_only(actor) as changes:
             factor.confirmed_at, factor.last_step, factor.last_used_at = now, step, now
             codes = self._new_recovery_codes(user.id)
-            # Sessions good only for enrolling become whole: the factor is proven.
-            self.session.execute(
-                update(AuthSession)
-                .where(AuthSession.user_id == user.id, AuthSession.mfa_pending.is_(True))
-                .values(mfa_pending=False)
-                .execution_options(synchronize_session=False)
-            )
+            self.finish_enrolment(user.id)
             changes.audit(
                 "mfa.enrolled",
                 AuditTarget.USER,
@@ -263,20 +269,23 @@ class MfaService:
         return RecoveryCodes(codes)
 
     def remove_totp(self, actor: Actor, code: str) -> None:
-        """Turn two-step sign-in off, with a current code (or a recovery code)."""
+        """Remove the authenticator app, with a current code (or a recovery code): two-step
+        sign-in is off unless passkeys remain. Not the last factor while a policy asks
+        the person for one."""
         user = self._user(actor)
         factor = self._confirmed(user.id)
-        if self.must_enrol(user):
-            raise Conflict(
-                "This installation requires two-step sign-in of you: it cannot be turned off"
-            )
+        if self.must_enrol(user) and not self.passkey_count(user.id):
+            raise Conflict(LAST_FACTOR)
         if totp.is_totp_code(code):
             step = self._checked_step(actor, user, factor, code)
             self._use_step(factor, step)
         elif self._use_recovery_code(user.id, code) is None:
             self._refuse_code(actor, user, InvalidInput(WRONG_CODE, errors={"code": [WRONG_CODE]}))
         with self.uow.events_only(actor) as changes:
-            self._remove_factors(user.id)
+            self.lock_factors(user.id)
+            self.session.execute(delete(MfaFactor).where(MfaFactor.id == factor.id))
+            self.require_a_factor_left(user)
+            self.forget_codes_without_factors(user.id)
             changes.audit("mfa.removed", AuditTarget.USER, user.id, user.name, after={"kind": TOTP})
 
     # -- an admin's reset ---------------------------------------------------------------
@@ -288,6 +297,7 @@ class MfaService:
         with ``users:reset_mfa`` in every workspace where they hold a role and the right
         to grant each of their roles (an admin does not weaken the owner's sign-in)."""
         user, factor = self._resettable(actor, user_id)
+        passkeys = self.passkey_count(user.id)
         with self.uow.events_only(actor) as changes:
             self._remove_factors(user.id)
             ended = self.auth.end_all_sessions(user, "second factors reset")
@@ -297,8 +307,10 @@ class MfaService:
                 AuditTarget.USER,
                 user.id,
                 user.name,
-                before={"totp": factor.confirmed_at is not None},
-                after={"totp": False, "sessions_ended": ended},
+                before={"totp": factor is not None and factor.confirmed_at is not None}
+                | ({"passkeys": passkeys} if passkeys else {}),
+                after={"totp": False, "sessions_ended": ended}
+                | ({"passkeys": 0} if passkeys else {}),
             )
         return ended
 
@@ -315,11 +327,13 @@ class MfaService:
             return None
         factor = self._factor(user.id)
         confirmed = factor is not None and factor.confirmed_at is not None
+        passkeys = self.passkey_count(user.id)
         return FactorsOfPerson(
             totp=confirmed,
             totp_enrolled_at=factor.confirmed_at if factor else None,
             pending=factor is not None and not confirmed,
-            resettable=factor is not None,
+            resettable=factor is not None or passkeys > 0,
+            passkeys=passkeys,
         )
 
     def require_resettable(self, actor: Actor, user_id: int) -> None:
@@ -327,11 +341,11 @@ class MfaService:
         nothing: what a confirmation asks before it offers the reset."""
         self._resettable(actor, user_id)
 
-    def _resettable(self, actor: Actor, user_id: int) -> tuple[User, MfaFactor]:
+    def _resettable(self, actor: Actor, user_id: int) -> tuple[User, MfaFactor | None]:
         user = self.users.visible_user(actor, user_id)
         self._require_may_reset(actor, user)
         factor = self._factor(user.id)
-        if factor is None:
+        if factor is None and not self.passkey_count(user.id):
             raise Conflict(f"User {user_id} has no second factor")
         return user, factor
 
@@ -359,28 +373,7 @@ class MfaService:
         """A session for the holder of the password step's ticket and a right code: a
         TOTP code of a step not used before, or an unused recovery code. The ticket is
         used once, by the first right code; wrong codes are throttled."""
-        row = self.session.scalar(
-            select(UserToken).where(
-                UserToken.token_hash == token_digest(ticket),
-                UserToken.purpose == TokenPurpose.MFA_CHALLENGE,
-            )
-        )
-        user = self.session.get(User, row.user_id) if row else None
-        if row is None or user is None:
-            raise Unauthorized(EXPIRED)
-        actor = self_actor(user, client, request_id)
-        if (
-            row.used_at is not None
-            or row.expires_at <= utcnow()
-            or user.status != UserStatus.ACTIVE
-        ):
-            self.uow.record(actor, "auth.mfa_expired", AuditTarget.USER, target_id=user.id)
-            raise Unauthorized(EXPIRED)
-        try:
-            self.throttle.second_factor_check(user.id, client)
-        except TooManyRequests:
-            self.uow.record(actor, "auth.mfa_throttled", AuditTarget.USER, target_id=user.id)
-            raise
+        row, user, actor = self.open_ticket(ticket, client, request_id)
         # The ticket is claimed and the code used in one transaction: of two concurrent
         # uses one wins; a wrong code undoes the claim.
         if not claim_user_token(self.session, row.id):
@@ -407,6 +400,103 @@ class MfaService:
             actor, "auth.mfa_verified", AuditTarget.USER, target_id=user.id, after=after
         )
         return self.auth.start_session(user, "auth.login", client, request_id)
+
+    def open_ticket(
+        self, ticket: str, client: str = "", request_id: str | None = None
+    ) -> tuple[UserToken, User, Actor]:
+        """The password step's ticket, its person and them as the actor, if the ticket is
+        unused, unexpired and theirs is an active account (Unauthorized, audited, if not)
+        and their second step is not throttled (TooManyRequests, audited)."""
+        row = self._ticket_row(ticket)
+        user = self.session.get(User, row.user_id) if row else None
+        if row is None or user is None:
+            raise Unauthorized(EXPIRED)
+        actor = self_actor(user, client, request_id)
+        if (
+            row.used_at is not None
+            or row.expires_at <= utcnow()
+            or user.status != UserStatus.ACTIVE
+        ):
+            self.uow.record(actor, "auth.mfa_expired", AuditTarget.USER, target_id=user.id)
+            raise Unauthorized(EXPIRED)
+        try:
+            self.throttle.second_factor_check(user.id, client)
+        except TooManyRequests:
+            self.uow.record(actor, "auth.mfa_throttled", AuditTarget.USER, target_id=user.id)
+            raise
+        return row, user, actor
+
+    def ticket_methods(self, ticket: str) -> list[str]:
+        """The second steps open to the holder of a live ticket (what the console's code
+        page offers); empty for a ticket that is not (nothing is told of whose)."""
+        user_id = self.ticket_user_id(ticket)
+        return [] if user_id is None else self.auth.second_factors(user_id)
+
+    def ticket_user_id(self, ticket: str) -> int | None:
+        """Whose a live (unused, unexpired) ticket is; None for any other."""
+        row = self._ticket_row(ticket) if ticket else None
+        if row is None or row.used_at is not None or row.expires_at <= utcnow():
+            return None
+        return row.user_id
+
+    def _ticket_row(self, ticket: str) -> UserToken | None:
+        return self.session.scalar(
+            select(UserToken).where(
+                UserToken.token_hash == token_digest(ticket),
+                UserToken.purpose == TokenPurpose.MFA_CHALLENGE,
+            )
+        )
+
+    # -- what passkeys share with the app ------------------------------------------------
+
+    def passkey_count(self, user_id: int) -> int:
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(PasskeyCredential)
+                .where(PasskeyCredential.user_id == user_id)
+            )
+            or 0
+        )
+
+    def factors_left(self, user_id: int) -> int:
+        """Confirmed factors: the authenticator app, and each passkey."""
+        factor = self._factor(user_id)
+        return int(factor is not None and factor.confirmed_at is not None) + self.passkey_count(
+            user_id
+        )
+
+    def lock_factors(self, user_id: int) -> None:
+        """Take the person's row lock (PostgreSQL; SQLite has one writer at a time) before
+        removing a factor, so that two removals at once cannot each leave the other as
+        the last factor and both go through."""
+        self.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+    def require_a_factor_left(self, user: User) -> None:
+        """Conflict (undoing the removal) when none is left and a policy asks the person
+        for one; called after the removal, under :meth:`lock_factors`."""
+        if not self.factors_left(user.id) and self.must_enrol(user):
+            self.session.rollback()
+            raise Conflict(LAST_FACTOR)
+
+    def forget_codes_without_factors(self, user_id: int) -> None:
+        """Recovery codes stand in for a factor: none left, none kept."""
+        if not self.factors_left(user_id):
+            self.session.execute(delete(MfaRecoveryCode).where(MfaRecoveryCode.user_id == user_id))
+
+    def codes_for_first_factor(self, user_id: int) -> list[str]:
+        """New recovery codes when the person has none left (their first factor, or they
+        used them all), to be shown once; else none (theirs stay as they are)."""
+        return [] if self._codes_left(user_id) else self._new_recovery_codes(user_id)
+
+    def finish_enrolment(self, user_id: int) -> None:
+        """Sessions good only for enrolling become whole: a factor is proven."""
+        self.session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == user_id, AuthSession.mfa_pending.is_(True))
+            .values(mfa_pending=False)
+            .execution_options(synchronize_session=False)
+        )
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -485,10 +575,14 @@ class MfaService:
         return "recovery_code" if used.rowcount == 1 else None  # type: ignore[attr-defined]
 
     def _use_code(self, user_id: int, code: str) -> tuple[str | None, str]:
-        """Use ``code`` (TOTP or recovery) for the person: the method, or None and why."""
+        """Use ``code`` (TOTP or recovery) for the person: the method, or None and why.
+        A recovery code stands in for an app or a passkey alike."""
         factor = self._factor(user_id)
         if factor is None or factor.confirmed_at is None:
-            return None, "no factor"
+            if not self.passkey_count(user_id):
+                return None, "no factor"
+            method = None if totp.is_totp_code(code) else self._use_recovery_code(user_id, code)
+            return (method, "") if method else (None, "wrong or used recovery code")
         if totp.is_totp_code(code):
             secret = self._secret(factor)
             step = totp.matching_step(secret, code, None)
@@ -511,3 +605,5 @@ class MfaService:
     def _remove_factors(self, user_id: int) -> None:
         self.session.execute(delete(MfaRecoveryCode).where(MfaRecoveryCode.user_id == user_id))
         self.session.execute(delete(MfaFactor).where(MfaFactor.user_id == user_id))
+        self.session.execute(delete(PasskeyCredential).where(PasskeyCredential.user_id == user_id))
+        self.session.execute(delete(PasskeyChallenge).where(PasskeyChallenge.user_id == user_id))

@@ -37,7 +37,7 @@ def console_as(chromium: Any, server: LiveServer, email: str) -> tuple[Any, Any,
     page.goto(f"{server.url}/console/sign-in")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(re.compile(r"/console/(users|workspaces|account)"))
     return context, page, watch
 

@@ -53,7 +53,7 @@ def test_two_step_sign_in_in_the_browser(
     page.goto(f"{server.url}/console/users")
     page.get_by_label("Email").fill(ADMIN_EMAIL)
     page.get_by_label("Password").fill(server.admin_password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(re.compile(r"/console/sign-in/code"))
     assert_accessible(page, axe, "the code's page")
     page.get_by_label("Code from your authenticator app").fill(totp.at(time.time() + 30))

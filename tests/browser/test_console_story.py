@@ -63,7 +63,7 @@ def sign_in(page: Any, url: str, email: str, password: str) -> None:
     assert "/console/sign-in" in page.url
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(re.compile(r"/console/(users|workspaces)"))
 
 

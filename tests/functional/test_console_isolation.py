@@ -39,6 +39,17 @@ PUBLIC |= {
     ("POST", f"/console/account/two-step/{p}")
     for p in ("start", "confirm", "recovery-codes", "remove")
 }
+# One's own passkeys (test_passkeys.py: another person's passkey id is a 404), and the
+# passkey sign-in ceremonies, signed out by their nature.
+PUBLIC |= {("GET", "/console/account/passkeys")}
+PUBLIC |= {
+    ("POST", f"/console/account/passkeys{p}")
+    for p in ("", "/options", "/<int(max=2147483647):passkey_id>/remove")
+}
+PUBLIC |= {
+    ("POST", f"/console/sign-in{p}")
+    for p in ("/passkey/options", "/passkey", "/code/passkey/options", "/code/passkey")
+}
 # Forgot your password? (test_console_forgot_password.py): signed out, by its nature.
 PUBLIC |= {("GET", "/console/forgot-password"), ("POST", "/console/forgot-password")}
 # One's own password (test_console_account.py: it takes no one else's id).

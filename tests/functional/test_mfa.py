@@ -104,6 +104,7 @@ def test_totp_sign_in_on_the_real_clock_recovery_codes_and_throttling(
         "totp_enrolled_at": None,
         "pending": False,
         "recovery_codes_left": 0,
+        "passkeys": 0,
     }
     secret, codes = enrol(server, john)
     status = john.get("/auth/mfa").json()
