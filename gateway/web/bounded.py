@@ -14,9 +14,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -31,6 +31,7 @@ class BoundedCalls:
         self.workers = workers
         self._lock = threading.Lock()
         self._running: set[str] = set()
+        self._shared: dict[str, Future[Any]] = {}
         self._pid = -1
         self.last_stalled = float("-inf")  # monotonic time of the last DatabaseStalled
         self._start()
@@ -53,6 +54,36 @@ class BoundedCalls:
         except FutureTimeout as exc:
             self.last_stalled = time.monotonic()
             raise DatabaseStalled(f"the database did not answer within {bound:g} s") from exc
+
+    def run_shared(self, key: str, call: Callable[[], T], timeout: float | None = None) -> T:
+        """:meth:`run`, except that callers asking under the same ``key`` while its call
+        runs wait on that one call and share its result or its error. A burst of
+        requests with one new service token (a worker just started, a reload) is then
+        one database read, not one per request: with every thread taken by the same
+        question, the rest would be refused as if the database were stalled."""
+        bound = self.timeout if timeout is None else timeout
+        self._start_once_per_process()
+        with self._lock:
+            future = self._shared.get(key)
+            started = future is None
+            if future is None:
+                if not self._slots.acquire(blocking=False):
+                    self.last_stalled = time.monotonic()
+                    raise DatabaseStalled("every database thread is waiting for an answer")
+                future = self._shared[key] = self._pool.submit(self._then_release, call)
+        if started:
+            # Outside the lock: a call already done runs the callback here, at once.
+            future.add_done_callback(lambda done: self._forget(key, done))
+        try:
+            return future.result(bound)
+        except FutureTimeout as exc:
+            self.last_stalled = time.monotonic()
+            raise DatabaseStalled(f"the database did not answer within {bound:g} s") from exc
+
+    def _forget(self, key: str, done: Future[Any]) -> None:
+        with self._lock:
+            if self._shared.get(key) is done:
+                del self._shared[key]
 
     def start(self, key: str, call: Callable[[], None]) -> None:
         """Run ``call()`` in the background, unless one started under ``key`` still runs
@@ -90,4 +121,5 @@ class BoundedCalls:
         self._slots = threading.BoundedSemaphore(self.workers)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ringfence-db")
         self._running = set()
+        self._shared = {}
         self._pid = os.getpid()

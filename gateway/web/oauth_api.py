@@ -289,7 +289,8 @@ def require_decision_token() -> None:
     generation = cache.generation  # before the database is read, see remember()
     try:
         # Bounded: a stalled link (psycopg has no read timeout) counts as unreachable.
-        claims = calls.run(lambda: check_token(gateway, token))
+        # Requests with the same token at once share one check (a new worker's burst).
+        claims = calls.run_shared(_digest(token), lambda: check_token(gateway, token))
     except (Unauthorized, InsufficientScope) as exc:
         # Counted only: an audit write per refused call would put the database (and
         # the caller's words) on the decision path.

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
@@ -362,6 +363,31 @@ def test_accepted_tokens_are_remembered_for_the_cache_time(
         refused = client.post("/v1/check", json=CHECK, headers=bearer)
         assert refused.status_code == 401, refused.get_json()
         assert refused.get_json()["reason"] == "client-deleted"
+
+
+def test_a_burst_of_first_calls_with_one_token_is_answered(server: LiveServer) -> None:
+    """A worker that just started (a reload, a new replica) gets a burst of requests with
+    a token it has not checked yet: they share one check (BoundedCalls.run_shared), where
+    one check each took every database thread and the rest were refused with 503."""
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    client_id, secret = create_client(server.settings, "decisions:check", name="burst")
+    token = client_token(server, client_id, secret)
+    start = threading.Barrier(12)
+    statuses: list[int] = []
+
+    def ask() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            start.wait(5)
+            bearer = {"Authorization": f"Bearer {token}"}
+            statuses.append(client.post("/v1/check", json=CHECK, headers=bearer).status_code)
+
+    askers = [threading.Thread(target=ask) for _ in range(12)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(15)
+    assert statuses == [200] * 12
 
 
 # -- introspection and revocation -------------------------------------------------------
