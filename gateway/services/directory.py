@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from gateway.db.models import (
@@ -440,7 +440,8 @@ class DirectoryService:
                 else "directory.user.linked",
                 after={"user_name": person.user_name, "active": person.active},
             )
-            self._sync(changes, connection, member)
+            # Someone just provisioned is in no group yet: no need to read theirs.
+            self._sync(changes, connection, member, names=[])
         return member
 
     def replace_user(
@@ -520,15 +521,18 @@ class DirectoryService:
         name: str,
     ) -> None:
         """Link ``member`` to ``account``, or to a new active account (no password:
-        single sign-on or a password reset; no invitation email)."""
-        if account is None:
-            account = User(email=email, name=name, status=UserStatus.ACTIVE)
-            self.session.add(account)
-            self.session.flush()
-            changes.engine(SubjectChanged(account.id, account.email, active=True))
-            member.created_account = True
-        member.user_id = account.id
+        single sign-on or a password reset; no invitation email). The link is made
+        before the flush, so that a new member's row is inserted with it (no UPDATE)."""
+        if account is not None:
+            member.user = account
+            return
+        # No grants yet: an empty list, known as such, instead of a query for them.
+        account = User(email=email, name=name, status=UserStatus.ACTIVE, grants=[])
+        self.session.add(account)
+        member.created_account = True
         member.user = account
+        self.session.flush()  # the account's id, for the engine
+        changes.engine(SubjectChanged(account.id, account.email, active=True))
 
     def _audit_member(
         self,
@@ -876,13 +880,22 @@ class DirectoryService:
     def _require_unique(
         self, connection: DirectoryConnection, person: DirectoryPerson, own: int | None = None
     ) -> None:
-        for found in self.users_where(connection, user_name=person.user_name):
-            if found.id != own:
-                raise DirectoryConflict(f"userName {person.user_name!r} is taken")
-        if person.external_id is not None:
-            for found in self.users_where(connection, external_id=person.external_id):
-                if found.id != own:
-                    raise DirectoryConflict(f"externalId {person.external_id!r} is taken")
+        """409 if another user of the connection has this userName or externalId (any
+        case): one indexed read for both."""
+        user_name_key, external_id_key = person.user_name.lower(), _key(person.external_id)
+        same = DirectoryUser.user_name_key == user_name_key
+        if external_id_key is not None:
+            same = or_(same, DirectoryUser.external_id_key == external_id_key)
+        query = select(DirectoryUser.user_name_key).where(
+            DirectoryUser.connection_id == connection.id, same
+        )
+        if own is not None:
+            query = query.where(DirectoryUser.id != own)
+        taken = set(self.session.scalars(query))
+        if user_name_key in taken:
+            raise DirectoryConflict(f"userName {person.user_name!r} is taken")
+        if taken:
+            raise DirectoryConflict(f"externalId {person.external_id!r} is taken")
 
     def _require_unique_group(
         self, connection: DirectoryConnection, team: DirectoryTeam, own: int | None = None
