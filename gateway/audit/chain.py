@@ -87,19 +87,27 @@ def record(event: AuditEvent) -> dict[str, Any]:
 def lock_chain(session: Session) -> Any:
     """Take the chain's lock for the rest of the transaction; its head and anchor.
 
-    A no-op UPDATE of the chain row is the lock on every database: on PostgreSQL it holds
-    the row lock until commit, so a second transaction appending at the same moment waits
-    here and then (READ COMMITTED: each statement sees what committed before it) reads
-    the head the first one wrote, instead of chaining onto the same event and forking
-    the chain. On SQLite the write makes this transaction the one writer, and SQLite
-    admits one writer at a time. (SELECT ... FOR UPDATE would do on PostgreSQL alone.)"""
-    connection = session.connection()
-    locked = connection.execute(
-        update(AuditChain).where(AuditChain.id == CHAIN_ROW).values(head_id=AuditChain.head_id)
+    A no-op UPDATE of the chain row is the lock on every database, and its RETURNING the
+    row as locked (one statement): on PostgreSQL it holds the row lock until commit, so a
+    second transaction appending at the same moment waits here and then (READ COMMITTED:
+    an UPDATE that waited for a row works on, and returns, the version that committed)
+    gets the head the first one wrote, instead of chaining onto the same event and
+    forking the chain. On SQLite the write makes this transaction the one writer, and
+    SQLite admits one writer at a time. (SELECT ... FOR UPDATE would do on PostgreSQL
+    alone.)"""
+    locked = (
+        session.connection()
+        .execute(
+            update(AuditChain)
+            .where(AuditChain.id == CHAIN_ROW)
+            .values(head_id=AuditChain.head_id)
+            .returning(*AuditChain.__table__.c)
+        )
+        .one_or_none()
     )
-    if locked.rowcount != 1:
+    if locked is None:
         raise RuntimeError("the audit chain row is missing; run `ringfence db upgrade`")
-    return connection.execute(select(AuditChain.__table__).where(AuditChain.id == CHAIN_ROW)).one()
+    return locked
 
 
 def _chain_new_events(session: Session, _flush_context: Any, _instances: Any) -> None:
