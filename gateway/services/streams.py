@@ -48,6 +48,7 @@ from gateway.db.models import (
     AuditChain,
     AuditEvent,
     DecisionEvent,
+    DecisionEventHead,
     EventStream,
     Workspace,
     utcnow,
@@ -450,9 +451,16 @@ class StreamDesk:
 
     def streams_due(self) -> list[int]:
         now = utcnow()
+        # One statement, the heads read inside it: this runs after every commit that
+        # wrote audit events (mailer.stream_tasks), streams or not.
+        head = func.coalesce(
+            select(AuditChain.head_id).where(AuditChain.id == 1).scalar_subquery(), 0
+        )
+        decisions = func.coalesce(
+            select(DecisionEventHead.head_id).where(DecisionEventHead.id == 1).scalar_subquery(),
+            0,
+        )
         with self.session_factory() as session:
-            head = session.scalar(select(AuditChain.head_id).where(AuditChain.id == 1)) or 0
-            decisions = decision_head(session)
             return list(
                 session.scalars(
                     select(EventStream.id)
