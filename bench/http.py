@@ -1,6 +1,6 @@
-"""``make bench-http``: decisions over HTTP, driven by wrk, served by gunicorn as
-deployed (deploy/gunicorn.conf.py) and by granian (WSGI, blocking threads) in the same
-run, each beside the floor it gives any Python app.
+"""``make bench-http``: decisions over HTTP, driven by wrk, served by granian as deployed
+(``ringfence serve``) and by gunicorn as it was deployed before issue 22
+(bench/gunicorn.conf.py) in the same run, each beside the floor it gives any Python app.
 
     python -m bench.http [--rounds 3] [--duration 5] [--connections 8]
 
@@ -18,6 +18,11 @@ request, and deployments behind a load balancer usually log there) measures, wit
   x 100), each item its own subject, resource and action;
 * ``/v1/check`` again while another wrk sends batches: what a slow request does to
   single checks (p99).
+
+Then granian with two workers (``WEB_CONCURRENCY=2``): /v1/check and the batches again,
+beside one worker's; and the memory of each process of a two-worker replica at 1M users
+(``--memory-size``), right after start and after both endpoints ran over users all over
+the data: what an extra worker costs when the app is built before the fork.
 
 And, in process without HTTP, what a batch item's Python costs on the old path and the
 typed one. Every response must be a 200 (wrk counts the others; a run with any is
@@ -69,10 +74,11 @@ BODIES = 256  # distinct request bodies per endpoint, rotated
 # -- data ---------------------------------------------------------------------------
 
 
-def load_data(url: str, schema: str) -> Dataset:
-    """The 10k data set in ``schema``, migrated like an installation (``ringfence db
-    upgrade``: the seeded rows the app relies on are there), then COPYed in."""
-    data = generate("10k")
+def load_data(url: str, schema: str, size: str = "10k") -> Dataset:
+    """The data set of ``size`` users in ``schema``, migrated like an installation
+    (``ringfence db upgrade``: the seeded rows the app relies on are there), then COPYed
+    in."""
+    data = generate(size)
     admin = create_engine(url)
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -160,35 +166,43 @@ def http(
 
 SERVERS = ("gunicorn", "granian")
 SERVER_NAMES = {
-    "gunicorn": "gunicorn gthread (deploy/gunicorn.conf.py)",
-    "granian": "granian WSGI, blocking threads",
+    "gunicorn": "gunicorn gthread (the deploy until issue 22: bench/gunicorn.conf.py)",
+    "granian": "granian WSGI (ringfence serve, deployed)",
 }
 
 
-def server_command(server: str, port: int, target: str | None, threads: int) -> list[str]:
+def server_command(
+    server: str, port: int, target: str | None, threads: int, workers: int = 1
+) -> list[str]:
     """The command serving Ringfence (``target`` None) or a WSGI ``target`` (the floor)
-    on ``port`` with one worker of ``threads`` threads: gunicorn as deployed
-    (deploy/gunicorn.conf.py; the floor with the same worker settings), or granian's
-    WSGI interface with as many blocking threads."""
+    on ``port`` with ``workers`` workers (``WEB_CONCURRENCY`` for Ringfence) of
+    ``threads`` threads: gunicorn as it was deployed (bench/gunicorn.conf.py; the floor
+    with the same worker settings), or granian as deployed (``ringfence serve``; the
+    floor with granian's own command and the same settings: ``threads`` blocking
+    threads)."""
     if server == "gunicorn":
         if target is None:
-            return [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
+            return [sys.executable, "-m", "gunicorn", "-c", "bench/gunicorn.conf.py"]
         return [
             *(sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1"),
             *("--threads", str(threads), "--keep-alive", "5", "--bind", f"127.0.0.1:{port}"),
             *("--control-socket", str(Path(tempfile.gettempdir()) / f"bench-floor-{port}.ctl")),
             target,
         ]
+    if target is None:
+        return [sys.executable, "-m", "gateway.cli", "serve"]
     return [
         *(sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1"),
-        *("--port", str(port), "--workers", "1", "--blocking-threads", str(threads)),
-        *("--no-access-log", "--log-level", "warning", "--no-ws"),
-        *(("--factory", "gateway.app:create_app") if target is None else (target,)),
+        *("--port", str(port), "--workers", str(workers)),
+        *("--blocking-threads", str(threads)),
+        *("--no-access-log", "--log-level", "warning", "--no-ws", target),
     ]
 
 
 @contextlib.contextmanager
-def serving(command: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[None]:
+def serving(
+    command: list[str], env: dict[str, str], port: int, log: Path, timeout: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
     """The server of ``command``, ready (``/healthz`` answers) until the block ends;
     stopped then (TERM to its process group, KILL if it lingers), errors included."""
     with log.open("wb") as out:
@@ -201,7 +215,7 @@ def serving(command: list[str], env: dict[str, str], port: int, log: Path) -> It
             start_new_session=True,  # its own group: the workers go with the master
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 tail = log.read_text(errors="replace")[-3000:]
@@ -213,9 +227,11 @@ def serving(command: list[str], env: dict[str, str], port: int, log: Path) -> It
                 pass
             if time.monotonic() > deadline:
                 tail = log.read_text(errors="replace")[-3000:]
-                raise SystemExit(f"{command[2]} did not answer /healthz within 60 s:\n{tail}")
+                raise SystemExit(
+                    f"{command[2]} did not answer /healthz within {timeout:.0f} s:\n{tail}"
+                )
             time.sleep(0.2)
-        yield
+        yield process
     finally:
         _stop(process)
 
@@ -399,6 +415,74 @@ def _timed(call: Any) -> float:
     return time.perf_counter() - started
 
 
+# -- every core: a second worker's decisions and memory --------------------------------
+
+
+def worker_memory(main_pid: int) -> dict[str, Any]:
+    """The memory of a served replica, per process, in MiB: the main process (which
+    built the app) and each worker forked from it. USS is what a process alone holds
+    (what stopping it would give back); PSS shares each shared page among its holders;
+    RSS counts every page it maps."""
+    import psutil
+
+    def figures(process: Any) -> dict[str, float]:
+        info = process.memory_full_info()
+        return {
+            "uss": info.uss / 2**20,
+            "pss": getattr(info, "pss", 0) / 2**20,
+            "rss": info.rss / 2**20,
+        }
+
+    main = psutil.Process(main_pid)
+    workers = sorted(main.children(), key=lambda p: p.create_time())
+    return {"main": figures(main), "workers": [figures(w) for w in workers]}
+
+
+def memory_at_scale(
+    url: str, size: str, env: dict[str, str], workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """``ringfence serve`` with two workers over ``size`` users: each process's memory
+    after the workers answered /v1/check and batches about users all over the data for
+    ``args.duration`` seconds each (what a worker touches after the fork is what it
+    copies)."""
+    schema = f"{args.schema}_{size.lower()}"
+    print(f"[bench-http] memory: loading {size} users into {schema}", file=sys.stderr)
+    started = time.monotonic()
+    data = load_data(url, schema, size)
+    loaded = time.monotonic() - started
+    rng = random.Random(13)  # noqa: S311 - benchmark data, not secrets
+    checks, batches = check_bodies(data, rng), batch_bodies(data, rng, 32)
+    del data
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    scale_env = {**env, "RINGFENCE_DATABASE_URL": app_url(url, schema), "WEB_CONCURRENCY": "2"}
+    try:
+        with serving(
+            server_command("granian", port, None, int(env.get("RINGFENCE_THREADS", "8")), 2),
+            scale_env,
+            port,
+            workdir / "granian-memory.log",
+            timeout=600,
+        ) as process:
+            ready = worker_memory(process.pid)
+            token = client_token(scale_env, base)
+            run_wrk(f"{base}/v1/check", "POST", checks, token, workdir, args, args.duration)
+            run_wrk(
+                f"{base}/access/v1/evaluations",
+                "POST",
+                batches,
+                token,
+                workdir,
+                args,
+                args.duration,
+            )
+            served = worker_memory(process.pid)
+    finally:
+        if not args.keep:
+            drop_schema(url, schema)
+    return {"size": size, "load_seconds": loaded, "ready": ready, "served": served}
+
+
 # -- the report -----------------------------------------------------------------------
 
 
@@ -449,6 +533,45 @@ def report(result: dict[str, Any]) -> str:
     def met(ok: bool) -> str:
         return "yes" if ok else "**no**"
 
+    one = servers["granian"]
+    two = result["two_workers"]
+    check_scale = two["check"]["rps"] / one["check"]["rps"]
+    batch_scale = two["batch"]["rps"] / one["batch"]["rps"]
+    scaling = [
+        "",
+        "| granian (ringfence serve) | one worker | two workers | ratio |",
+        "|---|---:|---:|---:|",
+        f"| POST /v1/check, requests/s (p50 / p99 ms) | {cell(one['check'])} "
+        f"| {cell(two['check'])} | {check_scale:.2f}x |",
+        f"| batch decisions/s | {one['batch']['rps'] * BATCH_SIZE:,.0f} "
+        f"| {two['batch']['rps'] * BATCH_SIZE:,.0f} | {batch_scale:.2f}x |",
+    ]
+    memory = result.get("memory")
+    memory_rows: list[str] = []
+    extra_share = None
+    if memory:
+        served = memory["served"]
+        first, *extra = served["workers"]
+        extra_share = max(w["uss"] for w in extra) / first["rss"] if extra else None
+
+        def mib(figures: dict[str, float]) -> str:
+            return f"{figures['uss']:,.0f} | {figures['pss']:,.0f} | {figures['rss']:,.0f}"
+
+        memory_rows = [
+            "",
+            f"Memory of `ringfence serve --workers 2` at {memory['size']} users (MiB), after "
+            f"{result['duration']} s of /v1/check and {result['duration']} s of batches "
+            "about users all over the data, and right after start (in brackets, USS):",
+            "",
+            "| process | USS | PSS | RSS |",
+            "|---|---:|---:|---:|",
+            f"| main (built the app, serves nothing) | {mib(served['main'])} |",
+            *(
+                f"| worker {n} ({memory['ready']['workers'][n - 1]['uss']:,.0f} at start) "
+                f"| {mib(w)} |"
+                for n, w in enumerate(served["workers"], 1)
+            ),
+        ]
     goals = [
         "| goal (issue 22) | measured | met |",
         "|---|---|---|",
@@ -458,6 +581,18 @@ def report(result: dict[str, Any]) -> str:
         f"| {met(times >= 6)} |",
         f"| batches at least {BATCH_GOAL:,} decisions/s | {decisions:,.0f} "
         f"| {met(decisions >= BATCH_GOAL)} |",
+        f"| two workers at least 1.7x one worker's decisions/s (granian; checks / "
+        f"batches) | {check_scale:.2f}x / {batch_scale:.2f}x "
+        f"| {met(min(check_scale, batch_scale) >= 1.7)} |",
+        *(
+            [
+                f"| an extra worker's private memory (USS) at most 25% of the first "
+                f"worker's (RSS), {memory['size']} users | {extra_share:.1%} "
+                f"| {met(extra_share <= 0.25)} |"
+            ]
+            if memory and extra_share is not None
+            else []
+        ),
         f"| a batch item's Python, before / now (µs, in process, no HTTP) | "
         f"{costs['before']:.2f} / {costs['after']:.2f} ({costs['before'] / costs['after']:.1f}x) "
         "| n/a |",
@@ -492,7 +627,7 @@ def report(result: dict[str, Any]) -> str:
         "request does to single checks. The servers share the machine's two cores with "
         "wrk and with whatever else runs: the load average says how much else.",
     ]
-    return "\n".join(header + rows + ["", *goals] + notes) + "\n"
+    return "\n".join(header + rows + scaling + memory_rows + ["", *goals] + notes) + "\n"
 
 
 def measure(
@@ -561,6 +696,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the schema (else dropped)")
     parser.add_argument(
         "--no-write", action="store_true", help="print only; leave bench/http_results.* alone"
+    )
+    parser.add_argument(
+        "--memory-size",
+        default="1M",
+        choices=["10k", "100k", "1M", "none"],
+        help="users of the two-worker memory measurement (none: skip it)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -641,6 +782,27 @@ def main() -> None:
                     base, checks, batches, token, workdir, args
                 )
             servers[server] = {**floor, **runs}
+        print("[bench-http] granian: Ringfence with two workers", file=sys.stderr)
+        with serving(
+            server_command("granian", port, None, threads, 2),
+            {**env, "WEB_CONCURRENCY": "2"},
+            port,
+            workdir / "granian-2.log",
+        ):
+            two_workers = measure(
+                base,
+                (
+                    ("check", "/v1/check", "POST", checks, token),
+                    ("batch", "/access/v1/evaluations", "POST", batches, token),
+                ),
+                workdir,
+                args,
+            )
+        memory = (
+            None
+            if args.memory_size == "none"
+            else memory_at_scale(url, args.memory_size, env, workdir, args)
+        )
         print("[bench-http] a batch item's cost in process", file=sys.stderr)
         costs = item_costs(env, batches)
         result = {
@@ -655,6 +817,8 @@ def main() -> None:
             "rules": len(data.rules()),
             "check_bodies_allowed": allowed,
             "servers": servers,
+            "two_workers": two_workers,
+            "memory": memory,
             "item_costs": costs,
         }
         table = report(result)

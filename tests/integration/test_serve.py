@@ -80,3 +80,45 @@ def test_a_reload_replaces_the_worker_without_dropping_a_request(
     assert errors == [], log
     assert set(answers) == {200}, log
     assert "GET /invite/[redacted] HTTP/1.1" in log and "s3cr3t" not in log
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_single_checks_are_answered_while_kept_alive_connections_send_batches(
+    settings: Settings, admin_password: str, tmp_path: Path
+) -> None:
+    """Eight clients keep their connections busy with batches of evaluations, more than
+    the worker has threads; a check on a connection of its own is still answered. (With
+    granian's backpressure set to the threads, it bounds connections: no check was
+    answered until a batch connection closed.)"""
+    replica = Replica("a", replace(settings, decisions_allow_loopback=True), tmp_path / "logs")
+    replica.start()
+    item = {
+        "subject": {"type": "user", "id": "nobody@example.com"},
+        "action": {"name": "read"},
+        "resource": {"type": "documents", "id": "1", "properties": {"workspace": "x"}},
+    }
+    batch = {"evaluations": [item] * 100}
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def send_batches() -> None:
+        with replica.client(timeout=15) as client:
+            while not stop.is_set():
+                sent.append(client.post("/access/v1/evaluations", json=batch).status_code)
+
+    senders = [threading.Thread(target=send_batches) for _ in range(8)]
+    try:
+        for sender in senders:
+            sender.start()
+        wait_until(lambda: len(sent) > 16, "batches flowing", 10)
+        check = {"subject": "nobody@example.com", "workspace": "x", "resource": "d", "action": "r"}
+        answered = []
+        for _ in range(5):
+            with replica.client(timeout=5) as client:  # a new connection each time
+                answered.append(client.post("/v1/check", json=check).status_code)
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(20)
+        replica.stop()
+    assert answered == [200] * 5 and set(sent) == {200}
