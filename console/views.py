@@ -277,7 +277,8 @@ def _error(error: RingfenceError) -> Response:
     """Refusals become a message on the page (htmx shows it in the message area); a
     script's JSON request (passkeys' ceremonies) gets them as problem+json."""
     if request.is_json:
-        return problem_response(error.to_problem())
+        retry = error.extensions.get("retry_after")
+        return problem_response(error.to_problem(), {"Retry-After": str(retry)} if retry else None)
     if isinstance(error, Unauthorized):
         return _to_sign_in()
     message = error.detail or error.title

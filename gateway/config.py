@@ -57,7 +57,11 @@ class Settings:
     model_path: Path = field(default=PROJECT_ROOT / "model.conf", metadata=doc("the Casbin model"))
     public_url: str = field(
         default="http://127.0.0.1:8000",
-        metadata=doc("base of the links in emails and of the single sign-on callback"),
+        metadata=doc(
+            "base of the links in emails and of the single sign-on callback; its host is "
+            "the passkeys' relying party id and its origin the only one their sign-ins are "
+            "accepted from (passkeys made under another host do not work)"
+        ),
     )
     host: str = field(default="127.0.0.1", metadata=doc("where `ringfence serve` listens"))
     port: int = field(default=8000, metadata=doc("the port `ringfence serve` listens on"))

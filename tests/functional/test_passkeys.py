@@ -10,6 +10,7 @@ a passwordless refusal says the same whatever went wrong."""
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import httpx
@@ -341,3 +342,34 @@ def test_a_passkey_as_the_second_step_and_the_admin_reset(server: LiveServer) ->
     again, again_token = signed_out(server)
     gone = passwordless(again, again_token, key.get(sign_in_options(again, again_token)))
     assert_problem(gone, 401, "invalid-passkey")
+
+
+def test_two_removals_at_once_keep_the_last_factor_a_policy_requires(server: LiveServer) -> None:
+    """Two tabs removing John's two passkeys at the same moment while his workspace
+    requires two-step sign-in: one removal goes through, the other is told it would take
+    the last factor (409); never both, whatever the interleaving (the person's row lock)."""
+    root = server.admin()
+    create_workspaces(root, "acme")
+    onboard(server, root, JOHN, "John", [("acme", "viewer")])
+    tabs = [sign_in(server, JOHN, PASSWORD) for _ in range(2)]
+    key = authenticator(server)
+    for name in ("One", "Two"):
+        assert add_passkey(tabs[0], key, name).status_code == 201
+    assert root.put("/workspaces/acme/mfa-policy", json={"required": "everyone"}).status_code == 200
+    with database(server) as session:
+        ids = list(session.scalars(select(PasskeyCredential.id).order_by(PasskeyCredential.id)))
+    start = threading.Barrier(2)
+    answers: dict[int, int] = {}
+
+    def remove(tab: Console, passkey_id: int) -> None:
+        start.wait()
+        answers[passkey_id] = tab.post(f"/console/account/passkeys/{passkey_id}/remove").status_code
+
+    threads = [threading.Thread(target=remove, args=pair) for pair in zip(tabs, ids, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers.values()) == [200, 409], answers
+    with database(server) as session:
+        assert len(session.scalars(select(PasskeyCredential)).all()) == 1
