@@ -20,6 +20,7 @@ from admin_api import (
     roles,
     settings,
     users,
+    workspace_sso,
     workspaces,
 )
 from admin_api import directory as directory_api
@@ -51,6 +52,7 @@ BLUEPRINTS: tuple[Any, ...] = (
 )
 BLUEPRINTS += (reviews.blp, reports.blp)
 BLUEPRINTS += (directory_api.blp,)
+BLUEPRINTS += (workspace_sso.connections_blp, workspace_sso.domains_blp)
 BLUEPRINTS += (clients.blp,)
 BLUEPRINTS += (event_streams.blp,)
 BLUEPRINTS += (roles.blp, custom_roles.blp)

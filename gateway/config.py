@@ -395,6 +395,33 @@ class Settings:
         ),
     )
     oidc_timeout: float = field(default=10.0, metadata=doc("seconds per request to the provider"))
+    sso_allow_private_issuers: bool = field(
+        default=False,
+        metadata=doc(
+            "workspaces' own single sign-on connections may name an issuer over plain "
+            "`http` or at a loopback, link-local or private address; off, such an issuer is "
+            "refused when it is saved and again before each sign-in, after its name resolves"
+        ),
+    )
+    dns_nameservers: str = field(
+        default="",
+        metadata=doc(
+            "the DNS servers that look up the TXT records proving workspaces' email domains, "
+            "comma-separated `address` or `address:port` (IPv6 in brackets); empty: the "
+            "system's (`/etc/resolv.conf`)"
+        ),
+    )
+    dns_timeout: float = field(
+        default=5.0, metadata=doc("seconds one email domain's TXT lookup may take in all")
+    )
+    sso_domain_recheck_hours: float = field(
+        default=24.0,
+        metadata=doc(
+            "how often the scheduled upkeep looks up each verified email domain's TXT record "
+            "again: a domain whose record is gone is no longer verified (its people are no "
+            "longer routed to single sign-on or held to it); 0: only when an admin asks"
+        ),
+    )
     authzen_subjects: Path | None = field(
         default=None,
         metadata=doc(

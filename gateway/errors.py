@@ -175,6 +175,14 @@ class SsoRefused(RingfenceError):
     title = "Single sign-on refused"
 
 
+class SsoRequired(Forbidden):
+    """The address's domain is verified by a workspace that requires its single sign-on:
+    no password sign-in (``sso_login`` names where to start instead)."""
+
+    type = "sso-required"
+    title = "Sign in with single sign-on"
+
+
 class SsoFailed(RingfenceError):
     """The sign-on round trip itself is broken or forged (state, nonce, signature)."""
 

@@ -240,6 +240,10 @@ class Housekeeping(Protocol):
     def start_due_review(self) -> int | None:
         """Start the periodic review campaign if one is due; its id, or None."""
 
+    def recheck_domains(self) -> int:
+        """Look up again the verified email domains due a check; how many lost their
+        verification (their TXT record is gone)."""
+
 
 # -- event streams ---------------------------------------------------------------------
 #

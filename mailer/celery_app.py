@@ -106,9 +106,13 @@ def beat_schedule(sweep_interval: float = SWEEP_INTERVAL) -> dict[str, Any]:
 EXPIRE_SCHEDULE = "ringfence-expire-grants"
 CLOSE_REVIEWS_SCHEDULE = "ringfence-close-due-reviews"
 START_REVIEW_SCHEDULE = "ringfence-start-due-review"
+RECHECK_DOMAINS_SCHEDULE = "ringfence-recheck-domains"
 EXPIRE_INTERVAL = 60.0
 CLOSE_REVIEWS_INTERVAL = 300.0
 START_REVIEW_INTERVAL = 3600.0
+# Each verified domain is looked up again every RINGFENCE_SSO_DOMAIN_RECHECK_HOURS; the
+# task runs hourly and takes the ones due (gateway.services.sso_domains).
+RECHECK_DOMAINS_INTERVAL = 3600.0
 
 
 def housekeeping_schedule() -> dict[str, Any]:
@@ -119,6 +123,7 @@ def housekeeping_schedule() -> dict[str, Any]:
             (EXPIRE_SCHEDULE, "ringfence.expire_grants", EXPIRE_INTERVAL),
             (CLOSE_REVIEWS_SCHEDULE, "ringfence.close_due_reviews", CLOSE_REVIEWS_INTERVAL),
             (START_REVIEW_SCHEDULE, "ringfence.start_due_review", START_REVIEW_INTERVAL),
+            (RECHECK_DOMAINS_SCHEDULE, "ringfence.recheck_domains", RECHECK_DOMAINS_INTERVAL),
         )
     }
 

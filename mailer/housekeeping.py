@@ -66,3 +66,12 @@ def start_due_review() -> int | None:
     if campaign_id is not None:
         logger.info("Started periodic access review campaign %d", campaign_id)
     return campaign_id
+
+
+@celery_app.task(name="ringfence.recheck_domains")
+def recheck_domains() -> int:
+    """Look up again the verified email domains due a check; how many lost verification."""
+    count = current_housekeeping().recheck_domains()
+    if count:
+        logger.warning("%d email domain(s) lost their verification (TXT record gone)", count)
+    return count

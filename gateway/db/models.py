@@ -909,6 +909,89 @@ class MfaRecoveryCode(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
+class SsoConnection(Base):
+    """A workspace's own single sign-on (OpenID Connect) connection, configured by its
+    admins (gateway.services.sso_connections): one per workspace. It signs in only people
+    whose email domain the workspace has verified (:class:`SsoDomain`). The client secret
+    is sealed with the secret key, as the SMTP password, and never shown again."""
+
+    __tablename__ = "sso_connections"
+    __table_args__ = NEVER_REUSED
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_slug: Mapped[str] = mapped_column(
+        String(63), ForeignKey("workspaces.slug", ondelete="CASCADE"), unique=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    issuer: Mapped[str] = mapped_column(String(255))
+    client_id: Mapped[str] = mapped_column(String(255))
+    sealed_client_secret: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Password sign-in refused for people of the workspace's verified domains.
+    require_sso: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Just-in-time provisioning: the role a person of a verified domain with no account
+    # gets at their first sign-on (None: off, the default).
+    jit_role: Mapped[str | None] = mapped_column(String(63), default=None)
+    # Deliberately historical (no foreign key), with the recorded name beside it.
+    created_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_by_name: Mapped[str] = mapped_column(String(400), default="system")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SsoDomain(Base):
+    """A workspace's claim to an email domain, proved by a DNS TXT record
+    (gateway.services.sso_domains). Several workspaces may claim one domain; at most one
+    holds it verified at a time (the partial unique index)."""
+
+    __tablename__ = "sso_domains"
+    __table_args__ = (
+        UniqueConstraint("workspace_slug", "domain", name="uq_sso_domains_workspace_domain"),
+        Index(
+            "uq_sso_domains_verified",
+            "domain",
+            unique=True,
+            sqlite_where=text("verified_at IS NOT NULL"),
+            postgresql_where=text("verified_at IS NOT NULL"),
+        ),
+        NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_slug: Mapped[str] = mapped_column(
+        String(63), ForeignKey("workspaces.slug", ondelete="CASCADE"), index=True
+    )
+    domain: Mapped[str] = mapped_column(String(253), index=True)  # lower-case, ASCII (IDNA)
+    # The random part of the TXT value to publish (public by design: it is put in DNS).
+    token: Mapped[str] = mapped_column(String(64))
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The last check's outcome in words (found, not found, no answer).
+    last_check: Mapped[str | None] = mapped_column(String(300), default=None)
+    created_by_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_by_name: Mapped[str] = mapped_column(String(400), default="system")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SsoLink(Base):
+    """An account linked to a subject of a workspace's connection: once linked, the
+    subject signs in to that account (as long as its email's domain stays verified)."""
+
+    __tablename__ = "sso_links"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "subject", name="uq_sso_links_subject"),
+        UniqueConstraint("connection_id", "user_id", name="uq_sso_links_account"),
+        NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("sso_connections.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
 class PasskeyCredential(Base):
     """A person's passkey or security key (WebAuthn; gateway.services.passkeys): a second
     factor, and a sign-in of its own when the authenticator keeps it (discoverable). The

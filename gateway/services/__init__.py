@@ -44,6 +44,8 @@ from gateway.services.roles import RoleService
 from gateway.services.settings import SettingsService
 from gateway.services.setup import SetupService
 from gateway.services.sso import SsoService
+from gateway.services.sso_connections import SsoConnectionService
+from gateway.services.sso_domains import SsoDomainService
 from gateway.services.streams import WAKE, StreamService
 from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
@@ -112,7 +114,14 @@ class Services:
         self.credentials = CredentialService(
             session, settings, self.auth.throttle, notifier, self.auth
         )
-        self.sso = SsoService(session, self.auth, self.invitations)
+        self.sso = SsoService(session, self.auth, self.invitations, uow)
+        self.sso_connections = SsoConnectionService(
+            session, uow, authorizer, self.grants, self.auth, settings
+        )
+        self.sso_domains = SsoDomainService(session, uow, authorizer, self.workspaces, settings)
+        self.auth.sso_route = self.sso_domains.route_for
+        self.sso.verified_by = self.sso_domains.verified_by
+        self.sso.allowed_domains = lambda: self.settings.email().allowed_domains
         self.directory = DirectoryService(
             session,
             uow,

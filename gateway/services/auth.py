@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from gateway.audit.refusals import RefusalSummary, with_reason
 from gateway.config import Settings
 from gateway.db.models import (
     AuthSession,
+    Grant,
     MfaFactor,
     PasskeyCredential,
     RefreshToken,
@@ -30,7 +32,14 @@ from gateway.db.models import (
     utcnow,
 )
 from gateway.emails import normalise_email
-from gateway.errors import InvalidCredentials, MfaRequired, TooManyRequests, Unauthorized
+from gateway.engine.rules import ALL_WORKSPACES
+from gateway.errors import (
+    InvalidCredentials,
+    MfaRequired,
+    SsoRequired,
+    TooManyRequests,
+    Unauthorized,
+)
 from gateway.identity.security import new_token, token_digest, verify_password
 from gateway.identity.signing import KeyRing, issue_access_token, read_access_token
 from gateway.identity.throttle import LoginThrottle
@@ -50,6 +59,24 @@ class IssuedToken:
     expires_in: int
     refresh_token: str
     token_type: str = "Bearer"  # noqa: S105 - a name, not a secret
+
+
+class SsoRoute(Protocol):
+    """Where a verified domain's people sign in (gateway.services.sso_domains.Route)."""
+
+    @property
+    def domain(self) -> str: ...
+    @property
+    def connection_id(self) -> int: ...
+    @property
+    def required(self) -> bool: ...
+
+
+def holds_everywhere(session: Session, user: User) -> bool:
+    """Whether ``user`` holds a role in every workspace (``*``): the installation's
+    operators, whom no workspace's single sign-on signs in or holds to it."""
+    found = select(Grant.id).where(Grant.user_id == user.id, Grant.workspace_slug == ALL_WORKSPACES)
+    return session.scalar(found.limit(1)) is not None
 
 
 def claim_user_token(session: Session, token_id: int) -> bool:
@@ -76,6 +103,9 @@ class AuthService:
         # Whether RINGFENCE_MFA_REQUIRED asks ``user`` for a second factor (wired by
         # Services to MfaService.must_enrol; nobody, until then).
         self.must_enrol: Callable[[User], bool] = lambda user: False
+        # Where an address's people sign in if a workspace verified its domain (wired by
+        # Services to SsoDomainService.route_for; nowhere, until then).
+        self.sso_route: Callable[[str], SsoRoute | None] = lambda email: None
 
     def login(
         self, email: str, password: str, client: str = "", request_id: str | None = None
@@ -96,6 +126,7 @@ class AuthService:
         password_ok = verify_password(
             user.password_hash if user else None, password, self.settings.password_hash_profile
         )
+        self._refuse_if_sso_required(typed, email, user, password_ok, client, request_id)
         if user is None or not password_ok or user.status != UserStatus.ACTIVE:
             self.throttle.failed(email, client)
             self._audit_sign_in("auth.login_failed", user, typed, client, request_id)
@@ -163,6 +194,39 @@ class AuthService:
             mfa_token=ticket,
             expires_in=int(MFA_CHALLENGE_TTL.total_seconds()),
             methods=methods,
+        )
+
+    def _refuse_if_sso_required(
+        self,
+        typed: str,
+        email: str,
+        user: User | None,
+        password_ok: bool,
+        client: str,
+        request_id: str | None,
+    ) -> None:
+        """SsoRequired when a workspace holds the address's domain verified and requires
+        its single sign-on. Decided by the domain alone, after the password was checked
+        as for anyone (the same time and throttle), so that the answer tells nothing the
+        domain does not: not whether the account exists, nor whether the password was
+        right. One exception, for a right password only: the installation's operators
+        (a role in every workspace) keep their password, so that no workspace can lock
+        them out (or take them over: its connection never signs them in)."""
+        route = self.sso_route(typed)
+        if route is None or not route.required:
+            return
+        active = user is not None and user.status == UserStatus.ACTIVE
+        if active and password_ok and user is not None and holds_everywhere(self.session, user):
+            return
+        if not password_ok:
+            self.throttle.failed(email, client)
+        self._audit_sign_in("auth.sso_required", user, typed, client, request_id)
+        metrics.LOGIN_FAILURES.labels("sso_required").inc()
+        raise SsoRequired(
+            f"People at {route.domain} sign in with their organisation's single sign-on, "
+            "not a password here",
+            domain=route.domain,
+            sso_login=f"/auth/sso/connections/{route.connection_id}/login",
         )
 
     def refresh(self, refresh_token: str, request_id: str | None = None) -> IssuedToken:

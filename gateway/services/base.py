@@ -70,6 +70,8 @@ class AuditTarget(enum.StrEnum):
     ACCESS_TOKEN = "access_token"  # noqa: S105 - a kind of target, not a secret
     DIRECTORY_CONNECTION = "directory_connection"  # SCIM provisioning (gateway.services.directory)
     EVENT_STREAM = "event_stream"
+    SSO_CONNECTION = "sso_connection"  # gateway.services.sso_connections
+    SSO_DOMAIN = "sso_domain"  # an email domain a workspace claims
 
 
 def self_actor(user: User | None, client: str = "", request_id: str | None = None) -> Actor:

@@ -1,5 +1,6 @@
 """Scheduled upkeep on the database (:class:`gateway.notifier.Housekeeping`): ended
-time-limited grants, review campaigns past their deadline, the periodic review.
+time-limited grants, review campaigns past their deadline, the periodic review, verified
+email domains' TXT records looked up again.
 
 Each run uses the services with the system as the actor, on an engine that is caught up
 with the database first (the worker's engine only learns of changes by polling)."""
@@ -58,6 +59,10 @@ class DatabaseHousekeeping:
             )
             return None if view is None else int(view.campaign.id)
 
+    def recheck_domains(self) -> int:
+        with self.session_factory() as session:
+            return int(self._services(session).sso_domains.recheck_due())
+
 
 class WorkerHousekeeping:
     """For a Celery worker: connects lazily, once per process (prefork children must not
@@ -86,6 +91,9 @@ class WorkerHousekeeping:
 
     def start_due_review(self) -> int | None:
         return self._get().start_due_review()
+
+    def recheck_domains(self) -> int:
+        return self._get().recheck_domains()
 
 
 def housekeeping_for_settings(settings: Settings) -> WorkerHousekeeping:

@@ -21,6 +21,7 @@ class Permission(StrEnum):
     ROLE_MANAGEMENT_READ = "role_management:read"
     ROLE_MANAGEMENT_WRITE = "role_management:write"
     SETTINGS_WRITE = "settings:write"
+    SSO_MANAGE = "sso:manage"
     USERS_DEACTIVATE = "users:deactivate"
     USERS_INVITE = "users:invite"
     USERS_READ = "users:read"
@@ -60,6 +61,7 @@ ADMINISTRATIVE = {
     Permission.USERS_RESET_MFA: "reset people's two-step sign-in",
     Permission.SETTINGS_WRITE: "change settings",
     Permission.DIRECTORY_MANAGE: "connect a company directory",
+    Permission.SSO_MANAGE: "set up single sign-on for the workspace's email domains",
     Permission.EVENT_STREAMS_WRITE: "send the audit trail elsewhere",
     Permission.REVIEWS_WRITE: "run access reviews",
     Permission.WORKSPACES_UPDATE: "rename the workspace",

@@ -9,20 +9,33 @@ that the client exchanges for the same session tokens a password sign-in gives.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.audit.refusals import with_reason
-from gateway.db.models import TokenPurpose, User, UserStatus, UserToken, utcnow
+from gateway.db.models import (
+    SsoConnection,
+    SsoLink,
+    TokenPurpose,
+    User,
+    UserStatus,
+    UserToken,
+    utcnow,
+)
 from gateway.emails import normalise_email
+from gateway.engine.engine import SubjectChanged
 from gateway.errors import SsoRefused, Unauthorized
 from gateway.identity.security import new_token, token_digest
-from gateway.services.auth import AuthService, IssuedToken, claim_user_token
-from gateway.services.base import Actor, AuditTarget, ChangeSet, self_actor
+from gateway.services.auth import AuthService, IssuedToken, claim_user_token, holds_everywhere
+from gateway.services.base import Actor, AuditTarget, ChangeSet, UnitOfWork, self_actor
+from gateway.services.grants import add_grant
 from gateway.services.invitations import InvitationService
+from gateway.services.sso_domains import email_domain
 from gateway.services.users import account_by_email
 
 SSO_CODE_TTL_SECONDS = 60
@@ -47,10 +60,185 @@ class SsoCode:
 
 
 class SsoService:
-    def __init__(self, session: Session, auth: AuthService, invitations: InvitationService) -> None:
+    def __init__(
+        self,
+        session: Session,
+        auth: AuthService,
+        invitations: InvitationService,
+        uow: UnitOfWork,
+    ) -> None:
         self.session = session
         self.auth = auth
         self.invitations = invitations
+        self.uow = uow
+        # Whether a workspace holds a domain verified now (wired by Services to
+        # SsoDomainService.verified_by; nobody's, until then), and the installation's
+        # company domains (just-in-time accounts, like invited ones, only there).
+        self.verified_by: Callable[[str, str | None], bool] = lambda workspace, domain: False
+        self.allowed_domains: Callable[[], Sequence[str]] = list
+
+    def sign_in_with_connection(
+        self,
+        connection: SsoConnection,
+        identity: ExternalIdentity,
+        client: str = "",
+        request_id: str | None = None,
+    ) -> SsoCode:
+        """A one-time code for the person a workspace's connection vouches for. The
+        connection is believed only about addresses of domains its workspace holds
+        verified, now: for a linked subject, the account's address; otherwise the
+        address the provider verified. An unknown address is provisioned just in time
+        when the connection says so (its role, in its workspace), or refused. The
+        installation's operators are never signed in by a workspace's connection.
+        Every refusal is audited and changes nothing."""
+        workspace = connection.workspace_slug
+
+        def refuse(user: User | None, reason: str, message: str) -> SsoRefused:
+            reason = f"{reason} (connection {connection.id})"
+            self._refuse(identity, user, client, reason, request_id)
+            return SsoRefused(message)
+
+        if identity.issuer.rstrip("/") != connection.issuer.rstrip("/"):
+            raise refuse(
+                None, "another issuer", "The sign-on answer comes from another identity provider"
+            )
+        link = self.session.scalar(
+            select(SsoLink).where(
+                SsoLink.connection_id == connection.id, SsoLink.subject == identity.subject
+            )
+        )
+        user = self.session.get(User, link.user_id) if link else None
+        if user is not None:
+            if not self.verified_by(workspace, email_domain(user.email)):
+                raise refuse(
+                    user,
+                    "address outside the workspace's verified domains",
+                    f"This single sign-on is not the one for {user.email}: sign in from "
+                    "the sign-in page with your email address",
+                )
+        else:
+            if not identity.email or not identity.email_verified:
+                raise refuse(
+                    None,
+                    "the provider did not verify an email",
+                    "The identity provider did not vouch for your email address, so it "
+                    "cannot be matched to an account here",
+                )
+            email = normalise_email(identity.email)
+            if not self.verified_by(workspace, email_domain(email)):
+                # Another workspace's domain, or none's: this provider is not the one
+                # that speaks for it.
+                raise refuse(
+                    None,
+                    "address outside the workspace's verified domains",
+                    f"This single sign-on is not the one for {identity.email}: sign in "
+                    "from the sign-in page with your email address",
+                )
+            user = account_by_email(self.session, email)
+            if user is None:
+                if not connection.jit_role:
+                    pending = self._invited(email)
+                    raise refuse(
+                        None,
+                        "account pending" if pending else "no account",
+                        "Your invitation is not accepted yet; open the link in your "
+                        "invitation email"
+                        if pending
+                        else f"There is no account for {identity.email} here; ask an "
+                        "administrator to invite you",
+                    )
+                allowed = list(self.allowed_domains())
+                if allowed and email.rpartition("@")[2] not in allowed:
+                    raise refuse(
+                        None,
+                        "not a company address",
+                        f"Accounts may be created only for "
+                        f"{', '.join('@' + d for d in allowed)}; ask an administrator",
+                    )
+                user = self._provision(connection, identity, email, client, request_id)
+            elif self.session.scalar(
+                select(SsoLink.id).where(
+                    SsoLink.connection_id == connection.id, SsoLink.user_id == user.id
+                )
+            ):
+                raise refuse(
+                    user,
+                    "linked to another identity",
+                    "This account is linked to another identity of this single sign-on; "
+                    "sign in with that one or ask an administrator",
+                )
+        if holds_everywhere(self.session, user):
+            raise refuse(
+                user,
+                "an installation operator",
+                "The installation's operators sign in with their password, not a "
+                "workspace's single sign-on",
+            )
+        if user.status != UserStatus.ACTIVE:
+            raise refuse(
+                user,
+                f"account {user.status}",
+                "Your invitation is not accepted yet; open the link in your invitation email"
+                if user.status == UserStatus.PENDING
+                else "This account is deactivated; ask an administrator",
+            )
+        if link is None:
+            link = SsoLink(connection_id=connection.id, subject=identity.subject, user_id=user.id)
+            self.session.add(link)
+        link.last_sign_in_at = utcnow()
+        try:
+            return self.issue_code(user, "auth.sso_login", client, identity, request_id)
+        except IntegrityError:
+            # The same first sign-on finishing twice at once: the other linked it.
+            self.session.rollback()
+            raise refuse(
+                user, "concurrent first sign-on", "The sign-in is in progress elsewhere; try again"
+            ) from None
+
+    def _provision(
+        self,
+        connection: SsoConnection,
+        identity: ExternalIdentity,
+        email: str,
+        client: str,
+        request_id: str | None,
+    ) -> User:
+        """Just in time: an active account without a password, the connection's role in
+        its workspace and the link, in one change (audited as a provisioning)."""
+        role = connection.jit_role
+        assert role is not None
+        actor = Actor(
+            None,
+            f"single sign-on {connection.name} ({connection.workspace_slug})",
+            request_id=request_id,
+            source_address=client or None,
+            client_id=f"sso:{connection.id}",
+        )
+        with self.uow.change(actor) as changes:
+            user = User(
+                email=email,
+                name=identity.name or email.partition("@")[0],
+                status=UserStatus.ACTIVE,
+            )
+            self.session.add(user)
+            self.session.flush()
+            changes.engine(SubjectChanged(user.id, user.email, active=True))
+            add_grant(changes, user, connection.workspace_slug, role, None)
+            changes.audit(
+                "sso.provisioned",
+                AuditTarget.USER,
+                user.id,
+                user.name,
+                connection.workspace_slug,
+                after={
+                    "email": email,
+                    "roles": {connection.workspace_slug: [role]},
+                    "connection": connection.id,
+                    "issuer": identity.issuer,
+                    "subject": identity.subject,
+                },
+            )
+        return user
 
     def sign_in(
         self, identity: ExternalIdentity, client: str = "", request_id: str | None = None

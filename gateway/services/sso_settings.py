@@ -70,8 +70,13 @@ def check_provider(settings: Settings) -> ProviderCheck:
     """Fetch the provider's discovery document within ``oidc_timeout`` and judge it as
     the sign-in does: an answer, JSON, the issuer configured, the endpoints the code
     flow needs. Only called with single sign-on on."""
-    url = overview(settings).discovery_url
-    timeout = settings.oidc_timeout
+    return check_issuer(settings.oidc_issuer, settings.oidc_timeout, "RINGFENCE_OIDC_ISSUER")
+
+
+def check_issuer(issuer: str, timeout: float, named: str = "The issuer") -> ProviderCheck:
+    """:func:`check_provider` for any issuer (a workspace's connection too); ``named``
+    is what the words call the configured issuer when it is wrong."""
+    url = issuer.rstrip("/") + DISCOVERY_PATH
     started = time.monotonic()
     try:
         response = requests.get(url, timeout=timeout, headers={"Accept": "application/json"})
@@ -79,7 +84,7 @@ def check_provider(settings: Settings) -> ProviderCheck:
         unit = "second" if timeout == 1 else "seconds"
         return ProviderCheck(False, f"it did not answer within {timeout:g} {unit}")
     except requests.RequestException as exc:
-        return ProviderCheck(False, _unreachable(exc))
+        return ProviderCheck(False, _unreachable(exc, named))
     elapsed_ms = round((time.monotonic() - started) * 1000)
     if response.status_code != 200:
         phrase = _phrase(response.status_code)
@@ -92,13 +97,13 @@ def check_provider(settings: Settings) -> ProviderCheck:
         return ProviderCheck(False, "its answer is not a discovery document (not JSON)")
     if not isinstance(metadata, dict):
         return ProviderCheck(False, "its answer is not a discovery document (not a JSON object)")
-    named = metadata.get("issuer")
-    if not isinstance(named, str) or named.rstrip("/") != settings.oidc_issuer.rstrip("/"):
+    stated = metadata.get("issuer")
+    if not isinstance(stated, str) or stated.rstrip("/") != issuer.rstrip("/"):
         # Discovery 1.0, 4.3: the sign-in refuses a document of another issuer.
         return ProviderCheck(
             False,
-            f"its discovery document names another issuer ({_shown(str(named))}), "
-            "so sign-in is refused: RINGFENCE_OIDC_ISSUER must be exactly the issuer",
+            f"its discovery document names another issuer ({_shown(str(stated))}), "
+            f"so sign-in is refused: {named} must be exactly the issuer",
         )
     missing = [key for key in REQUIRED_METADATA if not isinstance(metadata.get(key), str)]
     if missing:
@@ -110,13 +115,13 @@ def check_provider(settings: Settings) -> ProviderCheck:
     )
 
 
-def _unreachable(exc: requests.RequestException) -> str:
+def _unreachable(exc: requests.RequestException, named: str) -> str:
     """A failed request in words: the socket's reason, found in the exception's chain
     (requests wraps urllib3's error, which wraps the socket's)."""
     if isinstance(exc, requests.exceptions.SSLError):
         return "the TLS handshake failed (is its certificate trusted?)"
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
-        return "RINGFENCE_OIDC_ISSUER is not a URL it can be reached at"
+        return f"{named} is not a URL it can be reached at"
     for cause in _chain(exc):
         if isinstance(cause, ssl.SSLError):
             return "the TLS handshake failed (is its certificate trusted?)"

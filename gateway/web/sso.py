@@ -15,11 +15,13 @@ is empty (every route then answers 404 ``sso-not-configured``).
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
-from authlib.integrations.flask_client import OAuth
+from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App, OAuth
 from flask import Blueprint, Flask, jsonify, redirect, session
 from flask import request as flask_request
 from joserfc.errors import JoseError
@@ -28,6 +30,7 @@ from werkzeug.wrappers import Response
 
 from gateway.audit.refusals import with_reason
 from gateway.config import Settings
+from gateway.db.models import SsoConnection
 from gateway.errors import (
     IdentityProviderUnavailable,
     InvalidInput,
@@ -41,6 +44,7 @@ from gateway.logs import request_id
 from gateway.notifier import name_problem
 from gateway.services.auth import IssuedToken
 from gateway.services.sso import ExternalIdentity, SsoCode
+from gateway.services.sso_connections import redirect_uri
 from gateway.web.http import note_refusal, services
 from gateway.web.state import gateway_state, state
 
@@ -99,7 +103,7 @@ def _settings() -> Settings:
     return state().settings
 
 
-def _metadata(client: Any) -> dict[str, Any]:
+def _metadata(client: Any, issuer: str | None = None) -> dict[str, Any]:
     try:
         metadata: dict[str, Any] = client.load_server_metadata()
     except (RequestException, ValueError) as exc:
@@ -109,19 +113,25 @@ def _metadata(client: Any) -> dict[str, Any]:
         ) from exc
     # OpenID Connect Discovery 1.0, 4.3: the issuer must be exactly the one configured,
     # else ID tokens of another issuer would be accepted.
-    if metadata.get("issuer", "").rstrip("/") != _settings().oidc_issuer.rstrip("/"):
+    expected = _settings().oidc_issuer if issuer is None else issuer
+    if metadata.get("issuer", "").rstrip("/") != expected.rstrip("/"):
         raise IdentityProviderUnavailable(
             "The identity provider's discovery document names another issuer"
         )
     return metadata
 
 
-def _to_provider() -> Response:
-    client = _client()
-    _metadata(client)
-    redirect_uri = _settings().public_url.rstrip("/") + "/auth/sso/callback"
+def _to_provider(
+    client: Any = None,
+    issuer: str | None = None,
+    redirect_uri: str | None = None,
+    **extra: str,
+) -> Response:
+    client = client or _client()
+    _metadata(client, issuer)
+    redirect_uri = redirect_uri or _settings().public_url.rstrip("/") + "/auth/sso/callback"
     try:
-        response: Response = client.authorize_redirect(redirect_uri)
+        response: Response = client.authorize_redirect(redirect_uri, **extra)
     except RequestException as exc:
         raise IdentityProviderUnavailable("The identity provider could not be reached") from exc
     return response
@@ -131,6 +141,11 @@ def _to_provider() -> Response:
 def login() -> Response:
     """Start single sign-on: a redirect to the identity provider."""
     _client()
+    _remember_return_target()
+    return _to_provider()
+
+
+def _remember_return_target() -> None:
     session.pop(_INVITATION_KEY, None)
     session.pop(_RETURN_KEY, None)
     session.pop(_BINDING_KEY, None)
@@ -142,7 +157,6 @@ def login() -> Response:
         if target not in RETURN_TARGETS or not (0 < len(binding) <= 128 and binding.isalnum()):
             raise InvalidInput("Unknown sign-in return target", errors={"next": ["unknown"]})
         session[_RETURN_KEY], session[_BINDING_KEY] = target, binding
-    return _to_provider()
 
 
 @bp.get("/invite/<token>/sso")
@@ -164,19 +178,25 @@ def callback() -> Response:
     """The provider's answer: sign the person in (or accept their invitation), and hand
     back a one-time code for ``POST /auth/sso/exchange``."""
     client = _client()
+    return _answer(lambda: _callback(client))
+
+
+def _answer(finish: Callable[[], SsoCode]) -> Response:
+    """The end of a round trip: the code to the return target the sign-in named (or its
+    refusal, for that target's page to show), else as the installation says."""
     target = session.pop(_RETURN_KEY, None)
     binding = str(session.pop(_BINDING_KEY, ""))
     if target in RETURN_TARGETS:
         back = _settings().public_url.rstrip("/") + RETURN_TARGETS[target]
         try:
-            code = _callback(client)
+            code = finish()
         except RingfenceError as exc:
             # The target's page shows the refusal (kept in the signed session cookie, so
             # nobody can put a message of theirs on it).
             session[ERROR_KEY] = exc.detail or exc.title
             return redirect(back + "?" + urlencode({"binding": binding}), code=303)
         return redirect(back + "?" + urlencode({"code": code.code, "binding": binding}), code=303)
-    code = _callback(client)
+    code = finish()
     return_url = _settings().oidc_return_url
     if return_url:
         separator = "&" if "?" in return_url else "?"
@@ -184,9 +204,9 @@ def callback() -> Response:
     return jsonify(code=code.code, expires_in=code.expires_in, exchange="POST /auth/sso/exchange")
 
 
-def _callback(client: Any) -> SsoCode:
+def _callback(client: Any, connection: SsoConnection | None = None) -> SsoCode:
     try:
-        return _signed_on(client)
+        return _signed_on(client, connection)
     except SsoFailed as exc:
         # Refusals of a known identity are audited by the service (auth.sso_refused).
         # These failed before anyone was identified: anyone can send them, with words of
@@ -206,8 +226,8 @@ def exchange_code(code: str) -> IssuedToken:
         raise
 
 
-def _signed_on(client: Any) -> SsoCode:
-    invitation = session.pop(_INVITATION_KEY, None)
+def _signed_on(client: Any, connection: SsoConnection | None = None) -> SsoCode:
+    invitation = session.pop(_INVITATION_KEY, None) if connection is None else None
     try:
         token = client.authorize_access_token()
     except MismatchingStateError as exc:
@@ -237,8 +257,9 @@ def _signed_on(client: Any) -> SsoCode:
     # A name with control characters (it would go into emails' headers) is left out, as
     # the admin API refuses it: the invitation's name is used instead.
     name = str(claims.get("name") or "")
+    issuer = connection.issuer if connection else None
     identity = ExternalIdentity(
-        issuer=str(claims.get("iss") or _metadata(client)["issuer"]),
+        issuer=str(claims.get("iss") or _metadata(client, issuer)["issuer"]),
         subject=str(claims["sub"]),
         email=str(claims.get("email") or ""),
         email_verified=verified is True or str(verified).lower() == "true",
@@ -246,8 +267,73 @@ def _signed_on(client: Any) -> SsoCode:
     )
     client_address, rid = flask_request.remote_addr or "", request_id()
     sso = services().sso
+    if connection is not None:
+        return sso.sign_in_with_connection(connection, identity, client_address, rid)
     return (
         sso.accept_invitation(invitation, identity, client_address, rid)
         if invitation
         else sso.sign_in(identity, client_address, rid)
     )
+
+
+# -- a workspace's own connection ----------------------------------------------------
+#
+# The same round trip with the connection's client (gateway.services.sso_connections):
+# its own redirect URI, and the state, nonce and PKCE verifier kept under its own name,
+# so an answer that comes back to another connection's callback finds no state there.
+
+CONNECTION = "/auth/sso/connections/<int(max=2147483647):connection_id>"
+_CLIENTS: dict[tuple[int, str, str, str], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+MAX_CLIENTS = 500
+
+
+def _connection_client(connection: SsoConnection) -> Any:
+    """Authlib's client for the connection as it is now (its discovery document and
+    keys are fetched once per client; an edited connection gets a new one)."""
+    key = (connection.id, connection.issuer, connection.client_id, connection.sealed_client_secret)
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            if len(_CLIENTS) >= MAX_CLIENTS:
+                _CLIENTS.clear()
+            name = f"sso-connection-{connection.id}."
+            client = FlaskOAuth2App(
+                FlaskIntegration(name),
+                name,
+                client_id=connection.client_id,
+                client_secret=services().sso_connections.client_secret(connection),
+                server_metadata_url=connection.issuer.rstrip("/")
+                + "/.well-known/openid-configuration",
+                client_kwargs={
+                    "scope": "openid email profile",
+                    "code_challenge_method": "S256",
+                    "default_timeout": _settings().oidc_timeout,
+                },
+            )
+            _CLIENTS[key] = client
+    return client
+
+
+@bp.get(f"{CONNECTION}/login")
+def connection_login(connection_id: int) -> Response:
+    """Start signing in through a workspace's connection (where the sign-in page routes
+    the people of its verified domains); ``login_hint`` is passed on to the provider."""
+    connection = services().sso_connections.for_sign_in(connection_id)
+    _remember_return_target()
+    hint = flask_request.args.get("login_hint", "")[:320]
+    extra = {"login_hint": hint} if hint and "@" in hint and hint.isprintable() else {}
+    return _to_provider(
+        _connection_client(connection),
+        connection.issuer,
+        redirect_uri(_settings(), connection.id),
+        **extra,
+    )
+
+
+@bp.get(f"{CONNECTION}/callback")
+def connection_callback(connection_id: int) -> Response:
+    """The provider's answer for a workspace's connection."""
+    connection = services().sso_connections.for_sign_in(connection_id)
+    client = _connection_client(connection)
+    return _answer(lambda: _callback(client, connection))

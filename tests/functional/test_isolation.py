@@ -21,10 +21,13 @@ from gateway.db.models import (
     Invitation,
     OAuthClient,
     PolicyState,
+    SsoConnection,
+    SsoDomain,
     User,
     Workspace,
 )
 from gateway.db.session import make_engine
+from tests.functional.test_workspace_sso import add_connection_row
 from tests.helpers import LiveServer, create_workspaces, invite, invite_and_accept, onboard
 
 # Public, or acting only on the caller's own session: nothing of another workspace.
@@ -50,6 +53,10 @@ PUBLIC |= {
     ("POST", "/auth/sso/exchange"),
     ("GET", "/auth/sso/login"),
     ("GET", "/auth/sso/callback"),
+    # A workspace's own single sign-on (test_workspace_sso_sign_in.py walks the answers
+    # carried to another workspace's connection).
+    ("GET", "/auth/sso/connections/<int(max=2147483647):connection_id>/login"),
+    ("GET", "/auth/sso/connections/<int(max=2147483647):connection_id>/callback"),
 }
 # The signed-in person's own invitations: listed and accepted for their own account only
 # (tests/functional/test_tenant_walls.py tries them with other people's invitations).
@@ -63,6 +70,8 @@ PUBLIC |= {("GET", "/auth/mfa"), ("POST", "/auth/mfa/verify")}
 PUBLIC |= {("POST", f"/auth/mfa/{p}") for p in ("totp", "totp/confirm", "totp/remove")}
 PUBLIC |= {("POST", "/auth/mfa/recovery-codes")}
 STREAM = "<int(max=2147483647):stream_id>"
+SSO = "<int(max=2147483647):connection_id>"
+DOMAIN = "<int(max=2147483647):domain_id>"
 NOT_ADMIN += ("/pdp/", "/.well-known/authzen-configuration")  # AuthZEN decisions, discovery
 # SCIM: a directory connection's token, never an admin's; its wall between two workspaces'
 # directories is walked in tests/functional/test_directory.py.
@@ -103,6 +112,20 @@ def database_state(server: LiveServer) -> dict[str, Any]:
                         DirectoryConnection.token_hash,
                         DirectoryConnection.default_role,
                         DirectoryConnection.revoked_at,
+                    )
+                ).all()
+            )
+            counts["sso_connections"] = sorted(
+                session.execute(
+                    select(SsoConnection.id, SsoConnection.name, SsoConnection.issuer)
+                    .add_columns(SsoConnection.sealed_client_secret, SsoConnection.enabled)
+                    .add_columns(SsoConnection.require_sso, SsoConnection.jit_role)
+                ).all()
+            )
+            counts["sso_domains"] = sorted(
+                session.execute(
+                    select(SsoDomain.id, SsoDomain.domain, SsoDomain.verified_at).add_columns(
+                        SsoDomain.last_checked_at, SsoDomain.workspace_slug
                     )
                 ).all()
             )
@@ -147,6 +170,9 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
     assert root.post("/workspaces/acme/custom-roles", json=auditor).status_code == 201
     directory = root.post("/directory-connections", json={"workspace": "acme", "name": "Okta"})
     d = directory.json()["connection"]["id"]
+    sso = add_connection_row(server.settings, "acme")
+    claim = root.post("/sso-domains", json={"workspace": "acme", "domain": "acme-corp.test"})
+    dom = claim.json()["id"]
     before = database_state(server)
 
     def refused(response: httpx.Response) -> None:
@@ -281,6 +307,43 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
             refused(
                 gina.put(f"/directory-connections/{d}/roles", json={"group_roles": {"x": "viewer"}})
             )
+        ),
+        # A workspace's own single sign-on: acme's connection answers as one that does
+        # not exist (tests/functional/test_workspace_sso.py walks it for globex's owner).
+        ("GET", "/sso-connections"): lambda: [
+            invisible(gina.get("/sso-connections")),
+            invisible(gina.get("/sso-connections", params={"workspace": "acme"})),
+        ],
+        ("POST", "/sso-connections"): lambda: refused(
+            gina.post(
+                "/sso-connections",
+                json={
+                    "workspace": "acme",
+                    "name": "Mine",
+                    "issuer": "https://idp.example",
+                    "client_id": "mine",
+                    "client_secret": "mine",
+                },
+            )
+        ),
+        ("GET", f"/sso-connections/{SSO}"): lambda: refused(gina.get(f"/sso-connections/{sso}")),
+        ("PATCH", f"/sso-connections/{SSO}"): lambda: refused(
+            gina.patch(f"/sso-connections/{sso}", json={"enabled": False})
+        ),
+        ("POST", f"/sso-connections/{SSO}/check"): lambda: refused(
+            gina.post(f"/sso-connections/{sso}/check")
+        ),
+        ("GET", "/sso-domains"): lambda: [
+            invisible(gina.get("/sso-domains")),
+            invisible(gina.get("/sso-domains", params={"workspace": "acme"})),
+        ],
+        ("POST", "/sso-domains"): lambda: refused(
+            gina.post("/sso-domains", json={"workspace": "acme", "domain": "mine.test"})
+        ),
+        ("GET", f"/sso-domains/{DOMAIN}"): lambda: refused(gina.get(f"/sso-domains/{dom}")),
+        ("DELETE", f"/sso-domains/{DOMAIN}"): lambda: refused(gina.delete(f"/sso-domains/{dom}")),
+        ("POST", f"/sso-domains/{DOMAIN}/verify"): lambda: refused(
+            gina.post(f"/sso-domains/{dom}/verify")
         ),
         ("POST", "/reviews/items/<int(max=2147483647):item_id>/decision"): lambda: refused(
             gina.post(f"/reviews/items/{eve_item['id']}/decision", json={"decision": "revoke"})

@@ -62,7 +62,7 @@ ADMIN_GROUPS = {
     "people": ("users", "invitations", "reviews", "reports", "user_mfa", "audit"),
     "workspaces": (
         *("workspaces", "custom_roles", "roles", "policy", "settings", "workspace_mfa"),
-        *("clients", "directory"),
+        *("clients", "directory", "sso_connections", "sso_domains"),
     ),
     "sign-in-decisions-streams": ("auth", "mfa", "authzen", "decisions", "event_streams"),
 }
@@ -117,6 +117,12 @@ SECRET_INPUT = {
     # A role the workspace defines (its custom roles too): no schema can list them.
     "POST /directory-connections": ["422"],
     "PUT /directory-connections/{connection_id}/roles": ["422"],
+    # A single sign-on connection's issuer must be an https URL on a public address
+    # (it resolves, offline, to none), and a provisioning role one the workspace defines.
+    "POST /sso-connections": ["422"],
+    "PATCH /sso-connections/{connection_id}": ["422"],
+    # Verifying a domain asks DNS for its TXT record, which no generated claim holds.
+    "POST /sso-domains/{domain_id}/verify": ["409", "503"],
     # page.token
     **{
         f"POST {scope}/access/v1/search/{kind}": ["400"]

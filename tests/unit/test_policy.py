@@ -132,6 +132,7 @@ def test_default_roles_grant_what_the_design_says() -> None:
         "reviews:write",
     }
     owner = admin | {"users:remove", "workspaces:update", "workspaces:delete", "settings:write"}
+    owner |= {"sso:manage"}
     assert policy.effective_permissions("viewer") == viewer
     assert policy.effective_permissions("editor") == editor
     assert policy.effective_permissions("admin") == admin
