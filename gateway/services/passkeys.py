@@ -41,13 +41,14 @@ from gateway.errors import (
     InvalidInput,
     InvalidPasskey,
     NotFound,
+    SsoRequired,
     TooManyRequests,
     Unauthorized,
 )
 from gateway.identity import passkeys as webauthn
 from gateway.identity.passkeys import PasskeyRefused
 from gateway.identity.security import token_digest
-from gateway.services.auth import AuthService, IssuedToken, claim_user_token
+from gateway.services.auth import AuthService, IssuedToken, claim_user_token, holds_everywhere
 from gateway.services.base import Actor, AuditTarget, UnitOfWork, self_actor
 from gateway.services.mfa import EXPIRED, MfaService
 
@@ -270,8 +271,34 @@ class PasskeyService:
             self._refuse_sign_in(refused.reason, row, client, request_id)
             raise InvalidPasskey(NOT_SIGNED_IN) from refused
         assert row is not None
+        self._hold_to_sso(user, client, request_id)
         self._note_use(row, used)
         return self.auth.start_session(user, "auth.passkey_login", client, request_id)
+
+    def _hold_to_sso(self, user: User, client: str, request_id: str | None) -> None:
+        """SsoRequired for a person whose address's domain a workspace verified and holds
+        to its single sign-on: they sign in there, not with a passkey (which would outlive
+        their access at the provider); the installation's operators excepted, as for
+        passwords (gateway.services.auth). Asked after the passkey verified, so that the
+        answer tells only its holder."""
+        route = self.auth.sso_route(user.email)
+        if route is None or not route.required or holds_everywhere(self.session, user):
+            return
+        self.session.rollback()
+        self.uow.record(
+            self_actor(user, client, request_id),
+            "auth.sso_required",
+            AuditTarget.USER,
+            target_id=user.id,
+            target_name=user.name,
+            after={"method": "passkey", "domain": route.domain, "source_address": client or None},
+        )
+        raise SsoRequired(
+            f"People at {route.domain} sign in with their organisation's single sign-on, "
+            "not a passkey here",
+            domain=route.domain,
+            sso_login=f"/auth/sso/connections/{route.connection_id}/login",
+        )
 
     def _refuse_sign_in(
         self, reason: str, row: PasskeyCredential | None, client: str, request_id: str | None
