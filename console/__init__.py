@@ -24,6 +24,7 @@ from console import (  # noqa: F401  (they register their pages on bp)
     settings_pages,
     streams,
     workspace_pages,
+    workspace_sso,
 )
 from console.views import bp
 

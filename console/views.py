@@ -46,6 +46,7 @@ from gateway.errors import (
     MfaRequired,
     NotFound,
     RingfenceError,
+    SsoRequired,
     Unauthorized,
 )
 from gateway.logs import request_id
@@ -265,6 +266,8 @@ def _nav() -> list[tuple[str, str, str]]:
         items.append(("console.audit", "Audit", "audit"))
     if v.anywhere(Permission.DIRECTORY_MANAGE):
         items.append(("console.directory", "Directory", "directory"))
+    if v.anywhere(Permission.SSO_MANAGE):
+        items.append(("console.workspace_sso", "SSO", "sso"))
     if v.anywhere(Permission.EVENT_STREAMS_WRITE):
         items.append(("console.event_streams", "Log streams", "event_streams"))
     if v.can(Permission.SETTINGS_WRITE, ALL_WORKSPACES):
@@ -335,8 +338,18 @@ def sign_in() -> Response:
     errors: dict[str, list[str]] = {}
     email = ""
     status = 200
+    route = None
     if request.method == "POST":
         email = request.form.get("email", "")[:320]
+        # A verified domain's person (gateway.services.sso_domains) who typed no password
+        # goes to their workspace's single sign-on; a password is refused where it is
+        # required (the service says so, by the domain alone).
+        route = services().sso_domains.route_for(email) if "@" in email else None
+        if route is not None and not request.form.get("password"):
+            target = url_for(
+                "console.sso_start", connection=route.connection_id, login_hint=email.strip()
+            )
+            return redirect(target, 303)  # type: ignore[return-value]
         try:
             args = LoginSchema().load(
                 {"email": email, "password": request.form.get("password", "")}
@@ -361,10 +374,17 @@ def sign_in() -> Response:
             # One message whatever went wrong, as the API's: nothing about who exists.
             errors = {"_form": [exc.detail or exc.title]}
             status = exc.status
+            if isinstance(exc, SsoRequired) and route is not None:
+                return _sign_in_page(errors, status, email, route.connection_id)
     return _sign_in_page(errors, status, email)
 
 
-def _sign_in_page(errors: dict[str, list[str]], status: int = 200, email: str = "") -> Response:
+def _sign_in_page(
+    errors: dict[str, list[str]],
+    status: int = 200,
+    email: str = "",
+    sso_connection: int | None = None,
+) -> Response:
     token, new_cookie = console_session.pre_session_token()
     g.console_pre_token = token
     response = _render(
@@ -374,6 +394,7 @@ def _sign_in_page(errors: dict[str, list[str]], status: int = 200, email: str = 
         email=email,
         next=request.values.get("next", ""),
         sso_enabled=bool(getattr(console_session.settings(), "oidc_issuer", "")),
+        sso_connection=sso_connection,
     )
     if new_cookie:
         console_session.set_pre_session(response, new_cookie)
@@ -384,10 +405,15 @@ def _sign_in_page(errors: dict[str, list[str]], status: int = 200, email: str = 
 def sso_start() -> Response:
     """Single sign-on into the console: bind this browser to the sign-in (a random,
     HttpOnly cookie; its digest travels the round trip) and go to the provider."""
-    if not console_session.settings().oidc_issuer:
+    connection = request.args.get("connection", type=int)  # a workspace's own
+    if connection is None and not console_session.settings().oidc_issuer:
         return _sign_in_page({"_form": ["Single sign-on is not configured here"]}, 404)
     value, binding = console_session.start_sso()
     target = "/auth/sso/login?" + urlencode({"next": "console", "binding": binding})
+    if connection is not None:
+        hint = request.args.get("login_hint", "")[:320]
+        query = {"next": "console", "binding": binding, **({"login_hint": hint} if hint else {})}
+        target = f"/auth/sso/connections/{connection}/login?" + urlencode(query)
     response = redirect(target, 303)
     console_session.set_sso_binding(response, value)  # type: ignore[arg-type]
     return response  # type: ignore[return-value]

@@ -16,6 +16,7 @@ import pytest
 from gateway.config import Settings
 from tests.browser.a11y import assert_accessible
 from tests.browser.test_console_story import shot, super_admin_console
+from tests.dns_server import Zone, running_dns
 from tests.helpers import LiveServer
 from tests.oidc_provider import OidcProvider, running_provider
 from tests.peer_support import refused_port
@@ -39,7 +40,16 @@ def sso_on(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-def settings(settings: Settings, provider: OidcProvider, sso_on: bool) -> Settings:
+def dns() -> Iterator[Zone]:
+    """The DNS server workspaces' domains are verified against (tests/dns_server.py)."""
+    with running_dns() as zone:
+        yield zone
+
+
+@pytest.fixture
+def settings(settings: Settings, provider: OidcProvider, sso_on: bool, dns: Zone) -> Settings:
+    # Workspaces' own connections: the loopback provider, and the loopback DNS server.
+    settings = replace(settings, sso_allow_private_issuers=True, dns_nameservers=dns.address)
     if not sso_on:
         return replace(settings, smtp_test_connect_seconds=0.5)
     return replace(
@@ -143,3 +153,63 @@ def test_the_sso_page_with_single_sign_on_off(
     shot(page, artifacts, "settings-3-sso-off-phone")
     assert watch.problems == [], watch.problems
     context.close()
+
+
+@pytest.mark.parametrize("sso_on", [False], indirect=True)
+def test_a_workspaces_own_single_sign_on_and_its_domains(
+    server: LiveServer, chromium: Any, artifacts: Path, axe: str, dns: Zone, port: int
+) -> None:
+    with server.admin() as root:
+        assert root.post("/workspaces", json={"slug": "acme", "name": "Acme"}).status_code == 201
+    secret = "provider-secret-" + "z" * 20
+    callback = f"http://127.0.0.1:{port}/auth/sso/connections/1/callback"
+    with running_provider("ringfence-acme", secret, callback) as idp:
+        context, page, watch = super_admin_console(chromium, server)
+        page.get_by_role("link", name="SSO", exact=True).click()
+        page.get_by_role("heading", name="Connection of acme").wait_for()
+        assert_accessible(page, axe, "workspace single sign-on, none yet")
+        page.get_by_label("Name").fill("Acme IdP")
+        page.get_by_label("Issuer URL").fill(idp.issuer)
+        page.get_by_label("Client ID").fill("ringfence-acme")
+        page.get_by_label("Client secret").fill(secret)
+        page.get_by_role("button", name="Set up").click()
+        page.locator("#sso-redirect-uri").wait_for()
+        assert page.locator("#sso-redirect-uri").inner_text() == callback
+        assert secret not in page.content()
+        page.get_by_role("button", name="Check the provider").click()
+        page.locator("#sso-check-result").wait_for()
+        assert page.locator("#sso-check-result").inner_text().startswith("The provider answers")
+        assert_accessible(page, axe, "workspace single sign-on, set up and checked")
+
+        page.get_by_label("Email domain").fill("acme.test")
+        page.get_by_role("button", name="Claim").click()
+        page.get_by_role("button", name="Verify acme.test").wait_for()
+        with server.admin() as root:
+            [claim] = root.get("/sso-domains").json()
+        dns.publish(claim["txt_name"], claim["txt_value"])
+        page.get_by_role("button", name="Verify acme.test").click()
+        page.get_by_role("button", name="Check again acme.test").wait_for()
+        assert "acme.test is verified." in page.locator("[role=status]").first.inner_text()
+        assert_accessible(page, axe, "workspace single sign-on, a domain verified")
+        shot(page, artifacts, "workspace-sso")
+        page.get_by_label("Required for the verified domains").check()
+        page.get_by_role("button", name="Save").click()
+        page.locator("#sso-status").filter(has_text="required").wait_for()
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert_accessible(page, axe, "workspace single sign-on on a phone")
+        assert watch.problems == [], watch.problems
+        context.close()
+
+        # The sign-in page, for an address of the domain: refused, with the way to go.
+        visitor = chromium.new_context(viewport={"width": 1280, "height": 900})
+        sign_in = visitor.new_page()
+        sign_in.goto(f"{server.url}/console/sign-in")
+        sign_in.get_by_label("Email").fill("someone@acme.test")
+        sign_in.get_by_label("Password").fill("any password at all")
+        sign_in.get_by_role("button", name="Sign in", exact=True).click()
+        sign_in.get_by_role("link", name="Continue with single sign-on").wait_for()
+        assert "sign in with their organisation's single sign-on" in sign_in.content()
+        assert_accessible(sign_in, axe, "sign-in, single sign-on required")
+        shot(sign_in, artifacts, "sign-in-sso-required")
+        visitor.close()

@@ -14,6 +14,7 @@ from gateway.db.models import utcnow
 from tests.console_support import sign_in
 from tests.functional.test_console_invite_many import outcomes
 from tests.functional.test_isolation import database_state
+from tests.functional.test_workspace_sso import add_connection_row
 from tests.helpers import (
     PASSWORD,
     LiveServer,
@@ -92,6 +93,9 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
             "event_types": ["*"],
         },
     ).json()["stream"]["id"]
+    add_connection_row(server.settings, "acme")
+    claim = root.post("/sso-domains", json={"workspace": "acme", "domain": "acme-corp.test"})
+    dom = claim.json()["id"]
     stream_page = "/console/event-streams/<int(max=2147483647):stream_id>"
     auditor = {"name": "auditor", "permissions": ["audit:read"]}
     assert root.post("/workspaces/acme/custom-roles", json=auditor).status_code == 201
@@ -328,6 +332,30 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         ),
         ("POST", f"{stream_page}/delete"): lambda: refused(
             gina.post(f"/console/event-streams/{es}/delete")
+        ),
+        # A workspace's own single sign-on: acme's answers as a workspace that does not
+        # exist; her page shows globex's only.
+        ("GET", "/console/sso"): lambda: [
+            invisible_addresses(gina.get("/console/sso")),
+            refused(gina.get("/console/sso", params={"workspace": "acme"})),
+        ],
+        ("POST", "/console/sso/<slug>/connection"): lambda: refused(
+            gina.post(
+                "/console/sso/acme/connection",
+                {"name": "Mine", "issuer": "https://idp.example", "client_id": "mine"},
+            )
+        ),
+        ("POST", "/console/sso/<slug>/connection/check"): lambda: refused(
+            gina.post("/console/sso/acme/connection/check")
+        ),
+        ("POST", "/console/sso/<slug>/domains"): lambda: refused(
+            gina.post("/console/sso/acme/domains", {"domain": "mine.test"})
+        ),
+        ("POST", "/console/sso/domains/<int(max=2147483647):domain_id>/verify"): lambda: refused(
+            gina.post(f"/console/sso/domains/{dom}/verify")
+        ),
+        ("POST", "/console/sso/domains/<int(max=2147483647):domain_id>/delete"): lambda: refused(
+            gina.post(f"/console/sso/domains/{dom}/delete")
         ),
         ("GET", "/console/settings"): lambda: refused(gina.get("/console/settings")),
         ("POST", "/console/settings/email"): lambda: refused(
