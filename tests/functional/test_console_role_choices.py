@@ -182,7 +182,7 @@ def test_a_powerful_role_is_announced_in_words_first(server: LiveServer, root: C
     owner = preview("owner")
     assert "Gives admin rights in acme: they can invite people" in owner
     assert "remove people" in owner and "delete the workspace" in owner
-    assert "Gains 21 permissions" in owner
+    assert "Gains 22 permissions" in owner
 
     viewer = preview("viewer")
     assert "message warning" not in viewer and "admin rights" not in viewer
@@ -210,7 +210,7 @@ def test_the_roles_page_groups_folds_and_searches(server: LiveServer, root: Cons
     assert '<details class="role-group" id="group-installation" open>' in text
     # Each role's permissions folded, with their count.
     assert re.search(r'<details class="perm-list">\s*<summary>3 permissions</summary>', text)
-    assert "<summary>24 permissions</summary>" in text  # superadmin: the whole catalogue
+    assert "<summary>25 permissions</summary>" in text  # superadmin: the whole catalogue
     assert '<p class="count" id="roles-count" role="status">5 roles</p>' in text
 
     # Without script: a GET form; the server filters by name, description or permission.

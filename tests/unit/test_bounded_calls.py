@@ -66,7 +66,7 @@ def test_a_shared_error_reaches_every_caller_and_is_not_remembered() -> None:
 def test_other_keys_still_find_the_threads_taken_and_a_stall_is_bounded() -> None:
     calls = BoundedCalls(timeout=0.1, workers=1)
     release = threading.Event()
-    with pytest.raises(DatabaseStalled, match="did not answer within 0.1 s"):
+    with pytest.raises(DatabaseStalled, match=r"did not answer within 0\.1 s"):
         calls.run_shared("a", lambda: release.wait(5))
     with pytest.raises(DatabaseStalled, match="every database thread is waiting"):
         calls.run_shared("b", lambda: "never run")
