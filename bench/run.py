@@ -538,7 +538,8 @@ def goals(results: list[dict[str, Any]]) -> list[str]:
         )
     http = HTTP_RESULTS.with_suffix(".json")
     if http.exists():
-        servers = json.loads(http.read_text(encoding="utf-8"))["servers"]
+        measured = json.loads(http.read_text(encoding="utf-8"))
+        servers = measured["servers"]
         best = max(servers, key=lambda name: servers[name]["check"]["rps"])
         runs, today = servers[best], servers["gunicorn"]
         share = runs["check"]["rps"] / runs["floor"]["rps"]
@@ -559,6 +560,25 @@ def goals(results: list[dict[str, Any]]) -> list[str]:
             f"{per_second:,.0f} decisions/s ({per_second / 200_000:.0%} of the goal)",
             per_second >= 200_000,
         )
+        two, one = measured.get("two_workers"), servers.get("granian")
+        if two and one:
+            scale = min(two[e]["rps"] / one[e]["rps"] for e in ("check", "batch"))
+            goal(
+                "HTTP (granian): two workers at least 1.7x one worker's decisions/s",
+                f"{scale:.2f}x (the lower of single checks and batches)",
+                scale >= 1.7,
+            )
+        memory = measured.get("memory")
+        if memory and len(memory["served"]["workers"]) > 1:
+            first, *extra = memory["served"]["workers"]
+            share = max(w["uss"] for w in extra) / first["rss"]
+            goal(
+                f"HTTP (granian): an extra worker's private memory at most 25% of the "
+                f"first one's, {memory['size']} users",
+                f"{share:.1%} (USS {max(w['uss'] for w in extra):,.0f} MiB against "
+                f"{first['rss']:,.0f} MiB)",
+                share <= 0.25,
+            )
     else:
         goal("HTTP: single checks and batches (make bench-http)", "not measured", None)
     return out

@@ -3,9 +3,13 @@ decision API calls the functional tests share."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import socket
 import threading
+import time
+import unittest.mock
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,12 +24,13 @@ import yaml
 from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy.orm import Session
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import make_server
 
 from gateway.config import PROJECT_ROOT, Settings
 from gateway.db.models import Invitation, utcnow
 from gateway.db.session import make_engine
 from gateway.web.state import gateway_state
+from tests.smtp_support import free_port
 
 ADMIN_EMAIL = "admin@example.com"
 PASSWORD = "a long enough password"
@@ -78,11 +83,78 @@ def close_app(app: Flask) -> None:
     gateway_state(app).close()
 
 
+# The server the suite's in-process gateways run under: granian, as `ringfence serve`
+# deploys it (issue 22), unless RINGFENCE_TEST_SERVER=werkzeug asks for the old one.
+TEST_SERVER = os.environ.get("RINGFENCE_TEST_SERVER", "granian")
+
+
+class GranianThread:
+    """granian serving a WSGI app from a thread of this process, so a test can still
+    reach into the app it serves (its state, clocks, hooks). granian runs its workers as
+    threads only on free-threaded Python and has no public embedding for WSGI: this
+    drives one worker the way its threaded server does (granian.server.mt), which ties
+    the helper to granian's internals; tests/unit/test_deploy.py's pin check and any
+    test here fail at once if they change. Starting takes about 1.5 ms, stopping 0.5."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        from granian.constants import Interfaces, RuntimeModes
+        from granian.server import common
+        from granian.server.mt import MTServer
+
+        from gateway.cli.server import ACCESS_LOG_FORMAT
+
+        self.server_port = port or free_port()
+        # A server configures the process's logging (dictConfig, which closes every
+        # handler, the test runner's among them): not the suite's. Its access log, in
+        # ringfence serve's format, goes to the granian.access logger like any other.
+        with unittest.mock.patch.object(common, "configure_logging"):
+            self._server = MTServer(
+                "tests:app",  # only named in granian's messages: the app is passed below
+                address="127.0.0.1",
+                port=self.server_port,
+                interface=Interfaces.WSGI,
+                blocking_threads=8,
+                websockets=False,
+                log_access=True,
+                log_access_format=ACCESS_LOG_FORMAT,
+                runtime_mode=RuntimeModes.st,
+            )
+        self._server._init_shared_socket()
+        self._worker = self._server._spawn_worker(0, MTServer._spawn_wsgi_worker, app)
+        self._worker.inner.daemon = True
+
+    def start(self) -> None:
+        self._worker.inner.start()
+        deadline = time.monotonic() + 10
+        while True:  # listening once a connection is accepted
+            try:
+                socket.create_connection(("127.0.0.1", self.server_port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or not self._worker.inner.is_alive():
+                    raise
+                time.sleep(0.0005)
+
+    def stop(self) -> None:
+        self._worker.terminate()
+        self._worker.inner.join(timeout=5)
+
+
 @contextmanager
-def serving(app: Any, port: int = 0) -> Iterator[BaseWSGIServer]:
+def serving(app: Any, port: int = 0) -> Iterator[Any]:
     """``app`` (any WSGI app) on a real HTTP socket on loopback, in a thread, until the
-    block ends. The serve loop looks for the end every 20 ms (the standard library's
-    500 ms would cost every test that ends a server a quarter of a second)."""
+    block ends; its port is ``.server_port``. Under granian (TEST_SERVER), else under
+    Werkzeug's threaded server, whose serve loop looks for the end every 20 ms (the
+    standard library's 500 ms would cost every test that ends a server a quarter of a
+    second)."""
+    if TEST_SERVER == "granian":
+        granian = GranianThread(app, port)
+        granian.start()
+        try:
+            yield granian
+        finally:
+            granian.stop()
+        return
     httpd = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=lambda: httpd.serve_forever(poll_interval=0.02))
     thread.daemon = True
