@@ -65,6 +65,13 @@ OTHER_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
         "the PostgreSQL database the benchmarks load their data into",
     ),
     (
+        "RINGFENCE_TEST_SERVER",
+        "the test suite",
+        "`granian`",
+        "the server the tests' in-process gateways run under: `granian` (as deployed) or "
+        "`werkzeug`",
+    ),
+    (
         "RINGFENCE_TEST_DATABASE_URL",
         "the test suite",
         "empty: PostgreSQL tests skip",
