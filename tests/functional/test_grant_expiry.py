@@ -43,7 +43,7 @@ def test_an_expired_grant_denies_on_the_first_check_after_its_end(server: LiveSe
         "invalid-input",
         "future",
     )
-    ends = utcnow() + timedelta(seconds=1.5)
+    ends = utcnow() + timedelta(seconds=2.5)
     added = root.post(
         f"/users/{tim}/grants",
         json={"workspace": "acme", "role": "editor", "expires_at": ends.isoformat()},
@@ -52,7 +52,10 @@ def test_an_expired_grant_denies_on_the_first_check_after_its_end(server: LiveSe
     grants = {(g["workspace"], g["role"]): g for g in added.json()["user"]["grants"]}
     assert datetime.fromisoformat(grants[("acme", "editor")]["expires_at"]) == ends
     assert grants[("acme", "viewer")]["expires_at"] is None
-    assert allowed(server, "tim@example.com", "acme", "write")["allowed"] is True
+    # Allowed while the grant runs: a check answered after its end (a loaded machine
+    # once took longer than the grant's 1.5 s to get here) says nothing of that.
+    allowed_while_running = allowed(server, "tim@example.com", "acme", "write")["allowed"]
+    assert allowed_while_running is True or utcnow() >= ends
     revision = added.json()["revision"]
 
     time.sleep(max(0.0, (ends - utcnow()).total_seconds()) + 0.05)
@@ -103,7 +106,7 @@ def test_an_ended_grant_gives_no_admin_permission_and_the_task_removes_it(
     ada, ada_client = invite_and_accept(
         server, root, "ada@example.com", "Ada", [("acme", "viewer")]
     )
-    ends = utcnow() + timedelta(seconds=1.5)
+    ends = utcnow() + timedelta(seconds=2.5)
     added = root.post(
         f"/users/{ada}/grants",
         json={"workspace": "acme", "role": "admin", "expires_at": ends.isoformat()},
