@@ -32,6 +32,7 @@ How a replica runs (``ringfence serve``, the Dockerfile's command):
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing.process
 import multiprocessing.util
 import os
@@ -144,6 +145,12 @@ def serve(build_app: Callable[[], Flask], options: ServerOptions) -> None:
         log_access_format=ACCESS_LOG_FORMAT,
         workers_kill_timeout=options.graceful_timeout,
         respawn_failed_workers=True,
+    )
+
+    # granian warns whenever a worker may run more Python threads than 2 x cores + 1;
+    # here they mostly wait on the database, which is why there are eight.
+    logging.getLogger("_granian").addFilter(
+        lambda record: not record.getMessage().startswith("Configuration allows spawning")
     )
 
     @server.on_reload
