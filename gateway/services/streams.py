@@ -37,7 +37,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, event, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -50,6 +50,7 @@ from gateway.db.models import (
     DecisionEvent,
     DecisionEventHead,
     EventStream,
+    UTCDateTime,
     Workspace,
     utcnow,
 )
@@ -442,6 +443,38 @@ def stream_secrets(settings: Settings, stream: EventStream) -> list[str]:
     return list(unseal(settings.secret_key, stream.sealed_secrets)["secrets"])
 
 
+def _streams_due() -> Select[int]:
+    """Active streams with events past their cursor (audit, or decisions for a stream
+    that samples them) whose retry wait and claim are over, at ``:now``: one statement,
+    the two heads read inside it."""
+    now = bindparam("now", type_=UTCDateTime())
+    head = func.coalesce(select(AuditChain.head_id).where(AuditChain.id == 1).scalar_subquery(), 0)
+    decisions = func.coalesce(
+        select(DecisionEventHead.head_id).where(DecisionEventHead.id == 1).scalar_subquery(), 0
+    )
+    return (
+        select(EventStream.id)
+        .where(
+            EventStream.status == ACTIVE,
+            or_(
+                EventStream.cursor < head,
+                and_(EventStream.decision_sample > 0, EventStream.decision_cursor < decisions),
+            ),
+            or_(EventStream.next_attempt_at.is_(None), EventStream.next_attempt_at <= now),
+            or_(EventStream.claimed_until.is_(None), EventStream.claimed_until < now),
+        )
+        .order_by(EventStream.id)
+    )
+
+
+# Built once: they run after every commit that wrote audit events (mailer.stream_tasks),
+# streams or not, and building them (their cache keys too) cost more than running them.
+_STREAMS_DUE = _streams_due()
+_SOONEST_RETRY = select(func.min(EventStream.next_attempt_at)).where(
+    EventStream.status == ACTIVE, EventStream.next_attempt_at.is_not(None)
+)
+
+
 class StreamDesk:
     """The worker's side of the streams (:class:`gateway.notifier.StreamLedger`)."""
 
@@ -459,46 +492,12 @@ class StreamDesk:
             yield session
 
     def streams_due(self) -> list[int]:
-        now = utcnow()
-        # One statement, the heads read inside it: this runs after every commit that
-        # wrote audit events (mailer.stream_tasks), streams or not.
-        head = func.coalesce(
-            select(AuditChain.head_id).where(AuditChain.id == 1).scalar_subquery(), 0
-        )
-        decisions = func.coalesce(
-            select(DecisionEventHead.head_id).where(DecisionEventHead.id == 1).scalar_subquery(),
-            0,
-        )
         with self._reading() as session:
-            return list(
-                session.scalars(
-                    select(EventStream.id)
-                    .where(
-                        EventStream.status == ACTIVE,
-                        or_(
-                            EventStream.cursor < head,
-                            and_(
-                                EventStream.decision_sample > 0,
-                                EventStream.decision_cursor < decisions,
-                            ),
-                        ),
-                        or_(
-                            EventStream.next_attempt_at.is_(None),
-                            EventStream.next_attempt_at <= now,
-                        ),
-                        or_(EventStream.claimed_until.is_(None), EventStream.claimed_until < now),
-                    )
-                    .order_by(EventStream.id)
-                )
-            )
+            return list(session.scalars(_STREAMS_DUE, {"now": utcnow()}))
 
     def streams_wait(self) -> float | None:
         with self._reading() as session:
-            soonest = session.scalar(
-                select(func.min(EventStream.next_attempt_at)).where(
-                    EventStream.status == ACTIVE, EventStream.next_attempt_at.is_not(None)
-                )
-            )
+            soonest = session.scalar(_SOONEST_RETRY)
         if soonest is None:
             return None
         return max(0.0, (soonest - utcnow()).total_seconds())
