@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
@@ -21,6 +22,9 @@ from gateway.services.permissions import Permission
 from gateway.services.sso_settings import ProviderCheck, SsoOverview, check_provider, overview
 
 EMAIL = "email"
+# Built once: every account a directory creates reads the allowed domains, and a lookup
+# by primary key (``Session.get``) builds its statement and cache key each time.
+_STORED_VALUE = select(AppSetting.value).where(AppSetting.key == bindparam("key"))
 EMAIL_FIELDS = (
     "smtp_host",
     "smtp_port",
@@ -75,8 +79,8 @@ class SettingsService:
         self.settings = settings
 
     def _stored(self) -> dict[str, Any]:
-        row = self.session.get(AppSetting, EMAIL)
-        return dict(row.value) if row else {}
+        value = self.session.scalar(_STORED_VALUE, {"key": EMAIL})
+        return dict(value) if value else {}
 
     def email(self) -> EmailSettings:
         """The effective email settings: stored values over the environment's."""

@@ -199,6 +199,13 @@ def test_provisioning_deactivation_groups_and_the_wall(server: LiveServer) -> No
             409,
             "uniqueness",
         )
+        # The allowed email domains, as stored at run time, hold for new accounts too.
+        limited = admin.patch("/settings/email", json={"allowed_domains": ["example.org"]})
+        assert limited.status_code == 200, limited.text
+        assert_scim_error(
+            acme.post(f"{SCIM}/Users", json=scim_user("eve@example.net")), 400, "invalidValue"
+        )
+        assert admin.patch("/settings/email", json={"allowed_domains": []}).status_code == 200
         work = acme.get(
             f"{SCIM}/Users", params={"filter": 'emails[type eq "work"].value co "ada@"'}
         )
