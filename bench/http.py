@@ -41,6 +41,7 @@ import datetime
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -358,7 +359,13 @@ def combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     percentiles are the median round's (wrk reports each run's own)."""
     requests = sum(r["requests"] for r in rounds)
     seconds = sum(r["duration_us"] for r in rounds) / 1e6
+    cores = {
+        key: statistics.mean(r[key] for r in rounds)
+        for key in ("server_cores", "wrk_cores")
+        if all(key in r for r in rounds)
+    }
     return {
+        **cores,
         "rps": requests / seconds,
         "requests": requests,
         "p50_us": statistics.median(r["p50_us"] for r in rounds),
@@ -546,6 +553,17 @@ def report(result: dict[str, Any]) -> str:
         f"| batch decisions/s | {one['batch']['rps'] * BATCH_SIZE:,.0f} "
         f"| {two['batch']['rps'] * BATCH_SIZE:,.0f} | {batch_scale:.2f}x |",
     ]
+    if all("server_cores" in run[e] for run in (one, two) for e in ("check", "batch")):
+
+        def cores(run: dict[str, Any]) -> str:
+            return f"{run['server_cores']:.2f} / {run['wrk_cores']:.2f}"
+
+        scaling += [
+            f"| cores busy during /v1/check, server / wrk (of 2) | {cores(one['check'])} "
+            f"| {cores(two['check'])} | |",
+            f"| cores busy during batches, server / wrk (of 2) | {cores(one['batch'])} "
+            f"| {cores(two['batch'])} | |",
+        ]
     memory = result.get("memory")
     memory_rows: list[str] = []
     extra_share = None
@@ -630,21 +648,43 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(header + rows + scaling + memory_rows + ["", *goals] + notes) + "\n"
 
 
+def cpu_seconds(pid: int | None) -> tuple[float, float]:
+    """CPU seconds used so far by the server of ``pid`` (its main process and workers),
+    and by this process's finished children (wrk, once each run has ended)."""
+    import psutil
+
+    server = 0.0
+    if pid is not None:
+        main = psutil.Process(pid)
+        for process in (main, *main.children(recursive=True)):
+            times = process.cpu_times()
+            server += times.user + times.system
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return server, children.ru_utime + children.ru_stime
+
+
 def measure(
     base: str,
     endpoints: tuple[tuple[str, str, str, list[dict[str, Any]], str | None], ...],
     workdir: Path,
     args: argparse.Namespace,
+    server_pid: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each endpoint after its warm-up, then in rounds, the endpoints taking turns: a
-    change in the machine's load (other work on it) then falls on all of them."""
+    change in the machine's load (other work on it) then falls on all of them. Each
+    round also records the cores the server and wrk kept busy (CPU seconds a second)."""
     for _, path, method, bodies, bearer in endpoints:
         run_wrk(f"{base}{path}", method, bodies, bearer, workdir, args, args.warmup)
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in endpoints}
     for number in range(args.rounds):
         for name, path, method, bodies, bearer in endpoints:
             load = load_average()
+            server_before, wrk_before = cpu_seconds(server_pid)
             figures = run_wrk(f"{base}{path}", method, bodies, bearer, workdir, args, args.duration)
+            server_after, wrk_after = cpu_seconds(server_pid)
+            seconds = figures["duration_us"] / 1e6
+            figures["server_cores"] = (server_after - server_before) / seconds
+            figures["wrk_cores"] = (wrk_after - wrk_before) / seconds
             rounds[name].append({**figures, "load_before": load})
             print(f"[bench-http] round {number + 1} {name}: {figures}", file=sys.stderr)
     return {name: combined(measured) for name, measured in rounds.items()}
@@ -748,7 +788,7 @@ def main() -> None:
             print(f"[bench-http] {server}: Ringfence", file=sys.stderr)
             with serving(
                 server_command(server, port, None, threads), env, port, workdir / f"{server}.log"
-            ):
+            ) as process:
                 token = token or client_token(env, base)
                 auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
                 # The answers are real: both kinds among the bodies, no errors in a batch.
@@ -777,6 +817,7 @@ def main() -> None:
                     ),
                     workdir,
                     args,
+                    process.pid,
                 )
                 runs["check_under_batches"] = checks_under_batches(
                     base, checks, batches, token, workdir, args
@@ -788,7 +829,7 @@ def main() -> None:
             {**env, "WEB_CONCURRENCY": "2"},
             port,
             workdir / "granian-2.log",
-        ):
+        ) as process:
             two_workers = measure(
                 base,
                 (
@@ -797,6 +838,7 @@ def main() -> None:
                 ),
                 workdir,
                 args,
+                process.pid,
             )
         memory = (
             None
