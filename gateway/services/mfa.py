@@ -367,6 +367,21 @@ class MfaService:
 
     # -- the second step of signing in --------------------------------------------------
 
+    def second_step_failed(self, actor: Actor, user: User, client: str, **details: object) -> None:
+        """A refused second step (a wrong code, a passkey not accepted): what it changed
+        undone, counted against the person's and the client's limits, and audited with
+        ``details``."""
+        self.session.rollback()
+        self.throttle.second_factor_failed(user.id, client)
+        self.uow.record(
+            actor,
+            "auth.mfa_failed",
+            AuditTarget.USER,
+            target_id=user.id,
+            target_name=user.name,
+            after={**details, "source_address": client or None},
+        )
+
     def verify(
         self, ticket: str, code: str, client: str = "", request_id: str | None = None
     ) -> IssuedToken:
@@ -381,16 +396,7 @@ class MfaService:
             raise Unauthorized(EXPIRED)
         method, reason = self._use_code(user.id, code)
         if method is None:
-            self.session.rollback()
-            self.throttle.second_factor_failed(user.id, client)
-            self.uow.record(
-                actor,
-                "auth.mfa_failed",
-                AuditTarget.USER,
-                target_id=user.id,
-                target_name=user.name,
-                after={"reason": reason, "source_address": client or None},
-            )
+            self.second_step_failed(actor, user, client, reason=reason)
             raise InvalidMfaCode(WRONG_CODE)
         self.throttle.second_factor_succeeded(user.id)
         after: dict[str, object] = {"method": method}

@@ -350,19 +350,8 @@ class PasskeyService:
                 self.rp, credential, challenge, passkey.public_key, passkey.sign_count
             )
         except PasskeyRefused as refused:
-            self.session.rollback()
-            self.throttle.second_factor_failed(user.id, client)
-            self.uow.record(
-                actor,
-                "auth.mfa_failed",
-                AuditTarget.USER,
-                target_id=user.id,
-                target_name=user.name,
-                after={
-                    "method": "passkey",
-                    "reason": refused.reason,
-                    "source_address": client or None,
-                },
+            self.mfa.second_step_failed(
+                actor, user, client, method="passkey", reason=refused.reason
             )
             raise InvalidPasskey(NOT_ACCEPTED) from refused
         assert passkey is not None
