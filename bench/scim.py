@@ -43,11 +43,7 @@ import contextlib
 import logging
 import os
 import re
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -181,39 +177,12 @@ def _deployed(args: Any) -> dict[str, Any]:
 @contextlib.contextmanager
 def _serving(env: dict[str, str], workers: int, log: Path) -> Iterator[str]:
     """``ringfence serve --workers N`` on a free port until the block ends: its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    command = [sys.executable, "-m", "gateway.cli", "serve", "--workers", str(workers)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: the workers stop with it
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"ringfence serve did not start:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield base
-    finally:
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(wait)
+    from bench.http import free_port, server_command, serving
+
+    port = free_port()
+    command = server_command("granian", port, None, threads=8, workers=workers)
+    with serving(command, {**env, "WEB_CONCURRENCY": str(workers)}, port, log):
+        yield f"http://127.0.0.1:{port}"
 
 
 def _run(
