@@ -46,12 +46,11 @@ def _redact(text: str) -> str:
 
 
 class RedactInviteTokens(logging.Filter):
-    """Replaces ``/invite/<token>`` in log records (werkzeug's and the server's access logs)."""
+    """Replaces ``/invite/<token>`` in log records (werkzeug's and granian's access logs)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        # werkzeug logs with positional arguments; granian's access log (and gunicorn's)
-        # with one mapping of its atoms (``%(path)s``), which must stay a mapping for the
-        # format to work.
+        # werkzeug logs with positional arguments; granian's access log with one mapping
+        # of its atoms (``%(path)s``), which must stay a mapping for the format to work.
         if isinstance(record.args, Mapping):
             record.args = {
                 key: _redact(value) if isinstance(value, str) else value
@@ -65,7 +64,7 @@ class RedactInviteTokens(logging.Filter):
 
 
 def install_log_redaction() -> None:
-    for name in ("werkzeug", "gunicorn.access", "granian.access"):
+    for name in ("werkzeug", "granian.access"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactInviteTokens) for f in logger.filters):
             logger.addFilter(RedactInviteTokens())

@@ -43,17 +43,8 @@ class BoundedCalls:
     def run(self, call: Callable[[], T], timeout: float | None = None) -> T:
         """``call()``'s result, waiting at most ``timeout`` (default: the bound);
         DatabaseStalled past it. ``call`` opens its own session: it may outlive the wait."""
-        bound = self.timeout if timeout is None else timeout
         self._start_once_per_process()
-        if not self._slots.acquire(blocking=False):
-            self.last_stalled = time.monotonic()
-            raise DatabaseStalled("every database thread is waiting for an answer")
-        future = self._pool.submit(self._then_release, call)
-        try:
-            return future.result(bound)
-        except FutureTimeout as exc:
-            self.last_stalled = time.monotonic()
-            raise DatabaseStalled(f"the database did not answer within {bound:g} s") from exc
+        return self._wait(self._submit(call), timeout)
 
     def run_shared(self, key: str, call: Callable[[], T], timeout: float | None = None) -> T:
         """:meth:`run`, except that callers asking under the same ``key`` while its call
@@ -61,19 +52,26 @@ class BoundedCalls:
         requests with one new service token (a worker just started, a reload) is then
         one database read, not one per request: with every thread taken by the same
         question, the rest would be refused as if the database were stalled."""
-        bound = self.timeout if timeout is None else timeout
         self._start_once_per_process()
         with self._lock:
             future = self._shared.get(key)
             started = future is None
             if future is None:
-                if not self._slots.acquire(blocking=False):
-                    self.last_stalled = time.monotonic()
-                    raise DatabaseStalled("every database thread is waiting for an answer")
-                future = self._shared[key] = self._pool.submit(self._then_release, call)
+                future = self._shared[key] = self._submit(call)
         if started:
             # Outside the lock: a call already done runs the callback here, at once.
             future.add_done_callback(lambda done: self._forget(key, done))
+        return self._wait(future, timeout)
+
+    def _submit(self, call: Callable[[], T]) -> Future[T]:
+        """``call`` on a free database thread; DatabaseStalled at once if none is free."""
+        if not self._slots.acquire(blocking=False):
+            self.last_stalled = time.monotonic()
+            raise DatabaseStalled("every database thread is waiting for an answer")
+        return self._pool.submit(self._then_release, call)
+
+    def _wait(self, future: Future[T], timeout: float | None) -> T:
+        bound = self.timeout if timeout is None else timeout
         try:
             return future.result(bound)
         except FutureTimeout as exc:
