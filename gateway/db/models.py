@@ -164,6 +164,14 @@ class AuthSession(Base):
     # Good only for enrolling a second factor (RINGFENCE_MFA_REQUIRED): gateway.web.http
     # refuses everything else until the person confirms one.
     mfa_pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Started through a workspace's single sign-on connection: which one, and the
+    # provider's session there (the ID token's ``sid``, if it sent one), so that the
+    # provider's back-channel logout and unlinking the person end exactly these sessions
+    # (gateway.services.sso_logout, gateway.services.sso_connections).
+    sso_connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sso_connections.id", ondelete="SET NULL"), index=True, default=None
+    )
+    sso_sid: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
 class RefreshToken(Base):
@@ -793,6 +801,12 @@ class UserToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # A sign-on code's connection and provider session (``sid``), handed on to the
+    # session it is exchanged for (AuthSession.sso_connection_id, sso_sid).
+    sso_connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sso_connections.id", ondelete="CASCADE"), default=None
+    )
+    sso_sid: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
 class EventStream(Base):
@@ -990,6 +1004,25 @@ class SsoLink(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class SsoLogoutToken(Base):
+    """A logout token a connection's provider sent (OpenID Connect Back-Channel Logout
+    1.0; gateway.services.sso_logout), by SHA-256 of its ``jti``: the same token again
+    is a replay. Kept until ``expires_at``, past which the token's ``iat`` is too old to
+    be accepted anyway; the scheduled upkeep deletes what expired."""
+
+    __tablename__ = "sso_logout_tokens"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "jti_hash", name="uq_sso_logout_tokens_jti"),
+        NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("sso_connections.id", ondelete="CASCADE"))
+    jti_hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class PasskeyCredential(Base):
