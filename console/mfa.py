@@ -12,6 +12,7 @@ from flask import Response, g, redirect, request, url_for
 from markupsafe import Markup
 
 from console import session as console_session
+from console.passkeys import MAX_CODE, confirmation
 from console.views import _render, _safe_next, _sign_in_page, bp, viewer
 from gateway.errors import (
     Conflict,
@@ -23,8 +24,6 @@ from gateway.errors import (
 from gateway.logs import request_id
 from gateway.services.mfa import TotpEnrolment
 from gateway.web.http import services
-
-MAX_CODE = 64
 
 
 def _code() -> str:
@@ -130,9 +129,18 @@ def two_step_confirm() -> Response:
 
 @bp.post("/account/two-step/recovery-codes")
 def two_step_recovery_codes() -> Response:
+    """New recovery codes, confirmed by a code (the form) or a passkey (the script's
+    JSON request, which puts the answered page in place: the codes are shown once)."""
+    v = viewer()
     try:
-        codes = services().mfa.renew_recovery_codes(viewer().actor, _code()).recovery_codes
+        codes = (
+            services()
+            .passkeys.renew_recovery_codes(v.actor, v.session_id, confirmation())
+            .recovery_codes
+        )
     except (InvalidInput, Conflict, TooManyRequests) as exc:
+        if request.is_json:
+            raise  # problem+json for the script to show
         return _page(exc.status, errors=[exc.detail or exc.title])
     return _page(codes=codes, notice="New recovery codes: the old ones no longer work")
 

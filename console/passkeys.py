@@ -20,12 +20,13 @@ from flask import Response, jsonify, request
 
 from console import session as console_session
 from console.views import _render, _safe_next, bp, viewer
-from gateway.errors import BadRequest, Conflict
+from gateway.errors import BadRequest, Conflict, InvalidInput, TooManyRequests
 from gateway.logs import request_id
-from gateway.services.passkeys import PasskeyAdded
+from gateway.services.passkeys import Confirmation, Passkey, PasskeyAdded
 from gateway.web.http import services
 
 PASSKEY_ID = "<int(max=2147483647):passkey_id>"
+MAX_CODE = 64
 NEEDS_SCRIPT = "Adding a passkey needs JavaScript in your browser, and a browser with passkeys"
 
 
@@ -97,12 +98,51 @@ def passkey_add() -> Response:
     return _page(201, notice=notice, added=added)
 
 
-@bp.post(f"/account/passkeys/{PASSKEY_ID}/remove")
+def confirmation() -> Confirmation:
+    """How the person confirms a change to their own factors: one of their passkeys'
+    answer (the script's JSON request), or a code (a form)."""
+    if request.is_json:
+        return Confirmation(credential=_credential(_body()))
+    return Confirmation(code=request.form.get("code", "").strip()[:MAX_CODE])
+
+
+@bp.post("/account/confirm/passkey-options")
+def confirm_options() -> Response:
+    """The options for confirming a change with one of the person's passkeys, the
+    challenge bound to this console session."""
+    _body()
+    v = viewer()
+    return jsonify(services().passkeys.confirmation_options(v.actor, v.session_id))
+
+
+def _remove_page(passkey: Passkey, status: int = 200, errors: list[str] | None = None) -> Response:
+    return _render(
+        "passkey_remove.html",
+        status=status,
+        active="passkeys",
+        passkey=passkey,
+        state=services().mfa.status(viewer().user_id),
+        errors=errors or [],
+    )
+
+
+@bp.route(f"/account/passkeys/{PASSKEY_ID}/remove", methods=["GET", "POST"])
 def passkey_remove(passkey_id: int) -> Response:
+    """Remove a passkey, once the person confirms it is them (GET: the page that asks)."""
+    v = viewer()
+    passkey = services().passkeys.own(v.actor, passkey_id)  # NotFound for another's
+    if request.method == "GET":
+        return _remove_page(passkey)
     try:
-        removed = services().passkeys.remove(viewer().actor, passkey_id)
+        removed = services().passkeys.remove(v.actor, passkey_id, v.session_id, confirmation())
     except Conflict as exc:  # the last factor, while a policy asks for one
+        if request.is_json:
+            raise  # the script shows it
         return _page(exc.status, errors=[exc.detail or exc.title])
+    except (InvalidInput, TooManyRequests) as exc:  # not confirmed
+        if request.is_json:
+            raise
+        return _remove_page(passkey, exc.status, [exc.detail or exc.title])
     return _page(notice=f"Passkey “{removed.name}” removed: it no longer signs you in.")
 
 

@@ -1,6 +1,6 @@
 // Passkeys (WebAuthn) in the console (console/passkeys.py): adding one on the Passkeys
-// page, "Sign in with a passkey" on the sign-in page, and "Use your passkey" on the code's
-// page. Each asks the server for options (a challenge bound to this browser), hands them
+// page, "Sign in with a passkey" on the sign-in page, "Use your passkey" on the code's
+// page, and confirming it is you before removing a passkey or renewing recovery codes. Each asks the server for options (a challenge bound to this browser), hands them
 // to the browser's authenticator, and sends its answer back. Where the browser has no
 // WebAuthn the buttons stay hidden and the Passkeys page's form says it needs it.
 (function () {
@@ -106,6 +106,17 @@
     box.focus();
   }
 
+  // An answer that is a page of the console (its HTML), put in place of this one.
+  function putPage(response) {
+    return response.text().then(function (html) {
+      var page = new DOMParser().parseFromString(html, "text/html");
+      document.getElementById("main").replaceWith(page.getElementById("main"));
+      document.title = page.title;
+      var message = document.querySelector("#messages .message");
+      if (message) { message.setAttribute("tabindex", "-1"); message.focus(); }
+    });
+  }
+
   // Adding a passkey: the answer is the Passkeys page itself, put in place of this one
   // (the recovery codes of a first factor are in it, shown this once).
   var add = document.getElementById("passkey-add");
@@ -124,19 +135,14 @@
         .then(function (credential) {
           return post(add.getAttribute("action"), { name: name, credential: answer(credential) });
         })
-        .then(function (response) { return response.text(); })
-        .then(function (html) {
-          var page = new DOMParser().parseFromString(html, "text/html");
-          document.getElementById("main").replaceWith(page.getElementById("main"));
-          document.title = page.title;
-          var message = document.querySelector("#messages .message");
-          if (message) { message.setAttribute("tabindex", "-1"); message.focus(); }
-        })
+        .then(putPage)
         .catch(function (error) { button.disabled = false; show(box, error); });
     });
   }
 
-  // Signing in (passwordless, or the second step): the session is set, then on to the page.
+  // Signing in (passwordless, or the second step): the session is set, then on to the
+  // page. Confirming a change to one's own factors (removing a passkey, new recovery
+  // codes): the answer is the page.
   var blocks = document.querySelectorAll("[data-passkey-block]");
   for (var i = 0; i < blocks.length; i++) { blocks[i].hidden = false; }
   var buttons = document.querySelectorAll("button[data-passkey-options]");
@@ -155,8 +161,12 @@
             next: button.getAttribute("data-next") || ""
           });
         })
-        .then(function (response) { return response.json(); })
-        .then(function (done) { window.location.assign(done.redirect); })
+        .then(function (response) {
+          // A confirmed change answers with the page (new recovery codes shown once);
+          // a sign-in with where to go next.
+          if (button.getAttribute("data-passkey-answer") === "page") { return putPage(response); }
+          return response.json().then(function (done) { window.location.assign(done.redirect); });
+        })
         .catch(function (error) { button.disabled = false; show(box, error); });
     });
   });

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NoReturn
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -252,19 +253,27 @@ class MfaService:
         return RecoveryCodes(codes)
 
     def renew_recovery_codes(self, actor: Actor, code: str) -> RecoveryCodes:
-        """New recovery codes for old (all of which stop working), with a current code."""
+        """New recovery codes for old (all of which stop working), confirmed by a current
+        code from the app or a recovery code (the console also takes a passkey:
+        gateway.services.passkeys)."""
         user = self._user(actor)
-        factor = self._confirmed(user.id)
-        step = self._checked_step(actor, user, factor, code)
+        return self.issue_recovery_codes(actor, user, self.confirm_with_code(actor, user, code))
+
+    def issue_recovery_codes(self, actor: Actor, user: User, confirmed_with: str) -> RecoveryCodes:
+        """New recovery codes for a person who has just confirmed it is them (how:
+        ``confirmed_with``), committed with that confirmation; the old ones stop working.
+        Only while they have a factor the codes stand in for."""
+        if not self.factors_left(user.id):
+            self.session.rollback()
+            raise Conflict("Recovery codes stand in for a second factor: set one up first")
         with self.uow.events_only(actor) as changes:
-            self._use_step(factor, step)
             codes = self._new_recovery_codes(user.id)
             changes.audit(
                 "mfa.recovery_codes_renewed",
                 AuditTarget.USER,
                 user.id,
                 user.name,
-                after={"recovery_codes": len(codes)},
+                after={"recovery_codes": len(codes), "confirmed_with": confirmed_with},
             )
         return RecoveryCodes(codes)
 
@@ -276,17 +285,59 @@ class MfaService:
         factor = self._confirmed(user.id)
         if self.must_enrol(user) and not self.passkey_count(user.id):
             raise Conflict(LAST_FACTOR)
-        if totp.is_totp_code(code):
-            step = self._checked_step(actor, user, factor, code)
-            self._use_step(factor, step)
-        elif self._use_recovery_code(user.id, code) is None:
-            self._refuse_code(actor, user, InvalidInput(WRONG_CODE, errors={"code": [WRONG_CODE]}))
+        confirmed_with = self.confirm_with_code(actor, user, code)
         with self.uow.events_only(actor) as changes:
             self.lock_factors(user.id)
             self.session.execute(delete(MfaFactor).where(MfaFactor.id == factor.id))
             self.require_a_factor_left(user)
             self.forget_codes_without_factors(user.id)
-            changes.audit("mfa.removed", AuditTarget.USER, user.id, user.name, after={"kind": TOTP})
+            changes.audit(
+                "mfa.removed",
+                AuditTarget.USER,
+                user.id,
+                user.name,
+                after={"kind": TOTP, "confirmed_with": confirmed_with},
+            )
+
+    # -- confirming a change to one's own factors ----------------------------------------
+
+    def confirm_with_code(self, actor: Actor, user: User, code: str) -> str:
+        """A signed-in person confirms a change to their own factors (a stolen session
+        alone must not strip or renew them) with a current code from their app, of a
+        time step not used before, or an unused recovery code: used up in the caller's
+        transaction, so that it counts once. Which it was (totp, recovery_code); wrong
+        ones are throttled as wrong sign-in codes are (a right one clears the person's
+        count, as at sign-in), audited, and a 422."""
+        self.throttle.second_factor_check(user.id, actor.source_address or "")
+        factor = self._factor(user.id)
+        method: str | None = None
+        if not totp.is_totp_code(code):
+            method = self._use_recovery_code(user.id, code)
+        elif factor is not None and factor.confirmed_at is not None:
+            step = totp.matching_step(self._secret(factor), code, factor.last_step)
+            method = TOTP if step is not None and self._use_step(factor, step) else None
+        if method is None:
+            self.refuse_confirmation(actor, user, WRONG_CODE, method="code")
+        self.throttle.second_factor_succeeded(user.id)  # as a right code at sign-in
+        return method
+
+    def refuse_confirmation(
+        self, actor: Actor, user: User, message: str, **details: object
+    ) -> NoReturn:
+        """Refuse a confirmation (a code, a passkey): what it changed undone, counted
+        against the person's and the client's limits, audited (``mfa.code_refused``,
+        with ``details``); InvalidInput with ``message``."""
+        self.session.rollback()
+        self.throttle.second_factor_failed(user.id, actor.source_address or "")
+        self.uow.record(
+            actor,
+            "mfa.code_refused",
+            AuditTarget.USER,
+            target_id=user.id,
+            target_name=user.name,
+            after=details or None,
+        )
+        raise InvalidInput(message, errors={"code": [message]})
 
     # -- an admin's reset ---------------------------------------------------------------
 
@@ -538,21 +589,11 @@ class MfaService:
 
     def _checked_step(self, actor: Actor, user: User, factor: MfaFactor, code: str) -> int:
         """The step of a right TOTP code (signed in: wrong ones are a 422, throttled)."""
-        client = actor.source_address or ""
-        self.throttle.second_factor_check(user.id, client)
+        self.throttle.second_factor_check(user.id, actor.source_address or "")
         step = totp.matching_step(self._secret(factor), code, factor.last_step)
         if step is None:
-            self.throttle.second_factor_failed(user.id, client)
-            self._refuse_code(actor, user, InvalidInput(WRONG_CODE, errors={"code": [WRONG_CODE]}))
-        assert step is not None
+            self.refuse_confirmation(actor, user, WRONG_CODE, method="code")
         return step
-
-    def _refuse_code(self, actor: Actor, user: User, error: Exception) -> None:
-        self.session.rollback()
-        self.uow.record(
-            actor, "mfa.code_refused", AuditTarget.USER, target_id=user.id, target_name=user.name
-        )
-        raise error
 
     def _use_step(self, factor: MfaFactor, step: int) -> bool:
         """Record ``step`` as used, if no later or equal one was (concurrent uses: one)."""

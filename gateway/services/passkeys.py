@@ -50,15 +50,23 @@ from gateway.identity.passkeys import PasskeyRefused
 from gateway.identity.security import token_digest
 from gateway.services.auth import AuthService, IssuedToken, claim_user_token, holds_everywhere
 from gateway.services.base import Actor, AuditTarget, UnitOfWork, self_actor
-from gateway.services.mfa import EXPIRED, MfaService
+from gateway.services.mfa import EXPIRED, LAST_FACTOR, MfaService, RecoveryCodes
 
 CHALLENGE_TTL = timedelta(minutes=3)
 REGISTER, SIGN_IN, SECOND_FACTOR = "register", "sign_in", "second_factor"
+# A signed-in person confirming a change to their own factors (removing a passkey,
+# renewing recovery codes) with one of their passkeys.
+CONFIRM = "confirm"
 MAX_NAME = 64
 MAX_PASSKEYS = 20
 NOT_SIGNED_IN = "That passkey could not sign you in"
 NOT_ACCEPTED = "The passkey was not accepted; try again, or use another way to sign in"
 NOT_REGISTERED = "The passkey was not registered: your browser's answer did not verify"
+NOT_CONFIRMED = "The passkey was not accepted; try again, or confirm with a code"
+CONFIRM_FIRST = (
+    "Confirm it is you: a code from your authenticator app, a recovery code, or one of "
+    "your passkeys"
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,17 @@ class Passkey:
 class PasskeyAdded:
     passkey: Passkey
     recovery_codes: list[str]  # new ones, shown this once; empty when theirs stay
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What a signed-in person shows to change their own second factors, so that a
+    stolen session alone cannot strip or renew them: a code (from the authenticator app,
+    or a recovery code), or one of their passkeys' answer to a challenge of
+    :meth:`PasskeyService.confirmation_options` made for the same browser."""
+
+    code: str = ""
+    credential: Mapping[str, Any] | None = None
 
 
 def _view(row: PasskeyCredential) -> Passkey:
@@ -118,6 +137,10 @@ class PasskeyService:
             .order_by(PasskeyCredential.id)
         )
         return [_view(row) for row in rows]
+
+    def own(self, actor: Actor, passkey_id: int) -> Passkey:
+        """One of the caller's passkeys (another's is NotFound, as an unknown id)."""
+        return _view(self._own(self._user(actor).id, passkey_id))
 
     def registration_options(self, actor: Actor, binding: str, name: str) -> dict[str, Any]:
         """Options for the browser to make a passkey for the caller (``name`` checked
@@ -195,19 +218,20 @@ class PasskeyService:
             raise Conflict("This passkey is registered already") from exc
         return PasskeyAdded(_view(row), codes)
 
-    def remove(self, actor: Actor, passkey_id: int) -> Passkey:
-        """Remove one of the caller's passkeys (another's is NotFound, as an unknown id);
-        not the last factor while a policy asks them for one."""
+    def remove(
+        self, actor: Actor, passkey_id: int, binding: str, confirmation: Confirmation
+    ) -> Passkey:
+        """Remove one of the caller's passkeys (another's is NotFound, as an unknown id),
+        confirmed (:class:`Confirmation`; ``binding`` the browser's, for a passkey's
+        answer); not the last factor while a policy asks them for one."""
         user = self._user(actor)
+        self._own(user.id, passkey_id)
+        if self.mfa.factors_left(user.id) == 1 and self.mfa.must_enrol(user):
+            raise Conflict(LAST_FACTOR)  # told before a code is spent on it
+        confirmed_with = self.confirm(actor, user, binding, confirmation)
         with self.uow.events_only(actor) as changes:
             self.mfa.lock_factors(user.id)
-            row = self.session.scalar(
-                select(PasskeyCredential).where(
-                    PasskeyCredential.id == passkey_id, PasskeyCredential.user_id == user.id
-                )
-            )
-            if row is None:
-                raise NotFound(f"Passkey {passkey_id} not found")
+            row = self._own(user.id, passkey_id)  # unless removed meanwhile
             removed = _view(row)
             self.session.delete(row)
             self.session.flush()
@@ -219,8 +243,63 @@ class PasskeyService:
                 user.id,
                 user.name,
                 before={"passkey": removed.id, "name": removed.name},
+                after={"confirmed_with": confirmed_with},
             )
         return removed
+
+    def renew_recovery_codes(
+        self, actor: Actor, binding: str, confirmation: Confirmation
+    ) -> RecoveryCodes:
+        """New recovery codes (the old ones stop working), confirmed by a code or, for a
+        person whose factors are passkeys alone, a passkey."""
+        user = self._user(actor)
+        confirmed_with = self.confirm(actor, user, binding, confirmation)
+        return self.mfa.issue_recovery_codes(actor, user, confirmed_with)
+
+    # -- confirming a change to one's own factors ----------------------------------------
+
+    def confirmation_options(self, actor: Actor, binding: str) -> dict[str, Any]:
+        """Options for the caller to confirm a change with one of their passkeys, the
+        challenge bound to ``binding`` (their console session)."""
+        user = self._user(actor)
+        rows = self._rows(user.id)
+        if not rows:
+            raise Conflict("You have no passkey; confirm with a code")
+        challenge = self._new_challenge(CONFIRM, binding, user.id)
+        return webauthn.authentication_options(
+            self.rp, challenge, [(row.credential_id, row.transports) for row in rows]
+        )
+
+    def confirm(self, actor: Actor, user: User, binding: str, confirmation: Confirmation) -> str:
+        """Check ``confirmation`` for ``user`` (a code is used up in the caller's
+        transaction; a passkey's challenge at once): how they confirmed (totp,
+        recovery_code, passkey). Refusals are throttled and audited as wrong codes are
+        (InvalidInput); TooManyRequests once the person or client is over the limit."""
+        if confirmation.credential is not None:
+            return self._confirm_with_passkey(actor, user, binding, confirmation.credential)
+        if confirmation.code:
+            return self.mfa.confirm_with_code(actor, user, confirmation.code)
+        raise InvalidInput(CONFIRM_FIRST, errors={"code": [CONFIRM_FIRST]})
+
+    def _confirm_with_passkey(
+        self, actor: Actor, user: User, binding: str, credential: Mapping[str, Any]
+    ) -> str:
+        self.throttle.second_factor_check(user.id, actor.source_address or "")
+        try:
+            challenge, _ = self._claim(credential, CONFIRM, binding, user.id)
+            passkey = self._credential(credential)
+            if passkey is None or passkey.user_id != user.id:
+                raise PasskeyRefused("not a passkey of this person")
+            used = webauthn.verify_assertion(
+                self.rp, credential, challenge, passkey.public_key, passkey.sign_count
+            )
+        except PasskeyRefused as refused:
+            self.mfa.refuse_confirmation(
+                actor, user, NOT_CONFIRMED, method="passkey", reason=refused.reason
+            )
+        self.throttle.second_factor_succeeded(user.id)
+        self._note_use(passkey, used)
+        return "passkey"
 
     # -- passwordless sign-in -----------------------------------------------------------
 
@@ -435,6 +514,16 @@ class PasskeyService:
         if user is None:
             raise Unauthorized("Sign in as a person to manage your own passkeys")
         return user
+
+    def _own(self, user_id: int, passkey_id: int) -> PasskeyCredential:
+        row = self.session.scalar(
+            select(PasskeyCredential).where(
+                PasskeyCredential.id == passkey_id, PasskeyCredential.user_id == user_id
+            )
+        )
+        if row is None:
+            raise NotFound(f"Passkey {passkey_id} not found")
+        return row
 
     def _rows(self, user_id: int) -> list[PasskeyCredential]:
         return list(

@@ -1,9 +1,10 @@
 """Passkeys end to end in a real browser (the system's Chromium) with Chromium's virtual
 authenticator, through the DevTools WebAuthn domain: the super admin adds a passkey on
 the Passkeys page (its recovery codes shown once), signs out, signs in with the passkey
-alone, then with the password and the passkey as the second step, and removes it. The
-gateway's verifier is the real one, on the public URL's origin (``localhost``: an IP
-address cannot be a WebAuthn relying party). axe-core finds no violation in any new state,
+alone, then with the password and the passkey as the second step, renews its recovery
+codes and removes it, each confirmed with the passkey. The gateway's verifier is the real
+one, on the public URL's origin (``localhost``: an IP address cannot be a WebAuthn
+relying party). axe-core finds no violation in any new state,
 at desktop and phone widths, and the CSP reports nothing."""
 
 from __future__ import annotations
@@ -103,9 +104,20 @@ def test_passkeys_in_the_browser(
     [used] = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
     assert used["signCount"] >= 2
 
+    # New recovery codes for a person whose factor is a passkey alone: it confirms.
+    page.goto(f"{server.url}/console/account/two-step")
+    assert_accessible(page, axe, "two-step sign-in with passkeys only")
+    page.get_by_role("button", name="Confirm with a passkey and make new codes").click()
+    page.get_by_role("heading", name="Your recovery codes").wait_for()
+    assert page.locator(".codes li").count() == 10
+
+    # Removing it asks for it (or a code) first.
     page.goto(f"{server.url}/console/account/passkeys")
     assert "never" not in page.get_by_role("row", name=re.compile("This laptop")).inner_text()
-    page.get_by_role("button", name="Remove This laptop").click()
+    page.get_by_role("link", name="Remove This laptop").click()
+    page.get_by_role("button", name="Confirm with a passkey and remove").wait_for()
+    assert_accessible(page, axe, "removing a passkey: confirm it is you")
+    page.get_by_role("button", name="Confirm with a passkey and remove").click()
     page.get_by_text("None yet.").wait_for()
     assert_accessible(page, axe, "passkey removed")
 

@@ -47,6 +47,8 @@ PUBLIC |= {
     ("POST", f"/console/account/passkeys{p}")
     for p in ("", "/options", "/<int(max=2147483647):passkey_id>/remove")
 }
+PUBLIC |= {("GET", "/console/account/passkeys/<int(max=2147483647):passkey_id>/remove")}
+PUBLIC |= {("POST", "/console/account/confirm/passkey-options")}
 PUBLIC |= {
     ("POST", f"/console/sign-in{p}")
     for p in ("/passkey/options", "/passkey", "/code/passkey/options", "/code/passkey")

@@ -51,6 +51,23 @@ def add_passkey(
     )
 
 
+def confirm_with_passkey(
+    console: Console, key: SoftAuthenticator, path: str, **answer: Any
+) -> httpx.Response:
+    """Confirm a change to one's own factors with a passkey, as passkeys.js does: the
+    options for this console session, the authenticator's answer sent to ``path``."""
+    options = send(console.client, console.token, "/console/account/confirm/passkey-options", {})
+    assert options.status_code == 200, options.text
+    return send(
+        console.client, console.token, path, {"credential": key.get(options.json(), **answer)}
+    )
+
+
+def recovery_codes(page: str) -> list[str]:
+    """The recovery codes a console page shows (once)."""
+    return re.findall(r"<li><code>([a-z2-9]{5}-[a-z2-9]{5})</code></li>", page)
+
+
 def signed_out(server: LiveServer) -> tuple[httpx.Client, str]:
     """A browser on the sign-in page: its cookie, and the page's CSRF token."""
     browser = httpx.Client(base_url=server.url, timeout=30)
@@ -102,7 +119,7 @@ def test_passkeys_added_named_listed_and_removed_in_the_console(server: LiveServ
     added = send(john.client, john.token, "/console/account/passkeys", body)
     assert added.status_code == 201, added.text
     assert "Work laptop" in added.text and "shown only now" in added.text
-    codes = re.findall(r"<li><code>([a-z2-9]{5}-[a-z2-9]{5})</code></li>", added.text)
+    codes = recovery_codes(added.text)
     assert len(codes) == 10  # the first factor brings recovery codes
     options = send(john.client, john.token, "/console/account/passkeys/options", {"name": "Key"})
     excluded = [c["id"] for c in options.json()["excludeCredentials"]]
@@ -152,24 +169,27 @@ def test_passkeys_added_named_listed_and_removed_in_the_console(server: LiveServ
     # Removing: Mary cannot remove John's (an unknown id to her); John removes one.
     with database(server) as session:
         ids = list(session.scalars(select(PasskeyCredential.id).order_by(PasskeyCredential.id)))
-    foreign = mary.post(f"/console/account/passkeys/{ids[0]}/remove")
+    assert mary.get(f"/console/account/passkeys/{ids[0]}/remove").status_code == 404
+    foreign = mary.post(f"/console/account/passkeys/{ids[0]}/remove", {"code": codes[1]})
     assert foreign.status_code == 404
-    removed = john.post(f"/console/account/passkeys/{ids[1]}/remove")
+    removed = john.post(f"/console/account/passkeys/{ids[1]}/remove", {"code": codes[1]})
     assert removed.status_code == 200 and "Blue key" in removed.text and "removed" in removed.text
 
-    # The workspace requires two-step sign-in of everyone: the last factor stays.
+    # The workspace requires two-step sign-in of everyone: the last factor stays (told
+    # before a code is spent on it).
     assert root.put("/workspaces/acme/mfa-policy", json={"required": "everyone"}).status_code == 200
-    last = john.post(f"/console/account/passkeys/{ids[0]}/remove")
+    last = john.post(f"/console/account/passkeys/{ids[0]}/remove", {"code": codes[2]})
     assert last.status_code == 409 and "keep at least one" in last.text
     assert root.put("/workspaces/acme/mfa-policy", json={"required": "off"}).status_code == 200
-    gone = john.post(f"/console/account/passkeys/{ids[0]}/remove")
+    gone = confirm_with_passkey(john, key, f"/console/account/passkeys/{ids[0]}/remove")
     assert gone.status_code == 200 and "None yet." in gone.text
     assert password_step(server).status_code == 200  # the password alone again
     with database(server) as session:
         assert session.scalars(select(PasskeyCredential)).all() == []
-    assert [e.before["name"] for e in audited(server, "passkey.removed")] == [
-        "Blue key",
-        "Work laptop",
+    removals = audited(server, "passkey.removed")
+    assert [(e.before["name"], e.after) for e in removals] == [
+        ("Blue key", {"confirmed_with": "recovery_code"}),
+        ("Work laptop", {"confirmed_with": "passkey"}),
     ]
     registered = audited(server, "passkey.registered")
     assert [e.after["name"] for e in registered] == ["Work laptop", "Blue key"]
@@ -353,19 +373,25 @@ def test_two_removals_at_once_keep_the_last_factor_a_policy_requires(server: Liv
     onboard(server, root, JOHN, "John", [("acme", "viewer")])
     tabs = [sign_in(server, JOHN, PASSWORD) for _ in range(2)]
     key = authenticator(server)
-    for name in ("One", "Two"):
-        assert add_passkey(tabs[0], key, name).status_code == 201
+    first = add_passkey(tabs[0], key, "One")
+    assert first.status_code == 201
+    codes = recovery_codes(first.text)
+    assert add_passkey(tabs[0], key, "Two").status_code == 201
     assert root.put("/workspaces/acme/mfa-policy", json={"required": "everyone"}).status_code == 200
     with database(server) as session:
         ids = list(session.scalars(select(PasskeyCredential.id).order_by(PasskeyCredential.id)))
     start = threading.Barrier(2)
     answers: dict[int, int] = {}
 
-    def remove(tab: Console, passkey_id: int) -> None:
+    def remove(tab: Console, passkey_id: int, code: str) -> None:
         start.wait()
-        answers[passkey_id] = tab.post(f"/console/account/passkeys/{passkey_id}/remove").status_code
+        path = f"/console/account/passkeys/{passkey_id}/remove"
+        answers[passkey_id] = tab.post(path, {"code": code}).status_code
 
-    threads = [threading.Thread(target=remove, args=pair) for pair in zip(tabs, ids, strict=True)]
+    threads = [
+        threading.Thread(target=remove, args=triple)
+        for triple in zip(tabs, ids, codes, strict=False)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -373,3 +399,110 @@ def test_two_removals_at_once_keep_the_last_factor_a_policy_requires(server: Liv
     assert sorted(answers.values()) == [200, 409], answers
     with database(server) as session:
         assert len(session.scalars(select(PasskeyCredential)).all()) == 1
+
+
+def test_changing_ones_own_factors_asks_for_a_fresh_one(server: LiveServer) -> None:
+    """A signed-in session alone (a stolen cookie) cannot remove a passkey or renew the
+    recovery codes: it takes a code from the app, a recovery code, or one of the person's
+    passkeys answering a challenge made for this session, used once. A person whose
+    factors are passkeys alone renews their codes with a passkey."""
+    root = server.admin()
+    create_workspaces(root, "acme")
+    onboard(server, root, JOHN, "John", [("acme", "viewer")])
+    onboard(server, root, "mary@example.com", "Mary", [("acme", "viewer")])
+    john, key = sign_in(server, JOHN, PASSWORD), authenticator(server)
+    other_tab = sign_in(server, JOHN, PASSWORD)  # before the password is not enough
+    first = add_passkey(john, key, "Laptop")
+    codes = recovery_codes(first.text)
+    assert add_passkey(john, key, "Phone").status_code == 201
+    mary, marys_key = sign_in(server, "mary@example.com", PASSWORD), authenticator(server)
+    assert add_passkey(mary, marys_key, "Mary's").status_code == 201
+    with database(server) as session:
+        phone = session.scalar(
+            select(PasskeyCredential.id).where(PasskeyCredential.name == "Phone")
+        )
+    remove = f"/console/account/passkeys/{phone}/remove"
+
+    # The page asks; the session alone or a TOTP-shaped guess (John has no app) do not
+    # do. (Each wrong one counts towards the limit of five: the next test.)
+    asking = john.get(remove)
+    assert asking.status_code == 200 and "Confirm with a passkey and remove" in asking.text
+    assert '<label for="remove-code">A recovery code</label>' in asking.text
+    for code in ("", "123456"):
+        refused = john.post(remove, {"code": code})
+        assert refused.status_code == 422 and "Phone" in refused.text, code
+
+    # A passkey answer counts only for a confirmation challenge of this session, by one
+    # of John's passkeys, once.
+    foreign_options = send(
+        other_tab.client, other_tab.token, "/console/account/confirm/passkey-options", {}
+    ).json()
+    sign_in_challenge = sign_in_options(*signed_out(server))
+    for_john = send(john.client, john.token, "/console/account/confirm/passkey-options", {})
+    own_options = send(john.client, john.token, "/console/account/confirm/passkey-options", {})
+    assert [c["id"] for c in own_options.json()["allowCredentials"]] == [
+        b64url(c.credential_id) for c in key.credentials
+    ]
+    answer = key.get(own_options.json())
+    for credential in (
+        key.get(foreign_options),  # another session's challenge
+        key.get(sign_in_challenge),  # a sign-in's challenge
+        marys_key.get(for_john.json(), credential=marys_key.credentials[0]),  # Mary's passkey
+    ):
+        refused = send(john.client, john.token, remove, {"credential": credential})
+        assert_problem(refused, 422, "invalid-input", "confirm with a code")
+    done = send(john.client, john.token, remove, {"credential": answer})
+    assert done.status_code == 200 and "Phone" in done.text and "removed" in done.text
+    replayed = send(john.client, john.token, remove, {"credential": answer})
+    assert replayed.status_code == 404  # the passkey is gone; the answer is spent anyway
+    with database(server) as session:
+        names = session.scalars(select(PasskeyCredential.name).order_by(PasskeyCredential.id))
+        assert list(names) == ["Laptop", "Mary's"]
+
+    # New recovery codes: by a passkey (John has no app), then by a recovery code; the
+    # old ones stop working, and the page shows the new ones once.
+    page = john.get("/console/account/two-step").text
+    assert "Confirm with a passkey and make new codes" in page
+    renew = "/console/account/two-step/recovery-codes"
+    assert john.post(renew, {"code": ""}).status_code == 422
+    renewed = confirm_with_passkey(john, key, renew)
+    assert renewed.status_code == 200, renewed.text
+    fresh = recovery_codes(renewed.text)
+    assert len(fresh) == 10 and not set(fresh) & set(codes)
+    assert john.post(renew, {"code": codes[3]}).status_code == 422  # an old code
+    again = john.post(renew, {"code": fresh[0]})
+    assert again.status_code == 200 and len(recovery_codes(again.text)) == 10
+    # Over the API a recovery code does too (passkey ceremonies are the console's).
+    api_codes = recovery_codes(again.text)
+    problem = assert_problem(password_step(server), 401, "mfa-required")
+    with _api(server, problem["mfa_token"], api_codes[0]) as api:
+        answered = api.post("/auth/mfa/recovery-codes", json={"code": api_codes[1]})
+        assert answered.status_code == 200 and len(answered.json()["recovery_codes"]) == 10
+
+    renewals = [e.after["confirmed_with"] for e in audited(server, "mfa.recovery_codes_renewed")]
+    assert renewals == ["passkey", "recovery_code", "recovery_code"]
+    [removal] = audited(server, "passkey.removed")
+    assert removal.after == {"confirmed_with": "passkey"} and removal.before["name"] == "Phone"
+    refusals = [e.after for e in audited(server, "mfa.code_refused")]
+    assert sum(1 for r in refusals if r["method"] == "code") == 2  # 123456, an old code
+    assert {r.get("reason") for r in refusals if r["method"] == "passkey"} >= {
+        "challenge of another browser",
+        "challenge of another ceremony",
+        "not a passkey of this person",
+    }
+
+
+def test_guessed_confirmations_are_throttled(server: LiveServer) -> None:
+    """Confirmation codes count against the same limit as the second step's: after five
+    wrong ones even a right one is a 429 until the window passes."""
+    root = server.admin()
+    create_workspaces(root, "acme")
+    onboard(server, root, JOHN, "John", [("acme", "viewer")])
+    john, key = sign_in(server, JOHN, PASSWORD), authenticator(server)
+    codes = recovery_codes(add_passkey(john, key, "Laptop").text)
+    renew = "/console/account/two-step/recovery-codes"
+    answers = [john.post(renew, {"code": f"guess-{n}"}).status_code for n in range(6)]
+    assert answers == [422] * 5 + [429], answers
+    assert john.post(renew, {"code": codes[0]}).status_code == 429
+    throttled = confirm_with_passkey(john, key, renew)
+    assert_problem(throttled, 429, "too-many-requests")
