@@ -103,6 +103,13 @@ class SsoConnectionSchema(Schema):
     redirect_uri = fields.String(
         metadata={"description": "The redirect URI to register at the provider"}
     )
+    backchannel_logout_uri = fields.String(
+        metadata={
+            "description": "The back-channel logout URI to register at the provider "
+            "(OpenID Connect Back-Channel Logout 1.0): its logout tokens end the sessions "
+            "started through this connection"
+        }
+    )
     created_by = fields.String(attribute="created_by_name")
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -111,6 +118,37 @@ class SsoConnectionSchema(Schema):
 class SsoConnectionCheckSchema(Schema):
     ok = fields.Boolean()
     detail = fields.String()
+
+
+class SsoLinkSchema(Schema):
+    user_id = fields.Integer()
+    name = fields.String()
+    email = fields.String()
+    status = fields.String()
+    subject = fields.String(metadata={"description": "The provider's subject (sub)"})
+    linked_at = fields.DateTime()
+    last_sign_in_at = fields.DateTime(allow_none=True)
+
+
+class SsoUnlinkedSchema(Schema):
+    link = fields.Nested(SsoLinkSchema, metadata={"description": "The link that was removed"})
+    sessions_ended = fields.Integer(
+        metadata={"description": "Sessions the person had started through the connection"}
+    )
+    other_ways_in = fields.List(
+        fields.String(),
+        metadata={
+            "description": "How the person can still sign in: password, passkey, another "
+            "workspace's single sign-on, the installation's single sign-on"
+        },
+    )
+    no_other_way_in = fields.Function(
+        lambda u: not u.other_ways_in,
+        metadata={
+            "description": "true: the person can sign in only through this connection "
+            "again (which links them anew if the provider still vouches for them)"
+        },
+    )
 
 
 @connections_blp.route("")
@@ -150,6 +188,27 @@ class ConnectionCheck(MethodView):
         """Fetch the provider's discovery document now and say whether it answers as the
         sign-in needs. Changes nothing."""
         return services().sso_connections.check(current_actor(), connection_id)
+
+
+@connections_blp.route(f"/{CONNECTION_ID}/links")
+class ConnectionLinks(MethodView):
+    @connections_blp.response(200, SsoLinkSchema(many=True))
+    def get(self, connection_id: int) -> Any:
+        """The accounts linked to the connection's subjects, of people with a role in its
+        workspace: who, which subject, since when, their last sign-in through it."""
+        return services().sso_connections.links(current_actor(), connection_id)
+
+
+@connections_blp.route(f"/{CONNECTION_ID}/links/<int(max=2147483647):user_id>")
+class ConnectionLink(MethodView):
+    @connections_blp.response(200, SsoUnlinkedSchema)
+    def delete(self, connection_id: int, user_id: int) -> Any:
+        """Unlink a person: the link is forgotten and the sessions they started through
+        the connection end at once (audited ``sso.unlinked``). The answer says whether
+        they have another way in. It does not bar them: a person the provider still signs
+        in is linked again by their verified email; deactivate them to keep them out.
+        404 for someone not linked, without a role in the workspace, or unknown."""
+        return services().sso_connections.unlink(current_actor(), connection_id, user_id)
 
 
 domains_blp = Blueprint(

@@ -1,6 +1,7 @@
 """A workspace's own single sign-on in the console: its OpenID Connect connection (set
-up, edited, turned off, its provider checked) and the email domains it proves by DNS
-(claimed, verified, checked again, withdrawn), for whoever holds ``sso:manage`` in the
+up, edited, turned off, its provider checked, the accounts linked to it, each of which
+may be unlinked after a confirmation) and the email domains it proves by DNS (claimed,
+verified, checked again, withdrawn), for whoever holds ``sso:manage`` in the
 workspace. Thin handlers over ``gateway.services.sso_connections`` and
 ``gateway.services.sso_domains`` with the admin API's schemas: the same checks, the
 same audit events. Every page is whole, so every action works without script."""
@@ -24,6 +25,7 @@ from gateway.web.http import services
 
 SLUG = "<slug>"
 DOMAIN = "<int(max=2147483647):domain_id>"
+USER_ID = "<int(max=2147483647):user_id>"
 
 
 def _workspaces() -> list[tuple[str, str]]:
@@ -48,15 +50,26 @@ def _page(
     notice: str | None = None,
     check: Any = None,
     domain_errors: dict[str, list[str]] | None = None,
+    confirm_unlink: int | None = None,
 ) -> Response:
     workspace = _chosen(slug)
     actor = viewer().actor
     connection = None
     domains: list[Any] = []
+    links: list[Any] = []
     if workspace is not None:
         found = services().sso_connections.connections(actor, workspace)
         connection = found[0] if found else None
         domains = services().sso_domains.domains(actor, workspace)
+        if connection is not None:
+            links = services().sso_connections.links(actor, connection.id)
+    unlinking = None
+    if confirm_unlink is not None:
+        unlinking = next((link for link in links if link.user_id == confirm_unlink), None)
+        if unlinking is None:
+            raise NotFound(
+                f"No account {confirm_unlink} is linked to this single sign-on connection"
+            )
     if form is None:
         form = {
             "name": connection.name if connection else "",
@@ -74,6 +87,8 @@ def _page(
         workspace=workspace,
         connection=connection,
         domains=domains,
+        links=links,
+        unlinking=unlinking,
         errors=errors or {},
         domain_errors=domain_errors or {},
         form=form,
@@ -132,6 +147,44 @@ def workspace_sso_check(slug: str) -> Response:
         raise NotFound("This workspace has no single sign-on connection")
     check = services().sso_connections.check(viewer().actor, found[0].id)
     return _page(workspace, check=check)
+
+
+def _connection_id(workspace: str | None) -> int:
+    found = services().sso_connections.connections(viewer().actor, workspace)
+    if not found:
+        raise NotFound("This workspace has no single sign-on connection")
+    return int(found[0].id)
+
+
+@bp.get(f"/sso/{SLUG}/links/{USER_ID}/unlink")
+def workspace_sso_unlink_confirm(slug: str, user_id: int) -> Response:
+    """The page with a confirmation card naming the person and what happens."""
+    workspace = _chosen(slug)
+    _connection_id(workspace)
+    return _page(workspace, confirm_unlink=user_id)
+
+
+@bp.post(f"/sso/{SLUG}/links/{USER_ID}/unlink")
+def workspace_sso_unlink(slug: str, user_id: int) -> Response:
+    """The same service call, checks and audit event (``sso.unlinked``) as the API's
+    ``DELETE /sso-connections/{id}/links/{user_id}``."""
+    workspace = _chosen(slug)
+    done = services().sso_connections.unlink(viewer().actor, _connection_id(workspace), user_id)
+    who = f"{done.link.name} <{done.link.email}>"
+    ended = f"{done.sessions_ended} session{'' if done.sessions_ended == 1 else 's'}"
+    if done.other_ways_in:
+        words = (
+            f"Unlinked {who}; {ended} started through the connection ended. They can still "
+            f"sign in with: {', '.join(done.other_ways_in)}."
+        )
+    else:
+        words = (
+            f"Unlinked {who}; {ended} started through the connection ended. They have no "
+            "other way in (no password, no passkey): only this connection, which links "
+            "them again if the provider still signs them in. Deactivate them to keep them "
+            "out."
+        )
+    return _page(workspace, notice=words)
 
 
 @bp.post(f"/sso/{SLUG}/domains")

@@ -191,6 +191,18 @@ class SsoFailed(RingfenceError):
     title = "Single sign-on failed"
 
 
+class InvalidLogoutToken(RingfenceError):
+    """A logout token that OpenID Connect Back-Channel Logout 1.0 says to refuse: 400,
+    with its ``error`` (``invalid_request``) and ``error_description`` as members."""
+
+    status = 400
+    type = "invalid-logout-token"
+    title = "The logout token is not valid"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, error="invalid_request", error_description=detail)
+
+
 class IdentityProviderUnavailable(RingfenceError):
     status = 502
     type = "identity-provider-unavailable"

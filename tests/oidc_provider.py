@@ -5,6 +5,11 @@ tokens with a nonce, and a JWKS endpoint, served over HTTP on loopback.
 It signs in one person without asking (``provider.user``, changeable by a test), and a
 test may make it misbehave (``provider.nonce_override``) to check that the gateway
 refuses what it should.
+
+It also plays its part of OpenID Connect Back-Channel Logout 1.0: its ID tokens carry
+the provider session ``provider.sid`` when a test sets one, and
+:meth:`OidcProvider.logout_token` mints logout tokens signed with its own key (or, for
+the tests of refusals, with any other key, algorithm, header or claims).
 """
 
 from __future__ import annotations
@@ -23,9 +28,14 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from flask import Flask, jsonify
-from joserfc.jwk import RSAKey
+from joserfc import jwt
+from joserfc.jwk import OctKey, RSAKey
+from joserfc.jws import JWSRegistry
 
 from tests.helpers import serving
+
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+OMIT: Any = object()  # a claim or header left out of a logout token
 
 
 @dataclass
@@ -103,7 +113,10 @@ class OidcProvider:
         self.client = Client(client_id, client_secret, redirect_uri)
         self.user = Person("idp-user-1", "someone@example.com")
         self.nonce_override: str | None = None
+        self.sid: str | None = None  # the provider session its ID tokens name (sid)
         self.key = RSAKey.generate_key(2048, parameters={"kid": "test-key-1", "use": "sig"})
+        self.keys = [self.key]  # its JWKS: rotate() adds a key
+        self.jwks_fetches = 0
         self.codes: dict[str, Code] = {}
         self.issuer = ""  # set once the socket is bound
         self.app = self._build_app()
@@ -156,7 +169,8 @@ class OidcProvider:
                 return {"alg": "RS256", "kid": "test-key-1"}
 
             def get_client_claims(self, client: Client) -> dict[str, Any]:
-                return {"iss": provider.issuer, "aud": [client.client_id]}
+                sid = {"sid": provider.sid} if provider.sid else {}
+                return {"iss": provider.issuer, "aud": [client.client_id], **sid}
 
             def generate_user_info(self, user: Person, scope: str) -> UserInfo:
                 return UserInfo(
@@ -194,7 +208,8 @@ class OidcProvider:
 
         @app.get("/jwks")
         def jwks() -> Any:
-            return jsonify(keys=[provider.key.as_dict(private=False)])
+            provider.jwks_fetches += 1
+            return jsonify(keys=[key.as_dict(private=False) for key in provider.keys])
 
         @app.get("/authorize")
         def authorize() -> Any:
@@ -210,6 +225,52 @@ class OidcProvider:
             return server.create_token_response()
 
         return app
+
+    def rotate(self, kid: str) -> RSAKey:
+        """A new signing key, published beside the old ones; later tokens use it."""
+        self.key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig"})
+        self.keys.append(self.key)
+        return self.key
+
+    def logout_token(
+        self,
+        sub: str | None = "idp-user-1",
+        sid: str | None = None,
+        key: RSAKey | OctKey | None = None,
+        header: dict[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        """A logout token (OpenID Connect Back-Channel Logout 1.0, section 2.4) for
+        ``sub`` and/or ``sid``, as this provider sends it to its client: signed RS256
+        with its current key, typed ``logout+jwt``, issued now, for two minutes, with a
+        fresh ``jti``. ``claims`` replace or add claims (:data:`OMIT` drops one);
+        ``header`` does the same for the JOSE header; ``key`` signs with another key."""
+        now = int(time.time())
+        body: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.client.client_id,
+            "iat": now,
+            "exp": now + 120,
+            "jti": secrets.token_urlsafe(16),
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+        }
+        if sub is not None:
+            body["sub"] = sub
+        if sid is not None:
+            body["sid"] = sid
+        body.update(claims)
+        signer = key or self.key
+        head: dict[str, Any] = {"alg": "RS256", "typ": "logout+jwt"}
+        if signer.kid:
+            head["kid"] = signer.kid
+        head.update(header or {})
+        alg = head["alg"]
+        return jwt.encode(
+            {k: v for k, v in head.items() if v is not OMIT},
+            {k: v for k, v in body.items() if v is not OMIT},
+            signer,
+            registry=JWSRegistry(algorithms=[alg]),
+        )
 
 
 @contextmanager

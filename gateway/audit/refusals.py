@@ -43,6 +43,9 @@ AUDITED = {
     "access_token": ("auth.token_rejected", "access_token"),
     "sso_code": ("auth.sso_code_refused", "login"),
     "sso_callback": ("auth.sso_failed", "login"),
+    # Logout tokens posted to a connection's back channel that its provider did not sign
+    # (or to one that does not exist); those it signed are audited each (sso_logout).
+    "sso_logout": ("sso.backchannel_logout_refused", "sso_connection"),
 }
 # Kinds that are only counted: the decision path, scrapers of /metrics, the change feed.
 COUNTED = frozenset({"decision_token", "metrics_token", "replication_token"})

@@ -16,6 +16,11 @@ from limits import RateLimitItem, parse, storage, strategies
 from gateway.emails import normalise_email
 from gateway.errors import TooManyRequests
 
+# Logout tokens refused from one client address (OpenID Connect Back-Channel Logout, the
+# endpoint of each workspace connection) before its posts are refused for a while: a
+# provider sends few, and rarely a bad one.
+LOGOUT_REFUSALS_PER_CLIENT = "60 per minute"
+
 
 class LoginThrottle:
     def __init__(
@@ -31,6 +36,7 @@ class LoginThrottle:
         self._per_client: RateLimitItem = parse(per_client)
         self._resets_per_account: RateLimitItem = parse(resets_per_account)
         self._resets_per_client: RateLimitItem = parse(resets_per_client)
+        self._logout_refusals: RateLimitItem = parse(LOGOUT_REFUSALS_PER_CLIENT)
 
     def _keys(self, email: str, client: str) -> list[tuple[RateLimitItem, str]]:
         return [
@@ -92,6 +98,19 @@ class LoginThrottle:
             (self._per_account, f"mfa-account:{user_id}"),
             (self._per_client, f"login-client:{client}"),
         ]
+
+    def logout_check(self, client: str) -> None:
+        """TooManyRequests once ``client`` sent too many refused logout tokens."""
+        item, key = self._logout_refusals, f"logout-client:{client}"
+        if not self._limiter.test(item, key):
+            reset = self._limiter.get_window_stats(item, key).reset_time
+            wait = max(1, int(reset - time.time()) + 1)
+            raise TooManyRequests(
+                f"Too many refused logout tokens; try again in {wait} s", retry_after=wait
+            )
+
+    def logout_refused(self, client: str) -> None:
+        self._limiter.hit(self._logout_refusals, f"logout-client:{client}")
 
     def reset_requested(self, email: str, client: str) -> None:
         """Count a password reset request; TooManyRequests once the address typed (known

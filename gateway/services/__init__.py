@@ -46,6 +46,7 @@ from gateway.services.setup import SetupService
 from gateway.services.sso import SsoService
 from gateway.services.sso_connections import SsoConnectionService
 from gateway.services.sso_domains import SsoDomainService
+from gateway.services.sso_logout import SsoLogoutService
 from gateway.services.streams import WAKE, StreamService
 from gateway.services.users import UserService
 from gateway.services.workspaces import WorkspaceService
@@ -119,6 +120,7 @@ class Services:
             session, uow, authorizer, self.grants, self.auth, settings
         )
         self.sso_domains = SsoDomainService(session, uow, authorizer, self.workspaces, settings)
+        self.sso_logout = SsoLogoutService(session, uow, self.sso_connections)
         self.auth.sso_route = self.sso_domains.route_for
         self.sso.verified_by = self.sso_domains.verified_by
         self.sso.allowed_domains = lambda: self.settings.email().allowed_domains

@@ -379,14 +379,27 @@ class AuthService:
         )
 
     def start_session(
-        self, user: User, via: str, client: str = "", request_id: str | None = None
+        self,
+        user: User,
+        via: str,
+        client: str = "",
+        request_id: str | None = None,
+        *,
+        sso_connection_id: int | None = None,
+        sso_sid: str | None = None,
     ) -> IssuedToken:
         """A new session for ``user``, who proved who they are some other way than the
         password form (single sign-on, a password change); commits with whatever the
-        caller changed, and audits ``via`` like a sign-in."""
+        caller changed, and audits ``via`` like a sign-in. A sign-on through a
+        workspace's connection names it and the provider's session (``sid``): its
+        back-channel logout ends the session."""
         user.last_login_at = utcnow()
         auth_session = AuthSession(
-            id=secrets.token_hex(16), user_id=user.id, session_version=user.session_version
+            id=secrets.token_hex(16),
+            user_id=user.id,
+            session_version=user.session_version,
+            sso_connection_id=sso_connection_id,
+            sso_sid=sso_sid,
         )
         self.session.add(auth_session)
         issued = self._issue(user, auth_session)

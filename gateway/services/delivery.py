@@ -231,10 +231,14 @@ class DatabaseLedger:
 
     def housekeeping(self) -> dict[str, Any]:
         """Periodic upkeep (the ``ringfence.housekeeping`` task): audit the invitations
-        that expired, and archive audit events past the retention period, if set."""
+        that expired, forget the logout tokens of single sign-on connections whose
+        replay is refused for their age anyway, and archive audit events past the
+        retention period, if set."""
         done: dict[str, Any] = {}
         with self.session_factory() as session:
             done["invitations_expired"] = self._services(session).invitations.audit_expired()
+        with self.session_factory() as session:
+            done["sso_logout_tokens_pruned"] = self._services(session).sso_logout.prune()
         with self.session_factory() as session:
             archived = self._services(session).audit.archive(
                 self.settings.audit_retention_days, self.settings.audit_archive_path

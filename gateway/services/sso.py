@@ -50,6 +50,9 @@ class ExternalIdentity:
     email: str
     email_verified: bool
     name: str = ""
+    # The provider's session (the ID token's ``sid``, OpenID Connect Back-Channel
+    # Logout): its logout token may name it. Empty when the provider sent none.
+    sid: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,9 @@ class SsoService:
             self.session.add(link)
         link.last_sign_in_at = utcnow()
         try:
-            return self.issue_code(user, "auth.sso_login", client, identity, request_id)
+            return self.issue_code(
+                user, "auth.sso_login", client, identity, request_id, connection=connection
+            )
         except IntegrityError:
             # The same first sign-on finishing twice at once: the other linked it.
             self.session.rollback()
@@ -334,7 +339,10 @@ class SsoService:
         client: str,
         identity: ExternalIdentity,
         request_id: str | None = None,
+        connection: SsoConnection | None = None,
     ) -> SsoCode:
+        """A one-time code for ``user``; through a workspace's ``connection``, the code
+        carries it and the provider's session (``sid``) on to the session it opens."""
         code = new_token()
         self.session.add(
             UserToken(
@@ -342,6 +350,8 @@ class SsoService:
                 purpose=TokenPurpose.SSO_CODE,
                 user_id=user.id,
                 expires_at=utcnow() + timedelta(seconds=SSO_CODE_TTL_SECONDS),
+                sso_connection_id=connection.id if connection else None,
+                sso_sid=(identity.sid[:255] or None) if connection else None,
             )
         )
         self._audit(self_actor(user, client, request_id), action, user, identity)
@@ -370,7 +380,14 @@ class SsoService:
         if not claim_user_token(self.session, row.id):
             self.session.rollback()
             raise with_reason(Unauthorized("The sign-in code was used already"), "used-code")
-        return self.auth.start_session(user, "auth.login_sso", client, request_id)
+        return self.auth.start_session(
+            user,
+            "auth.login_sso",
+            client,
+            request_id,
+            sso_connection_id=row.sso_connection_id,
+            sso_sid=row.sso_sid,
+        )
 
     def _invited(self, email: str) -> bool:
         """Whether a placeholder of an invitation waits under ``email``."""

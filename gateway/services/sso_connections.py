@@ -13,11 +13,18 @@ edit the connection could have the stored secret sent to a provider of theirs.
 
 Disabling the connection ends, at once, the sessions of the people who signed in through
 it and have no password (they have no other way in); the rest keep theirs.
+
+Its owners also see the accounts linked to it (who, which subject, since when, their
+last sign-in) and may unlink one: the link is forgotten and the sessions that person
+started through the connection end (audited ``sso.unlinked``; the answer says whether
+the person has another way in). Only people who hold a role in the workspace are
+listed or unlinked; anyone else's id answers as an unknown one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +33,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
-from gateway.db.models import SsoConnection, SsoLink, User, UserStatus, utcnow
+from gateway.db.models import (
+    AuthSession,
+    Grant,
+    PasskeyCredential,
+    SsoConnection,
+    SsoLink,
+    User,
+    UserStatus,
+    utcnow,
+)
 from gateway.errors import (
     Conflict,
     IdentityProviderUnavailable,
@@ -41,8 +57,12 @@ from gateway.services.grants import GrantService
 from gateway.services.permissions import Permission
 from gateway.services.sso_settings import ProviderCheck, check_issuer
 from gateway.services.streams import refused_address
+from gateway.services.users import grant_in_force
 
 CALLBACK_PATH = "/auth/sso/connections/{id}/callback"
+BACKCHANNEL_LOGOUT_PATH = "/auth/sso/connections/{id}/backchannel-logout"
+UNLINK_REASON = "unlinked from single sign-on"
+MOVED_REASON = "single sign-on connection moved to another issuer"
 EDITABLE = ("name", "issuer", "client_id", "client_secret", "enabled", "require_sso", "jit_role")
 MAX_SECRET = 1000
 
@@ -53,6 +73,7 @@ class ConnectionView:
 
     connection: SsoConnection
     redirect_uri: str  # to register at the provider
+    backchannel_logout_uri: str  # likewise, for OpenID Connect Back-Channel Logout
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.connection, name)
@@ -72,6 +93,34 @@ def connection_view(connection: SsoConnection) -> dict[str, Any]:
 
 def redirect_uri(settings: Settings, connection_id: int) -> str:
     return settings.public_url.rstrip("/") + CALLBACK_PATH.format(id=connection_id)
+
+
+def backchannel_logout_uri(settings: Settings, connection_id: int) -> str:
+    return settings.public_url.rstrip("/") + BACKCHANNEL_LOGOUT_PATH.format(id=connection_id)
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """An account linked to a subject of the connection, as its owners see it."""
+
+    user_id: int
+    name: str
+    email: str
+    status: str
+    subject: str
+    linked_at: datetime
+    last_sign_in_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Unlinked:
+    """What unlinking did: the link that was, the sessions it ended, and the person's
+    other ways in (none: they can sign in only through this connection again, which
+    links them anew if the provider still vouches for them)."""
+
+    link: LinkView
+    sessions_ended: int
+    other_ways_in: list[str]
 
 
 def issuer_problem(issuer: str, allow_private: bool) -> str | None:
@@ -122,7 +171,11 @@ class SsoConnectionService:
         self.settings = settings
 
     def view(self, connection: SsoConnection) -> ConnectionView:
-        return ConnectionView(connection, redirect_uri(self.settings, connection.id))
+        return ConnectionView(
+            connection,
+            redirect_uri(self.settings, connection.id),
+            backchannel_logout_uri(self.settings, connection.id),
+        )
 
     # -- reading -------------------------------------------------------------------
 
@@ -233,8 +286,9 @@ class SsoConnectionService:
 
     def update(self, actor: Actor, connection_id: int, fields: dict[str, Any]) -> ConnectionView:
         """Change some of the connection's fields. A new issuer needs the client secret
-        in the same change; turning it off ends the sessions of the people who have no
-        other way in than this connection."""
+        in the same change, and ends the links and the sessions started through the old
+        one; turning it off ends the sessions of the people who have no other way in
+        than this connection."""
         connection = self._get(actor, connection_id)
         workspace = connection.workspace_slug
         values = self._checked(actor, workspace, fields)
@@ -261,10 +315,12 @@ class SsoConnectionService:
             if values.get("client_secret"):
                 connection.sealed_client_secret = self._seal(values["client_secret"])
             connection.updated_at = utcnow()
-            unlinked = 0
+            unlinked = moved = 0
             if new_issuer:
-                # Subjects are the old provider's: they name nobody at the new one.
+                # Subjects are the old provider's: they name nobody at the new one. And
+                # its sessions here could no longer be ended by its back-channel logout.
                 unlinked = self._unlink_all(connection)
+                moved = self._end_connection_sessions(connection, None, MOVED_REASON)
             after = connection_view(connection)
             if after != before or values.get("client_secret"):
                 changes.audit(
@@ -277,7 +333,11 @@ class SsoConnectionService:
                     {
                         **after,
                         "secret_changed": bool(values.get("client_secret")),
-                        **({"links_removed": unlinked} if new_issuer else {}),
+                        **(
+                            {"links_removed": unlinked, "sessions_ended": moved}
+                            if new_issuer
+                            else {}
+                        ),
                     },
                 )
             if had_jit != connection.jit_role:
@@ -293,6 +353,92 @@ class SsoConnectionService:
                     after={"sessions_ended_of": ended},
                 )
         return self.view(connection)
+
+    # -- linked accounts -----------------------------------------------------------
+
+    def links(self, actor: Actor, connection_id: int) -> list[LinkView]:
+        """The accounts linked to the connection, of people with a role in its
+        workspace, by email."""
+        connection = self._get(actor, connection_id)
+        rows = self.session.execute(
+            select(SsoLink, User)
+            .join(User, User.id == SsoLink.user_id)
+            .where(SsoLink.connection_id == connection.id, self._member(connection))
+            .order_by(User.email)
+        ).all()
+        return [_link_view(link, user) for link, user in rows]
+
+    def unlink(self, actor: Actor, connection_id: int, user_id: int) -> Unlinked:
+        """Forget the person's link to the connection and end the sessions they started
+        through it (audited ``sso.unlinked``). NotFound, worded alike, for an id that
+        does not exist, someone without a role in the workspace, or someone not linked."""
+        connection = self._get(actor, connection_id)
+        found = self.session.execute(
+            select(SsoLink, User)
+            .join(User, User.id == SsoLink.user_id)
+            .where(
+                SsoLink.connection_id == connection.id,
+                SsoLink.user_id == user_id,
+                self._member(connection),
+            )
+        ).first()
+        if found is None:
+            raise NotFound(f"No account {user_id} is linked to this single sign-on connection")
+        link, user = found
+        view = _link_view(link, user)
+        with self.uow.events_only(actor) as changes:
+            self.session.delete(link)
+            ended = self._end_connection_sessions(connection, user.id, UNLINK_REASON)
+            self.session.flush()
+            others = self._other_ways_in(user)
+            changes.audit(
+                "sso.unlinked",
+                AuditTarget.USER,
+                user.id,
+                user.name,
+                connection.workspace_slug,
+                {"connection": connection.id, "subject": link.subject},
+                {"sessions_ended": ended, "other_ways_in": others},
+            )
+        return Unlinked(view, ended, others)
+
+    def _end_connection_sessions(
+        self, connection: SsoConnection, user_id: int | None, reason: str
+    ) -> int:
+        """End the live sessions started through ``connection`` (only ``user_id``'s, if
+        given), not committed; how many."""
+        query = select(AuthSession).where(
+            AuthSession.sso_connection_id == connection.id, AuthSession.revoked_at.is_(None)
+        )
+        if user_id is not None:
+            query = query.where(AuthSession.user_id == user_id)
+        sessions = self.session.scalars(query).all()
+        now = utcnow()
+        for auth_session in sessions:
+            auth_session.revoked_at, auth_session.revoked_reason = now, reason
+        return len(sessions)
+
+    def _member(self, connection: SsoConnection) -> Any:
+        """People with a role in force in the connection's workspace: those its owners
+        may see (an invitation not yet accepted links nobody)."""
+        return User.grants.any(
+            grant_in_force() & (Grant.workspace_slug == connection.workspace_slug)
+        )
+
+    def _other_ways_in(self, user: User) -> list[str]:
+        """How ``user`` can sign in besides the connection just unlinked."""
+        ways = []
+        if user.password_hash is not None:
+            ways.append("password")
+        passkey = select(PasskeyCredential.id).where(PasskeyCredential.user_id == user.id)
+        if self.session.scalar(passkey.limit(1)) is not None:
+            ways.append("passkey")
+        other_link = select(SsoLink.id).where(SsoLink.user_id == user.id)
+        if self.session.scalar(other_link.limit(1)) is not None:
+            ways.append("another workspace's single sign-on")
+        if user.oidc_subject is not None and self.settings.oidc_issuer:
+            ways.append("the installation's single sign-on")
+        return ways
 
     def _audit_jit(self, changes: Any, connection: SsoConnection, before: str | None) -> None:
         """Just-in-time provisioning turned on, off or to another role: an event of its
@@ -365,3 +511,15 @@ class SsoConnectionService:
             self.grants.require_grantable_here(workspace, [role])
             self.authorizer.require_can_grant(actor, role, workspace)
         return values
+
+
+def _link_view(link: SsoLink, user: User) -> LinkView:
+    return LinkView(
+        user.id,
+        user.name,
+        user.email,
+        str(user.status),
+        link.subject,
+        link.created_at,
+        link.last_sign_in_at,
+    )

@@ -10,12 +10,19 @@ callback only works in the browser that started the round trip.
 Configured by ``RINGFENCE_OIDC_ISSUER``, ``_CLIENT_ID`` and ``_CLIENT_SECRET``, with
 discovery from the issuer's ``/.well-known/openid-configuration``; off when the issuer
 is empty (every route then answers 404 ``sso-not-configured``).
+
+A workspace's own connection has the same round trip under
+``/auth/sso/connections/<id>/``, and a back channel: ``POST
+/auth/sso/connections/<id>/backchannel-logout``, where its provider posts logout tokens
+(OpenID Connect Back-Channel Logout 1.0) that end the sessions started through it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -28,6 +35,7 @@ from joserfc.errors import JoseError
 from requests import RequestException
 from werkzeug.wrappers import Response
 
+from gateway.audit import refusals
 from gateway.audit.refusals import with_reason
 from gateway.config import Settings
 from gateway.db.models import SsoConnection
@@ -35,10 +43,17 @@ from gateway.errors import (
     IdentityProviderUnavailable,
     InvalidInput,
     InvalidInvitationToken,
+    InvalidLogoutToken,
+    PayloadTooLarge,
     RingfenceError,
     SsoFailed,
     SsoNotConfigured,
     Unauthorized,
+)
+from gateway.identity.logout_tokens import (
+    LogoutTokenRefused,
+    read_logout_token,
+    signing_algorithms,
 )
 from gateway.logs import request_id
 from gateway.notifier import name_problem
@@ -258,12 +273,15 @@ def _signed_on(client: Any, connection: SsoConnection | None = None) -> SsoCode:
     # the admin API refuses it: the invitation's name is used instead.
     name = str(claims.get("name") or "")
     issuer = connection.issuer if connection else None
+    sid = claims.get("sid")
     identity = ExternalIdentity(
         issuer=str(claims.get("iss") or _metadata(client, issuer)["issuer"]),
         subject=str(claims["sub"]),
         email=str(claims.get("email") or ""),
         email_verified=verified is True or str(verified).lower() == "true",
         name="" if name_problem(name) else name,
+        # The provider's session, which its logout token may name (kept as sent).
+        sid=sid if isinstance(sid, str) and 0 < len(sid) <= 255 else "",
     )
     client_address, rid = flask_request.remote_addr or "", request_id()
     sso = services().sso
@@ -337,3 +355,96 @@ def connection_callback(connection_id: int) -> Response:
     connection = services().sso_connections.for_sign_in(connection_id)
     client = _connection_client(connection)
     return _answer(lambda: _callback(client, connection))
+
+
+# -- back-channel logout ---------------------------------------------------------------
+#
+# OpenID Connect Back-Channel Logout 1.0: the provider posts a logout token (a signed JWT)
+# as the form field ``logout_token``. Read by gateway.identity.logout_tokens with the
+# keys of the connection's client (the same discovery document and JWKS its ID tokens
+# are verified with); what it ends, gateway.services.sso_logout.
+
+# Bytes of a logout post: a token is at most a few kilobytes (MAX_TOKEN_LENGTH, 8 KiB).
+MAX_LOGOUT_BODY = 16 * 1024
+# A token naming a key not in the provider's set fetches the set again (the provider
+# rotated its keys), at most this often per connection: tokens with made-up key ids
+# must not make the gateway hammer the provider.
+JWKS_REFETCH_SECONDS = 60.0
+_JWKS_FETCHED: dict[tuple[int, str], float] = {}  # (connection, issuer): when
+
+
+def _provider_keys(client: Any, connection: SsoConnection) -> Callable[[bool], dict[str, Any]]:
+    """The connection's key set, from its client (fetched once, then kept with the
+    discovery document); ``force`` fetches it again unless it was a moment ago."""
+
+    def keys(force: bool) -> dict[str, Any]:
+        if force:
+            key = (connection.id, connection.issuer)
+            with _CLIENTS_LOCK:
+                now = time.monotonic()
+                if now - _JWKS_FETCHED.get(key, -math.inf) < JWKS_REFETCH_SECONDS:
+                    force = False
+                else:
+                    if len(_JWKS_FETCHED) >= MAX_CLIENTS:
+                        _JWKS_FETCHED.clear()
+                    _JWKS_FETCHED[key] = now
+        try:
+            jwks: dict[str, Any] = client.fetch_jwk_set(force=force)
+        except (RequestException, RuntimeError, ValueError) as exc:
+            log.warning("JWKS of connection %d could not be read: %s", connection.id, exc)
+            raise IdentityProviderUnavailable(
+                "The identity provider's keys could not be read; try again later"
+            ) from exc
+        return jwks
+
+    return keys
+
+
+@bp.post(f"{CONNECTION}/backchannel-logout")
+def connection_backchannel_logout(connection_id: int) -> Response:
+    """The provider of a workspace's connection says a person's session there ended: the
+    sessions they started through the connection end (only the provider session the
+    token names, if it names one). 200 with an empty body when the token is valid,
+    whether or not anyone's session ended; 400 ``invalid-logout-token`` (with ``error``
+    ``invalid_request``) when it is not; 404 for a connection that does not exist or is
+    turned off."""
+    client_address, rid = flask_request.remote_addr or "", request_id()
+    logout = services().sso_logout
+    throttle = services().auth.throttle
+    throttle.logout_check(client_address)
+    if (flask_request.content_length or 0) > MAX_LOGOUT_BODY:
+        raise PayloadTooLarge(f"A logout token's post is at most {MAX_LOGOUT_BODY} bytes")
+    flask_request.max_content_length = MAX_LOGOUT_BODY  # a body without a length, too
+    token = flask_request.form.get("logout_token", "")
+    try:
+        connection = logout.connection(connection_id)
+    except SsoNotConfigured as exc:
+        throttle.logout_refused(client_address)
+        note_refusal("sso_logout", with_reason(exc, "no-connection"))
+        raise
+    client = _connection_client(connection)
+    metadata = _metadata(client, connection.issuer)
+    try:
+        claims = read_logout_token(
+            token,
+            _provider_keys(client, connection),
+            metadata["issuer"],
+            connection.client_id,
+            signing_algorithms(metadata.get("id_token_signing_alg_values_supported")),
+        )
+        logout.logout(connection, claims, client_address, rid)
+    except LogoutTokenRefused as exc:
+        throttle.logout_refused(client_address)
+        refused = InvalidLogoutToken(exc.detail)
+        if exc.verified:
+            # Signed by the provider: audited each time (a replay, by the service).
+            refusals.count("sso_logout", exc.reason)
+            if exc.reason != "replayed":
+                logout.refused(connection, exc.reason, client_address, rid)
+        else:
+            # Anyone can send these: counted, and audited by sample.
+            note_refusal("sso_logout", with_reason(refused, exc.reason))
+        raise refused from None
+    answer = Response(status=200)
+    answer.headers["Cache-Control"] = "no-store"
+    return answer

@@ -14,7 +14,7 @@ from gateway.db.models import utcnow
 from tests.console_support import sign_in
 from tests.functional.test_console_invite_many import outcomes
 from tests.functional.test_isolation import database_state
-from tests.functional.test_workspace_sso import add_connection_row
+from tests.functional.test_workspace_sso import add_connection_row, add_link_row
 from tests.helpers import (
     PASSWORD,
     LiveServer,
@@ -95,7 +95,10 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
             "event_types": ["*"],
         },
     ).json()["stream"]["id"]
-    add_connection_row(server.settings, "acme")
+    acme_sso = add_connection_row(server.settings, "acme")
+    add_link_row(server.settings, acme_sso, eve, "idp-eve")
+    # globex's own, with Eve (no role in globex) linked to it too: not Gina's to see.
+    add_link_row(server.settings, add_connection_row(server.settings, "globex"), eve, "idp-e")
     claim = root.post("/sso-domains", json={"workspace": "acme", "domain": "acme-corp.test"})
     dom = claim.json()["id"]
     stream_page = "/console/event-streams/<int(max=2147483647):stream_id>"
@@ -350,6 +353,12 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme_in_the_console(
         ("POST", "/console/sso/<slug>/connection/check"): lambda: refused(
             gina.post("/console/sso/acme/connection/check")
         ),
+        ("GET", "/console/sso/<slug>/links/<int(max=2147483647):user_id>/unlink"): lambda: [
+            refused(gina.get(f"/console/sso/{ws}/links/{u}/unlink")) for ws in ("acme", "globex")
+        ],
+        ("POST", "/console/sso/<slug>/links/<int(max=2147483647):user_id>/unlink"): lambda: [
+            refused(gina.post(f"/console/sso/{ws}/links/{u}/unlink")) for ws in ("acme", "globex")
+        ],
         ("POST", "/console/sso/<slug>/domains"): lambda: refused(
             gina.post("/console/sso/acme/domains", {"domain": "mine.test"})
         ),

@@ -17,7 +17,7 @@ from gateway.config import Settings
 from tests.console_support import Console, csrf_of, sign_in
 from tests.dns_server import Zone, running_dns
 from tests.functional.test_workspace_sso_sign_in import PUBLIC_URL, SECRET
-from tests.helpers import PASSWORD, LiveServer, create_workspaces, invite_and_accept
+from tests.helpers import PASSWORD, LiveServer, create_workspaces, invite_and_accept, user_id_of
 from tests.oidc_provider import OidcProvider, Person, running_provider
 
 
@@ -127,3 +127,22 @@ def test_an_owner_sets_up_single_sign_on_and_its_domains_people_are_routed_to_it
     words = text(refused)
     assert "People at acme.test sign in with their organisation's single sign-on" in words
     assert f'id="sso-route" href="/console/sso/start?connection={cid}' in refused.text
+
+    # Eve is linked: her owner sees it, with the back-channel logout URI to register,
+    # and unlinks her after a confirmation; her console session through it ends.
+    page = text(olivia.get("/console/sso"))
+    assert f"{PUBLIC_URL}/auth/sso/connections/{cid}/backchannel-logout" in page
+    assert "idp-eve" in page and "eve@acme.test" in page
+    eve = user_id_of(root, "eve@acme.test")
+    confirm = olivia.get(f"/console/sso/acme/links/{eve}/unlink")
+    assert confirm.status_code == 200 and "Unlink Eve?" in text(confirm)
+    assert 'id="unlink-title"' in confirm.text and "subject <code>idp-eve</code>" in confirm.text
+    forged = olivia.client.post(f"/console/sso/acme/links/{eve}/unlink")  # no CSRF token
+    assert forged.status_code == 403
+    done = text(olivia.post(f"/console/sso/acme/links/{eve}/unlink"))
+    assert "Unlinked Eve <eve@acme.test>; 1 session started through the connection" in done
+    assert "They can still sign in with: password." in done
+    assert "Nobody has signed in through it yet." in done
+    assert browser.get("/console/account").status_code == 303  # signed out
+    again = olivia.get(f"/console/sso/acme/links/{eve}/unlink")
+    assert again.status_code == 404

@@ -23,11 +23,12 @@ from gateway.db.models import (
     PolicyState,
     SsoConnection,
     SsoDomain,
+    SsoLink,
     User,
     Workspace,
 )
 from gateway.db.session import make_engine
-from tests.functional.test_workspace_sso import add_connection_row
+from tests.functional.test_workspace_sso import add_connection_row, add_link_row
 from tests.helpers import LiveServer, create_workspaces, invite, invite_and_accept, onboard
 
 # Public, or acting only on the caller's own session: nothing of another workspace.
@@ -57,6 +58,9 @@ PUBLIC |= {
     # carried to another workspace's connection).
     ("GET", "/auth/sso/connections/<int(max=2147483647):connection_id>/login"),
     ("GET", "/auth/sso/connections/<int(max=2147483647):connection_id>/callback"),
+    # The provider's back channel: its signed logout token is the credential
+    # (test_sso_logout_and_unlink.py posts another workspace's provider's token there).
+    ("POST", "/auth/sso/connections/<int(max=2147483647):connection_id>/backchannel-logout"),
 }
 # The signed-in person's own invitations: listed and accepted for their own account only
 # (tests/functional/test_tenant_walls.py tries them with other people's invitations).
@@ -122,6 +126,9 @@ def database_state(server: LiveServer) -> dict[str, Any]:
                     .add_columns(SsoConnection.require_sso, SsoConnection.jit_role)
                 ).all()
             )
+            counts["sso_links"] = sorted(
+                session.execute(select(SsoLink.id, SsoLink.connection_id, SsoLink.user_id)).all()
+            )
             counts["sso_domains"] = sorted(
                 session.execute(
                     select(SsoDomain.id, SsoDomain.domain, SsoDomain.verified_at).add_columns(
@@ -171,6 +178,7 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
     directory = root.post("/directory-connections", json={"workspace": "acme", "name": "Okta"})
     d = directory.json()["connection"]["id"]
     sso = add_connection_row(server.settings, "acme")
+    add_link_row(server.settings, sso, eve, "idp-eve")
     claim = root.post("/sso-domains", json={"workspace": "acme", "domain": "acme-corp.test"})
     dom = claim.json()["id"]
     before = database_state(server)
@@ -332,6 +340,12 @@ def test_a_globex_admin_sees_and_changes_nothing_of_acme(server: LiveServer) -> 
         ),
         ("POST", f"/sso-connections/{SSO}/check"): lambda: refused(
             gina.post(f"/sso-connections/{sso}/check")
+        ),
+        ("GET", f"/sso-connections/{SSO}/links"): lambda: refused(
+            gina.get(f"/sso-connections/{sso}/links")
+        ),
+        ("DELETE", f"/sso-connections/{SSO}/links/<int(max=2147483647):user_id>"): lambda: refused(
+            gina.delete(f"/sso-connections/{sso}/links/{u}")
         ),
         ("GET", "/sso-domains"): lambda: [
             invisible(gina.get("/sso-domains")),

@@ -13,6 +13,7 @@ import httpx
 
 from tests.console_support import sign_in
 from tests.functional.test_isolation import database_state
+from tests.functional.test_workspace_sso import add_connection_row, add_link_row
 from tests.helpers import (
     PASSWORD,
     LiveServer,
@@ -69,6 +70,14 @@ def test_another_workspaces_people_answer_like_unknown_ids(server: LiveServer) -
     )
     super_admin = user_id_of(root, "admin@example.com")
     outsiders = {"olive": olive, "eve": eve, "pat": pat, "super admin": super_admin}
+    # globex's single sign-on, which its owner Otto manages; Eve linked to it as if she
+    # had signed on through it (she holds no role in globex).
+    otto_id, otto = invite_and_accept(
+        server, root, "otto@example.com", "Otto", [("globex", "owner")]
+    )
+    globex_sso = add_connection_row(server.settings, "globex")
+    add_link_row(server.settings, globex_sso, eve, "idp-eve")
+    add_link_row(server.settings, globex_sso, otto_id, "idp-otto")
     before = database_state(server)
 
     # Every admin route that names a person, in globex, as Gina may in her own workspace.
@@ -87,6 +96,10 @@ def test_another_workspaces_people_answer_like_unknown_ids(server: LiveServer) -
         ("DELETE", f"/users/{USER_ROUTE}/grants/<workspace>/<role>"): lambda u: gina.delete(
             f"/users/{u}/grants/globex/viewer"
         ),
+        (
+            "DELETE",
+            f"/sso-connections/<int(max=2147483647):connection_id>/links/{USER_ROUTE}",
+        ): lambda u: otto.delete(f"/sso-connections/{globex_sso}/links/{u}"),
     }
     routes = api_routes_naming(server, USER_ROUTE)
     assert routes == set(calls), f"person routes without a wall case: {routes ^ set(calls)}"
@@ -129,6 +142,10 @@ def test_another_workspaces_people_answer_like_unknown_ids(server: LiveServer) -
     assert database_state(server) == before
     assert not allowed(server, "eve@example.com", "globex")
     assert gina_id not in outsiders.values()
+    # Otto's own person's link is his to see (and so the case above was not a 404 for
+    # want of the right).
+    links = otto.get(f"/sso-connections/{globex_sso}/links").json()
+    assert [x["user_id"] for x in links] == [otto_id]
 
 
 def test_inviting_an_address_never_tells_whether_it_has_an_account(server: LiveServer) -> None:

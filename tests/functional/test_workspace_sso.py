@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway.config import Settings
-from gateway.db.models import SsoConnection, SsoDomain, utcnow
+from gateway.db.models import SsoConnection, SsoDomain, SsoLink, utcnow
 from gateway.db.session import make_engine
 from gateway.identity.security import seal
 from tests.dns_server import Zone, running_dns
@@ -100,6 +100,18 @@ def add_connection_row(settings: Settings, workspace: str) -> int:
             session.add(row)
             session.commit()
             return row.id
+    finally:
+        db.dispose()
+
+
+def add_link_row(settings: Settings, connection_id: int, user_id: int, subject: str) -> None:
+    """A person linked to a connection's subject, written straight to the database (as
+    their first sign-on through it would)."""
+    db = make_engine(settings.sqlalchemy_url)
+    try:
+        with Session(db) as session:
+            session.add(SsoLink(connection_id=connection_id, user_id=user_id, subject=subject))
+            session.commit()
     finally:
         db.dispose()
 
