@@ -30,6 +30,9 @@ import contextlib
 import re
 import secrets
 import socket
+import threading
+import time
+import weakref
 from base64 import b64encode
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,8 +40,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Select, and_, bindparam, event, func, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Select, and_, bindparam, event, func, or_, select, update
+from sqlalchemy.orm import Session, object_session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
 from gateway.audit.chain import record
@@ -473,6 +476,52 @@ _STREAMS_DUE = _streams_due()
 _SOONEST_RETRY = select(func.min(EventStream.next_attempt_at)).where(
     EventStream.status == ACTIVE, EventStream.next_attempt_at.is_not(None)
 )
+_ANY_ACTIVE = select(EventStream.id).where(EventStream.status == ACTIVE).limit(1)
+
+# How long a process takes its last reading of whether the database has an active stream
+# as true. Only "none" saves anything: after a commit that wrote audit events, delivery
+# is woken only while there may be a stream to deliver to, so an installation without
+# streams does not read them after each of its commits. The reading is taken by the
+# delivery (streams_due: the embedded thread's look every 5 s, a worker's run); a commit
+# that wrote a stream (made, changed, resumed, deleted) forgets it in the process that
+# committed, before its own wake-up. A stream made in another process is found here by
+# the next reading: until then this process's wake-ups are skipped, as lost ones are, and
+# the sweeps deliver (beat's, or the embedded thread's).
+PRESENCE_SECONDS = 5.0
+
+
+class _Presence:
+    """Whether a database has an active event stream, as this process last read it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active: bool | None = None  # None: never read, or forgotten since
+        self.read_at = 0.0  # monotonic seconds
+        # Bumped by forget: a reading that began before it must not be kept after it.
+        self.generation = 0
+
+    def none_active(self) -> bool:
+        """Read "no active stream" within the last PRESENCE_SECONDS (no database read)."""
+        return self.active is False and time.monotonic() - self.read_at < PRESENCE_SECONDS
+
+    def forget(self) -> None:
+        with self.lock:
+            self.generation += 1
+            self.active = None
+
+
+_PRESENCE: weakref.WeakKeyDictionary[Engine, _Presence] = weakref.WeakKeyDictionary()
+_PRESENCE_LOCK = threading.Lock()
+
+
+def stream_presence(bind: Any) -> _Presence:
+    """The reading for the database behind ``bind`` (an engine, or one's connection)."""
+    engine = getattr(bind, "engine", bind)
+    with _PRESENCE_LOCK:
+        found = _PRESENCE.get(engine)
+        if found is None:
+            found = _PRESENCE[engine] = _Presence()
+        return found
 
 
 class StreamDesk:
@@ -493,7 +542,21 @@ class StreamDesk:
 
     def streams_due(self) -> list[int]:
         with self._reading() as session:
+            self._read_presence(session)
             return list(session.scalars(_STREAMS_DUE, {"now": utcnow()}))
+
+    def _read_presence(self, session: Session) -> None:
+        """Read again whether any stream is active, if this process's reading is older
+        than :data:`PRESENCE_SECONDS` (or was forgotten): see :class:`_Presence`."""
+        presence = stream_presence(session.get_bind())
+        now = time.monotonic()
+        if presence.active is not None and now - presence.read_at < PRESENCE_SECONDS:
+            return
+        generation = presence.generation
+        active = session.scalar(_ANY_ACTIVE) is not None
+        with presence.lock:
+            if generation == presence.generation:
+                presence.active, presence.read_at = active, now
 
     def streams_wait(self) -> float | None:
         with self._reading() as session:
@@ -678,11 +741,13 @@ class StreamDesk:
 #
 # A session whose transaction wrote audit events calls the callable its Services put in
 # session.info[WAKE] after COMMIT (the notifier's ``events_committed``): delivery starts
-# at once instead of at the next sweep. Only a wake-up: what is sent is read from the
-# trail, so a lost one delays and loses nothing.
+# at once instead of at the next sweep, unless this process read a moment ago that no
+# stream is active (_Presence). Only a wake-up: what is sent is read from the trail, so a
+# lost one delays and loses nothing.
 
 WAKE = "ringfence.streams.wake"
 _WROTE = "ringfence.streams.wrote"
+_STREAMS_CHANGED = "ringfence.streams.changed"
 
 
 def _note_events(session: Session, _context: Any) -> None:
@@ -690,10 +755,18 @@ def _note_events(session: Session, _context: Any) -> None:
         session.info[_WROTE] = True
 
 
+def _note_stream(_mapper: Any, _connection: Any, stream: EventStream) -> None:
+    session = object_session(stream)
+    if session is not None:
+        session.info[_STREAMS_CHANGED] = True
+
+
 def _wake_after_commit(session: Session) -> None:
+    if session.info.pop(_STREAMS_CHANGED, False):
+        stream_presence(session.get_bind()).forget()
     if session.info.pop(_WROTE, False):
         wake = session.info.get(WAKE)
-        if callable(wake):
+        if callable(wake) and not stream_presence(session.get_bind()).none_active():
             # The sweep delivers what a lost wake-up did not.
             with contextlib.suppress(Exception):
                 wake()
@@ -701,8 +774,11 @@ def _wake_after_commit(session: Session) -> None:
 
 def _forget_events(session: Session, _previous: Any = None) -> None:
     session.info.pop(_WROTE, None)
+    session.info.pop(_STREAMS_CHANGED, None)
 
 
 event.listen(Session, "after_flush", _note_events)
 event.listen(Session, "after_commit", _wake_after_commit)
 event.listen(Session, "after_soft_rollback", _forget_events)
+for _written in ("after_insert", "after_update", "after_delete"):
+    event.listen(EventStream, _written, _note_stream)

@@ -17,13 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 
 from gateway.audit.chain import compute_hash
 from gateway.config import Settings
 from gateway.db.models import EventStream
+from gateway.db.session import make_engine
 from gateway.notifier import StreamBatch
-from gateway.services.streams import StreamDesk
+from gateway.services import streams
+from gateway.services.streams import StreamDesk, stream_presence
 from gateway.web.state import gateway_state
 from mailer.stream_tasks import WAKER
 from mailer.streams import StreamError, pinned_address
@@ -365,3 +367,55 @@ def test_a_delivery_claimed_while_a_replay_is_made_cannot_undo_the_replay(
     assert stream_id in desk.streams_due()
     again = desk.claim_stream(stream_id)
     assert again is not None and again.events[0]["id"] == created["id"]
+
+
+def test_commits_wake_delivery_only_while_a_stream_may_be_active(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the delivery read that no stream is active, commits do not wake it (an
+    installation without streams does not read them after every commit). A stream made
+    or changed through this process counts at once; one made active by another process
+    (its own engine here) counts from the next reading, PRESENCE_SECONDS at most later
+    (an hour here, so that only the test makes a reading old)."""
+    wakes: list[int] = []
+    monkeypatch.setattr(WAKER, "wake", lambda: wakes.append(1))
+    monkeypatch.setattr(streams, "PRESENCE_SECONDS", 3600.0)
+    root = server.admin()
+    db = gateway_state(server.app).db
+    desk = StreamDesk(gateway_state(server.app).session_factory, server.settings)
+    presence = stream_presence(db)
+
+    def woken_by_a_change(slug: str) -> bool:
+        before = len(wakes)
+        create_workspaces(root, slug)  # audited: a commit that wrote audit events
+        return len(wakes) > before
+
+    assert woken_by_a_change("unread")  # nothing read yet: wake
+    assert desk.streams_due() == []  # the delivery's reading: none active
+    assert not woken_by_a_change("acme")
+    made = new_stream(root, "file", "presence.jsonl", "workspace.created")
+    assert wakes, "the stream's own commit woke delivery"
+    assert woken_by_a_change("beta")
+    stream_id = made["stream"]["id"]
+
+    other = make_engine(server.settings.sqlalchemy_url)  # another process's
+    try:
+        with other.begin() as connection:
+            connection.execute(
+                update(EventStream).where(EventStream.id == stream_id).values(status="paused")
+            )
+        presence.read_at -= 3600  # the reading is old: the next delivery reads again
+        desk.streams_due()
+        assert presence.active is False
+        assert not woken_by_a_change("gamma")
+        with other.begin() as connection:
+            connection.execute(
+                update(EventStream).where(EventStream.id == stream_id).values(status="active")
+            )
+        assert not woken_by_a_change("delta")  # not read yet here, as a lost wake-up
+        presence.read_at -= 3600
+        desk.streams_due()
+        assert presence.active is True
+        assert woken_by_a_change("epsilon")
+    finally:
+        other.dispose()
