@@ -22,6 +22,9 @@ def doc(text: str) -> dict[str, str]:
 
 
 MFA_POLICIES = ("off", "admins", "everyone")
+# The longest RINGFENCE_MFA_REMEMBER_DAYS: a browser skips the second step for at most
+# this long (then the factor is asked again).
+MAX_MFA_REMEMBER_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -500,12 +503,26 @@ class Settings:
             "good only for enrolling (the console walks them through it)"
         ),
     )
+    mfa_remember_days: int = field(
+        default=0,
+        metadata=doc(
+            "remembered browsers: after the console's second step a person may tick "
+            '"Remember this browser", and that browser skips the second step (never the '
+            "password) for this many days, 1 to 90; 0: off (the checkbox is not offered, "
+            "and browsers remembered before are ignored at once). Lowering it shortens "
+            "those remembered before"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.mfa_required not in MFA_POLICIES:
             raise ValueError(
                 f"RINGFENCE_MFA_REQUIRED: {self.mfa_required!r} is not one of "
                 + ", ".join(MFA_POLICIES)
+            )
+        if not 0 <= self.mfa_remember_days <= MAX_MFA_REMEMBER_DAYS:
+            raise ValueError(
+                f"RINGFENCE_MFA_REMEMBER_DAYS: 0 (off) to {MAX_MFA_REMEMBER_DAYS} days"
             )
         if self.audit_checkpoint_every < 0:
             raise ValueError("RINGFENCE_AUDIT_CHECKPOINT_EVERY: must be 0 (off) or more")

@@ -244,6 +244,10 @@ class Housekeeping(Protocol):
         """Look up again the verified email domains due a check; how many lost their
         verification (their TXT record is gone)."""
 
+    def forget_ended_devices(self) -> int:
+        """Delete the remembered browsers of two-step sign-in that no longer skip it
+        (expired, or ended by their person's password, factors or status); how many."""
+
 
 # -- event streams ---------------------------------------------------------------------
 #

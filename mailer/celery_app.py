@@ -113,6 +113,10 @@ START_REVIEW_INTERVAL = 3600.0
 # Each verified domain is looked up again every RINGFENCE_SSO_DOMAIN_RECHECK_HOURS; the
 # task runs hourly and takes the ones due (gateway.services.sso_domains).
 RECHECK_DOMAINS_INTERVAL = 3600.0
+# Remembered browsers stop skipping the second step at once when they end (the check is
+# at sign-in); the task only deletes their rows.
+FORGET_DEVICES_SCHEDULE = "ringfence-forget-ended-devices"
+FORGET_DEVICES_INTERVAL = 3600.0
 
 
 def housekeeping_schedule() -> dict[str, Any]:
@@ -124,6 +128,7 @@ def housekeeping_schedule() -> dict[str, Any]:
             (CLOSE_REVIEWS_SCHEDULE, "ringfence.close_due_reviews", CLOSE_REVIEWS_INTERVAL),
             (START_REVIEW_SCHEDULE, "ringfence.start_due_review", START_REVIEW_INTERVAL),
             (RECHECK_DOMAINS_SCHEDULE, "ringfence.recheck_domains", RECHECK_DOMAINS_INTERVAL),
+            (FORGET_DEVICES_SCHEDULE, "ringfence.forget_ended_devices", FORGET_DEVICES_INTERVAL),
         )
     }
 

@@ -1,5 +1,6 @@
 """Periodic upkeep run by beat: time-limited grants that ended, review campaigns past
-their deadline, the periodic access review.
+their deadline, the periodic access review, verified domains looked up again, remembered
+browsers of two-step sign-in that ended.
 
 Like the delivery ledger, the gateway side is a port (:class:`gateway.notifier.
 Housekeeping`) installed by the process that runs the tasks (``ringfence worker``, the
@@ -74,4 +75,13 @@ def recheck_domains() -> int:
     count = current_housekeeping().recheck_domains()
     if count:
         logger.warning("%d email domain(s) lost their verification (TXT record gone)", count)
+    return count
+
+
+@celery_app.task(name="ringfence.forget_ended_devices")
+def forget_ended_devices() -> int:
+    """Delete the remembered browsers of two-step sign-in that ended; how many."""
+    count = current_housekeeping().forget_ended_devices()
+    if count:
+        logger.info("Deleted %d remembered browser(s) that ended", count)
     return count

@@ -1072,3 +1072,25 @@ class PasskeyChallenge(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class RememberedDevice(Base):
+    """A browser a person asked to remember after their second step
+    (gateway.services.remembered_devices; RINGFENCE_MFA_REMEMBER_DAYS): SHA-256 of the
+    random token in its cookie, never the token. At that person's next password step from
+    that browser the second step is skipped, until ``expires_at``, as long as their
+    ``session_version`` is the one it was made under (a password change or reset, an
+    admin's reset of their factors, deactivation end it) and one of the factors they had
+    then is left. ``label`` is what the person recognises it by (from the User-Agent)."""
+
+    __tablename__ = "remembered_devices"
+    __table_args__ = NEVER_REUSED
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    session_version: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -38,6 +38,7 @@ from gateway.services.passkeys import PasskeyService
 from gateway.services.people import PersonService
 from gateway.services.plan_inputs import PlanInputService
 from gateway.services.policies import PolicyService
+from gateway.services.remembered_devices import RememberedDeviceService
 from gateway.services.reports import ReportService
 from gateway.services.reviews import ReviewService
 from gateway.services.roles import RoleService
@@ -107,6 +108,9 @@ class Services:
         )
         self.auth.must_enrol = self.mfa.must_enrol
         self.passkeys = PasskeyService(session, settings, self.auth, uow, self.mfa)
+        self.remembered_devices = RememberedDeviceService(
+            session, settings, self.auth, uow, self.mfa
+        )
         self.people = PersonService(session, authorizer, self.users, self.invitations, self.audit)
         self.account = AccountService(session, self.invitations)
         self.clients = ClientService(session, uow, authorizer)

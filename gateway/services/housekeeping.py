@@ -1,6 +1,6 @@
 """Scheduled upkeep on the database (:class:`gateway.notifier.Housekeeping`): ended
 time-limited grants, review campaigns past their deadline, the periodic review, verified
-email domains' TXT records looked up again.
+email domains' TXT records looked up again, remembered browsers that ended.
 
 Each run uses the services with the system as the actor, on an engine that is caught up
 with the database first (the worker's engine only learns of changes by polling)."""
@@ -63,6 +63,10 @@ class DatabaseHousekeeping:
         with self.session_factory() as session:
             return int(self._services(session).sso_domains.recheck_due())
 
+    def forget_ended_devices(self) -> int:
+        with self.session_factory() as session:
+            return int(self._services(session).remembered_devices.forget_ended())
+
 
 class WorkerHousekeeping:
     """For a Celery worker: connects lazily, once per process (prefork children must not
@@ -94,6 +98,9 @@ class WorkerHousekeeping:
 
     def recheck_domains(self) -> int:
         return self._get().recheck_domains()
+
+    def forget_ended_devices(self) -> int:
+        return self._get().forget_ended_devices()
 
 
 def housekeeping_for_settings(settings: Settings) -> WorkerHousekeeping:
