@@ -20,6 +20,7 @@ from console import (  # noqa: F401  (they register their pages on bp)
     mfa,
     passkeys,
     people,
+    remembered_devices,
     reviews,
     settings_pages,
     streams,

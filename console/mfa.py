@@ -13,6 +13,7 @@ from markupsafe import Markup
 
 from console import session as console_session
 from console.passkeys import MAX_CODE, confirmation
+from console.remembered_devices import remember_if_asked
 from console.views import _render, _safe_next, _sign_in_page, bp, viewer
 from gateway.errors import (
     Conflict,
@@ -71,6 +72,7 @@ def sign_in_code() -> Response:
     done = redirect(_safe_next(request.form.get("next")), 303)
     console_session.start_session(done, session_id)  # type: ignore[arg-type]
     console_session.end_mfa_ticket(done)  # type: ignore[arg-type]
+    remember_if_asked(done, ticket, request.form.get("remember") == "1")  # type: ignore[arg-type]
     return done  # type: ignore[return-value]
 
 

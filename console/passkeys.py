@@ -19,6 +19,7 @@ from typing import Any
 from flask import Response, jsonify, request
 
 from console import session as console_session
+from console.remembered_devices import remember_if_asked
 from console.views import _render, _safe_next, bp, viewer
 from gateway.errors import BadRequest, Conflict, InvalidInput, TooManyRequests
 from gateway.logs import request_id
@@ -190,6 +191,7 @@ def passkey_second() -> Response:
     )
     response = _signed_in(issued.access_token, body)
     console_session.end_mfa_ticket(response)
+    remember_if_asked(response, console_session.mfa_ticket(), body.get("remember") is True)
     return response
 
 

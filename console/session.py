@@ -112,6 +112,26 @@ def end_mfa_ticket(response: Response) -> None:
     )
 
 
+REMEMBER_COOKIE = "ringfence_console_remember"
+
+
+def set_remembered(response: Response, token: str, max_age: int) -> None:
+    """Keep a remembered browser's random token (gateway.services.remembered_devices:
+    only its SHA-256 is stored) for as long as it lasts. Signing out leaves it."""
+    _set_cookie(response, REMEMBER_COOKIE, token, max_age)
+
+
+def remembered_token() -> str:
+    value = request.cookies.get(cookie_name(REMEMBER_COOKIE), "")
+    return value if len(value) <= 200 else ""
+
+
+def forget_remembered(response: Response) -> None:
+    response.delete_cookie(
+        cookie_name(REMEMBER_COOKIE), path="/", secure=secure_cookies(), httponly=True
+    )
+
+
 def pre_session_token(response: Response | None = None) -> tuple[str, str | None]:
     """The sign-in form's CSRF token, and a new pre-session cookie value when none exists
     yet (the caller sets it with :func:`set_pre_session`)."""

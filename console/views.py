@@ -363,9 +363,25 @@ def sign_in() -> Response:
             console_session.start_session(response, session_id)  # type: ignore[arg-type]
             return response  # type: ignore[return-value]
         except MfaRequired as exc:  # a right password: on to the code (console/mfa.py)
+            ticket = str(exc.extensions["mfa_token"])
+            # ... unless this browser is one the person asked to remember.
+            skip = services().remembered_devices.skip_second_step(
+                ticket,
+                console_session.remembered_token(),
+                request.remote_addr or "",
+                request_id(),
+            )
+            if skip.issued is not None:
+                _, session_id = services().auth.authenticate(skip.issued.access_token)
+                assert session_id is not None
+                response = redirect(_safe_next(request.form.get("next")), 303)
+                console_session.start_session(response, session_id)  # type: ignore[arg-type]
+                return response  # type: ignore[return-value]
             target = url_for("console.sign_in_code", next=request.form.get("next") or None)
             response = redirect(target, 303)
-            console_session.set_mfa_ticket(response, str(exc.extensions["mfa_token"]))  # type: ignore[arg-type]
+            console_session.set_mfa_ticket(response, ticket)  # type: ignore[arg-type]
+            if skip.forget_cookie:
+                console_session.forget_remembered(response)  # type: ignore[arg-type]
             return response  # type: ignore[return-value]
         except ValidationError as exc:
             errors = _field_errors(exc)

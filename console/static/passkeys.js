@@ -8,6 +8,12 @@
 
   if (!window.PublicKeyCredential || !navigator.credentials) { return; }
 
+  // The code's page's "Remember this browser" (console/remembered_devices.py), if ticked.
+  function rememberTicked() {
+    var box = document.getElementById("remember");
+    return Boolean(box && box.checked);
+  }
+
   function csrfToken() {
     var meta = document.querySelector('meta[name="csrf-token"]');
     return meta ? meta.getAttribute("content") : "";
@@ -158,7 +164,8 @@
         .then(function (credential) {
           return post(button.getAttribute("data-passkey-verify"), {
             credential: answer(credential),
-            next: button.getAttribute("data-next") || ""
+            next: button.getAttribute("data-next") || "",
+            remember: rememberTicked()
           });
         })
         .then(function (response) {

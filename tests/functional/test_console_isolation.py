@@ -40,6 +40,12 @@ PUBLIC |= {
     ("POST", f"/console/account/two-step/{p}")
     for p in ("start", "confirm", "recovery-codes", "remove")
 }
+# One's own remembered browsers (test_console_remembered_devices.py: another person's
+# browser id is a 404).
+PUBLIC |= {
+    ("POST", f"/console/account/two-step/browsers{p}")
+    for p in ("/<int(max=2147483647):device_id>/forget", "/forget-all")
+}
 # One's own passkeys (test_passkeys.py: another person's passkey id is a 404), and the
 # passkey sign-in ceremonies, signed out by their nature.
 PUBLIC |= {("GET", "/console/account/passkeys")}

@@ -84,3 +84,34 @@ def test_setting_up_the_app_and_signing_in_with_a_code(server: LiveServer) -> No
         assert done.status_code == 303
     off = john.post("/console/account/two-step/remove", {"code": codes[1]})
     assert off.status_code == 200 and "Two-step sign-in is off" in off.text
+
+
+def test_remembered_browsers_are_off_by_default(server: LiveServer) -> None:
+    """RINGFENCE_MFA_REMEMBER_DAYS is 0 unless set: the code's page offers nothing, a
+    ticked box sent anyway remembers nothing, and every sign-in asks for the second step
+    (test_console_remembered_devices.py has the setting on)."""
+    assert server.settings.mfa_remember_days == 0
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    onboard(server, admin, JOHN, "John", [("acme", "viewer")])
+    with server.login(JOHN, PASSWORD) as api:
+        secret = api.post("/auth/mfa/totp").json()["secret"]
+        confirmed = api.post("/auth/mfa/totp/confirm", json={"code": pyotp.TOTP(secret).now()})
+        codes = confirmed.json()["recovery_codes"]
+    for code in codes[:2]:
+        with httpx.Client(base_url=server.url, timeout=30) as browser:
+            form = browser.get("/console/sign-in")
+            step = browser.post(
+                "/console/sign-in",
+                data={"email": JOHN, "password": PASSWORD, "csrf_token": csrf_of(form.text)},
+            )
+            assert step.headers["Location"].endswith("/console/sign-in/code")
+            page = browser.get("/console/sign-in/code")
+            assert "Remember this browser" not in page.text and 'name="remember"' not in page.text
+            done = browser.post(
+                "/console/sign-in/code",
+                data={"code": code, "remember": "1", "csrf_token": csrf_of(page.text)},
+            )
+            assert done.status_code == 303
+            assert "ringfence_console_remember" not in str(done.headers.get_list("set-cookie"))
+            assert "Remembered browsers" not in browser.get("/console/account/two-step").text
