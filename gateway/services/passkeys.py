@@ -286,13 +286,7 @@ class PasskeyService:
     ) -> str:
         self.throttle.second_factor_check(user.id, actor.source_address or "")
         try:
-            challenge, _ = self._claim(credential, CONFIRM, binding, user.id)
-            passkey = self._credential(credential)
-            if passkey is None or passkey.user_id != user.id:
-                raise PasskeyRefused("not a passkey of this person")
-            used = webauthn.verify_assertion(
-                self.rp, credential, challenge, passkey.public_key, passkey.sign_count
-            )
+            passkey, used = self._asserted_by_own(credential, CONFIRM, binding, user.id)
         except PasskeyRefused as refused:
             self.mfa.refuse_confirmation(
                 actor, user, NOT_CONFIRMED, method="passkey", reason=refused.reason
@@ -419,21 +413,13 @@ class PasskeyService:
         this ticket. Refusals are throttled and audited as wrong codes are; the ticket
         survives them (the challenge does not), and is used by the first success."""
         ticket_row, user, actor = self.mfa.open_ticket(ticket, client, request_id)
-        passkey: PasskeyCredential | None = None
         try:
-            challenge, _ = self._claim(credential, SECOND_FACTOR, ticket, user.id)
-            passkey = self._credential(credential)
-            if passkey is None or passkey.user_id != user.id:
-                raise PasskeyRefused("not a passkey of this person")
-            used = webauthn.verify_assertion(
-                self.rp, credential, challenge, passkey.public_key, passkey.sign_count
-            )
+            passkey, used = self._asserted_by_own(credential, SECOND_FACTOR, ticket, user.id)
         except PasskeyRefused as refused:
             self.mfa.second_step_failed(
                 actor, user, client, method="passkey", reason=refused.reason
             )
             raise InvalidPasskey(NOT_ACCEPTED) from refused
-        assert passkey is not None
         if not claim_user_token(self.session, ticket_row.id):
             self.session.rollback()
             raise Unauthorized(EXPIRED)
@@ -506,6 +492,20 @@ class PasskeyService:
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             raise PasskeyRefused("challenge used already")
         return challenge, row.user_handle or ""
+
+    def _asserted_by_own(
+        self, credential: Mapping[str, Any], purpose: str, binding: str, user_id: int
+    ) -> tuple[PasskeyCredential, webauthn.Asserted]:
+        """The person's passkey that signed the challenge of ``purpose`` made for them in
+        this browser (used up now), and what it asserted; PasskeyRefused otherwise."""
+        challenge, _ = self._claim(credential, purpose, binding, user_id)
+        passkey = self._credential(credential)
+        if passkey is None or passkey.user_id != user_id:
+            raise PasskeyRefused("not a passkey of this person")
+        used = webauthn.verify_assertion(
+            self.rp, credential, challenge, passkey.public_key, passkey.sign_count
+        )
+        return passkey, used
 
     # -- helpers ------------------------------------------------------------------------
 
