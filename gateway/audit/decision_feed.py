@@ -154,6 +154,9 @@ class DecisionFeed(DecisionLog):
         self._refreshed_at = time.monotonic()
         try:
             with self.session_factory() as session:
+                # Outside a transaction: no BEGIN, and no ROLLBACK, after which psycopg
+                # would forget the statements it prepared on the connection.
+                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 rows = session.execute(
                     select(Workspace.slug, func.max(EventStream.decision_sample))
                     .select_from(EventStream)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from gateway.db.models import PolicyChange
@@ -139,6 +139,18 @@ def record(
         session.execute(delete(PolicyChange).where(PolicyChange.revision <= oldest_kept))
 
 
+# Built once, run through Core (each change of a process reads the revisions another
+# committed since its last, when there are several): building the statement and going
+# through the ORM cost more than running it.
+_LOGGED = PolicyChange.__table__
+_ALL_AFTER = (
+    select(_LOGGED.c.revision, _LOGGED.c.changes)
+    .where(_LOGGED.c.revision > bindparam("after"))
+    .order_by(_LOGGED.c.revision)
+)
+_AFTER_UPTO = _ALL_AFTER.where(_LOGGED.c.revision <= bindparam("upto"))
+
+
 def read_after(session: Session, after: int, upto: int | None = None) -> list[Logged] | None:
     """Revisions ``after+1 .. upto`` (every logged one when ``upto`` is None) with their
     changes, in order; None if one is missing from the log (pruned, or written before
@@ -148,10 +160,10 @@ def read_after(session: Session, after: int, upto: int | None = None) -> list[Lo
     until commit), so when revision N is visible, every revision before it is too."""
     if upto is not None and upto <= after:
         return []
-    query = select(PolicyChange.revision, PolicyChange.changes).where(PolicyChange.revision > after)
-    if upto is not None:
-        query = query.where(PolicyChange.revision <= upto)
-    rows = session.execute(query.order_by(PolicyChange.revision)).all()
+    if upto is None:
+        rows = session.connection().execute(_ALL_AFTER, {"after": after}).all()
+    else:
+        rows = session.connection().execute(_AFTER_UPTO, {"after": after, "upto": upto}).all()
     last = upto if upto is not None else after + len(rows)
     if [row[0] for row in rows] != list(range(after + 1, last + 1)):
         return None

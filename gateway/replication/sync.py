@@ -130,6 +130,22 @@ def _fill_from_log(engine: DecisionEngine, session: Session, upto: int, state: S
     return True
 
 
+def _fill_after_commit(
+    engine: DecisionEngine, session: Session, upto: int, state: SyncState
+) -> bool:
+    """:func:`_fill_from_log` for a change just committed through ``session``: the read
+    goes outside a transaction (autocommit), on a connection of the same engine, so that
+    the session starts no transaction only to end it with a ROLLBACK when it closes (two
+    round trips, and psycopg forgets every statement it prepared on a connection rolled
+    back: with two workers, each commit of one follows the other's)."""
+    bind = session.get_bind()
+    if not isinstance(bind, Engine):  # a session on a connection: read through it
+        return _fill_from_log(engine, session, upto, state)
+    with Session(bind) as reading:
+        reading.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return _fill_from_log(engine, reading, upto, state)
+
+
 def _apply_logged(engine: DecisionEngine, logged: changelog.Logged, state: SyncState) -> bool:
     """Apply one logged revision, and give its grants' end times to the engine's expiry
     schedule, as the unit of work does in the process that committed it."""
@@ -161,7 +177,7 @@ def apply_committed(
         elif revision > engine.revision:
             try:
                 # Revisions committed by others in between are applied first, in order.
-                in_order = revision == engine.revision + 1 or _fill_from_log(
+                in_order = revision == engine.revision + 1 or _fill_after_commit(
                     engine, session, revision - 1, state
                 )
                 if not (in_order and engine.apply(changes, revision)):
