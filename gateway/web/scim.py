@@ -13,6 +13,7 @@ admin API) and Ringfence's errors into SCIM errors.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -40,7 +41,9 @@ from scim2_models import (
     NotFoundException,
     NotImplementedException,
     Patch,
+    Path,
     PreconditionFailedException,
+    Reference,
     Resource,
     ResourceType,
     ResponseParameters,
@@ -55,6 +58,7 @@ from scim2_models import (
     User,
 )
 from scim2_server.handler import ScimHandler
+from scim2_server.service import ScimService
 from scim2_server.storage import ScimStorage, SearchPage
 from scim2_server.utils import parametrize
 from werkzeug.exceptions import HTTPException
@@ -348,6 +352,44 @@ class DirectoryStorage(ScimStorage):
                 directory.delete_group(actor, connection, resource_id, expected_version)
 
 
+@functools.cache
+def _reference_heads(model: type[Resource[Any]]) -> tuple[Path[Any], ...]:
+    """The attributes of ``model`` that hold references to other resources (a user's
+    groups and manager, a group's members): what ScimService.publish turns into URLs."""
+    heads = []
+    for path in parametrize(Path, model).iter_paths(target_type=[Reference]):
+        binding = path.resolve()
+        assert binding is not None
+        kinds = set(cast(type[Reference[Any]], binding.target_type).__reference_types__)
+        if kinds and not kinds & {"external", "uri"}:
+            heads.append(Path(f"{path.schema}:{path.parts[0]}" if path.schema else path.parts[0]))
+    return tuple(heads)
+
+
+class DirectoryScimService(ScimService):
+    """scim2-server's service, publishing a resource that refers to no other resource
+    without copying it deeply or walking its reference paths (together 0.28 ms a
+    resource, most of a created user's answer): the answer is the same, and the copy
+    protects nothing here, as DirectoryStorage builds every resource it returns for that
+    answer alone."""
+
+    def publish(self, base_url: str, resource: Resource[Any]) -> Resource[Any]:
+        if any(head.get(resource) for head in _reference_heads(type(resource))):
+            return super().publish(base_url, resource)
+        assert resource.meta is not None
+        assert resource.id is not None
+        update: dict[str, Any] = {
+            "location": self.resource_location(
+                base_url, self.get_resource_type_of(resource), resource.id
+            )
+        }
+        if not self.etag_supported:
+            update["version"] = None
+        published = resource.model_copy()
+        published.meta = resource.meta.model_copy(update=update)
+        return published
+
+
 class DirectoryScimServer(ScimServer):
     """scim2-flask's server with the directory's token required on every endpoint, and
     every error in the SCIM error schema, serving the routes of
@@ -436,6 +478,6 @@ def build_server(app: Flask, url_prefix: str) -> DirectoryScimServer:
         settings.rate_limit_storage_url, settings.scim_requests_per_connection
     )
     # What scim2-flask's init_app sets up, without its blueprint (the mount's routes).
-    server.service = server._create_service(app)
+    server.service = DirectoryScimService(PROVIDER, secret=app.secret_key)
     server.handler = ScimHandler(server.service, server.storage)
     return server
