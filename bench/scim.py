@@ -21,7 +21,12 @@ would push:
 
 * **provisioning**: ``--users`` POST /Users one after the other: users/s. Goal: at least
   200 users/s on PostgreSQL. Then as many other people pushed by ``--clients`` clients at
-  once (4; directories such as Okta push on several connections): users/s.
+  once (4; directories such as Okta push on several connections): users/s. The pushing
+  clients are lean, one kept-alive ``http.client`` connection each (a real directory
+  does not run on the gateway's machine; httpx cost 1.4 ms of CPU a request here, a
+  tenth of a create, on the same two cores). With each rate, the CPU a created user
+  cost: the gateway's processes, the PostgreSQL backends of the bench's database (with
+  ``--url``) and the clients' threads.
 
 and in process only (one process: no change notice between workers is measured here,
 ``make bench-propagation`` does that):
@@ -40,6 +45,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
+import json
 import logging
 import os
 import re
@@ -50,6 +57,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from werkzeug.serving import make_server
@@ -159,7 +167,9 @@ def _in_process(args: Any) -> dict[str, Any]:
         httpd = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         try:
-            return _run(f"http://127.0.0.1:{httpd.server_port}", settings, password, args)
+            # The gateway is this process: its CPU includes the clients'.
+            cpu = Cpu(os.getpid(), database_url, clients_inside=True)
+            return _run(f"http://127.0.0.1:{httpd.server_port}", settings, password, args, cpu)
         finally:
             httpd.shutdown()
             gateway_state(app).close()
@@ -170,23 +180,110 @@ def _deployed(args: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         settings = _settings(folder, database_url)
         password = _init(settings)
-        with _serving(_environment(settings), args.workers, Path(folder) / "serve.log") as base:
-            return _run(base, settings, password, args, provisioning_only=True)
+        with _serving(_environment(settings), args.workers, Path(folder) / "serve.log") as (
+            base,
+            pid,
+        ):
+            cpu = Cpu(pid, database_url)
+            return _run(base, settings, password, args, cpu, provisioning_only=True)
 
 
 @contextlib.contextmanager
-def _serving(env: dict[str, str], workers: int, log: Path) -> Iterator[str]:
-    """``ringfence serve --workers N`` on a free port until the block ends: its URL."""
+def _serving(env: dict[str, str], workers: int, log: Path) -> Iterator[tuple[str, int]]:
+    """``ringfence serve --workers N`` on a free port until the block ends: its URL and
+    its main process's id."""
     from bench.http import free_port, server_command, serving
 
     port = free_port()
     command = server_command("granian", port, None, threads=8, workers=workers)
-    with serving(command, {**env, "WEB_CONCURRENCY": str(workers)}, port, log):
-        yield f"http://127.0.0.1:{port}"
+    with serving(command, {**env, "WEB_CONCURRENCY": str(workers)}, port, log) as process:
+        yield f"http://127.0.0.1:{port}", process.pid
+
+
+class Cpu:
+    """CPU seconds used so far by the gateway (a process and its children) and by the
+    PostgreSQL backends of its database (``database_url``; none for SQLite)."""
+
+    def __init__(self, pid: int, database_url: str, clients_inside: bool = False) -> None:
+        self.pid = pid
+        self.database_url = database_url
+        self.clients_inside = clients_inside  # the gateway's process runs the clients too
+
+    def gateway(self) -> float:
+        import psutil
+
+        main = psutil.Process(self.pid)
+        processes = [main] if self.clients_inside else [main, *main.children(recursive=True)]
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    def database(self) -> float:
+        if not self.database_url:
+            return 0.0
+        import psutil
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        monitor = create_engine(url)
+        try:
+            with monitor.connect() as connection:
+                pids = connection.execute(
+                    text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = :name "
+                        "AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": url.database},
+                ).scalars()
+                total = 0.0
+                for pid in pids:
+                    with contextlib.suppress(psutil.Error):
+                        total += sum(psutil.Process(pid).cpu_times()[:2])
+                return total
+        finally:
+            monitor.dispose()
+
+
+class Directory:
+    """One connection of a directory pushing users: a kept-alive ``http.client``
+    connection, as lean a client as there is, and the CPU its thread used pushing."""
+
+    def __init__(self, base: str, token: str) -> None:
+        url = urlsplit(base)
+        self.prefix = url.path.rstrip("/")
+        self.connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=60)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+        self.cpu = 0.0
+
+    def create(self, resource: dict[str, Any]) -> dict[str, Any]:
+        self.connection.request(
+            "POST", f"{self.prefix}/Users", json.dumps(resource).encode(), self.headers
+        )
+        response = self.connection.getresponse()
+        body = response.read()
+        if response.status != 201:
+            raise RuntimeError(f"POST /Users answered {response.status}: {body[:500]!r}")
+        created: dict[str, Any] = json.loads(body)
+        return created
+
+    def push(self, resources: Iterator[dict[str, Any]]) -> list[str]:
+        """Create each user; their ids. The thread's CPU for it is added to ``cpu``."""
+        started = time.thread_time()
+        try:
+            return [self.create(resource)["id"] for resource in resources]
+        finally:
+            self.cpu += time.thread_time() - started
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def _run(
-    base: str, settings: Any, password: str, args: Any, provisioning_only: bool = False
+    base: str,
+    settings: Any,
+    password: str,
+    args: Any,
+    cpu: Cpu,
+    provisioning_only: bool = False,
 ) -> dict[str, Any]:
     from tests.helpers import create_client
 
@@ -248,38 +345,58 @@ def _run(
         thread.join()
     scim.get("/ServiceProviderConfig").raise_for_status()
 
+    def measured(directories: list[Directory], work: Any) -> tuple[float, dict[str, float]]:
+        """Seconds ``work`` took, and the CPU each user it created cost (ms)."""
+        gateway, database = cpu.gateway(), cpu.database()
+        started = time.perf_counter()
+        work()
+        seconds = time.perf_counter() - started
+        gateway, database = cpu.gateway() - gateway, cpu.database() - database
+        clients = sum(d.cpu for d in directories)
+        if cpu.clients_inside:
+            gateway -= clients
+        return seconds, {
+            "gateway": 1000 * gateway / args.users,
+            "database": 1000 * database / args.users,
+            "clients": 1000 * clients / args.users,
+        }
+
+    one = Directory(f"{base}/scim/v2", token)
     ids: list[str] = []
-    started = time.perf_counter()
-    for n in range(args.users):
-        response = scim.post("/Users", json=person(n))
-        response.raise_for_status()
-        ids.append(response.json()["id"])
-    provisioning = time.perf_counter() - started
+    provisioning, cpu_one = measured(
+        [one], lambda: ids.extend(one.push(person(n) for n in range(args.users)))
+    )
+    one.close()
 
     # As directories that push on several connections at once (Okta does): --clients
     # clients, each its own connection, the same number of other people between them.
-    def push(numbers: range) -> None:
-        with httpx.Client(base_url=str(scim.base_url), headers=scim.headers, timeout=60) as own:
-            for n in numbers:
-                own.post("/Users", json=person(n)).raise_for_status()
-
     first = args.users * 10
     slices = [range(first + c, first + args.users, args.clients) for c in range(args.clients)]
-    threads = [threading.Thread(target=push, args=(numbers,)) for numbers in slices]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    concurrent = time.perf_counter() - started
+    directories = [Directory(f"{base}/scim/v2", token) for _ in slices]
+    threads = [
+        threading.Thread(target=d.push, args=((person(n) for n in numbers),))
+        for d, numbers in zip(directories, slices, strict=True)
+    ]
+
+    def push_at_once() -> None:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    concurrent, cpu_many = measured(directories, push_at_once)
+    for directory in directories:
+        directory.close()
     figures: dict[str, Any] = {
         "users": len(ids),
         "provisioning_s": provisioning,
         "users_per_s": len(ids) / provisioning,
+        "cpu_one": cpu_one,
         "clients": args.clients,
         "concurrent_users": args.users,
         "concurrent_s": concurrent,
         "concurrent_users_per_s": args.users / concurrent,
+        "cpu_many": cpu_many,
     }
     if provisioning_only:
         for client in (scim, checks, admin):
@@ -355,7 +472,8 @@ def _report(
     met_rate = "met" if best >= 200 else "not met"
     met_deny = "met" if first["deny_max_ms"] <= 1000 else "not met"
     served = {
-        "in process": "werkzeug (threaded), the clients in the same process",
+        "in process": "werkzeug (threaded), the clients in the same process (the gateway's "
+        "CPU is the process's less the clients' threads')",
         **{
             name: f"`ringfence serve --workers {args.workers}`, processes of their own"
             for name in names[1:]
@@ -368,12 +486,22 @@ def _report(
     def rate(count: str, seconds: str, per_s: str) -> Any:
         return lambda f: f"{f[count]} in {f[seconds]:.1f} s: **{f[per_s]:.0f} users/s**"
 
+    def cost(key: str) -> Any:
+        def cell(f: dict[str, Any]) -> str:
+            c = f[key]
+            total = c["gateway"] + c["database"] + c["clients"]
+            parts = f"{c['gateway']:.1f} + {c['database']:.1f} + {c['clients']:.1f}"
+            return f"{parts} = **{total:.1f} ms**"
+
+        return cell
+
     lines = [
         f"# SCIM provisioning ({backend})",
         "",
         f"`python -m bench.scim --users {args.users} --groups {args.groups} --deactivate "
         f"{args.deactivate} --clients {args.clients} --workers {args.workers}`: one directory "
-        "connection, over HTTP on loopback. Served "
+        "connection, over HTTP on loopback, users pushed by lean clients (one kept-alive "
+        "`http.client` connection each). Served "
         + "; ".join(f"{name}: {served[name]}" for name in names)
         + ". Logging at WARNING. Load average (1, 5, 15 min) before: "
         + ", ".join(f"{x:.2f}" for x in load_before)
@@ -389,9 +517,19 @@ def _report(
             rate("users", "provisioning_s", "users_per_s"),
         ),
         row(
+            "CPU a user created, one at a time: gateway + PostgreSQL + client",
+            "(2 cores at 200/s: 10 ms)",
+            cost("cpu_one"),
+        ),
+        row(
             f"users created by {args.clients} clients at once",
             "(the same goal, for a directory pushing on several connections)",
             rate("concurrent_users", "concurrent_s", "concurrent_users_per_s"),
+        ),
+        row(
+            f"CPU a user created by {args.clients} clients: gateway + PostgreSQL + clients",
+            "(2 cores at 200/s: 10 ms)",
+            cost("cpu_many"),
         ),
         row(
             f"groups of {first['members_per_group']} members, one POST each",
