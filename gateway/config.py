@@ -72,7 +72,17 @@ class Settings:
         default=900,
         metadata=doc("people's access token lifetime, seconds (refresh tokens renew it)"),
     )
-    refresh_token_ttl_days: int = field(default=30, metadata=doc("refresh token lifetime, days"))
+    refresh_token_ttl_days: int = field(
+        default=30, metadata=doc("refresh token lifetime, days (from its last use)")
+    )
+    session_max_days: int = field(
+        default=30,
+        metadata=doc(
+            "a person's session ends this many days after they signed in, however often "
+            "its refresh tokens are used (an absolute lifetime, at least 1): then they sign "
+            "in again, with their password, second factor or single sign-on"
+        ),
+    )
     invitation_ttl_days: int = field(default=7, metadata=doc("invitation link lifetime, days"))
     allowed_email_domains: str = field(
         default="",
@@ -524,6 +534,8 @@ class Settings:
             raise ValueError(
                 f"RINGFENCE_MFA_REMEMBER_DAYS: 0 (off) to {MAX_MFA_REMEMBER_DAYS} days"
             )
+        if self.session_max_days < 1:
+            raise ValueError("RINGFENCE_SESSION_MAX_DAYS: at least 1 day")
         if self.audit_checkpoint_every < 0:
             raise ValueError("RINGFENCE_AUDIT_CHECKPOINT_EVERY: must be 0 (off) or more")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import select, update
@@ -146,6 +146,7 @@ class AuthService:
             user_id=user.id,
             session_version=user.session_version,
             mfa_pending=pending,
+            created_at=utcnow(),  # its maximum age counts from now (_session_end)
         )
         self.session.add(auth_session)
         issued = self._issue(user, auth_session)
@@ -245,6 +246,10 @@ class AuthService:
             if user is not None:
                 self._audit_sign_in("auth.refresh_reused", user, user.email, "", request_id)
             raise Unauthorized("The refresh token was used already; the session has ended")
+        if self._session_end(auth_session) <= utcnow():
+            self._end(auth_session, "reached its maximum age")
+            self.session.commit()
+            raise Unauthorized("The session has reached its maximum age; sign in again")
         if row.expires_at <= utcnow() or user is None or not self._live(user, auth_session):
             raise Unauthorized("The refresh token has expired or the account is not active")
         # Conditional, so that of two concurrent refreshes with one token only one wins.
@@ -344,7 +349,10 @@ class AuthService:
             RefreshToken(
                 token_hash=token_digest(refresh_token),
                 session_id=auth_session.id,
-                expires_at=utcnow() + timedelta(days=self.settings.refresh_token_ttl_days),
+                expires_at=min(
+                    utcnow() + timedelta(days=self.settings.refresh_token_ttl_days),
+                    self._session_end(auth_session),
+                ),
             )
         )
         access = issue_access_token(
@@ -355,6 +363,12 @@ class AuthService:
             session_id=auth_session.id,
         )
         return IssuedToken(access, self.settings.access_token_ttl, refresh_token)
+
+    def _session_end(self, auth_session: AuthSession) -> datetime:
+        """When ``auth_session`` ends however it is renewed (RINGFENCE_SESSION_MAX_DAYS):
+        a person removed at an identity provider that pushes nothing, or whose refresh
+        token leaked, is out by then at the latest."""
+        return auth_session.created_at + timedelta(days=self.settings.session_max_days)
 
     def _audit_sign_in(
         self,
@@ -400,6 +414,7 @@ class AuthService:
             session_version=user.session_version,
             sso_connection_id=sso_connection_id,
             sso_sid=sso_sid,
+            created_at=utcnow(),
         )
         self.session.add(auth_session)
         issued = self._issue(user, auth_session)

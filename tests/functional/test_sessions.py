@@ -1,10 +1,16 @@
 """Sessions: short-lived access tokens, rotating single-use refresh tokens (a replayed one
-ends the session), sign-out, and deactivation ending every session at once."""
+ends the session), an absolute lifetime however often they rotate, sign-out, and
+deactivation ending every session at once."""
 
 from __future__ import annotations
 
-import httpx
+from datetime import timedelta
 
+import httpx
+from sqlalchemy import select, update
+
+from gateway.db.models import AuthSession, RefreshToken, utcnow
+from tests.functional.test_mfa import database
 from tests.helpers import (
     ADMIN_EMAIL,
     PASSWORD,
@@ -49,6 +55,33 @@ def test_refresh_tokens_rotate_and_a_replay_ends_the_session(server: LiveServer)
     with server.client(other["access_token"]) as client:
         assert client.get("/workspaces").status_code == 200
     assert_problem(refresh(server, "not-a-token"), 401, "unauthorized")
+
+
+def test_a_session_ends_at_its_maximum_age_however_often_it_is_renewed(
+    server: LiveServer,
+) -> None:
+    """RINGFENCE_SESSION_MAX_DAYS (30): refresh tokens never outlive their session's end,
+    and a refresh after it ends the session (its access tokens are refused at once)."""
+    first = sign_in(server, ADMIN_EMAIL, server.admin_password)
+    renewed = refresh(server, first["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    with database(server) as session:
+        started = session.scalars(select(AuthSession.created_at)).one()
+        ends = session.scalars(select(RefreshToken.expires_at)).all()
+        assert all(end <= started + timedelta(days=30) for end in ends)
+        # 30 days of renewals later (the session started a day more than that ago).
+        session.execute(update(AuthSession).values(created_at=utcnow() - timedelta(days=31)))
+        session.commit()
+    aged = refresh(server, renewed.json()["refresh_token"])
+    assert_problem(aged, 401, "unauthorized", "maximum age")
+    with server.client(renewed.json()["access_token"]) as client:
+        assert client.get("/workspaces").status_code == 401
+    with database(server) as session:
+        assert (
+            session.scalars(select(AuthSession.revoked_reason)).one() == "reached its maximum age"
+        )
+    second = sign_in(server, ADMIN_EMAIL, server.admin_password)  # signing in again works
+    assert refresh(server, second["refresh_token"]).status_code == 200
 
 
 def test_logout_ends_the_session(server: LiveServer) -> None:
