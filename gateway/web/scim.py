@@ -40,6 +40,7 @@ from scim2_models import (
     Filter,
     Group,
     InvalidValueException,
+    Meta,
     MutabilityException,
     NotFoundException,
     NotImplementedException,
@@ -314,9 +315,24 @@ class DirectoryStorage(ScimStorage):
         with scim_errors():
             if resource_type.name == "User":
                 member = directory.create_user(actor, connection, person_of(resource))
-                return self._user(resource_type, member, [])
+                return self._created_user(resource, member)
             group = directory.create_group(actor, connection, team_of(resource))
         return self._read(resource_type, group.scim_id)
+
+    @staticmethod
+    def _created_user(resource: Resource[Any], member: DirectoryUser) -> Resource[Any]:
+        """The answer to a creation: the resource as the request's validation made it,
+        with what :meth:`_user` reads back for a new member (its id and meta, no password,
+        in no group; the rest is what was stored from this very resource), instead of
+        validating it a second time. The same answer a read gives (tested)."""
+        return resource.model_copy(
+            update={
+                "id": member.scim_id,
+                "meta": Meta.model_validate(_meta("User", member)),
+                "password": None,
+                "groups": None,
+            }
+        )
 
     def update(
         self,

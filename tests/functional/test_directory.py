@@ -413,3 +413,45 @@ def test_a_flooding_directory_is_answered_429(settings: Settings, admin_password
                 assert int(flooded.headers["Retry-After"]) >= 1
     finally:
         close_app(app)
+
+
+def test_the_answer_to_a_creation_is_what_reading_the_user_gives(server: LiveServer) -> None:
+    """Okta's, Entra's and bare creations (a password, read-only groups and the enterprise
+    extension among them): the 201's body, ETag and location are the GET's after it."""
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    _, token = connect(admin, "acme")
+    bodies = [
+        scim_user(
+            "okta.user@example.com",
+            externalId="00u1abc",
+            displayName="Okta User",
+            locale="en-US",
+            password="Sup3r-secret-passw0rd",
+        ),
+        {
+            "schemas": [USER_SCHEMA, ENTERPRISE],
+            "userName": "entra.user@example.com",
+            "externalId": "e3f1-77",
+            "active": False,
+            "name": {"formatted": "Entra User", "familyName": "User", "givenName": "Entra"},
+            "emails": [{"value": "entra.user@example.com", "type": "work", "primary": True}],
+            "phoneNumbers": [{"value": "+44 20 7946 0000", "type": "work"}],
+            "addresses": [{"type": "work", "country": "GB", "formatted": "London"}],
+            "title": "Engineer",
+            ENTERPRISE: {"employeeNumber": "1701", "department": "Research"},
+        },
+        {"schemas": [USER_SCHEMA], "userName": "no-address"},
+        scim_user("grouped@example.com", groups=[{"value": "nope", "display": "sent"}]),
+    ]
+    with scim_client(server, token) as scim:
+        for body in bodies:
+            answer = scim.post(f"{SCIM}/Users", json=body)
+            assert answer.status_code == 201, answer.text
+            location = answer.json()["meta"]["location"]
+            assert answer.headers["Location"] == location
+            read = scim.get(location)
+            assert read.status_code == 200, read.text
+            assert answer.json() == read.json()
+            assert answer.headers["ETag"] == read.headers["ETag"]
+            assert "password" not in answer.json() and "groups" not in answer.json()
