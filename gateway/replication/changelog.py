@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from gateway.db.models import PolicyChange
+from gateway.db.models import PolicyChange, PolicyState, utcnow
 from gateway.engine.engine import (
     Change,
     RuleAdded,
@@ -124,20 +124,54 @@ def decode_expiries(data: Sequence[dict[str, Any]]) -> list[Expiry]:
     ]
 
 
-def record(
+def record_next(
     session: Session,
-    revision: int,
     changes: Sequence[Change],
     expiries: Sequence[Expiry] = (),
     tokens_ended: bool = False,
-) -> None:
-    """Add ``revision``'s changes to the log in the caller's transaction (every revision
-    gets a row, even an empty one, so that a missing row always means "pruned")."""
-    session.add(PolicyChange(revision=revision, changes=encode(changes, expiries, tokens_ended)))
+) -> int:
+    """Take the next revision and add its changes to the log, in the caller's
+    transaction (every revision gets a row, even an empty one, so that a missing row
+    always means "pruned"): the revision.
+
+    Taking it (``UPDATE policy_state ... RETURNING``) holds the row's lock until COMMIT,
+    so concurrent writers get distinct, increasing revisions in commit order. On
+    PostgreSQL the row of the log is written by the same statement (a data-modifying
+    CTE: one round trip, under that lock, fewer); SQLite has no such CTE: two statements.
+    Both go through Core, built once (no session object holds them)."""
+    connection = session.connection()
+    values = {"changes": encode(changes, expiries, tokens_ended), "created_at": utcnow()}
+    if connection.dialect.name == "postgresql":
+        revision = int(connection.execute(_TAKE_AND_LOG, values).scalar_one())
+    else:
+        revision = int(connection.execute(_TAKE).scalar_one())
+        connection.execute(_LOG, {**values, "revision": revision})
     if revision % PRUNE_EVERY == 0 and revision > KEEP_REVISIONS:
         oldest_kept = revision - KEEP_REVISIONS
         session.execute(delete(PolicyChange).where(PolicyChange.revision <= oldest_kept))
+    return revision
 
+
+# Built once: every change runs them.
+_TAKE = (
+    update(PolicyState)
+    .where(PolicyState.id == 1)
+    .values(revision=PolicyState.revision + 1)
+    .returning(PolicyState.revision)
+)
+_CHANGES = bindparam("changes", type_=PolicyChange.changes.type)
+_CREATED_AT = bindparam("created_at", type_=PolicyChange.created_at.type)
+_LOG = insert(PolicyChange).values(
+    revision=bindparam("revision"), changes=_CHANGES, created_at=_CREATED_AT
+)
+_TAKEN = _TAKE.cte("taken")
+_TAKE_AND_LOG = (
+    insert(PolicyChange)
+    .from_select(
+        ["revision", "changes", "created_at"], select(_TAKEN.c.revision, _CHANGES, _CREATED_AT)
+    )
+    .returning(PolicyChange.revision)
+)
 
 # Built once, run through Core (each change of a process reads the revisions another
 # committed since its last, when there are several): building the statement and going
