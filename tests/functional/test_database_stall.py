@@ -12,10 +12,12 @@ from dataclasses import replace
 import httpx
 import pytest
 from sqlalchemy import event, make_url, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.db import session as db_session
 from gateway.db.models import Grant
 from gateway.db.session import POSTGRES_LINK, make_engine
 from gateway.web.http import close_services, services
@@ -222,8 +224,9 @@ def test_a_write_through_a_stalled_link_gets_a_clean_503_in_time(
         pytest.skip("a stalled link needs a database across the network (PostgreSQL)")
     took, answer, after, _ = write_through_a_stall(settings, admin_password, "start")
     assert_problem(answer, 503, "database-unavailable", "nothing was changed")
-    # The pooled connection's ping waits WAIT; then a new connection is tried, which
-    # gives up after connect_timeout.
+    # The pooled connection (used a moment ago: not pinged) waits WAIT for its first
+    # statement; an idle one's ping would wait WAIT, then a new connection be tried,
+    # which gives up after connect_timeout.
     assert took < WAIT + POSTGRES_LINK["connect_timeout"] + 1.0, took
     assert after.json()["roles"] == {"*": ["superadmin"]}  # nothing was changed indeed
 
@@ -266,3 +269,40 @@ def test_a_link_that_drops_as_the_request_ends_leaves_its_answer_alone(
     finally:
         killer.dispose()
         close_app(app)
+
+
+def test_a_pooled_connection_is_pinged_once_it_sat_idle(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled connection that sat unused for PING_AFTER_IDLE is pinged before use: one
+    the database ended meanwhile (a restart, a proxy's timeout) is replaced unseen. One
+    in steady use is not pinged: the statement that meets it fails (a 503 in a request),
+    and the pool replaces its connections for the next."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("ending a backend needs PostgreSQL")
+    engine = make_engine(settings.database_url)
+    killer = make_engine(settings.database_url)
+
+    def pooled_backend() -> int:
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    def end(pid: int) -> None:
+        with killer.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    try:
+        monkeypatch.setattr(db_session, "PING_AFTER_IDLE", 0.0)  # every one sat idle
+        ended = pooled_backend()
+        end(ended)
+        assert pooled_backend() != ended  # pinged, found dead, replaced: no error
+        monkeypatch.setattr(db_session, "PING_AFTER_IDLE", 3600.0)  # in steady use
+        ended = pooled_backend()
+        end(ended)
+        with pytest.raises(OperationalError) as met:
+            pooled_backend()
+        assert met.value.connection_invalidated
+        assert pooled_backend() != ended
+    finally:
+        engine.dispose()
+        killer.dispose()
