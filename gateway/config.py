@@ -107,10 +107,12 @@ class Settings:
         metadata=doc("failed sign-ins per client address before a temporary lock (429)"),
     )
     scim_requests_per_connection: str = field(
-        default="6000 per minute",
+        default="15000 per minute",
         metadata=doc(
             "requests a company directory's connection may send to `/scim/v2` (429 with "
-            "`Retry-After` beyond); counted where `RINGFENCE_RATE_LIMIT_STORAGE_URL` says"
+            "`Retry-After` beyond); counted where `RINGFENCE_RATE_LIMIT_STORAGE_URL` says. "
+            "The default, 250 a second sustained, is above what a replica creates, so a "
+            "directory's first push is never slowed by it, while a runaway one is"
         ),
     )
     rate_limit_storage_url: str = field(
