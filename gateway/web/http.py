@@ -53,6 +53,10 @@ def problem_response(problem: dict[str, Any], headers: dict[str, str] | None = N
     response.mimetype = PROBLEM_JSON
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    if response.status_code == 413:
+        # A body too large is not read: the server closes the connection after the
+        # answer, and a client that sent its next request on it would see it cut.
+        response.headers["Connection"] = "close"
     return response
 
 

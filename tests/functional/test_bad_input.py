@@ -211,10 +211,12 @@ def test_malformed_oversized_and_unexpected_bodies(server: LiveServer) -> None:
     )
     for path in ("/workspaces", "/access/v1/evaluation"):
         headers = decisions if path.startswith("/access/") else as_json
-        problem = assert_problem(
-            admin.post(path, content=too_big, headers=headers), 413, "payload-too-large"
-        )
+        refused = admin.post(path, content=too_big, headers=headers)
+        problem = assert_problem(refused, 413, "payload-too-large")
         assert problem["detail"]
+        # The rest of the body is not read: the connection is not reused for another
+        # request (sent on it, a request was cut when the server closed it).
+        assert "close" in refused.headers["Connection"]
 
     # Unknown fields are refused (a typo must never pass silently) ...
     response = admin.post("/workspaces", json={"slug": "initech", "name": "Initech", "owner": 1})
