@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, select, text, update
+from sqlalchemy import bindparam, delete, event, exists, func, select, text, update
 from sqlalchemy.inspection import inspect
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,9 @@ RETENTION_SETTING = "ringfence.audit_retention"
 # Keys of Session.info: the chain head before this transaction's first append, and now.
 HEAD_FROM = "ringfence.audit_head_from"
 HEAD_TO = "ringfence.audit_head_to"
+# Key of Session.info: the chain row as a statement of this transaction locked it and
+# returned it (see lock_after), for the next append to use instead of locking again.
+LOCKED = "ringfence.audit_chain_locked"
 
 
 def format_time(value: datetime) -> str:
@@ -116,11 +119,35 @@ def lock_chain(session: Session) -> Any:
     return locked
 
 
+def lock_after(cte: Any) -> Any:
+    """The chain's lock as a CTE of a statement that takes another lock first, ``cte``
+    (a CTE of one row): the chain row, locked, for :func:`note_locked`.
+
+    A change takes the revision's lock and, to chain its audit events, this one: one
+    statement for both saves a round trip under the revision's lock (gateway.replication
+    .changelog). Joining ``cte`` makes its lock come first (the row to update is only
+    found once ``cte`` has produced its own), the order every change takes them in, so
+    that two changes cannot each hold one and wait for the other."""
+    return (
+        update(AuditChain)
+        .where(AuditChain.id == CHAIN_ROW, exists(select(cte.c[0])))
+        .values(head_id=AuditChain.head_id)
+        .returning(*AuditChain.__table__.c)
+        .cte("chain_locked")
+    )
+
+
+def note_locked(session: Session, locked: Any) -> None:
+    """The chain row a statement of this transaction locked (:func:`lock_after`): the
+    next append chains onto it without locking again."""
+    session.info[LOCKED] = locked
+
+
 def _chain_new_events(session: Session, _flush_context: Any, _instances: Any) -> None:
     new = [obj for obj in session.new if isinstance(obj, AuditEvent)]
     if not new:
         return
-    head = lock_chain(session)
+    head = session.info.pop(LOCKED, None) or lock_chain(session)
     head_id, head_hash = head.head_id, head.head_hash
     # Ids come from the chain head under its lock (not from the table's sequence), so
     # that id order is chain order and the hash can cover the id.
@@ -156,6 +183,7 @@ def head_moved(session: Session) -> tuple[int, int, str] | None:
 def _forget_head(session: Session, *_args: Any) -> None:
     session.info.pop(HEAD_FROM, None)
     session.info.pop(HEAD_TO, None)
+    session.info.pop(LOCKED, None)
 
 
 event.listen(Session, "before_flush", _chain_new_events)

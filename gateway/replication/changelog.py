@@ -15,9 +15,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, true, update
 from sqlalchemy.orm import Session
 
+from gateway.audit import chain
 from gateway.db.models import PolicyChange, PolicyState, utcnow
 from gateway.engine.engine import (
     Change,
@@ -129,6 +130,7 @@ def record_next(
     changes: Sequence[Change],
     expiries: Sequence[Expiry] = (),
     tokens_ended: bool = False,
+    audited: bool = False,
 ) -> int:
     """Take the next revision and add its changes to the log, in the caller's
     transaction (every revision gets a row, even an empty one, so that a missing row
@@ -137,11 +139,19 @@ def record_next(
     Taking it (``UPDATE policy_state ... RETURNING``) holds the row's lock until COMMIT,
     so concurrent writers get distinct, increasing revisions in commit order. On
     PostgreSQL the row of the log is written by the same statement (a data-modifying
-    CTE: one round trip, under that lock, fewer); SQLite has no such CTE: two statements.
-    Both go through Core, built once (no session object holds them)."""
+    CTE: one round trip, under that lock, fewer), and so is the audit chain's lock taken
+    when the change has events to chain (``audited``: gateway.audit.chain.lock_after);
+    SQLite has no such CTE: two statements, and the chain locks at the events' flush.
+    All go through Core, built once (no session object holds them)."""
     connection = session.connection()
     values = {"changes": encode(changes, expiries, tokens_ended), "created_at": utcnow()}
-    if connection.dialect.name == "postgresql":
+    if connection.dialect.name == "postgresql" and audited:
+        taken = connection.execute(_TAKE_LOG_AND_LOCK_CHAIN, values).one_or_none()
+        if taken is None:
+            raise RuntimeError("the audit chain row is missing; run `ringfence db upgrade`")
+        revision = int(taken.revision)
+        chain.note_locked(session, taken)
+    elif connection.dialect.name == "postgresql":
         revision = int(connection.execute(_TAKE_AND_LOG, values).scalar_one())
     else:
         revision = int(connection.execute(_TAKE).scalar_one())
@@ -171,6 +181,13 @@ _TAKE_AND_LOG = (
         ["revision", "changes", "created_at"], select(_TAKEN.c.revision, _CHANGES, _CREATED_AT)
     )
     .returning(PolicyChange.revision)
+)
+_LOGGED_NOW = _TAKE_AND_LOG.cte("logged")
+_CHAIN_LOCKED = chain.lock_after(_TAKEN)
+# The revision, and the chain row as locked (the columns gateway.audit.chain.lock_chain
+# returns).
+_TAKE_LOG_AND_LOCK_CHAIN = select(_LOGGED_NOW.c.revision, *_CHAIN_LOCKED.c).select_from(
+    _LOGGED_NOW.join(_CHAIN_LOCKED, true())
 )
 
 # Built once, run through Core (each change of a process reads the revisions another

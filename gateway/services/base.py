@@ -241,7 +241,11 @@ class UnitOfWork:
             # under the revision's lock (taken next, held until COMMIT).
             self.session.flush()
             changes.revision = changelog.record_next(
-                self.session, changes.engine_changes, changes.expiries, changes.tokens_ended
+                self.session,
+                changes.engine_changes,
+                changes.expiries,
+                changes.tokens_ended,
+                audited=bool(changes.events),
             )
             for event in changes.events:
                 event.revision = changes.revision

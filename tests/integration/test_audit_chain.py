@@ -187,6 +187,8 @@ def test_the_apps_connection_cannot_change_or_delete_events(server: LiveServer) 
 
 
 def test_concurrent_appends_do_not_fork_the_chain(server: LiveServer) -> None:
+    """Writers appending at once, some with changes (a revision each), some with events
+    alone: no two events chain onto the same one, and nobody waits for ever."""
     settings = server.settings
     writers, each = 6, 8
     errors: list[BaseException] = []
@@ -200,13 +202,15 @@ def test_concurrent_appends_do_not_fork_the_chain(server: LiveServer) -> None:
                 with Session(db) as session:
                     uow = UnitOfWork(session, DecisionEngine(settings.model_path))
                     barrier.wait()
+                    actor = Actor(None, f"writer {number}")
                     for i in range(each):
-                        uow.record(
-                            Actor(None, f"writer {number}"),
-                            "test.append",
-                            AuditTarget.SETTINGS,
-                            target_id=i,
-                        )
+                        if number % 2:
+                            # A change: on PostgreSQL its revision's statement takes the
+                            # chain's lock too (gateway.audit.chain.lock_after).
+                            with uow.change(actor) as changes:
+                                changes.audit("test.append", AuditTarget.SETTINGS, target_id=i)
+                        else:  # events only: the chain's lock alone, at the flush
+                            uow.record(actor, "test.append", AuditTarget.SETTINGS, target_id=i)
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
 
