@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
+from sqlalchemy import bindparam, delete, exists, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, selectinload
 
 from gateway.db.models import (
     DirectoryConnection,
@@ -74,13 +74,42 @@ _LIVE_CONNECTION = select(DirectoryConnection).where(
     DirectoryConnection.token_hash == bindparam("token_hash"),
     DirectoryConnection.revoked_at.is_(None),
 )
-_TAKEN_KEYS = select(DirectoryUser.user_name_key).where(
-    DirectoryUser.connection_id == bindparam("connection_id"),
-    or_(
-        DirectoryUser.user_name_key == bindparam("user_name_key"),
-        DirectoryUser.external_id_key == bindparam("external_id_key"),
-    ),
-    DirectoryUser.id != bindparam("own"),
+_TAKEN = aliased(DirectoryUser)
+_LINKED = aliased(DirectoryUser)
+# One read before a create or a replace: whether another of the connection's users has
+# the userName or the externalId (any case; an externalId of None matches no row), the
+# account the person's email names (pending invitations' placeholders are not accounts),
+# and whether the connection already provisions that account as another of its users.
+_PREFLIGHT = select(
+    exists()
+    .where(
+        _TAKEN.connection_id == bindparam("connection_id"),
+        _TAKEN.user_name_key == bindparam("user_name_key"),
+        _TAKEN.id != bindparam("own"),
+    )
+    .label("user_name_taken"),
+    exists()
+    .where(
+        _TAKEN.connection_id == bindparam("connection_id"),
+        _TAKEN.external_id_key == bindparam("external_id_key"),
+        _TAKEN.id != bindparam("own"),
+    )
+    .label("external_id_taken"),
+    select(User.id)
+    .where(User.email == bindparam("email"), User.status != UserStatus.PENDING)
+    .scalar_subquery()
+    .label("account_id"),
+    select(_LINKED.id)
+    .join(User, _LINKED.user_id == User.id)
+    .where(
+        _LINKED.connection_id == bindparam("connection_id"),
+        _LINKED.id != bindparam("own"),
+        User.email == bindparam("email"),
+        User.status != UserStatus.PENDING,
+    )
+    .limit(1)
+    .scalar_subquery()
+    .label("linked_as_another"),
 )
 
 
@@ -423,9 +452,8 @@ class DirectoryService:
     ) -> DirectoryUser:
         """Provision a person: link the account with their email, or create one (none
         yet if the directory sent no email address: no access until it does)."""
-        self._require_unique(connection, person)
         email = self._email_of(person)
-        account = self._account_for(connection, email) if email else None
+        account = self._preflight(connection, person, email)
         with self.uow.change(actor) as changes:
             member = DirectoryUser(
                 scim_id=uuid.uuid4().hex,
@@ -467,11 +495,10 @@ class DirectoryService:
         """The directory's new state of a person (PUT, or PATCH applied)."""
         member = self.user(connection, scim_id)
         self._require_version(member.version, expected_version)
-        self._require_unique(connection, person, member.id)
         email = self._email_of(person)
         account = member.user
         linking = account is None and email is not None
-        found = self._account_for(connection, email, member.id) if linking and email else None
+        found = self._preflight(connection, person, email if linking else None, member.id)
         if account is not None and member.created_account and email and email != account.email:
             taken = account_by_email(self.session, email)
             if taken is not None and taken.id != account.id:
@@ -506,23 +533,39 @@ class DirectoryService:
             self._sync(changes, connection, member)
         return member
 
-    def _account_for(
-        self, connection: DirectoryConnection, email: str, member_id: int | None = None
+    def _preflight(
+        self,
+        connection: DirectoryConnection,
+        person: DirectoryPerson,
+        email: str | None,
+        own: int | None = None,
     ) -> User | None:
-        """The account a person with ``email`` is linked to (None: one is created):
-        never one this directory already provisions as someone else."""
-        account = account_by_email(self.session, email)
-        if account is None:
+        """409 if another user of the connection (not ``own``) has this userName or
+        externalId; then the account to link a person with ``email`` to (None: one is
+        created, if the address is in the allowed domains), never one the connection
+        already provisions as someone else. One read (``_PREFLIGHT``) for all of it."""
+        found = self.session.execute(
+            _PREFLIGHT,
+            {
+                "connection_id": connection.id,
+                "user_name_key": person.user_name.lower(),
+                "external_id_key": _key(person.external_id),
+                "email": email,
+                "own": own or 0,  # no row's id is 0
+            },
+        ).one()
+        if found.user_name_taken:
+            raise DirectoryConflict(f"userName {person.user_name!r} is taken")
+        if found.external_id_taken:
+            raise DirectoryConflict(f"externalId {person.external_id!r} is taken")
+        if email is None:
+            return None
+        if found.account_id is None:
             self._require_allowed_domain(email)
             return None
-        other = self.session.scalar(
-            select(DirectoryUser.id).where(
-                DirectoryUser.connection_id == connection.id, DirectoryUser.user_id == account.id
-            )
-        )
-        if other is not None and other != member_id:
+        if found.linked_as_another is not None:
             raise DirectoryConflict(f"{email} is already provisioned as another user")
-        return account
+        return self.session.get(User, found.account_id)
 
     def _attach(
         self,
@@ -888,29 +931,6 @@ class DirectoryService:
                 .order_by(DirectoryUser.id)
             )
         )
-
-    def _require_unique(
-        self, connection: DirectoryConnection, person: DirectoryPerson, own: int | None = None
-    ) -> None:
-        """409 if another user of the connection has this userName or externalId (any
-        case): one indexed read for both."""
-        user_name_key, external_id_key = person.user_name.lower(), _key(person.external_id)
-        taken = set(
-            self.session.scalars(
-                _TAKEN_KEYS,
-                {
-                    "connection_id": connection.id,
-                    "user_name_key": user_name_key,
-                    # None matches no row: the lookup is by userName alone.
-                    "external_id_key": external_id_key,
-                    "own": own or 0,  # no row's id is 0
-                },
-            )
-        )
-        if user_name_key in taken:
-            raise DirectoryConflict(f"userName {person.user_name!r} is taken")
-        if taken:
-            raise DirectoryConflict(f"externalId {person.external_id!r} is taken")
 
     def _require_unique_group(
         self, connection: DirectoryConnection, team: DirectoryTeam, own: int | None = None

@@ -199,6 +199,22 @@ def test_provisioning_deactivation_groups_and_the_wall(server: LiveServer) -> No
             409,
             "uniqueness",
         )
+        # One account, one user of a directory: another userName with Ada's address is
+        # refused, at creation and when a user without an address is given hers.
+        assert_scim_error(
+            acme.post(f"{SCIM}/Users", json=scim_user("ada.l", email="Ada@Example.com")),
+            409,
+            "uniqueness",
+        )
+        nameless = created(acme, {**scim_user("lovelace"), "emails": []})
+        assert_scim_error(
+            acme.put(
+                f"{SCIM}/Users/{nameless['id']}", json=scim_user("lovelace", "ada@example.com")
+            ),
+            409,
+            "uniqueness",
+        )
+        assert acme.delete(f"{SCIM}/Users/{nameless['id']}").status_code == 204
         # The allowed email domains, as stored at run time, hold for new accounts too.
         limited = admin.patch("/settings/email", json={"allowed_domains": ["example.org"]})
         assert limited.status_code == 200, limited.text
