@@ -76,10 +76,16 @@ _LIVE_CONNECTION = select(DirectoryConnection).where(
 )
 _TAKEN = aliased(DirectoryUser)
 _LINKED = aliased(DirectoryUser)
+_ACCOUNT = (
+    select(User.id)
+    .where(User.email == bindparam("email"), User.status != UserStatus.PENDING)
+    .scalar_subquery()
+)
 # One read before a create or a replace: whether another of the connection's users has
 # the userName or the externalId (any case; an externalId of None matches no row), the
 # account the person's email names (pending invitations' placeholders are not accounts),
 # and whether the connection already provisions that account as another of its users.
+# Each part is an index lookup (the last by the connection's account, not its users).
 _PREFLIGHT = select(
     exists()
     .where(
@@ -95,17 +101,12 @@ _PREFLIGHT = select(
         _TAKEN.id != bindparam("own"),
     )
     .label("external_id_taken"),
-    select(User.id)
-    .where(User.email == bindparam("email"), User.status != UserStatus.PENDING)
-    .scalar_subquery()
-    .label("account_id"),
+    _ACCOUNT.label("account_id"),
     select(_LINKED.id)
-    .join(User, _LINKED.user_id == User.id)
     .where(
         _LINKED.connection_id == bindparam("connection_id"),
+        _LINKED.user_id == _ACCOUNT,
         _LINKED.id != bindparam("own"),
-        User.email == bindparam("email"),
-        User.status != UserStatus.PENDING,
     )
     .limit(1)
     .scalar_subquery()
