@@ -20,6 +20,7 @@ from sqlalchemy_adapter import Adapter
 
 from gateway.app import create_app
 from gateway.db.models import CasbinRule
+from tests.casbin_reference import ReferenceEnforcer
 from tests.helpers import (
     LiveServer,
     accept_invitation,
@@ -51,7 +52,7 @@ def stored_rules(server: LiveServer) -> Iterator[Loader]:
 
     def load() -> casbin.Enforcer:
         adapter = Adapter(db, db_class=CasbinRule, create_table=False)
-        enforcer = casbin.Enforcer(str(MODEL), adapter)
+        enforcer = ReferenceEnforcer(str(MODEL), adapter)  # casbin.Enforcer, parsed once
         enforcer.add_named_domain_matching_func("g", key_match)
         enforcer.load_policy()
         return enforcer
