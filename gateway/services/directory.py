@@ -25,12 +25,14 @@ sessions ended. The last owner of a workspace is protected as everywhere else.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, exists, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, selectinload
 
 from gateway.db.models import (
@@ -455,7 +457,7 @@ class DirectoryService:
         yet if the directory sent no email address: no access until it does)."""
         email = self._email_of(person)
         account = self._preflight(connection, person, email)
-        with self.uow.change(actor) as changes:
+        with self._raced(connection, person, email), self.uow.change(actor) as changes:
             member = DirectoryUser(
                 scim_id=uuid.uuid4().hex,
                 connection_id=connection.id,
@@ -504,7 +506,10 @@ class DirectoryService:
             taken = account_by_email(self.session, email)
             if taken is not None and taken.id != account.id:
                 raise DirectoryConflict(f"{email} belongs to another account")
-        with self.uow.change(actor) as changes:
+        with (
+            self._raced(connection, person, email if linking else None, member.id),
+            self.uow.change(actor) as changes,
+        ):
             before = {"user_name": member.user_name, "active": member.active}
             if linking and email:
                 self._attach(changes, member, found, email, person.display_name)
@@ -567,6 +572,24 @@ class DirectoryService:
         if found.linked_as_another is not None:
             raise DirectoryConflict(f"{email} is already provisioned as another user")
         return self.session.get(User, found.account_id)
+
+    @contextmanager
+    def _raced(
+        self,
+        connection: DirectoryConnection,
+        person: DirectoryPerson,
+        email: str | None,
+        own: int | None = None,
+    ) -> Iterator[None]:
+        """A change that another request beat to a uniqueness constraint (a directory
+        retrying a creation still in flight, or pushing one person on two connections at
+        once: both passed :meth:`_preflight` before either wrote) is answered as the read
+        would answer it now: 409, not an error of the database."""
+        try:
+            yield
+        except IntegrityError:
+            self._preflight(connection, person, email, own)
+            raise
 
     def _attach(
         self,

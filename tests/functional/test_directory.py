@@ -6,6 +6,7 @@ workspaces' directories."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -471,3 +472,48 @@ def test_the_answer_to_a_creation_is_what_reading_the_user_gives(server: LiveSer
             assert answer.json() == read.json()
             assert answer.headers["ETag"] == read.headers["ETag"]
             assert "password" not in answer.json() and "groups" not in answer.json()
+
+
+def test_the_same_person_pushed_at_once_is_created_once(server: LiveServer) -> None:
+    """A directory retrying a creation still in flight, or pushing one person on two
+    connections at once: both pass the uniqueness read before either writes. The second
+    write is refused by the database's constraint, and answered 409 as the read would
+    have answered it, never 500; the person exists once."""
+    admin = server.admin()
+    create_workspaces(admin, "acme")
+    _, token = connect(admin, "acme")
+    pushers = 4
+    for attempt in range(5):
+        # The same userName; then another userName with the same address.
+        bodies = [
+            scim_user(f"race{attempt}@example.com")
+            if n % 2 == 0 or attempt % 2 == 0
+            else scim_user(f"race{attempt}.{n}", email=f"race{attempt}@example.com")
+            for n in range(pushers)
+        ]
+        barrier = threading.Barrier(pushers)
+        statuses: list[int] = []
+        threads = [
+            threading.Thread(target=push_at_once, args=(server, token, body, barrier, statuses))
+            for body in bodies
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(statuses) == [201] + [409] * (pushers - 1), statuses
+    with scim_client(server, token) as scim:
+        listed = scim.get(f"{SCIM}/Users", params={"filter": 'userName sw "race"'}).json()
+    assert listed["totalResults"] == 5
+
+
+def push_at_once(
+    server: LiveServer,
+    token: str,
+    body: dict[str, Any],
+    barrier: threading.Barrier,
+    statuses: list[int],
+) -> None:
+    with scim_client(server, token) as scim:
+        barrier.wait()
+        statuses.append(scim.post(f"{SCIM}/Users", json=body).status_code)
