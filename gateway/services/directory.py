@@ -457,7 +457,10 @@ class DirectoryService:
         yet if the directory sent no email address: no access until it does)."""
         email = self._email_of(person)
         account = self._preflight(connection, person, email)
-        with self._raced(connection, person, email), self.uow.change(actor) as changes:
+        with (
+            self._raced(lambda: self._preflight(connection, person, email)),
+            self.uow.change(actor) as changes,
+        ):
             member = DirectoryUser(
                 scim_id=uuid.uuid4().hex,
                 connection_id=connection.id,
@@ -506,8 +509,9 @@ class DirectoryService:
             taken = account_by_email(self.session, email)
             if taken is not None and taken.id != account.id:
                 raise DirectoryConflict(f"{email} belongs to another account")
+        own, linked = member.id, email if linking else None
         with (
-            self._raced(connection, person, email if linking else None, member.id),
+            self._raced(lambda: self._preflight(connection, person, linked, own)),
             self.uow.change(actor) as changes,
         ):
             before = {"user_name": member.user_name, "active": member.active}
@@ -573,22 +577,17 @@ class DirectoryService:
             raise DirectoryConflict(f"{email} is already provisioned as another user")
         return self.session.get(User, found.account_id)
 
+    @staticmethod
     @contextmanager
-    def _raced(
-        self,
-        connection: DirectoryConnection,
-        person: DirectoryPerson,
-        email: str | None,
-        own: int | None = None,
-    ) -> Iterator[None]:
+    def _raced(check: Callable[[], object]) -> Iterator[None]:
         """A change that another request beat to a uniqueness constraint (a directory
         retrying a creation still in flight, or pushing one person on two connections at
-        once: both passed :meth:`_preflight` before either wrote) is answered as the read
-        would answer it now: 409, not an error of the database."""
+        once: both passed the uniqueness read before either wrote) is answered as that
+        read, ``check``, answers now: 409, not an error of the database."""
         try:
             yield
         except IntegrityError:
-            self._preflight(connection, person, email, own)
+            check()
             raise
 
     def _attach(
@@ -705,7 +704,10 @@ class DirectoryService:
         self, actor: Actor, connection: DirectoryConnection, team: DirectoryTeam
     ) -> DirectoryGroup:
         self._require_unique_group(connection, team)
-        with self.uow.change(actor) as changes:
+        with (
+            self._raced(lambda: self._require_unique_group(connection, team)),
+            self.uow.change(actor) as changes,
+        ):
             group = DirectoryGroup(
                 scim_id=uuid.uuid4().hex,
                 connection_id=connection.id,
@@ -730,8 +732,12 @@ class DirectoryService:
     ) -> DirectoryGroup:
         group = self.group(connection, scim_id)
         self._require_version(group.version, expected_version)
-        self._require_unique_group(connection, team, group.id)
-        with self.uow.change(actor) as changes:
+        own = group.id
+        self._require_unique_group(connection, team, own)
+        with (
+            self._raced(lambda: self._require_unique_group(connection, team, own)),
+            self.uow.change(actor) as changes,
+        ):
             renamed = group.display_name_key != team.display_name.strip().lower()
             group.display_name = team.display_name
             group.display_name_key = team.display_name.strip().lower()

@@ -475,10 +475,10 @@ def test_the_answer_to_a_creation_is_what_reading_the_user_gives(server: LiveSer
 
 
 def test_the_same_person_pushed_at_once_is_created_once(server: LiveServer) -> None:
-    """A directory retrying a creation still in flight, or pushing one person on two
-    connections at once: both pass the uniqueness read before either writes. The second
-    write is refused by the database's constraint, and answered 409 as the read would
-    have answered it, never 500; the person exists once."""
+    """A directory retrying a creation still in flight, or pushing one person (or group)
+    on two connections at once: both pass the uniqueness read before either writes. The
+    second write is refused by the database's constraint, and answered 409 as the read
+    would have answered it, never 500; the person exists once."""
     admin = server.admin()
     create_workspaces(admin, "acme")
     _, token = connect(admin, "acme")
@@ -502,9 +502,26 @@ def test_the_same_person_pushed_at_once_is_created_once(server: LiveServer) -> N
         for thread in threads:
             thread.join(timeout=60)
         assert sorted(statuses) == [201] + [409] * (pushers - 1), statuses
+    # A group's displayName, the same way.
+    barrier = threading.Barrier(pushers)
+    statuses = []
+    group = {"schemas": [GROUP_SCHEMA], "displayName": "Racers", "members": []}
+    threads = [
+        threading.Thread(
+            target=push_at_once, args=(server, token, group, barrier, statuses, "Groups")
+        )
+        for _ in range(pushers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [201] + [409] * (pushers - 1), statuses
     with scim_client(server, token) as scim:
         listed = scim.get(f"{SCIM}/Users", params={"filter": 'userName sw "race"'}).json()
+        groups = scim.get(f"{SCIM}/Groups").json()
     assert listed["totalResults"] == 5
+    assert groups["totalResults"] == 1
 
 
 def push_at_once(
@@ -513,7 +530,8 @@ def push_at_once(
     body: dict[str, Any],
     barrier: threading.Barrier,
     statuses: list[int],
+    endpoint: str = "Users",
 ) -> None:
     with scim_client(server, token) as scim:
         barrier.wait()
-        statuses.append(scim.post(f"{SCIM}/Users", json=body).status_code)
+        statuses.append(scim.post(f"{SCIM}/{endpoint}", json=body).status_code)
