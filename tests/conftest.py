@@ -8,17 +8,25 @@ import os
 import re
 import shutil
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from types import CodeType
+from typing import Any
 
 import httpx
 import httpx._transports.default
 import hypothesis
+import jinja2
+import jinja2.bccache
 import pytest
 from flask import Flask
 from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapper
+from sqlalchemy.util import LRUCache
 from werkzeug.routing.rules import Rule
 
 from gateway.app import create_app
@@ -114,6 +122,97 @@ def _shared_compile(self: Rule) -> None:
 
 
 Rule.compile = _shared_compile  # type: ignore[method-assign]
+
+
+# SQLAlchemy compiles each statement once per engine (its cache is keyed by the engine's
+# dialect object, and the mappers' caches of INSERTs and UPDATEs too), and every test
+# makes its own engine: compiling was a tenth of the functional tests' CPU, the same
+# statements again in every test. The tests' engines share one cache instead, keyed by
+# what a dialect is rather than which object it is: its class and settings (server
+# version, paramstyle, the flags read at its first connection), so that SQLite and
+# PostgreSQL never share a statement, nor two servers or configurations that differ.
+# If SQLAlchemy changes its cache's keys or its engine's attribute, this fails loudly.
+_CANONICAL_DIALECTS: dict[tuple[object, ...], Dialect] = {}
+_CANONICAL_OF: weakref.WeakKeyDictionary[Dialect, Dialect] = weakref.WeakKeyDictionary()
+
+
+def _dialect_settings(dialect: Dialect) -> tuple[object, ...]:
+    plain = (str, int, float, bool, type(None), tuple)
+    settings = sorted((k, v) for k, v in vars(dialect).items() if isinstance(v, plain))
+    serializers = (
+        getattr(dialect, "_json_serializer", None),
+        getattr(dialect, "_json_deserializer", None),
+    )
+    return (type(dialect), tuple(settings), serializers)
+
+
+class _SharedCompiledCache:
+    """A compiled cache (``get`` and item assignment, as SQLAlchemy uses one) shared by
+    the tests' engines: a key's dialect is replaced by the first one seen with the same
+    class and settings."""
+
+    def __init__(self, capacity: int) -> None:
+        self._entries: LRUCache[tuple[object, ...], Any] = LRUCache(capacity)
+
+    def _key(self, key: tuple[object, ...]) -> tuple[object, ...]:
+        dialect = key[0]
+        canonical = _CANONICAL_OF.get(dialect)  # type: ignore[arg-type]
+        if canonical is None:
+            # At a statement's execution: the dialect has read its server's settings.
+            assert isinstance(dialect, Dialect), key  # SQLAlchemy's key: (dialect, ...)
+            canonical = _CANONICAL_DIALECTS.setdefault(_dialect_settings(dialect), dialect)
+            _CANONICAL_OF[dialect] = canonical
+        return (canonical, *key[1:])
+
+    def get(self, key: tuple[object, ...], default: Any = None) -> Any:
+        return self._entries.get(self._key(key), default)
+
+    def __setitem__(self, key: tuple[object, ...], value: Any) -> None:
+        self._entries[self._key(key)] = value
+
+
+_SHARED_COMPILED = _SharedCompiledCache(10_000)
+_engine_init = Engine.__init__
+
+
+def _engine_with_shared_cache(self: Engine, *args: Any, **kwargs: Any) -> None:
+    _engine_init(self, *args, **kwargs)
+    if self._compiled_cache is not None:  # an engine made without a cache keeps none
+        self._compiled_cache = _SHARED_COMPILED  # type: ignore[assignment]
+
+
+Engine.__init__ = _engine_with_shared_cache  # type: ignore[method-assign]
+# The mappers' own caches (their flushes' INSERT, UPDATE and DELETE statements).
+Mapper._compiled_cache = _SHARED_COMPILED  # type: ignore[assignment,method-assign]
+
+
+# Jinja compiles each template once per environment, and each test's app has its own:
+# 7% of a console test's CPU. The tests' apps (all made by create_app, with the same
+# Jinja settings) share the compiled code of a template, by its name and the checksum
+# of its source (an edited template compiles again).
+class _SharedTemplateCode(jinja2.BytecodeCache):
+    def __init__(self) -> None:
+        self._code: dict[tuple[str, str], CodeType] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        bucket.code = self._code.get((bucket.key, bucket.checksum))
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if bucket.code is not None:
+            self._code[bucket.key, bucket.checksum] = bucket.code
+
+
+_SHARED_TEMPLATE_CODE = _SharedTemplateCode()
+_create_jinja_environment = Flask.create_jinja_environment
+
+
+def _jinja_with_shared_code(self: Flask) -> Any:
+    environment = _create_jinja_environment(self)
+    environment.bytecode_cache = _SHARED_TEMPLATE_CODE
+    return environment
+
+
+Flask.create_jinja_environment = _jinja_with_shared_code  # type: ignore[method-assign]
 
 
 # One secret per test session: the database templates seal their signing key with it.
