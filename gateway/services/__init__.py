@@ -42,7 +42,7 @@ from gateway.services.remembered_devices import RememberedDeviceService
 from gateway.services.reports import ReportService
 from gateway.services.reviews import ReviewService
 from gateway.services.roles import RoleService
-from gateway.services.settings import SettingsService
+from gateway.services.settings import SettingsService, allowed_domains_in
 from gateway.services.setup import SetupService
 from gateway.services.sso import SsoService
 from gateway.services.sso_connections import SsoConnectionService
@@ -135,7 +135,7 @@ class Services:
             engine,
             self.users,
             self.grants,
-            lambda: self.settings.email().allowed_domains,
+            lambda stored: allowed_domains_in(stored, settings),
         )
         self.authzen = authzen_service(
             self.decisions, settings, lambda ids: user_emails(session, ids)

@@ -53,6 +53,7 @@ from gateway.identity.security import new_token, token_digest
 from gateway.services.base import Actor, AuditTarget, Authorizer, ChangeSet, UnitOfWork
 from gateway.services.grants import GrantService, add_grant, remove_grant
 from gateway.services.permissions import Permission
+from gateway.services.settings import STORED_EMAIL
 from gateway.services.users import UserService, account_by_email
 
 # A directory user or group: what the membership links either side to.
@@ -86,7 +87,8 @@ _ACCOUNT = (
 # One read before a create or a replace: whether another of the connection's users has
 # the userName or the externalId (any case; an externalId of None matches no row), the
 # account the person's email names (pending invitations' placeholders are not accounts),
-# and whether the connection already provisions that account as another of its users.
+# whether the connection already provisions that account as another of its users, and
+# the stored email settings (the company domains a new account's address must be in).
 # Each part is an index lookup (the last by the connection's account, not its users).
 _PREFLIGHT = select(
     exists()
@@ -113,6 +115,7 @@ _PREFLIGHT = select(
     .limit(1)
     .scalar_subquery()
     .label("linked_as_another"),
+    STORED_EMAIL.label("email_settings"),
 )
 
 
@@ -208,7 +211,7 @@ class DirectoryService:
         engine: DecisionEngine,
         users: UserService,
         grants: GrantService,
-        allowed_domains: Callable[[], Sequence[str]],
+        allowed_domains: Callable[[Any], Sequence[str]],
     ) -> None:
         self.session = session
         self.uow = uow
@@ -216,6 +219,8 @@ class DirectoryService:
         self.engine = engine
         self.users = users
         self.grants = grants
+        # The stored email settings (``STORED_EMAIL``) → the company domains new
+        # accounts' addresses must be in (gateway.services.settings.allowed_domains_in).
         self.allowed_domains = allowed_domains
 
     # -- connections (an admin with directory:manage in the workspace) ---------------
@@ -554,16 +559,20 @@ class DirectoryService:
         externalId; then the account to link a person with ``email`` to (None: one is
         created, if the address is in the allowed domains), never one the connection
         already provisions as someone else. One read (``_PREFLIGHT``) for all of it."""
-        found = self.session.execute(
-            _PREFLIGHT,
-            {
-                "connection_id": connection.id,
-                "user_name_key": person.user_name.lower(),
-                "external_id_key": _key(person.external_id),
-                "email": email,
-                "own": own or 0,  # no row's id is 0
-            },
-        ).one()
+        found = (
+            self.session.connection()
+            .execute(
+                _PREFLIGHT,
+                {
+                    "connection_id": connection.id,
+                    "user_name_key": person.user_name.lower(),
+                    "external_id_key": _key(person.external_id),
+                    "email": email,
+                    "own": own or 0,  # no row's id is 0
+                },
+            )
+            .one()
+        )
         if found.user_name_taken:
             raise DirectoryConflict(f"userName {person.user_name!r} is taken")
         if found.external_id_taken:
@@ -571,7 +580,7 @@ class DirectoryService:
         if email is None:
             return None
         if found.account_id is None:
-            self._require_allowed_domain(email)
+            self._require_allowed_domain(email, found.email_settings)
             return None
         if found.linked_as_another is not None:
             raise DirectoryConflict(f"{email} is already provisioned as another user")
@@ -985,8 +994,8 @@ class DirectoryService:
                 return normalise_email(address)
         return None
 
-    def _require_allowed_domain(self, email: str) -> None:
-        allowed = list(self.allowed_domains())
+    def _require_allowed_domain(self, email: str, email_settings: Any) -> None:
+        allowed = list(self.allowed_domains(email_settings))
         if allowed and email.rpartition("@")[2] not in allowed:
             raise InvalidInput(
                 f"{email} is not a company address: accounts may be created only for "

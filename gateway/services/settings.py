@@ -5,6 +5,7 @@ Single sign-on's settings (the environment's only) are read and checked here too
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,9 @@ EMAIL = "email"
 # Built once: every account a directory creates reads the allowed domains, and a lookup
 # by primary key (``Session.get``) builds its statement and cache key each time.
 _STORED_VALUE = select(AppSetting.value).where(AppSetting.key == bindparam("key"))
+# The stored email settings inside another read: a directory's creation reads them with
+# its uniqueness checks, one round trip for both (gateway.services.directory).
+STORED_EMAIL = select(AppSetting.value).where(AppSetting.key == EMAIL).scalar_subquery()
 EMAIL_FIELDS = (
     "smtp_host",
     "smtp_port",
@@ -63,6 +67,14 @@ def parse_domains(text: str) -> list[str]:
     return sorted({d.strip().lower().lstrip("@") for d in text.split(",") if d.strip()})
 
 
+def allowed_domains_in(stored: Mapping[str, Any] | None, settings: Settings) -> list[str]:
+    """The company domains new accounts' addresses must be in (none: any), as the stored
+    email settings (``app_settings``) say, else the environment."""
+    if stored and "allowed_domains" in stored:
+        return list(stored["allowed_domains"])
+    return parse_domains(settings.allowed_email_domains)
+
+
 class SettingsService:
     def __init__(
         self,
@@ -93,7 +105,7 @@ class SettingsService:
             smtp_username=stored.get("smtp_username", env.smtp_username),
             smtp_timeout=float(stored.get("smtp_timeout", env.smtp_timeout)),
             mail_from=stored.get("mail_from", env.mail_from),
-            allowed_domains=stored.get("allowed_domains", parse_domains(env.allowed_email_domains)),
+            allowed_domains=allowed_domains_in(stored, env),
             password_set=bool(stored.get("smtp_password_sealed") or env.smtp_password),
         )
 

@@ -432,6 +432,34 @@ def test_a_flooding_directory_is_answered_429(settings: Settings, admin_password
         close_app(app)
 
 
+def test_the_environments_allowed_domains_hold_until_an_admin_stores_others(
+    settings: Settings, admin_password: str
+) -> None:
+    """RINGFENCE_ALLOWED_EMAIL_DOMAINS holds for the accounts a directory creates while
+    no admin stored a list; a stored list, even an empty one (any domain), wins."""
+    app = create_app(replace(settings, allowed_email_domains="example.org"))
+    try:
+        with serving(app) as httpd:
+            server = LiveServer(
+                f"http://127.0.0.1:{httpd.server_port}", app, settings, admin_password
+            )
+            admin = server.admin()
+            create_workspaces(admin, "acme")
+            _, token = connect(admin, "acme")
+            with scim_client(server, token) as scim:
+                assert_scim_error(
+                    scim.post(f"{SCIM}/Users", json=scim_user("eve@example.net")),
+                    400,
+                    "invalidValue",
+                )
+                created(scim, scim_user("olga@example.org"))
+                stored = admin.patch("/settings/email", json={"allowed_domains": []})
+                assert stored.status_code == 200, stored.text
+                created(scim, scim_user("eve@example.net"))
+    finally:
+        close_app(app)
+
+
 def test_the_answer_to_a_creation_is_what_reading_the_user_gives(server: LiveServer) -> None:
     """Okta's, Entra's and bare creations (a password, read-only groups and the enterprise
     extension among them): the 201's body, ETag and location are the GET's after it."""
