@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,25 @@ from tests.helpers import serving
 
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 OMIT: Any = object()  # a claim or header left out of a logout token
+
+# A 2048-bit RSA key takes 90 ms of CPU to generate, and the single sign-on tests start
+# a provider or two each (with a key rotation now and then). The keys are made once per
+# process and handed out in turn: a provider's key differs from the last KEYS_IN_TURN - 1
+# handed out under the same kid, so the providers (and rotations) of one test never share
+# one, and every signature is still a real RS256 signature with the provider's own key.
+KEYS_IN_TURN = 8
+_KEYS: dict[str, list[RSAKey]] = {}
+_HANDED_OUT: Counter[str] = Counter()
+
+
+def signing_key(kid: str) -> RSAKey:
+    """An RSA signing key named ``kid``, unlike the last KEYS_IN_TURN - 1 of that name."""
+    keys = _KEYS.setdefault(kid, [])
+    turn = _HANDED_OUT[kid] % KEYS_IN_TURN
+    _HANDED_OUT[kid] += 1
+    if turn == len(keys):
+        keys.append(RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig"}))
+    return keys[turn]
 
 
 @dataclass
@@ -114,7 +134,7 @@ class OidcProvider:
         self.user = Person("idp-user-1", "someone@example.com")
         self.nonce_override: str | None = None
         self.sid: str | None = None  # the provider session its ID tokens name (sid)
-        self.key = RSAKey.generate_key(2048, parameters={"kid": "test-key-1", "use": "sig"})
+        self.key = signing_key("test-key-1")
         self.keys = [self.key]  # its JWKS: rotate() adds a key
         self.jwks_fetches = 0
         self.codes: dict[str, Code] = {}
@@ -228,7 +248,7 @@ class OidcProvider:
 
     def rotate(self, kid: str) -> RSAKey:
         """A new signing key, published beside the old ones; later tokens use it."""
-        self.key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig"})
+        self.key = signing_key(kid)
         self.keys.append(self.key)
         return self.key
 
