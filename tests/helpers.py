@@ -3,6 +3,7 @@ decision API calls the functional tests share."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -192,11 +193,21 @@ class LiveServer:
 
 
 def outbox_messages(settings: Settings) -> list[Any]:
-    """The emails written to the outbox folder, oldest first."""
-    return [
-        message_from_bytes(path.read_bytes(), policy=policy.default)
-        for path in sorted(settings.outbox_path.glob("*.eml"))
-    ]
+    """The emails written to the outbox folder, oldest first (parsed objects shared
+    between calls: read them, do not change them)."""
+    messages = []
+    for path in sorted(settings.outbox_path.glob("*.eml")):
+        found = path.stat()
+        messages.append(_parsed_mail(str(path), found.st_ino, found.st_size, found.st_mtime_ns))
+    return messages
+
+
+# The email package's parser is slow (3% of the invitation tests' CPU), and tests read
+# the outbox again and again, every message each time: a message is parsed once, by its
+# file (path, inode, size, modification time: a file written again is parsed again).
+@functools.lru_cache(maxsize=512)
+def _parsed_mail(path: str, inode: int, size: int, modified_ns: int) -> Any:
+    return message_from_bytes(Path(path).read_bytes(), policy=policy.default)
 
 
 def full_width(text: str, keep: str = "") -> str:
