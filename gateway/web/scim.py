@@ -385,6 +385,38 @@ def _reference_heads(model: type[Resource[Any]]) -> tuple[Path[Any], ...]:
     return tuple(heads)
 
 
+def _refers_elsewhere(resource: Resource[Any]) -> bool:
+    """Whether ``resource`` holds a reference to another resource in one of
+    :func:`_reference_heads` (what ``Path.get`` tells, read by attribute: the path's walk
+    cost 0.05 ms a head)."""
+    for schema, attribute in _reference_attributes(type(resource)):
+        holder: Any = resource if schema is None else resource[schema]
+        if holder is not None and getattr(holder, _python_name(holder.__class__, attribute), None):
+            return True
+    return False
+
+
+@functools.cache
+def _reference_attributes(model: type[Resource[Any]]) -> tuple[tuple[Any, str], ...]:
+    """:func:`_reference_heads` as (the extension model holding it, or None for the
+    resource itself; the attribute's SCIM name)."""
+    extensions: dict[str, Any] = {
+        str(extension.__schema__): extension for extension in model.get_extension_models().values()
+    }
+    return tuple(
+        (extensions.get(str(head.schema)), head.parts[0]) for head in _reference_heads(model)
+    )
+
+
+@functools.cache
+def _python_name(model: Any, attribute: str) -> str:
+    """The field of ``model`` a SCIM attribute name (any case) is serialized as."""
+    for name, field in model.model_fields.items():
+        if attribute.lower() in {name.lower(), (field.serialization_alias or "").lower()}:
+            return name
+    raise LookupError(f"{model.__name__} has no attribute {attribute!r}")
+
+
 class DirectoryScimService(ScimService):
     """scim2-server's service, publishing a resource that refers to no other resource
     without copying it deeply or walking its reference paths (together 0.28 ms a
@@ -393,7 +425,7 @@ class DirectoryScimService(ScimService):
     answer alone."""
 
     def publish(self, base_url: str, resource: Resource[Any]) -> Resource[Any]:
-        if any(head.get(resource) for head in _reference_heads(type(resource))):
+        if _refers_elsewhere(resource):
             return super().publish(base_url, resource)
         assert resource.meta is not None
         assert resource.id is not None
@@ -404,9 +436,8 @@ class DirectoryScimService(ScimService):
         }
         if not self.etag_supported:
             update["version"] = None
-        published = resource.model_copy()
-        published.meta = resource.meta.model_copy(update=update)
-        return published
+        # model_copy's update is not validated again (an assignment was: 0.03 ms).
+        return resource.model_copy(update={"meta": resource.meta.model_copy(update=update)})
 
 
 class DirectoryScimServer(ScimServer):
