@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, insert, select, true, update
+from sqlalchemy import bindparam, delete, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
 from gateway.audit import chain
@@ -125,16 +125,26 @@ def decode_expiries(data: Sequence[dict[str, Any]]) -> list[Expiry]:
     ]
 
 
+class Taken(NamedTuple):
+    """A change's revision, and the revisions others committed since ``known`` (the
+    revision the caller's engine had) as the same statement read them: None when they
+    were not read (SQLite) or not all of them were visible to it."""
+
+    revision: int
+    before: list[Logged] | None
+
+
 def record_next(
     session: Session,
     changes: Sequence[Change],
     expiries: Sequence[Expiry] = (),
     tokens_ended: bool = False,
     audited: bool = False,
-) -> int:
+    known: int | None = None,
+) -> Taken:
     """Take the next revision and add its changes to the log, in the caller's
     transaction (every revision gets a row, even an empty one, so that a missing row
-    always means "pruned"): the revision.
+    always means "pruned").
 
     Taking it (``UPDATE policy_state ... RETURNING``) holds the row's lock until COMMIT,
     so concurrent writers get distinct, increasing revisions in commit order. On
@@ -142,24 +152,45 @@ def record_next(
     CTE: one round trip, under that lock, fewer), and so is the audit chain's lock taken
     when the change has events to chain (``audited``: gateway.audit.chain.lock_after);
     SQLite has no such CTE: two statements, and the chain locks at the events' flush.
-    All go through Core, built once (no session object holds them)."""
+    All go through Core, built once (no session object holds them).
+
+    On PostgreSQL the statement also reads the revisions after ``known`` that others
+    committed (with two workers, nearly every change follows the other's), so that the
+    engine applies them after COMMIT without another read. Its snapshot is taken when
+    it starts: a revision committed while it waited for the lock is not in it, and the
+    caller, seeing a revision missing, reads the log after all."""
     connection = session.connection()
-    values = {"changes": encode(changes, expiries, tokens_ended), "created_at": utcnow()}
-    if connection.dialect.name == "postgresql" and audited:
-        taken = connection.execute(_TAKE_LOG_AND_LOCK_CHAIN, values).one_or_none()
+    values = {
+        "changes": encode(changes, expiries, tokens_ended),
+        "created_at": utcnow(),
+        "known": known if known is not None else 2**31 - 1,  # None: read nothing
+    }
+    if connection.dialect.name == "postgresql":
+        statement = _TAKE_LOG_AND_LOCK_CHAIN if audited else _TAKE_AND_LOG_READ
+        taken = connection.execute(statement, values).one_or_none()
         if taken is None:
             raise RuntimeError("the audit chain row is missing; run `ringfence db upgrade`")
+        if audited:
+            chain.note_locked(session, taken)
         revision = int(taken.revision)
-        chain.note_locked(session, taken)
-    elif connection.dialect.name == "postgresql":
-        revision = int(connection.execute(_TAKE_AND_LOG, values).scalar_one())
+        before = _complete(known, revision, taken.missed)
     else:
         revision = int(connection.execute(_TAKE).scalar_one())
         connection.execute(_LOG, {**values, "revision": revision})
+        before = None
     if revision % PRUNE_EVERY == 0 and revision > KEEP_REVISIONS:
         oldest_kept = revision - KEEP_REVISIONS
         session.execute(delete(PolicyChange).where(PolicyChange.revision <= oldest_kept))
-    return revision
+    return Taken(revision, before)
+
+
+def _complete(known: int | None, revision: int, missed: Any) -> list[Logged] | None:
+    """The revisions ``known+1 .. revision-1`` from the statement's ``missed`` rows, or
+    None if one of them is not there (committed while the statement waited) or known is
+    not given."""
+    if known is None:
+        return None
+    return _decoded(sorted(missed or []), known, revision - 1)
 
 
 # Built once: every change runs them.
@@ -183,10 +214,23 @@ _TAKE_AND_LOG = (
     .returning(PolicyChange.revision)
 )
 _LOGGED_NOW = _TAKE_AND_LOG.cte("logged")
+_LOG_TABLE = PolicyChange.__table__
+# The revisions after the caller's (``known``) before the one taken, as the statement's
+# snapshot holds them: [[revision, changes], ...] or NULL.
+_MISSED = (
+    select(func.json_agg(func.json_build_array(_LOG_TABLE.c.revision, _LOG_TABLE.c.changes)))
+    .where(
+        _LOG_TABLE.c.revision > bindparam("known"),
+        _LOG_TABLE.c.revision < _TAKEN.c.revision,
+    )
+    .scalar_subquery()
+    .label("missed")
+)
+_TAKE_AND_LOG_READ = select(_LOGGED_NOW.c.revision, _MISSED)
 _CHAIN_LOCKED = chain.lock_after(_TAKEN)
-# The revision, and the chain row as locked (the columns gateway.audit.chain.lock_chain
+# The same, and the chain row as locked (the columns gateway.audit.chain.lock_chain
 # returns).
-_TAKE_LOG_AND_LOCK_CHAIN = select(_LOGGED_NOW.c.revision, *_CHAIN_LOCKED.c).select_from(
+_TAKE_LOG_AND_LOCK_CHAIN = select(_LOGGED_NOW.c.revision, _MISSED, *_CHAIN_LOCKED.c).select_from(
     _LOGGED_NOW.join(_CHAIN_LOCKED, true())
 )
 
@@ -215,8 +259,25 @@ def read_after(session: Session, after: int, upto: int | None = None) -> list[Lo
         rows = session.connection().execute(_ALL_AFTER, {"after": after}).all()
     else:
         rows = session.connection().execute(_AFTER_UPTO, {"after": after, "upto": upto}).all()
-    last = upto if upto is not None else after + len(rows)
+    return _decoded(rows, after, upto if upto is not None else after + len(rows))
+
+
+def _decoded(rows: Sequence[Any], after: int, last: int) -> list[Logged] | None:
+    """``rows`` of (revision, changes) as revisions ``after+1 .. last``; None if one is
+    missing or cannot be decoded."""
     if [row[0] for row in rows] != list(range(after + 1, last + 1)):
+        return None
+    try:
+        return [
+            Logged(
+                int(revision),
+                decode(payload),
+                decode_expiries(payload),
+                decode_tokens_ended(payload),
+            )
+            for revision, payload in rows
+        ]
+    except (KeyError, TypeError, ValueError):
         return None
     try:
         return [

@@ -131,13 +131,28 @@ def _fill_from_log(engine: DecisionEngine, session: Session, upto: int, state: S
 
 
 def _fill_after_commit(
-    engine: DecisionEngine, session: Session, upto: int, state: SyncState
+    engine: DecisionEngine,
+    session: Session,
+    upto: int,
+    state: SyncState,
+    before: Sequence[changelog.Logged] | None = None,
 ) -> bool:
-    """:func:`_fill_from_log` for a change just committed through ``session``: the read
-    goes outside a transaction (autocommit), on a connection of the same engine, so that
-    the session starts no transaction only to end it with a ROLLBACK when it closes (two
-    round trips, and psycopg forgets every statement it prepared on a connection rolled
-    back: with two workers, each commit of one follows the other's)."""
+    """:func:`_fill_from_log` for a change just committed through ``session``, from
+    ``before`` (the revisions its own statement read: gateway.replication.changelog
+    .record_next) when they are all there, else from the log. That read goes outside a
+    transaction (autocommit), on a connection of the same engine, so that the session
+    starts no transaction only to end it with a ROLLBACK when it closes (two round
+    trips, and psycopg forgets every statement it prepared on a connection rolled back:
+    with two workers, each commit of one follows the other's)."""
+    wanted = [logged for logged in before or () if logged.revision > engine.revision]
+    if before is not None and [logged.revision for logged in wanted] == list(
+        range(engine.revision + 1, upto + 1)
+    ):
+        for logged in wanted:
+            if not _apply_logged(engine, logged, state):
+                return False
+            state.incremental_applies += 1
+        return True
     bind = session.get_bind()
     if not isinstance(bind, Engine):  # a session on a connection: read through it
         return _fill_from_log(engine, session, upto, state)
@@ -163,10 +178,12 @@ def apply_committed(
     changes: Sequence[Change],
     revision: int,
     tokens_ended: bool = False,
+    before: Sequence[changelog.Logged] | None = None,
 ) -> None:
     """Bring ``engine`` to ``revision``, just committed through ``session`` with
-    ``changes`` (and ending service tokens, if ``tokens_ended``); then announce it to
-    the other replicas."""
+    ``changes`` (and ending service tokens, if ``tokens_ended``), applying others'
+    revisions in between first (``before``, if the change's statement read them all);
+    then announce it to the other replicas."""
     state = state_of(engine)
     if tokens_ended:
         _tokens_ended(state)  # before anything that may wait: the next call is refused
@@ -178,7 +195,7 @@ def apply_committed(
             try:
                 # Revisions committed by others in between are applied first, in order.
                 in_order = revision == engine.revision + 1 or _fill_after_commit(
-                    engine, session, revision - 1, state
+                    engine, session, revision - 1, state, before
                 )
                 if not (in_order and engine.apply(changes, revision)):
                     _reload(engine, session, state)

@@ -240,13 +240,15 @@ class UnitOfWork:
             # The change's rows are written first, as the ORM's autoflush did, not
             # under the revision's lock (taken next, held until COMMIT).
             self.session.flush()
-            changes.revision = changelog.record_next(
+            taken = changelog.record_next(
                 self.session,
                 changes.engine_changes,
                 changes.expiries,
                 changes.tokens_ended,
                 audited=bool(changes.events),
+                known=self.engine.revision,
             )
+            changes.revision = taken.revision
             for event in changes.events:
                 event.revision = changes.revision
                 self.session.add(event)
@@ -274,6 +276,7 @@ class UnitOfWork:
             changes.engine_changes,
             changes.revision,
             changes.tokens_ended,
+            taken.before,
         )
         schedule_for(self.engine).committed(changes.engine_changes, changes.expiries)
         for callback in changes.after_commit:

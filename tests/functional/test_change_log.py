@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 
 from gateway.app import create_app
 from gateway.config import Settings
@@ -27,6 +28,7 @@ from gateway.engine.rules import GrantKey, grant_rule
 from gateway.replication.changelog import decode, encode
 from gateway.replication.loading import load_engine
 from gateway.replication.sync import catch_up, committed_revision, state_of
+from gateway.services.base import SYSTEM, AuditTarget, UnitOfWork
 from tests.helpers import LiveServer, assert_problem, decision_headers, post_check, run_cli
 
 
@@ -91,6 +93,45 @@ def test_another_engine_catches_up_from_the_log_and_reloads_only_across_a_gap(
         assert catch_up(replica, db, sessions, settings) is True
         assert replica.revision == pruned and state.full_reloads == 1
         assert replica.check(1, "globex", "users", "read").allowed
+    finally:
+        db.dispose()
+
+
+def test_a_change_brings_its_engine_over_the_revisions_others_committed_first(
+    server: LiveServer,
+) -> None:
+    """Two workers: a change committed by one whose engine is behind the other's
+    revisions applies them first, in order, without reloading; on PostgreSQL its own
+    revision's statement read them, so the log is not read again after COMMIT."""
+    settings = server.settings
+    db = make_engine(settings.sqlalchemy_url)
+    sessions = make_session_factory(db)
+    log_reads: list[str] = []
+
+    def note_log_read(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM policy_changes" in statement and "json_agg" not in statement:
+            log_reads.append(statement)
+
+    try:
+        with sessions() as session:
+            behind = load_engine(db, session, settings)  # "the other worker", loaded now
+        state = state_of(behind)
+        state.tracked = True
+        admin = server.admin()
+        for slug in ("acme", "globex"):  # committed by the server's own engine
+            assert admin.post("/workspaces", json={"slug": slug, "name": slug}).status_code == 201
+        event.listen(db, "before_cursor_execute", note_log_read)
+        with sessions() as session:
+            uow = UnitOfWork(session, behind)
+            with uow.change(SYSTEM) as changes:
+                changes.audit("test.change", AuditTarget.SETTINGS)
+        assert behind.revision == uow.revision
+        assert state.full_reloads == 0 and state.incremental_applies == 2
+        assert behind.check(1, "globex", "users", "read").allowed
+        if db.dialect.name == "postgresql":
+            assert log_reads == []
+        else:
+            assert len(log_reads) == 1
     finally:
         db.dispose()
 
