@@ -279,15 +279,3 @@ def _decoded(rows: Sequence[Any], after: int, last: int) -> list[Logged] | None:
         ]
     except (KeyError, TypeError, ValueError):
         return None
-    try:
-        return [
-            Logged(
-                int(revision),
-                decode(payload),
-                decode_expiries(payload),
-                decode_tokens_ended(payload),
-            )
-            for revision, payload in rows
-        ]
-    except (KeyError, TypeError, ValueError):
-        return None

@@ -7,6 +7,8 @@ workspaces' directories."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -412,8 +414,13 @@ def test_leaving_ends_access_and_sessions_when_nothing_is_left(server: LiveServe
     assert admin.get(f"/users/{hal_id}").json()["roles"] == {}
 
 
-def test_a_flooding_directory_is_answered_429(settings: Settings, admin_password: str) -> None:
-    app = create_app(replace(settings, scim_requests_per_connection="3 per minute"))
+@contextmanager
+def acme_directory(
+    settings: Settings, admin_password: str, **changes: Any
+) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """A gateway of its own with ``changes`` to the settings, workspace acme and a
+    directory connection of it: the admin's client and the directory's."""
+    app = create_app(replace(settings, **changes))
     try:
         with serving(app) as httpd:
             server = LiveServer(
@@ -423,13 +430,19 @@ def test_a_flooding_directory_is_answered_429(settings: Settings, admin_password
             create_workspaces(admin, "acme")
             _, token = connect(admin, "acme")
             with scim_client(server, token) as scim:
-                for _ in range(3):
-                    assert scim.get(f"{SCIM}/Users").status_code == 200
-                flooded = scim.get(f"{SCIM}/Users")
-                assert_scim_error(flooded, 429)
-                assert int(flooded.headers["Retry-After"]) >= 1
+                yield admin, scim
     finally:
         close_app(app)
+
+
+def test_a_flooding_directory_is_answered_429(settings: Settings, admin_password: str) -> None:
+    limited = {"scim_requests_per_connection": "3 per minute"}
+    with acme_directory(settings, admin_password, **limited) as (_, scim):
+        for _ in range(3):
+            assert scim.get(f"{SCIM}/Users").status_code == 200
+        flooded = scim.get(f"{SCIM}/Users")
+        assert_scim_error(flooded, 429)
+        assert int(flooded.headers["Retry-After"]) >= 1
 
 
 def test_the_environments_allowed_domains_hold_until_an_admin_stores_others(
@@ -437,27 +450,15 @@ def test_the_environments_allowed_domains_hold_until_an_admin_stores_others(
 ) -> None:
     """RINGFENCE_ALLOWED_EMAIL_DOMAINS holds for the accounts a directory creates while
     no admin stored a list; a stored list, even an empty one (any domain), wins."""
-    app = create_app(replace(settings, allowed_email_domains="example.org"))
-    try:
-        with serving(app) as httpd:
-            server = LiveServer(
-                f"http://127.0.0.1:{httpd.server_port}", app, settings, admin_password
-            )
-            admin = server.admin()
-            create_workspaces(admin, "acme")
-            _, token = connect(admin, "acme")
-            with scim_client(server, token) as scim:
-                assert_scim_error(
-                    scim.post(f"{SCIM}/Users", json=scim_user("eve@example.net")),
-                    400,
-                    "invalidValue",
-                )
-                created(scim, scim_user("olga@example.org"))
-                stored = admin.patch("/settings/email", json={"allowed_domains": []})
-                assert stored.status_code == 200, stored.text
-                created(scim, scim_user("eve@example.net"))
-    finally:
-        close_app(app)
+    domains = {"allowed_email_domains": "example.org"}
+    with acme_directory(settings, admin_password, **domains) as (admin, scim):
+        assert_scim_error(
+            scim.post(f"{SCIM}/Users", json=scim_user("eve@example.net")), 400, "invalidValue"
+        )
+        created(scim, scim_user("olga@example.org"))
+        stored = admin.patch("/settings/email", json={"allowed_domains": []})
+        assert stored.status_code == 200, stored.text
+        created(scim, scim_user("eve@example.net"))
 
 
 def test_the_answer_to_a_creation_is_what_reading_the_user_gives(server: LiveServer) -> None:
