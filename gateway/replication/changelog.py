@@ -215,6 +215,9 @@ _TAKE_AND_LOG = (
 )
 _LOGGED_NOW = _TAKE_AND_LOG.cte("logged")
 _LOG_TABLE = PolicyChange.__table__
+# At most this many of others' revisions are read with a change (under the revision's
+# lock): an engine further behind reads the log after COMMIT, as before.
+READ_WITH_CHANGE = 16
 # The revisions after the caller's (``known``) before the one taken, as the statement's
 # snapshot holds them: [[revision, changes], ...] or NULL.
 _MISSED = (
@@ -222,6 +225,7 @@ _MISSED = (
     .where(
         _LOG_TABLE.c.revision > bindparam("known"),
         _LOG_TABLE.c.revision < _TAKEN.c.revision,
+        _TAKEN.c.revision - bindparam("known") <= READ_WITH_CHANGE + 1,
     )
     .scalar_subquery()
     .label("missed")

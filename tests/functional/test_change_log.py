@@ -25,7 +25,7 @@ from gateway.engine.engine import (
 )
 from gateway.engine.expiry import schedule_for
 from gateway.engine.rules import GrantKey, grant_rule
-from gateway.replication.changelog import decode, encode
+from gateway.replication.changelog import READ_WITH_CHANGE, decode, encode
 from gateway.replication.loading import load_engine
 from gateway.replication.sync import catch_up, committed_revision, state_of
 from gateway.services.base import SYSTEM, AuditTarget, UnitOfWork
@@ -132,6 +132,20 @@ def test_a_change_brings_its_engine_over_the_revisions_others_committed_first(
             assert log_reads == []
         else:
             assert len(log_reads) == 1
+
+        # Further behind than a change reads (under the revision's lock): the log is
+        # read after COMMIT, and the engine arrives all the same.
+        log_reads.clear()
+        for number in range(READ_WITH_CHANGE + 1):
+            made = admin.post("/workspaces", json={"slug": f"w{number}", "name": "W"})
+            assert made.status_code == 201
+        with sessions() as session:
+            uow = UnitOfWork(session, behind)
+            with uow.change(SYSTEM) as changes:
+                changes.audit("test.change", AuditTarget.SETTINGS)
+        assert behind.revision == uow.revision and state.full_reloads == 0
+        assert behind.check(1, f"w{READ_WITH_CHANGE}", "users", "read").allowed
+        assert len(log_reads) == 1
     finally:
         db.dispose()
 
