@@ -38,8 +38,9 @@ def settings(settings: Settings, mailbox: SlowMailbox, celery_conf: None) -> Ite
             smtp_security="none",
             smtp_timeout=10.0,
             # Renewed every third of it: on two cores shared by the suite's workers a
-            # renewal can come a few hundred ms late (a 0.4 s lease lapsed once in CI).
-            mail_claim_lease_seconds=1.0,
+            # renewal can come late (a 0.4 s lease lapsed once in CI, then a 1 s one
+            # under load 7, its renewal over 0.67 s late).
+            mail_claim_lease_seconds=2.0,
             # No broker answers: each invitation's email waits in the outbox, and the
             # test runs the delivery task itself, as a worker would.
             broker_url="redis://127.0.0.1:1/0",
@@ -96,7 +97,7 @@ def test_a_slow_send_keeps_its_claim(server: LiveServer, mailbox: SlowMailbox) -
     create_workspaces(admin, "acme")
     invite(admin, "bo@example.com", [("acme", "viewer")])
     message_id = newest_message_id(server)
-    mailbox.data_delay = 2.5  # two and a half leases: a claim not renewed would lapse
+    mailbox.data_delay = 3.2  # more than one and a half leases: unrenewed, a claim lapses
 
     worker = threading.Thread(target=deliver_message.apply, args=((message_id,),))
     worker.start()
@@ -104,7 +105,7 @@ def test_a_slow_send_keeps_its_claim(server: LiveServer, mailbox: SlowMailbox) -
     while outbox_status(server, message_id) != DeliveryStatus.SENDING:
         assert time.monotonic() < deadline, "never claimed"
         time.sleep(0.02)
-    deadline = time.monotonic() + 2.2
+    deadline = time.monotonic() + 3.0  # past the first lease's end, and renewals' checks
     while time.monotonic() < deadline:
         assert current_ledger().unsent(older_than_seconds=0) == [], "taken over while sending"
         assert current_ledger().claim(message_id) is None
