@@ -69,17 +69,28 @@ GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
-def _fresh_database(url: str) -> str:
+def _fresh_database(url: str, name: str = "ringfence_bench_scim") -> str:
+    """Database ``name`` on the server of ``url``, dropped first: its URL."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    name = "ringfence_bench_scim"
     server = create_engine(url, isolation_level="AUTOCOMMIT")
     with server.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     server.dispose()
     return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def person(n: int) -> dict[str, Any]:
+    """The n-th person a directory pushes (Okta's shape)."""
+    return {
+        "schemas": [USER],
+        "userName": f"person{n}@example.com",
+        "name": {"givenName": "Person", "familyName": str(n)},
+        "emails": [{"value": f"person{n}@example.com", "type": "work", "primary": True}],
+        "active": True,
+    }
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -321,15 +332,6 @@ def _run(
         timeout=60,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
     )
-
-    def person(n: int) -> dict[str, Any]:
-        return {
-            "schemas": [USER],
-            "userName": f"person{n}@example.com",
-            "name": {"givenName": "Person", "familyName": str(n)},
-            "emails": [{"value": f"person{n}@example.com", "type": "work", "primary": True}],
-            "active": True,
-        }
 
     # Not timed: a process imports the SCIM code at its first SCIM request (every
     # worker's, as far as the connections below reach them).

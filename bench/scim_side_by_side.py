@@ -27,26 +27,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from bench.http import free_port, http
-from bench.scim import USER, Cpu, Directory, _environment, _init, _settings
+from bench.scim import Cpu, Directory, _environment, _fresh_database, _init, _settings, person
 
 CLIENTS = 4
-
-
-def _database(url: str, name: str) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    server = create_engine(url, isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    server.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager
@@ -83,21 +70,11 @@ def _served(tree: str, env: dict[str, str], log: Path) -> Iterator[tuple[str, in
         process.wait(20)
 
 
-def _person(n: int) -> dict[str, Any]:
-    return {
-        "schemas": [USER],
-        "userName": f"person{n}@example.com",
-        "name": {"givenName": "Person", "familyName": str(n)},
-        "emails": [{"value": f"person{n}@example.com", "type": "work", "primary": True}],
-        "active": True,
-    }
-
-
 def _push(base: str, token: str, numbers: range) -> None:
     """``numbers``' people created by CLIENTS clients at once."""
     directories = [Directory(f"{base}/scim/v2", token) for _ in range(CLIENTS)]
     threads = [
-        threading.Thread(target=d.push, args=((_person(n) for n in numbers[c::CLIENTS]),))
+        threading.Thread(target=d.push, args=((person(n) for n in numbers[c::CLIENTS]),))
         for c, d in enumerate(directories)
     ]
     for thread in threads:
@@ -137,7 +114,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         versions = []
         for number, tree in enumerate(trees):
-            database = _database(args.url, f"ringfence_side_by_side_{number}")
+            database = _fresh_database(args.url, f"ringfence_side_by_side_{number}")
             folder = stack.enter_context(tempfile.TemporaryDirectory())
             settings = _settings(folder, database)
             password = _init(settings)

@@ -55,16 +55,9 @@ def _receiver(folder: str, pipe: Any) -> None:
 
 
 def _fresh_database(url: str) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from bench.scim import _fresh_database as fresh
 
-    name = "ringfence_bench_streams"
-    server = create_engine(url, isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    server.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
+    return fresh(url, "ringfence_bench_streams")
 
 
 def _percentile(samples: list[float], q: float) -> float:
