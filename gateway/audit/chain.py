@@ -87,8 +87,12 @@ def record(event: AuditEvent) -> dict[str, Any]:
 # -- appending -------------------------------------------------------------------------
 
 
-# Built once: every change runs both, and building a statement (its cache key too) each
-# time costs half as much again as running it.
+# Built once: every append runs a lock and the move, and building a statement (its
+# cache key too) each time costs half as much again as running it. The lock is a
+# locking read on PostgreSQL, a no-op UPDATE on SQLite (see lock_chain).
+_LOCK_FOR_UPDATE = (
+    select(*AuditChain.__table__.c).where(AuditChain.id == CHAIN_ROW).with_for_update()
+)
 _LOCK = (
     update(AuditChain)
     .where(AuditChain.id == CHAIN_ROW)
@@ -99,11 +103,6 @@ _MOVE_HEAD = (
     update(AuditChain)
     .where(AuditChain.id == CHAIN_ROW)
     .values(head_id=bindparam("new_id"), head_hash=bindparam("new_hash"))
-)
-
-
-_LOCK_FOR_UPDATE = (
-    select(*AuditChain.__table__.c).where(AuditChain.id == CHAIN_ROW).with_for_update()
 )
 
 
@@ -138,12 +137,7 @@ def lock_after(cte: Any) -> Any:
     ``SELECT ... FOR UPDATE``, which waits as the UPDATE does and then returns the row
     as the other transaction committed it, but writes no new version of the row (10% of
     a SCIM creation's database CPU, measured side by side)."""
-    return (
-        select(*AuditChain.__table__.c)
-        .where(AuditChain.id == CHAIN_ROW, exists(select(cte.c[0])))
-        .with_for_update()
-        .cte("chain_locked")
-    )
+    return _LOCK_FOR_UPDATE.where(exists(select(cte.c[0]))).cte("chain_locked")
 
 
 def note_locked(session: Session, locked: Any) -> None:

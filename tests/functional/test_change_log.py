@@ -5,17 +5,21 @@ log cannot fill makes it reload. Plus the HTTP that reports revisions and freshn
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, event, select
+from sqlalchemy import Engine, delete, event, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.db.models import AuditEvent, PolicyChange
 from gateway.db.session import make_engine, make_session_factory
 from gateway.engine.engine import (
+    DecisionEngine,
     RuleAdded,
     RuleRemoved,
     SubjectChanged,
@@ -44,17 +48,29 @@ def test_changes_round_trip_through_their_encoding() -> None:
     assert decode(encode(changes)) == changes
 
 
-def test_another_engine_catches_up_from_the_log_and_reloads_only_across_a_gap(
-    server: LiveServer,
-) -> None:
-    settings = server.settings
+@contextmanager
+def another_engine(
+    settings: Settings,
+) -> Iterator[tuple[Engine, sessionmaker[Session], DecisionEngine]]:
+    """Another replica's (or worker's) engine on the test's database, loaded now and
+    tracking revisions as a served one does: its database engine, sessions and itself."""
     db = make_engine(settings.sqlalchemy_url)
     sessions = make_session_factory(db)
     try:
         with sessions() as session:
-            replica = load_engine(db, session, settings)  # "another replica", loaded now
+            engine = load_engine(db, session, settings)
+        state_of(engine).tracked = True
+        yield db, sessions, engine
+    finally:
+        db.dispose()
+
+
+def test_another_engine_catches_up_from_the_log_and_reloads_only_across_a_gap(
+    server: LiveServer,
+) -> None:
+    settings = server.settings
+    with another_engine(settings) as (db, sessions, replica):
         state = state_of(replica)
-        state.tracked = True
         admin = server.admin()
 
         response = admin.post("/workspaces", json={"slug": "acme", "name": "Acme"})
@@ -93,8 +109,6 @@ def test_another_engine_catches_up_from_the_log_and_reloads_only_across_a_gap(
         assert catch_up(replica, db, sessions, settings) is True
         assert replica.revision == pruned and state.full_reloads == 1
         assert replica.check(1, "globex", "users", "read").allowed
-    finally:
-        db.dispose()
 
 
 def test_a_change_brings_its_engine_over_the_revisions_others_committed_first(
@@ -103,29 +117,29 @@ def test_a_change_brings_its_engine_over_the_revisions_others_committed_first(
     """Two workers: a change committed by one whose engine is behind the other's
     revisions applies them first, in order, without reloading; on PostgreSQL its own
     revision's statement read them, so the log is not read again after COMMIT."""
-    settings = server.settings
-    db = make_engine(settings.sqlalchemy_url)
-    sessions = make_session_factory(db)
     log_reads: list[str] = []
 
     def note_log_read(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if "FROM policy_changes" in statement and "json_agg" not in statement:
             log_reads.append(statement)
 
-    try:
-        with sessions() as session:
-            behind = load_engine(db, session, settings)  # "the other worker", loaded now
+    # "the other worker": its engine, loaded now
+    with another_engine(server.settings) as (db, sessions, behind):
         state = state_of(behind)
-        state.tracked = True
         admin = server.admin()
+
+        def change_through_behind() -> int:
+            with sessions() as session:
+                uow = UnitOfWork(session, behind)
+                with uow.change(SYSTEM) as changes:
+                    changes.audit("test.change", AuditTarget.SETTINGS)
+            return uow.revision
+
         for slug in ("acme", "globex"):  # committed by the server's own engine
             assert admin.post("/workspaces", json={"slug": slug, "name": slug}).status_code == 201
         event.listen(db, "before_cursor_execute", note_log_read)
-        with sessions() as session:
-            uow = UnitOfWork(session, behind)
-            with uow.change(SYSTEM) as changes:
-                changes.audit("test.change", AuditTarget.SETTINGS)
-        assert behind.revision == uow.revision
+        committed = change_through_behind()
+        assert behind.revision == committed
         assert state.full_reloads == 0 and state.incremental_applies == 2
         assert behind.check(1, "globex", "users", "read").allowed
         if db.dialect.name == "postgresql":
@@ -139,15 +153,10 @@ def test_a_change_brings_its_engine_over_the_revisions_others_committed_first(
         for number in range(READ_WITH_CHANGE + 1):
             made = admin.post("/workspaces", json={"slug": f"w{number}", "name": "W"})
             assert made.status_code == 201
-        with sessions() as session:
-            uow = UnitOfWork(session, behind)
-            with uow.change(SYSTEM) as changes:
-                changes.audit("test.change", AuditTarget.SETTINGS)
-        assert behind.revision == uow.revision and state.full_reloads == 0
+        committed = change_through_behind()
+        assert behind.revision == committed and state.full_reloads == 0
         assert behind.check(1, f"w{READ_WITH_CHANGE}", "users", "read").allowed
         assert len(log_reads) == 1
-    finally:
-        db.dispose()
 
 
 def test_decisions_report_freshness_and_probes_and_metrics_answer(server: LiveServer) -> None:
