@@ -123,6 +123,13 @@ def _fill_from_log(engine: DecisionEngine, session: Session, upto: int, state: S
     if revisions is None:
         log.info("change log has no revisions %s..%s; reloading", engine.revision + 1, upto)
         return False
+    return _apply_in_order(engine, revisions, state)
+
+
+def _apply_in_order(
+    engine: DecisionEngine, revisions: Sequence[changelog.Logged], state: SyncState
+) -> bool:
+    """Apply logged revisions one by one; False at the first the engine cannot apply."""
     for logged in revisions:
         if not _apply_logged(engine, logged, state):
             return False
@@ -148,11 +155,7 @@ def _fill_after_commit(
     if before is not None and [logged.revision for logged in wanted] == list(
         range(engine.revision + 1, upto + 1)
     ):
-        for logged in wanted:
-            if not _apply_logged(engine, logged, state):
-                return False
-            state.incremental_applies += 1
-        return True
+        return _apply_in_order(engine, wanted, state)
     bind = session.get_bind()
     if not isinstance(bind, Engine):  # a session on a connection: read through it
         return _fill_from_log(engine, session, upto, state)
