@@ -139,8 +139,9 @@ def record_next(
     changes: Sequence[Change],
     expiries: Sequence[Expiry] = (),
     tokens_ended: bool = False,
-    audited: bool = False,
-    known: int | None = None,
+    *,
+    audited: bool,
+    known: int,
 ) -> Taken:
     """Take the next revision and add its changes to the log, in the caller's
     transaction (every revision gets a row, even an empty one, so that a missing row
@@ -163,7 +164,7 @@ def record_next(
     values = {
         "changes": encode(changes, expiries, tokens_ended),
         "created_at": utcnow(),
-        "known": known if known is not None else 2**31 - 1,  # None: read nothing
+        "known": known,
     }
     if connection.dialect.name == "postgresql":
         statement = _TAKE_LOG_AND_LOCK_CHAIN if audited else _TAKE_AND_LOG_READ
@@ -173,7 +174,8 @@ def record_next(
         if audited:
             chain.note_locked(session, taken)
         revision = int(taken.revision)
-        before = _complete(known, revision, taken.missed)
+        # known+1 .. revision-1, or None if one is missing (committed while it waited)
+        before = _decoded(sorted(taken.missed or []), known, revision - 1)
     else:
         revision = int(connection.execute(_TAKE).scalar_one())
         connection.execute(_LOG, {**values, "revision": revision})
@@ -182,15 +184,6 @@ def record_next(
         oldest_kept = revision - KEEP_REVISIONS
         session.execute(delete(PolicyChange).where(PolicyChange.revision <= oldest_kept))
     return Taken(revision, before)
-
-
-def _complete(known: int | None, revision: int, missed: Any) -> list[Logged] | None:
-    """The revisions ``known+1 .. revision-1`` from the statement's ``missed`` rows, or
-    None if one of them is not there (committed while the statement waited) or known is
-    not given."""
-    if known is None:
-        return None
-    return _decoded(sorted(missed or []), known, revision - 1)
 
 
 # Built once: every change runs them.
