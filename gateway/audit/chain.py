@@ -5,7 +5,7 @@ SHA-256 of a canonical JSON of its own fields and ``prev_hash``. Changing any st
 field, deleting an event or reordering events breaks the chain at that event, and
 :func:`verify_database` names it. The chain is extended in exactly one place, a
 ``before_flush`` hook on every SQLAlchemy session, so that no code path can add an
-event outside it; the single ``audit_chain`` row is its head (and its lock) and its
+event outside it (the hook writes the events itself, with the head's move); the single ``audit_chain`` row is its head (and its lock) and its
 anchor (where the stored chain starts once retention archived older events).
 """
 
@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, exists, func, select, text, update
+from sqlalchemy import bindparam, delete, event, exists, func, insert, select, text, update
 from sqlalchemy.inspection import inspect
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from gateway.db.models import AuditChain, AuditEvent, utcnow
 
@@ -104,6 +104,27 @@ _MOVE_HEAD = (
     .where(AuditChain.id == CHAIN_ROW)
     .values(head_id=bindparam("new_id"), head_hash=bindparam("new_hash"))
 )
+# An event's values are bound as ``event_<column>``: the statement's parameter names
+# must not be columns of audit_chain, or the head's UPDATE would take them as values to
+# set too (a compiled statement sets the columns its parameters name).
+_EVENT_COLUMNS = tuple(AuditEvent.__table__.c)
+_INSERT = insert(AuditEvent).values(
+    {column.key: bindparam(f"event_{column.key}", type_=column.type) for column in _EVENT_COLUMNS}
+)
+# One event (nearly every change) and the head's move in one statement on PostgreSQL: a
+# round trip less under the revision's lock, which every change waits for. SQLite has
+# no data-modifying CTE: the move, then the insert.
+_INSERT_AND_MOVE_HEAD = _INSERT.add_cte(_MOVE_HEAD.cte("moved_head"))
+# Each column's attribute, parameter and the value the ORM's INSERT gives it when the
+# attribute was never set (its scalar default; ``at`` is always set, by the chain).
+_BINDS = tuple(
+    (
+        column.key,
+        f"event_{column.key}",
+        column.default.arg if column.default is not None and column.default.is_scalar else None,
+    )
+    for column in _EVENT_COLUMNS
+)
 
 
 def lock_chain(session: Session) -> Any:
@@ -152,6 +173,7 @@ def _chain_new_events(session: Session, _flush_context: Any, _instances: Any) ->
         return
     head = session.info.pop(LOCKED, None) or lock_chain(session)
     head_id, head_hash = head.head_id, head.head_hash
+    rows = []
     # Ids come from the chain head under its lock (not from the table's sequence), so
     # that id order is chain order and the hash can cover the id.
     for audit_event in sorted(new, key=lambda obj: inspect(obj).insert_order or 0):
@@ -161,11 +183,34 @@ def _chain_new_events(session: Session, _flush_context: Any, _instances: Any) ->
         audit_event.prev_hash = head_hash
         audit_event.hash = compute_hash(record_fields(audit_event), head_hash)
         head_hash = audit_event.hash
-    session.connection().execute(_MOVE_HEAD, {"new_id": head_id, "new_hash": head_hash})
+        rows.append(_row(audit_event))
+    _append(session.connection(), rows, head_id, head_hash)
+    # Written: the events become persistent as if loaded, so the flush does not insert
+    # them again (and they are still the caller's objects, ids and hashes set).
+    for audit_event in new:
+        session.expunge(audit_event)
+        make_transient_to_detached(audit_event)
+        session.add(audit_event)
     # Where the head was when this transaction first appended, and where it is now: the
     # signed checkpoints (gateway.services.checkpoints) read it before COMMIT.
     session.info.setdefault(HEAD_FROM, head.head_id)
     session.info[HEAD_TO] = (head_id, head_hash)
+
+
+def _row(audit_event: AuditEvent) -> dict[str, Any]:
+    """The event's values as ``_INSERT`` binds them: what the ORM would insert."""
+    values = vars(audit_event)
+    return {name: values.get(key, default) for key, name, default in _BINDS}
+
+
+def _append(connection: Any, rows: list[dict[str, Any]], head_id: int, head_hash: str) -> None:
+    """Insert the chained ``rows`` and move the chain's head to the last of them."""
+    moved = {"new_id": head_id, "new_hash": head_hash}
+    if len(rows) == 1 and connection.dialect.name == "postgresql":
+        connection.execute(_INSERT_AND_MOVE_HEAD, {**rows[0], **moved})
+        return
+    connection.execute(_MOVE_HEAD, moved)
+    connection.execute(_INSERT, rows)
 
 
 def record_fields(audit_event: AuditEvent) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from sqlalchemy import Engine, Select, and_, bindparam, event, func, or_, select
 from sqlalchemy.orm import Session, object_session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
-from gateway.audit.chain import record
+from gateway.audit.chain import head_moved, record
 from gateway.audit.decision_feed import decision_head, prune
 from gateway.config import Settings
 from gateway.db.models import (
@@ -746,13 +746,7 @@ class StreamDesk:
 # lost one delays and loses nothing.
 
 WAKE = "ringfence.streams.wake"
-_WROTE = "ringfence.streams.wrote"
 _STREAMS_CHANGED = "ringfence.streams.changed"
-
-
-def _note_events(session: Session, _context: Any) -> None:
-    if WAKE in session.info and any(isinstance(obj, AuditEvent) for obj in session.new):
-        session.info[_WROTE] = True
 
 
 def _note_stream(_mapper: Any, _connection: Any, stream: EventStream) -> None:
@@ -764,7 +758,8 @@ def _note_stream(_mapper: Any, _connection: Any, stream: EventStream) -> None:
 def _wake_after_commit(session: Session) -> None:
     if session.info.pop(_STREAMS_CHANGED, False):
         stream_presence(session.get_bind()).forget()
-    if session.info.pop(_WROTE, False):
+    # The chain's note of the head this transaction moved: it wrote audit events.
+    if head_moved(session) is not None:
         wake = session.info.get(WAKE)
         if callable(wake) and not stream_presence(session.get_bind()).none_active():
             # The sweep delivers what a lost wake-up did not.
@@ -772,13 +767,13 @@ def _wake_after_commit(session: Session) -> None:
                 wake()
 
 
-def _forget_events(session: Session, _previous: Any = None) -> None:
-    session.info.pop(_WROTE, None)
+def _forget_streams_changed(session: Session, _previous: Any = None) -> None:
     session.info.pop(_STREAMS_CHANGED, None)
 
 
-event.listen(Session, "after_flush", _note_events)
-event.listen(Session, "after_commit", _wake_after_commit)
-event.listen(Session, "after_soft_rollback", _forget_events)
+# Before the chain's own after_commit, which forgets the head it moved (this module
+# imports the chain, so the chain's listener is always registered first).
+event.listen(Session, "after_commit", _wake_after_commit, insert=True)
+event.listen(Session, "after_soft_rollback", _forget_streams_changed)
 for _written in ("after_insert", "after_update", "after_delete"):
     event.listen(EventStream, _written, _note_stream)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -225,6 +225,56 @@ def test_concurrent_appends_do_not_fork_the_chain(server: LiveServer) -> None:
             prevs = session.scalars(select(AuditEvent.prev_hash)).all()
     assert count == before + writers * each
     assert len(set(prevs)) == len(prevs), "two events chained onto the same one: a fork"
+    result = verify(settings)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_change_writes_its_events_and_moves_the_head_in_as_few_statements(
+    server: LiveServer,
+) -> None:
+    """The chain writes a change's events itself: on PostgreSQL one event and the head's
+    move are one statement (under the revision's lock, every round trip counts), several
+    events or SQLite take two; the events stay the caller's objects, stored as they were
+    hashed, and the chain verifies."""
+    settings = server.settings
+    written: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The writes (SQLite's lock, a no-op UPDATE returning the row, is not one).
+        moved = "UPDATE audit_chain" in statement and "RETURNING" not in statement
+        if moved or "INSERT INTO audit_events" in statement:
+            written.append(statement)
+
+    with database(settings) as db:
+        event.listen(db, "before_cursor_execute", note)
+        with Session(db) as session:
+            uow = UnitOfWork(session, DecisionEngine(settings.model_path))
+            with uow.change(Actor(None, "tester")) as changes:
+                changes.audit("test.one", AuditTarget.SETTINGS, before={"a": 1})
+            one = changes.events
+            if db.dialect.name == "postgresql":
+                assert len(written) == 1, written
+                assert "UPDATE audit_chain" in written[0]
+                assert "INSERT INTO audit_events" in written[0]
+            else:
+                assert len(written) == 2, written
+            written.clear()
+            with uow.change(Actor(None, "tester")) as changes:
+                changes.audit_each(["acme", "globex", "initech"], "test.each", AuditTarget.SETTINGS)
+            assert len(written) == 2, written  # the head's move, then the rows
+            several = changes.events
+            assert [e.id for e in several] == [one[0].id + 1, one[0].id + 2, one[0].id + 3]
+            assert several[0].prev_hash == one[0].hash
+            assert all(e in session for e in [*one, *several])
+        with Session(db) as session:
+            stored = session.get(AuditEvent, one[0].id)
+            assert stored is not None
+            assert (stored.action, stored.actor_name) == ("test.one", "tester")
+            assert stored.before == {"a": 1} and stored.after is None
+            assert stored.hash == one[0].hash and stored.revision == one[0].revision
+            head = session.get(AuditChain, 1)
+            assert head is not None and head.head_id == several[-1].id
+            assert head.head_hash == several[-1].hash
     result = verify(settings)
     assert result.exit_code == 0, result.output
 
