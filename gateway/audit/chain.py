@@ -5,8 +5,9 @@ SHA-256 of a canonical JSON of its own fields and ``prev_hash``. Changing any st
 field, deleting an event or reordering events breaks the chain at that event, and
 :func:`verify_database` names it. The chain is extended in exactly one place, a
 ``before_flush`` hook on every SQLAlchemy session, so that no code path can add an
-event outside it (the hook writes the events itself, with the head's move); the single ``audit_chain`` row is its head (and its lock) and its
-anchor (where the stored chain starts once retention archived older events).
+event outside it (the hook writes the events itself, with the head's move); the single
+``audit_chain`` row is its head (and its lock) and its anchor (where the stored chain
+starts once retention archived older events).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, event, exists, func, insert, select, text, update
 from sqlalchemy.inspection import inspect
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
 from gateway.db.models import AuditChain, AuditEvent, utcnow
 
@@ -185,12 +186,12 @@ def _chain_new_events(session: Session, _flush_context: Any, _instances: Any) ->
         head_hash = audit_event.hash
         rows.append(_row(audit_event))
     _append(session.connection(), rows, head_id, head_hash)
-    # Written: the events become persistent as if loaded, so the flush does not insert
-    # them again (and they are still the caller's objects, ids and hashes set).
+    # Written: the events leave the session, so that its flush does not insert them
+    # again; they stay the caller's objects, ids and hashes set. (Kept in the session as
+    # if loaded, a rolled-back transaction would leave them in its identity map, and the
+    # next event given the same id by the restored head could not be added.)
     for audit_event in new:
         session.expunge(audit_event)
-        make_transient_to_detached(audit_event)
-        session.add(audit_event)
     # Where the head was when this transaction first appended, and where it is now: the
     # signed checkpoints (gateway.services.checkpoints) read it before COMMIT.
     session.info.setdefault(HEAD_FROM, head.head_id)

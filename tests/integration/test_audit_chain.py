@@ -265,7 +265,8 @@ def test_a_change_writes_its_events_and_moves_the_head_in_as_few_statements(
             several = changes.events
             assert [e.id for e in several] == [one[0].id + 1, one[0].id + 2, one[0].id + 3]
             assert several[0].prev_hash == one[0].hash
-            assert all(e in session for e in [*one, *several])
+            # Written by the chain, not the ORM's flush: not in the session any more.
+            assert not any(e in session for e in [*one, *several])
         with Session(db) as session:
             stored = session.get(AuditEvent, one[0].id)
             assert stored is not None
@@ -275,6 +276,24 @@ def test_a_change_writes_its_events_and_moves_the_head_in_as_few_statements(
             head = session.get(AuditChain, 1)
             assert head is not None and head.head_id == several[-1].id
             assert head.head_hash == several[-1].hash
+    result = verify(settings)
+    assert result.exit_code == 0, result.output
+
+
+def test_after_a_rollback_the_session_chains_again_from_the_head(server: LiveServer) -> None:
+    """Events written and rolled back (a change that failed at COMMIT) leave nothing
+    behind in the session: its next event takes the same id, restored with the head."""
+    settings = server.settings
+    with database(settings) as db, Session(db) as session:
+        uow = UnitOfWork(session, DecisionEngine(settings.model_path))
+        lost = AuditEvent(actor_name="tester", action="test.lost", target_type="settings")
+        session.add(lost)
+        session.flush()  # the chain writes it
+        session.rollback()
+        with uow.change(Actor(None, "tester")) as changes:
+            changes.audit("test.kept", AuditTarget.SETTINGS)
+        assert changes.events[0].id == lost.id
+        assert changes.events[0].prev_hash == lost.prev_hash
     result = verify(settings)
     assert result.exit_code == 0, result.output
 
