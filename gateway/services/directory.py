@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, exists, select
@@ -461,6 +462,21 @@ class DirectoryService:
         """Provision a person: link the account with their email, or create one (none
         yet if the directory sent no email address: no access until it does)."""
         email = self._email_of(person)
+        try:
+            return self._create_user(actor, connection, person, email)
+        except IntegrityError:
+            # Not a conflict (_raced found none): the account with this email was made
+            # meanwhile (another workspace's directory, an invitation accepted). Linked
+            # to it now, as a moment later it would have been.
+            return self._create_user(actor, connection, person, email)
+
+    def _create_user(
+        self,
+        actor: Actor,
+        connection: DirectoryConnection,
+        person: DirectoryPerson,
+        email: str | None,
+    ) -> DirectoryUser:
         account = self._preflight(connection, person, email)
         with (
             self._raced(lambda: self._preflight(connection, person, email)),
@@ -504,6 +520,20 @@ class DirectoryService:
         expected_version: str | None = None,
     ) -> DirectoryUser:
         """The directory's new state of a person (PUT, or PATCH applied)."""
+        replace = partial(self._replace_user, actor, connection, scim_id, person, expected_version)
+        try:
+            return replace()
+        except IntegrityError:  # an account made meanwhile: see create_user
+            return replace()
+
+    def _replace_user(
+        self,
+        actor: Actor,
+        connection: DirectoryConnection,
+        scim_id: str,
+        person: DirectoryPerson,
+        expected_version: str | None,
+    ) -> DirectoryUser:
         member = self.user(connection, scim_id)
         self._require_version(member.version, expected_version)
         email = self._email_of(person)

@@ -7,9 +7,10 @@ workspaces' directories."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.db.models import DirectoryConnection, User
+from gateway.db.models import DirectoryConnection, DirectoryUser, User
 from gateway.db.session import make_engine
 from gateway.identity.security import token_digest
 from tests.helpers import (
@@ -551,6 +552,68 @@ def test_the_same_person_pushed_at_once_is_created_once(server: LiveServer) -> N
         groups = scim.get(f"{SCIM}/Groups").json()
     assert listed["totalResults"] == 5
     assert groups["totalResults"] == 1
+
+
+def test_two_directories_pushing_one_new_person_at_once_share_the_account(
+    server: LiveServer,
+) -> None:
+    """Two workspaces' directories create the same new person at once: both pass the
+    read that finds no account, one creates it, the other's insert meets the email's
+    constraint. That one links the account made meanwhile, as it would have a moment
+    later: both 201, one account, never 500."""
+    admin = server.admin()
+    create_workspaces(admin, "acme", "globex")
+    acme, globex = (scim_client(server, connect(admin, w)[1]) for w in ("acme", "globex"))
+    with acme, globex:
+        for attempt in range(6):
+            body = scim_user(f"both{attempt}@example.com")
+            statuses = at_once(
+                *(partial(c.post, f"{SCIM}/Users", json=body) for c in (acme, globex))
+            )
+            assert statuses == [201, 201], statuses
+        with Session(make_engine(server.settings.sqlalchemy_url)) as session:
+            accounts = session.scalars(select(User.email).where(User.email.like("both%"))).all()
+            links = session.scalars(
+                select(DirectoryUser.user_id).where(DirectoryUser.user_name.like("both%"))
+            ).all()
+        assert sorted(accounts) == sorted(f"both{n}@example.com" for n in range(6))
+        assert len(links) == 12 and len(set(links)) == 6  # each account linked by both
+
+        # The same when one directory's replacement gives someone their first address
+        # while the other directory creates the account for it.
+        for attempt in range(6):
+            email = f"late{attempt}@example.com"
+            no_address = {"schemas": [USER_SCHEMA], "userName": f"late{attempt}"}
+            member = created(acme, no_address)
+            replaced = scim_user(f"late{attempt}", email=email)
+            statuses = at_once(
+                partial(acme.put, f"{SCIM}/Users/{member['id']}", json=replaced),
+                partial(globex.post, f"{SCIM}/Users", json=scim_user(email)),
+            )
+            assert sorted(statuses) == [200, 201], statuses
+    with Session(make_engine(server.settings.sqlalchemy_url)) as session:
+        late = session.scalars(select(User.id).where(User.email.like("late%"))).all()
+        linked = session.scalars(
+            select(DirectoryUser.user_id).where(DirectoryUser.user_name.like("late%"))
+        ).all()
+    assert len(late) == 6 and sorted(linked) == sorted([*late, *late])
+
+
+def at_once(*requests: Callable[[], httpx.Response]) -> list[int]:
+    """The statuses of ``requests``, each sent from its own thread at the same moment."""
+    barrier = threading.Barrier(len(requests))
+    statuses: list[int] = []
+
+    def send(request: Callable[[], httpx.Response]) -> None:
+        barrier.wait()
+        statuses.append(request().status_code)
+
+    threads = [threading.Thread(target=send, args=(request,)) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return statuses
 
 
 def push_at_once(
