@@ -352,8 +352,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         pytest.skip("RINGFENCE_TEST_DATABASE_URL is not set")
     name = f"test_{uuid.uuid4().hex[:12]}"
     # A test set up as ``init`` sets up gets its database copied from a template by
-    # ``admin_password`` (InitTemplates.set_up); only the others need an empty one.
-    if "admin_password" not in request.fixturenames:
+    # ``admin_password`` or another user of ``init_templates`` (InitTemplates.set_up);
+    # only the others need an empty one.
+    if not {"admin_password", "init_templates"} & set(request.fixturenames):
         _on_postgres(f'CREATE DATABASE "{name}" TEMPLATE template0', no_commit_flush(name))
     try:
         yield _database_of(PG_URL, name)

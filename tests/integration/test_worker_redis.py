@@ -13,7 +13,6 @@ import re
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -34,13 +33,13 @@ from mailer.celery_app import (
     reset_connections,
 )
 from tests.cluster import REDIS_SERVER, RedisServer, Worker
+from tests.conftest import SESSION_SECRET, TEST_HASH_PROFILE, InitTemplates
 from tests.helpers import (
     ADMIN_EMAIL,
     LiveServer,
     accept_invitation,
     close_app,
     create_workspaces,
-    run_cli,
 )
 from tests.smtp_support import REFUSAL, Mailbox, SlowMailbox, free_port, running_smtp
 
@@ -121,24 +120,32 @@ class Stack:
 
 
 @pytest.fixture
-def start_stack(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Stack]]:
+def start_stack(
+    tmp_path: Path, database_url: str, init_templates: InitTemplates
+) -> Iterator[Callable[..., Stack]]:
     """Start Redis, an SMTP server (unless ``mailbox`` is None: then ``smtp_port`` is a
-    port where nobody listens), the gateway set up by ``ringfence init`` on a live HTTP
-    server, and a worker with beat, all with the same settings; everything is stopped
-    after the test, and the worker's output shown if it failed."""
-    with stack_factory(tmp_path, database_url) as start:
+    port where nobody listens), the gateway set up as ``ringfence init`` sets it up (a
+    copy of the session's, as ``admin_password`` gives) on a live HTTP server, and a
+    worker with beat, all with the same settings; everything is stopped after the test,
+    and the worker's output shown if it failed."""
+    with stack_factory(tmp_path, database_url, init_templates) as start:
         yield start
 
 
 @pytest.fixture
-def start_stack_on_sqlite(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+def start_stack_on_sqlite(
+    tmp_path: Path, init_templates: InitTemplates
+) -> Iterator[Callable[..., Stack]]:
     """:func:`start_stack` on SQLite only, for tests about the broker alone."""
-    with stack_factory(tmp_path, f"sqlite:///{tmp_path / 'ringfence.db'}") as start:
+    database_url = f"sqlite:///{tmp_path / 'ringfence.db'}"
+    with stack_factory(tmp_path, database_url, init_templates) as start:
         yield start
 
 
 @contextmanager
-def stack_factory(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Stack]]:
+def stack_factory(
+    tmp_path: Path, database_url: str, init_templates: InitTemplates
+) -> Iterator[Callable[..., Stack]]:
     cleanups: list[Callable[[], None]] = []
     saved = {key: celery_app.conf.get(key) for key in _CELERY_KEYS}
 
@@ -163,7 +170,12 @@ def stack_factory(tmp_path: Path, database_url: str) -> Iterator[Callable[..., S
         values: dict[str, Any] = {
             "instance_dir": tmp_path / "instance",
             "database_url": database_url,
-            "secret_key": "test-secret-" + uuid.uuid4().hex,
+            # The session's secret and the suite's cheap password hashing: the init
+            # inputs of every other test, so the database is a copy of the session's
+            # template (a real ``ringfence init`` of these settings, done once) rather
+            # than an init of its own (half a second with production's argon2).
+            "secret_key": SESSION_SECRET,
+            "password_hash_profile": TEST_HASH_PROFILE,
             "public_url": f"http://127.0.0.1:{http_port}",
             "admin_email": ADMIN_EMAIL,
             "admin_name": "Ada Admin",
@@ -185,10 +197,7 @@ def stack_factory(tmp_path: Path, database_url: str) -> Iterator[Callable[..., S
         values.update(overrides)
         settings = Settings(**values)
 
-        result = run_cli(settings, "init")
-        assert result.exit_code == 0, result.output
-        match = re.search(r"password: (\S+)", result.output)
-        assert match, result.output
+        admin_password = init_templates.set_up(settings)
 
         # Started before the gateway, so that its start-up overlaps with the gateway's.
         worker = Worker(settings, tmp_path / "worker.log")
@@ -207,7 +216,7 @@ def stack_factory(tmp_path: Path, database_url: str) -> Iterator[Callable[..., S
         thread.start()
         cleanups.append(lambda: (httpd.shutdown(), thread.join(timeout=5)))
 
-        server = LiveServer(f"http://127.0.0.1:{http_port}", app, settings, match.group(1))
+        server = LiveServer(f"http://127.0.0.1:{http_port}", app, settings, admin_password)
         admin = server.admin()
         cleanups.append(admin.close)
         create_workspaces(admin, "acme")
