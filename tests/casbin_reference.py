@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,15 +11,22 @@ import casbin
 from casbin.core_enforcer import CoreEnforcer
 from casbin.util import key_match
 from casbin.util.expression import SimpleEval
+from simpleeval import DISALLOW_FUNCTIONS
 
 from gateway.engine.rules import Rule
 
 MODEL = Path(__file__).resolve().parents[1] / "model.conf"
+# What simpleeval's EvalWithCompoundTypes adds to the functions of every evaluator.
+COMPOUND_TYPES = {"list": list, "tuple": tuple, "dict": dict, "set": set}
 
-# The matcher's syntax tree, by its text. Casbin parses the matcher again at every
-# ``enforce`` (ast.parse, a third of a differential test's time); parsing is a pure
-# function of the text, and the evaluator only reads the tree.
-_PARSED: dict[str, ast.expr] = {}
+# The matcher's evaluator, by its text. Casbin parses the matcher again at every
+# ``enforce`` (ast.parse, a third of a differential test's time), and makes a new
+# evaluator for it (12 us of a decision's 46: its table of node handlers, a
+# warnings.catch_warnings, the check of its functions). Parsing is a pure function of the
+# text, the evaluator only reads the tree, and what it reads of its own state is the
+# functions and names it is handed at each decision (below, and ``eval(names)``). The
+# tests enforce from one thread at a time.
+_EVALUATORS: dict[str, SimpleEval] = {}
 
 
 class ReferenceEnforcer(casbin.Enforcer):
@@ -29,14 +35,16 @@ class ReferenceEnforcer(casbin.Enforcer):
 
     @staticmethod
     def _get_expression(expr: str, functions: Any = None) -> SimpleEval:
-        parsed = _PARSED.get(expr)
-        if parsed is None:
-            evaluator: SimpleEval = CoreEnforcer._get_expression(expr, functions)
-            _PARSED[expr] = evaluator.ast_parsed_value
+        evaluator = _EVALUATORS.get(expr)
+        if evaluator is None:
+            evaluator = CoreEnforcer._get_expression(expr, functions)
+            _EVALUATORS[expr] = evaluator
             return evaluator
-        evaluator = SimpleEval("", functions)  # "": nothing parsed
-        evaluator.expr = expr
-        evaluator.ast_parsed_value = parsed
+        # This decision's functions (its role managers'), as a new evaluator takes them:
+        # with the compound types simpleeval adds, and none it refuses.
+        evaluator.functions = {**(functions or {}), **COMPOUND_TYPES}
+        assert not any(f in DISALLOW_FUNCTIONS for f in evaluator.functions.values())
+        evaluator._max_count = 0  # its count of comprehension steps, as a new one has
         return evaluator
 
 
