@@ -131,7 +131,8 @@ bench-http: $(VENV)/.installed $(VENV)/.bench-installed
 	$(BIN)/python -m bench.http $(HTTP_BENCH_ARGS)
 ## SCIM provisioning (issue 18, not a test): a directory pushes 1,000 users and 20 groups
 ## over HTTP, then deactivates 100 people; users/s, and the time from each deactivation's
-## answer to the first deny on /v1/check. The gateway in process, then as deployed
+## answer to the first deny on /v1/check (the pushes from 4 clients: the median of 3
+## rounds). The gateway in process, then as deployed
 ## (ringfence serve --workers 2; --workers 0 skips it). PostgreSQL at
 ## RINGFENCE_BENCH_DATABASE_URL (else SQLite); writes bench/scim_results.md.
 ## Quick: SCIM_BENCH_ARGS="--users 200"
