@@ -29,20 +29,50 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-# Per module, not per session: Playwright's sync API keeps an asyncio loop running in
-# the main thread while it is open, and the tests a worker runs after the browser tests
-# (asyncio.run in the SDK's) cannot start one of their own. A launch is about a second.
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
+# One Chromium (and Playwright driver) for the browser tests a worker runs one after
+# another, closed after the last of them: Playwright's sync API keeps an asyncio loop
+# running in the main thread while it is open, and the tests a worker runs after the
+# browser tests (asyncio.run in the SDK's) cannot start one of their own. A launch with
+# its driver is 0.75 s of CPU; the suite's ordering (HEAVY_TESTS) gives each worker its
+# browser tests in a row, so a run launches one per worker, where one per file made 14.
+# Each test still has browser contexts of its own (cookies, storage, pages), as before.
+_OPEN: list[tuple[Any, Any]] = []  # (Playwright, Browser) while one is open
+
+
+@pytest.fixture
+def chromium() -> Any:
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.skip("no system Chromium (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    if not _OPEN:
+        playwright = sync_api.sync_playwright().start()
         try:
-            yield browser
-        finally:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except BaseException:
+            playwright.stop()
+            raise
+        _OPEN.append((playwright, browser))
+    return _OPEN[0][1]
+
+
+def _close_chromium() -> None:
+    if _OPEN:
+        playwright, browser = _OPEN.pop()
+        try:
             browser.close()
+        finally:
+            playwright.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a browser test's own teardown: Chromium closes unless the next test of this
+    worker is a browser test too (this conftest's hooks see only the tests below it)."""
+    try:
+        return (yield)
+    finally:
+        if nextitem is None or "chromium" not in getattr(nextitem, "fixturenames", ()):
+            _close_chromium()
 
 
 @pytest.fixture(scope="session")
