@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import REDIS_SERVER
+from tests.conftest import InitTemplates
 from tests.helpers import create_workspaces
 from tests.integration.test_worker_redis import Stack, stack_factory
 from tests.stream_support import make_tls_files, webhook_receiver
@@ -23,8 +24,10 @@ pytestmark = [
 
 
 @pytest.fixture
-def start_stack(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Stack]]:
-    with stack_factory(tmp_path, database_url) as start:
+def start_stack(
+    tmp_path: Path, database_url: str, init_templates: InitTemplates
+) -> Iterator[Callable[..., Stack]]:
+    with stack_factory(tmp_path, database_url, init_templates) as start:
         yield start
 
 
