@@ -56,6 +56,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -213,6 +214,13 @@ def _serving(env: dict[str, str], workers: int, log: Path) -> Iterator[tuple[str
     command = server_command("granian", port, None, threads=8, workers=workers)
     with serving(command, {**env, "WEB_CONCURRENCY": str(workers)}, port, log) as process:
         yield f"http://127.0.0.1:{port}", process.pid
+
+
+def _all_at_once(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 class Cpu:
@@ -387,14 +395,7 @@ def _run(
             threading.Thread(target=d.push, args=((person(n) for n in numbers),))
             for d, numbers in zip(directories, slices, strict=True)
         ]
-
-        def push_at_once(threads: list[threading.Thread] = threads) -> None:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-
-        rounds.append(measured(directories, push_at_once))
+        rounds.append(measured(directories, partial(_all_at_once, threads)))
         for directory in directories:
             directory.close()
     concurrent = statistics.median(seconds for seconds, _ in rounds)

@@ -462,13 +462,7 @@ class DirectoryService:
         """Provision a person: link the account with their email, or create one (none
         yet if the directory sent no email address: no access until it does)."""
         email = self._email_of(person)
-        try:
-            return self._create_user(actor, connection, person, email)
-        except IntegrityError:
-            # Not a conflict (_raced found none): the account with this email was made
-            # meanwhile (another workspace's directory, an invitation accepted). Linked
-            # to it now, as a moment later it would have been.
-            return self._create_user(actor, connection, person, email)
+        return _again_if_raced(partial(self._create_user, actor, connection, person, email))
 
     def _create_user(
         self,
@@ -520,11 +514,9 @@ class DirectoryService:
         expected_version: str | None = None,
     ) -> DirectoryUser:
         """The directory's new state of a person (PUT, or PATCH applied)."""
-        replace = partial(self._replace_user, actor, connection, scim_id, person, expected_version)
-        try:
-            return replace()
-        except IntegrityError:  # an account made meanwhile: see create_user
-            return replace()
+        return _again_if_raced(
+            partial(self._replace_user, actor, connection, scim_id, person, expected_version)
+        )
 
     def _replace_user(
         self,
@@ -1043,3 +1035,14 @@ class DirectoryService:
 def etag(version: int) -> str:
     """A resource's ``meta.version`` and ETag (weak: the JSON may be written differently)."""
     return f'W/"{version}"'
+
+
+def _again_if_raced(attempt: Callable[[], DirectoryUser]) -> DirectoryUser:
+    """``attempt`` (a creation or replacement of a directory user), once more if it met a
+    uniqueness constraint that was no conflict (``_raced`` found none): the account with
+    the person's email was made meanwhile (another workspace's directory, an invitation
+    accepted), and the second attempt's read links it, as a moment later it would have."""
+    try:
+        return attempt()
+    except IntegrityError:
+        return attempt()

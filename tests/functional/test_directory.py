@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -513,40 +513,27 @@ def test_the_same_person_pushed_at_once_is_created_once(server: LiveServer) -> N
     create_workspaces(admin, "acme")
     _, token = connect(admin, "acme")
     pushers = 4
-    for attempt in range(5):
-        # The same userName; then another userName with the same address.
-        bodies = [
-            scim_user(f"race{attempt}@example.com")
-            if n % 2 == 0 or attempt % 2 == 0
-            else scim_user(f"race{attempt}.{n}", email=f"race{attempt}@example.com")
-            for n in range(pushers)
-        ]
-        barrier = threading.Barrier(pushers)
-        statuses: list[int] = []
-        threads = [
-            threading.Thread(target=push_at_once, args=(server, token, body, barrier, statuses))
-            for body in bodies
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+    with ExitStack() as stack:  # a connection each
+        clients = [stack.enter_context(scim_client(server, token)) for _ in range(pushers)]
+        for attempt in range(5):
+            # The same userName; then another userName with the same address.
+            bodies = [
+                scim_user(f"race{attempt}@example.com")
+                if n % 2 == 0 or attempt % 2 == 0
+                else scim_user(f"race{attempt}.{n}", email=f"race{attempt}@example.com")
+                for n in range(pushers)
+            ]
+            statuses = at_once(
+                *(
+                    partial(client.post, f"{SCIM}/Users", json=body)
+                    for client, body in zip(clients, bodies, strict=True)
+                )
+            )
+            assert sorted(statuses) == [201] + [409] * (pushers - 1), statuses
+        # A group's displayName, the same way.
+        group = {"schemas": [GROUP_SCHEMA], "displayName": "Racers", "members": []}
+        statuses = at_once(*(partial(c.post, f"{SCIM}/Groups", json=group) for c in clients))
         assert sorted(statuses) == [201] + [409] * (pushers - 1), statuses
-    # A group's displayName, the same way.
-    barrier = threading.Barrier(pushers)
-    statuses = []
-    group = {"schemas": [GROUP_SCHEMA], "displayName": "Racers", "members": []}
-    threads = [
-        threading.Thread(
-            target=push_at_once, args=(server, token, group, barrier, statuses, "Groups")
-        )
-        for _ in range(pushers)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert sorted(statuses) == [201] + [409] * (pushers - 1), statuses
     with scim_client(server, token) as scim:
         listed = scim.get(f"{SCIM}/Users", params={"filter": 'userName sw "race"'}).json()
         groups = scim.get(f"{SCIM}/Groups").json()
@@ -614,16 +601,3 @@ def at_once(*requests: Callable[[], httpx.Response]) -> list[int]:
     for thread in threads:
         thread.join(timeout=60)
     return statuses
-
-
-def push_at_once(
-    server: LiveServer,
-    token: str,
-    body: dict[str, Any],
-    barrier: threading.Barrier,
-    statuses: list[int],
-    endpoint: str = "Users",
-) -> None:
-    with scim_client(server, token) as scim:
-        barrier.wait()
-        statuses.append(scim.post(f"{SCIM}/{endpoint}", json=body).status_code)
